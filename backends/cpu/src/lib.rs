@@ -1,0 +1,1 @@
+//! The CPU device (to come with the CPU issue).

@@ -1,0 +1,1 @@
+//! The OpenCL device (to come with the OpenCL issue).

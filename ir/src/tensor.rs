@@ -1,0 +1,293 @@
+//! Constant tensors: a shape and typed, shared, immutable element storage.
+//!
+//! Storage is an `Arc`, so cloning a tensor (into a constant node, an eval result, a
+//! second graph) never copies its elements.
+
+use crate::dtype::{DType, Element};
+use crate::error::{IrError, Result};
+use half::{bf16, f16};
+use std::sync::Arc;
+
+/// Typed element storage.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Data {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    BF16(Vec<bf16>),
+    F64(Vec<f64>),
+    I8(Vec<i8>),
+    I16(Vec<i16>),
+    I32(Vec<i32>),
+    I64(Vec<i64>),
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+    U32(Vec<u32>),
+    U64(Vec<u64>),
+    Bool(Vec<bool>),
+}
+
+/// Runs `$body` with `$v` bound to the typed `Vec` inside a [`Data`] and the type alias
+/// `$T` naming its element type. The way to write one generic body for all 13 types.
+#[macro_export]
+macro_rules! with_data {
+    ($data:expr, $v:ident, $T:ident => $body:expr) => {
+        match $data {
+            $crate::Data::F32($v) => { #[allow(dead_code)] type $T = f32; $body }
+            $crate::Data::F16($v) => { #[allow(dead_code)] type $T = $crate::half::f16; $body }
+            $crate::Data::BF16($v) => { #[allow(dead_code)] type $T = $crate::half::bf16; $body }
+            $crate::Data::F64($v) => { #[allow(dead_code)] type $T = f64; $body }
+            $crate::Data::I8($v) => { #[allow(dead_code)] type $T = i8; $body }
+            $crate::Data::I16($v) => { #[allow(dead_code)] type $T = i16; $body }
+            $crate::Data::I32($v) => { #[allow(dead_code)] type $T = i32; $body }
+            $crate::Data::I64($v) => { #[allow(dead_code)] type $T = i64; $body }
+            $crate::Data::U8($v) => { #[allow(dead_code)] type $T = u8; $body }
+            $crate::Data::U16($v) => { #[allow(dead_code)] type $T = u16; $body }
+            $crate::Data::U32($v) => { #[allow(dead_code)] type $T = u32; $body }
+            $crate::Data::U64($v) => { #[allow(dead_code)] type $T = u64; $body }
+            $crate::Data::Bool($v) => { #[allow(dead_code)] type $T = bool; $body }
+        }
+    };
+}
+
+/// Runs `$body` with the type alias `$T` naming the Rust type of a [`DType`].
+#[macro_export]
+macro_rules! with_dtype {
+    ($dtype:expr, $T:ident => $body:expr) => {
+        match $dtype {
+            $crate::DType::F32 => { type $T = f32; $body }
+            $crate::DType::F16 => { type $T = $crate::half::f16; $body }
+            $crate::DType::BF16 => { type $T = $crate::half::bf16; $body }
+            $crate::DType::F64 => { type $T = f64; $body }
+            $crate::DType::I8 => { type $T = i8; $body }
+            $crate::DType::I16 => { type $T = i16; $body }
+            $crate::DType::I32 => { type $T = i32; $body }
+            $crate::DType::I64 => { type $T = i64; $body }
+            $crate::DType::U8 => { type $T = u8; $body }
+            $crate::DType::U16 => { type $T = u16; $body }
+            $crate::DType::U32 => { type $T = u32; $body }
+            $crate::DType::U64 => { type $T = u64; $body }
+            $crate::DType::Bool => { type $T = bool; $body }
+        }
+    };
+}
+
+/// Moves a typed `Vec` into and out of [`Data`].
+pub trait Storable: Element {
+    fn wrap(v: Vec<Self>) -> Data;
+    fn slice(d: &Data) -> Option<&[Self]>;
+}
+
+macro_rules! storable {
+    ($t:ty, $d:ident) => {
+        impl Storable for $t {
+            fn wrap(v: Vec<Self>) -> Data {
+                Data::$d(v)
+            }
+            fn slice(d: &Data) -> Option<&[Self]> {
+                match d {
+                    Data::$d(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+storable!(f32, F32);
+storable!(f16, F16);
+storable!(bf16, BF16);
+storable!(f64, F64);
+storable!(i8, I8);
+storable!(i16, I16);
+storable!(i32, I32);
+storable!(i64, I64);
+storable!(u8, U8);
+storable!(u16, U16);
+storable!(u32, U32);
+storable!(u64, U64);
+storable!(bool, Bool);
+
+impl Data {
+    pub fn dtype(&self) -> DType {
+        with_data!(self, _v, T => <T as Element>::DTYPE)
+    }
+    pub fn len(&self) -> usize {
+        with_data!(self, v, T => v.len())
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// `n` zeros (false for bool) of `dtype`.
+    pub fn zeros(dtype: DType, n: usize) -> Data {
+        with_dtype!(dtype, T => <T as Storable>::wrap(vec![T::default(); n]))
+    }
+}
+
+/// A constant tensor. Row-major, dense; a scalar has an empty shape.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tensor {
+    shape: Vec<usize>,
+    data: Arc<Data>,
+}
+
+/// The number of elements of `shape`, or an error when it overflows `usize`.
+pub fn checked_numel(shape: &[usize]) -> Result<usize> {
+    shape
+        .iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .ok_or_else(|| IrError::msg(format!("shape {shape:?} has more elements than fit in memory")))
+}
+
+impl Tensor {
+    /// A tensor from a shape and its elements; errors when the counts disagree.
+    pub fn new<T: Storable>(shape: Vec<usize>, data: Vec<T>) -> Result<Tensor> {
+        Tensor::from_data(shape, T::wrap(data))
+    }
+
+    pub fn from_data(shape: Vec<usize>, data: Data) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        if n != data.len() {
+            return Err(IrError::msg(format!(
+                "shape {:?} needs {} elements but {} were given",
+                shape,
+                n,
+                data.len()
+            )));
+        }
+        Ok(Tensor { shape, data: Arc::new(data) })
+    }
+
+    pub fn scalar<T: Storable>(v: T) -> Tensor {
+        Tensor { shape: vec![], data: Arc::new(T::wrap(vec![v])) }
+    }
+
+    pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        Ok(Tensor { shape, data: Arc::new(Data::zeros(dtype, n)) })
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+    pub fn dtype(&self) -> DType {
+        self.data.dtype()
+    }
+    pub fn len(&self) -> usize {
+        self.data.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+    pub fn data(&self) -> &Data {
+        &self.data
+    }
+
+    /// The elements as `&[T]`; errors when `T` is not this tensor's type.
+    pub fn as_slice<T: Storable>(&self) -> Result<&[T]> {
+        T::slice(&self.data).ok_or_else(|| {
+            IrError::msg(format!("expected a {} tensor, found {}", T::DTYPE, self.dtype()))
+        })
+    }
+
+    /// Same elements, new shape (no copy). Errors when the element counts differ.
+    pub fn reshape(&self, shape: Vec<usize>) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        if n != self.len() {
+            return Err(IrError::msg(format!(
+                "cannot reshape {:?} ({} elements) to {:?}",
+                self.shape,
+                self.len(),
+                shape
+            )));
+        }
+        Ok(Tensor { shape, data: self.data.clone() })
+    }
+
+    /// Every element converted to f64 (exact for floats and for integers below 2^53).
+    pub fn to_f64_vec(&self) -> Vec<f64> {
+        with_data!(&*self.data, v, T => v.iter().map(|x| x.to_f64()).collect())
+    }
+
+    /// Every element as i64 (floats truncate toward zero; u64 above i64::MAX wraps).
+    pub fn to_i64_vec(&self) -> Vec<i64> {
+        with_data!(&*self.data, v, T => v.iter().map(|x| x.to_i64()).collect())
+    }
+
+    /// A tensor of `dtype` from f64 values (see [`Element::from_f64`]).
+    pub fn from_f64(dtype: DType, shape: Vec<usize>, vals: &[f64]) -> Result<Tensor> {
+        let data = with_dtype!(dtype, T => <T as Storable>::wrap(vals.iter().map(|&x| T::from_f64(x)).collect()));
+        Tensor::from_data(shape, data)
+    }
+
+    /// A tensor of `dtype` from i64 values (see [`Element::from_i64`]).
+    pub fn from_i64(dtype: DType, shape: Vec<usize>, vals: &[i64]) -> Result<Tensor> {
+        let data = with_dtype!(dtype, T => <T as Storable>::wrap(vals.iter().map(|&x| T::from_i64(x)).collect()));
+        Tensor::from_data(shape, data)
+    }
+
+    /// Element-type conversion with ONNX `Cast` semantics: float→int truncates toward
+    /// zero, int→int wraps, anything→bool is `x != 0`, int→float rounds to nearest.
+    pub fn cast(&self, to: DType) -> Tensor {
+        if to == self.dtype() {
+            return self.clone();
+        }
+        let data = with_data!(&*self.data, v, S => {
+            with_dtype!(to, D => {
+                let out: Vec<D> = if S::DTYPE.is_float() {
+                    if D::DTYPE.is_float() || D::DTYPE == DType::Bool {
+                        v.iter().map(|x| D::from_f64(x.to_f64())).collect()
+                    } else if D::DTYPE.is_signed() {
+                        v.iter().map(|x| D::from_i64(float_to_i64(x.to_f64()))).collect()
+                    } else {
+                        v.iter().map(|x| D::from_u64(float_to_u64(x.to_f64()))).collect()
+                    }
+                } else if S::DTYPE == DType::U64 {
+                    v.iter().map(|x| D::from_u64(x.to_u64())).collect()
+                } else {
+                    v.iter().map(|x| D::from_i64(x.to_i64())).collect()
+                };
+                <D as Storable>::wrap(out)
+            })
+        });
+        Tensor { shape: self.shape.clone(), data: Arc::new(data) }
+    }
+
+    /// Little-endian bytes of the elements (bool as one byte each).
+    pub fn to_le_bytes(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.len() * self.dtype().size());
+        with_data!(&*self.data, v, T => T::to_le_bytes_vec(v, &mut out));
+        out
+    }
+
+    /// A tensor from little-endian bytes; errors when the byte count does not match.
+    pub fn from_le_bytes(dtype: DType, shape: Vec<usize>, bytes: &[u8]) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        let size = dtype.size();
+        if n.checked_mul(size) != Some(bytes.len()) {
+            return Err(IrError::msg(format!(
+                "a {} tensor of shape {:?} needs {} bytes, found {}",
+                dtype,
+                shape,
+                n.saturating_mul(size),
+                bytes.len()
+            )));
+        }
+        let data = with_dtype!(dtype, T => <T as Storable>::wrap(bytes.chunks_exact(size).map(<T as Element>::from_le_bytes).collect()));
+        Tensor::from_data(shape, data)
+    }
+}
+
+/// Truncation toward zero, saturating; NaN is 0. (ONNX leaves out-of-range casts
+/// undefined; this is what numpy does on x86 for in-range values.)
+fn float_to_i64(x: f64) -> i64 {
+    x as i64
+}
+fn float_to_u64(x: f64) -> u64 {
+    if x < 0.0 {
+        (x as i64) as u64
+    } else {
+        x as u64
+    }
+}

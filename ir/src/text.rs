@@ -1,0 +1,1 @@
+//! The text form (placeholder; see the text-form work).

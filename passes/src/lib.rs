@@ -1,0 +1,1 @@
+//! Passes (to come with the passes issue).
