@@ -54,7 +54,7 @@ pub(crate) fn infer(
         Op::OneHot { axis } => one(generators::infer_one_hot(*axis, types, consts)),
         Op::EyeLike { dtype, .. } => one(generators::infer_eye_like(*dtype, types)),
         Op::NonZero => one(select::infer_non_zero(types)),
-        Op::Compress { axis } => one(select::infer_compress(*axis, types)),
+        Op::Compress { axis } => one(select::infer_compress(*axis, types, consts)),
         Op::Unique { axis, .. } => select::infer_unique(*axis, types, n_outputs),
         Op::ReverseSequence { .. } | Op::Trilu { .. } => one(util_same(types)),
         _ => return None,
