@@ -52,24 +52,51 @@ fn dim_add(a: &Dim, b: &Dim) -> Dim {
 
 /// (batch, heads, seq, size) of a q/k/v type, from its 3-D or 4-D shape.
 fn bhsd_dims(t: &TensorType, heads: Option<i64>, what: &str) -> Result<Option<[Dim; 4]>> {
-    let Some(d) = t.shape.dims() else { return Ok(None) };
+    let Some(d) = t.shape.dims() else {
+        return Ok(None);
+    };
     match d.len() {
-        4 => Ok(Some([d[0].clone(), d[1].clone(), d[2].clone(), d[3].clone()])),
+        4 => Ok(Some([
+            d[0].clone(),
+            d[1].clone(),
+            d[2].clone(),
+            d[3].clone(),
+        ])),
         3 => {
-            let h = heads.ok_or_else(|| IrError::msg(format!("a 3-D {what} needs q_num_heads and kv_num_heads")))?;
+            let h = heads.ok_or_else(|| {
+                IrError::msg(format!("a 3-D {what} needs q_num_heads and kv_num_heads"))
+            })?;
             let h = attr_usize("num_heads", h)?;
-            Ok(Some([d[0].clone(), Dim::Known(h), d[1].clone(), dim_div(&d[2], h)]))
+            Ok(Some([
+                d[0].clone(),
+                Dim::Known(h),
+                d[1].clone(),
+                dim_div(&d[2], h),
+            ]))
         }
-        r => Err(IrError::msg(format!("{what} must have rank 3 or 4, found {r}"))),
+        r => Err(IrError::msg(format!(
+            "{what} must have rank 3 or 4, found {r}"
+        ))),
     }
 }
 
-pub(super) fn infer(op: &Op, types: &[Option<&TensorType>], n_outputs: usize) -> Result<Vec<TensorType>> {
-    let Op::Attention { q_num_heads, kv_num_heads, .. } = op else {
+pub(super) fn infer(
+    op: &Op,
+    types: &[Option<&TensorType>],
+    n_outputs: usize,
+) -> Result<Vec<TensorType>> {
+    let Op::Attention {
+        q_num_heads,
+        kv_num_heads,
+        ..
+    } = op
+    else {
         return Err(IrError::msg("not an attention op"));
     };
     if !(1..=4).contains(&n_outputs) {
-        return Err(IrError::msg(format!("attention has 1 to 4 outputs, the node has {n_outputs}")));
+        return Err(IrError::msg(format!(
+            "attention has 1 to 4 outputs, the node has {n_outputs}"
+        )));
     }
     let q = input_type(types, 0)?;
     let k = input_type(types, 1)?;
@@ -87,20 +114,54 @@ pub(super) fn infer(op: &Op, types: &[Option<&TensorType>], n_outputs: usize) ->
     };
     let unknown4 = || Shape::of_rank(4);
     let y = match (&qd, &vd, q.shape.rank()) {
-        (Some(qd), Some(vd), Some(4)) => Shape(Some(vec![qd[0].clone(), qd[1].clone(), qd[2].clone(), vd[3].clone()])),
-        (Some(qd), Some(vd), Some(3)) => Shape(Some(vec![qd[0].clone(), qd[2].clone(), dim_mul(&qd[1], &vd[3])])),
+        (Some(qd), Some(vd), Some(4)) => Shape(Some(vec![
+            qd[0].clone(),
+            qd[1].clone(),
+            qd[2].clone(),
+            vd[3].clone(),
+        ])),
+        (Some(qd), Some(vd), Some(3)) => Shape(Some(vec![
+            qd[0].clone(),
+            qd[2].clone(),
+            dim_mul(&qd[1], &vd[3]),
+        ])),
         (_, _, Some(r)) => Shape::of_rank(r),
         _ => Shape::unknown_rank(),
     };
-    let total = kd.as_ref().map_or(Dim::Unknown, |kd| dim_add(&past, &kd[2]));
-    let present_k = kd.as_ref().map_or_else(unknown4, |kd| Shape(Some(vec![kd[0].clone(), kd[1].clone(), total.clone(), kd[3].clone()])));
+    let total = kd
+        .as_ref()
+        .map_or(Dim::Unknown, |kd| dim_add(&past, &kd[2]));
+    let present_k = kd.as_ref().map_or_else(unknown4, |kd| {
+        Shape(Some(vec![
+            kd[0].clone(),
+            kd[1].clone(),
+            total.clone(),
+            kd[3].clone(),
+        ]))
+    });
     let present_v = match (&kd, &vd) {
-        (Some(kd), Some(vd)) => Shape(Some(vec![kd[0].clone(), kd[1].clone(), total.clone(), vd[3].clone()])),
+        (Some(kd), Some(vd)) => Shape(Some(vec![
+            kd[0].clone(),
+            kd[1].clone(),
+            total.clone(),
+            vd[3].clone(),
+        ])),
         _ => unknown4(),
     };
-    let qk = qd.as_ref().map_or_else(unknown4, |qd| Shape(Some(vec![qd[0].clone(), qd[1].clone(), qd[2].clone(), total.clone()])));
+    let qk = qd.as_ref().map_or_else(unknown4, |qd| {
+        Shape(Some(vec![
+            qd[0].clone(),
+            qd[1].clone(),
+            qd[2].clone(),
+            total.clone(),
+        ]))
+    });
     let all = [y, present_k, present_v, qk];
-    Ok(all.into_iter().take(n_outputs).map(|s| TensorType::new(dt, s)).collect())
+    Ok(all
+        .into_iter()
+        .take(n_outputs)
+        .map(|s| TensorType::new(dt, s))
+        .collect())
 }
 
 /// A q/k/v tensor as f64 in [batch, heads, seq, size] order, with its dims.
@@ -110,10 +171,15 @@ fn to_bhsd(t: &Tensor, heads: Option<i64>, what: &str) -> Result<(Vec<f64>, [usi
     match s.len() {
         4 => Ok((v, [s[0], s[1], s[2], s[3]])),
         3 => {
-            let h = heads.ok_or_else(|| IrError::msg(format!("a 3-D {what} needs q_num_heads and kv_num_heads")))?;
+            let h = heads.ok_or_else(|| {
+                IrError::msg(format!("a 3-D {what} needs q_num_heads and kv_num_heads"))
+            })?;
             let h = attr_usize("num_heads", h)?;
             if h == 0 || s[2] % h != 0 {
-                return Err(IrError::msg(format!("{what} hidden size {} is not a multiple of {h} heads", s[2])));
+                return Err(IrError::msg(format!(
+                    "{what} hidden size {} is not a multiple of {h} heads",
+                    s[2]
+                )));
             }
             let (b, n, d) = (s[0], s[1], s[2] / h);
             let mut out = vec![0.0; v.len()];
@@ -121,24 +187,33 @@ fn to_bhsd(t: &Tensor, heads: Option<i64>, what: &str) -> Result<(Vec<f64>, [usi
                 for hi in 0..h {
                     for si in 0..n {
                         for di in 0..d {
-                            out[((bi * h + hi) * n + si) * d + di] = v[(bi * n + si) * h * d + hi * d + di];
+                            out[((bi * h + hi) * n + si) * d + di] =
+                                v[(bi * n + si) * h * d + hi * d + di];
                         }
                     }
                 }
             }
             Ok((out, [b, h, n, d]))
         }
-        r => Err(IrError::msg(format!("{what} must have rank 3 or 4, found {r}"))),
+        r => Err(IrError::msg(format!(
+            "{what} must have rank 3 or 4, found {r}"
+        ))),
     }
 }
 
 /// Concatenates `past` [b, h, p, d] in front of `cur` [b, h, s, d] along the sequence axis.
-fn concat_seq(past: Option<&Tensor>, cur: (Vec<f64>, [usize; 4]), what: &str) -> Result<(Vec<f64>, [usize; 4])> {
+fn concat_seq(
+    past: Option<&Tensor>,
+    cur: (Vec<f64>, [usize; 4]),
+    what: &str,
+) -> Result<(Vec<f64>, [usize; 4])> {
     let Some(past) = past else { return Ok(cur) };
     let (cv, [b, h, s, d]) = cur;
     let ps = past.shape();
     if ps.len() != 4 || ps[0] != b || ps[1] != h || ps[3] != d {
-        return Err(IrError::msg(format!("{what} has shape {ps:?}, which does not match [{b}, {h}, _, {d}]")));
+        return Err(IrError::msg(format!(
+            "{what} has shape {ps:?}, which does not match [{b}, {h}, _, {d}]"
+        )));
     }
     let p = ps[2];
     let pv = past.to_f64_vec();
@@ -166,10 +241,14 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
         return Err(IrError::msg("not an attention op"));
     };
     if !(1..=4).contains(&n_outputs) {
-        return Err(IrError::msg(format!("attention has 1 to 4 outputs, the node has {n_outputs}")));
+        return Err(IrError::msg(format!(
+            "attention has 1 to 4 outputs, the node has {n_outputs}"
+        )));
     }
     if !(0..=3).contains(qk_matmul_output_mode) {
-        return Err(IrError::msg(format!("qk_matmul_output_mode must be 0..3, found {qk_matmul_output_mode}")));
+        return Err(IrError::msg(format!(
+            "qk_matmul_output_mode must be 0..3, found {qk_matmul_output_mode}"
+        )));
     }
     if *left_window_size < -1 || *right_window_size < -1 {
         return Err(IrError::msg("window sizes must be -1 or non-negative"));
@@ -180,7 +259,11 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
     let dt = q_t.dtype();
     check_float("q", dt)?;
     if k_t.dtype() != dt || v_t.dtype() != dt {
-        return Err(IrError::msg(format!("q, k and v must share a type, found {dt}, {}, {}", k_t.dtype(), v_t.dtype())));
+        return Err(IrError::msg(format!(
+            "q, k and v must share a type, found {dt}, {}, {}",
+            k_t.dtype(),
+            v_t.dtype()
+        )));
     }
     if q_t.rank() != k_t.rank() || q_t.rank() != v_t.rank() {
         return Err(IrError::msg("q, k and v must have the same rank"));
@@ -191,14 +274,19 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
     let past_v = opt_input(inputs, 5);
     let nonpad_t = opt_input(inputs, 6);
     if past_k.is_some() != past_v.is_some() {
-        return Err(IrError::msg("past_key and past_value must be given together"));
+        return Err(IrError::msg(
+            "past_key and past_value must be given together",
+        ));
     }
     if nonpad_t.is_some() && past_k.is_some() {
-        return Err(IrError::msg("nonpad_kv_seqlen cannot be combined with past_key/past_value"));
+        return Err(IrError::msg(
+            "nonpad_kv_seqlen cannot be combined with past_key/past_value",
+        ));
     }
     let (qv, [b, hq, sq, dq]) = to_bhsd(q_t, *q_num_heads, "q")?;
     let (kv, kshape) = concat_seq(past_k, to_bhsd(k_t, *kv_num_heads, "k")?, "past_key")?;
-    let (vv, [bv, hv, skv, dv]) = concat_seq(past_v, to_bhsd(v_t, *kv_num_heads, "v")?, "past_value")?;
+    let (vv, [bv, hv, skv, dv]) =
+        concat_seq(past_v, to_bhsd(v_t, *kv_num_heads, "v")?, "past_value")?;
     let [bk, hk, _, dk] = kshape;
     if bk != b || bv != b || dk != dq || hv != hk || kshape[2] != skv {
         return Err(IrError::msg(format!(
@@ -206,14 +294,19 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
         )));
     }
     if hk == 0 || hq % hk != 0 {
-        return Err(IrError::msg(format!("{hq} query heads cannot share {hk} key/value heads")));
+        return Err(IrError::msg(format!(
+            "{hq} query heads cannot share {hk} key/value heads"
+        )));
     }
     let group = hq / hk;
     let past_len = past_k.map_or(0, |p| p.shape()[2]);
     let nonpad: Option<Vec<i64>> = match nonpad_t {
         Some(t) => {
             if t.shape() != [b] {
-                return Err(IrError::msg(format!("nonpad_kv_seqlen must have shape [{b}], found {:?}", t.shape())));
+                return Err(IrError::msg(format!(
+                    "nonpad_kv_seqlen must have shape [{b}], found {:?}",
+                    t.shape()
+                )));
             }
             Some(t.to_i64_vec())
         }
@@ -248,10 +341,15 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
         }
         let last = ms[ms.len() - 1];
         if last > skv {
-            return Err(IrError::msg(format!("attn_mask has {last} key positions, more than the {skv} keys")));
+            return Err(IrError::msg(format!(
+                "attn_mask has {last} key positions, more than the {skv} keys"
+            )));
         }
         let vals: Vec<f64> = if m.dtype() == DType::Bool {
-            m.as_slice::<bool>()?.iter().map(|&x| if x { 0.0 } else { f64::NEG_INFINITY }).collect()
+            m.as_slice::<bool>()?
+                .iter()
+                .map(|&x| if x { 0.0 } else { f64::NEG_INFINITY })
+                .collect()
         } else {
             check_float("attn_mask", m.dtype())?;
             if m.dtype().size() > dt.size() {
@@ -264,10 +362,13 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
         padded_shape[ms.len() - 1] = skv;
         let mut padded = vec![f64::NEG_INFINITY; checked_numel(&padded_shape)?];
         for row in 0..vals.len() / last.max(1) {
-            padded[row * skv..row * skv + last].copy_from_slice(&vals[row * last..(row + 1) * last]);
+            padded[row * skv..row * skv + last]
+                .copy_from_slice(&vals[row * last..(row + 1) * last]);
         }
         if padded_shape.len() > 4 || broadcast_shapes(&padded_shape, &out_shape)? != out_shape {
-            return Err(IrError::msg(format!("attn_mask {ms:?} does not broadcast to {out_shape:?}")));
+            return Err(IrError::msg(format!(
+                "attn_mask {ms:?} does not broadcast to {out_shape:?}"
+            )));
         }
         let map = broadcast_index_map(&padded_shape, &out_shape);
         for (o, &i) in bias.iter_mut().zip(&map) {
@@ -322,22 +423,40 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
             }
         }
     }
-    let biased: Vec<f64> = logits.iter().zip(&bias).map(|(x, m)| round_to(bias_dtype, x + m)).collect();
+    let biased: Vec<f64> = logits
+        .iter()
+        .zip(&bias)
+        .map(|(x, m)| round_to(bias_dtype, x + m))
+        .collect();
 
     // Softmax over each row, in softmax_precision when given, else in the biased logits' type.
     let sm_dtype = softmax_precision.unwrap_or(bias_dtype);
     let srnd = |x: f64| round_to(sm_dtype, x);
     let mut probs = vec![0.0f64; n];
     for r in 0..n / skv.max(1) {
-        let row: Vec<f64> = biased[r * skv..(r + 1) * skv].iter().map(|&x| srnd(x)).collect();
+        let row: Vec<f64> = biased[r * skv..(r + 1) * skv]
+            .iter()
+            .map(|&x| srnd(x))
+            .collect();
         // Like numpy's max: NaN wins.
-        let max = row.iter().fold(f64::NEG_INFINITY, |a, &x| if x.is_nan() || a.is_nan() { f64::NAN } else { a.max(x) });
-        let all_masked_bias = bias[r * skv..(r + 1) * skv].iter().all(|&x| x == f64::NEG_INFINITY);
+        let max = row.iter().fold(f64::NEG_INFINITY, |a, &x| {
+            if x.is_nan() || a.is_nan() {
+                f64::NAN
+            } else {
+                a.max(x)
+            }
+        });
+        let all_masked_bias = bias[r * skv..(r + 1) * skv]
+            .iter()
+            .all(|&x| x == f64::NEG_INFINITY);
         if all_masked_bias {
             continue;
         }
         let safe_max = if max == f64::NEG_INFINITY { 0.0 } else { max };
-        let e: Vec<f64> = row.iter().map(|&x| srnd(srnd(x - safe_max).exp())).collect();
+        let e: Vec<f64> = row
+            .iter()
+            .map(|&x| srnd(srnd(x - safe_max).exp()))
+            .collect();
         let mut s = srnd(e.iter().sum());
         if s == 0.0 {
             s = 1.0;
@@ -359,13 +478,21 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
                         acc += p * vv[((bi * hk + kh) * skv + j) * dv + d];
                     }
                     // 3-D output is [b, sq, hq·dv]; 4-D is [b, hq, sq, dv].
-                    let o = if rank3 { (bi * sq + i) * hq * dv + hi * dv + d } else { ((bi * hq + hi) * sq + i) * dv + d };
+                    let o = if rank3 {
+                        (bi * sq + i) * hq * dv + hi * dv + d
+                    } else {
+                        ((bi * hq + hi) * sq + i) * dv + d
+                    };
                     y[o] = acc;
                 }
             }
         }
     }
-    let y_shape = if rank3 { vec![b, sq, hq * dv] } else { vec![b, hq, sq, dv] };
+    let y_shape = if rank3 {
+        vec![b, sq, hq * dv]
+    } else {
+        vec![b, hq, sq, dv]
+    };
     let mut out = vec![Tensor::from_f64(dt, y_shape, &y)?];
     if n_outputs > 1 {
         out.push(Tensor::from_f64(dt, kshape.to_vec(), &kv)?);

@@ -13,7 +13,12 @@ use crate::op::Op;
 use crate::shape::TensorType;
 use crate::tensor::Tensor;
 
-pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>], _consts: &[Option<&Tensor>], n_outputs: usize) -> Option<Result<Vec<TensorType>>> {
+pub(crate) fn infer(
+    op: &Op,
+    types: &[Option<&TensorType>],
+    _consts: &[Option<&Tensor>],
+    n_outputs: usize,
+) -> Option<Result<Vec<TensorType>>> {
     match op {
         Op::Rnn { .. } => Some(rnn::infer(op, types, n_outputs)),
         Op::Attention { .. } => Some(attention::infer(op, types, n_outputs)),
@@ -22,7 +27,11 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>], _consts: &[Option<&T
     }
 }
 
-pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Option<Result<Vec<Tensor>>> {
+pub(crate) fn eval(
+    op: &Op,
+    inputs: &[Option<Tensor>],
+    n_outputs: usize,
+) -> Option<Result<Vec<Tensor>>> {
     match op {
         Op::Rnn { .. } => Some(rnn::eval(op, inputs, n_outputs)),
         Op::Attention { .. } => Some(attention::eval(op, inputs, n_outputs)),
@@ -36,7 +45,9 @@ fn check_float(what: &str, d: DType) -> Result<()> {
     if d.is_float() {
         Ok(())
     } else {
-        Err(IrError::msg(format!("{what} must be a float tensor, found {d}")))
+        Err(IrError::msg(format!(
+            "{what} must be a float tensor, found {d}"
+        )))
     }
 }
 

@@ -39,15 +39,32 @@ fn num_directions(d: Direction) -> usize {
     }
 }
 
-pub(super) fn infer(op: &Op, types: &[Option<&TensorType>], n_outputs: usize) -> Result<Vec<TensorType>> {
-    let Op::Rnn { kind, direction, hidden_size, layout, .. } = op else {
+pub(super) fn infer(
+    op: &Op,
+    types: &[Option<&TensorType>],
+    n_outputs: usize,
+) -> Result<Vec<TensorType>> {
+    let Op::Rnn {
+        kind,
+        direction,
+        hidden_size,
+        layout,
+        ..
+    } = op
+    else {
         return Err(IrError::msg("not a recurrent op"));
     };
     if n_outputs > max_outputs(*kind) {
-        return Err(IrError::msg(format!("{} has at most {} outputs, the node has {n_outputs}", kind.word(), max_outputs(*kind))));
+        return Err(IrError::msg(format!(
+            "{} has at most {} outputs, the node has {n_outputs}",
+            kind.word(),
+            max_outputs(*kind)
+        )));
     }
     if *layout != 0 && *layout != 1 {
-        return Err(IrError::msg(format!("layout must be 0 or 1, found {layout}")));
+        return Err(IrError::msg(format!(
+            "layout must be 0 or 1, found {layout}"
+        )));
     }
     let x = input_type(types, 0)?;
     check_float("x", x.dtype)?;
@@ -56,20 +73,35 @@ pub(super) fn infer(op: &Op, types: &[Option<&TensorType>], n_outputs: usize) ->
         match t.shape.dims() {
             None => Ok(vec![Dim::Unknown; 3]),
             Some(d) if d.len() == 3 => Ok(d.to_vec()),
-            Some(d) => Err(IrError::msg(format!("{what} must have rank 3, found rank {}", d.len()))),
+            Some(d) => Err(IrError::msg(format!(
+                "{what} must have rank 3, found rank {}",
+                d.len()
+            ))),
         }
     };
     let xd = dims3(x, "x")?;
     let rd = dims3(r, "r")?;
-    let hidden = if *hidden_size > 0 { Dim::Known(attr_usize("hidden_size", *hidden_size)?) } else { rd[2].clone() };
-    let (seq, batch) = if *layout == 0 { (xd[0].clone(), xd[1].clone()) } else { (xd[1].clone(), xd[0].clone()) };
+    let hidden = if *hidden_size > 0 {
+        Dim::Known(attr_usize("hidden_size", *hidden_size)?)
+    } else {
+        rd[2].clone()
+    };
+    let (seq, batch) = if *layout == 0 {
+        (xd[0].clone(), xd[1].clone())
+    } else {
+        (xd[1].clone(), xd[0].clone())
+    };
     let d = Dim::Known(num_directions(*direction));
     let y = if *layout == 0 {
         vec![seq, d.clone(), batch.clone(), hidden.clone()]
     } else {
         vec![batch.clone(), seq, d.clone(), hidden.clone()]
     };
-    let state = if *layout == 0 { vec![d, batch, hidden] } else { vec![batch, d, hidden] };
+    let state = if *layout == 0 {
+        vec![d, batch, hidden]
+    } else {
+        vec![batch, d, hidden]
+    };
     let mut out = vec![TensorType::new(x.dtype, Shape(Some(y)))];
     while out.len() < n_outputs {
         out.push(TensorType::new(x.dtype, Shape(Some(state.clone()))));
@@ -133,7 +165,13 @@ impl Act {
 /// Parses the activation names. `activation_alpha` and `activation_beta` are consumed in
 /// order by the functions that take a parameter (onnxruntime's reading of the spec);
 /// a function left without one gets the default of the ONNX operator of the same name.
-fn parse_activations(kind: RnnKind, names: &[String], alphas: &[f32], betas: &[f32], dirs: usize) -> Result<Vec<Vec<Act>>> {
+fn parse_activations(
+    kind: RnnKind,
+    names: &[String],
+    alphas: &[f32],
+    betas: &[f32],
+    dirs: usize,
+) -> Result<Vec<Vec<Act>>> {
     let per_dir = match kind {
         RnnKind::Rnn => 1,
         RnnKind::Gru => 2,
@@ -145,7 +183,12 @@ fn parse_activations(kind: RnnKind, names: &[String], alphas: &[f32], betas: &[f
         RnnKind::Lstm => vec!["Sigmoid".into(), "Tanh".into(), "Tanh".into()],
     };
     let names: Vec<String> = if names.is_empty() {
-        defaults.iter().cycle().take(per_dir * dirs).cloned().collect()
+        defaults
+            .iter()
+            .cycle()
+            .take(per_dir * dirs)
+            .cloned()
+            .collect()
     } else if names.len() == per_dir && dirs == 2 {
         // One set given for a bidirectional op serves both directions.
         names.iter().chain(names.iter()).cloned().collect()
@@ -170,12 +213,20 @@ fn parse_activations(kind: RnnKind, names: &[String], alphas: &[f32], betas: &[f
             "affine" => Act::Affine(alphas.next().unwrap_or(1.0), betas.next().unwrap_or(0.0)),
             "leakyrelu" => Act::LeakyRelu(alphas.next().unwrap_or(0.01)),
             "thresholdedrelu" => Act::ThresholdedRelu(alphas.next().unwrap_or(1.0)),
-            "scaledtanh" => Act::ScaledTanh(alphas.next().unwrap_or(1.0), betas.next().unwrap_or(1.0)),
-            "hardsigmoid" => Act::HardSigmoid(alphas.next().unwrap_or(0.2), betas.next().unwrap_or(0.5)),
+            "scaledtanh" => {
+                Act::ScaledTanh(alphas.next().unwrap_or(1.0), betas.next().unwrap_or(1.0))
+            }
+            "hardsigmoid" => {
+                Act::HardSigmoid(alphas.next().unwrap_or(0.2), betas.next().unwrap_or(0.5))
+            }
             "elu" => Act::Elu(alphas.next().unwrap_or(1.0)),
             "softsign" => Act::Softsign,
             "softplus" => Act::Softplus,
-            other => return Err(IrError::msg(format!("unknown activation function `{other}`"))),
+            other => {
+                return Err(IrError::msg(format!(
+                    "unknown activation function `{other}`"
+                )))
+            }
         };
         acts.push(act);
     }
@@ -184,27 +235,57 @@ fn parse_activations(kind: RnnKind, names: &[String], alphas: &[f32], betas: &[f
 
 /// `out[g] = sum_k m[g][k] * v[k]` for `g` in `0..rows`, `m` row-major with `cols` columns.
 fn matvec(m: &[f64], cols: usize, rows: usize, v: &[f64]) -> Vec<f64> {
-    (0..rows).map(|g| m[g * cols..(g + 1) * cols].iter().zip(v).map(|(a, b)| a * b).sum()).collect()
+    (0..rows)
+        .map(|g| {
+            m[g * cols..(g + 1) * cols]
+                .iter()
+                .zip(v)
+                .map(|(a, b)| a * b)
+                .sum()
+        })
+        .collect()
 }
 
 /// Checks a tensor's shape against what the op needs.
 fn expect_shape(what: &str, t: &Tensor, want: &[usize]) -> Result<()> {
     if t.shape() != want {
-        return Err(IrError::msg(format!("{what} must have shape {want:?}, found {:?}", t.shape())));
+        return Err(IrError::msg(format!(
+            "{what} must have shape {want:?}, found {:?}",
+            t.shape()
+        )));
     }
     Ok(())
 }
 
 pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
-    let Op::Rnn { kind, direction, hidden_size, activations, activation_alpha, activation_beta, clip, layout, input_forget, linear_before_reset } = op else {
+    let Op::Rnn {
+        kind,
+        direction,
+        hidden_size,
+        activations,
+        activation_alpha,
+        activation_beta,
+        clip,
+        layout,
+        input_forget,
+        linear_before_reset,
+    } = op
+    else {
         return Err(IrError::msg("not a recurrent op"));
     };
     let kind = *kind;
     if n_outputs > max_outputs(kind) {
-        return Err(IrError::msg(format!("{} has at most {} outputs, the node has {n_outputs}", kind.word(), max_outputs(kind))));
+        return Err(IrError::msg(format!(
+            "{} has at most {} outputs, the node has {n_outputs}",
+            kind.word(),
+            max_outputs(kind)
+        )));
     }
     if kind != RnnKind::Lstm && (opt_input(inputs, 6).is_some() || opt_input(inputs, 7).is_some()) {
-        return Err(IrError::msg(format!("{} takes no initial_c or peepholes", kind.word())));
+        return Err(IrError::msg(format!(
+            "{} takes no initial_c or peepholes",
+            kind.word()
+        )));
     }
     let x = input(inputs, 0)?;
     let w = input(inputs, 1)?;
@@ -213,22 +294,37 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
     check_float("x", dtype)?;
     for (what, t) in [("w", w), ("r", r)] {
         if t.dtype() != dtype {
-            return Err(IrError::msg(format!("{what} is {} but x is {dtype}", t.dtype())));
+            return Err(IrError::msg(format!(
+                "{what} is {} but x is {dtype}",
+                t.dtype()
+            )));
         }
     }
     if x.rank() != 3 || w.rank() != 3 || r.rank() != 3 {
-        return Err(IrError::msg(format!("x, w and r must have rank 3, found {:?}, {:?}, {:?}", x.shape(), w.shape(), r.shape())));
+        return Err(IrError::msg(format!(
+            "x, w and r must have rank 3, found {:?}, {:?}, {:?}",
+            x.shape(),
+            w.shape(),
+            r.shape()
+        )));
     }
     let layout = match *layout {
         0 => false,
         1 => true,
         l => return Err(IrError::msg(format!("layout must be 0 or 1, found {l}"))),
     };
-    let (seq, batch, isz) = if layout { (x.shape()[1], x.shape()[0], x.shape()[2]) } else { (x.shape()[0], x.shape()[1], x.shape()[2]) };
+    let (seq, batch, isz) = if layout {
+        (x.shape()[1], x.shape()[0], x.shape()[2])
+    } else {
+        (x.shape()[0], x.shape()[1], x.shape()[2])
+    };
     let dirs = num_directions(*direction);
     let hid = r.shape()[2];
     if *hidden_size > 0 && attr_usize("hidden_size", *hidden_size)? != hid {
-        return Err(IrError::msg(format!("hidden_size is {hidden_size} but r has shape {:?}", r.shape())));
+        return Err(IrError::msg(format!(
+            "hidden_size is {hidden_size} but r has shape {:?}",
+            r.shape()
+        )));
     }
     let g = n_gates(kind);
     let gh = g * hid;
@@ -258,15 +354,27 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
                 .into_iter()
                 .map(|l| match usize::try_from(l) {
                     Ok(l) if l <= seq => Ok(l),
-                    _ => Err(IrError::msg(format!("sequence length {l} is outside [0, {seq}]"))),
+                    _ => Err(IrError::msg(format!(
+                        "sequence length {l} is outside [0, {seq}]"
+                    ))),
                 })
                 .collect::<Result<_>>()?
         }
         None => vec![seq; batch],
     };
-    let state_shape = if layout { [batch, dirs, hid] } else { [dirs, batch, hid] };
+    let state_shape = if layout {
+        [batch, dirs, hid]
+    } else {
+        [dirs, batch, hid]
+    };
     // Index of (direction, batch) in a state tensor of either layout.
-    let sidx = |d: usize, b: usize| if layout { (b * dirs + d) * hid } else { (d * batch + b) * hid };
+    let sidx = |d: usize, b: usize| {
+        if layout {
+            (b * dirs + d) * hid
+        } else {
+            (d * batch + b) * hid
+        }
+    };
     let init = |i: usize, what: &str| -> Result<Vec<f64>> {
         match opt_input(inputs, i) {
             Some(t) => {
@@ -304,7 +412,11 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
             let mut c = c0[sidx(d, b)..sidx(d, b) + hid].to_vec();
             for step in 0..len {
                 let t = if reverse { len - 1 - step } else { step };
-                let xo = if layout { (b * seq + t) * isz } else { (t * batch + b) * isz };
+                let xo = if layout {
+                    (b * seq + t) * isz
+                } else {
+                    (t * batch + b) * isz
+                };
                 let xt = &xv[xo..xo + isz];
                 let gx = matvec(wd, isz, gh, xt);
                 let gr = matvec(rd, hid, gh, &h);
@@ -313,7 +425,9 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
                     RnnKind::Rnn => (0..hid).map(|k| act[0].apply(clamp(pre(k)))).collect(),
                     RnnKind::Gru => {
                         let z: Vec<f64> = (0..hid).map(|k| act[0].apply(clamp(pre(k)))).collect();
-                        let rg: Vec<f64> = (0..hid).map(|k| act[0].apply(clamp(pre(hid + k)))).collect();
+                        let rg: Vec<f64> = (0..hid)
+                            .map(|k| act[0].apply(clamp(pre(hid + k))))
+                            .collect();
                         // Without linear_before_reset the reset gate scales h before Rh.
                         let reset_h: Vec<f64> = h.iter().zip(&rg).map(|(a, b)| a * b).collect();
                         let rh = matvec(&rd[2 * hid * hid..], hid, hid, &reset_h);
@@ -334,7 +448,11 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
                         let mut hn = vec![0.0; hid];
                         for k in 0..hid {
                             let i = act[0].apply(clamp(pre(k) + pd[k] * c[k]));
-                            let f = if *input_forget { 1.0 - i } else { act[0].apply(clamp(pre(2 * hid + k) + pd[2 * hid + k] * c[k])) };
+                            let f = if *input_forget {
+                                1.0 - i
+                            } else {
+                                act[0].apply(clamp(pre(2 * hid + k) + pd[2 * hid + k] * c[k]))
+                            };
                             let cc = act[1].apply(clamp(pre(3 * hid + k)));
                             let cn = f * c[k] + i * cc;
                             let o = act[0].apply(clamp(pre(hid + k) + pd[hid + k] * cn));
@@ -345,7 +463,11 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
                     }
                 };
                 h = new_h;
-                let yo = if layout { ((b * seq + t) * dirs + d) * hid } else { ((t * dirs + d) * batch + b) * hid };
+                let yo = if layout {
+                    ((b * seq + t) * dirs + d) * hid
+                } else {
+                    ((t * dirs + d) * batch + b) * hid
+                };
                 y[yo..yo + hid].copy_from_slice(&h);
             }
             if len == 0 {
@@ -356,7 +478,11 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
             yc[sidx(d, b)..sidx(d, b) + hid].copy_from_slice(&c);
         }
     }
-    let y_shape = if layout { vec![batch, seq, dirs, hid] } else { vec![seq, dirs, batch, hid] };
+    let y_shape = if layout {
+        vec![batch, seq, dirs, hid]
+    } else {
+        vec![seq, dirs, batch, hid]
+    };
     let mut out = vec![Tensor::from_f64(dtype, y_shape, &y)?];
     if n_outputs > 1 {
         out.push(Tensor::from_f64(dtype, state_shape.to_vec(), &yh)?);
