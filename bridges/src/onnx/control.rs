@@ -96,7 +96,8 @@ pub(crate) fn loop_(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
         ins.push(None);
     }
     ins.extend(captured_values(b, &names)?);
-    b.emit(Op::Loop { body: Box::new(graph) }, &n.name, &ins, n.n_out())
+    let op = Op::Loop { body: Box::new(graph), num_captured: names.len() as i64 };
+    b.emit(op, &n.name, &ins, n.n_out())
 }
 
 /// Scan (opset 9+): (state…, scan inputs…, captured…).

@@ -13,8 +13,9 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 
-/// The oldest and newest default-domain opsets the bridge maps.
-pub(crate) const MIN_OPSET: i64 = 7;
+/// The newest default-domain opset the bridge maps. Models older than opset 7 load only
+/// when each op they use still has its opset-7 definition (see `legacy::predates_opset7`).
+pub(crate) const MIN_OPSET: i64 = 1;
 pub(crate) const MAX_OPSET: i64 = 28;
 
 /// One graph under construction and the ONNX names visible in it.
@@ -66,9 +67,12 @@ pub(crate) fn default_opset(imports: &[onnx_protobuf::OperatorSetIdProto]) -> Op
 }
 
 pub(crate) fn build_model<'m>(model: &'m ModelProto, base_dir: Option<&'m Path>) -> Result<Graph> {
-    let opset = default_opset(&model.opset_import)
-        .ok_or_else(|| IrError::msg("the model imports no default-domain (ai.onnx) opset"))?;
-    check_opset(opset)?;
+    // A model importing only other domains gets opset 0: its default-domain nodes, if
+    // any, are refused one by one (after the domain check, which names the real problem).
+    let opset = default_opset(&model.opset_import).unwrap_or(0);
+    if opset != 0 {
+        check_opset(opset)?;
+    }
     let g = model.graph.as_ref().ok_or_else(|| IrError::msg("the model has no graph"))?;
     let mut functions = HashMap::new();
     for f in &model.functions {
@@ -82,7 +86,7 @@ pub(crate) fn build_model<'m>(model: &'m ModelProto, base_dir: Option<&'m Path>)
 
 pub(crate) fn check_opset(opset: i64) -> Result<()> {
     if opset < MIN_OPSET {
-        return Err(IrError::msg(format!("default-domain opset {opset} is older than {MIN_OPSET}, the oldest kiln reads")));
+        return Err(IrError::msg(format!("default-domain opset {opset} is not a valid opset version")));
     }
     if opset > MAX_OPSET {
         return Err(IrError::msg(format!("default-domain opset {opset} is newer than {MAX_OPSET}, the newest kiln reads")));
@@ -325,6 +329,15 @@ impl<'m> Builder<'m> {
         let at = |m: String| IrError::at(name.clone(), m);
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
             return Err(at(format!("op {} of domain `{}` is not supported (only the default ONNX domain is)", node.op_type, node.domain)));
+        }
+        if item.opset == 0 {
+            return Err(at(format!("{} is a default-domain op but the model imports no default-domain opset", node.op_type)));
+        }
+        if let Some(changed) = super::legacy::predates_opset7(&node.op_type, item.opset) {
+            return Err(at(format!(
+                "{} at opset {} predates its opset-{changed} definition; kiln reads {} from opset {changed} on",
+                node.op_type, item.opset, node.op_type
+            )));
         }
         let mut inputs = Vec::with_capacity(node.input.len());
         for (i, input) in node.input.iter().enumerate() {

@@ -7,6 +7,29 @@ use super::graph::Builder;
 use super::ops::{word, NodeCx};
 use kiln_ir::*;
 
+/// Ops whose definition changed between opset 1 and opset 7, with the last such opset.
+/// An op used at an opset before that has semantics (broadcast attributes, consumed
+/// inputs, is_test…) kiln does not map; ops not listed read the same at opsets 1 to 7.
+const CHANGED_BY_OPSET7: &[(&str, i64)] = &[
+    ("Abs", 6), ("Acos", 7), ("Add", 7), ("And", 7), ("Asin", 7), ("Atan", 7), ("AveragePool", 7),
+    ("BatchNormalization", 7), ("Cast", 6), ("Ceil", 6), ("Clip", 6), ("Concat", 4), ("Cos", 7), ("Div", 7),
+    ("Dropout", 7), ("Elu", 6), ("Equal", 7), ("Exp", 6), ("Floor", 6), ("GRU", 7), ("Gemm", 7),
+    ("GlobalLpPool", 2), ("Greater", 7), ("HardSigmoid", 6), ("InstanceNormalization", 6), ("LSTM", 7),
+    ("LeakyRelu", 6), ("Less", 7), ("Log", 6), ("LpPool", 2), ("Max", 6), ("Mean", 6), ("Min", 6), ("Mul", 7),
+    ("Multinomial", 7), ("Neg", 6), ("Or", 7), ("PRelu", 7), ("Pad", 2), ("Pow", 7), ("RNN", 7),
+    ("Reciprocal", 6), ("Relu", 6), ("Reshape", 5), ("Selu", 6), ("Sigmoid", 6), ("Sin", 7), ("Split", 2),
+    ("Sqrt", 6), ("Sub", 7), ("Sum", 6), ("Tan", 7), ("Tanh", 6), ("Tile", 6), ("Upsample", 7), ("Xor", 7),
+];
+
+/// For a model older than opset 7: the opset at which `op_type` took the definition kiln
+/// maps, when the model predates it.
+pub(crate) fn predates_opset7(op_type: &str, opset: i64) -> Option<i64> {
+    if opset >= 7 {
+        return None;
+    }
+    CHANGED_BY_OPSET7.iter().find(|(t, _)| *t == op_type).map(|&(_, v)| v).filter(|&v| opset < v)
+}
+
 /// A constant input made from an integer-list attribute, or `None` when it is absent.
 fn ints_input(b: &mut Builder, n: &NodeCx, attr: &str) -> Result<Option<Value>> {
     match n.attrs.ints_opt(attr)? {

@@ -340,12 +340,6 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
         },
         "RNN" | "LSTM" | "GRU" => return legacy::rnn(b, n),
         "Attention" => {
-            if a.int("left_window_size", -1)? != -1 || a.int("right_window_size", -1)? != -1 {
-                return Err(IrError::msg("Attention with left_window_size/right_window_size is not supported"));
-            }
-            if n.input(6).is_some() {
-                return Err(IrError::msg("Attention input nonpad_kv_seqlen is not supported"));
-            }
             let softmax_precision = match a.int_opt("softmax_precision")? {
                 Some(c) => Some(dtype_attr(c, "softmax_precision")?),
                 None => None,
@@ -358,8 +352,10 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
                 scale: a.float_opt("scale")?,
                 softcap: a.float("softcap", 0.0)?,
                 softmax_precision,
+                left_window_size: a.int("left_window_size", -1)?,
+                right_window_size: a.int("right_window_size", -1)?,
             };
-            return b.emit(op, &n.name, &n.first(6), n.n_out());
+            return b.emit(op, &n.name, &n.first(7), n.n_out());
         }
         "RotaryEmbedding" => Op::RotaryEmbedding {
             interleaved: a.bool("interleaved", false)?,
@@ -454,14 +450,13 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
         },
         "AffineGrid" => Op::AffineGrid { align_corners: a.bool("align_corners", false)? },
         "RoiAlign" => Op::RoiAlign {
-            // Opset 10 had no attribute and no half-pixel shift ("output_half_pixel"),
-            // which is the asymmetric transform.
+            // Opset 10 had no attribute and no half-pixel shift ("output_half_pixel").
             coordinate_transformation_mode: word(
                 a,
                 "coordinate_transformation_mode",
                 if n.opset < 16 { "output_half_pixel" } else { "half_pixel" },
                 |s| match s {
-                    "output_half_pixel" => Some(CoordinateTransform::Asymmetric),
+                    "output_half_pixel" => Some(CoordinateTransform::OutputHalfPixel),
                     "half_pixel" => Some(CoordinateTransform::HalfPixel),
                     _ => None,
                 },
