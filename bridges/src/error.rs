@@ -13,8 +13,16 @@ pub struct BridgeError {
 }
 
 impl BridgeError {
-    pub fn new(file: impl Into<String>, node: Option<String>, message: impl Into<String>) -> BridgeError {
-        BridgeError { file: file.into(), node, message: message.into() }
+    pub fn new(
+        file: impl Into<String>,
+        node: Option<String>,
+        message: impl Into<String>,
+    ) -> BridgeError {
+        BridgeError {
+            file: file.into(),
+            node,
+            message: message.into(),
+        }
     }
 }
 

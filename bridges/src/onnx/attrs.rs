@@ -37,11 +37,16 @@ fn kind(a: &AttributeProto) -> AttributeType {
 }
 
 fn wrong(a: &AttributeProto, expected: &str) -> IrError {
-    IrError::msg(format!("attribute `{}` must be {expected}, found {:?}", a.name, kind(a)))
+    IrError::msg(format!(
+        "attribute `{}` must be {expected}, found {:?}",
+        a.name,
+        kind(a)
+    ))
 }
 
 fn utf8(a: &AttributeProto, b: &[u8]) -> Result<String> {
-    String::from_utf8(b.to_vec()).map_err(|_| IrError::msg(format!("attribute `{}` is not valid UTF-8", a.name)))
+    String::from_utf8(b.to_vec())
+        .map_err(|_| IrError::msg(format!("attribute `{}` is not valid UTF-8", a.name)))
 }
 
 impl<'a> Attrs<'a> {
@@ -96,7 +101,11 @@ impl<'a> Attrs<'a> {
             None => Ok(None),
             Some(a) if kind(a) == AttributeType::INTS => Ok(Some(a.ints.clone())),
             // An empty list is written with no type information in some files.
-            Some(a) if a.ints.is_empty() && a.floats.is_empty() && matches!(kind(a), AttributeType::INT) => {
+            Some(a)
+                if a.ints.is_empty()
+                    && a.floats.is_empty()
+                    && matches!(kind(a), AttributeType::INT) =>
+            {
                 Ok(Some(vec![]))
             }
             Some(a) => Err(wrong(a, "a list of integers")),
@@ -111,8 +120,14 @@ impl<'a> Attrs<'a> {
         match self.get(name) {
             None => Ok(None),
             Some(a) if kind(a) == AttributeType::FLOATS => Ok(Some(a.floats.clone())),
-            Some(a) if kind(a) == AttributeType::INTS => Ok(Some(a.ints.iter().map(|&i| i as f32).collect())),
-            Some(a) if a.floats.is_empty() && a.ints.is_empty() && matches!(kind(a), AttributeType::INT) => {
+            Some(a) if kind(a) == AttributeType::INTS => {
+                Ok(Some(a.ints.iter().map(|&i| i as f32).collect()))
+            }
+            Some(a)
+                if a.floats.is_empty()
+                    && a.ints.is_empty()
+                    && matches!(kind(a), AttributeType::INT) =>
+            {
                 Ok(Some(vec![]))
             }
             Some(a) => Err(wrong(a, "a list of floats")),
@@ -122,7 +137,10 @@ impl<'a> Attrs<'a> {
     pub fn string_opt(&self, name: &str) -> Result<Option<String>> {
         match self.get(name) {
             None => Ok(None),
-            Some(a) if kind(a) == AttributeType::STRING || (kind(a) == AttributeType::INT && a.i == 0) => {
+            Some(a)
+                if kind(a) == AttributeType::STRING
+                    || (kind(a) == AttributeType::INT && a.i == 0) =>
+            {
                 Ok(Some(utf8(a, &a.s)?))
             }
             Some(a) => Err(wrong(a, "a string")),
@@ -130,14 +148,23 @@ impl<'a> Attrs<'a> {
     }
 
     pub fn string(&self, name: &str, default: &str) -> Result<String> {
-        Ok(self.string_opt(name)?.unwrap_or_else(|| default.to_string()))
+        Ok(self
+            .string_opt(name)?
+            .unwrap_or_else(|| default.to_string()))
     }
 
     pub fn strings_opt(&self, name: &str) -> Result<Option<Vec<String>>> {
         match self.get(name) {
             None => Ok(None),
-            Some(a) if kind(a) == AttributeType::STRINGS || (kind(a) == AttributeType::INT && a.i == 0) => {
-                a.strings.iter().map(|s| utf8(a, s)).collect::<Result<Vec<_>>>().map(Some)
+            Some(a)
+                if kind(a) == AttributeType::STRINGS
+                    || (kind(a) == AttributeType::INT && a.i == 0) =>
+            {
+                a.strings
+                    .iter()
+                    .map(|s| utf8(a, s))
+                    .collect::<Result<Vec<_>>>()
+                    .map(Some)
             }
             Some(a) => Err(wrong(a, "a list of strings")),
         }

@@ -15,9 +15,11 @@ fn captured_values(b: &mut Builder, names: &[String]) -> Result<Vec<Option<Value
     names
         .iter()
         .map(|name| {
-            b.resolve(name)
-                .map(Some)
-                .ok_or_else(|| IrError::msg(format!("captured value `{name}` is not defined in the enclosing graph")))
+            b.resolve(name).map(Some).ok_or_else(|| {
+                IrError::msg(format!(
+                    "captured value `{name}` is not defined in the enclosing graph"
+                ))
+            })
         })
         .collect()
 }
@@ -31,11 +33,16 @@ pub(crate) fn if_(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
     for attr in ["then_branch", "else_branch"] {
         let g = a.graph(attr)?;
         if !g.input.is_empty() {
-            return Err(IrError::msg(format!("{attr} declares inputs; If branches take none")));
+            return Err(IrError::msg(format!(
+                "{attr} declares inputs; If branches take none"
+            )));
         }
         let (graph, caps) = b
             .build_graph(g, &n.sub(attr), n.opset, &[])
-            .map_err(|e| IrError { node: e.node, message: format!("{} (in {attr} of If {})", e.message, n.name) })?;
+            .map_err(|e| IrError {
+                node: e.node,
+                message: format!("{} (in {attr} of If {})", e.message, n.name),
+            })?;
         branches.push((graph, caps));
     }
     let mut names: Vec<String> = Vec::new();
@@ -56,7 +63,9 @@ pub(crate) fn if_(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
                 None => {
                     let ty = match outer_v {
                         Some(o) => b.ty(*o),
-                        None => return Err(IrError::msg(format!("captured value `{name}` is missing"))),
+                        None => {
+                            return Err(IrError::msg(format!("captured value `{name}` is missing")))
+                        }
                     };
                     graph.add_input(name.clone(), ty)
                 }
@@ -71,7 +80,15 @@ pub(crate) fn if_(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
     };
     let mut ins = vec![Some(cond)];
     ins.extend(outer);
-    b.emit(Op::If { then_branch, else_branch }, &n.name, &ins, n.n_out())
+    b.emit(
+        Op::If {
+            then_branch,
+            else_branch,
+        },
+        &n.name,
+        &ins,
+        n.n_out(),
+    )
 }
 
 /// Loop: (M?, cond?, carried…, captured…); the body takes (iteration, cond, carried…,
@@ -85,18 +102,27 @@ pub(crate) fn loop_(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
         let ty = b.ty(v);
         let rank = ty.shape.rank();
         let shape = rank.map_or(Shape::unknown_rank(), Shape::of_rank);
-        fallback.push(Some(TensorType { dtype: ty.dtype, shape }));
+        fallback.push(Some(TensorType {
+            dtype: ty.dtype,
+            shape,
+        }));
     }
     let (graph, caps) = b
         .build_graph(body, &n.sub("body"), n.opset, &fallback)
-        .map_err(|e| IrError { node: e.node, message: format!("{} (in the body of Loop {})", e.message, n.name) })?;
+        .map_err(|e| IrError {
+            node: e.node,
+            message: format!("{} (in the body of Loop {})", e.message, n.name),
+        })?;
     let names: Vec<String> = caps.into_iter().map(|(name, _)| name).collect();
     let mut ins: Vec<Option<Value>> = n.inputs.clone();
     while ins.len() < 2 {
         ins.push(None);
     }
     ins.extend(captured_values(b, &names)?);
-    let op = Op::Loop { body: Box::new(graph), num_captured: names.len() as i64 };
+    let op = Op::Loop {
+        body: Box::new(graph),
+        num_captured: names.len() as i64,
+    };
     b.emit(op, &n.name, &ins, n.n_out())
 }
 
@@ -104,30 +130,54 @@ pub(crate) fn loop_(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
 pub(crate) fn scan(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
     let a = &n.attrs;
     if n.opset < 9 {
-        return Err(IrError::msg("Scan-8 (with sequence_lens and a batch axis) is not supported"));
+        return Err(IrError::msg(
+            "Scan-8 (with sequence_lens and a batch axis) is not supported",
+        ));
     }
     let body = a.graph("body")?;
     let m = a.req_int("num_scan_inputs")?;
     let n_in = n.inputs.len();
-    let m_usize = usize::try_from(m).ok().filter(|&m| m >= 1 && m <= n_in).ok_or_else(|| {
-        IrError::msg(format!("num_scan_inputs {m} does not fit the node's {n_in} inputs"))
-    })?;
+    let m_usize = usize::try_from(m)
+        .ok()
+        .filter(|&m| m >= 1 && m <= n_in)
+        .ok_or_else(|| {
+            IrError::msg(format!(
+                "num_scan_inputs {m} does not fit the node's {n_in} inputs"
+            ))
+        })?;
     let n_state = n_in - m_usize;
     let n_scan_out = body.output.len().checked_sub(n_state).ok_or_else(|| {
-        IrError::msg(format!("the body has {} outputs, fewer than the {n_state} state values", body.output.len()))
+        IrError::msg(format!(
+            "the body has {} outputs, fewer than the {n_state} state values",
+            body.output.len()
+        ))
     })?;
     let mut fallback = Vec::with_capacity(n_in);
     for i in 0..n_in {
         let ty = b.ty(n.req(i)?);
         // State keeps its type; a scan input loses its scanned axis.
-        let shape = if i < n_state { ty.shape } else { ty.shape.rank().map_or(Shape::unknown_rank(), |r| Shape::of_rank(r.saturating_sub(1))) };
-        fallback.push(Some(TensorType { dtype: ty.dtype, shape }));
+        let shape = if i < n_state {
+            ty.shape
+        } else {
+            ty.shape.rank().map_or(Shape::unknown_rank(), |r| {
+                Shape::of_rank(r.saturating_sub(1))
+            })
+        };
+        fallback.push(Some(TensorType {
+            dtype: ty.dtype,
+            shape,
+        }));
     }
     let (graph, caps) = b
         .build_graph(body, &n.sub("body"), n.opset, &fallback)
-        .map_err(|e| IrError { node: e.node, message: format!("{} (in the body of Scan {})", e.message, n.name) })?;
+        .map_err(|e| IrError {
+            node: e.node,
+            message: format!("{} (in the body of Scan {})", e.message, n.name),
+        })?;
     let names: Vec<String> = caps.into_iter().map(|(name, _)| name).collect();
-    let or_zeros = |attr: &str, len: usize| -> Result<Vec<i64>> { Ok(a.ints_opt(attr)?.unwrap_or_else(|| vec![0; len])) };
+    let or_zeros = |attr: &str, len: usize| -> Result<Vec<i64>> {
+        Ok(a.ints_opt(attr)?.unwrap_or_else(|| vec![0; len]))
+    };
     let op = Op::Scan {
         body: Box::new(graph),
         num_scan_inputs: m,

@@ -28,7 +28,10 @@ pub(crate) fn expand<'g>(b: &mut Builder<'_>, items: Vec<Item<'g>>) -> Result<Ve
         if item.depth >= MAX_DEPTH {
             return Err(IrError::at(
                 node_name(&item.node),
-                format!("calls of function {} nest deeper than {MAX_DEPTH} (is it recursive?)", f.name),
+                format!(
+                    "calls of function {} nest deeper than {MAX_DEPTH} (is it recursive?)",
+                    f.name
+                ),
             ));
         }
         b.inline_counter += 1;
@@ -36,27 +39,50 @@ pub(crate) fn expand<'g>(b: &mut Builder<'_>, items: Vec<Item<'g>>) -> Result<Ve
             .map_err(|e| e.in_node(node_name(&item.node)))?;
         // Body nodes go back on the stack (in order) so that nested calls expand too.
         for n in body.into_iter().rev() {
-            stack.push(Item { node: Cow::Owned(n.0), opset: n.1, depth: item.depth + 1 });
+            stack.push(Item {
+                node: Cow::Owned(n.0),
+                opset: n.1,
+                depth: item.depth + 1,
+            });
         }
     }
     Ok(out)
 }
 
 /// The body of `f` for one call, renamed, with attribute references resolved.
-fn inline(call: &NodeProto, f: &FunctionProto, call_opset: i64, unique: usize) -> Result<Vec<(NodeProto, i64)>> {
+fn inline(
+    call: &NodeProto,
+    f: &FunctionProto,
+    call_opset: i64,
+    unique: usize,
+) -> Result<Vec<(NodeProto, i64)>> {
     let opset = default_opset(&f.opset_import).unwrap_or(call_opset);
-    super::graph::check_opset(opset).map_err(|e| IrError::msg(format!("function {}: {}", f.name, e.message)))?;
+    super::graph::check_opset(opset)
+        .map_err(|e| IrError::msg(format!("function {}: {}", f.name, e.message)))?;
     if call.input.len() > f.input.len() {
-        return Err(IrError::msg(format!("function {} takes {} inputs, the call passes {}", f.name, f.input.len(), call.input.len())));
+        return Err(IrError::msg(format!(
+            "function {} takes {} inputs, the call passes {}",
+            f.name,
+            f.input.len(),
+            call.input.len()
+        )));
     }
     if call.output.len() > f.output.len() {
-        return Err(IrError::msg(format!("function {} has {} outputs, the call asks for {}", f.name, f.output.len(), call.output.len())));
+        return Err(IrError::msg(format!(
+            "function {} has {} outputs, the call asks for {}",
+            f.name,
+            f.output.len(),
+            call.output.len()
+        )));
     }
     let call_name = node_name(call);
     let prefix = format!("{call_name}/{}#{unique}", f.name);
     let mut rename: HashMap<String, String> = HashMap::new();
     for (i, formal) in f.input.iter().enumerate() {
-        rename.insert(formal.clone(), call.input.get(i).cloned().unwrap_or_default());
+        rename.insert(
+            formal.clone(),
+            call.input.get(i).cloned().unwrap_or_default(),
+        );
     }
     for (i, formal) in f.output.iter().enumerate() {
         match call.output.get(i) {
@@ -75,12 +101,22 @@ fn inline(call: &NodeProto, f: &FunctionProto, call_opset: i64, unique: usize) -
         if s.is_empty() {
             return String::new();
         }
-        rename.get(s).cloned().unwrap_or_else(|| format!("{prefix}/{s}"))
+        rename
+            .get(s)
+            .cloned()
+            .unwrap_or_else(|| format!("{prefix}/{s}"))
     };
     let mut out = Vec::with_capacity(f.node.len());
     for (k, n) in f.node.iter().enumerate() {
         let mut m = n.clone();
-        m.name = format!("{call_name}/{}", if n.name.is_empty() { format!("{}{k}", n.op_type) } else { n.name.clone() });
+        m.name = format!(
+            "{call_name}/{}",
+            if n.name.is_empty() {
+                format!("{}{k}", n.op_type)
+            } else {
+                n.name.clone()
+            }
+        );
         m.input = n.input.iter().map(|s| map_name(s)).collect();
         m.output = n.output.iter().map(|s| map_name(s)).collect();
         m.attribute = resolve_attrs(&n.attribute, call, f)?;
@@ -100,7 +136,11 @@ fn inline(call: &NodeProto, f: &FunctionProto, call_opset: i64, unique: usize) -
 /// Attributes of a body node with references to the call's attributes replaced; a
 /// reference to an attribute the call does not set takes the function's default, or is
 /// left out.
-fn resolve_attrs(attrs: &[AttributeProto], call: &NodeProto, f: &FunctionProto) -> Result<Vec<AttributeProto>> {
+fn resolve_attrs(
+    attrs: &[AttributeProto],
+    call: &NodeProto,
+    f: &FunctionProto,
+) -> Result<Vec<AttributeProto>> {
     let mut out = Vec::with_capacity(attrs.len());
     for a in attrs {
         if a.ref_attr_name.is_empty() {

@@ -28,7 +28,11 @@ pub(crate) struct Scope {
 
 impl Scope {
     fn new(name: &str) -> Scope {
-        Scope { graph: Graph::new(name), values: HashMap::new(), captures: Vec::new() }
+        Scope {
+            graph: Graph::new(name),
+            values: HashMap::new(),
+            captures: Vec::new(),
+        }
     }
 }
 
@@ -63,7 +67,10 @@ pub(crate) fn node_name(n: &NodeProto) -> String {
 
 /// The default-domain opset among `imports`, if any.
 pub(crate) fn default_opset(imports: &[onnx_protobuf::OperatorSetIdProto]) -> Option<i64> {
-    imports.iter().find(|o| o.domain.is_empty() || o.domain == "ai.onnx").map(|o| o.version)
+    imports
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
 }
 
 pub(crate) fn build_model<'m>(model: &'m ModelProto, base_dir: Option<&'m Path>) -> Result<Graph> {
@@ -73,43 +80,66 @@ pub(crate) fn build_model<'m>(model: &'m ModelProto, base_dir: Option<&'m Path>)
     if opset != 0 {
         check_opset(opset)?;
     }
-    let g = model.graph.as_ref().ok_or_else(|| IrError::msg("the model has no graph"))?;
+    let g = model
+        .graph
+        .as_ref()
+        .ok_or_else(|| IrError::msg("the model has no graph"))?;
     let mut functions = HashMap::new();
     for f in &model.functions {
         functions.insert((f.domain.clone(), f.name.clone()), f);
     }
-    let mut b = Builder { base_dir, functions, scopes: Vec::new(), inline_counter: 0 };
-    let name = if g.name.is_empty() { "main" } else { g.name.as_str() };
+    let mut b = Builder {
+        base_dir,
+        functions,
+        scopes: Vec::new(),
+        inline_counter: 0,
+    };
+    let name = if g.name.is_empty() {
+        "main"
+    } else {
+        g.name.as_str()
+    };
     let (graph, _) = b.build_graph(g, name, opset, &[])?;
     Ok(graph)
 }
 
 pub(crate) fn check_opset(opset: i64) -> Result<()> {
     if opset < MIN_OPSET {
-        return Err(IrError::msg(format!("default-domain opset {opset} is not a valid opset version")));
+        return Err(IrError::msg(format!(
+            "default-domain opset {opset} is not a valid opset version"
+        )));
     }
     if opset > MAX_OPSET {
-        return Err(IrError::msg(format!("default-domain opset {opset} is newer than {MAX_OPSET}, the newest kiln reads")));
+        return Err(IrError::msg(format!(
+            "default-domain opset {opset} is newer than {MAX_OPSET}, the newest kiln reads"
+        )));
     }
     Ok(())
 }
 
 /// The tensor type a value-info declares; `None` when it declares no type at all.
 pub(crate) fn declared_type(vi: &ValueInfoProto) -> Result<Option<TensorType>> {
-    let Some(tp) = vi.type_.as_ref() else { return Ok(None) };
+    let Some(tp) = vi.type_.as_ref() else {
+        return Ok(None);
+    };
     let tensor = match &tp.value {
         None => return Ok(None),
         Some(type_proto::Value::TensorType(t)) => t,
         Some(type_proto::Value::SequenceType(_)) => return Err(unsupported_type(vi, "a sequence")),
         Some(type_proto::Value::MapType(_)) => return Err(unsupported_type(vi, "a map")),
-        Some(type_proto::Value::OptionalType(_)) => return Err(unsupported_type(vi, "an optional")),
-        Some(type_proto::Value::SparseTensorType(_)) => return Err(unsupported_type(vi, "a sparse tensor")),
+        Some(type_proto::Value::OptionalType(_)) => {
+            return Err(unsupported_type(vi, "an optional"))
+        }
+        Some(type_proto::Value::SparseTensorType(_)) => {
+            return Err(unsupported_type(vi, "a sparse tensor"))
+        }
         Some(_) => return Err(unsupported_type(vi, "an unknown kind of")),
     };
     if tensor.elem_type == 0 {
         return Ok(None);
     }
-    let dtype = dtype_from_onnx(tensor.elem_type).map_err(|e| IrError::msg(format!("value `{}`: {}", vi.name, e.message)))?;
+    let dtype = dtype_from_onnx(tensor.elem_type)
+        .map_err(|e| IrError::msg(format!("value `{}`: {}", vi.name, e.message)))?;
     let shape = match tensor.shape.as_ref() {
         None => Shape::unknown_rank(),
         Some(s) => {
@@ -118,7 +148,12 @@ pub(crate) fn declared_type(vi: &ValueInfoProto) -> Result<Option<TensorType>> {
                 dims.push(match &d.value {
                     Some(dimension::Value::DimValue(v)) => match usize::try_from(*v) {
                         Ok(v) => Dim::Known(v),
-                        Err(_) => return Err(IrError::msg(format!("value `{}` has a negative dimension {v}", vi.name))),
+                        Err(_) => {
+                            return Err(IrError::msg(format!(
+                                "value `{}` has a negative dimension {v}",
+                                vi.name
+                            )))
+                        }
                     },
                     Some(dimension::Value::DimParam(p)) if !p.is_empty() => Dim::Sym(p.clone()),
                     _ => Dim::Unknown,
@@ -131,7 +166,10 @@ pub(crate) fn declared_type(vi: &ValueInfoProto) -> Result<Option<TensorType>> {
 }
 
 fn unsupported_type(vi: &ValueInfoProto, kind: &str) -> IrError {
-    IrError::msg(format!("value `{}` has {kind} type; only tensors are supported", vi.name))
+    IrError::msg(format!(
+        "value `{}` has {kind} type; only tensors are supported",
+        vi.name
+    ))
 }
 
 /// Names a graph reads from enclosing scopes: used but not defined inside it (nested
@@ -140,7 +178,12 @@ pub(crate) fn free_names(g: &GraphProto, out: &mut BTreeSet<String>) {
     let mut defined: HashSet<&str> = HashSet::new();
     defined.extend(g.input.iter().map(|v| v.name.as_str()));
     defined.extend(g.initializer.iter().map(|t| t.name.as_str()));
-    defined.extend(g.sparse_initializer.iter().filter_map(|s| s.values.as_ref()).map(|t| t.name.as_str()));
+    defined.extend(
+        g.sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref())
+            .map(|t| t.name.as_str()),
+    );
     for n in &g.node {
         defined.extend(n.output.iter().map(|s| s.as_str()));
     }
@@ -185,7 +228,13 @@ impl<'m> Builder<'m> {
     }
 
     /// Adds an IR node and returns its outputs.
-    pub fn emit(&mut self, op: Op, name: &str, inputs: &[Option<Value>], n_outputs: usize) -> Result<Vec<Value>> {
+    pub fn emit(
+        &mut self,
+        op: Op,
+        name: &str,
+        inputs: &[Option<Value>],
+        n_outputs: usize,
+    ) -> Result<Vec<Value>> {
         let n: NodeId = self.g().add(op, name, inputs, n_outputs)?;
         Ok((0..n_outputs).map(|k| Value::new(n, k)).collect())
     }
@@ -258,15 +307,26 @@ impl<'m> Builder<'m> {
         self.scopes.push(Scope::new(name));
         let nested = self.scopes.len() > 1;
         let r = self.fill_graph(g, opset, fallback, nested);
-        let scope = self.scopes.pop().ok_or_else(|| IrError::msg("internal: scope stack is empty"))?;
+        let scope = self
+            .scopes
+            .pop()
+            .ok_or_else(|| IrError::msg("internal: scope stack is empty"))?;
         r?;
         Ok((scope.graph, scope.captures))
     }
 
-    fn fill_graph(&mut self, g: &GraphProto, opset: i64, fallback: &[Option<TensorType>], nested: bool) -> Result<()> {
+    fn fill_graph(
+        &mut self,
+        g: &GraphProto,
+        opset: i64,
+        fallback: &[Option<TensorType>],
+        nested: bool,
+    ) -> Result<()> {
         if let Some(s) = g.sparse_initializer.first() {
             let name = s.values.as_ref().map(|t| t.name.as_str()).unwrap_or("");
-            return Err(IrError::msg(format!("sparse initializer `{name}` is not supported")));
+            return Err(IrError::msg(format!(
+                "sparse initializer `{name}` is not supported"
+            )));
         }
         for t in &g.initializer {
             if t.name.is_empty() {
@@ -274,12 +334,16 @@ impl<'m> Builder<'m> {
             }
             let value = tensor_from_proto(t, self.base_dir)?;
             let v = self.constant(&t.name, value);
-            self.bind(&t.name, v).map_err(|e| IrError::msg(format!("initializer: {}", e.message)))?;
+            self.bind(&t.name, v)
+                .map_err(|e| IrError::msg(format!("initializer: {}", e.message)))?;
         }
         for (i, vi) in g.input.iter().enumerate() {
             if self.scope().values.contains_key(&vi.name) {
                 if nested {
-                    return Err(IrError::msg(format!("body input `{}` is also an initializer", vi.name)));
+                    return Err(IrError::msg(format!(
+                        "body input `{}` is also an initializer",
+                        vi.name
+                    )));
                 }
                 // A graph input with an initializer is a constant (an overridable default
                 // in ONNX; kiln folds it).
@@ -290,21 +354,30 @@ impl<'m> Builder<'m> {
             }
             let ty = match declared_type(vi)? {
                 Some(t) => t,
-                None => fallback
-                    .get(i)
-                    .cloned()
-                    .flatten()
-                    .ok_or_else(|| IrError::msg(format!("graph input `{}` declares no tensor type", vi.name)))?,
+                None => fallback.get(i).cloned().flatten().ok_or_else(|| {
+                    IrError::msg(format!("graph input `{}` declares no tensor type", vi.name))
+                })?,
             };
             let v = self.g().add_input(vi.name.clone(), ty);
             self.bind(&vi.name, v)?;
         }
-        let items = g.node.iter().map(|n| Item { node: Cow::Borrowed(n), opset, depth: 0 }).collect();
+        let items = g
+            .node
+            .iter()
+            .map(|n| Item {
+                node: Cow::Borrowed(n),
+                opset,
+                depth: 0,
+            })
+            .collect();
         self.build_nodes(items)?;
         for vi in &g.output {
-            let v = self
-                .resolve(&vi.name)
-                .ok_or_else(|| IrError::msg(format!("graph output `{}` is not produced by any node, initializer or input", vi.name)))?;
+            let v = self.resolve(&vi.name).ok_or_else(|| {
+                IrError::msg(format!(
+                    "graph output `{}` is not produced by any node, initializer or input",
+                    vi.name
+                ))
+            })?;
             self.g().add_output(vi.name.clone(), v);
         }
         Ok(())
@@ -328,10 +401,16 @@ impl<'m> Builder<'m> {
         let name = node_name(node);
         let at = |m: String| IrError::at(name.clone(), m);
         if !(node.domain.is_empty() || node.domain == "ai.onnx") {
-            return Err(at(format!("op {} of domain `{}` is not supported (only the default ONNX domain is)", node.op_type, node.domain)));
+            return Err(at(format!(
+                "op {} of domain `{}` is not supported (only the default ONNX domain is)",
+                node.op_type, node.domain
+            )));
         }
         if item.opset == 0 {
-            return Err(at(format!("{} is a default-domain op but the model imports no default-domain opset", node.op_type)));
+            return Err(at(format!(
+                "{} is a default-domain op but the model imports no default-domain opset",
+                node.op_type
+            )));
         }
         if let Some(changed) = super::legacy::predates_opset7(&node.op_type, item.opset) {
             return Err(at(format!(
@@ -357,7 +436,13 @@ impl<'m> Builder<'m> {
         if node.output.is_empty() {
             return Err(at(format!("{} declares no outputs", node.op_type)));
         }
-        let cx = ops::NodeCx { node, name: name.clone(), opset: item.opset, attrs: Attrs::new(&node.attribute), inputs };
+        let cx = ops::NodeCx {
+            node,
+            name: name.clone(),
+            opset: item.opset,
+            attrs: Attrs::new(&node.attribute),
+            inputs,
+        };
         let outs = ops::map_node(self, &cx).map_err(|e| e.in_node(name.clone()))?;
         for (k, out) in node.output.iter().enumerate() {
             if out.is_empty() {
@@ -365,7 +450,12 @@ impl<'m> Builder<'m> {
             }
             match outs.get(k) {
                 Some(v) => self.bind(out, *v).map_err(|e| e.in_node(name.clone()))?,
-                None => return Err(at(format!("output {k} (`{out}`) of {} is not supported", node.op_type))),
+                None => {
+                    return Err(at(format!(
+                        "output {k} (`{out}`) of {} is not supported",
+                        node.op_type
+                    )))
+                }
             }
         }
         Ok(())
@@ -383,7 +473,10 @@ fn topo_sort(items: &[Item<'_>]) -> Result<Vec<usize>> {
                 if j != i {
                     return Err(IrError::at(
                         node_name(&it.node),
-                        format!("output `{o}` is also produced by node {}", node_name(&items[j].node)),
+                        format!(
+                            "output `{o}` is also produced by node {}",
+                            node_name(&items[j].node)
+                        ),
                     ));
                 }
             }
@@ -394,7 +487,10 @@ fn topo_sort(items: &[Item<'_>]) -> Result<Vec<usize>> {
     for (i, it) in items.iter().enumerate() {
         let mut reads = BTreeSet::new();
         node_reads(&it.node, &mut reads);
-        let mut d: Vec<usize> = reads.iter().filter_map(|r| producer.get(r.as_str()).copied()).collect();
+        let mut d: Vec<usize> = reads
+            .iter()
+            .filter_map(|r| producer.get(r.as_str()).copied())
+            .collect();
         d.sort_unstable();
         d.dedup();
         for &j in &d {
@@ -403,8 +499,12 @@ fn topo_sort(items: &[Item<'_>]) -> Result<Vec<usize>> {
         deps.push(d);
     }
     let mut indeg: Vec<usize> = deps.iter().map(|d| d.len()).collect();
-    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> =
-        indeg.iter().enumerate().filter(|(_, &d)| d == 0).map(|(i, _)| std::cmp::Reverse(i)).collect();
+    let mut ready: BinaryHeap<std::cmp::Reverse<usize>> = indeg
+        .iter()
+        .enumerate()
+        .filter(|(_, &d)| d == 0)
+        .map(|(i, _)| std::cmp::Reverse(i))
+        .collect();
     let mut order = Vec::with_capacity(items.len());
     while let Some(std::cmp::Reverse(i)) = ready.pop() {
         order.push(i);
@@ -428,5 +528,8 @@ fn topo_sort(items: &[Item<'_>]) -> Result<Vec<usize>> {
             None => break,
         }
     }
-    Err(IrError::at(node_name(&items[cur].node), "the graph has a cycle through this node"))
+    Err(IrError::at(
+        node_name(&items[cur].node),
+        "the graph has a cycle through this node",
+    ))
 }

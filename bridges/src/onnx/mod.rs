@@ -33,7 +33,8 @@ fn label_of(path: &Path) -> String {
 }
 
 fn read_file(path: &Path) -> Result<Vec<u8>, BridgeError> {
-    std::fs::read(path).map_err(|e| BridgeError::new(label_of(path), None, format!("cannot read the file: {e}")))
+    std::fs::read(path)
+        .map_err(|e| BridgeError::new(label_of(path), None, format!("cannot read the file: {e}")))
 }
 
 /// Loads a `.onnx` model file. External data may live in files beside it.
@@ -49,9 +50,18 @@ pub fn load(path: &Path) -> Result<Graph, BridgeError> {
 
 /// Loads a serialized `ModelProto`. `label` names the model in messages; `base_dir` is
 /// where external data is looked up (`None` refuses external data).
-pub fn load_bytes(bytes: &[u8], base_dir: Option<&Path>, label: &str) -> Result<Graph, BridgeError> {
-    let model = ModelProto::parse_from_bytes(bytes)
-        .map_err(|e| BridgeError::new(label, None, format!("not a valid ONNX model (protobuf decoding failed: {e})")))?;
+pub fn load_bytes(
+    bytes: &[u8],
+    base_dir: Option<&Path>,
+    label: &str,
+) -> Result<Graph, BridgeError> {
+    let model = ModelProto::parse_from_bytes(bytes).map_err(|e| {
+        BridgeError::new(
+            label,
+            None,
+            format!("not a valid ONNX model (protobuf decoding failed: {e})"),
+        )
+    })?;
     graph::build_model(&model, base_dir).map_err(|e| bridge_error(label, e))
 }
 
@@ -60,8 +70,13 @@ pub fn load_bytes(bytes: &[u8], base_dir: Option<&Path>, label: &str) -> Result<
 pub fn read_tensor(path: &Path) -> Result<(String, Tensor), BridgeError> {
     let label = label_of(path);
     let bytes = read_file(path)?;
-    let t = TensorProto::parse_from_bytes(&bytes)
-        .map_err(|e| BridgeError::new(&label, None, format!("not a valid ONNX tensor (protobuf decoding failed: {e})")))?;
+    let t = TensorProto::parse_from_bytes(&bytes).map_err(|e| {
+        BridgeError::new(
+            &label,
+            None,
+            format!("not a valid ONNX tensor (protobuf decoding failed: {e})"),
+        )
+    })?;
     let value = tensor_from_proto(&t, path.parent()).map_err(|e| bridge_error(&label, e))?;
     Ok((t.name.clone(), value))
 }

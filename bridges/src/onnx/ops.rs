@@ -27,7 +27,8 @@ impl NodeCx<'_> {
     }
 
     pub fn req(&self, i: usize) -> Result<Value> {
-        self.input(i).ok_or_else(|| IrError::msg(format!("{} needs input {i}", self.node.op_type)))
+        self.input(i)
+            .ok_or_else(|| IrError::msg(format!("{} needs input {i}", self.node.op_type)))
     }
 
     /// Inputs `0..k`, absent ones `None`.
@@ -47,13 +48,20 @@ impl NodeCx<'_> {
 }
 
 /// Parses a string attribute into a word enum, case-insensitively.
-pub(crate) fn word<E>(a: &Attrs, attr: &str, default: &str, parse: fn(&str) -> Option<E>) -> Result<E> {
+pub(crate) fn word<E>(
+    a: &Attrs,
+    attr: &str,
+    default: &str,
+    parse: fn(&str) -> Option<E>,
+) -> Result<E> {
     let s = a.string(attr, default)?;
-    parse(&s.to_ascii_lowercase()).ok_or_else(|| IrError::msg(format!("attribute `{attr}` has unsupported value `{s}`")))
+    parse(&s.to_ascii_lowercase())
+        .ok_or_else(|| IrError::msg(format!("attribute `{attr}` has unsupported value `{s}`")))
 }
 
 fn dtype_attr(code: i64, what: &str) -> Result<DType> {
-    let code = i32::try_from(code).map_err(|_| IrError::msg(format!("{what}: type code {code} is out of range")))?;
+    let code = i32::try_from(code)
+        .map_err(|_| IrError::msg(format!("{what}: type code {code} is out of range")))?;
     dtype_from_onnx(code).map_err(|e| IrError::msg(format!("{what}: {}", e.message)))
 }
 
@@ -140,11 +148,17 @@ fn reduce_kind(op_type: &str) -> Option<ReduceKind> {
 
 /// Why an op kiln has no IR op for is refused.
 fn refusal(op_type: &str) -> String {
-    let why = if op_type.starts_with("Sequence") || op_type.contains("ToSequence") || op_type.contains("FromSequence") {
+    let why = if op_type.starts_with("Sequence")
+        || op_type.contains("ToSequence")
+        || op_type.contains("FromSequence")
+    {
         "sequence types are not supported"
     } else if op_type.starts_with("Optional") {
         "optional types are not supported"
-    } else if op_type.starts_with("String") || op_type == "RegexFullMatch" || op_type == "TfIdfVectorizer" {
+    } else if op_type.starts_with("String")
+        || op_type == "RegexFullMatch"
+        || op_type == "TfIdfVectorizer"
+    {
         "string tensors are not supported"
     } else if op_type.starts_with("Random") || op_type == "Bernoulli" || op_type == "Multinomial" {
         "random number generation is not supported"
@@ -179,12 +193,16 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
     let op = match t {
         // ── Structure and elementwise with parameters ──────────────────────────────────
         "Constant" => return Ok(vec![constant(b, n)?]),
-        "Cast" => Op::Cast { to: dtype_attr(a.req_int("to")?, "Cast `to`")? },
+        "Cast" => Op::Cast {
+            to: dtype_attr(a.req_int("to")?, "Cast `to`")?,
+        },
         "CastLike" => {
             let to = b.ty(n.req(1)?).dtype;
             return b.emit(Op::Cast { to }, &n.name, &n.first(1), 1);
         }
-        "BitCast" => Op::BitCast { to: dtype_attr(a.req_int("to")?, "BitCast `to`")? },
+        "BitCast" => Op::BitCast {
+            to: dtype_attr(a.req_int("to")?, "BitCast `to`")?,
+        },
         "Clip" if n.opset < 11 => return legacy::clip(b, n),
         "Clip" => Op::Clip,
         "Where" => Op::Where,
@@ -192,24 +210,57 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             detect_positive: a.bool("detect_positive", true)?,
             detect_negative: a.bool("detect_negative", true)?,
         },
-        "LeakyRelu" => Op::LeakyRelu { alpha: a.float("alpha", 0.01)? },
-        "Elu" => Op::Elu { alpha: a.float("alpha", 1.0)? },
-        "Selu" => Op::Selu { alpha: a.float("alpha", 1.673_263_2)?, gamma: a.float("gamma", 1.050_701)? },
-        "Celu" => Op::Celu { alpha: a.float("alpha", 1.0)? },
-        "ThresholdedRelu" => Op::ThresholdedRelu { alpha: a.float("alpha", 1.0)? },
-        "HardSigmoid" => Op::HardSigmoid { alpha: a.float("alpha", 0.2)?, beta: a.float("beta", 0.5)? },
-        "Shrink" => Op::Shrink { bias: a.float("bias", 0.0)?, lambd: a.float("lambd", 0.5)? },
-        "Gelu" => Op::Gelu { approximate: word(a, "approximate", "none", GeluApproximation::from_word)? },
-        "Swish" => Op::Swish { alpha: a.float("alpha", 1.0)? },
+        "LeakyRelu" => Op::LeakyRelu {
+            alpha: a.float("alpha", 0.01)?,
+        },
+        "Elu" => Op::Elu {
+            alpha: a.float("alpha", 1.0)?,
+        },
+        "Selu" => Op::Selu {
+            alpha: a.float("alpha", 1.673_263_2)?,
+            gamma: a.float("gamma", 1.050_701)?,
+        },
+        "Celu" => Op::Celu {
+            alpha: a.float("alpha", 1.0)?,
+        },
+        "ThresholdedRelu" => Op::ThresholdedRelu {
+            alpha: a.float("alpha", 1.0)?,
+        },
+        "HardSigmoid" => Op::HardSigmoid {
+            alpha: a.float("alpha", 0.2)?,
+            beta: a.float("beta", 0.5)?,
+        },
+        "Shrink" => Op::Shrink {
+            bias: a.float("bias", 0.0)?,
+            lambd: a.float("lambd", 0.5)?,
+        },
+        "Gelu" => Op::Gelu {
+            approximate: word(a, "approximate", "none", GeluApproximation::from_word)?,
+        },
+        "Swish" => Op::Swish {
+            alpha: a.float("alpha", 1.0)?,
+        },
         "Mod" => {
-            let op = if a.bool("fmod", false)? { BinaryOp::FMod } else { BinaryOp::Mod };
+            let op = if a.bool("fmod", false)? {
+                BinaryOp::FMod
+            } else {
+                BinaryOp::Mod
+            };
             Op::Binary(op)
         }
         "BitShift" => {
-            let op = match a.string_opt("direction")?.ok_or_else(|| missing("direction"))?.as_str() {
+            let op = match a
+                .string_opt("direction")?
+                .ok_or_else(|| missing("direction"))?
+                .as_str()
+            {
                 "LEFT" => BinaryOp::BitShiftLeft,
                 "RIGHT" => BinaryOp::BitShiftRight,
-                other => return Err(IrError::msg(format!("attribute `direction` has unsupported value `{other}`"))),
+                other => {
+                    return Err(IrError::msg(format!(
+                        "attribute `direction` has unsupported value `{other}`"
+                    )))
+                }
             };
             Op::Binary(op)
         }
@@ -226,15 +277,32 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             select_last_index: a.bool("select_last_index", false)?,
         },
         "Softmax" | "LogSoftmax" | "Hardmax" if n.opset < 13 => return legacy::flat_softmax(b, n),
-        "Softmax" => Op::Softmax { axis: a.int("axis", -1)? },
-        "LogSoftmax" => Op::LogSoftmax { axis: a.int("axis", -1)? },
-        "Hardmax" => Op::Hardmax { axis: a.int("axis", -1)? },
-        "CumSum" => Op::CumSum { exclusive: a.bool("exclusive", false)?, reverse: a.bool("reverse", false)? },
-        "CumProd" => Op::CumProd { exclusive: a.bool("exclusive", false)?, reverse: a.bool("reverse", false)? },
+        "Softmax" => Op::Softmax {
+            axis: a.int("axis", -1)?,
+        },
+        "LogSoftmax" => Op::LogSoftmax {
+            axis: a.int("axis", -1)?,
+        },
+        "Hardmax" => Op::Hardmax {
+            axis: a.int("axis", -1)?,
+        },
+        "CumSum" => Op::CumSum {
+            exclusive: a.bool("exclusive", false)?,
+            reverse: a.bool("reverse", false)?,
+        },
+        "CumProd" => Op::CumProd {
+            exclusive: a.bool("exclusive", false)?,
+            reverse: a.bool("reverse", false)?,
+        },
         "TopK" => return legacy::topk(b, n),
-        "LpNormalization" => Op::LpNormalization { axis: a.int("axis", -1)?, p: a.int("p", 2)? },
+        "LpNormalization" => Op::LpNormalization {
+            axis: a.int("axis", -1)?,
+            p: a.int("p", 2)?,
+        },
         "BatchNormalization" => return legacy::batch_norm(b, n),
-        "InstanceNormalization" => Op::InstanceNorm { epsilon: a.float("epsilon", 1e-5)? },
+        "InstanceNormalization" => Op::InstanceNorm {
+            epsilon: a.float("epsilon", 1e-5)?,
+        },
         "LayerNormalization" => Op::LayerNorm {
             axis: a.int("axis", -1)?,
             epsilon: a.float("epsilon", 1e-5)?,
@@ -257,9 +325,9 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             bias: a.float("bias", 1.0)?,
             size: a.req_int("size")?,
         },
-        "MeanVarianceNormalization" => {
-            Op::MeanVarianceNormalization { axes: a.ints_opt("axes")?.unwrap_or_else(|| vec![0, 2, 3]) }
-        }
+        "MeanVarianceNormalization" => Op::MeanVarianceNormalization {
+            axes: a.ints_opt("axes")?.unwrap_or_else(|| vec![0, 2, 3]),
+        },
         "NegativeLogLikelihoodLoss" => Op::NegativeLogLikelihoodLoss {
             reduction: word(a, "reduction", "mean", LossReduction::from_word)?,
             ignore_index: a.int_opt("ignore_index")?,
@@ -277,26 +345,60 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             trans_a: a.bool("transA", false)?,
             trans_b: a.bool("transB", false)?,
         },
-        "Einsum" => Op::Einsum { equation: a.string_opt("equation")?.ok_or_else(|| missing("equation"))? },
+        "Einsum" => Op::Einsum {
+            equation: a
+                .string_opt("equation")?
+                .ok_or_else(|| missing("equation"))?,
+        },
         "MatMulInteger" => Op::MatMulInteger,
         "QLinearMatMul" => Op::QLinearMatMul,
         "Conv" => {
             let (auto_pad, dilations, group, kernel_shape, pads, strides) = conv_attrs()?;
-            Op::Conv { auto_pad, dilations, group, kernel_shape, pads, strides }
+            Op::Conv {
+                auto_pad,
+                dilations,
+                group,
+                kernel_shape,
+                pads,
+                strides,
+            }
         }
         "ConvInteger" => {
             let (auto_pad, dilations, group, kernel_shape, pads, strides) = conv_attrs()?;
-            Op::ConvInteger { auto_pad, dilations, group, kernel_shape, pads, strides }
+            Op::ConvInteger {
+                auto_pad,
+                dilations,
+                group,
+                kernel_shape,
+                pads,
+                strides,
+            }
         }
         "QLinearConv" => {
             let (auto_pad, dilations, group, kernel_shape, pads, strides) = conv_attrs()?;
-            Op::QLinearConv { auto_pad, dilations, group, kernel_shape, pads, strides }
+            Op::QLinearConv {
+                auto_pad,
+                dilations,
+                group,
+                kernel_shape,
+                pads,
+                strides,
+            }
         }
         "ConvTranspose" => {
             let (auto_pad, dilations, group, kernel_shape, pads, strides) = conv_attrs()?;
             let output_padding = a.ints("output_padding")?;
             let output_shape = a.ints("output_shape")?;
-            Op::ConvTranspose { auto_pad, dilations, group, kernel_shape, output_padding, output_shape, pads, strides }
+            Op::ConvTranspose {
+                auto_pad,
+                dilations,
+                group,
+                kernel_shape,
+                output_padding,
+                output_shape,
+                pads,
+                strides,
+            }
         }
         "DeformConv" => {
             let op = Op::DeformConv {
@@ -323,18 +425,31 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
                 ceil_mode: a.bool("ceil_mode", false)?,
                 count_include_pad: a.bool("count_include_pad", false)?,
                 dilations: a.ints("dilations")?,
-                kernel_shape: a.ints_opt("kernel_shape")?.ok_or_else(|| missing("kernel_shape"))?,
+                kernel_shape: a
+                    .ints_opt("kernel_shape")?
+                    .ok_or_else(|| missing("kernel_shape"))?,
                 pads: a.ints("pads")?,
                 strides: a.ints("strides")?,
                 storage_order: a.int("storage_order", 0)?,
                 p: a.int("p", 2)?,
             }
         }
-        "GlobalAveragePool" => Op::GlobalPool { kind: PoolKind::Average, p: 2 },
-        "GlobalMaxPool" => Op::GlobalPool { kind: PoolKind::Max, p: 2 },
-        "GlobalLpPool" => Op::GlobalPool { kind: PoolKind::Lp, p: a.int("p", 2)? },
+        "GlobalAveragePool" => Op::GlobalPool {
+            kind: PoolKind::Average,
+            p: 2,
+        },
+        "GlobalMaxPool" => Op::GlobalPool {
+            kind: PoolKind::Max,
+            p: 2,
+        },
+        "GlobalLpPool" => Op::GlobalPool {
+            kind: PoolKind::Lp,
+            p: a.int("p", 2)?,
+        },
         "MaxUnpool" => Op::MaxUnpool {
-            kernel_shape: a.ints_opt("kernel_shape")?.ok_or_else(|| missing("kernel_shape"))?,
+            kernel_shape: a
+                .ints_opt("kernel_shape")?
+                .ok_or_else(|| missing("kernel_shape"))?,
             pads: a.ints("pads")?,
             strides: a.ints("strides")?,
         },
@@ -364,27 +479,48 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
         },
 
         // ── Shape and data movement ────────────────────────────────────────────────────
-        "Reshape" => Op::Reshape { allowzero: a.bool("allowzero", false)? },
-        "Transpose" => Op::Transpose { perm: a.ints_opt("perm")? },
-        "Flatten" => Op::Flatten { axis: a.int("axis", 1)? },
+        "Reshape" => Op::Reshape {
+            allowzero: a.bool("allowzero", false)?,
+        },
+        "Transpose" => Op::Transpose {
+            perm: a.ints_opt("perm")?,
+        },
+        "Flatten" => Op::Flatten {
+            axis: a.int("axis", 1)?,
+        },
         "Squeeze" | "Unsqueeze" => return legacy::squeeze(b, n),
-        "Concat" => Op::Concat { axis: a.req_int("axis")? },
+        "Concat" => Op::Concat {
+            axis: a.req_int("axis")?,
+        },
         "Split" => return legacy::split(b, n),
         "Slice" if n.opset < 10 => return legacy::slice(b, n),
         "Slice" => Op::Slice,
-        "Gather" => Op::Gather { axis: a.int("axis", 0)? },
-        "GatherElements" => Op::GatherElements { axis: a.int("axis", 0)? },
-        "GatherND" => Op::GatherNd { batch_dims: a.int("batch_dims", 0)? },
+        "Gather" => Op::Gather {
+            axis: a.int("axis", 0)?,
+        },
+        "GatherElements" => Op::GatherElements {
+            axis: a.int("axis", 0)?,
+        },
+        "GatherND" => Op::GatherNd {
+            batch_dims: a.int("batch_dims", 0)?,
+        },
         "ScatterElements" | "Scatter" => Op::ScatterElements {
             axis: a.int("axis", 0)?,
             reduction: word(a, "reduction", "none", ScatterReduction::from_word)?,
         },
-        "ScatterND" => Op::ScatterNd { reduction: word(a, "reduction", "none", ScatterReduction::from_word)? },
+        "ScatterND" => Op::ScatterNd {
+            reduction: word(a, "reduction", "none", ScatterReduction::from_word)?,
+        },
         "Pad" if n.opset < 11 => return legacy::pad(b, n),
-        "Pad" => Op::Pad { mode: word(a, "mode", "constant", PadMode::from_word)? },
+        "Pad" => Op::Pad {
+            mode: word(a, "mode", "constant", PadMode::from_word)?,
+        },
         "Tile" => Op::Tile,
         "Expand" => Op::Expand,
-        "Shape" => Op::Shape { start: a.int("start", 0)?, end: a.int_opt("end")? },
+        "Shape" => Op::Shape {
+            start: a.int("start", 0)?,
+            end: a.int_opt("end")?,
+        },
         "Size" => Op::Size,
         "ConstantOfShape" => {
             let value = match a.tensor_opt("value")? {
@@ -394,30 +530,47 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             Op::ConstantOfShape { value }
         }
         "Range" => Op::Range,
-        "OneHot" => Op::OneHot { axis: a.int("axis", -1)? },
+        "OneHot" => Op::OneHot {
+            axis: a.int("axis", -1)?,
+        },
         "NonZero" => Op::NonZero,
-        "Compress" => Op::Compress { axis: a.int_opt("axis")? },
-        "Unique" => Op::Unique { axis: a.int_opt("axis")?, sorted: a.bool("sorted", true)? },
-        "ReverseSequence" => {
-            Op::ReverseSequence { batch_axis: a.int("batch_axis", 1)?, time_axis: a.int("time_axis", 0)? }
-        }
+        "Compress" => Op::Compress {
+            axis: a.int_opt("axis")?,
+        },
+        "Unique" => Op::Unique {
+            axis: a.int_opt("axis")?,
+            sorted: a.bool("sorted", true)?,
+        },
+        "ReverseSequence" => Op::ReverseSequence {
+            batch_axis: a.int("batch_axis", 1)?,
+            time_axis: a.int("time_axis", 0)?,
+        },
         "DepthToSpace" => Op::DepthToSpace {
             blocksize: a.req_int("blocksize")?,
             mode: word(a, "mode", "DCR", DepthToSpaceMode::from_word)?,
         },
         "SpaceToDepth" => {
             if !a.string("mode", "DCR")?.eq_ignore_ascii_case("DCR") {
-                return Err(IrError::msg("SpaceToDepth mode CRD is not supported (the IR op has DCR order only)"));
+                return Err(IrError::msg(
+                    "SpaceToDepth mode CRD is not supported (the IR op has DCR order only)",
+                ));
             }
-            Op::SpaceToDepth { blocksize: a.req_int("blocksize")? }
+            Op::SpaceToDepth {
+                blocksize: a.req_int("blocksize")?,
+            }
         }
-        "Trilu" => Op::Trilu { upper: a.bool("upper", true)? },
+        "Trilu" => Op::Trilu {
+            upper: a.bool("upper", true)?,
+        },
         "EyeLike" => {
             let dtype = match a.int_opt("dtype")? {
                 Some(c) => Some(dtype_attr(c, "EyeLike `dtype`")?),
                 None => None,
             };
-            Op::EyeLike { dtype, k: a.int("k", 0)? }
+            Op::EyeLike {
+                dtype,
+                k: a.int("k", 0)?,
+            }
         }
         "Upsample" => return legacy::upsample(b, n),
         "Resize" if n.opset < 11 => return legacy::upsample(b, n),
@@ -433,28 +586,51 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             cubic_coeff_a: a.float("cubic_coeff_a", -0.75)?,
             exclude_outside: a.bool("exclude_outside", false)?,
             extrapolation_value: a.float("extrapolation_value", 0.0)?,
-            keep_aspect_ratio_policy: word(a, "keep_aspect_ratio_policy", "stretch", KeepAspectRatio::from_word)?,
+            keep_aspect_ratio_policy: word(
+                a,
+                "keep_aspect_ratio_policy",
+                "stretch",
+                KeepAspectRatio::from_word,
+            )?,
             mode: word(a, "mode", "nearest", ResizeMode::from_word)?,
-            nearest_mode: word(a, "nearest_mode", "round_prefer_floor", NearestMode::from_word)?,
+            nearest_mode: word(
+                a,
+                "nearest_mode",
+                "round_prefer_floor",
+                NearestMode::from_word,
+            )?,
         },
-        "CenterCropPad" => Op::CenterCropPad { axes: a.ints("axes")? },
+        "CenterCropPad" => Op::CenterCropPad {
+            axes: a.ints("axes")?,
+        },
         "GridSample" => Op::GridSample {
             align_corners: a.bool("align_corners", false)?,
             // Opset 16 spelled the modes bilinear and bicubic.
-            mode: word(a, "mode", if n.opset < 20 { "bilinear" } else { "linear" }, |s| match s {
-                "bilinear" => Some(GridSampleMode::Linear),
-                "bicubic" => Some(GridSampleMode::Cubic),
-                s => GridSampleMode::from_word(s),
-            })?,
+            mode: word(
+                a,
+                "mode",
+                if n.opset < 20 { "bilinear" } else { "linear" },
+                |s| match s {
+                    "bilinear" => Some(GridSampleMode::Linear),
+                    "bicubic" => Some(GridSampleMode::Cubic),
+                    s => GridSampleMode::from_word(s),
+                },
+            )?,
             padding_mode: word(a, "padding_mode", "zeros", GridPaddingMode::from_word)?,
         },
-        "AffineGrid" => Op::AffineGrid { align_corners: a.bool("align_corners", false)? },
+        "AffineGrid" => Op::AffineGrid {
+            align_corners: a.bool("align_corners", false)?,
+        },
         "RoiAlign" => Op::RoiAlign {
             // Opset 10 had no attribute and no half-pixel shift ("output_half_pixel").
             coordinate_transformation_mode: word(
                 a,
                 "coordinate_transformation_mode",
-                if n.opset < 16 { "output_half_pixel" } else { "half_pixel" },
+                if n.opset < 16 {
+                    "output_half_pixel"
+                } else {
+                    "half_pixel"
+                },
                 |s| match s {
                     "output_half_pixel" => Some(CoordinateTransform::OutputHalfPixel),
                     "half_pixel" => Some(CoordinateTransform::HalfPixel),
@@ -471,13 +647,21 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             sampling_ratio: a.int("sampling_ratio", 0)?,
             spatial_scale: a.float("spatial_scale", 1.0)?,
         },
-        "Col2Im" => Op::Col2Im { dilations: a.ints("dilations")?, pads: a.ints("pads")?, strides: a.ints("strides")? },
-        "NonMaxSuppression" => Op::NonMaxSuppression { center_point_box: a.bool("center_point_box", false)? },
+        "Col2Im" => Op::Col2Im {
+            dilations: a.ints("dilations")?,
+            pads: a.ints("pads")?,
+            strides: a.ints("strides")?,
+        },
+        "NonMaxSuppression" => Op::NonMaxSuppression {
+            center_point_box: a.bool("center_point_box", false)?,
+        },
 
         // ── Quantization ───────────────────────────────────────────────────────────────
         "QuantizeLinear" => {
             if a.int("precision", 0)? != 0 {
-                return Err(IrError::msg("QuantizeLinear attribute `precision` is not supported"));
+                return Err(IrError::msg(
+                    "QuantizeLinear attribute `precision` is not supported",
+                ));
             }
             Op::QuantizeLinear {
                 axis: a.int("axis", 1)?,
@@ -495,8 +679,13 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
 
         // ── Signal processing ──────────────────────────────────────────────────────────
         "DFT" if n.opset < 20 => return legacy::dft(b, n),
-        "DFT" => Op::Dft { inverse: a.bool("inverse", false)?, onesided: a.bool("onesided", false)? },
-        "STFT" => Op::Stft { onesided: a.bool("onesided", true)? },
+        "DFT" => Op::Dft {
+            inverse: a.bool("inverse", false)?,
+            onesided: a.bool("onesided", false)?,
+        },
+        "STFT" => Op::Stft {
+            onesided: a.bool("onesided", true)?,
+        },
         "HannWindow" | "HammingWindow" | "BlackmanWindow" => Op::Window {
             kind: match t {
                 "HannWindow" => WindowKind::Hann,
@@ -506,9 +695,9 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             periodic: a.bool("periodic", true)?,
             output_dtype: dtype_attr(a.int("output_datatype", 1)?, "output_datatype")?,
         },
-        "MelWeightMatrix" => {
-            Op::MelWeightMatrix { output_dtype: dtype_attr(a.int("output_datatype", 1)?, "output_datatype")? }
-        }
+        "MelWeightMatrix" => Op::MelWeightMatrix {
+            output_dtype: dtype_attr(a.int("output_datatype", 1)?, "output_datatype")?,
+        },
         "Det" => Op::Det,
         "Dropout" => return legacy::dropout(b, n),
 
@@ -556,7 +745,9 @@ fn constant(b: &mut Builder, n: &NodeCx) -> Result<Value> {
     } else if a.has("value_string") || a.has("value_strings") {
         return Err(IrError::msg("string constants are not supported"));
     } else if a.has("sparse_value") {
-        return Err(IrError::msg("sparse constants (sparse_value) are not supported"));
+        return Err(IrError::msg(
+            "sparse constants (sparse_value) are not supported",
+        ));
     } else {
         return Err(IrError::msg("Constant has no value attribute"));
     };
