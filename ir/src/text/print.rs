@@ -246,9 +246,9 @@ impl Printer<'_, '_> {
             }
             AttrValue::Word(w) => self.out.push_str(w),
             AttrValue::Str(s) => self.out.push_str(&quote(s)),
-            AttrValue::Ints(v) => self.out.push_str(&list(v.iter().map(|x| x.to_string()))),
-            AttrValue::Floats(v) => self.out.push_str(&list(v.iter().map(|x| f32_text(*x)))),
-            AttrValue::Strs(v) => self.out.push_str(&list(v.iter().map(|s| quote(s)))),
+            AttrValue::Ints(v) => list(&mut self.out, v.iter()),
+            AttrValue::Floats(v) => list(&mut self.out, v.iter().map(|x| f32_text(*x))),
+            AttrValue::Strs(v) => list(&mut self.out, v.iter().map(|s| quote(s))),
             AttrValue::Tensor(t) => self.tensor(t),
             AttrValue::Graph(g) => self.graph(g, indent),
         }
@@ -260,13 +260,13 @@ impl Printer<'_, '_> {
         self.out.push_str(&type_text(&ty));
         if t.len() <= INLINE_MAX {
             self.out.push(' ');
-            self.out.push_str(&data_text(t.data()));
+            data_text(&mut self.out, t.data());
             return;
         }
         match &mut *self.weights {
             Weights::Inline => {
                 self.out.push(' ');
-                self.out.push_str(&data_text(t.data()));
+                data_text(&mut self.out, t.data());
             }
             Weights::Elided => {}
             Weights::External(bin) => {
@@ -288,9 +288,16 @@ fn sep(i: usize) -> &'static str {
     }
 }
 
-fn list(items: impl Iterator<Item = String>) -> String {
-    let items: Vec<String> = items.collect();
-    format!("[{}]", items.join(","))
+/// `[a,b,c]`, written straight into `out` (a weight can have millions of elements).
+fn list<T: std::fmt::Display>(out: &mut String, items: impl Iterator<Item = T>) {
+    out.push('[');
+    for (i, x) in items.enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        let _ = write!(out, "{x}");
+    }
+    out.push(']');
 }
 
 pub(super) fn is_ident(s: &str) -> bool {
@@ -347,24 +354,21 @@ pub(super) fn type_text(t: &TensorType) -> String {
     o
 }
 
-fn data_text(d: &Data) -> String {
-    fn ints<T: ToString>(v: &[T]) -> String {
-        list(v.iter().map(|x| x.to_string()))
-    }
+fn data_text(out: &mut String, d: &Data) {
     match d {
-        Data::F32(v) => list(v.iter().map(|x| f32_text(*x))),
-        Data::F64(v) => list(v.iter().map(|x| f64_text(*x))),
-        Data::F16(v) => list(v.iter().map(|x| f16_text(*x))),
-        Data::BF16(v) => list(v.iter().map(|x| bf16_text(*x))),
-        Data::I8(v) => ints(v),
-        Data::I16(v) => ints(v),
-        Data::I32(v) => ints(v),
-        Data::I64(v) => ints(v),
-        Data::U8(v) => ints(v),
-        Data::U16(v) => ints(v),
-        Data::U32(v) => ints(v),
-        Data::U64(v) => ints(v),
-        Data::Bool(v) => ints(v),
+        Data::F32(v) => list(out, v.iter().map(|x| f32_text(*x))),
+        Data::F64(v) => list(out, v.iter().map(|x| f64_text(*x))),
+        Data::F16(v) => list(out, v.iter().map(|x| f16_text(*x))),
+        Data::BF16(v) => list(out, v.iter().map(|x| bf16_text(*x))),
+        Data::I8(v) => list(out, v.iter()),
+        Data::I16(v) => list(out, v.iter()),
+        Data::I32(v) => list(out, v.iter()),
+        Data::I64(v) => list(out, v.iter()),
+        Data::U8(v) => list(out, v.iter()),
+        Data::U16(v) => list(out, v.iter()),
+        Data::U32(v) => list(out, v.iter()),
+        Data::U64(v) => list(out, v.iter()),
+        Data::Bool(v) => list(out, v.iter()),
     }
 }
 
