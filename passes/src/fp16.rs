@@ -30,7 +30,7 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "fp16: {} constants compressed ({} bytes -> {} bytes)",
+            "{} constants compressed ({} bytes -> {} bytes)",
             self.compressed, self.bytes_before, self.bytes_after
         )?;
         if self.out_of_range > 0 {
