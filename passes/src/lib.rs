@@ -1,1 +1,2 @@
 //! Passes (to come with the passes issue).
+pub mod fp16;
