@@ -373,13 +373,7 @@ fn eval_conv(a: &ConvAttrs, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
     }
     let cs = conv_shape(a, x.shape(), w.shape())?;
     let p: usize = cs.out.iter().product();
-    if dt == DType::F32 {
-        let mut out = conv_nd(&cs, x.as_slice::<f32>()?, w.as_slice::<f32>()?);
-        if let Some(b) = bias {
-            add_bias(&mut out, b.as_slice::<f32>()?, cs.n, cs.m, p)?;
-        }
-        return Ok(vec![Tensor::new(cs.out_shape(), out)?]);
-    }
+    // Every float type accumulates in f64 and rounds once at the end.
     let mut out = conv_nd(&cs, &x.to_f64_vec(), &w.to_f64_vec());
     if let Some(b) = bias {
         add_bias(&mut out, &b.to_f64_vec(), cs.n, cs.m, p)?;

@@ -4,7 +4,6 @@
 
 use super::gemm::{gemm, transpose, Acc};
 use super::geometry::{next_index, valid_range, Window};
-use crate::dtype::DType;
 use crate::error::{IrError, Result};
 use crate::op::{AutoPad, Op};
 use crate::ops::util::{input, input_type, opt_input};
@@ -244,13 +243,7 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
         kernel: &ws[2..],
         g: &g,
     };
-    if dt == DType::F32 {
-        let mut y = conv_transpose(&shape, x.as_slice::<f32>()?, w.as_slice::<f32>()?);
-        if let Some(b) = bias {
-            add_bias(&mut y, b.as_slice::<f32>()?, m)?;
-        }
-        return Ok(vec![Tensor::new(out_shape, y)?]);
-    }
+    // Every float type accumulates in f64 and rounds once at the end.
     let mut y = conv_transpose(&shape, &x.to_f64_vec(), &w.to_f64_vec());
     if let Some(b) = bias {
         add_bias(&mut y, &b.to_f64_vec(), m)?;

@@ -1,6 +1,7 @@
 //! The one matrix-multiply kernel that MatMul, Gemm, Conv and ConvTranspose reduce to, and
-//! the accumulator types it runs on: f32 (f32 data), f64 (every other float type), and
-//! wrapping i64 (integer types: numpy's integer matmul wraps, and so does ours).
+//! the accumulator types it runs on: f64 for every float type (results round once, at the
+//! end, to the output type) and wrapping i64 for integers (numpy's integer matmul wraps,
+//! and so does ours).
 
 use crate::dtype::Element;
 use crate::tensor::Tensor;
@@ -12,7 +13,6 @@ pub(crate) trait Acc:
     Copy + Default + Add<Output = Self> + Mul<Output = Self> + Send + Sync + 'static
 {
 }
-impl Acc for f32 {}
 impl Acc for f64 {}
 impl Acc for Wrapping<i64> {}
 
@@ -21,7 +21,7 @@ pub(crate) fn wrapping_i64(t: &Tensor) -> Vec<Wrapping<i64>> {
     crate::with_data!(t.data(), v, T => v.iter().map(|x| Wrapping(x.to_i64())).collect())
 }
 
-/// Columns of `b` per panel and rows of `b` per panel: a KC×NC f32 panel is 128 KiB, which
+/// Columns of `b` per panel and rows of `b` per panel: a KC×NC f64 panel is 256 KiB, which
 /// stays in L2 while every row of `a` streams over it.
 const NC: usize = 256;
 const KC: usize = 128;

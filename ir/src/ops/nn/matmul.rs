@@ -207,12 +207,8 @@ pub(crate) fn eval_matmul(inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
         )));
     }
     let d = matmul_dims(a.shape(), b.shape())?;
-    let out = if dt == DType::F32 {
-        Tensor::new(
-            d.out_shape.clone(),
-            matmul_core(&d, a.as_slice::<f32>()?, b.as_slice::<f32>()?),
-        )?
-    } else if dt.is_float() {
+    // Every float type accumulates in f64 and rounds once at the end.
+    let out = if dt.is_float() {
         Tensor::from_f64(
             dt,
             d.out_shape.clone(),
@@ -285,20 +281,7 @@ pub(crate) fn eval_gemm(
         gemm(m, n, k, &at, &bt, &mut out);
         out
     }
-    let ab: Vec<f64> = if dt == DType::F32 {
-        product(
-            a.as_slice::<f32>()?,
-            b.as_slice::<f32>()?,
-            m,
-            n,
-            k,
-            trans_a,
-            trans_b,
-        )
-        .into_iter()
-        .map(f64::from)
-        .collect()
-    } else if dt.is_float() {
+    let ab: Vec<f64> = if dt.is_float() {
         product(&a.to_f64_vec(), &b.to_f64_vec(), m, n, k, trans_a, trans_b)
     } else {
         product(
