@@ -297,7 +297,8 @@ ops! {
     /// (x, sequence_lens)
     ReverseSequence { batch_axis: i64, time_axis: i64 } => "reverse_sequence",
     DepthToSpace { blocksize: i64, mode: DepthToSpaceMode } => "depth_to_space",
-    SpaceToDepth { blocksize: i64 } => "space_to_depth",
+    /// `mode` (opset 28) orders the output channels as DepthToSpace's same mode reads them.
+    SpaceToDepth { blocksize: i64, mode: DepthToSpaceMode } => "space_to_depth",
     /// (x, k?)
     Trilu { upper: bool } => "trilu",
     /// Identity matrix shaped like the input, of `dtype` (default: the input's).
