@@ -61,8 +61,10 @@ word_enum!(ResizeMode { Nearest = "nearest", Linear = "linear", Cubic = "cubic" 
 word_enum!(CoordinateTransform {
     HalfPixel = "half_pixel", HalfPixelSymmetric = "half_pixel_symmetric", PytorchHalfPixel = "pytorch_half_pixel",
     AlignCorners = "align_corners", Asymmetric = "asymmetric", TfCropAndResize = "tf_crop_and_resize",
-    /// Opset 10 Upsample/Resize: asymmetric with nearest rounding down (kept for old models).
+    /// ONNX opset 11-12 Resize mode for old TF nearest resizes: x_in = (x_out + 0.5) / scale.
     TfHalfPixelForNn = "tf_half_pixel_for_nn",
+    /// RoiAlign's legacy mode (ONNX `output_half_pixel`): no half-pixel shift of the rois.
+    OutputHalfPixel = "output_half_pixel",
 });
 word_enum!(NearestMode { RoundPreferFloor = "round_prefer_floor", RoundPreferCeil = "round_prefer_ceil", Floor = "floor", Ceil = "ceil" });
 word_enum!(KeepAspectRatio { Stretch = "stretch", NotLarger = "not_larger", NotSmaller = "not_smaller" });
