@@ -181,7 +181,12 @@ pub(super) fn infer_split(
                 }
             }
         }
-        (false, _, Dim::Known(k)) => split_sizes(*k, None, n_outputs)?.into_iter().map(Dim::Known).collect(),
+        // An impossible equal split is left to run time: it may sit in an If branch that
+        // is never taken (ONNX's own AffineGrid function body has one).
+        (false, _, Dim::Known(k)) => match split_sizes(*k, None, n_outputs) {
+            Ok(s) => s.into_iter().map(Dim::Known).collect(),
+            Err(_) => vec![Dim::Unknown; n_outputs],
+        },
         (false, _, d) if n_outputs == 1 => vec![d.clone()],
         _ => vec![Dim::Unknown; n_outputs],
     };
