@@ -1,1 +1,215 @@
-fn main() {}
+//! The `kiln` command line: info, run, convert, dump.
+
+use anyhow::{anyhow, bail, Context, Result};
+use clap::{Parser, Subcommand};
+use kiln::ir::{DType, Tensor};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "kiln", version, about = "kiln: compile and run TensorFlow, Keras and ONNX models")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Inputs and outputs with types and shapes, op histogram, parameter count and bytes.
+    Info { model: PathBuf },
+    /// Runs a model on .npy inputs; writes one .npy per output and prints a summary of each.
+    Run {
+        model: PathBuf,
+        /// NAME=FILE.npy, or just FILE.npy for a model with one input. Repeatable.
+        #[arg(long = "input", short = 'i')]
+        inputs: Vec<String>,
+        #[arg(long, short = 'd', default_value = "REFERENCE")]
+        device: String,
+        /// Where to write NAME.npy for each output.
+        #[arg(long)]
+        output_dir: Option<PathBuf>,
+        /// NAME=FILE.npy (or FILE.npy for the first output): compare with a reference
+        /// (rtol 1e-4, atol 1e-5) and fail if it differs. Repeatable.
+        #[arg(long = "expect")]
+        expects: Vec<String>,
+    },
+    /// Writes kiln's saved IR: OUT.kir (text) and OUT.kir.bin (weights).
+    Convert {
+        model: PathBuf,
+        #[arg(short = 'o', long)]
+        output: PathBuf,
+        /// Store weights as f16 (half the size; computation stays f32).
+        #[arg(long)]
+        fp16: bool,
+    },
+    /// Prints the IR text (large constants elided).
+    Dump { model: PathBuf },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("kiln: error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Info { model } => info(&model),
+        Command::Run { model, inputs, device, output_dir, expects } => run_model(&model, &inputs, &device, output_dir.as_deref(), &expects),
+        Command::Convert { model, output, fp16 } => convert(&model, &output, fp16),
+        Command::Dump { model } => {
+            let m = kiln::load(&model)?;
+            print!("{}", kiln::ir::text::print(&m.graph, kiln::ir::text::Weights::Elided));
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn info(path: &Path) -> Result<ExitCode> {
+    let m = kiln::load(path)?;
+    println!("model: {} ({:?})", path.display(), m.format);
+    println!("inputs:");
+    for (name, ty) in m.inputs() {
+        println!("  {name}: {ty}");
+    }
+    println!("outputs:");
+    for (name, ty) in m.outputs() {
+        println!("  {name}: {ty}");
+    }
+    let (count, bytes) = m.graph.parameter_stats();
+    println!("parameters: {count} ({})", human_bytes(bytes));
+    let hist = m.graph.op_histogram();
+    let total: usize = hist.iter().map(|(_, c)| c).sum();
+    println!("ops: {total} nodes");
+    let mut hist = hist;
+    hist.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+    for (op, c) in hist {
+        println!("  {op:<24} {c}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn human_bytes(b: usize) -> String {
+    const U: [&str; 4] = ["B", "KiB", "MiB", "GiB"];
+    let mut v = b as f64;
+    let mut i = 0;
+    while v >= 1024.0 && i < 3 {
+        v /= 1024.0;
+        i += 1;
+    }
+    if i == 0 { format!("{b} B") } else { format!("{v:.1} {}", U[i]) }
+}
+
+/// Splits `NAME=FILE` (or a bare `FILE`, returning no name).
+fn split_named(s: &str) -> (Option<&str>, &str) {
+    match s.split_once('=') {
+        Some((n, f)) if !n.is_empty() => (Some(n), f),
+        _ => (None, s),
+    }
+}
+
+fn run_model(path: &Path, inputs: &[String], device: &str, output_dir: Option<&Path>, expects: &[String]) -> Result<ExitCode> {
+    let m = kiln::load(path)?;
+    let model_inputs = m.inputs();
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for spec in inputs {
+        let (name, file) = split_named(spec);
+        let name = match name {
+            Some(n) => n.to_string(),
+            None if model_inputs.len() == 1 => model_inputs[0].0.clone(),
+            None => bail!("the model has {} inputs; name each one: --input NAME=FILE.npy", model_inputs.len()),
+        };
+        let t = kiln::npy::read(Path::new(file)).map_err(|e| anyhow!(e))?;
+        named.push((name, t));
+    }
+    let compiled = kiln::compile(&m, device)?;
+    let mut request = compiled.request();
+    let args: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
+    let start = std::time::Instant::now();
+    let outputs = request.infer(&args)?;
+    let elapsed = start.elapsed();
+    println!("ran {} on {} in {:.1} ms", path.display(), compiled.device(), elapsed.as_secs_f64() * 1e3);
+    if let Some(dir) = output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    for (name, t) in &outputs {
+        println!("  {name}: {}", summary(t));
+        if let Some(dir) = output_dir {
+            let file = dir.join(format!("{}.npy", sanitize(name)));
+            kiln::npy::write(&file, t).map_err(|e| anyhow!(e))?;
+            println!("    written to {}", file.display());
+        }
+    }
+    let mut all_match = true;
+    for spec in expects {
+        let (name, file) = split_named(spec);
+        let (name, got) = match name {
+            Some(n) => outputs.iter().find(|(o, _)| o == n).ok_or_else(|| anyhow!("the model has no output `{n}`"))?,
+            None => outputs.first().ok_or_else(|| anyhow!("the model has no outputs"))?,
+        };
+        let want = kiln::npy::read(Path::new(file)).map_err(|e| anyhow!(e))?;
+        match compare(got, &want, 1e-4, 1e-5) {
+            Ok(max_abs) => println!("  {name} matches {file} (max abs diff {max_abs:.3e}, rtol 1e-4, atol 1e-5)"),
+            Err(why) => {
+                println!("  {name} DIFFERS from {file}: {why}");
+                all_match = false;
+            }
+        }
+    }
+    Ok(if all_match { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+fn sanitize(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.' { c } else { '_' }).collect()
+}
+
+/// Max absolute difference when every element satisfies |a-b| <= atol + rtol*|b|.
+fn compare(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> std::result::Result<f64, String> {
+    if got.shape() != want.shape() {
+        return Err(format!("shape {:?} vs {:?}", got.shape(), want.shape()));
+    }
+    let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
+    let mut max_abs = 0.0f64;
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        let d = (a - b).abs();
+        if a.is_nan() != b.is_nan() || (!a.is_nan() && d > atol + rtol * b.abs()) {
+            return Err(format!("element {i}: {a} vs {b}"));
+        }
+        if d.is_finite() {
+            max_abs = max_abs.max(d);
+        }
+    }
+    Ok(max_abs)
+}
+
+fn summary(t: &Tensor) -> String {
+    let v = t.to_f64_vec();
+    let mut s = format!("{}{:?}", t.dtype(), t.shape());
+    if !v.is_empty() {
+        let min = v.iter().cloned().fold(f64::INFINITY, f64::min);
+        let max = v.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        s += &format!(" min {min:.6} max {max:.6} mean {mean:.6}");
+        let head: Vec<String> = v.iter().take(6).map(|x| if t.dtype() == DType::Bool || t.dtype().is_int() { format!("{x}") } else { format!("{x:.6}") }).collect();
+        s += &format!(" [{}{}]", head.join(", "), if v.len() > 6 { ", …" } else { "" });
+    }
+    s
+}
+
+fn convert(path: &Path, out: &Path, fp16: bool) -> Result<ExitCode> {
+    let mut m = kiln::load(path)?;
+    if fp16 {
+        let stats = kiln_passes::fp16::compress_weights(&mut m.graph);
+        println!("fp16: {stats}");
+    }
+    kiln::ir::kir::save(&m.graph, out).map_err(|e| anyhow!("{}: {e}", out.display()))?;
+    let bin = PathBuf::from(format!("{}.bin", out.display()));
+    let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
+    println!("wrote {} and {} ({})", out.display(), bin.display(), human_bytes(size as usize));
+    Ok(ExitCode::SUCCESS)
+}

@@ -61,8 +61,10 @@ word_enum!(ResizeMode { Nearest = "nearest", Linear = "linear", Cubic = "cubic" 
 word_enum!(CoordinateTransform {
     HalfPixel = "half_pixel", HalfPixelSymmetric = "half_pixel_symmetric", PytorchHalfPixel = "pytorch_half_pixel",
     AlignCorners = "align_corners", Asymmetric = "asymmetric", TfCropAndResize = "tf_crop_and_resize",
-    /// Opset 10 Upsample/Resize: asymmetric with nearest rounding down (kept for old models).
+    /// ONNX opset 11-12 Resize mode for old TF nearest resizes: x_in = (x_out + 0.5) / scale.
     TfHalfPixelForNn = "tf_half_pixel_for_nn",
+    /// RoiAlign's legacy mode (ONNX `output_half_pixel`): no half-pixel shift of the rois.
+    OutputHalfPixel = "output_half_pixel",
 });
 word_enum!(NearestMode { RoundPreferFloor = "round_prefer_floor", RoundPreferCeil = "round_prefer_ceil", Floor = "floor", Ceil = "ceil" });
 word_enum!(KeepAspectRatio { Stretch = "stretch", NotLarger = "not_larger", NotSmaller = "not_smaller" });
@@ -234,7 +236,7 @@ ops! {
     QLinearConv { auto_pad: AutoPad, dilations: Vec<i64>, group: i64, kernel_shape: Vec<i64>, pads: Vec<i64>, strides: Vec<i64> } => "qlinear_conv",
     /// (x, w, b?)
     ConvTranspose { auto_pad: AutoPad, dilations: Vec<i64>, group: i64, kernel_shape: Vec<i64>, output_padding: Vec<i64>, output_shape: Vec<i64>, pads: Vec<i64>, strides: Vec<i64> } => "conv_transpose",
-    /// (x, offset, w, b?, mask?)
+    /// (x, w, offset, b?, mask?), in ONNX order
     DeformConv { dilations: Vec<i64>, group: i64, kernel_shape: Vec<i64>, offset_group: i64, pads: Vec<i64>, strides: Vec<i64> } => "deform_conv",
     /// Max: (x) → (y, indices?). `p` is used by Lp pooling only.
     Pool { kind: PoolKind, auto_pad: AutoPad, ceil_mode: bool, count_include_pad: bool, dilations: Vec<i64>, kernel_shape: Vec<i64>, pads: Vec<i64>, strides: Vec<i64>, storage_order: i64, p: i64 } => "pool",
@@ -243,8 +245,10 @@ ops! {
     MaxUnpool { kernel_shape: Vec<i64>, pads: Vec<i64>, strides: Vec<i64> } => "max_unpool",
     /// ONNX RNN/LSTM/GRU: (x, w, r, b?, sequence_lens?, initial_h?, initial_c?, p?) → (y?, y_h?, y_c?)
     Rnn { kind: RnnKind, direction: Direction, hidden_size: i64, activations: Vec<String>, activation_alpha: Vec<f32>, activation_beta: Vec<f32>, clip: Option<f32>, layout: i64, input_forget: bool, linear_before_reset: bool } => "rnn",
-    /// ONNX Attention (opset 23): (q, k, v, attn_mask?, past_key?, past_value?) → (y, present_key?, present_value?, qk_matmul_output?)
-    Attention { is_causal: bool, kv_num_heads: Option<i64>, q_num_heads: Option<i64>, qk_matmul_output_mode: i64, scale: Option<f32>, softcap: f32, softmax_precision: Option<DType> } => "attention",
+    /// ONNX Attention (opsets 23–25): (q, k, v, attn_mask?, past_key?, past_value?, nonpad_kv_seqlen?)
+    /// → (y, present_key?, present_value?, qk_matmul_output?). A window size of -1 leaves that
+    /// side of the sliding window unbounded (the ONNX default).
+    Attention { is_causal: bool, kv_num_heads: Option<i64>, q_num_heads: Option<i64>, qk_matmul_output_mode: i64, scale: Option<f32>, softcap: f32, softmax_precision: Option<DType>, left_window_size: i64, right_window_size: i64 } => "attention",
     /// (x, cos_cache, sin_cache, position_ids?)
     RotaryEmbedding { interleaved: bool, num_heads: Option<i64>, rotary_embedding_dim: i64 } => "rotary_embedding",
 
@@ -293,7 +297,8 @@ ops! {
     /// (x, sequence_lens)
     ReverseSequence { batch_axis: i64, time_axis: i64 } => "reverse_sequence",
     DepthToSpace { blocksize: i64, mode: DepthToSpaceMode } => "depth_to_space",
-    SpaceToDepth { blocksize: i64 } => "space_to_depth",
+    /// `mode` (opset 28) orders the output channels as DepthToSpace's same mode reads them.
+    SpaceToDepth { blocksize: i64, mode: DepthToSpaceMode } => "space_to_depth",
     /// (x, k?)
     Trilu { upper: bool } => "trilu",
     /// Identity matrix shaped like the input, of `dtype` (default: the input's).
@@ -340,7 +345,10 @@ ops! {
     If { then_branch: Box<Graph>, else_branch: Box<Graph> } => "if",
     /// ONNX Loop: (max_trip_count?, cond?, carried…, captured…); the body takes
     /// (iteration, cond, carried…, captured…) and returns (cond, carried…, scan outputs…).
-    Loop { body: Box<Graph> } => "loop",
+    /// The node's outputs are (final carried…, scan outputs stacked on a new axis 0).
+    /// `num_captured` says where the carried values end: the input and output counts alone
+    /// cannot tell a carried value from a captured one.
+    Loop { body: Box<Graph>, num_captured: i64 } => "loop",
     /// ONNX Scan (opset 9+): (state…, scan inputs…, captured…); the body takes
     /// (state…, scan slices…, captured…) and returns (state…, scan output slices…).
     /// `num_captured` trailing inputs are passed whole to every iteration.
@@ -352,7 +360,7 @@ impl Op {
     pub fn subgraphs(&self) -> Vec<&Graph> {
         match self {
             Op::If { then_branch, else_branch } => vec![then_branch, else_branch],
-            Op::Loop { body } | Op::Scan { body, .. } => vec![body],
+            Op::Loop { body, .. } | Op::Scan { body, .. } => vec![body],
             _ => vec![],
         }
     }
@@ -360,7 +368,7 @@ impl Op {
     pub fn subgraphs_mut(&mut self) -> Vec<&mut Graph> {
         match self {
             Op::If { then_branch, else_branch } => vec![then_branch, else_branch],
-            Op::Loop { body } | Op::Scan { body, .. } => vec![body],
+            Op::Loop { body, .. } | Op::Scan { body, .. } => vec![body],
             _ => vec![],
         }
     }

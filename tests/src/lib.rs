@@ -1,1 +1,3 @@
-//! Shared helpers for the cross-crate tests.
+//! Shared code for kiln's cross-crate tests.
+
+pub mod conformance;

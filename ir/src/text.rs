@@ -1,1 +1,0 @@
-//! The text form (placeholder; see the text-form work).

@@ -1,0 +1,151 @@
+//! End-to-end tests of the `kiln` binary: what a user types, what they see.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn kiln(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).current_dir(env!("CARGO_MANIFEST_DIR")).output().expect("running kiln")
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+const MODEL: &str = "examples/models/small_cnn/model.onnx";
+const INPUT: &str = "examples/models/small_cnn/input_0.npy";
+const OUTPUT: &str = "examples/models/small_cnn/output_0.npy";
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kiln-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// A failure is one clear line naming the file, a non-zero exit, and never a panic.
+fn assert_clean_error(o: &Output, file_hint: &str) {
+    let t = text(o);
+    assert!(!o.status.success(), "expected failure, got success: {t}");
+    assert!(!t.contains("panicked") && !t.contains("RUST_BACKTRACE"), "panicked: {t}");
+    assert!(t.contains("kiln: error:"), "no error line: {t}");
+    assert!(t.contains(file_hint), "error does not name {file_hint}: {t}");
+}
+
+#[test]
+fn run_matches_the_reference_output() {
+    let o = kiln(&["run", MODEL, "--input", INPUT, "--expect", OUTPUT]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("matches"), "{t}");
+}
+
+#[test]
+fn run_writes_outputs_as_npy() {
+    let dir = tmp("out");
+    let o = kiln(&["run", MODEL, "--input", INPUT, "--output-dir", dir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+    assert_eq!(files.len(), 1);
+    // what was written is what --expect accepts
+    let written = files[0].as_ref().unwrap().path();
+    let o = kiln(&["run", MODEL, "--input", INPUT, "--expect", written.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn info_lists_inputs_outputs_ops_and_parameters() {
+    let o = kiln(&["info", MODEL]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("input_0: f32[1,32,32,3]"), "{t}");
+    assert!(t.contains("parameters:"), "{t}");
+    assert!(t.contains("conv"), "{t}");
+}
+
+#[test]
+fn convert_then_run_is_bit_identical() {
+    let dir = tmp("convert");
+    let kir = dir.join("small_cnn.kir");
+    let o = kiln(&["convert", MODEL, "-o", kir.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    assert!(kiln(&["run", MODEL, "--input", INPUT, "--output-dir", a.to_str().unwrap()]).status.success());
+    let o = kiln(&["run", kir.to_str().unwrap(), "--input", INPUT, "--output-dir", b.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    for f in std::fs::read_dir(&a).unwrap() {
+        let f = f.unwrap().path();
+        let g = b.join(f.file_name().unwrap());
+        assert_eq!(std::fs::read(&f).unwrap(), std::fs::read(&g).unwrap(), "{} differs", f.display());
+    }
+}
+
+#[test]
+fn convert_fp16_halves_the_weights() {
+    let dir = tmp("fp16");
+    let (full, half) = (dir.join("full.kir"), dir.join("half.kir"));
+    assert!(kiln(&["convert", MODEL, "-o", full.to_str().unwrap()]).status.success());
+    let o = kiln(&["convert", MODEL, "-o", half.to_str().unwrap(), "--fp16"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let size = |p: &Path| std::fs::metadata(format!("{}.bin", p.display())).unwrap().len() as f64;
+    let ratio = size(&half) / size(&full);
+    assert!(ratio < 0.56, "fp16 .bin is {ratio} of the f32 one");
+    let o = kiln(&["run", half.to_str().unwrap(), "--input", INPUT]);
+    assert!(o.status.success(), "{}", text(&o));
+}
+
+#[test]
+fn dump_prints_the_ir() {
+    let o = kiln(&["dump", MODEL]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.starts_with("graph"), "{t}");
+    assert!(t.contains("conv("), "{t}");
+}
+
+#[test]
+fn bad_files_end_in_a_clear_error() {
+    let dir = tmp("bad");
+    let model = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join(MODEL)).unwrap();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("empty.onnx", vec![]),
+        ("truncated.onnx", model[..model.len() / 2].to_vec()),
+        ("garbage.onnx", (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect()),
+        ("garbage.kir", b"graph g(%x: f32[2]) -> (%y: f32[2]) {\n  %0 = nonsense(%x) : f32[2]\n}\n".to_vec()),
+    ];
+    for (name, bytes) in cases {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        for cmd in ["info", "dump"] {
+            assert_clean_error(&kiln(&[cmd, p.to_str().unwrap()]), name);
+        }
+    }
+    assert_clean_error(&kiln(&["info", "no/such/model.onnx"]), "model.onnx");
+}
+
+#[test]
+fn bad_inputs_end_in_a_clear_error() {
+    let dir = tmp("badin");
+    let wrong = dir.join("wrong_shape.npy");
+    // a valid .npy of the wrong shape
+    let mut npy = b"\x93NUMPY\x01\x00".to_vec();
+    let mut h = "{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }".to_string();
+    while (10 + h.len() + 1) % 64 != 0 {
+        h.push(' ');
+    }
+    h.push('\n');
+    npy.extend((h.len() as u16).to_le_bytes());
+    npy.extend(h.as_bytes());
+    npy.extend([0u8; 12]);
+    std::fs::write(&wrong, &npy).unwrap();
+    let o = kiln(&["run", MODEL, "--input", wrong.to_str().unwrap()]);
+    let t = text(&o);
+    assert!(!o.status.success() && t.contains("shape") && !t.contains("panicked"), "{t}");
+    // a .npy whose header promises more data than the file holds
+    let lying = dir.join("lying.npy");
+    let mut npy2 = npy.clone();
+    let s = String::from_utf8_lossy(&npy2[10..]).replace("(3,)", "(9,)");
+    npy2.truncate(10);
+    npy2.extend(s.as_bytes());
+    std::fs::write(&lying, &npy2).unwrap();
+    assert_clean_error(&kiln(&["run", MODEL, "--input", lying.to_str().unwrap()]), "lying.npy");
+    assert_clean_error(&kiln(&["run", MODEL, "--input", INPUT, "--device", "NOPE"]), "NOPE");
+}
