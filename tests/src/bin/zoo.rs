@@ -3,7 +3,8 @@
 //! (rtol 1e-4, atol 1e-5). For ONNX it also checks the saved form: `.kir` gives
 //! bit-identical outputs, and `--fp16` stays within rtol 1e-2 with a .bin half the size.
 //!
-//! `zoo [--device D] [--models a,b] ZOO_DIR`
+//! `zoo [--device D] [--suite NAME] [--models a,b] ZOO_DIR`: the suite names the
+//! expected-failures list, `tests/expected-failures/NAME-DEVICE.txt` (default `zoo`).
 
 use kiln_ir::Tensor;
 use std::path::{Path, PathBuf};
@@ -13,10 +14,12 @@ fn main() {
     let mut device = "REFERENCE".to_string();
     let mut only: Option<Vec<String>> = None;
     let mut root = None;
+    let mut suite = "zoo".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--device" | "-d" => device = args.next().expect("--device takes a name"),
+            "--suite" => suite = args.next().expect("--suite takes a name"),
             "--models" => only = Some(args.next().expect("--models takes a list").split(',').map(String::from).collect()),
             _ => root = Some(PathBuf::from(a)),
         }
@@ -35,7 +38,7 @@ fn main() {
         .filter(|p| only.as_ref().map_or(true, |o| o.iter().any(|m| p.ends_with(m))))
         .collect();
     models.sort();
-    let expected_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures").join(format!("zoo-{}.txt", device.to_ascii_lowercase()));
+    let expected_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures").join(format!("{suite}-{}.txt", device.to_ascii_lowercase()));
     let expected = kiln_tests::conformance::read_expected(&expected_path);
     let (mut passed, mut failed, mut problems) = (0, 0, vec![]);
     for dir in &models {
@@ -61,7 +64,7 @@ fn main() {
             }
         }
     }
-    println!("zoo on {device}: {passed} passed, {failed} failed ({} listed in {})", expected.len(), expected_path.display());
+    println!("{suite} on {device}: {passed} passed, {failed} failed ({} listed in {})", expected.len(), expected_path.display());
     for p in &problems {
         println!("  {p}");
     }
