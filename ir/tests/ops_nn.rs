@@ -276,7 +276,98 @@ fn bad_inputs_are_errors_not_panics() {
         storage_order: 0,
         p: 2,
     };
-    assert!(eval_op(&op, &[Some(x)], 2).is_err());
+    assert!(eval_op(&op, &[Some(x.clone())], 2).is_err());
+    // attributes that would make a huge output from a small input
+    let op = Op::Pool {
+        kind: PoolKind::Max,
+        auto_pad: AutoPad::NotSet,
+        ceil_mode: false,
+        count_include_pad: false,
+        dilations: vec![],
+        kernel_shape: vec![1, 1],
+        pads: vec![1 << 30, 1 << 30, 1 << 30, 1 << 30],
+        strides: vec![],
+        storage_order: 0,
+        p: 2,
+    };
+    assert!(eval_op(&op, &[Some(x.clone())], 1).is_err());
+    let op = Op::ConvTranspose {
+        auto_pad: AutoPad::NotSet,
+        dilations: vec![],
+        group: 1,
+        kernel_shape: vec![],
+        output_padding: vec![],
+        output_shape: vec![],
+        pads: vec![],
+        strides: vec![1 << 30, 1 << 30],
+    };
+    let w = t(&[2, 1, 2, 2], &[1.0f32; 8]);
+    assert!(eval_op(&op, &[Some(x.clone()), Some(w)], 1).is_err());
+}
+
+#[test]
+fn empty_shapes_do_not_panic() {
+    // A zero-size kernel, an empty spatial input with padding, an empty batch.
+    let x = t(&[1, 1, 3, 3], &[1.0f32; 9]);
+    let w = t::<f32>(&[2, 1, 0, 3], &[]);
+    let y = eval(&conv(vec![], vec![]), vec![Some(x.clone()), Some(w)], 1).remove(0);
+    assert_eq!(y.shape(), &[1, 2, 4, 1]);
+    assert!(y.to_f64_vec().iter().all(|&v| v == 0.0));
+    let x0 = t::<f32>(&[1, 1, 0, 2], &[]);
+    let w = t(&[1, 1, 1, 1], &[2.0f32]);
+    let y = eval(
+        &conv(vec![1, 0, 1, 0], vec![]),
+        vec![Some(x0.clone()), Some(w.clone())],
+        1,
+    )
+    .remove(0);
+    assert_eq!(
+        (y.shape(), y.to_f64_vec()),
+        (&[1usize, 1, 2, 2][..], vec![0.0; 4])
+    );
+    let xb = t::<f32>(&[0, 1, 3, 3], &[]);
+    assert_eq!(
+        eval(
+            &conv(vec![], vec![]),
+            vec![Some(xb.clone()), Some(w.clone())],
+            1
+        )[0]
+        .shape(),
+        &[0, 1, 3, 3]
+    );
+    let op = Op::ConvTranspose {
+        auto_pad: AutoPad::NotSet,
+        dilations: vec![],
+        group: 1,
+        kernel_shape: vec![],
+        output_padding: vec![],
+        output_shape: vec![],
+        pads: vec![],
+        strides: vec![2, 2],
+    };
+    assert!(eval_op(&op, &[Some(x0), Some(w.clone())], 1).is_err());
+    let wk0 = t::<f32>(&[1, 1, 0, 2], &[]);
+    let y = eval(&op, vec![Some(x), Some(wk0)], 1).remove(0);
+    assert_eq!(y.shape(), &[1, 1, 4, 6]);
+    let a = t::<f32>(&[2, 0], &[]);
+    let b = t::<f32>(&[0, 3], &[]);
+    let y = eval(&Op::MatMul, vec![Some(a.clone()), Some(b.clone())], 1).remove(0);
+    assert_eq!(
+        (y.shape(), y.to_f64_vec()),
+        (&[2usize, 3][..], vec![0.0; 6])
+    );
+    let y = eval(
+        &Op::Einsum {
+            equation: "ij,jk->ik".into(),
+        },
+        vec![Some(a), Some(b)],
+        1,
+    )
+    .remove(0);
+    assert_eq!(
+        (y.shape(), y.to_f64_vec()),
+        (&[2usize, 3][..], vec![0.0; 6])
+    );
 }
 
 #[test]

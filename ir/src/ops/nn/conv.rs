@@ -2,14 +2,14 @@
 //! the blocked [`gemm`] per image and group.
 
 use super::gemm::{gemm, wrapping_i64, Acc};
-use super::geometry::{next_index, valid_range, Window};
+use super::geometry::{bounded_numel, next_index, valid_range, Window};
 use super::quant::{quantize_value, round_to, scale_values};
 use crate::dtype::DType;
 use crate::error::{IrError, Result};
 use crate::op::{AutoPad, Op};
 use crate::ops::util::{input, input_type, opt_input};
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::{checked_numel, Tensor};
+use crate::tensor::Tensor;
 use std::num::Wrapping;
 
 /// The attributes Conv, ConvInteger and QLinearConv share.
@@ -219,12 +219,12 @@ pub(crate) fn conv_shape(a: &ConvAttrs, xs: &[usize], ws: &[usize]) -> Result<Co
         dilations: win.dilations.clone(),
         pad_begin,
     };
-    checked_numel(&cs.out_shape())?;
+    bounded_numel(&cs.out_shape())?;
     // The im2col buffer holds C/group · prod(kernel) · prod(out) elements.
     let mut col = cs.out.clone();
     col.extend(&cs.kernel);
     col.push(c / group);
-    checked_numel(&col)?;
+    bounded_numel(&col)?;
     Ok(cs)
 }
 
@@ -250,6 +250,9 @@ pub(crate) fn conv_nd<T: Acc>(cs: &ConvShape, x: &[T], w: &[T]) -> Vec<T> {
             let xg = &x[(b * cs.c + g * cg) * in_prod..(b * cs.c + (g + 1) * cg) * in_prod];
             let cols: &[T] = if pointwise {
                 xg
+            } else if kg == 0 || p == 0 {
+                // An empty kernel or output: gemm only needs the (empty) shapes.
+                &col
             } else {
                 im2col(cs, xg, &mut col);
                 &col

@@ -5,12 +5,12 @@
 //! weights.
 
 use super::gemm::gemm;
-use super::geometry::Window;
+use super::geometry::{bounded_numel, Window};
 use crate::error::{IrError, Result};
 use crate::op::{AutoPad, Op};
 use crate::ops::util::{input, input_type, opt_input};
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::{checked_numel, Tensor};
+use crate::tensor::Tensor;
 
 struct Attrs<'a> {
     dilations: &'a [i64],
@@ -146,10 +146,10 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
         }
     }
     let out_shape = vec![n, oc, oh, ow];
-    checked_numel(&out_shape)?;
+    bounded_numel(&out_shape)?;
     let p = oh * ow;
     let (cg, mg) = (c / group, oc / group);
-    checked_numel(&[cg, taps, p])?;
+    bounded_numel(&[cg, taps, p])?;
     let xv = x.to_f64_vec();
     let wv = w.to_f64_vec();
     let ov = offset.to_f64_vec();

@@ -8,11 +8,12 @@
 //! of label values once.
 
 use super::gemm::{gemm, wrapping_i64, Acc};
+use super::geometry::bounded_numel;
 use crate::dtype::DType;
 use crate::error::{IrError, Result};
 use crate::ops::util::{input_type, strides};
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::{checked_numel, Tensor};
+use crate::tensor::Tensor;
 use std::num::Wrapping;
 
 /// A label: a letter (0..52) or the j-th broadcast dim of the ellipsis (52 + j).
@@ -239,7 +240,7 @@ pub(crate) fn eval(equation: &str, inputs: &[Option<Tensor>]) -> Result<Vec<Tens
         }
     }
     let out_shape: Vec<usize> = p.output.iter().map(|&l| size(l)).collect();
-    checked_numel(&out_shape)?;
+    bounded_numel(&out_shape)?;
     let e = Einsum {
         labels,
         n_out: p.output.len(),
