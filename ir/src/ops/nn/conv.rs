@@ -122,7 +122,7 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<Tensor
     let channels = wd.map_or(Dim::Unknown, |w| w[0].clone());
     let mut dims = vec![batch, channels];
     if a.kernel_shape.is_empty() && kernel_from_w.is_none() {
-        dims.extend(std::iter::repeat(Dim::Unknown).take(n_sp));
+        dims.extend(std::iter::repeat_n(Dim::Unknown, n_sp));
     } else {
         let win = Window::new(
             n_sp,
@@ -135,7 +135,7 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<Tensor
         )?;
         match xd {
             Some(x) => dims.extend(win.out_dims(&x[2..], false)?),
-            None => dims.extend(std::iter::repeat(Dim::Unknown).take(n_sp)),
+            None => dims.extend(std::iter::repeat_n(Dim::Unknown, n_sp)),
         }
     }
     Ok(vec![TensorType::new(dtype, Shape(Some(dims)))])
@@ -416,7 +416,7 @@ fn shifted_weights(w: &Tensor, zp: Option<&Tensor>) -> Result<Vec<Wrapping<i64>>
         )));
     }
     let zs = z.to_i64_vec();
-    let per = if m == 0 { 0 } else { wv.len() / m };
+    let per = wv.len().checked_div(m).unwrap_or(0);
     for (i, v) in wv.iter_mut().enumerate() {
         let zv = if zs.len() == 1 {
             zs[0]

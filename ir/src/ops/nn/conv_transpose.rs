@@ -205,7 +205,7 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<Tensor
     let mut dims = vec![batch, channels];
     match (input_sp, kernel) {
         (Some(i), Some(k)) => dims.extend(geometry(&a, &i, &k)?.out.into_iter().map(Dim::Known)),
-        _ => dims.extend(std::iter::repeat(Dim::Unknown).take(n_sp)),
+        _ => dims.extend(std::iter::repeat_n(Dim::Unknown, n_sp)),
     }
     Ok(vec![TensorType::new(x.dtype, Shape(Some(dims)))])
 }
@@ -273,7 +273,7 @@ fn add_bias<T: Acc>(y: &mut [T], b: &[T], m: usize) -> Result<()> {
             b.len()
         )));
     }
-    let plane = if m == 0 { 0 } else { y.len() / m };
+    let plane = y.len().checked_div(m).unwrap_or(0);
     for (i, v) in y.iter_mut().enumerate() {
         *v = *v + b[(i / plane.max(1)) % m];
     }

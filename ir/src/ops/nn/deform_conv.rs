@@ -66,7 +66,7 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<Tensor
     // The output grid is the offset's.
     match offset.shape.dims() {
         Some(d) if d.len() == rank => dims.extend(d[2..].iter().cloned()),
-        _ => dims.extend(std::iter::repeat(Dim::Unknown).take(rank.saturating_sub(2))),
+        _ => dims.extend(std::iter::repeat_n(Dim::Unknown, rank.saturating_sub(2))),
     }
     Ok(vec![TensorType::new(x.dtype, Shape(Some(dims)))])
 }

@@ -379,7 +379,7 @@ impl Einsum {
         let too_big = |x: usize, y: usize, z: usize| {
             x.checked_mul(y)
                 .and_then(|v| v.checked_mul(z))
-                .map_or(true, |v| v > GEMM_PATH_LIMIT)
+                .is_none_or(|v| v > GEMM_PATH_LIMIT)
         };
         if too_big(nb, m, k) || too_big(nb, k, n) || too_big(nb, m, n) {
             return None;

@@ -32,7 +32,7 @@ fn positive(name: &str, v: &[i64], n: usize) -> Result<Vec<usize>> {
     }
     v.iter()
         .map(|&x| {
-            if x < 1 || x > MAX_ATTR {
+            if !(1..=MAX_ATTR).contains(&x) {
                 Err(IrError::msg(format!(
                     "{name} values must be in 1..=2^31, found {x}"
                 )))

@@ -135,7 +135,7 @@ pub(crate) fn infer_global(types: &[Option<&TensorType>]) -> Result<Vec<TensorTy
         }
         Some(d) => {
             let mut dims = d[..2].to_vec();
-            dims.extend(std::iter::repeat(Dim::Known(1)).take(d.len() - 2));
+            dims.extend(std::iter::repeat_n(Dim::Known(1), d.len() - 2));
             Shape(Some(dims))
         }
     };
@@ -407,7 +407,7 @@ pub(crate) fn eval_global(
     let planes = xs[0] * xs[1];
     let plane: usize = xs[2..].iter().product();
     let mut out_shape = xs[..2].to_vec();
-    out_shape.extend(std::iter::repeat(1).take(xs.len() - 2));
+    out_shape.extend(std::iter::repeat_n(1, xs.len() - 2));
     let y = crate::with_data!(x.data(), v, T => {
         if kind == PoolKind::Max {
             let mut y = Vec::with_capacity(planes);
