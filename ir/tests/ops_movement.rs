@@ -170,7 +170,7 @@ fn depth_to_space_and_back() {
         &[1, 2, 2, 6],
         &[0., 3., 1., 4., 2., 5., 6., 9., 7., 10., 8., 11., 12., 15., 13., 16., 14., 17., 18., 21., 19., 22., 20., 23.],
     );
-    let s = run1(Op::SpaceToDepth { blocksize: 2 }, vec![arange(&[1, 2, 4, 4])]);
+    let s = run1(Op::SpaceToDepth { blocksize: 2, mode: DepthToSpaceMode::Dcr }, vec![arange(&[1, 2, 4, 4])]);
     check_f32(
         &s,
         &[1, 8, 2, 2],
@@ -180,7 +180,9 @@ fn depth_to_space_and_back() {
         ],
     );
     // SpaceToDepth inverts DCR DepthToSpace.
-    let back = run1(Op::SpaceToDepth { blocksize: 2 }, vec![dcr]);
+    let back = run1(Op::SpaceToDepth { blocksize: 2, mode: DepthToSpaceMode::Dcr }, vec![dcr]);
+    assert_eq!(back, x);
+    let back = run1(Op::SpaceToDepth { blocksize: 2, mode: DepthToSpaceMode::Crd }, vec![crd]);
     assert_eq!(back, x);
 }
 

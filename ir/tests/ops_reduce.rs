@@ -470,3 +470,29 @@ fn softmax_cross_entropy_loss() {
     let out = run(op, vec![Some(scores()), Some(i64s(&[2, 2], &[2, 1, 1, 0])), None], 1);
     close(&out[0], &[], &[5.026922702789307]);
 }
+
+#[test]
+fn nan_is_an_extreme_like_numpy() {
+    let x = f32s(&[4], &[1.0, f32::NAN, 3.0, f32::NAN]);
+    let arg = |max| Op::ArgReduce { max, axis: 0, keepdims: false, select_last_index: false };
+    assert_eq!(run1(arg(true), vec![x.clone()]).as_slice::<i64>().unwrap(), &[1]);
+    assert_eq!(run1(arg(false), vec![x.clone()]).as_slice::<i64>().unwrap(), &[1]);
+    let out = run(Op::TopK { axis: 0, largest: true, sorted: true }, vec![Some(x.clone()), Some(i64s(&[1], &[2]))], 2);
+    assert_eq!(out[1].as_slice::<i64>().unwrap(), &[1, 3]);
+    let out = run(Op::TopK { axis: 0, largest: false, sorted: true }, vec![Some(x.clone()), Some(i64s(&[1], &[3]))], 2);
+    assert_eq!(out[1].as_slice::<i64>().unwrap(), &[0, 2, 1]);
+    let y = run(reduce(ReduceKind::Max, true), vec![Some(x), None], 1).remove(0);
+    assert!(y.to_f64_vec()[0].is_nan());
+}
+
+#[test]
+fn reduce_infer_dynamic_axes_keeps_unit_dims() {
+    let x = TensorType::new(DType::F32, vec![Dim::Sym("N".into()), Dim::Known(1), Dim::Known(4)]);
+    let axes_ty = TensorType::new(DType::I64, vec![Dim::Unknown]);
+    let t = infer(&reduce(ReduceKind::Sum, true), &[Some(&x), Some(&axes_ty)], &[None, None], 1).unwrap();
+    assert_eq!(t[0].shape, Shape(Some(vec![Dim::Unknown, Dim::Known(1), Dim::Unknown])));
+    // Unknown rank, all axes, no keepdims: still a scalar.
+    let x = TensorType::unknown_shape(DType::I32);
+    let t = infer(&reduce(ReduceKind::Sum, false), &[Some(&x), None], &[None, None], 1).unwrap();
+    assert_eq!(t[0], TensorType::known(DType::I32, &[]));
+}

@@ -1,2 +1,3 @@
 //! Passes (to come with the passes issue).
+
 pub mod fp16;

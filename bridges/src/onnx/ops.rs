@@ -544,16 +544,10 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             blocksize: a.req_int("blocksize")?,
             mode: word(a, "mode", "DCR", DepthToSpaceMode::from_word)?,
         },
-        "SpaceToDepth" => {
-            if !a.string("mode", "DCR")?.eq_ignore_ascii_case("DCR") {
-                return Err(IrError::msg(
-                    "SpaceToDepth mode CRD is not supported (the IR op has DCR order only)",
-                ));
-            }
-            Op::SpaceToDepth {
-                blocksize: a.req_int("blocksize")?,
-            }
-        }
+        "SpaceToDepth" => Op::SpaceToDepth {
+            blocksize: a.req_int("blocksize")?,
+            mode: word(a, "mode", "DCR", DepthToSpaceMode::from_word)?,
+        },
         "Trilu" => Op::Trilu {
             upper: a.bool("upper", true)?,
         },

@@ -116,7 +116,7 @@ fn shaped_scalar(g: &Graph, i: usize, t: Tensor) -> Result<Tensor> {
     let rank1 = g
         .inputs
         .get(i)
-        .map_or(false, |&n| g.node(n).outputs[0].shape.rank() == Some(1));
+        .is_some_and(|&n| g.node(n).outputs.first().and_then(|t| t.shape.rank()) == Some(1));
     if rank1 {
         t.reshape(vec![1])
     } else {
@@ -350,7 +350,7 @@ fn eval_loop(
     let mut scanned: Vec<Vec<Tensor>> = vec![Vec::new(); scans];
     let mut scanned_elems = 0usize;
     let mut it: i64 = 0;
-    while cond && max_trips.map_or(true, |m| it < m) {
+    while cond && max_trips.is_none_or(|m| it < m) {
         if it as usize >= LIMIT {
             return Err(IrError::msg("the loop ran 2^31 iterations without ending"));
         }
@@ -532,7 +532,7 @@ fn eval_scan(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Result<Vec
     for (i, t) in scan_inputs.iter().enumerate() {
         let a = norm_axis(p.in_axes[i], t.rank())?;
         let l = t.shape()[a];
-        if len.map_or(false, |m| m != l) {
+        if len.is_some_and(|m| m != l) {
             return Err(IrError::msg(format!(
                 "scan inputs differ in sequence length ({} and {l})",
                 len.unwrap_or(0)

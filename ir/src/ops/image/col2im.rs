@@ -1,6 +1,6 @@
 //! Col2Im: sums sliding blocks (columns, as Im2Col lays them out) back into an image.
 
-use super::{bounded_numel, from_f64_saturating, size_from};
+use super::{bounded_numel, from_f64_saturating, size_from, MAX_ELEMENTS};
 use crate::dtype::DType;
 use crate::error::{IrError, Result};
 use crate::ops::util::{const_input, input, input_type};
@@ -9,10 +9,20 @@ use crate::tensor::Tensor;
 
 /// Image and block shapes from their inputs.
 fn shapes(image: &Tensor, block: &Tensor) -> Result<(Vec<usize>, Vec<usize>)> {
-    let im: Vec<usize> = image.to_i64_vec().iter().map(|&v| size_from(v, "an image_shape dim")).collect::<Result<_>>()?;
-    let bl: Vec<usize> = block.to_i64_vec().iter().map(|&v| size_from(v, "a block_shape dim")).collect::<Result<_>>()?;
+    let im: Vec<usize> = image
+        .to_i64_vec()
+        .iter()
+        .map(|&v| size_from(v, "an image_shape dim"))
+        .collect::<Result<_>>()?;
+    let bl: Vec<usize> = block
+        .to_i64_vec()
+        .iter()
+        .map(|&v| size_from(v, "a block_shape dim"))
+        .collect::<Result<_>>()?;
     if im.is_empty() || im.len() != bl.len() {
-        return Err(IrError::msg(format!("image_shape {im:?} and block_shape {bl:?} must have the same, non-zero length")));
+        return Err(IrError::msg(format!(
+            "image_shape {im:?} and block_shape {bl:?} must have the same, non-zero length"
+        )));
     }
     if bl.contains(&0) {
         return Err(IrError::msg(format!("block_shape {bl:?} has a zero dim")));
@@ -20,7 +30,10 @@ fn shapes(image: &Tensor, block: &Tensor) -> Result<(Vec<usize>, Vec<usize>)> {
     Ok((im, bl))
 }
 
-pub(super) fn infer(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer(
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     input_type(types, 1)?;
     input_type(types, 2)?;
@@ -29,7 +42,7 @@ pub(super) fn infer(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -
     match (const_input(consts, 1), const_input(consts, 2)) {
         (Some(im), Some(bl)) => {
             let (im, bl) = shapes(im, bl)?;
-            let bsize: usize = bl.iter().product();
+            let bsize = crate::tensor::checked_numel(&bl)?;
             let c = match xd.and_then(|d| d.get(1)).and_then(|d| d.known()) {
                 Some(k) => Dim::Known(k / bsize),
                 None => Dim::Unknown,
@@ -39,7 +52,13 @@ pub(super) fn infer(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -
             Ok(TensorType::new(x.dtype, Shape(Some(out))))
         }
         _ => {
-            let r = types.get(1).copied().flatten().and_then(|t| t.shape.dims()).and_then(|d| d.first()).and_then(|d| d.known());
+            let r = types
+                .get(1)
+                .copied()
+                .flatten()
+                .and_then(|t| t.shape.dims())
+                .and_then(|d| d.first())
+                .and_then(|d| d.known());
             match r {
                 Some(r) => {
                     let mut out = vec![n, Dim::Unknown];
@@ -63,7 +82,12 @@ fn per_dim(v: &[i64], r: usize, default: i64, what: &str) -> Result<Vec<i64>> {
     Ok(v.to_vec())
 }
 
-pub(super) fn eval(dilations: &[i64], pads: &[i64], strides: &[i64], inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval(
+    dilations: &[i64],
+    pads: &[i64],
+    strides: &[i64],
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     if x.dtype() == DType::Bool {
         return Err(IrError::msg("col2im does not take bool tensors"));
@@ -74,35 +98,51 @@ pub(super) fn eval(dilations: &[i64], pads: &[i64], strides: &[i64], inputs: &[O
     let st = per_dim(strides, r, 1, "strides")?;
     let pd = per_dim(pads, 2 * r, 0, "pads")?;
     if dil.iter().chain(&st).any(|&v| v < 1) || pd.iter().any(|&v| v < 0) {
-        return Err(IrError::msg(format!("dilations {dil:?} and strides {st:?} must be positive, pads {pd:?} non-negative")));
+        return Err(IrError::msg(format!(
+            "dilations {dil:?} and strides {st:?} must be positive, pads {pd:?} non-negative"
+        )));
     }
     let xs = x.shape();
     if xs.len() != 3 {
-        return Err(IrError::msg(format!("input must be [N, C * prod(block_shape), L], found {xs:?}")));
+        return Err(IrError::msg(format!(
+            "input must be [N, C * prod(block_shape), L], found {xs:?}"
+        )));
     }
-    let bsize: usize = bl.iter().product();
+    let bsize = crate::tensor::checked_numel(&bl)?;
     if xs[1] % bsize != 0 {
-        return Err(IrError::msg(format!("input dim 1 ({}) is not a multiple of the block size {bsize}", xs[1])));
+        return Err(IrError::msg(format!(
+            "input dim 1 ({}) is not a multiple of the block size {bsize}",
+            xs[1]
+        )));
     }
     let (n, c) = (xs[0], xs[1] / bsize);
     // Number of block positions along each image dim.
     let mut blocks = Vec::with_capacity(r);
     for i in 0..r {
-        let span = im[i] as i64 + pd[i] + pd[r + i] - dil[i] * (bl[i] as i64 - 1) - 1;
-        let nb = span.div_euclid(st[i]) + 1;
-        if span < 0 || nb < 1 {
-            return Err(IrError::msg(format!("no block of size {} fits image dim {i} of {}", bl[i], im[i])));
+        // i128: attribute values are untrusted and must not overflow.
+        let span = im[i] as i128 + pd[i] as i128 + pd[r + i] as i128
+            - dil[i] as i128 * (bl[i] as i128 - 1)
+            - 1;
+        let nb = span.div_euclid(st[i] as i128) + 1;
+        if span < 0 || nb < 1 || nb > MAX_ELEMENTS as i128 {
+            return Err(IrError::msg(format!(
+                "no block of size {} fits image dim {i} of {}",
+                bl[i], im[i]
+            )));
         }
         blocks.push(nb as usize);
     }
-    let n_cols: usize = blocks.iter().product();
+    let n_cols = crate::tensor::checked_numel(&blocks)?;
     if xs[2] != n_cols {
-        return Err(IrError::msg(format!("input has {} columns; the shapes give {blocks:?} = {n_cols}", xs[2])));
+        return Err(IrError::msg(format!(
+            "input has {} columns; the shapes give {blocks:?} = {n_cols}",
+            xs[2]
+        )));
     }
     let mut out_shape = vec![n, c];
     out_shape.extend_from_slice(&im);
     let total = bounded_numel(&out_shape)?;
-    let plane: usize = im.iter().product();
+    let plane = crate::tensor::checked_numel(&im)?;
     let xv = x.to_f64_vec();
     let mut out = vec![0.0f64; total];
     let unravel = |mut i: usize, dims: &[usize]| -> Vec<usize> {
@@ -120,8 +160,9 @@ pub(super) fn eval(dilations: &[i64], pads: &[i64], strides: &[i64], inputs: &[O
             let mut flat = 0usize;
             let mut inside = true;
             for i in 0..r {
-                let p = pos[i] as i64 * st[i] - pd[i] + off[i] as i64 * dil[i];
-                if p < 0 || p >= im[i] as i64 {
+                let p = pos[i] as i128 * st[i] as i128 - pd[i] as i128
+                    + off[i] as i128 * dil[i] as i128;
+                if p < 0 || p >= im[i] as i128 {
                     inside = false;
                     break;
                 }
@@ -132,7 +173,8 @@ pub(super) fn eval(dilations: &[i64], pads: &[i64], strides: &[i64], inputs: &[O
             }
             for b in 0..n {
                 for ch in 0..c {
-                    out[(b * c + ch) * plane + flat] += xv[(b * xs[1] + ch * bsize + k) * n_cols + col];
+                    out[(b * c + ch) * plane + flat] +=
+                        xv[(b * xs[1] + ch * bsize + k) * n_cols + col];
                 }
             }
         }

@@ -15,7 +15,9 @@ fn crop_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
     for &a in axes {
         let a = norm_axis(a, rank)?;
         if out.contains(&a) {
-            return Err(IrError::msg(format!("axis {a} is listed twice in axes {axes:?}")));
+            return Err(IrError::msg(format!(
+                "axis {a} is listed twice in axes {axes:?}"
+            )));
         }
         out.push(a);
     }
@@ -25,15 +27,27 @@ fn crop_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
 fn target_sizes(shape: &Tensor, n_axes: usize) -> Result<Vec<usize>> {
     let v = shape.to_i64_vec();
     if v.len() != n_axes {
-        return Err(IrError::msg(format!("shape has {} values for {} axes", v.len(), n_axes)));
+        return Err(IrError::msg(format!(
+            "shape has {} values for {} axes",
+            v.len(),
+            n_axes
+        )));
     }
-    v.iter().map(|&s| size_from(s, "a center_crop_pad size")).collect()
+    v.iter()
+        .map(|&s| size_from(s, "a center_crop_pad size"))
+        .collect()
 }
 
-pub(super) fn infer(axes: &[i64], types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer(
+    axes: &[i64],
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     input_type(types, 1)?;
-    let Some(dims) = x.shape.dims() else { return Ok(TensorType::unknown_shape(x.dtype)) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(TensorType::unknown_shape(x.dtype));
+    };
     let axes = crop_axes(axes, dims.len())?;
     let mut out = dims.to_vec();
     match const_input(consts, 1) {
@@ -62,7 +76,16 @@ pub(super) fn eval(axes: &[i64], inputs: &[Option<Tensor>]) -> Result<Tensor> {
     }
     let total = bounded_numel(&out_shape)?;
     // Input position = output position + shift; the shift is negative where padding.
-    let shift: Vec<i64> = (0..in_shape.len()).map(|a| (in_shape[a] as i64 - out_shape[a] as i64).div_euclid(2).max(0) - (out_shape[a] as i64 - in_shape[a] as i64).div_euclid(2).max(0)).collect();
+    let shift: Vec<i64> = (0..in_shape.len())
+        .map(|a| {
+            (in_shape[a] as i64 - out_shape[a] as i64)
+                .div_euclid(2)
+                .max(0)
+                - (out_shape[a] as i64 - in_shape[a] as i64)
+                    .div_euclid(2)
+                    .max(0)
+        })
+        .collect();
     let in_strides = strides(in_shape);
     let mut map = Vec::with_capacity(total);
     let mut idx = vec![0usize; out_shape.len()];
@@ -71,7 +94,9 @@ pub(super) fn eval(axes: &[i64], inputs: &[Option<Tensor>]) -> Result<Tensor> {
         for a in 0..idx.len() {
             let p = idx[a] as i64 + shift[a];
             src = match src {
-                Some(s) if p >= 0 && (p as usize) < in_shape[a] => Some(s + p as usize * in_strides[a]),
+                Some(s) if p >= 0 && (p as usize) < in_shape[a] => {
+                    Some(s + p as usize * in_strides[a])
+                }
                 _ => None,
             };
         }

@@ -12,16 +12,28 @@ pub(super) fn infer_grid_sample(types: &[Option<&TensorType>]) -> Result<TensorT
     let x = input_type(types, 0)?;
     let g = input_type(types, 1)?;
     need_float("grid", g.dtype)?;
-    let (Some(xd), Some(gd)) = (x.shape.dims(), g.shape.dims()) else { return Ok(TensorType::unknown_shape(x.dtype)) };
+    let (Some(xd), Some(gd)) = (x.shape.dims(), g.shape.dims()) else {
+        return Ok(TensorType::unknown_shape(x.dtype));
+    };
     if xd.len() < 3 || gd.len() != xd.len() {
-        return Err(IrError::msg(format!("x {} and grid {} must have the same rank, at least 3", x.shape, g.shape)));
+        return Err(IrError::msg(format!(
+            "x {} and grid {} must have the same rank, at least 3",
+            x.shape, g.shape
+        )));
     }
     if let Some(k) = gd[gd.len() - 1].known() {
         if k != xd.len() - 2 {
-            return Err(IrError::msg(format!("grid's last dim is {k}; x has {} spatial dims", xd.len() - 2)));
+            return Err(IrError::msg(format!(
+                "grid's last dim is {k}; x has {} spatial dims",
+                xd.len() - 2
+            )));
         }
     }
-    let n = if xd[0] == Dim::Unknown { gd[0].clone() } else { xd[0].clone() };
+    let n = if xd[0] == Dim::Unknown {
+        gd[0].clone()
+    } else {
+        xd[0].clone()
+    };
     let mut out = vec![n, xd[1].clone()];
     out.extend(gd[1..gd.len() - 1].iter().cloned());
     Ok(TensorType::new(x.dtype, Shape(Some(out))))
@@ -74,7 +86,12 @@ fn int_coord(x: f64) -> i64 {
     x.clamp(-1e15, 1e15) as i64
 }
 
-pub(super) fn eval_grid_sample(align_corners: bool, mode: GridSampleMode, padding: GridPaddingMode, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval_grid_sample(
+    align_corners: bool,
+    mode: GridSampleMode,
+    padding: GridPaddingMode,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let grid = input(inputs, 1)?;
     need_float("grid", grid.dtype())?;
@@ -84,26 +101,39 @@ pub(super) fn eval_grid_sample(align_corners: bool, mode: GridSampleMode, paddin
     let xs = x.shape();
     let gs = grid.shape();
     if xs.len() < 3 || gs.len() != xs.len() {
-        return Err(IrError::msg(format!("x {xs:?} and grid {gs:?} must have the same rank, at least 3")));
+        return Err(IrError::msg(format!(
+            "x {xs:?} and grid {gs:?} must have the same rank, at least 3"
+        )));
     }
     let r = xs.len() - 2;
     if gs[0] != xs[0] || gs[r + 1] != r {
-        return Err(IrError::msg(format!("grid {gs:?} must be [{}, ..., {r}] for x {xs:?}", xs[0])));
+        return Err(IrError::msg(format!(
+            "grid {gs:?} must be [{}, ..., {r}] for x {xs:?}",
+            xs[0]
+        )));
     }
     let (n_batch, channels) = (xs[0], xs[1]);
     let dims = &xs[2..];
     let mut out_shape = vec![n_batch, channels];
     out_shape.extend_from_slice(&gs[1..=r]);
     let total = bounded_numel(&out_shape)?;
-    let points: usize = gs[1..=r].iter().product();
-    let plane: usize = dims.iter().product();
+    let points = crate::tensor::checked_numel(&gs[1..=r])?;
+    let plane = crate::tensor::checked_numel(&dims)?;
     let dstrides = strides(dims);
     let xv = x.to_f64_vec();
     let gv = grid.to_f64_vec();
     let gt = grid.dtype();
     // The sampling area per spatial dim: pixel centres (align_corners) or pixel edges.
-    let (lo, hi): (Vec<f64>, Vec<f64>) =
-        dims.iter().map(|&d| if align_corners { (0.0, d as f64 - 1.0) } else { (-0.5, d as f64 - 0.5) }).unzip();
+    let (lo, hi): (Vec<f64>, Vec<f64>) = dims
+        .iter()
+        .map(|&d| {
+            if align_corners {
+                (0.0, d as f64 - 1.0)
+            } else {
+                (-0.5, d as f64 - 0.5)
+            }
+        })
+        .unzip();
 
     // The flat offset of a pixel in one plane, per padding mode; None reads as zero.
     let pixel = |i: usize, p: i64| -> Option<usize> {
@@ -119,7 +149,9 @@ pub(super) fn eval_grid_sample(align_corners: bool, mode: GridSampleMode, paddin
                 p
             }
             GridPaddingMode::Border => p.clamp(0, d - 1),
-            GridPaddingMode::Reflection => (reflect(p as f64, lo[i], hi[i]).trunc() as i64).clamp(0, d - 1),
+            GridPaddingMode::Reflection => {
+                (reflect(p as f64, lo[i], hi[i]).trunc() as i64).clamp(0, d - 1)
+            }
         };
         Some(q as usize * dstrides[i])
     };
@@ -166,7 +198,9 @@ pub(super) fn eval_grid_sample(align_corners: bool, mode: GridSampleMode, paddin
                         GridSampleMode::Cubic => {
                             let x0 = int_coord(c.floor());
                             let w = cubic_weights(c - c.floor());
-                            (0..4).map(|k| (pixel(i, x0 - 1 + k as i64), w[k])).collect()
+                            (0..4)
+                                .map(|k| (pixel(i, x0 - 1 + k as i64), w[k]))
+                                .collect()
                         }
                     }
                 })
@@ -197,11 +231,18 @@ pub(super) fn eval_grid_sample(align_corners: bool, mode: GridSampleMode, paddin
     from_f64_saturating(x.dtype(), out_shape, &out)
 }
 
-pub(super) fn infer_affine_grid(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_affine_grid(
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let theta = input_type(types, 0)?;
     need_float("theta", theta.dtype)?;
     input_type(types, 1)?;
-    let spatial = theta.shape.dims().and_then(|d| d.get(1)).and_then(|d| d.known());
+    let spatial = theta
+        .shape
+        .dims()
+        .and_then(|d| d.get(1))
+        .and_then(|d| d.known());
     if let Some(size) = const_input(consts, 1) {
         let s = size_list(size)?;
         let mut out: Vec<usize> = vec![s[0]];
@@ -211,7 +252,11 @@ pub(super) fn infer_affine_grid(types: &[Option<&TensorType>], consts: &[Option<
     }
     match spatial {
         Some(k) if k == 2 || k == 3 => {
-            let n = theta.shape.dims().map(|d| d[0].clone()).unwrap_or(Dim::Unknown);
+            let n = theta
+                .shape
+                .dims()
+                .map(|d| d[0].clone())
+                .unwrap_or(Dim::Unknown);
             let mut out = vec![n];
             out.extend(std::iter::repeat(Dim::Unknown).take(k));
             out.push(Dim::Known(k));
@@ -225,9 +270,13 @@ pub(super) fn infer_affine_grid(types: &[Option<&TensorType>], consts: &[Option<
 fn size_list(size: &Tensor) -> Result<Vec<usize>> {
     let v = size.to_i64_vec();
     if v.len() != 4 && v.len() != 5 {
-        return Err(IrError::msg(format!("size must have 4 or 5 values, found {v:?}")));
+        return Err(IrError::msg(format!(
+            "size must have 4 or 5 values, found {v:?}"
+        )));
     }
-    v.iter().map(|&s| size_from(s, "an affine_grid size")).collect()
+    v.iter()
+        .map(|&s| size_from(s, "an affine_grid size"))
+        .collect()
 }
 
 /// The normalised coordinates of the pixel centres along a dim of length `d`, in [-1, 1].
@@ -252,7 +301,11 @@ pub(super) fn eval_affine_grid(align_corners: bool, inputs: &[Option<Tensor>]) -
     let k = size.len() - 2;
     let n = size[0];
     if theta.shape() != [n, k, k + 1] {
-        return Err(IrError::msg(format!("theta must be [{n}, {k}, {}] for size {size:?}, found {:?}", k + 1, theta.shape())));
+        return Err(IrError::msg(format!(
+            "theta must be [{n}, {k}, {}] for size {size:?}, found {:?}",
+            k + 1,
+            theta.shape()
+        )));
     }
     let spatial = &size[2..];
     let mut out_shape = vec![n];
@@ -260,8 +313,11 @@ pub(super) fn eval_affine_grid(align_corners: bool, inputs: &[Option<Tensor>]) -
     out_shape.push(k);
     let total = bounded_numel(&out_shape)?;
     let th = theta.to_f64_vec();
-    let axes: Vec<Vec<f64>> = spatial.iter().map(|&d| base_coords(d, align_corners)).collect();
-    let points: usize = spatial.iter().product();
+    let axes: Vec<Vec<f64>> = spatial
+        .iter()
+        .map(|&d| base_coords(d, align_corners))
+        .collect();
+    let points = crate::tensor::checked_numel(&spatial)?;
     let mut out = Vec::with_capacity(total);
     let mut idx = vec![0usize; k];
     for b in 0..n {

@@ -19,17 +19,33 @@ use crate::op::Op;
 use crate::shape::{Dim, TensorType};
 use crate::tensor::{checked_numel, Tensor};
 
-pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>], consts: &[Option<&Tensor>], n_outputs: usize) -> Option<Result<Vec<TensorType>>> {
+pub(crate) fn infer(
+    op: &Op,
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+    n_outputs: usize,
+) -> Option<Result<Vec<TensorType>>> {
     let one = |r: Result<TensorType>| r.map(|t| vec![t]);
     let r = match op {
         Op::Resize { .. } => resize::infer(op, types, consts),
         Op::CenterCropPad { axes } => crop::infer(axes, types, consts),
         Op::GridSample { .. } => grid::infer_grid_sample(types),
         Op::AffineGrid { .. } => grid::infer_affine_grid(types, consts),
-        Op::RoiAlign { output_height, output_width, .. } => roi::infer(*output_height, *output_width, types),
-        Op::NonMaxSuppression { .. } => Ok(TensorType::new(DType::I64, vec![Dim::Unknown, Dim::Known(3)])),
+        Op::RoiAlign {
+            output_height,
+            output_width,
+            ..
+        } => roi::infer(*output_height, *output_width, types),
+        Op::NonMaxSuppression { .. } => Ok(TensorType::new(
+            DType::I64,
+            vec![Dim::Unknown, Dim::Known(3)],
+        )),
         Op::Col2Im { .. } => col2im::infer(types, consts),
-        Op::MaxUnpool { kernel_shape, pads, strides } => unpool::infer(kernel_shape, pads, strides, types, consts),
+        Op::MaxUnpool {
+            kernel_shape,
+            pads,
+            strides,
+        } => unpool::infer(kernel_shape, pads, strides, types, consts),
         Op::Dft { inverse, onesided } => spectral::infer_dft(*inverse, *onesided, types, consts),
         Op::Stft { onesided } => spectral::infer_stft(*onesided, types, consts),
         Op::Window { output_dtype, .. } => spectral::infer_window(*output_dtype, consts),
@@ -40,19 +56,39 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>], consts: &[Option<&Te
     Some(one(r))
 }
 
-pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>], _n_outputs: usize) -> Option<Result<Vec<Tensor>>> {
+pub(crate) fn eval(
+    op: &Op,
+    inputs: &[Option<Tensor>],
+    _n_outputs: usize,
+) -> Option<Result<Vec<Tensor>>> {
     let r = match op {
         Op::Resize { .. } => resize::eval(op, inputs),
         Op::CenterCropPad { axes } => crop::eval(axes, inputs),
-        Op::GridSample { align_corners, mode, padding_mode } => grid::eval_grid_sample(*align_corners, *mode, *padding_mode, inputs),
+        Op::GridSample {
+            align_corners,
+            mode,
+            padding_mode,
+        } => grid::eval_grid_sample(*align_corners, *mode, *padding_mode, inputs),
         Op::AffineGrid { align_corners } => grid::eval_affine_grid(*align_corners, inputs),
         Op::RoiAlign { .. } => roi::eval(op, inputs),
         Op::NonMaxSuppression { center_point_box } => nms::eval(*center_point_box, inputs),
-        Op::Col2Im { dilations, pads, strides } => col2im::eval(dilations, pads, strides, inputs),
-        Op::MaxUnpool { kernel_shape, pads, strides } => unpool::eval(kernel_shape, pads, strides, inputs),
+        Op::Col2Im {
+            dilations,
+            pads,
+            strides,
+        } => col2im::eval(dilations, pads, strides, inputs),
+        Op::MaxUnpool {
+            kernel_shape,
+            pads,
+            strides,
+        } => unpool::eval(kernel_shape, pads, strides, inputs),
         Op::Dft { inverse, onesided } => spectral::eval_dft(*inverse, *onesided, inputs),
         Op::Stft { onesided } => spectral::eval_stft(*onesided, inputs),
-        Op::Window { kind, periodic, output_dtype } => spectral::eval_window(*kind, *periodic, *output_dtype, inputs),
+        Op::Window {
+            kind,
+            periodic,
+            output_dtype,
+        } => spectral::eval_window(*kind, *periodic, *output_dtype, inputs),
         Op::MelWeightMatrix { output_dtype } => spectral::eval_mel(*output_dtype, inputs),
         _ => return None,
     };
@@ -66,7 +102,9 @@ pub(crate) const MAX_ELEMENTS: usize = 1 << 31;
 pub(crate) fn bounded_numel(shape: &[usize]) -> Result<usize> {
     let n = checked_numel(shape)?;
     if n > MAX_ELEMENTS {
-        return Err(IrError::msg(format!("output shape {shape:?} has {n} elements, more than the limit of 2^31")));
+        return Err(IrError::msg(format!(
+            "output shape {shape:?} has {n} elements, more than the limit of 2^31"
+        )));
     }
     Ok(n)
 }
@@ -74,7 +112,9 @@ pub(crate) fn bounded_numel(shape: &[usize]) -> Result<usize> {
 /// A size taken from data (a dim, a count): must be non-negative and at most 2^31.
 pub(crate) fn size_from(v: i64, what: &str) -> Result<usize> {
     if v < 0 || v as u64 > MAX_ELEMENTS as u64 {
-        return Err(IrError::msg(format!("{what} is {v}; it must be in [0, 2^31]")));
+        return Err(IrError::msg(format!(
+            "{what} is {v}; it must be in [0, 2^31]"
+        )));
     }
     Ok(v as usize)
 }
@@ -93,13 +133,19 @@ pub(crate) fn from_f64_saturating(dtype: DType, shape: Vec<usize>, vals: &[f64])
 /// Rejects non-float tensors for ops defined on floats only.
 pub(crate) fn need_float(what: &str, d: DType) -> Result<()> {
     if !d.is_float() {
-        return Err(IrError::msg(format!("{what} must be a float tensor, found {d}")));
+        return Err(IrError::msg(format!(
+            "{what} must be a float tensor, found {d}"
+        )));
     }
     Ok(())
 }
 
 /// A tensor of `shape` whose element i is `t`'s element `map[i]`, or zero where that is `None`.
-pub(crate) fn gather_or_zero(t: &Tensor, shape: Vec<usize>, map: &[Option<usize>]) -> Result<Tensor> {
+pub(crate) fn gather_or_zero(
+    t: &Tensor,
+    shape: Vec<usize>,
+    map: &[Option<usize>],
+) -> Result<Tensor> {
     let data = crate::with_data!(t.data(), v, T => {
         let mut out: Vec<T> = Vec::with_capacity(map.len());
         for m in map {

@@ -14,7 +14,12 @@ fn corners(b: &[f64], center_point_box: bool) -> (f64, f64, f64, f64) {
         (b[0] - hw, b[0] + hw, b[1] - hh, b[1] + hh)
     } else {
         // [y1, x1, y2, x2], corners in either order
-        (b[1].min(b[3]), b[1].max(b[3]), b[0].min(b[2]), b[0].max(b[2]))
+        (
+            b[1].min(b[3]),
+            b[1].max(b[3]),
+            b[0].min(b[2]),
+            b[0].max(b[2]),
+        )
     }
 }
 
@@ -57,7 +62,9 @@ pub(super) fn eval(center_point_box: bool, inputs: &[Option<Tensor>]) -> Result<
     need_float("scores", scores.dtype())?;
     let (bs, ss) = (boxes.shape(), scores.shape());
     if bs.len() != 3 || bs[2] != 4 || ss.len() != 3 || ss[0] != bs[0] || ss[2] != bs[1] {
-        return Err(IrError::msg(format!("boxes must be [B, N, 4] and scores [B, C, N], found {bs:?} and {ss:?}")));
+        return Err(IrError::msg(format!(
+            "boxes must be [B, N, 4] and scores [B, C, N], found {bs:?} and {ss:?}"
+        )));
     }
     let (n_batch, n_boxes, n_classes) = (bs[0], bs[1], ss[1]);
     let max_out = match opt_scalar(inputs, 2) {
@@ -80,7 +87,9 @@ pub(super) fn eval(center_point_box: bool, inputs: &[Option<Tensor>]) -> Result<
         let bx = |i: usize| &batch_boxes[i * 4..i * 4 + 4];
         for c in 0..n_classes {
             let cs = &sv[(b * n_classes + c) * n_boxes..(b * n_classes + c + 1) * n_boxes];
-            let mut cand: Vec<usize> = (0..n_boxes).filter(|&i| score_min.map_or(true, |t| cs[i] > t)).collect();
+            let mut cand: Vec<usize> = (0..n_boxes)
+                .filter(|&i| score_min.map_or(true, |t| cs[i] > t))
+                .collect();
             // Highest score first; equal scores keep the lower box index first.
             cand.sort_by(|&i, &j| cs[j].total_cmp(&cs[i]).then(i.cmp(&j)));
             let mut kept: Vec<usize> = Vec::new();
@@ -88,7 +97,10 @@ pub(super) fn eval(center_point_box: bool, inputs: &[Option<Tensor>]) -> Result<
                 if kept.len() as u64 >= max_out {
                     break;
                 }
-                if kept.iter().all(|&k| !suppresses(bx(i), bx(k), center_point_box, iou)) {
+                if kept
+                    .iter()
+                    .all(|&k| !suppresses(bx(i), bx(k), center_point_box, iou))
+                {
                     kept.push(i);
                     selected.extend([b as i64, c as i64, i as i64]);
                 }

@@ -63,7 +63,9 @@ fn resized_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
     for &a in axes {
         let a = norm_axis(a, rank)?;
         if out.contains(&a) {
-            return Err(IrError::msg(format!("axis {a} is listed twice in axes {axes:?}")));
+            return Err(IrError::msg(format!(
+                "axis {a} is listed twice in axes {axes:?}"
+            )));
         }
         out.push(a);
     }
@@ -79,12 +81,20 @@ enum Target<'a> {
 /// Per-axis scale factors (1 on axes not resized) and output sizes for an input of
 /// `in_dims`, as ONNX derives them: `floor(in * scale)` from scales; from sizes, the sizes
 /// themselves, or with a keep-aspect-ratio policy one common scale and `round(in * scale)`.
-fn plan(in_dims: &[usize], axes: &[usize], target: &Target, keep: KeepAspectRatio) -> Result<(Vec<f64>, Vec<usize>)> {
+fn plan(
+    in_dims: &[usize],
+    axes: &[usize],
+    target: &Target,
+    keep: KeepAspectRatio,
+) -> Result<(Vec<f64>, Vec<usize>)> {
     let mut scales = vec![1.0f64; in_dims.len()];
     let mut out = in_dims.to_vec();
     let check_len = |n: usize, what: &str| -> Result<()> {
         if n != axes.len() {
-            return Err(IrError::msg(format!("{what} has {n} values for {} resized axes", axes.len())));
+            return Err(IrError::msg(format!(
+                "{what} has {n} values for {} resized axes",
+                axes.len()
+            )));
         }
         Ok(())
     };
@@ -93,11 +103,15 @@ fn plan(in_dims: &[usize], axes: &[usize], target: &Target, keep: KeepAspectRati
             check_len(s.len(), "scales")?;
             for (&a, &sc) in axes.iter().zip(s.iter()) {
                 if !(sc > 0.0 && sc.is_finite()) {
-                    return Err(IrError::msg(format!("scale {sc} for axis {a} must be positive and finite")));
+                    return Err(IrError::msg(format!(
+                        "scale {sc} for axis {a} must be positive and finite"
+                    )));
                 }
                 let n = (sc * in_dims[a] as f64).floor();
                 if n > MAX_ELEMENTS as f64 {
-                    return Err(IrError::msg(format!("scale {sc} makes axis {a} {n} long, more than 2^31")));
+                    return Err(IrError::msg(format!(
+                        "scale {sc} makes axis {a} {n} long, more than 2^31"
+                    )));
                 }
                 scales[a] = sc;
                 out[a] = n as usize;
@@ -107,13 +121,23 @@ fn plan(in_dims: &[usize], axes: &[usize], target: &Target, keep: KeepAspectRati
             check_len(s.len(), "sizes")?;
             for (&a, &sz) in axes.iter().zip(s.iter()) {
                 if sz < 0 || sz as u64 > MAX_ELEMENTS as u64 {
-                    return Err(IrError::msg(format!("size {sz} for axis {a} must be in [0, 2^31]")));
+                    return Err(IrError::msg(format!(
+                        "size {sz} for axis {a} must be in [0, 2^31]"
+                    )));
                 }
                 if in_dims[a] == 0 && sz != 0 {
-                    return Err(IrError::msg(format!("axis {a} is empty and cannot be resized to {sz}")));
+                    return Err(IrError::msg(format!(
+                        "axis {a} is empty and cannot be resized to {sz}"
+                    )));
                 }
             }
-            let ratio = |a: usize, sz: i64| if in_dims[a] == 0 { 1.0 } else { sz as f64 / in_dims[a] as f64 };
+            let ratio = |a: usize, sz: i64| {
+                if in_dims[a] == 0 {
+                    1.0
+                } else {
+                    sz as f64 / in_dims[a] as f64
+                }
+            };
             match keep {
                 KeepAspectRatio::Stretch => {
                     for (&a, &sz) in axes.iter().zip(s.iter()) {
@@ -131,7 +155,9 @@ fn plan(in_dims: &[usize], axes: &[usize], target: &Target, keep: KeepAspectRati
                     for &a in axes {
                         let n = (common * in_dims[a] as f64 + 0.5).floor();
                         if n > MAX_ELEMENTS as f64 {
-                            return Err(IrError::msg(format!("axis {a} would be {n} long, more than 2^31")));
+                            return Err(IrError::msg(format!(
+                                "axis {a} would be {n} long, more than 2^31"
+                            )));
                         }
                         scales[a] = common;
                         out[a] = n as usize;
@@ -144,7 +170,12 @@ fn plan(in_dims: &[usize], axes: &[usize], target: &Target, keep: KeepAspectRati
 }
 
 /// The scales or sizes input as a target; `None` when neither is given.
-fn target_of<'a>(scales: Option<&'a Tensor>, sizes: Option<&'a Tensor>, sv: &'a mut Vec<f64>, zv: &'a mut Vec<i64>) -> Result<Option<Target<'a>>> {
+fn target_of<'a>(
+    scales: Option<&'a Tensor>,
+    sizes: Option<&'a Tensor>,
+    sv: &'a mut Vec<f64>,
+    zv: &'a mut Vec<i64>,
+) -> Result<Option<Target<'a>>> {
     match (nonempty(scales), nonempty(sizes)) {
         (Some(_), Some(_)) => Err(IrError::msg("only one of scales and sizes may be given")),
         (Some(s), None) => {
@@ -153,7 +184,10 @@ fn target_of<'a>(scales: Option<&'a Tensor>, sizes: Option<&'a Tensor>, sv: &'a 
         }
         (None, Some(s)) => {
             if s.dtype() != DType::I64 {
-                return Err(IrError::msg(format!("sizes must be i64, found {}", s.dtype())));
+                return Err(IrError::msg(format!(
+                    "sizes must be i64, found {}",
+                    s.dtype()
+                )));
             }
             *zv = s.to_i64_vec();
             Ok(Some(Target::Sizes(zv)))
@@ -162,25 +196,43 @@ fn target_of<'a>(scales: Option<&'a Tensor>, sizes: Option<&'a Tensor>, sv: &'a 
     }
 }
 
-pub(super) fn infer(op: &Op, types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer(
+    op: &Op,
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let p = params(op).ok_or_else(|| IrError::msg("not a resize"))?;
     let x = input_type(types, 0)?;
     if x.dtype == DType::Bool {
         return Err(IrError::msg("resize does not take bool tensors"));
     }
-    let Some(dims) = x.shape.dims() else { return Ok(TensorType::unknown_shape(x.dtype)) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(TensorType::unknown_shape(x.dtype));
+    };
     let rank = dims.len();
     let axes = resized_axes(p.axes, rank)?;
     let scales_absent = types.get(2).copied().flatten().is_none();
     let sizes_absent = types.get(3).copied().flatten().is_none();
     let (mut sv, mut zv) = (Vec::new(), Vec::new());
     // The value-carrying input must be constant (an absent one counts as an empty constant).
-    let scales_c = if scales_absent { None } else { const_input(consts, 2) };
-    let sizes_c = if sizes_absent { None } else { const_input(consts, 3) };
+    let scales_c = if scales_absent {
+        None
+    } else {
+        const_input(consts, 2)
+    };
+    let sizes_c = if sizes_absent {
+        None
+    } else {
+        const_input(consts, 3)
+    };
     let scales_known = scales_absent || scales_c.is_some();
     let sizes_known = sizes_absent || sizes_c.is_some();
     let mut out: Vec<Dim> = dims.to_vec();
-    let target = if scales_known && sizes_known { target_of(scales_c, sizes_c, &mut sv, &mut zv)? } else { None };
+    let target = if scales_known && sizes_known {
+        target_of(scales_c, sizes_c, &mut sv, &mut zv)?
+    } else {
+        None
+    };
     let Some(target) = target else {
         for &a in &axes {
             out[a] = Dim::Unknown;
@@ -195,18 +247,26 @@ pub(super) fn infer(op: &Op, types: &[Option<&TensorType>], consts: &[Option<&Te
     match (&target, p.keep) {
         (Target::Scales(s), _) => {
             if s.len() != axes.len() {
-                return Err(IrError::msg(format!("scales has {} values for {} resized axes", s.len(), axes.len())));
+                return Err(IrError::msg(format!(
+                    "scales has {} values for {} resized axes",
+                    s.len(),
+                    axes.len()
+                )));
             }
             for (&a, &sc) in axes.iter().zip(s.iter()) {
                 if !(sc > 0.0 && sc.is_finite()) {
-                    return Err(IrError::msg(format!("scale {sc} for axis {a} must be positive and finite")));
+                    return Err(IrError::msg(format!(
+                        "scale {sc} for axis {a} must be positive and finite"
+                    )));
                 }
                 out[a] = match &dims[a] {
                     _ if sc == 1.0 => dims[a].clone(),
                     Dim::Known(d) => {
                         let n = (sc * *d as f64).floor();
                         if n > MAX_ELEMENTS as f64 {
-                            return Err(IrError::msg(format!("scale {sc} makes axis {a} {n} long, more than 2^31")));
+                            return Err(IrError::msg(format!(
+                                "scale {sc} makes axis {a} {n} long, more than 2^31"
+                            )));
                         }
                         Dim::Known(n as usize)
                     }
@@ -216,7 +276,11 @@ pub(super) fn infer(op: &Op, types: &[Option<&TensorType>], consts: &[Option<&Te
         }
         (Target::Sizes(s), KeepAspectRatio::Stretch) => {
             if s.len() != axes.len() {
-                return Err(IrError::msg(format!("sizes has {} values for {} resized axes", s.len(), axes.len())));
+                return Err(IrError::msg(format!(
+                    "sizes has {} values for {} resized axes",
+                    s.len(),
+                    axes.len()
+                )));
             }
             for (&a, &sz) in axes.iter().zip(s.iter()) {
                 out[a] = Dim::Known(super::size_from(sz, "a resize size")?);
@@ -264,7 +328,12 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
         if let Some(r) = nonempty(opt_input(inputs, 1)) {
             let v = r.to_f64_vec();
             if v.len() != 2 * axes.len() {
-                return Err(IrError::msg(format!("roi has {} values; {} resized axes need {}", v.len(), axes.len(), 2 * axes.len())));
+                return Err(IrError::msg(format!(
+                    "roi has {} values; {} resized axes need {}",
+                    v.len(),
+                    axes.len(),
+                    2 * axes.len()
+                )));
             }
             for (i, &a) in axes.iter().enumerate() {
                 roi[a] = (v[i], v[axes.len() + i]);
@@ -272,13 +341,16 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
         }
     }
     if p.ct == CoordinateTransform::OutputHalfPixel {
-        return Err(IrError::msg("output_half_pixel is a RoiAlign mode, not a Resize one"));
+        return Err(IrError::msg(
+            "output_half_pixel is a RoiAlign mode, not a Resize one",
+        ));
     }
 
     let mut cur = x.to_f64_vec();
     let mut shape = x.shape().to_vec();
     for &a in &axes {
-        let identity_roi = p.ct != CoordinateTransform::TfCropAndResize || (roi[a].0 == 0.0 && roi[a].1 == 1.0);
+        let identity_roi =
+            p.ct != CoordinateTransform::TfCropAndResize || (roi[a].0 == 0.0 && roi[a].1 == 1.0);
         if is_close(scales[a], 1.0) && out_dims[a] == shape[a] && identity_roi {
             continue;
         }
@@ -286,8 +358,8 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
         let mut next_shape = shape.clone();
         next_shape[a] = out_dims[a];
         let n = bounded_numel(&next_shape)?;
-        let outer: usize = shape[..a].iter().product();
-        let inner: usize = shape[a + 1..].iter().product();
+        let outer = crate::tensor::checked_numel(&shape[..a])?;
+        let inner = crate::tensor::checked_numel(&shape[a + 1..])?;
         let in_len = shape[a];
         let mut next = Vec::with_capacity(n);
         for o in 0..outer {
@@ -295,7 +367,10 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
                 for i in 0..inner {
                     next.push(match tap {
                         None => p.extrapolation,
-                        Some(t) => t.iter().map(|&(k, c)| c * cur[(o * in_len + k) * inner + i]).sum(),
+                        Some(t) => t
+                            .iter()
+                            .map(|&(k, c)| c * cur[(o * in_len + k) * inner + i])
+                            .sum(),
                     });
                 }
             }
@@ -313,7 +388,13 @@ fn is_close(a: f64, b: f64) -> bool {
 
 /// For each output position along one axis, the input positions and weights that make it,
 /// or `None` where tf_crop_and_resize extrapolates.
-fn axis_taps(p: &Params, in_len: usize, out_len: usize, scale: f64, roi: (f64, f64)) -> Result<Vec<Option<Vec<(usize, f64)>>>> {
+fn axis_taps(
+    p: &Params,
+    in_len: usize,
+    out_len: usize,
+    scale: f64,
+    roi: (f64, f64),
+) -> Result<Vec<Option<Vec<(usize, f64)>>>> {
     let in_w = in_len as f64;
     // The real-valued output length the scale implies (differs from out_len when it is not whole).
     let out_w = scale * in_w;
@@ -331,7 +412,11 @@ fn axis_taps(p: &Params, in_len: usize, out_len: usize, scale: f64, roi: (f64, f
             CoordinateTransform::Asymmetric => y / scale,
             CoordinateTransform::TfCropAndResize => {
                 let (s, e) = roi;
-                let x = if out_w == 1.0 { (e - s) * (in_w - 1.0) / 2.0 } else { y * (e - s) * (in_w - 1.0) / (out_w - 1.0) };
+                let x = if out_w == 1.0 {
+                    (e - s) * (in_w - 1.0) / 2.0
+                } else {
+                    y * (e - s) * (in_w - 1.0) / (out_w - 1.0)
+                };
                 let x = x + s * (in_w - 1.0);
                 if x < 0.0 || x > in_w - 1.0 {
                     taps.push(None);
@@ -355,11 +440,15 @@ fn axis_taps(p: &Params, in_len: usize, out_len: usize, scale: f64, roi: (f64, f
             }
             CoordinateTransform::TfHalfPixelForNn => (y + 0.5) / scale,
             CoordinateTransform::OutputHalfPixel => {
-                return Err(IrError::msg("output_half_pixel is a RoiAlign mode, not a Resize one"));
+                return Err(IrError::msg(
+                    "output_half_pixel is a RoiAlign mode, not a Resize one",
+                ));
             }
         };
         if !x.is_finite() {
-            return Err(IrError::msg(format!("output position {j} maps to the non-finite input position {x}")));
+            return Err(IrError::msg(format!(
+                "output position {j} maps to the non-finite input position {x}"
+            )));
         }
         // ratio is in (0, 1]: an exact input position counts as the right end of the cell
         // to its left, which is how ONNX picks neighbours.
@@ -433,7 +522,9 @@ fn coefficients(p: &Params, ratio: f64, scale: f64) -> Vec<f64> {
             let s = scale.min(1.0);
             let start = (-1.0 / s).floor() as i64 + 1;
             let footprint = 2 - 2 * start;
-            let c: Vec<f64> = (start..start + footprint).map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0)).collect();
+            let c: Vec<f64> = (start..start + footprint)
+                .map(|i| (1.0 - ((i as f64 - ratio) * s).abs()).clamp(0.0, 1.0))
+                .collect();
             normalized(c)
         }
         ResizeMode::Linear => vec![1.0 - ratio, ratio],
@@ -442,7 +533,9 @@ fn coefficients(p: &Params, ratio: f64, scale: f64) -> Vec<f64> {
             let a = p.cubic_a;
             let start = (-2.0 / s).floor() as i64 + 1;
             let end = 2 - start;
-            let c: Vec<f64> = (start..end).map(|i| cubic_kernel(s * (i as f64 - ratio), a)).collect();
+            let c: Vec<f64> = (start..end)
+                .map(|i| cubic_kernel(s * (i as f64 - ratio), a))
+                .collect();
             normalized(c)
         }
         ResizeMode::Cubic => {
@@ -452,7 +545,9 @@ fn coefficients(p: &Params, ratio: f64, scale: f64) -> Vec<f64> {
                 ((a * (r + 1.0) - 5.0 * a) * (r + 1.0) + 8.0 * a) * (r + 1.0) - 4.0 * a,
                 ((a + 2.0) * r - (a + 3.0)) * r * r + 1.0,
                 ((a + 2.0) * (1.0 - r) - (a + 3.0)) * (1.0 - r) * (1.0 - r) + 1.0,
-                ((a * ((1.0 - r) + 1.0) - 5.0 * a) * ((1.0 - r) + 1.0) + 8.0 * a) * ((1.0 - r) + 1.0) - 4.0 * a,
+                ((a * ((1.0 - r) + 1.0) - 5.0 * a) * ((1.0 - r) + 1.0) + 8.0 * a)
+                    * ((1.0 - r) + 1.0)
+                    - 4.0 * a,
             ]
         }
     }

@@ -8,48 +8,85 @@ use crate::ops::util::{input, input_type};
 use crate::shape::{Dim, Shape, TensorType};
 use crate::tensor::Tensor;
 
-pub(super) fn infer(output_height: i64, output_width: i64, types: &[Option<&TensorType>]) -> Result<TensorType> {
+pub(super) fn infer(
+    output_height: i64,
+    output_width: i64,
+    types: &[Option<&TensorType>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     need_float("x", x.dtype)?;
     let rois = input_type(types, 1)?;
     let bi = input_type(types, 2)?;
     let oh = size_from(output_height, "output_height")?;
     let ow = size_from(output_width, "output_width")?;
-    let r = match (rois.shape.dims().and_then(|d| d.first()), bi.shape.dims().and_then(|d| d.first())) {
+    let r = match (
+        rois.shape.dims().and_then(|d| d.first()),
+        bi.shape.dims().and_then(|d| d.first()),
+    ) {
         (Some(Dim::Known(n)), _) | (_, Some(Dim::Known(n))) => Dim::Known(*n),
         (Some(d), _) => d.clone(),
         _ => Dim::Unknown,
     };
-    let c = x.shape.dims().and_then(|d| d.get(1).cloned()).unwrap_or(Dim::Unknown);
-    Ok(TensorType::new(x.dtype, Shape(Some(vec![r, c, Dim::Known(oh), Dim::Known(ow)]))))
+    let c = x
+        .shape
+        .dims()
+        .and_then(|d| d.get(1).cloned())
+        .unwrap_or(Dim::Unknown);
+    Ok(TensorType::new(
+        x.dtype,
+        Shape(Some(vec![r, c, Dim::Known(oh), Dim::Known(ow)])),
+    ))
 }
 
 /// One bilinear sample: four (flat offset in the plane, weight) pairs.
 type Sample = [(usize, f64); 4];
 
 pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
-    let Op::RoiAlign { coordinate_transformation_mode, mode, output_height, output_width, sampling_ratio, spatial_scale } = op else {
+    let Op::RoiAlign {
+        coordinate_transformation_mode,
+        mode,
+        output_height,
+        output_width,
+        sampling_ratio,
+        spatial_scale,
+    } = op
+    else {
         return Err(IrError::msg("not a roi_align"));
     };
     let half_pixel = match coordinate_transformation_mode {
         CoordinateTransform::HalfPixel => true,
         CoordinateTransform::OutputHalfPixel => false,
-        other => return Err(IrError::msg(format!("roi_align takes half_pixel or output_half_pixel, not {other}"))),
+        other => {
+            return Err(IrError::msg(format!(
+                "roi_align takes half_pixel or output_half_pixel, not {other}"
+            )))
+        }
     };
     let x = input(inputs, 0)?;
     need_float("x", x.dtype())?;
     let rois = input(inputs, 1)?;
     let bi = input(inputs, 2)?;
     if x.rank() != 4 {
-        return Err(IrError::msg(format!("x must be [N, C, H, W], found {:?}", x.shape())));
+        return Err(IrError::msg(format!(
+            "x must be [N, C, H, W], found {:?}",
+            x.shape()
+        )));
     }
-    let (n_batch, channels, height, width) = (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
+    let (n_batch, channels, height, width) =
+        (x.shape()[0], x.shape()[1], x.shape()[2], x.shape()[3]);
     let n_rois = bi.len();
     if rois.shape() != [n_rois, 4] || bi.rank() != 1 {
-        return Err(IrError::msg(format!("rois must be [R, 4] and batch_indices [R], found {:?} and {:?}", rois.shape(), bi.shape())));
+        return Err(IrError::msg(format!(
+            "rois must be [R, 4] and batch_indices [R], found {:?} and {:?}",
+            rois.shape(),
+            bi.shape()
+        )));
     }
     if bi.dtype() == DType::Bool || bi.dtype().is_float() {
-        return Err(IrError::msg(format!("batch_indices must be integers, found {}", bi.dtype())));
+        return Err(IrError::msg(format!(
+            "batch_indices must be integers, found {}",
+            bi.dtype()
+        )));
     }
     let ph = size_from(*output_height, "output_height")?;
     let pw = size_from(*output_width, "output_width")?;
@@ -65,7 +102,9 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
     for n in 0..n_rois {
         let b = batch[n];
         if b < 0 || b as usize >= n_batch {
-            return Err(IrError::msg(format!("batch index {b} of roi {n} is out of range for {n_batch} images")));
+            return Err(IrError::msg(format!(
+                "batch index {b} of roi {n} is out of range for {n_batch} images"
+            )));
         }
         let r = &rv[n * 4..n * 4 + 4];
         let start_w = r[0] * scale - offset;
@@ -92,17 +131,25 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
             Ok(g.max(0.0) as usize)
         };
         let (grid_h, grid_w) = (grid(roi_h, ph)?, grid(roi_w, pw)?);
-        let per_bin = grid_h.checked_mul(grid_w).filter(|&s| s.saturating_mul(ph * pw) <= MAX_ELEMENTS);
-        let per_bin = per_bin.ok_or_else(|| IrError::msg(format!("roi {n} needs too many samples ({grid_h} x {grid_w} per bin)")))?;
+        let per_bin = grid_h
+            .checked_mul(grid_w)
+            .filter(|&s| s.saturating_mul(ph * pw) <= MAX_ELEMENTS);
+        let per_bin = per_bin.ok_or_else(|| {
+            IrError::msg(format!(
+                "roi {n} needs too many samples ({grid_h} x {grid_w} per bin)"
+            ))
+        })?;
         let count = per_bin.max(1) as f64;
         // Samples shared by every channel: per bin, its grid of bilinear samples.
         let mut samples: Vec<Sample> = Vec::with_capacity(per_bin * ph * pw);
         for py in 0..ph {
             for px in 0..pw {
                 for iy in 0..grid_h {
-                    let yy = start_h + py as f64 * bin_h + (iy as f64 + 0.5) * bin_h / grid_h as f64;
+                    let yy =
+                        start_h + py as f64 * bin_h + (iy as f64 + 0.5) * bin_h / grid_h as f64;
                     for ix in 0..grid_w {
-                        let xx = start_w + px as f64 * bin_w + (ix as f64 + 0.5) * bin_w / grid_w as f64;
+                        let xx =
+                            start_w + px as f64 * bin_w + (ix as f64 + 0.5) * bin_w / grid_w as f64;
                         samples.push(bilinear(yy, xx, height, width));
                     }
                 }
@@ -113,15 +160,25 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
             continue;
         }
         for c in 0..channels {
-            let data = &xv[(b as usize * channels + c) * plane..(b as usize * channels + c + 1) * plane];
+            let data =
+                &xv[(b as usize * channels + c) * plane..(b as usize * channels + c + 1) * plane];
             for bin in 0..ph * pw {
                 let s = &samples[bin * per_bin..(bin + 1) * per_bin];
                 let v = match mode {
-                    RoiPoolMode::Average => s.iter().map(|t| t.iter().map(|&(o, w)| w * data[o]).sum::<f64>()).sum::<f64>() / count,
+                    RoiPoolMode::Average => {
+                        s.iter()
+                            .map(|t| t.iter().map(|&(o, w)| w * data[o]).sum::<f64>())
+                            .sum::<f64>()
+                            / count
+                    }
                     // As ONNX's reference: the largest weighted corner, not the largest sample.
                     RoiPoolMode::Max => s
                         .iter()
-                        .map(|t| t.iter().map(|&(o, w)| w * data[o]).fold(f64::NEG_INFINITY, f64::max))
+                        .map(|t| {
+                            t.iter()
+                                .map(|&(o, w)| w * data[o])
+                                .fold(f64::NEG_INFINITY, f64::max)
+                        })
                         .fold(None, |m: Option<f64>, v| Some(m.map_or(v, |m| m.max(v))))
                         .unwrap_or(0.0),
                 };
@@ -135,7 +192,10 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
 /// The four neighbours of (y, x) and their weights; all weights zero outside the map.
 fn bilinear(y: f64, x: f64, height: usize, width: usize) -> Sample {
     let zero = [(0, 0.0); 4];
-    if height == 0 || width == 0 || !(y >= -1.0 && y <= height as f64 && x >= -1.0 && x <= width as f64) {
+    if height == 0
+        || width == 0
+        || !(y >= -1.0 && y <= height as f64 && x >= -1.0 && x <= width as f64)
+    {
         return zero;
     }
     let mut y = y.max(0.0);

@@ -19,14 +19,25 @@ fn given(inputs: &[Option<Tensor>], i: usize) -> Option<&Tensor> {
 /// `len` complex samples laid out as [outer, len, inner]; lines longer than `n` are cut,
 /// shorter ones read as zero-padded. Returns (re, im) laid out as [outer, out_len, inner].
 #[allow(clippy::too_many_arguments)]
-fn dft_lines(re: &[f64], im: &[f64], outer: usize, len: usize, inner: usize, n: usize, out_len: usize, inverse: bool) -> (Vec<f64>, Vec<f64>) {
+fn dft_lines(
+    re: &[f64],
+    im: &[f64],
+    outer: usize,
+    len: usize,
+    inner: usize,
+    n: usize,
+    out_len: usize,
+    inverse: bool,
+) -> (Vec<f64>, Vec<f64>) {
     let used = len.min(n);
     // Twiddles by (k * t) mod n keep the angle exact for large k * t.
     let sign = if inverse { 1.0 } else { -1.0 };
-    let tw: Vec<(f64, f64)> = (0..n).map(|m| {
-        let a = sign * 2.0 * PI * m as f64 / n as f64;
-        (a.cos(), a.sin())
-    }).collect();
+    let tw: Vec<(f64, f64)> = (0..n)
+        .map(|m| {
+            let a = sign * 2.0 * PI * m as f64 / n as f64;
+            (a.cos(), a.sin())
+        })
+        .collect();
     let scale = if inverse { 1.0 / n as f64 } else { 1.0 };
     let total = outer * out_len * inner;
     let (mut ore, mut oim) = (vec![0.0; total], vec![0.0; total]);
@@ -55,8 +66,14 @@ fn split_complex(x: &Tensor) -> Result<(Vec<f64>, Vec<f64>)> {
     let v = x.to_f64_vec();
     match c {
         1 => Ok((v.clone(), vec![0.0; v.len()])),
-        2 => Ok((v.iter().step_by(2).copied().collect(), v.iter().skip(1).step_by(2).copied().collect())),
-        _ => Err(IrError::msg(format!("the last dim must be 1 (real) or 2 (complex), found shape {:?}", x.shape()))),
+        2 => Ok((
+            v.iter().step_by(2).copied().collect(),
+            v.iter().skip(1).step_by(2).copied().collect(),
+        )),
+        _ => Err(IrError::msg(format!(
+            "the last dim must be 1 (real) or 2 (complex), found shape {:?}",
+            x.shape()
+        ))),
     }
 }
 
@@ -67,9 +84,18 @@ fn interleave(re: &[f64], im: &[f64]) -> Vec<f64> {
 
 /// The DFT's (axis, length, output length, output channels) for an input of `rank` whose
 /// transformed dim is `len`.
-fn dft_plan(rank: usize, axis: i64, len: Option<usize>, dft_length: Option<i64>, inverse: bool, onesided: bool) -> Result<(usize, Option<usize>, Option<usize>, usize)> {
+fn dft_plan(
+    rank: usize,
+    axis: i64,
+    len: Option<usize>,
+    dft_length: Option<i64>,
+    inverse: bool,
+    onesided: bool,
+) -> Result<(usize, Option<usize>, Option<usize>, usize)> {
     if rank < 2 {
-        return Err(IrError::msg("dft input needs a signal dim and a trailing real/complex dim"));
+        return Err(IrError::msg(
+            "dft input needs a signal dim and a trailing real/complex dim",
+        ));
     }
     let ax = axis.rem_euclid(rank as i64) as usize;
     if ax == rank - 1 {
@@ -78,7 +104,11 @@ fn dft_plan(rank: usize, axis: i64, len: Option<usize>, dft_length: Option<i64>,
     let irfft = inverse && onesided;
     let n = match (dft_length, len) {
         (Some(d), _) => Some(size_from(d, "dft_length")?),
-        (None, Some(l)) if irfft => Some(2 * l.checked_sub(1).ok_or_else(|| IrError::msg("an empty signal has no inverse one-sided dft"))?),
+        (None, Some(l)) if irfft => Some(
+            2 * l
+                .checked_sub(1)
+                .ok_or_else(|| IrError::msg("an empty signal has no inverse one-sided dft"))?,
+        ),
         (None, Some(l)) => Some(l),
         (None, None) => None,
     };
@@ -89,12 +119,23 @@ fn dft_plan(rank: usize, axis: i64, len: Option<usize>, dft_length: Option<i64>,
     Ok((ax, n, out_len, if irfft { 1 } else { 2 }))
 }
 
-pub(super) fn infer_dft(inverse: bool, onesided: bool, types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_dft(
+    inverse: bool,
+    onesided: bool,
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     need_float("dft input", x.dtype)?;
-    let Some(dims) = x.shape.dims() else { return Ok(TensorType::unknown_shape(x.dtype)) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(TensorType::unknown_shape(x.dtype));
+    };
     let given_type = |i: usize| types.get(i).copied().flatten().is_some();
-    let axis = if given_type(2) { const_input(consts, 2).map(scalar_i64).transpose()? } else { Some(-2) };
+    let axis = if given_type(2) {
+        const_input(consts, 2).map(scalar_i64).transpose()?
+    } else {
+        Some(-2)
+    };
     let dft_length = if given_type(1) {
         match const_input(consts, 1) {
             Some(t) if t.is_empty() => Some(None),
@@ -109,7 +150,15 @@ pub(super) fn infer_dft(inverse: bool, onesided: bool, types: &[Option<&TensorTy
     let channels = if inverse && onesided { 1 } else { 2 };
     match (axis, dft_length) {
         (Some(axis), Some(dl)) => {
-            let (ax, _, out_len, ch) = dft_plan(rank, axis, dims.get(axis.rem_euclid(rank.max(1) as i64) as usize).and_then(|d| d.known()), dl, inverse, onesided)?;
+            let (ax, _, out_len, ch) = dft_plan(
+                rank,
+                axis,
+                dims.get(axis.rem_euclid(rank.max(1) as i64) as usize)
+                    .and_then(|d| d.known()),
+                dl,
+                inverse,
+                onesided,
+            )?;
             out[ax] = out_len.map_or(Dim::Unknown, Dim::Known);
             out[rank - 1] = Dim::Known(ch);
         }
@@ -135,7 +184,9 @@ pub(super) fn eval_dft(inverse: bool, onesided: bool, inputs: &[Option<Tensor>])
     let dft_length = given(inputs, 1).map(scalar_i64).transpose()?;
     let shape = x.shape();
     let rank = shape.len();
-    let len = shape.get(axis.rem_euclid(rank.max(1) as i64) as usize).copied();
+    let len = shape
+        .get(axis.rem_euclid(rank.max(1) as i64) as usize)
+        .copied();
     let (ax, n, out_len, ch) = dft_plan(rank, axis, len, dft_length, inverse, onesided)?;
     let (n, out_len) = (n.unwrap_or(0), out_len.unwrap_or(0));
     let (re, im) = split_complex(x)?;
@@ -143,8 +194,8 @@ pub(super) fn eval_dft(inverse: bool, onesided: bool, inputs: &[Option<Tensor>])
     out_shape[ax] = out_len;
     out_shape[rank - 1] = ch;
     bounded_numel(&out_shape)?;
-    let outer: usize = shape[..ax].iter().product();
-    let inner: usize = shape[ax + 1..rank - 1].iter().product();
+    let outer = crate::tensor::checked_numel(&shape[..ax])?;
+    let inner = crate::tensor::checked_numel(&shape[ax + 1..rank - 1])?;
     let len = shape[ax];
     let vals = if ch == 1 {
         // Inverse of a one-sided spectrum (irfft): rebuild the Hermitian-symmetric full
@@ -173,17 +224,28 @@ pub(super) fn eval_dft(inverse: bool, onesided: bool, inputs: &[Option<Tensor>])
     Tensor::from_f64(x.dtype(), out_shape, &vals)
 }
 
-pub(super) fn infer_stft(onesided: bool, types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_stft(
+    onesided: bool,
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     need_float("signal", x.dtype)?;
     let dims = x.shape.dims();
-    let batch = dims.and_then(|d| d.first().cloned()).unwrap_or(Dim::Unknown);
+    let batch = dims
+        .and_then(|d| d.first().cloned())
+        .unwrap_or(Dim::Unknown);
     let signal_len = dims.and_then(|d| d.get(1)).and_then(|d| d.known());
     let given_type = |i: usize| types.get(i).copied().flatten().is_some();
     let frame_length: Option<usize> = if given_type(3) {
-        const_input(consts, 3).map(|t| scalar_i64(t).and_then(|v| size_from(v, "frame_length"))).transpose()?
+        const_input(consts, 3)
+            .map(|t| scalar_i64(t).and_then(|v| size_from(v, "frame_length")))
+            .transpose()?
     } else if given_type(2) {
-        types[2].and_then(|t| t.shape.dims()).and_then(|d| d.first()).and_then(|d| d.known())
+        types[2]
+            .and_then(|t| t.shape.dims())
+            .and_then(|d| d.first())
+            .and_then(|d| d.known())
     } else {
         signal_len
     };
@@ -192,8 +254,13 @@ pub(super) fn infer_stft(onesided: bool, types: &[Option<&TensorType>], consts: 
         (Some(l), Some(fl), Some(s)) if s > 0 && l >= fl => Dim::Known((l - fl) / s as usize + 1),
         _ => Dim::Unknown,
     };
-    let bins = frame_length.map_or(Dim::Unknown, |fl| Dim::Known(if onesided { fl / 2 + 1 } else { fl }));
-    Ok(TensorType::new(x.dtype, vec![batch, frames, bins, Dim::Known(2)]))
+    let bins = frame_length.map_or(Dim::Unknown, |fl| {
+        Dim::Known(if onesided { fl / 2 + 1 } else { fl })
+    });
+    Ok(TensorType::new(
+        x.dtype,
+        vec![batch, frames, bins, Dim::Known(2)],
+    ))
 }
 
 pub(super) fn eval_stft(onesided: bool, inputs: &[Option<Tensor>]) -> Result<Tensor> {
@@ -201,25 +268,36 @@ pub(super) fn eval_stft(onesided: bool, inputs: &[Option<Tensor>]) -> Result<Ten
     need_float("signal", x.dtype())?;
     let xs = x.shape();
     if xs.len() != 3 {
-        return Err(IrError::msg(format!("signal must be [batch, length, 1 or 2], found {xs:?}")));
+        return Err(IrError::msg(format!(
+            "signal must be [batch, length, 1 or 2], found {xs:?}"
+        )));
     }
     let (batch, len) = (xs[0], xs[1]);
     let step = scalar_i64(input(inputs, 1)?)?;
     if step < 1 {
-        return Err(IrError::msg(format!("frame_step must be positive, found {step}")));
+        return Err(IrError::msg(format!(
+            "frame_step must be positive, found {step}"
+        )));
     }
-    let window = given(inputs, 2).map(|w| {
-        if w.rank() != 1 {
-            return Err(IrError::msg(format!("window must be 1-D, found {:?}", w.shape())));
-        }
-        Ok(w.to_f64_vec())
-    }).transpose()?;
+    let window = given(inputs, 2)
+        .map(|w| {
+            if w.rank() != 1 {
+                return Err(IrError::msg(format!(
+                    "window must be 1-D, found {:?}",
+                    w.shape()
+                )));
+            }
+            Ok(w.to_f64_vec())
+        })
+        .transpose()?;
     let fl = match given(inputs, 3) {
         Some(t) => size_from(scalar_i64(t)?, "frame_length")?,
         None => window.as_ref().map_or(len, |w| w.len()),
     };
     if fl == 0 || fl > len {
-        return Err(IrError::msg(format!("frame_length {fl} must be in [1, signal length {len}]")));
+        return Err(IrError::msg(format!(
+            "frame_length {fl} must be in [1, signal length {len}]"
+        )));
     }
     let window = window.unwrap_or_else(|| vec![1.0; fl]);
     let ws = window.len();
@@ -255,10 +333,19 @@ pub(super) fn infer_window(output_dtype: DType, consts: &[Option<&Tensor>]) -> R
     Ok(TensorType::new(output_dtype, vec![n]))
 }
 
-pub(super) fn eval_window(kind: WindowKind, periodic: bool, output_dtype: DType, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval_window(
+    kind: WindowKind,
+    periodic: bool,
+    output_dtype: DType,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let size = size_from(scalar_i64(input(inputs, 0)?)?, "window size")?;
     // A periodic window is one period of a window one sample longer.
-    let denom = if periodic { size as f64 } else { size as f64 - 1.0 };
+    let denom = if periodic {
+        size as f64
+    } else {
+        size as f64 - 1.0
+    };
     let vals: Vec<f64> = (0..size)
         .map(|i| {
             let n = i as f64;
@@ -268,7 +355,9 @@ pub(super) fn eval_window(kind: WindowKind, periodic: bool, output_dtype: DType,
                     let alpha = 25.0 / 46.0;
                     alpha - (2.0 * PI * n / denom).cos() * (1.0 - alpha)
                 }
-                WindowKind::Blackman => 0.42 - 0.5 * (2.0 * PI * n / denom).cos() + 0.08 * (4.0 * PI * n / denom).cos(),
+                WindowKind::Blackman => {
+                    0.42 - 0.5 * (2.0 * PI * n / denom).cos() + 0.08 * (4.0 * PI * n / denom).cos()
+                }
             }
         })
         .collect();
@@ -282,14 +371,20 @@ pub(super) fn infer_mel(output_dtype: DType, consts: &[Option<&Tensor>]) -> Resu
             None => Dim::Unknown,
         })
     };
-    Ok(TensorType::new(output_dtype, vec![dim(1, |d| d / 2 + 1)?, dim(0, |m| m)?]))
+    Ok(TensorType::new(
+        output_dtype,
+        vec![dim(1, |d| d / 2 + 1)?, dim(0, |m| m)?],
+    ))
 }
 
 pub(super) fn eval_mel(output_dtype: DType, inputs: &[Option<Tensor>]) -> Result<Tensor> {
     let int_in = |i: usize| -> Result<i64> {
         let t = input(inputs, i)?;
         if t.dtype().is_float() {
-            return Err(IrError::msg(format!("input {i} must be an integer, found {}", t.dtype())));
+            return Err(IrError::msg(format!(
+                "input {i} must be an integer, found {}",
+                t.dtype()
+            )));
         }
         scalar_i64(t)
     };
@@ -297,7 +392,9 @@ pub(super) fn eval_mel(output_dtype: DType, inputs: &[Option<Tensor>]) -> Result
     let dft_length = size_from(int_in(1)?, "dft_length")?;
     let sample_rate = int_in(2)?;
     if sample_rate <= 0 {
-        return Err(IrError::msg(format!("sample_rate must be positive, found {sample_rate}")));
+        return Err(IrError::msg(format!(
+            "sample_rate must be positive, found {sample_rate}"
+        )));
     }
     let lo_t = input(inputs, 3)?;
     let hi_t = input(inputs, 4)?;
@@ -320,7 +417,9 @@ pub(super) fn eval_mel(output_dtype: DType, inputs: &[Option<Tensor>]) -> Result
         let hz = 700.0 * (mel / 2595.0 * std::f64::consts::LN_10).exp_m1();
         let bin = ((dft_length as f64 + 1.0) * hz / sample_rate as f64).floor();
         if !(bin >= 0.0 && bin < spectrogram_bins as f64) {
-            return Err(IrError::msg(format!("mel band edge {hz} Hz falls outside the {spectrogram_bins} spectrogram bins")));
+            return Err(IrError::msg(format!(
+                "mel band edge {hz} Hz falls outside the {spectrogram_bins} spectrogram bins"
+            )));
         }
         edges.push(bin as i64);
     }

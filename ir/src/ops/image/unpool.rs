@@ -13,10 +13,20 @@ fn attrs(kernel: &[i64], pads: &[i64], strides: &[i64]) -> Result<(Vec<i64>, Vec
     if r == 0 {
         return Err(IrError::msg("kernel_shape is required"));
     }
-    let p = if pads.is_empty() { vec![0; 2 * r] } else { pads.to_vec() };
-    let s = if strides.is_empty() { vec![1; r] } else { strides.to_vec() };
+    let p = if pads.is_empty() {
+        vec![0; 2 * r]
+    } else {
+        pads.to_vec()
+    };
+    let s = if strides.is_empty() {
+        vec![1; r]
+    } else {
+        strides.to_vec()
+    };
     if p.len() != 2 * r || s.len() != r {
-        return Err(IrError::msg(format!("pads {p:?} and strides {s:?} do not match kernel_shape {kernel:?}")));
+        return Err(IrError::msg(format!(
+            "pads {p:?} and strides {s:?} do not match kernel_shape {kernel:?}"
+        )));
     }
     Ok((kernel.to_vec(), p, s))
 }
@@ -24,18 +34,31 @@ fn attrs(kernel: &[i64], pads: &[i64], strides: &[i64]) -> Result<(Vec<i64>, Vec
 /// The unpooled size of one spatial dim.
 fn unpooled(d: usize, i: usize, k: &[i64], p: &[i64], s: &[i64]) -> Result<usize> {
     let r = k.len();
-    let v = (d as i64 - 1).saturating_mul(s[i]).saturating_sub(p[i] + p[r + i]).saturating_add(k[i]);
+    let v = (d as i64 - 1)
+        .saturating_mul(s[i])
+        .saturating_sub(p[i] + p[r + i])
+        .saturating_add(k[i]);
     size_from(v, "an unpooled dim")
 }
 
-pub(super) fn infer(kernel: &[i64], pads: &[i64], strides: &[i64], types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer(
+    kernel: &[i64],
+    pads: &[i64],
+    strides: &[i64],
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     input_type(types, 1)?;
     let (k, p, s) = attrs(kernel, pads, strides)?;
     if types.get(2).copied().flatten().is_some() {
         return Ok(match const_input(consts, 2) {
             Some(os) => {
-                let dims: Vec<usize> = os.to_i64_vec().iter().map(|&v| size_from(v, "an output_shape dim")).collect::<Result<_>>()?;
+                let dims: Vec<usize> = os
+                    .to_i64_vec()
+                    .iter()
+                    .map(|&v| size_from(v, "an output_shape dim"))
+                    .collect::<Result<_>>()?;
                 TensorType::known(x.dtype, &dims)
             }
             None => match x.shape.rank() {
@@ -44,9 +67,15 @@ pub(super) fn infer(kernel: &[i64], pads: &[i64], strides: &[i64], types: &[Opti
             },
         });
     }
-    let Some(dims) = x.shape.dims() else { return Ok(TensorType::unknown_shape(x.dtype)) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(TensorType::unknown_shape(x.dtype));
+    };
     if dims.len() != k.len() + 2 {
-        return Err(IrError::msg(format!("x has rank {}, kernel_shape {k:?} needs {}", dims.len(), k.len() + 2)));
+        return Err(IrError::msg(format!(
+            "x has rank {}, kernel_shape {k:?} needs {}",
+            dims.len(),
+            k.len() + 2
+        )));
     }
     let mut out = dims[..2].to_vec();
     for i in 0..k.len() {
@@ -58,16 +87,28 @@ pub(super) fn infer(kernel: &[i64], pads: &[i64], strides: &[i64], types: &[Opti
     Ok(TensorType::new(x.dtype, Shape(Some(out))))
 }
 
-pub(super) fn eval(kernel: &[i64], pads: &[i64], strides: &[i64], inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval(
+    kernel: &[i64],
+    pads: &[i64],
+    strides: &[i64],
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let ind = input(inputs, 1)?;
     let (k, p, s) = attrs(kernel, pads, strides)?;
     let xs = x.shape();
     if xs.len() != k.len() + 2 || ind.shape() != xs {
-        return Err(IrError::msg(format!("x {xs:?} and indices {:?} must match, with rank {}", ind.shape(), k.len() + 2)));
+        return Err(IrError::msg(format!(
+            "x {xs:?} and indices {:?} must match, with rank {}",
+            ind.shape(),
+            k.len() + 2
+        )));
     }
     if ind.dtype() != DType::I64 {
-        return Err(IrError::msg(format!("indices must be i64, found {}", ind.dtype())));
+        return Err(IrError::msg(format!(
+            "indices must be i64, found {}",
+            ind.dtype()
+        )));
     }
     let mut inferred = xs[..2].to_vec();
     for i in 0..k.len() {
@@ -75,9 +116,15 @@ pub(super) fn eval(kernel: &[i64], pads: &[i64], strides: &[i64], inputs: &[Opti
     }
     let out_shape = match opt_input(inputs, 2) {
         Some(os) => {
-            let dims: Vec<usize> = os.to_i64_vec().iter().map(|&v| size_from(v, "an output_shape dim")).collect::<Result<_>>()?;
+            let dims: Vec<usize> = os
+                .to_i64_vec()
+                .iter()
+                .map(|&v| size_from(v, "an output_shape dim"))
+                .collect::<Result<_>>()?;
             if dims.len() != inferred.len() || dims.iter().zip(&inferred).any(|(o, i)| o < i) {
-                return Err(IrError::msg(format!("output_shape {dims:?} is smaller than the unpooled shape {inferred:?}")));
+                return Err(IrError::msg(format!(
+                    "output_shape {dims:?} is smaller than the unpooled shape {inferred:?}"
+                )));
             }
             dims
         }
@@ -91,7 +138,9 @@ pub(super) fn eval(kernel: &[i64], pads: &[i64], strides: &[i64], inputs: &[Opti
     let mut map: Vec<Option<usize>> = vec![None; total];
     for (src, &i) in ind.to_i64_vec().iter().enumerate() {
         if i < 0 || i as u64 >= inferred_total as u64 {
-            return Err(IrError::msg(format!("index {i} is out of range for the unpooled shape {inferred:?}")));
+            return Err(IrError::msg(format!(
+                "index {i} is out of range for the unpooled shape {inferred:?}"
+            )));
         }
         let mut rest = i as usize;
         let mut dst = 0;

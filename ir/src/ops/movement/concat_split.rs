@@ -118,7 +118,7 @@ fn split_sizes(dim: usize, split: Option<&[i64]>, n_outputs: usize) -> Result<Ve
             Ok(sizes)
         }
         None => {
-            if dim % n_outputs == 0 {
+            if dim.is_multiple_of(n_outputs) {
                 return Ok(vec![dim / n_outputs; n_outputs]);
             }
             let chunk = dim / n_outputs + 1;

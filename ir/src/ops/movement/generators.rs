@@ -63,7 +63,7 @@ fn range_count(start: &Tensor, limit: &Tensor, delta: &Tensor) -> Result<usize> 
     if count <= 0.0 || count.is_nan() {
         return Ok(0);
     }
-    ensure!(count <= super::MAX_ELEMS as f64, "range has {count} elements, more than the limit of 2^31");
+    ensure!(count.is_finite() && count <= super::MAX_ELEMS as f64, "range has {count} elements, more than the limit of 2^31");
     Ok(count as usize)
 }
 

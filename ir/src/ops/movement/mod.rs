@@ -38,7 +38,7 @@ pub(crate) fn infer(
         Op::Size => one(reshape::infer_size(types)),
         Op::Transpose { perm } => one(transpose::infer_transpose(perm.as_deref(), types)),
         Op::DepthToSpace { blocksize, .. } => one(transpose::infer_depth_to_space(*blocksize, types)),
-        Op::SpaceToDepth { blocksize } => one(transpose::infer_space_to_depth(*blocksize, types)),
+        Op::SpaceToDepth { blocksize, .. } => one(transpose::infer_space_to_depth(*blocksize, types)),
         Op::Concat { axis } => one(concat_split::infer_concat(*axis, types)),
         Op::Split { axis } => concat_split::infer_split(*axis, types, consts, n_outputs),
         Op::Slice => one(slice::infer_slice(types, consts)),
@@ -72,7 +72,7 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Opti
         Op::Size => one(reshape::eval_size(inputs)),
         Op::Transpose { perm } => one(transpose::eval_transpose(perm.as_deref(), inputs)),
         Op::DepthToSpace { blocksize, mode } => one(transpose::eval_depth_to_space(*blocksize, *mode, inputs)),
-        Op::SpaceToDepth { blocksize } => one(transpose::eval_space_to_depth(*blocksize, inputs)),
+        Op::SpaceToDepth { blocksize, mode } => one(transpose::eval_space_to_depth(*blocksize, *mode, inputs)),
         Op::Concat { axis } => one(concat_split::eval_concat(*axis, inputs)),
         Op::Split { axis } => concat_split::eval_split(*axis, inputs, n_outputs),
         Op::Slice => one(slice::eval_slice(inputs)),
@@ -250,7 +250,7 @@ pub(super) fn take_along_axis(t: &Tensor, axis: usize, idx: &[usize], idx_shape:
 /// The product of dims: known when all are known (or one is 0), a symbol when it is the
 /// only non-1 factor, unknown otherwise.
 pub(super) fn dim_product(dims: &[Dim]) -> Dim {
-    if dims.iter().any(|d| *d == Dim::Known(0)) {
+    if dims.contains(&Dim::Known(0)) {
         return Dim::Known(0);
     }
     let mut known = 1usize;

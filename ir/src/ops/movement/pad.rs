@@ -73,6 +73,11 @@ pub(super) fn eval_pad(mode: PadMode, inputs: &[Option<Tensor>]) -> Result<Tenso
         out_shape.push(dim_from_value(o, "the padded output")?);
     }
     let n = out_numel(&out_shape)?;
+    if n == 0 {
+        // Nothing to read; also keeps a huge pad on an otherwise empty tensor from
+        // allocating per-axis maps.
+        return Tensor::zeros(x.dtype(), out_shape);
+    }
     let maps: Vec<Vec<Option<usize>>> = (0..x.rank())
         .map(|a| axis_map(x.shape()[a], pairs[a].0, out_shape[a], mode))
         .collect::<Result<_>>()?;
@@ -83,7 +88,7 @@ pub(super) fn eval_pad(mode: PadMode, inputs: &[Option<Tensor>]) -> Result<Tenso
         let mut out: Vec<T> = Vec::with_capacity(n);
         if rank == 0 {
             out.extend_from_slice(v);
-        } else if n > 0 {
+        } else {
             let last = &maps[rank - 1];
             let outer_shape = &out_shape[..rank - 1];
             let outer: usize = outer_shape.iter().product();
@@ -98,7 +103,7 @@ pub(super) fn eval_pad(mode: PadMode, inputs: &[Option<Tensor>]) -> Result<Tenso
                     };
                 }
                 match base {
-                    None => out.extend(std::iter::repeat(fill).take(last.len())),
+                    None => out.extend(std::iter::repeat_n(fill, last.len())),
                     Some(b) => out.extend(last.iter().map(|p| p.map_or(fill, |p| v[b + p]))),
                 }
                 for d in (0..rank - 1).rev() {
@@ -165,7 +170,7 @@ pub(super) fn eval_tile(inputs: &[Option<Tensor>]) -> Result<Tensor> {
         out_shape.push(d.checked_mul(r).ok_or_else(|| IrError::msg("tiled output is too large"))?);
     }
     out_numel(&out_shape)?;
-    if out_shape.iter().any(|&d| d == 0) {
+    if out_shape.contains(&0) {
         return Tensor::zeros(x.dtype(), out_shape);
     }
     strided(x, view, 0, &strides)?.reshape(out_shape)
@@ -201,7 +206,7 @@ pub(super) fn eval_expand(inputs: &[Option<Tensor>]) -> Result<Tensor> {
     if out == x.shape() {
         return Ok(x.clone());
     }
-    if out.iter().any(|&d| d == 0) {
+    if out.contains(&0) {
         return Tensor::zeros(x.dtype(), out);
     }
     let st = istrides(x.shape());

@@ -99,7 +99,7 @@ pub(super) fn eval_slice(inputs: &[Option<Tensor>]) -> Result<Tensor> {
         }
         strides[a] = (s.step as isize).saturating_mul(in_strides[a]);
     }
-    if shape.iter().any(|&d| d == 0) {
+    if shape.contains(&0) {
         return Tensor::zeros(x.dtype(), shape);
     }
     strided(x, shape, base, &strides)

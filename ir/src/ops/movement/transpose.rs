@@ -81,14 +81,18 @@ pub(super) fn eval_depth_to_space(b: i64, mode: DepthToSpaceMode, inputs: &[Opti
     }
 }
 
-pub(super) fn eval_space_to_depth(b: i64, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval_space_to_depth(b: i64, mode: DepthToSpaceMode, inputs: &[Option<Tensor>]) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let b = blocksize(b)?;
     let [n, c, h, w] = nchw(x, "SpaceToDepth")?;
     ensure!(h % b == 0 && w % b == 0, "spatial dims {h}x{w} are not divisible by blocksize {b}");
     let Some(cbb) = c.checked_mul(b).and_then(|v| v.checked_mul(b)) else { bail!("blocksize {b} is too large") };
     let out = vec![n, cbb, h / b, w / b];
-    view_permute(x, [n, c, h / b, b, w / b, b], [0, 3, 5, 1, 2, 4], out)
+    let view = [n, c, h / b, b, w / b, b];
+    match mode {
+        DepthToSpaceMode::Dcr => view_permute(x, view, [0, 3, 5, 1, 2, 4], out),
+        DepthToSpaceMode::Crd => view_permute(x, view, [0, 1, 3, 5, 2, 4], out),
+    }
 }
 
 fn scale_dim(d: &Dim, b: usize) -> Dim {

@@ -315,7 +315,7 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
     // The causal and window frontier of each batch entry.
     let offset = |bi: usize| -> i64 {
         match &nonpad {
-            Some(n) => n[bi] - sq as i64,
+            Some(n) => n[bi].saturating_sub(sq as i64),
             None => past_len as i64,
         }
     };
@@ -332,6 +332,11 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
     // The additive bias, materialised to [b, hq, sq, skv].
     let out_shape = [b, hq, sq, skv];
     let n = checked_numel(&out_shape)?;
+    if n > super::MAX_ELEMENTS {
+        return Err(IrError::msg(format!(
+            "attention scores {out_shape:?} are over 2^31 elements"
+        )));
+    }
     let mut bias = vec![0.0f64; n];
     let mut bias_dtype = dt;
     if let Some(m) = mask_t {
@@ -382,14 +387,14 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
             for hi in 0..hq {
                 for i in 0..sq {
                     for j in 0..skv {
-                        let diff = i as i64 + off - j as i64;
+                        let diff = (i as i64).saturating_add(off).saturating_sub(j as i64);
                         let mut add = 0.0;
                         if *is_causal && diff < 0 {
                             add = f64::NEG_INFINITY;
                         }
                         if window
                             && ((*left_window_size >= 0 && diff > *left_window_size)
-                                || (*right_window_size >= 0 && -diff > *right_window_size))
+                                || (*right_window_size >= 0 && diff < -*right_window_size))
                         {
                             add = f64::NEG_INFINITY;
                         }
@@ -457,7 +462,13 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
             .iter()
             .map(|&x| srnd(srnd(x - safe_max).exp()))
             .collect();
-        let mut s = srnd(e.iter().sum());
+        // numpy sums bf16 (an ml_dtypes type) one element at a time, rounding each partial
+        // sum; its own float types accumulate in f32 or wider and round once.
+        let mut s = if sm_dtype == DType::BF16 {
+            e.iter().fold(0.0, |a, &x| srnd(a + x))
+        } else {
+            srnd(e.iter().sum())
+        };
         if s == 0.0 {
             s = 1.0;
         }

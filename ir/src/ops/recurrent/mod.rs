@@ -40,6 +40,9 @@ pub(crate) fn eval(
     }
 }
 
+/// Largest output (in elements) these ops will build.
+const MAX_ELEMENTS: usize = 1 << 31;
+
 /// These ops are defined on floating-point tensors only.
 fn check_float(what: &str, d: DType) -> Result<()> {
     if d.is_float() {

@@ -395,6 +395,11 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Resu
     };
 
     let y_len = crate::tensor::checked_numel(&[seq, dirs, batch, hid])?;
+    if y_len > super::MAX_ELEMENTS {
+        return Err(IrError::msg(format!(
+            "an output of [{seq}, {dirs}, {batch}, {hid}] is over 2^31 elements"
+        )));
+    }
     let mut y = vec![0.0; y_len];
     let mut yh = vec![0.0; dirs * batch * hid];
     let mut yc = vec![0.0; dirs * batch * hid];

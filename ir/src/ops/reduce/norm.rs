@@ -64,8 +64,8 @@ pub fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Result<Vec<
             Ok(vec![batch_norm(x, p[0], p[1], p[2], p[3], *epsilon as f64)?])
         }
         Op::InstanceNorm { epsilon } => {
-            let c = channels(x, "instance_norm")?;
-            let groups = c;
+            // One group per channel; an input with no channels has nothing to normalize.
+            let groups = channels(x, "instance_norm")?.max(1);
             Ok(vec![group_norm(x, input(inputs, 1)?, input(inputs, 2)?, groups, *epsilon as f64)?])
         }
         Op::GroupNorm { epsilon, num_groups, .. } => {
@@ -239,7 +239,7 @@ pub fn lrn(x: &Tensor, alpha: f64, beta: f64, bias: f64, size: i64) -> Result<Te
             let idx = |j: usize| (o * c + j) * inner + i;
             for ch in 0..c {
                 let lo = ch.saturating_sub(below);
-                let hi = (ch + above).min(c.saturating_sub(1));
+                let hi = ch.saturating_add(above).min(c - 1);
                 let sq: f64 = (lo..=hi).map(|j| xs[idx(j)] * xs[idx(j)]).sum();
                 out[idx(ch)] = xs[idx(ch)] / (bias + alpha / size as f64 * sq).powf(beta);
             }
