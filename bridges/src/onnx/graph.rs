@@ -52,6 +52,8 @@ pub(crate) struct Builder<'m> {
     pub scopes: Vec<Scope>,
     /// Makes the internal names of each inlined function call unique.
     pub inline_counter: usize,
+    /// Nodes created by inlining so far (bounded).
+    pub inlined_nodes: usize,
 }
 
 /// The node's name for messages and for the IR: its own, else its first output's.
@@ -93,6 +95,7 @@ pub(crate) fn build_model<'m>(model: &'m ModelProto, base_dir: Option<&'m Path>)
         functions,
         scopes: Vec::new(),
         inline_counter: 0,
+        inlined_nodes: 0,
     };
     let name = if g.name.is_empty() {
         "main"
