@@ -543,3 +543,15 @@ fn every_dtype_moves() {
         assert_eq!(y[0].to_i64_vec(), vec![0, 1, 0, 1, 0, 0, 1, 0, 1, 0]);
     }
 }
+
+#[test]
+fn extreme_values_do_not_overflow() {
+    // Pads that cancel to a 1-element output: begin is i64::MIN.
+    let x = t(&[2], vec![1i64, 2]);
+    let y = run(Op::Pad { mode: PadMode::Constant }, vec![Some(x.clone()), Some(i64s(&[i64::MIN, i64::MAX])), None, None], 1);
+    check(&y[0], &[1], &[0i64]);
+    // A step of i64::MAX selects one element.
+    let x = t(&[3], vec![4i64, 5, 6]);
+    let y = run(Op::Slice, vec![Some(x), Some(i64s(&[1])), Some(i64s(&[-1])), None, Some(i64s(&[i64::MAX]))], 1);
+    check(&y[0], &[1], &[5i64]);
+}

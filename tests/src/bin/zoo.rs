@@ -3,7 +3,8 @@
 //! (rtol 1e-4, atol 1e-5). For ONNX it also checks the saved form: `.kir` gives
 //! bit-identical outputs, and `--fp16` stays within rtol 1e-2 with a .bin half the size.
 //!
-//! `zoo [--device D] [--models a,b] ZOO_DIR`
+//! `zoo [--device D] [--suite NAME] [--models a,b] ZOO_DIR`: the suite names the
+//! expected-failures list, `tests/expected-failures/NAME-DEVICE.txt` (default `zoo`).
 
 use kiln_ir::Tensor;
 use std::path::{Path, PathBuf};
@@ -13,10 +14,12 @@ fn main() {
     let mut device = "REFERENCE".to_string();
     let mut only: Option<Vec<String>> = None;
     let mut root = None;
+    let mut suite = "zoo".to_string();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--device" | "-d" => device = args.next().expect("--device takes a name"),
+            "--suite" => suite = args.next().expect("--suite takes a name"),
             "--models" => only = Some(args.next().expect("--models takes a list").split(',').map(String::from).collect()),
             _ => root = Some(PathBuf::from(a)),
         }
@@ -35,24 +38,37 @@ fn main() {
         .filter(|p| only.as_ref().map_or(true, |o| o.iter().any(|m| p.ends_with(m))))
         .collect();
     models.sort();
-    let (mut passed, mut failed) = (0, 0);
+    let expected_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures").join(format!("{suite}-{}.txt", device.to_ascii_lowercase()));
+    let expected = kiln_tests::conformance::read_expected(&expected_path);
+    let (mut passed, mut failed, mut problems) = (0, 0, vec![]);
     for dir in &models {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         for (check, result) in check_model(dir, &device) {
+            let key = format!("{name}/{check}");
             match result {
                 Ok(note) => {
                     passed += 1;
-                    println!("ok   {name} {check}: {note}");
+                    println!("ok   {key}: {note}");
+                    if expected.contains_key(&key) {
+                        problems.push(format!("listed as failing but passes now: {key}"));
+                    }
                 }
                 Err(e) => {
                     failed += 1;
-                    println!("FAIL {name} {check}: {e}");
+                    let listed = expected.contains_key(&key);
+                    println!("FAIL {key}: {e}{}", if listed { " (expected, see the list)" } else { "" });
+                    if !listed {
+                        problems.push(format!("unexpected failure: {key}"));
+                    }
                 }
             }
         }
     }
-    println!("zoo on {device}: {passed} passed, {failed} failed");
-    if failed > 0 || passed == 0 {
+    println!("{suite} on {device}: {passed} passed, {failed} failed ({} listed in {})", expected.len(), expected_path.display());
+    for p in &problems {
+        println!("  {p}");
+    }
+    if !problems.is_empty() || passed == 0 {
         std::process::exit(1);
     }
 }
@@ -153,7 +169,7 @@ fn check_model(dir: &Path, device: &str) -> Vec<(String, Result<String, String>)
                 Err(format!(".bin {full} -> {half} bytes ({ratio:.2}), not half"))
             }
         });
-    results.push(("model.kir --fp16".into(), r));
+    results.push(("model.kir-fp16".into(), r));
     let _ = std::fs::remove_dir_all(&tmp);
     results
 }

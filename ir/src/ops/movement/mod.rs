@@ -54,7 +54,7 @@ pub(crate) fn infer(
         Op::OneHot { axis } => one(generators::infer_one_hot(*axis, types, consts)),
         Op::EyeLike { dtype, .. } => one(generators::infer_eye_like(*dtype, types)),
         Op::NonZero => one(select::infer_non_zero(types)),
-        Op::Compress { axis } => one(select::infer_compress(*axis, types)),
+        Op::Compress { axis } => one(select::infer_compress(*axis, types, consts)),
         Op::Unique { axis, .. } => select::infer_unique(*axis, types, n_outputs),
         Op::ReverseSequence { .. } | Op::Trilu { .. } => one(util_same(types)),
         _ => return None,
@@ -156,8 +156,11 @@ pub(super) fn strided_vec<T: Copy>(src: &[T], out_shape: &[usize], base: isize, 
     if n == 0 {
         return Ok(out);
     }
+    // A size-1 dim's stride is never followed; zero it so a huge one (a Slice step of
+    // i64::MAX) cannot overflow the running offset.
+    let strides: Vec<isize> = out_shape.iter().zip(strides).map(|(&d, &s)| if d == 1 { 0 } else { s }).collect();
     let (mut lo, mut hi) = (base, base);
-    for (&d, &s) in out_shape.iter().zip(strides) {
+    for (&d, &s) in out_shape.iter().zip(&strides) {
         let ext = (d as isize - 1) * s;
         if ext < 0 {
             lo += ext

@@ -28,10 +28,11 @@ fn pad_pairs(rank: usize, pads: &[i64], axes: Option<&[i64]>) -> Result<Vec<(i64
 /// For each output position along one axis, the input position it reads, or `None` for
 /// the constant. `begin` may be negative (crop).
 fn axis_map(dim: usize, begin: i64, out: usize, mode: PadMode) -> Result<Vec<Option<usize>>> {
-    let d = dim as i64;
+    // i128: begin may be near i64::MIN when the end pad cancels it.
+    let d = dim as i128;
     let mut m = Vec::with_capacity(out);
-    for o in 0..out as i64 {
-        let i = o - begin;
+    for o in 0..out as i128 {
+        let i = o - begin as i128;
         m.push(if (0..d).contains(&i) {
             Some(i as usize)
         } else {

@@ -64,14 +64,22 @@ pub(super) fn eval_compress(axis: Option<i64>, inputs: &[Option<Tensor>]) -> Res
     }
 }
 
-pub(super) fn infer_compress(axis: Option<i64>, types: &[Option<&TensorType>]) -> Result<TensorType> {
+pub(super) fn infer_compress(axis: Option<i64>, types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
     let x = input_type(types, 0)?;
+    // A constant condition fixes the selected count.
+    let count = match crate::ops::util::const_input(consts, 1) {
+        Some(c) => {
+            ensure!(c.rank() == 1, "condition must be 1-D, found shape {:?}", c.shape());
+            Dim::Known(c.to_f64_vec().iter().filter(|&&v| v != 0.0).count())
+        }
+        None => Dim::Unknown,
+    };
     Ok(match (axis, x.shape.dims()) {
-        (None, _) => TensorType::new(x.dtype, vec![Dim::Unknown]),
+        (None, _) => TensorType::new(x.dtype, vec![count]),
         (Some(a), Some(d)) => {
             let a = norm_axis(a, d.len())?;
             let mut out = d.to_vec();
-            out[a] = Dim::Unknown;
+            out[a] = count;
             TensorType::new(x.dtype, out)
         }
         (Some(_), None) => x.clone(),
