@@ -149,3 +149,30 @@ fn bad_inputs_end_in_a_clear_error() {
     assert_clean_error(&kiln(&["run", MODEL, "--input", lying.to_str().unwrap()]), "lying.npy");
     assert_clean_error(&kiln(&["run", MODEL, "--input", INPUT, "--device", "NOPE"]), "NOPE");
 }
+
+/// The hand-made malformed models in tests/fixtures/bad (tools/make_bad_models.py): each
+/// ends in one error line naming the file and what is wrong.
+#[test]
+fn malformed_onnx_files_end_in_a_clear_error() {
+    let cases = [
+        ("truncated.onnx", "truncated.onnx"),
+        ("wrong_field_type.onnx", "no graph"),
+        ("dangling_input.onnx", "node relu: input 0 `nowhere` is not defined"),
+        ("cycle.onnx", "cycle"),
+        ("self_loop.onnx", "node loop: the graph has a cycle"),
+        ("huge_initializer.onnx", "1152921504606846976 elements"),
+        ("negative_dim.onnx", "negative dimension"),
+        ("external_escape.onnx", "must be a relative path inside the model's folder"),
+        ("external_absolute.onnx", "must be a relative path inside the model's folder"),
+        ("unknown_op.onnx", "node frob: op Frobnicate is not supported"),
+        ("wrong_rank_input.onnx", "node mm:"),
+    ];
+    for (file, says) in cases {
+        let path = format!("tests/fixtures/bad/{file}");
+        for cmd in ["info", "dump", "run"] {
+            let o = kiln(&[cmd, &path]);
+            assert_clean_error(&o, file);
+            assert!(text(&o).contains(says), "{cmd} {file}: expected `{says}` in: {}", text(&o));
+        }
+    }
+}

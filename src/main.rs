@@ -207,7 +207,7 @@ fn convert(path: &Path, out: &Path, fp16: bool) -> Result<ExitCode> {
         let stats = kiln_passes::fp16::compress_weights(&mut m.graph);
         println!("fp16: {stats}");
     }
-    kiln::ir::kir::save(&m.graph, out).map_err(|e| anyhow!("{}: {e}", out.display()))?;
+    kiln::ir::kir::save(&m.graph, out).map_err(|e| anyhow!("{e}"))?;
     let bin = PathBuf::from(format!("{}.bin", out.display()));
     let size = std::fs::metadata(&bin).map(|m| m.len()).unwrap_or(0);
     println!("wrote {} and {} ({})", out.display(), bin.display(), human_bytes(size as usize));

@@ -925,3 +925,124 @@ fn read_tensor_reads_a_tensor_file() {
     assert!(e.file.ends_with("input_0.pb"), "{e}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn functions_calling_themselves_twice_are_bounded() {
+    let mut f = FunctionProto::new();
+    f.name = "Twice".into();
+    f.domain = "local".into();
+    f.input = vec!["a".into()];
+    f.output = vec!["out".into()];
+    let mut c1 = node("Twice", &["a"], &["m"], vec![]);
+    c1.domain = "local".into();
+    let mut c2 = node("Twice", &["m"], &["out"], vec![]);
+    c2.domain = "local".into();
+    f.node = vec![c1, c2];
+    let mut call = node("Twice", &["x"], &["y"], vec![]);
+    call.domain = "local".into();
+    let g = graph(
+        vec![call],
+        vec![x_input(&[D::V(1)])],
+        vec![vi("y", 1, &[])],
+        vec![],
+    );
+    let mut m = model(g, 13);
+    m.functions.push(f);
+    let e = load_model(&m).unwrap_err();
+    assert!(
+        e.message.contains("nest deeper") || e.message.contains("more than"),
+        "{e}"
+    );
+}
+
+/// A model exercising most of the loader: initializers, a Loop with an If inside, old-opset
+/// rewrites.
+fn busy_model() -> ModelProto {
+    let inner_then = graph(
+        vec![node("Identity", &["x"], &["tv"], vec![])],
+        vec![],
+        vec![vi("tv", 1, &[])],
+        vec![],
+    );
+    let inner_else = graph(
+        vec![node("Neg", &["x"], &["ev"], vec![])],
+        vec![],
+        vec![vi("ev", 1, &[])],
+        vec![],
+    );
+    let body = graph(
+        vec![
+            node("Identity", &["cond_in"], &["cond_out"], vec![]),
+            node(
+                "If",
+                &["cond_in"],
+                &["picked"],
+                vec![
+                    attr_g("then_branch", inner_then),
+                    attr_g("else_branch", inner_else),
+                ],
+            ),
+            node("Add", &["acc_in", "picked"], &["acc_out"], vec![]),
+        ],
+        vec![
+            vi("i", 7, &[]),
+            vi("cond_in", 9, &[]),
+            vi("acc_in", 1, &[D::V(2)]),
+        ],
+        vec![vi("cond_out", 9, &[]), vi("acc_out", 1, &[D::V(2)])],
+        vec![],
+    );
+    model(
+        graph(
+            vec![
+                node(
+                    "Loop",
+                    &["n", "", "zero"],
+                    &["acc"],
+                    vec![attr_g("body", body)],
+                ),
+                node("Softmax", &["acc"], &["s"], vec![attr_i("axis", 0)]),
+                node("Clip", &["s"], &["c"], vec![attr_f("min", 0.1)]),
+                node(
+                    "Upsample",
+                    &["c"],
+                    &["u"],
+                    vec![attr_floats("scales", &[2.0])],
+                ),
+            ],
+            vec![x_input(&[D::P("N")])],
+            vec![vi("u", 1, &[])],
+            vec![
+                i64_tensor("n", &[], &[3]),
+                f32_tensor("zero", &[2], &[0.0, 0.0]),
+            ],
+        ),
+        8,
+    )
+}
+
+#[test]
+fn mutated_models_never_panic() {
+    let good = bytes(&busy_model());
+    load_bytes(&good, None, "busy.onnx").expect("the unmutated model loads");
+    // A fixed xorshift sequence: byte flips, truncations and insertions.
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    for _ in 0..3000 {
+        let mut b = good.clone();
+        for _ in 0..1 + next() % 4 {
+            let i = (next() as usize) % b.len();
+            match next() % 3 {
+                0 => b[i] = next() as u8,
+                1 => b.truncate(i.max(1)),
+                _ => b.insert(i, next() as u8),
+            }
+        }
+        let _ = load_bytes(&b, None, "mutant.onnx");
+    }
+}

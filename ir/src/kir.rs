@@ -41,7 +41,8 @@ pub fn load(kir_path: &Path) -> Result<Graph> {
         Err(e) => return Err(file_error(&bin_file, e)),
     };
     text::parse(&text, bin.as_deref()).map_err(|e| {
-        let missing = if bin.is_none() {
+        // Every parse error about weights mentions the .bin; say then whether it was there.
+        let missing = if bin.is_none() && e.message.contains(".bin") {
             format!(" ({} does not exist)", bin_file.display())
         } else {
             String::new()

@@ -236,13 +236,23 @@ impl Tensor {
         let data = with_data!(&*self.data, v, S => {
             with_dtype!(to, D => {
                 let out: Vec<D> = if S::DTYPE.is_float() {
-                    if D::DTYPE.is_float() || D::DTYPE == DType::Bool {
+                    if D::DTYPE == DType::F16 || D::DTYPE == DType::BF16 {
+                        // `half`'s own f64 conversion can misround ties; see f16_from_f64.
+                        v.iter().map(|x| D::from_f64(round_for(D::DTYPE, x.to_f64()))).collect()
+                    } else if D::DTYPE.is_float() || D::DTYPE == DType::Bool {
                         v.iter().map(|x| D::from_f64(x.to_f64())).collect()
                     } else if D::DTYPE.is_signed() {
                         v.iter().map(|x| D::from_i64(float_to_i64(x.to_f64()))).collect()
                     } else {
                         v.iter().map(|x| D::from_u64(float_to_u64(x.to_f64()))).collect()
                     }
+                } else if D::DTYPE == DType::F16 || D::DTYPE == DType::BF16 {
+                    let wide: Vec<f64> = if S::DTYPE == DType::U64 {
+                        v.iter().map(|x| x.to_u64() as f64).collect()
+                    } else {
+                        v.iter().map(|x| x.to_i64() as f64).collect()
+                    };
+                    wide.into_iter().map(|x| D::from_f64(round_for(D::DTYPE, x))).collect()
                 } else if S::DTYPE == DType::U64 {
                     v.iter().map(|x| D::from_u64(x.to_u64())).collect()
                 } else {
@@ -277,6 +287,40 @@ impl Tensor {
         let data = with_dtype!(dtype, T => <T as Storable>::wrap(bytes.chunks_exact(size).map(<T as Element>::from_le_bytes).collect()));
         Tensor::from_data(shape, data)
     }
+}
+
+/// `x` already rounded to nearest-even f16 or bf16 (so that `half`'s conversion of the
+/// result is exact); other dtypes pass through.
+fn round_for(to: DType, x: f64) -> f64 {
+    match to {
+        DType::F16 => f16_from_f64(x).to_f64(),
+        DType::BF16 => bf16_from_f64(x).to_f64(),
+        _ => x,
+    }
+}
+
+/// f64 to f32 rounding to odd: truncate, then set the last bit if anything was lost. A
+/// second rounding from there to a format with at least two fewer significand bits (f16,
+/// bf16) is then the correctly rounded result, which one step through `half`'s f64
+/// conversion is not (it drops the low 32 bits before rounding, misplacing ties).
+fn f32_round_to_odd(x: f64) -> f32 {
+    let r = x as f32;
+    if r.is_nan() || (r as f64) == x {
+        return r;
+    }
+    // `as` rounded to nearest; step back toward zero if it rounded away from zero.
+    let t = if (r as f64).abs() > x.abs() { f32::from_bits(r.to_bits() - 1) } else { r };
+    f32::from_bits(t.to_bits() | 1)
+}
+
+/// f64 to f16, round to nearest even.
+pub fn f16_from_f64(x: f64) -> f16 {
+    f16::from_f32(f32_round_to_odd(x))
+}
+
+/// f64 to bf16, round to nearest even.
+pub fn bf16_from_f64(x: f64) -> bf16 {
+    bf16::from_f32(f32_round_to_odd(x))
 }
 
 /// Truncation toward zero, saturating; NaN is 0. (ONNX leaves out-of-range casts

@@ -256,7 +256,7 @@ fn kitchen_sink() -> Graph {
     let ex = else_g.add_input("x", f(&["4", "1"]));
     let trip = else_g.add_const("trip", Tensor::scalar(3i64));
     let lp = else_g.add_node_typed(
-        Op::Loop { body: Box::new(body) },
+        Op::Loop { body: Box::new(body), num_captured: 0 },
         "loop",
         &[Some(trip), None, Some(ex)],
         vec![f(&["4", "1"])],

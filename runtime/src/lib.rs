@@ -108,7 +108,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Model> {
     let format = Format::detect(path)?;
     let graph = match format {
         Format::Onnx => kiln_bridges::onnx::load(path).map_err(|e| Error::Load(e.to_string()))?,
-        Format::Kir => kiln_ir::kir::load(path).map_err(|e| Error::Load(format!("{}: {e}", path.display())))?,
+        Format::Kir => kiln_ir::kir::load(path).map_err(|e| Error::Load(e.to_string()))?,
     };
     kiln_ir::verify(&graph).map_err(|error| Error::Invalid { file: path.display().to_string(), error })?;
     Ok(Model { graph, path: path.to_path_buf(), format })

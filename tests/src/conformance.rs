@@ -31,9 +31,9 @@ pub fn data_root() -> Result<PathBuf, String> {
         .into())
 }
 
-/// The expected-failures file of a device.
-pub fn expected_failures_path(device: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures").join(format!("onnx-node-{}.txt", device.to_ascii_lowercase()))
+/// The expected-failures file of a suite on a device.
+pub fn expected_failures_path(suite: &str, device: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures").join(format!("onnx-{suite}-{}.txt", device.to_ascii_lowercase()))
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -49,7 +49,8 @@ pub fn run_case(dir: &Path, device: &str) -> Outcome {
     match catch_unwind(AssertUnwindSafe(|| run_case_inner(dir, device))) {
         Ok(Ok(())) => Outcome::Pass,
         Ok(Err(e)) if e == NOT_PLAIN => Outcome::NotPlain,
-        Ok(Err(e)) => Outcome::Fail(e),
+        // The case's own folder is in many messages; the name says it already.
+        Ok(Err(e)) => Outcome::Fail(e.replace(&format!("{}/", dir.display()), "")),
         Err(p) => {
             let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
             Outcome::Fail(format!("PANIC: {}", msg.unwrap_or_default()))
@@ -144,9 +145,10 @@ pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
     }
 }
 
-/// All case folders under `root/node` whose name contains `filter`, sorted.
-pub fn cases(root: &Path, filter: Option<&str>) -> Result<Vec<PathBuf>, String> {
-    let node = root.join("node");
+/// All case folders under `root/suite` whose name contains `filter`, sorted. The ONNX
+/// package's suites are `node`, `simple`, `pytorch-converted` and `pytorch-operator`.
+pub fn cases(root: &Path, suite: &str, filter: Option<&str>) -> Result<Vec<PathBuf>, String> {
+    let node = root.join(suite);
     let mut v: Vec<PathBuf> = std::fs::read_dir(&node)
         .map_err(|e| format!("{}: {e}", node.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -170,11 +172,11 @@ pub fn read_expected(path: &Path) -> BTreeMap<String, String> {
         .collect()
 }
 
-pub fn write_expected(path: &Path, device: &str, failures: &BTreeMap<String, String>) -> std::io::Result<()> {
+pub fn write_expected(path: &Path, suite: &str, device: &str, failures: &BTreeMap<String, String>) -> std::io::Result<()> {
     let mut s = format!(
-        "# ONNX node conformance cases that fail on {device}, one per line with the reason.\n\
-         # The conformance test fails on a failure missing here and on a case listed here that passes.\n\
-         # Regenerate with: cargo run --release -p kiln-tests --bin conformance -- --device {device} --update\n"
+        "# ONNX {suite} conformance cases that fail on {device}, one per line with the reason.\n\
+         # The conformance run fails on a failure missing here and on a case listed here that passes.\n\
+         # Regenerate with: cargo run --release -p kiln-tests --bin conformance -- --suite {suite} --device {device} --update\n"
     );
     for (name, why) in failures {
         let why: String = why.chars().take(160).map(|c| if c == '\n' { ' ' } else { c }).collect();

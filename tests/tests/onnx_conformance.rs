@@ -12,12 +12,12 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let all = cases(&root, None).unwrap_or_else(|e| {
+    let all = cases(&root, "node", None).unwrap_or_else(|e| {
         eprintln!("{e}");
         std::process::exit(1)
     });
     let summary = run_all(&all, &device, false);
-    let expected = read_expected(&expected_failures_path(&device));
+    let expected = read_expected(&expected_failures_path("node", &device));
     let problems = check_against_expected(&summary, &expected, true);
     println!(
         "ONNX node conformance on {device} ({}): {} passed, {} failed ({} listed as expected failures); {} cases with non-tensor inputs or outputs not counted",

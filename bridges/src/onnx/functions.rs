@@ -11,6 +11,9 @@ use std::collections::{HashMap, HashSet};
 
 /// Calls nested deeper than this are taken to be recursion.
 const MAX_DEPTH: usize = 32;
+/// A bound on the nodes all inlining may create, so that a small file whose functions call
+/// each other twice per level cannot ask for exponentially many.
+const MAX_INLINED_NODES: usize = 1 << 20;
 
 /// Replaces every call of a model-local function by the function's body, recursively.
 pub(crate) fn expand<'g>(b: &mut Builder<'_>, items: Vec<Item<'g>>) -> Result<Vec<Item<'g>>> {
@@ -35,6 +38,13 @@ pub(crate) fn expand<'g>(b: &mut Builder<'_>, items: Vec<Item<'g>>) -> Result<Ve
             ));
         }
         b.inline_counter += 1;
+        b.inlined_nodes = b.inlined_nodes.saturating_add(f.node.len());
+        if b.inlined_nodes > MAX_INLINED_NODES {
+            return Err(IrError::at(
+                node_name(&item.node),
+                format!("inlining model-local functions would create more than {MAX_INLINED_NODES} nodes"),
+            ));
+        }
         let body = inline(&item.node, f, item.opset, b.inline_counter)
             .map_err(|e| e.in_node(node_name(&item.node)))?;
         // Body nodes go back on the stack (in order) so that nested calls expand too.

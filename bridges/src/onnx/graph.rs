@@ -52,6 +52,8 @@ pub(crate) struct Builder<'m> {
     pub scopes: Vec<Scope>,
     /// Makes the internal names of each inlined function call unique.
     pub inline_counter: usize,
+    /// Nodes created by inlining so far (bounded).
+    pub inlined_nodes: usize,
 }
 
 /// The node's name for messages and for the IR: its own, else its first output's.
@@ -93,6 +95,7 @@ pub(crate) fn build_model<'m>(model: &'m ModelProto, base_dir: Option<&'m Path>)
         functions,
         scopes: Vec::new(),
         inline_counter: 0,
+        inlined_nodes: 0,
     };
     let name = if g.name.is_empty() {
         "main"
@@ -256,8 +259,8 @@ impl<'m> Builder<'m> {
     }
 
     /// Looks a name up in the current scope, then outward. A value found in an enclosing
-    /// scope becomes an extra trailing input of every graph in between (constants are
-    /// copied instead, so that shape inference inside the body still sees them).
+    /// scope becomes an extra trailing input of every graph in between; constants too (a
+    /// pass may fold them into the body later).
     pub fn resolve(&mut self, name: &str) -> Option<Value> {
         let level = self.scopes.len().checked_sub(1)?;
         self.resolve_at(level, name)
@@ -269,18 +272,10 @@ impl<'m> Builder<'m> {
         }
         let outer_level = level.checked_sub(1)?;
         let outer = self.resolve_at(outer_level, name)?;
-        let outer_graph = &self.scopes[outer_level].graph;
-        let konst = outer_graph.const_value(outer).cloned();
-        let ty = outer_graph.value_type(outer).clone();
+        let ty = self.scopes[outer_level].graph.value_type(outer).clone();
         let scope = &mut self.scopes[level];
-        let v = match konst {
-            Some(t) => scope.graph.add_const(name, t),
-            None => {
-                let v = scope.graph.add_input(name, ty);
-                scope.captures.push((name.to_string(), v));
-                v
-            }
-        };
+        let v = scope.graph.add_input(name, ty);
+        scope.captures.push((name.to_string(), v));
         scope.values.insert(name.to_string(), v);
         Some(v)
     }

@@ -400,19 +400,14 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
                 strides,
             }
         }
-        "DeformConv" => {
-            let op = Op::DeformConv {
-                dilations: a.ints("dilations")?,
-                group: a.int("group", 1)?,
-                kernel_shape: a.ints("kernel_shape")?,
-                offset_group: a.int("offset_group", 1)?,
-                pads: a.ints("pads")?,
-                strides: a.ints("strides")?,
-            };
-            // ONNX has (X, W, offset, B, mask); the IR takes the offset second.
-            let ins = [n.input(0), n.input(2), n.input(1), n.input(3), n.input(4)];
-            return b.emit(op, &n.name, &ins, n.n_out());
-        }
+        "DeformConv" => Op::DeformConv {
+            dilations: a.ints("dilations")?,
+            group: a.int("group", 1)?,
+            kernel_shape: a.ints("kernel_shape")?,
+            offset_group: a.int("offset_group", 1)?,
+            pads: a.ints("pads")?,
+            strides: a.ints("strides")?,
+        },
         "MaxPool" | "AveragePool" | "LpPool" => {
             let kind = match t {
                 "MaxPool" => PoolKind::Max,

@@ -54,6 +54,8 @@
 //! [`Weights`] chooses how constants' values are written. The parser never panics and
 //! never allocates more than its input justifies; errors carry `line:column`.
 
+mod build;
+mod data;
 mod lex;
 mod parse;
 mod print;

@@ -2,14 +2,14 @@
 //! the blocked [`gemm`] per image and group.
 
 use super::gemm::{gemm, wrapping_i64, Acc};
-use super::geometry::{next_index, valid_range, Window};
+use super::geometry::{bounded_numel, next_index, valid_range, Window};
 use super::quant::{quantize_value, round_to, scale_values};
 use crate::dtype::DType;
 use crate::error::{IrError, Result};
 use crate::op::{AutoPad, Op};
 use crate::ops::util::{input, input_type, opt_input};
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::{checked_numel, Tensor};
+use crate::tensor::Tensor;
 use std::num::Wrapping;
 
 /// The attributes Conv, ConvInteger and QLinearConv share.
@@ -122,7 +122,7 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<Tensor
     let channels = wd.map_or(Dim::Unknown, |w| w[0].clone());
     let mut dims = vec![batch, channels];
     if a.kernel_shape.is_empty() && kernel_from_w.is_none() {
-        dims.extend(std::iter::repeat(Dim::Unknown).take(n_sp));
+        dims.extend(std::iter::repeat_n(Dim::Unknown, n_sp));
     } else {
         let win = Window::new(
             n_sp,
@@ -135,7 +135,7 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<Tensor
         )?;
         match xd {
             Some(x) => dims.extend(win.out_dims(&x[2..], false)?),
-            None => dims.extend(std::iter::repeat(Dim::Unknown).take(n_sp)),
+            None => dims.extend(std::iter::repeat_n(Dim::Unknown, n_sp)),
         }
     }
     Ok(vec![TensorType::new(dtype, Shape(Some(dims)))])
@@ -219,12 +219,12 @@ pub(crate) fn conv_shape(a: &ConvAttrs, xs: &[usize], ws: &[usize]) -> Result<Co
         dilations: win.dilations.clone(),
         pad_begin,
     };
-    checked_numel(&cs.out_shape())?;
+    bounded_numel(&cs.out_shape())?;
     // The im2col buffer holds C/group · prod(kernel) · prod(out) elements.
     let mut col = cs.out.clone();
     col.extend(&cs.kernel);
     col.push(c / group);
-    checked_numel(&col)?;
+    bounded_numel(&col)?;
     Ok(cs)
 }
 
@@ -250,6 +250,9 @@ pub(crate) fn conv_nd<T: Acc>(cs: &ConvShape, x: &[T], w: &[T]) -> Vec<T> {
             let xg = &x[(b * cs.c + g * cg) * in_prod..(b * cs.c + (g + 1) * cg) * in_prod];
             let cols: &[T] = if pointwise {
                 xg
+            } else if kg == 0 || p == 0 {
+                // An empty kernel or output: gemm only needs the (empty) shapes.
+                &col
             } else {
                 im2col(cs, xg, &mut col);
                 &col
@@ -413,7 +416,7 @@ fn shifted_weights(w: &Tensor, zp: Option<&Tensor>) -> Result<Vec<Wrapping<i64>>
         )));
     }
     let zs = z.to_i64_vec();
-    let per = if m == 0 { 0 } else { wv.len() / m };
+    let per = wv.len().checked_div(m).unwrap_or(0);
     for (i, v) in wv.iter_mut().enumerate() {
         let zv = if zs.len() == 1 {
             zs[0]

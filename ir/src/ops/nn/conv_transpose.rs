@@ -3,12 +3,12 @@
 //! `input · stride + kernel · dilation - pad_begin`.
 
 use super::gemm::{gemm, transpose, Acc};
-use super::geometry::{next_index, valid_range, Window};
+use super::geometry::{bounded_numel, next_index, valid_range, Window};
 use crate::error::{IrError, Result};
 use crate::op::{AutoPad, Op};
 use crate::ops::util::{input, input_type, opt_input};
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::{checked_numel, Tensor};
+use crate::tensor::Tensor;
 
 struct Attrs<'a> {
     auto_pad: AutoPad,
@@ -108,8 +108,18 @@ fn geometry(a: &Attrs, input: &[usize], kernel: &[usize]) -> Result<Geometry> {
     let mut out = Vec::with_capacity(n);
     let mut pad_begin = Vec::with_capacity(n);
     for i in 0..n {
-        let full =
-            (win.strides[i] * input[i].saturating_sub(1) + out_pad[i] + win.extent(i)) as i64;
+        // stride·(in - 1) + output_padding + extent: every position an input can reach.
+        let full = win.strides[i]
+            .checked_mul(input[i])
+            .and_then(|v| v.checked_add(out_pad[i] + win.extent(i)))
+            .and_then(|v| i64::try_from(v).ok())
+            .ok_or_else(|| IrError::msg(format!("spatial dim {i}: the output size overflows")))?
+            - win.strides[i] as i64;
+        if full < 0 {
+            return Err(IrError::msg(format!(
+                "spatial dim {i}: an empty input has no output size"
+            )));
+        }
         let same = |target: i64| -> isize {
             let total = full - target;
             let half = total.div_euclid(2);
@@ -130,7 +140,12 @@ fn geometry(a: &Attrs, input: &[usize], kernel: &[usize]) -> Result<Geometry> {
         } else {
             match a.auto_pad {
                 AutoPad::SameUpper | AutoPad::SameLower => {
-                    let target = (input[i] * win.strides[i]) as i64;
+                    let target = input[i]
+                        .checked_mul(win.strides[i])
+                        .and_then(|v| i64::try_from(v).ok())
+                        .ok_or_else(|| {
+                            IrError::msg(format!("spatial dim {i}: the output size overflows"))
+                        })?;
                     (target, same(target))
                 }
                 AutoPad::Valid => (full, 0),
@@ -190,7 +205,7 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<Tensor
     let mut dims = vec![batch, channels];
     match (input_sp, kernel) {
         (Some(i), Some(k)) => dims.extend(geometry(&a, &i, &k)?.out.into_iter().map(Dim::Known)),
-        _ => dims.extend(std::iter::repeat(Dim::Unknown).take(n_sp)),
+        _ => dims.extend(std::iter::repeat_n(Dim::Unknown, n_sp)),
     }
     Ok(vec![TensorType::new(x.dtype, Shape(Some(dims)))])
 }
@@ -230,10 +245,10 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
     let g = geometry(&a, &xs[2..], &ws[2..])?;
     let mut out_shape = vec![xs[0], m];
     out_shape.extend(&g.out);
-    checked_numel(&out_shape)?;
+    bounded_numel(&out_shape)?;
     let mut cols_shape = ws[1..].to_vec();
     cols_shape.extend(&xs[2..]);
-    checked_numel(&cols_shape)?;
+    bounded_numel(&cols_shape)?;
     let shape = Plan {
         n: xs[0],
         c: xs[1],
@@ -258,7 +273,7 @@ fn add_bias<T: Acc>(y: &mut [T], b: &[T], m: usize) -> Result<()> {
             b.len()
         )));
     }
-    let plane = if m == 0 { 0 } else { y.len() / m };
+    let plane = y.len().checked_div(m).unwrap_or(0);
     for (i, v) in y.iter_mut().enumerate() {
         *v = *v + b[(i / plane.max(1)) % m];
     }
@@ -305,6 +320,10 @@ fn col2im<T: Acc>(s: &Plan, cols: &[T], yg: &mut [T], mg: usize) {
     let last = nd - 1;
     let in_prod: usize = s.input.iter().product();
     let out_prod: usize = s.g.out.iter().product();
+    let k_prod: usize = s.kernel.iter().product();
+    if in_prod == 0 || out_prod == 0 || k_prod == 0 {
+        return;
+    }
     let out_strides = crate::ops::util::strides(&s.g.out);
     let (st, dil, pb) = (&s.g.win.strides, &s.g.win.dilations, &s.g.pad_begin);
     let iw = s.input[last];

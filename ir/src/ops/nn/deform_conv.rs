@@ -1,15 +1,16 @@
-//! DeformConv (2-D): each kernel tap reads the input at its regular position plus a learned
-//! offset, by bilinear interpolation (zero outside the input), scaled by an optional mask.
+//! DeformConv (2-D) on (x, w, offset, b?, mask?), in ONNX's order: each
+//! kernel tap reads the input at its regular position plus a learned offset, by bilinear
+//! interpolation (zero outside the input), scaled by an optional mask.
 //! The sampled patches form an im2col matrix that the [`gemm`] kernel multiplies by the
 //! weights.
 
 use super::gemm::gemm;
-use super::geometry::Window;
+use super::geometry::{bounded_numel, Window};
 use crate::error::{IrError, Result};
 use crate::op::{AutoPad, Op};
 use crate::ops::util::{input, input_type, opt_input};
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::{checked_numel, Tensor};
+use crate::tensor::Tensor;
 
 struct Attrs<'a> {
     dilations: &'a [i64],
@@ -65,7 +66,7 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<Tensor
     // The output grid is the offset's.
     match offset.shape.dims() {
         Some(d) if d.len() == rank => dims.extend(d[2..].iter().cloned()),
-        _ => dims.extend(std::iter::repeat(Dim::Unknown).take(rank.saturating_sub(2))),
+        _ => dims.extend(std::iter::repeat_n(Dim::Unknown, rank.saturating_sub(2))),
     }
     Ok(vec![TensorType::new(x.dtype, Shape(Some(dims)))])
 }
@@ -145,10 +146,10 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
         }
     }
     let out_shape = vec![n, oc, oh, ow];
-    checked_numel(&out_shape)?;
+    bounded_numel(&out_shape)?;
     let p = oh * ow;
     let (cg, mg) = (c / group, oc / group);
-    checked_numel(&[cg, taps, p])?;
+    bounded_numel(&[cg, taps, p])?;
     let xv = x.to_f64_vec();
     let wv = w.to_f64_vec();
     let ov = offset.to_f64_vec();

@@ -2,15 +2,19 @@
 //! in ASCII order, after any ellipsis dims), `...` broadcasting, repeated labels within one
 //! operand (diagonals) and summation over every label not in the output.
 //!
-//! Evaluation walks every combination of label values once. Each operand's offset moves by
-//! a per-label stride; a label repeated in one operand gets the sum of its axes' strides,
-//! which is exactly a diagonal, and a broadcast size-1 axis gets stride 0.
+//! Each operand's offset moves by a per-label step; a label repeated in one operand gets the
+//! sum of its axes' strides, which is exactly a diagonal, and a broadcast size-1 axis gets
+//! step 0. Two operands run as a batched matmul; any other count walks every combination
+//! of label values once.
 
+use super::gemm::{gemm, wrapping_i64, Acc};
+use super::geometry::bounded_numel;
 use crate::dtype::DType;
 use crate::error::{IrError, Result};
 use crate::ops::util::{input_type, strides};
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::{checked_numel, Tensor};
+use crate::tensor::Tensor;
+use std::num::Wrapping;
 
 /// A label: a letter (0..52) or the j-th broadcast dim of the ellipsis (52 + j).
 type Label = usize;
@@ -225,96 +229,207 @@ pub(crate) fn eval(equation: &str, inputs: &[Option<Tensor>]) -> Result<Vec<Tens
     let p = plan(equation, &ranks)?;
     let shapes: Vec<&[usize]> = ts.iter().map(|t| t.shape()).collect();
     let sizes = label_sizes(&p, &shapes, &1usize)?;
-    // Loop labels: output labels first (outer), then the summed ones.
-    let mut loop_labels = p.output.clone();
+    let size = |l: Label| sizes[l].unwrap_or(1);
+    // Every label once: the output's first, then the summed ones.
+    let mut labels = p.output.clone();
     for ax in &p.axes {
         for &l in ax {
-            if !loop_labels.contains(&l) {
-                loop_labels.push(l);
+            if !labels.contains(&l) {
+                labels.push(l);
             }
         }
     }
-    let loop_dims: Vec<usize> = loop_labels.iter().map(|&l| sizes[l].unwrap_or(1)).collect();
-    let out_shape: Vec<usize> = loop_dims[..p.output.len()].to_vec();
-    let out_n = checked_numel(&out_shape)?;
-    let sum_n = checked_numel(&loop_dims[p.output.len()..])?;
-    // Per operand and loop label, the offset step (sum over the axes carrying the label).
-    let steps: Vec<Vec<usize>> = ts
-        .iter()
-        .zip(&p.axes)
+    let out_shape: Vec<usize> = p.output.iter().map(|&l| size(l)).collect();
+    bounded_numel(&out_shape)?;
+    let e = Einsum {
+        labels,
+        n_out: p.output.len(),
+        sizes: labels_sizes(&sizes),
+        steps: label_steps(&ts, &p.axes),
+    };
+    if dt.is_float() {
+        let vals: Vec<Vec<f64>> = ts.iter().map(|t| t.to_f64_vec()).collect();
+        let mut out = e.run(&vals, &p)?;
+        // bf16 results go through f32, as the reference accumulates bf16 in f32.
+        if dt == DType::BF16 {
+            out.iter_mut().for_each(|v| *v = *v as f32 as f64);
+        }
+        Ok(vec![Tensor::from_f64(dt, out_shape, &out)?])
+    } else {
+        let vals: Vec<Vec<Wrapping<i64>>> = ts.iter().map(|t| wrapping_i64(t)).collect();
+        let out: Vec<i64> = e.run(&vals, &p)?.into_iter().map(|v| v.0).collect();
+        Ok(vec![Tensor::from_i64(dt, out_shape, &out)?])
+    }
+}
+
+fn labels_sizes(sizes: &[Option<usize>]) -> Vec<usize> {
+    sizes.iter().map(|s| s.unwrap_or(1)).collect()
+}
+
+/// Per operand and label, the offset step: the sum of the strides of the operand's axes
+/// carrying the label (0 where the label is absent or the axis broadcasts from size 1).
+fn label_steps(ts: &[&Tensor], axes: &[Vec<Label>]) -> Vec<Vec<usize>> {
+    ts.iter()
+        .zip(axes)
         .map(|(t, ax)| {
             let st = strides(t.shape());
-            loop_labels
-                .iter()
-                .map(|&l| {
-                    ax.iter()
-                        .enumerate()
-                        .filter(|&(i, &a)| a == l && t.shape()[i] != 1)
-                        .map(|(i, _)| st[i])
-                        .sum()
-                })
-                .collect()
-        })
-        .collect();
-    let integer = !dt.is_float();
-    let vals: Vec<Vec<f64>> = if integer {
-        vec![]
-    } else {
-        ts.iter().map(|t| t.to_f64_vec()).collect()
-    };
-    let ivals: Vec<Vec<i64>> = if integer {
-        ts.iter().map(|t| t.to_i64_vec()).collect()
-    } else {
-        vec![]
-    };
-    let n_ops = ts.len();
-    let mut idx = vec![0usize; loop_labels.len()];
-    let mut offs = vec![0usize; n_ops];
-    let mut fout = Vec::with_capacity(if integer { 0 } else { out_n });
-    let mut iout = Vec::with_capacity(if integer { out_n } else { 0 });
-    for _ in 0..out_n {
-        let (mut fsum, mut isum) = (0.0f64, 0i64);
-        for _ in 0..sum_n {
-            if integer {
-                let mut prod = 1i64;
-                for (o, v) in offs.iter().zip(&ivals) {
-                    prod = prod.wrapping_mul(v[*o]);
+            let mut steps = vec![0usize; ELLIPSIS_BASE * 2 + 64];
+            for (i, &l) in ax.iter().enumerate() {
+                if t.shape()[i] != 1 {
+                    steps[l] += st[i];
                 }
-                isum = isum.wrapping_add(prod);
-            } else {
-                let mut prod = 1.0f64;
-                for (o, v) in offs.iter().zip(&vals) {
-                    prod *= v[*o];
-                }
-                fsum += prod;
             }
-            // Advance the whole loop index (the summed labels are innermost).
+            steps
+        })
+        .collect()
+}
+
+struct Einsum {
+    /// Output labels first, then the summed ones.
+    labels: Vec<Label>,
+    n_out: usize,
+    /// Size of each label (indexed by label).
+    sizes: Vec<usize>,
+    /// Per operand, offset step of each label (indexed by label).
+    steps: Vec<Vec<usize>>,
+}
+
+/// Materialised operands above this many elements make the two-operand gemm path fall back
+/// to the direct loop.
+const GEMM_PATH_LIMIT: usize = 1 << 28;
+
+impl Einsum {
+    fn run<T: Acc>(&self, vals: &[Vec<T>], p: &Plan) -> Result<Vec<T>> {
+        if vals.len() == 2 {
+            if let Some(out) = self.two_operand_gemm(vals, p) {
+                return Ok(out);
+            }
+        }
+        Ok(self.direct(vals))
+    }
+
+    /// Walks every combination of label values; each output element sums the products.
+    fn direct<T: Acc>(&self, vals: &[Vec<T>]) -> Vec<T> {
+        let dims: Vec<usize> = self.labels.iter().map(|&l| self.sizes[l]).collect();
+        let steps: Vec<Vec<usize>> = self
+            .steps
+            .iter()
+            .map(|s| self.labels.iter().map(|&l| s[l]).collect())
+            .collect();
+        let out_n: usize = dims[..self.n_out].iter().product();
+        let sum_n: usize = dims[self.n_out..].iter().product();
+        let mut idx = vec![0usize; dims.len()];
+        let mut offs = vec![0usize; vals.len()];
+        let mut out = Vec::with_capacity(out_n);
+        for _ in 0..out_n {
+            let mut sum = T::default();
+            for _ in 0..sum_n {
+                let mut prod = vals[0][offs[0]];
+                for (o, v) in offs.iter().zip(vals).skip(1) {
+                    prod = prod * v[*o];
+                }
+                sum = sum + prod;
+                // Advance the whole index; the summed labels are innermost.
+                for d in (0..idx.len()).rev() {
+                    idx[d] += 1;
+                    for (o, st) in offs.iter_mut().zip(&steps) {
+                        *o += st[d];
+                    }
+                    if idx[d] < dims[d] {
+                        break;
+                    }
+                    for (o, st) in offs.iter_mut().zip(&steps) {
+                        *o -= st[d] * idx[d];
+                    }
+                    idx[d] = 0;
+                }
+            }
+            out.push(sum);
+        }
+        out
+    }
+
+    /// Two operands as a batched matmul: labels in both operands and the output are the
+    /// batch, those in the output and one operand are the rows (A) or columns (B), and the
+    /// summed ones the inner dim (an operand without a summed label repeats along it, which
+    /// sums the other operand's values as the label demands). Each operand is gathered into
+    /// that order — diagonals and broadcasting come free with the label steps — multiplied
+    /// with [`gemm`], and the result gathered into the output's label order.
+    fn two_operand_gemm<T: Acc>(&self, vals: &[Vec<T>], p: &Plan) -> Option<Vec<T>> {
+        let in_a = |l: &Label| p.axes[0].contains(l);
+        let in_b = |l: &Label| p.axes[1].contains(l);
+        let out = &self.labels[..self.n_out];
+        let batch: Vec<Label> = out.iter().copied().filter(|l| in_a(l) && in_b(l)).collect();
+        let rows: Vec<Label> = out
+            .iter()
+            .copied()
+            .filter(|l| in_a(l) && !in_b(l))
+            .collect();
+        let cols: Vec<Label> = out
+            .iter()
+            .copied()
+            .filter(|l| !in_a(l) && in_b(l))
+            .collect();
+        let inner: Vec<Label> = self.labels[self.n_out..].to_vec();
+        let prod = |ls: &[Label]| {
+            ls.iter()
+                .try_fold(1usize, |acc, &l| acc.checked_mul(self.sizes[l]))
+        };
+        let (nb, m, n, k) = (prod(&batch)?, prod(&rows)?, prod(&cols)?, prod(&inner)?);
+        let too_big = |x: usize, y: usize, z: usize| {
+            x.checked_mul(y)
+                .and_then(|v| v.checked_mul(z))
+                .is_none_or(|v| v > GEMM_PATH_LIMIT)
+        };
+        if too_big(nb, m, k) || too_big(nb, k, n) || too_big(nb, m, n) {
+            return None;
+        }
+        let a_order = [batch.as_slice(), &rows, &inner].concat();
+        let b_order = [batch.as_slice(), &inner, &cols].concat();
+        let a = self.gather(&vals[0], &self.steps[0], &a_order);
+        let b = self.gather(&vals[1], &self.steps[1], &b_order);
+        let mut c = vec![T::default(); nb * m * n];
+        for i in 0..nb {
+            gemm(
+                m,
+                n,
+                k,
+                &a[i * m * k..(i + 1) * m * k],
+                &b[i * k * n..(i + 1) * k * n],
+                &mut c[i * m * n..(i + 1) * m * n],
+            );
+        }
+        // c is laid out (batch, rows, cols); read it back in output order.
+        let c_order = [batch.as_slice(), &rows, &cols].concat();
+        let c_dims: Vec<usize> = c_order.iter().map(|&l| self.sizes[l]).collect();
+        let c_strides = strides(&c_dims);
+        let mut c_steps = vec![0usize; self.sizes.len()];
+        for (i, &l) in c_order.iter().enumerate() {
+            c_steps[l] = c_strides[i];
+        }
+        Some(self.gather(&c, &c_steps, out))
+    }
+
+    /// The elements of an operand in the row-major order of `order`'s labels.
+    fn gather<T: Copy>(&self, v: &[T], steps: &[usize], order: &[Label]) -> Vec<T> {
+        let dims: Vec<usize> = order.iter().map(|&l| self.sizes[l]).collect();
+        let st: Vec<usize> = order.iter().map(|&l| steps[l]).collect();
+        let total: usize = dims.iter().product();
+        let mut out = Vec::with_capacity(total);
+        let mut idx = vec![0usize; dims.len()];
+        let mut off = 0usize;
+        for _ in 0..total {
+            out.push(v[off]);
             for d in (0..idx.len()).rev() {
                 idx[d] += 1;
-                for (o, st) in offs.iter_mut().zip(&steps) {
-                    *o += st[d];
-                }
-                if idx[d] < loop_dims[d] {
+                off += st[d];
+                if idx[d] < dims[d] {
                     break;
                 }
-                for (o, st) in offs.iter_mut().zip(&steps) {
-                    *o -= st[d] * idx[d];
-                }
+                off -= st[d] * idx[d];
                 idx[d] = 0;
             }
         }
-        if integer {
-            iout.push(isum);
-        } else {
-            fout.push(fsum);
-        }
+        out
     }
-    if integer {
-        return Ok(vec![Tensor::from_i64(dt, out_shape, &iout)?]);
-    }
-    // bf16 results go through f32, as the reference accumulates bf16 in f32.
-    if dt == DType::BF16 {
-        fout.iter_mut().for_each(|v| *v = *v as f32 as f64);
-    }
-    Ok(vec![Tensor::from_f64(dt, out_shape, &fout)?])
 }

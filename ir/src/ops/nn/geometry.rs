@@ -32,7 +32,7 @@ fn positive(name: &str, v: &[i64], n: usize) -> Result<Vec<usize>> {
     }
     v.iter()
         .map(|&x| {
-            if x < 1 || x > MAX_ATTR {
+            if !(1..=MAX_ATTR).contains(&x) {
                 Err(IrError::msg(format!(
                     "{name} values must be in 1..=2^31, found {x}"
                 )))
@@ -122,7 +122,7 @@ impl Window {
         match self.auto_pad {
             AutoPad::NotSet => {
                 let (pb, pe) = (self.pads[i], self.pads[i + self.rank()]);
-                let padded = input + pb + pe;
+                let padded = input.saturating_add(pb + pe);
                 if padded < eff {
                     return Err(IrError::msg(format!(
                         "spatial dim {i}: the window ({eff}) is larger than the padded input ({padded})"
@@ -150,7 +150,9 @@ impl Window {
             }
             AutoPad::SameUpper | AutoPad::SameLower => {
                 let out = input.div_ceil(s);
-                let total = ((out.max(1) - 1) * s + eff).saturating_sub(input);
+                let total = ((out.max(1) - 1) * s)
+                    .saturating_add(eff)
+                    .saturating_sub(input);
                 let pb = if self.auto_pad == AutoPad::SameUpper {
                     total / 2
                 } else {
@@ -204,4 +206,19 @@ pub(crate) fn valid_range(
     let hi = if room <= 0 { 0 } else { (room + s - 1) / s };
     let lo = (lo as usize).min(out);
     (lo, (hi as usize).clamp(lo, out))
+}
+
+/// Sizes that attributes or broadcasting can blow up from small inputs are refused above
+/// this many elements.
+const MAX_ELEMENTS: usize = 1 << 31;
+
+/// The element count of `shape`, refusing more than 2^31.
+pub(crate) fn bounded_numel(shape: &[usize]) -> Result<usize> {
+    let n = crate::tensor::checked_numel(shape)?;
+    if n > MAX_ELEMENTS {
+        return Err(IrError::msg(format!(
+            "shape {shape:?} has more than 2^31 elements"
+        )));
+    }
+    Ok(n)
 }

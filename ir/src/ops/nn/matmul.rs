@@ -3,6 +3,7 @@
 //! matrix.
 
 use super::gemm::{gemm, transpose, wrapping_i64, Acc};
+use super::geometry::bounded_numel;
 use super::quant::{quantize_value, round_to, scale_values};
 use crate::dtype::DType;
 use crate::error::{IrError, Result};
@@ -11,7 +12,7 @@ use crate::ops::util::{
     opt_input,
 };
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::{checked_numel, Tensor};
+use crate::tensor::Tensor;
 use std::num::Wrapping;
 
 /// The output shape of numpy matmul on symbolic shapes.
@@ -154,7 +155,7 @@ fn matmul_dims(a: &[usize], b: &[usize]) -> Result<MatMulDims> {
     if b.len() >= 2 {
         out_shape.push(n);
     }
-    checked_numel(&out_shape)?;
+    bounded_numel(&out_shape)?;
     let a_offsets = broadcast_index_map(ab, &batch)
         .into_iter()
         .map(|i| i * m * k)
@@ -261,7 +262,7 @@ pub(crate) fn eval_gemm(
             "inner dims differ: A' is {m}x{k}, B' is {kb}x{n}"
         )));
     }
-    checked_numel(&[m, n])?;
+    bounded_numel(&[m, n])?;
     let c_vals = match c {
         Some(c) => Some(broadcast_to(c, &[m, n])?.to_f64_vec()),
         None => None,

@@ -6,13 +6,13 @@
 //! with `count_include_pad` by the number inside input plus explicit padding (positions
 //! that ceil mode adds past the end padding never count).
 
-use super::geometry::{next_index, Window};
+use super::geometry::{bounded_numel, next_index, Window};
 use crate::dtype::{DType, Element};
 use crate::error::{IrError, Result};
 use crate::op::{Op, PoolKind};
 use crate::ops::util::{input, input_type, strides};
 use crate::shape::{Dim, Shape, TensorType};
-use crate::tensor::{checked_numel, Storable, Tensor};
+use crate::tensor::{Storable, Tensor};
 
 struct PoolAttrs<'a> {
     kind: PoolKind,
@@ -135,7 +135,7 @@ pub(crate) fn infer_global(types: &[Option<&TensorType>]) -> Result<Vec<TensorTy
         }
         Some(d) => {
             let mut dims = d[..2].to_vec();
-            dims.extend(std::iter::repeat(Dim::Known(1)).take(d.len() - 2));
+            dims.extend(std::iter::repeat_n(Dim::Known(1), d.len() - 2));
             Shape(Some(dims))
         }
     };
@@ -209,12 +209,12 @@ pub(crate) fn eval_pool(
         let (o, pb, pe) = win.dim(i, xs[i + 2], a.ceil_mode)?;
         out_sp.push(o);
         // Planning is per output index, so refuse before allocating absurd plans.
-        checked_numel(&[o, win.kernel[i]])?;
+        bounded_numel(&[o, win.kernel[i]])?;
         plans.push(plan_dim(&win, i, xs[i + 2], o, pb, pe));
     }
     let mut out_shape = xs[..2].to_vec();
     out_shape.extend(&out_sp);
-    checked_numel(&out_shape)?;
+    bounded_numel(&out_shape)?;
     let p = a.p;
     if a.kind == PoolKind::Lp && p < 1 {
         return Err(IrError::msg(format!("p must be positive, found {p}")));
@@ -407,7 +407,7 @@ pub(crate) fn eval_global(
     let planes = xs[0] * xs[1];
     let plane: usize = xs[2..].iter().product();
     let mut out_shape = xs[..2].to_vec();
-    out_shape.extend(std::iter::repeat(1).take(xs.len() - 2));
+    out_shape.extend(std::iter::repeat_n(1, xs.len() - 2));
     let y = crate::with_data!(x.data(), v, T => {
         if kind == PoolKind::Max {
             let mut y = Vec::with_capacity(planes);
