@@ -78,15 +78,26 @@ pub struct KernelTiming {
     pub nanos: u64,
 }
 
-/// A compiled program, ready to run any number of times from any number of threads.
-pub trait Run: Send + Sync {
-    /// Runs on `inputs` (in the graph's input order), returning outputs in order. When
-    /// `profile` is given, each kernel's time is appended to it.
-    fn run(&self, inputs: &[Tensor], profile: Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>>;
+/// What a run computes: inputs (in the graph's input order) to outputs in order, appending
+/// each kernel's time to the profile when one is given.
+pub type RunFn = dyn Fn(&[Tensor], Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>> + Send + Sync;
+
+/// A compiled program, ready to run any number of times from any number of threads. A
+/// plain value wrapping the device's run function, so a device implements one trait only.
+#[derive(Clone)]
+pub struct Executable {
+    run: Arc<RunFn>,
 }
 
-/// What `Backend::compile` returns.
-pub type Executable = Arc<dyn Run>;
+impl Executable {
+    pub fn new(run: impl Fn(&[Tensor], Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>> + Send + Sync + 'static) -> Executable {
+        Executable { run: Arc::new(run) }
+    }
+
+    pub fn run(&self, inputs: &[Tensor], profile: Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>> {
+        (self.run)(inputs, profile)
+    }
+}
 
 /// A device. Implement this one trait to add one.
 pub trait Backend: Send + Sync {

@@ -1,9 +1,7 @@
 //! REFERENCE: `kiln_ir::eval`, op by op. Slow and obviously correct: the oracle that every
 //! other device is tested against.
 
-use crate::{Backend, CompileOptions, Executable, Kernel, KernelTiming, Program, Result, Run, BackendError};
-use kiln_ir::{Graph, Tensor};
-use std::sync::Arc;
+use crate::{Backend, BackendError, CompileOptions, Executable, Kernel, KernelTiming, Program, Result};
 use std::time::Instant;
 
 pub struct Reference;
@@ -18,33 +16,24 @@ impl Backend for Reference {
     }
 
     fn compile(&self, program: &Program, _options: &CompileOptions) -> Result<Executable> {
-        Ok(Arc::new(ReferenceRun { graph: program.graph.clone() }))
-    }
-}
-
-struct ReferenceRun {
-    graph: Graph,
-}
-
-impl Run for ReferenceRun {
-    fn run(&self, inputs: &[Tensor], profile: Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>> {
-        let err = |e| BackendError::from_ir("REFERENCE", e);
-        match profile {
-            None => kiln_ir::eval::run_graph(&self.graph, inputs).map_err(err),
-            Some(timings) => {
-                let mut last = Instant::now();
-                let out = kiln_ir::eval::run_graph_with(&self.graph, inputs, &mut |name, op, _| {
-                    let now = Instant::now();
-                    timings.push(KernelTiming {
-                        nodes: vec![name.to_string()],
-                        kind: op.name().to_string(),
-                        device: "REFERENCE".into(),
-                        nanos: (now - last).as_nanos() as u64,
-                    });
-                    last = now;
+        let graph = program.graph.clone();
+        Ok(Executable::new(move |inputs, profile| {
+            let err = |e| BackendError::from_ir("REFERENCE", e);
+            let Some(timings) = profile else {
+                return kiln_ir::eval::run_graph(&graph, inputs).map_err(err);
+            };
+            let mut last = Instant::now();
+            kiln_ir::eval::run_graph_with(&graph, inputs, &mut |name, op, _| {
+                let now = Instant::now();
+                timings.push(KernelTiming {
+                    nodes: vec![name.to_string()],
+                    kind: op.name().to_string(),
+                    device: "REFERENCE".into(),
+                    nanos: (now - last).as_nanos() as u64,
                 });
-                out.map_err(err)
-            }
-        }
+                last = now;
+            })
+            .map_err(err)
+        }))
     }
 }

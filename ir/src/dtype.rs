@@ -191,8 +191,9 @@ macro_rules! float_element {
 }
 float_element!(f32, F32, |x: f32| x as f64, |v: f64| v as f32, 4);
 float_element!(f64, F64, |x: f64| x, |v: f64| v, 8);
-float_element!(f16, F16, |x: f16| x.to_f64(), f16::from_f64, 2);
-float_element!(bf16, BF16, |x: bf16| x.to_f64(), bf16::from_f64, 2);
+// Through `tensor::*_from_f64`: `half`'s own f64 conversions misround exact ties.
+float_element!(f16, F16, |x: f16| x.to_f64(), crate::tensor::f16_from_f64, 2);
+float_element!(bf16, BF16, |x: bf16| x.to_f64(), crate::tensor::bf16_from_f64, 2);
 
 impl Element for bool {
     const DTYPE: DType = DType::Bool;

@@ -236,7 +236,7 @@ ops! {
     QLinearConv { auto_pad: AutoPad, dilations: Vec<i64>, group: i64, kernel_shape: Vec<i64>, pads: Vec<i64>, strides: Vec<i64> } => "qlinear_conv",
     /// (x, w, b?)
     ConvTranspose { auto_pad: AutoPad, dilations: Vec<i64>, group: i64, kernel_shape: Vec<i64>, output_padding: Vec<i64>, output_shape: Vec<i64>, pads: Vec<i64>, strides: Vec<i64> } => "conv_transpose",
-    /// (x, offset, w, b?, mask?)
+    /// (x, w, offset, b?, mask?), in ONNX's order
     DeformConv { dilations: Vec<i64>, group: i64, kernel_shape: Vec<i64>, offset_group: i64, pads: Vec<i64>, strides: Vec<i64> } => "deform_conv",
     /// Max: (x) → (y, indices?). `p` is used by Lp pooling only.
     Pool { kind: PoolKind, auto_pad: AutoPad, ceil_mode: bool, count_include_pad: bool, dilations: Vec<i64>, kernel_shape: Vec<i64>, pads: Vec<i64>, strides: Vec<i64>, storage_order: i64, p: i64 } => "pool",

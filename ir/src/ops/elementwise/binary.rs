@@ -86,9 +86,7 @@ fn min_max<T: Storable>(max: bool, x: &Tensor, p: &[T], y: &Tensor) -> Result<Te
     map2(x, p, y, q, |a, c| {
         if a != a {
             a
-        } else if c != c {
-            c
-        } else if (c > a) == max {
+        } else if c != c || (c > a) == max {
             c
         } else {
             a

@@ -24,8 +24,7 @@ pub fn erf(x: f64) -> f64 {
             break;
         }
     }
-    const TWO_OVER_SQRT_PI: f64 = 1.128_379_167_095_512_6;
-    TWO_OVER_SQRT_PI * (-x2).exp() * sum
+    std::f64::consts::FRAC_2_SQRT_PI * (-x2).exp() * sum
 }
 
 /// The logistic function 1 / (1 + e^-x), without overflow for large |x|.

@@ -1,4 +1,4 @@
-//! DeformConv (2-D) on (x, offset, w, b?, mask?) (the IR takes the offset second): each
+//! DeformConv (2-D) on (x, w, offset, b?, mask?), in ONNX's order: each
 //! kernel tap reads the input at its regular position plus a learned offset, by bilinear
 //! interpolation (zero outside the input), scaled by an optional mask.
 //! The sampled patches form an im2col matrix that the [`gemm`] kernel multiplies by the
@@ -44,7 +44,7 @@ fn attrs(op: &Op) -> Result<Attrs<'_>> {
 
 pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<TensorType>> {
     let _ = attrs(op)?;
-    let (x, offset, w) = (
+    let (x, w, offset) = (
         input_type(types, 0)?,
         input_type(types, 1)?,
         input_type(types, 2)?,
@@ -73,7 +73,7 @@ pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<Tensor
 
 pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
     let a = attrs(op)?;
-    let (x, offset, w) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
+    let (x, w, offset) = (input(inputs, 0)?, input(inputs, 1)?, input(inputs, 2)?);
     let (bias, mask) = (opt_input(inputs, 3), opt_input(inputs, 4));
     let dt = x.dtype();
     if !dt.is_float()
