@@ -96,3 +96,73 @@ fn missing_variables_shard_is_an_error() {
     assert!(e.message.contains("variables.data-00000-of-00001"), "{e}");
     assert!(e.node.is_some(), "{e}");
 }
+
+/// A minimal .npy reader (little-endian f32/i32/i64, C order) for the model zoo's data.
+fn read_npy(path: &Path) -> Tensor {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let (hlen, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    let data = &bytes[start + hlen..];
+    let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
+    let shape: Vec<usize> = shape_str.split(',').filter_map(|s| s.trim().parse().ok()).collect();
+    let descr = header.split("'descr': '").nth(1).unwrap().split('\'').next().unwrap();
+    let dtype = match descr {
+        "<f4" => kiln_ir::DType::F32,
+        "<i4" => kiln_ir::DType::I32,
+        "<i8" => kiln_ir::DType::I64,
+        d => panic!("npy dtype {d}"),
+    };
+    Tensor::from_le_bytes(dtype, shape, data).unwrap()
+}
+
+/// The model zoo (when present): loads each model in both formats, runs it, compares with
+/// TensorFlow's output. Prints one line per model and format; fails on models expected to
+/// match (`KILN_TF_ZOO_EXPECT`, comma-separated `model/format`).
+#[test]
+fn zoo_models() {
+    let zoo = Path::new("/tmp/zoo");
+    if !zoo.is_dir() {
+        return;
+    }
+    let only = std::env::var("KILN_TF_ZOO").unwrap_or_default();
+    let expect = std::env::var("KILN_TF_ZOO_EXPECT").unwrap_or_default();
+    let mut failures = vec![];
+    for model in ["small_cnn", "transformer_encoder", "mobilenet_v2", "resnet50", "chexnet_densenet121", "lstm_telemetry"] {
+        for format in ["frozen", "saved_model"] {
+            let id = format!("{model}/{format}");
+            if !only.is_empty() && !only.split(',').any(|o| id.contains(o)) {
+                continue;
+            }
+            let dir = zoo.join(model);
+            let mut inputs = vec![read_npy(&dir.join("input_0.npy"))];
+            if dir.join("input_1.npy").exists() {
+                inputs.push(read_npy(&dir.join("input_1.npy")));
+            }
+            let want = read_npy(&dir.join("output_0.npy")).to_f64_vec();
+            let t0 = std::time::Instant::now();
+            let g = if format == "frozen" { load_frozen(&dir.join("frozen.pb")) } else { load_saved_model(&dir.join("saved_model"), None) };
+            let result = g.map_err(|e| e.to_string()).and_then(|g| {
+                let y = run_graph(&g, &inputs).map_err(|e| e.to_string())?;
+                let got = y[0].to_f64_vec();
+                if got.len() != want.len() {
+                    return Err(format!("{} elements, want {}", got.len(), want.len()));
+                }
+                let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() - 1e-4 * w.abs()).fold(f64::MIN, f64::max);
+                if worst > 1e-5 {
+                    return Err(format!("mismatch: worst excess {worst:e}"));
+                }
+                Ok(())
+            });
+            println!("{id}: {:?} ({:.1}s)", result, t0.elapsed().as_secs_f64());
+            if result.is_err() && expect.split(',').any(|e| e == id) {
+                failures.push(id);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
