@@ -212,6 +212,8 @@ pub struct Builder<'f> {
     pub values: HashMap<String, Vec<Value>>,
     /// Loads a resource variable (VarHandleOp node name) as a constant.
     pub variable: &'f dyn Fn(&NodeDef) -> Result<Tensor>,
+    /// Constants decoded while the file was streamed, by node name.
+    pub preloaded: HashMap<String, Tensor>,
 }
 
 impl<'f> Builder<'f> {

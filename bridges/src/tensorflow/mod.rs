@@ -14,6 +14,7 @@ mod bundle;
 mod graph;
 mod ops;
 mod proto;
+mod stream;
 mod tensor;
 
 use crate::error::BridgeError;
@@ -64,14 +65,11 @@ pub fn load_frozen_with(
     outputs: &[&str],
 ) -> Result<Graph, BridgeError> {
     let label = path.display().to_string();
-    let bytes = read(path)?;
-    let gd = GraphDef::decode(bytes).map_err(|e| {
-        BridgeError::new(
-            &label,
-            None,
-            format!("not a valid TensorFlow GraphDef (protobuf decoding failed: {e})"),
-        )
-    })?;
+    let streamed = stream::read_graph_def(path).map_err(|e| err(&label, e))?;
+    let gd = GraphDef {
+        node: streamed.nodes,
+        library: streamed.library,
+    };
     let outputs: Vec<(String, String)> = if outputs.is_empty() {
         let mut consumed: HashSet<&str> = HashSet::new();
         for n in &gd.node {
@@ -154,6 +152,7 @@ pub fn load_frozen_with(
         g: Graph::new("main"),
         values: HashMap::new(),
         variable: &no_vars,
+        preloaded: streamed.tensors,
     };
     b.build(&io).map_err(|e| err(&label, e))
 }
@@ -308,6 +307,7 @@ pub fn load_saved_model(dir: &Path, signature: Option<&str>) -> Result<Graph, Br
         g: Graph::new("main"),
         values: HashMap::new(),
         variable: &variable,
+        preloaded: HashMap::new(),
     };
     let io = Io {
         inputs: Some(inputs),

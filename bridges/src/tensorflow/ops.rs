@@ -200,6 +200,13 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
     let name = n.name.as_str();
     let one = |v: Value| -> Result<Vec<Value>> { Ok(vec![v]) };
     match n.op.as_str() {
+        "Const" if b.preloaded.contains_key(name) => {
+            let t = b
+                .preloaded
+                .remove(name)
+                .ok_or_else(|| IrError::msg("constant already used"))?;
+            one(b.konst(name, t))
+        }
         "Const" => match attr(n, "value") {
             Some(attr_value::Value::Tensor(t)) => one(b.konst(name, tensor_from_proto(t)?)),
             _ => Err(IrError::msg("Const has no tensor value")),
