@@ -72,6 +72,8 @@ pub struct Flat {
     pub nodes: Vec<NodeDef>,
     pub index: HashMap<String, usize>,
     pub aliases: HashMap<String, String>,
+    /// The library, for loop bodies.
+    pub functions: HashMap<String, FunctionDef>,
 }
 
 pub fn func_name(n: &NodeDef) -> Option<&str> {
@@ -92,6 +94,7 @@ impl Flat {
             nodes: Vec::new(),
             index: HashMap::new(),
             aliases: HashMap::new(),
+            functions: lib.iter().map(|(k, v)| (k.clone(), (*v).clone())).collect(),
         };
         let top: Vec<NodeDef> = nodes
             .into_iter()
@@ -209,7 +212,7 @@ pub struct Io {
 pub struct Builder<'f> {
     pub flat: &'f Flat,
     pub g: Graph,
-    pub values: HashMap<String, Vec<Value>>,
+    pub values: HashMap<String, Vec<Option<Value>>>,
     /// Loads a resource variable (VarHandleOp node name) as a constant.
     pub variable: &'f dyn Fn(&NodeDef) -> Result<Tensor>,
     /// Constants decoded while the file was streamed, by node name.
@@ -271,12 +274,16 @@ impl<'f> Builder<'f> {
         Ok(order)
     }
 
+    pub fn value_of(&self, tensor: &str) -> Result<Value> {
+        self.value(tensor)
+    }
+
     fn value(&self, tensor: &str) -> Result<Value> {
         let r = self.flat.resolve(tensor)?;
         let (name, idx) = split_tensor(&r)?;
         self.values
             .get(name)
-            .and_then(|v| v.get(idx).copied())
+            .and_then(|v| v.get(idx).copied().flatten())
             .ok_or_else(|| IrError::msg(format!("input `{tensor}` has no value (node `{name}` has no output {idx} kiln can use)")))
     }
 
@@ -318,7 +325,7 @@ impl<'f> Builder<'f> {
             let v = self
                 .g
                 .add_input(input_name.clone(), TensorType::new(dtype, shape));
-            self.values.insert(n.name.clone(), vec![v]);
+            self.values.insert(n.name.clone(), vec![Some(v)]);
         }
         for n in order {
             if self.values.contains_key(&n.name) {
@@ -328,7 +335,12 @@ impl<'f> Builder<'f> {
             for i in &n.input {
                 ins.push(self.value(i).map_err(|e| e.in_node(n.name.clone()))?);
             }
-            let outs = ops::convert(&mut self, n, &ins).map_err(|e| e.in_node(n.name.clone()))?;
+            let outs = if n.op == "While" || n.op == "StatelessWhile" {
+                super::lstm::convert_while(&mut self, n, &ins)
+            } else {
+                ops::convert(&mut self, n, &ins).map(|o| o.into_iter().map(Some).collect())
+            };
+            let outs = outs.map_err(|e| e.in_node(n.name.clone()))?;
             self.values.insert(n.name.clone(), outs);
         }
         for ((name, _), t) in io.outputs.iter().zip(&outs) {

@@ -12,6 +12,7 @@
 
 mod bundle;
 mod graph;
+mod lstm;
 mod ops;
 mod proto;
 mod stream;

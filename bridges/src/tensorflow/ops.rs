@@ -224,6 +224,14 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
         | "PlaceholderWithDefault"
         | "CheckNumerics" => one(input(ins, 0)?),
         "IdentityN" => Ok(ins.to_vec()),
+        // A list made from a tensor is that tensor; a reserved list only feeds a While
+        // loop, whose lowering builds the list's contents.
+        "TensorListFromTensor" | "TensorListStack" => one(input(ins, 0)?),
+        "TensorListReserve" => one(b.konst(name, Tensor::scalar(0f32))),
+        "TensorListGetItem" => {
+            let i = input(ins, 1)?;
+            one(b.add1(Op::Gather { axis: 0 }, name, &[input(ins, 0)?, i])?)
+        }
         "NoOp" => Ok(vec![]),
         "Placeholder" => Err(IrError::msg(
             "a Placeholder the outputs need is not among the graph inputs",
