@@ -44,6 +44,16 @@ fn frozen_graph_matches_tensorflow() {
 }
 
 #[test]
+fn more_ops_match_tensorflow() {
+    // Conv2DBackpropInput, resizes, FusedBatchNormV3, MirrorPad, SplitV, Tile, Fill, Range,
+    // ArgMax, SelectV2, Slice, FloorDiv, Elu/Selu/LeakyRelu, Softplus/Softsign, LogSoftmax.
+    let g = load_frozen(&fixture("more_ops.pb")).unwrap();
+    let x = Tensor::new(vec![1, 4, 4, 2], f32s("more_ops.x.f32")).unwrap();
+    let y = run_graph(&g, &[x]).unwrap();
+    assert_close(&y[0], &f32s("more_ops.y.f32"));
+}
+
+#[test]
 fn frozen_graph_with_named_outputs() {
     let g = load_frozen_with(&fixture("ops.pb"), &["x"], &["Identity:0"]).unwrap();
     assert_eq!(g.outputs[0].0, "Identity");
