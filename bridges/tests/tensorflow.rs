@@ -114,13 +114,31 @@ fn read_npy(path: &Path) -> Tensor {
     let (hlen, start) = if bytes[6] == 1 {
         (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
     } else {
-        (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
     };
     let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
     let data = &bytes[start + hlen..];
-    let shape_str = header.split("'shape': (").nth(1).unwrap().split(')').next().unwrap();
-    let shape: Vec<usize> = shape_str.split(',').filter_map(|s| s.trim().parse().ok()).collect();
-    let descr = header.split("'descr': '").nth(1).unwrap().split('\'').next().unwrap();
+    let shape_str = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_str
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let descr = header
+        .split("'descr': '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
     let dtype = match descr {
         "<f4" => kiln_ir::DType::F32,
         "<i4" => kiln_ir::DType::I32,
@@ -142,7 +160,14 @@ fn zoo_models() {
     let only = std::env::var("KILN_TF_ZOO").unwrap_or_default();
     let expect = std::env::var("KILN_TF_ZOO_EXPECT").unwrap_or_default();
     let mut failures = vec![];
-    for model in ["small_cnn", "transformer_encoder", "mobilenet_v2", "resnet50", "chexnet_densenet121", "lstm_telemetry"] {
+    for model in [
+        "small_cnn",
+        "transformer_encoder",
+        "mobilenet_v2",
+        "resnet50",
+        "chexnet_densenet121",
+        "lstm_telemetry",
+    ] {
         for format in ["frozen", "saved_model"] {
             let id = format!("{model}/{format}");
             if !only.is_empty() && !only.split(',').any(|o| id.contains(o)) {
@@ -155,14 +180,22 @@ fn zoo_models() {
             }
             let want = read_npy(&dir.join("output_0.npy")).to_f64_vec();
             let t0 = std::time::Instant::now();
-            let g = if format == "frozen" { load_frozen(&dir.join("frozen.pb")) } else { load_saved_model(&dir.join("saved_model"), None) };
+            let g = if format == "frozen" {
+                load_frozen(&dir.join("frozen.pb"))
+            } else {
+                load_saved_model(&dir.join("saved_model"), None)
+            };
             let result = g.map_err(|e| e.to_string()).and_then(|g| {
                 let y = run_graph(&g, &inputs).map_err(|e| e.to_string())?;
                 let got = y[0].to_f64_vec();
                 if got.len() != want.len() {
                     return Err(format!("{} elements, want {}", got.len(), want.len()));
                 }
-                let worst = got.iter().zip(&want).map(|(g, w)| (g - w).abs() - 1e-4 * w.abs()).fold(f64::MIN, f64::max);
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).abs() - 1e-4 * w.abs())
+                    .fold(f64::MIN, f64::max);
                 if worst > 1e-5 {
                     return Err(format!("mismatch: worst excess {worst:e}"));
                 }

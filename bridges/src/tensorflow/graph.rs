@@ -11,6 +11,8 @@ use std::collections::{HashMap, HashSet};
 const MAX_INLINE_DEPTH: usize = 32;
 /// Alias chains longer than this are refused (a cycle of aliases).
 const MAX_ALIAS_CHAIN: usize = 10_000;
+/// The flat graph may not grow past this many nodes (calls nested many times over).
+const MAX_NODES: usize = 1 << 22;
 
 /// `name:idx` with the index made explicit (`name` alone is output 0).
 pub fn normalize(s: &str) -> String {
@@ -124,6 +126,11 @@ impl Flat {
         depth: usize,
     ) -> Result<()> {
         for n in nodes {
+            if self.nodes.len() > MAX_NODES {
+                return Err(IrError::msg(format!(
+                    "inlining function calls makes more than {MAX_NODES} nodes"
+                )));
+            }
             let fname = func_name(&n)
                 .map(str::to_string)
                 .or_else(|| lib.contains_key(&n.op).then(|| n.op.clone()));
@@ -260,8 +267,17 @@ impl<'f> Builder<'f> {
                 .in_node(n.name.clone()));
             }
             stack.push((n, true));
-            for i in &n.input {
-                let r = self.flat.resolve(i)?;
+            // An Exit reads its loop's initial values and constants; the loop's cycle
+            // through NextIteration is lowered as a whole.
+            let deps = if n.op == "Exit" {
+                super::tf1loop::frame_of(self.flat, n)
+                    .map(|f| super::tf1loop::frame_inputs(&f))
+                    .map_err(|e| e.in_node(n.name.clone()))?
+            } else {
+                n.input.clone()
+            };
+            for i in &deps {
+                let r = self.flat.resolve(&normalize(i))?;
                 let dep = self.node_of(&r).map_err(|e| e.in_node(n.name.clone()))?;
                 if !done.contains(dep.name.as_str()) {
                     if on_stack.contains(dep.name.as_str()) {
@@ -329,6 +345,17 @@ impl<'f> Builder<'f> {
         }
         for n in order {
             if self.values.contains_key(&n.name) {
+                continue;
+            }
+            if n.op == "Exit" {
+                let exits =
+                    super::tf1loop::lower(&mut self, n).map_err(|e| e.in_node(n.name.clone()))?;
+                for (e, v) in exits {
+                    self.values.insert(e, vec![Some(v)]);
+                }
+                if !self.values.contains_key(&n.name) {
+                    self.values.insert(n.name.clone(), vec![None]);
+                }
                 continue;
             }
             let mut ins = Vec::with_capacity(n.input.len());

@@ -8,7 +8,7 @@
 
 use super::graph::{split_tensor, Builder};
 use super::proto::{attr_value, FunctionDef, NodeDef};
-use kiln_ir::{DType, Direction, IrError, Op, Result, RnnKind, Tensor, Value};
+use kiln_ir::{Direction, IrError, Op, Result, RnnKind, Tensor, Value};
 use std::collections::HashMap;
 
 fn count(f: &FunctionDef, op: &str) -> usize {
@@ -55,15 +55,29 @@ fn reorder_gates(b: &mut Builder, name: &str, w: Value, axis: i64) -> Result<Val
 }
 
 pub fn convert_while(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Option<Value>>> {
-    let name = n.name.as_str();
     let body_name = match n.attr.get("body").and_then(|a| a.value.as_ref()) {
         Some(attr_value::Value::Func(f)) => f.name.clone(),
         _ => return Err(IrError::msg("While has no body function")),
     };
-    let f =
-        b.flat.functions.get(&body_name).ok_or_else(|| {
-            IrError::msg(format!("While body `{body_name}` is not in the library"))
-        })?;
+    let f = b
+        .flat
+        .functions
+        .get(&body_name)
+        .ok_or_else(|| IrError::msg(format!("While body `{body_name}` is not in the library")))?
+        .clone();
+    lower(b, &n.name, &f, ins, &n.input)
+}
+
+/// Lowers a loop whose body is `f` (args in loop-variable order), its initial values `ins`
+/// (tensor names `inits`), to an LSTM; gives the final value of each loop variable the
+/// LSTM determines.
+pub fn lower(
+    b: &mut Builder,
+    name: &str,
+    f: &FunctionDef,
+    ins: &[Value],
+    inits: &[String],
+) -> Result<Vec<Option<Value>>> {
     let unrecognised = || {
         IrError::msg(
             "this While loop is not a Keras LSTM; general TF2 While loops are not supported",
@@ -104,9 +118,8 @@ pub fn convert_while(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<
     let bias = f
         .node_def
         .iter()
-        .find(|n| n.op == "BiasAdd")
-        .and_then(|n| n.input.get(1))
-        .and_then(|s| source_arg(f, &body, s));
+        .filter(|n| n.op == "BiasAdd")
+        .find_map(|n| n.input.get(1).and_then(|s| source_arg(f, &body, s)));
     // c is the arg multiplied by the forget gate: the Mul reading an argument.
     let c_arg = f
         .node_def
@@ -157,7 +170,12 @@ pub fn convert_while(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<
     let r3 = b.add1(Op::Unsqueeze, &format!("{name}/R"), &[rt, zero_axis])?;
     let zeros = b.konst(
         &format!("{name}/rb"),
-        Tensor::zeros(dtype, vec![4 * hidden])?,
+        Tensor::zeros(
+            dtype,
+            vec![hidden
+                .checked_mul(4)
+                .ok_or_else(|| IrError::msg("the LSTM is too large"))?],
+        )?,
     );
     let wb = match bias {
         Some(i) => {
@@ -214,10 +232,9 @@ pub fn convert_while(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<
         .and_then(|n| n.input.first())
         .and_then(|s| arg_pos(f, s))
         .ok_or_else(unrecognised)?;
-    let reserve = n
-        .input
+    let reserve = inits
         .get(list_arg)
-        .map(|s| b.flat.resolve(s))
+        .map(|s| b.flat.resolve(&super::graph::normalize(s)))
         .transpose()?;
     let reserved_one = match reserve.as_deref().map(split_tensor).transpose()? {
         Some((node, _)) => {
@@ -243,7 +260,6 @@ pub fn convert_while(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<
     } else {
         b.add1(Op::Squeeze, &format!("{name}/y"), &[*y, one_axis])?
     };
-    let _ = DType::F32;
     let mut res: Vec<Option<Value>> = vec![None; ins.len()];
     if let Some(slot) = res.get_mut(list_arg) {
         *slot = Some(list);

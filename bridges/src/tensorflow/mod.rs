@@ -17,6 +17,7 @@ mod ops;
 mod proto;
 mod stream;
 mod tensor;
+mod tf1loop;
 
 use crate::error::BridgeError;
 use graph::{normalize, split_tensor, Builder, Flat, Io};
@@ -72,6 +73,11 @@ pub fn load_frozen_with(
         library: streamed.library,
     };
     let outputs: Vec<(String, String)> = if outputs.is_empty() {
+        let ops_of: HashMap<&str, &str> = gd
+            .node
+            .iter()
+            .map(|n| (n.name.as_str(), n.op.as_str()))
+            .collect();
         let mut consumed: HashSet<&str> = HashSet::new();
         for n in &gd.node {
             for i in &n.input {
@@ -89,6 +95,22 @@ pub fn load_frozen_with(
         gd.node
             .iter()
             .filter(|n| !consumed.contains(n.name.as_str()))
+            // Loop plumbing left dangling by freezing (Exits, controls on a Switch) is no output.
+            // Nor is a view of a constant (frozen variable reads left behind).
+            .filter(|n| {
+                !(n.op == "Identity"
+                    && n.input
+                        .iter()
+                        .filter(|i| !i.starts_with('^'))
+                        .all(|i| ops_of.get(i.split(':').next().unwrap_or("")) == Some(&"Const")))
+            })
+            .filter(|n| {
+                n.op != "Exit"
+                    && !n.input.iter().any(|i| {
+                        ops_of.get(i.trim_start_matches('^').split(':').next().unwrap_or(""))
+                            == Some(&"Switch")
+                    })
+            })
             .filter(|n| {
                 !matches!(
                     n.op.as_str(),

@@ -136,7 +136,7 @@ impl Builder<'_> {
     }
 
     /// `v` as a 1-D i64 tensor (axes, shapes, pads).
-    fn to_i64_1d(&mut self, name: &str, v: Value) -> Result<Value> {
+    fn as_i64_1d(&mut self, name: &str, v: Value) -> Result<Value> {
         let ty = self.g.value_type(v).clone();
         let mut v = v;
         if ty.dtype != DType::I64 {
@@ -269,7 +269,10 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
                 (w, group)
             } else {
                 // [H, W, C, M] → [C*M, 1, H, W], one group per input channel.
-                let cm = (fshape[2] * fshape[3]) as i64;
+                let cm = fshape[2]
+                    .checked_mul(fshape[3])
+                    .ok_or_else(|| IrError::msg("the filter is too large"))?
+                    as i64;
                 let shape = b.i64s(
                     &format!("{name}/filter_shape"),
                     &[fshape[0] as i64, fshape[1] as i64, 1, cm],
@@ -378,7 +381,7 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
             if nchw(&attr_s(n, "data_format", "NHWC"))? {
                 let r = b.rank_of(x)?;
                 let mut shape = vec![-1i64];
-                shape.extend(std::iter::repeat(1).take(r.saturating_sub(2)));
+                shape.extend(std::iter::repeat_n(1, r.saturating_sub(2)));
                 let s = b.i64s(&format!("{name}/bias_shape"), &shape);
                 bias = b.add1(
                     Op::Reshape { allowzero: false },
@@ -552,7 +555,7 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
                 "Min" => ReduceKind::Min,
                 _ => ReduceKind::Prod,
             };
-            let axes = b.to_i64_1d(&format!("{name}/axes"), input(ins, 1)?)?;
+            let axes = b.as_i64_1d(&format!("{name}/axes"), input(ins, 1)?)?;
             // TF reduces nothing over empty axes.
             let op = Op::Reduce {
                 kind,
@@ -586,7 +589,7 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
 
         // ── Shape and data movement ──
         "Reshape" => {
-            let s = b.to_i64_1d(&format!("{name}/shape"), input(ins, 1)?)?;
+            let s = b.as_i64_1d(&format!("{name}/shape"), input(ins, 1)?)?;
             // TF's 0 is a zero-size dim, not ONNX's "copy the input dim".
             one(b.add1(Op::Reshape { allowzero: true }, name, &[input(ins, 0)?, s])?)
         }
@@ -605,7 +608,7 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
             }
         }
         "ExpandDims" => {
-            let a = b.to_i64_1d(&format!("{name}/axes"), input(ins, 1)?)?;
+            let a = b.as_i64_1d(&format!("{name}/axes"), input(ins, 1)?)?;
             one(b.add1(Op::Unsqueeze, name, &[input(ins, 0)?, a])?)
         }
         "ConcatV2" | "Concat" => {
@@ -715,7 +718,7 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
             }
         }
         "Fill" => {
-            let dims = b.to_i64_1d(&format!("{name}/dims"), input(ins, 0)?)?;
+            let dims = b.as_i64_1d(&format!("{name}/dims"), input(ins, 0)?)?;
             one(b.add1(Op::Expand, name, &[input(ins, 1)?, dims])?)
         }
         "Range" => one(b.add1(
@@ -724,7 +727,7 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
             &[input(ins, 0)?, input(ins, 1)?, input(ins, 2)?],
         )?),
         "Tile" => {
-            let m = b.to_i64_1d(&format!("{name}/multiples"), input(ins, 1)?)?;
+            let m = b.as_i64_1d(&format!("{name}/multiples"), input(ins, 1)?)?;
             one(b.add1(Op::Tile, name, &[input(ins, 0)?, m])?)
         }
         "Pad" | "PadV2" | "MirrorPad" => {
@@ -736,7 +739,7 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
                 &[p],
             )?;
             let p = b.transpose(&format!("{name}/pads_t"), p, &[1, 0])?;
-            let p = b.to_i64_1d(&format!("{name}/pads"), p)?;
+            let p = b.as_i64_1d(&format!("{name}/pads"), p)?;
             let mode = if n.op == "MirrorPad" {
                 match attr_s(n, "mode", "REFLECT").as_str() {
                     "REFLECT" => PadMode::Reflect,
@@ -812,7 +815,7 @@ pub fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Vec<Value>
                 },
                 nearest_mode,
             };
-            let sizes = b.to_i64_1d(&format!("{name}/sizes"), input(ins, 1)?)?;
+            let sizes = b.as_i64_1d(&format!("{name}/sizes"), input(ins, 1)?)?;
             let x = input(ins, 0)?;
             one(b.in_nchw(name, x, false, |b, xt| {
                 let r = b.add(op, name, &[Some(xt), None, None, Some(sizes)], 1)?;
