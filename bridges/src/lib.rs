@@ -4,5 +4,6 @@
 
 pub mod error;
 pub mod onnx;
+pub mod tensorflow;
 
 pub use error::BridgeError;

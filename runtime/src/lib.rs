@@ -59,15 +59,24 @@ pub enum Format {
     Onnx,
     /// kiln's own saved IR (`model.kir` + `model.kir.bin`).
     Kir,
+    /// A frozen TensorFlow GraphDef (`.pb`).
+    TfFrozen,
+    /// A TensorFlow SavedModel directory (holding `saved_model.pb`).
+    TfSavedModel,
 }
 
 impl Format {
     /// The format of `path`, from its extension or, failing that, its first bytes.
     pub fn detect(path: &Path) -> Result<Format> {
+        if path.is_dir() && path.join("saved_model.pb").is_file() {
+            return Ok(Format::TfSavedModel);
+        }
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
         match ext.as_str() {
             "onnx" => return Ok(Format::Onnx),
             "kir" => return Ok(Format::Kir),
+            "pb" if path.file_name().is_some_and(|f| f == "saved_model.pb") => return Ok(Format::TfSavedModel),
+            "pb" => return Ok(Format::TfFrozen),
             _ => {}
         }
         let mut head = [0u8; 5];
@@ -109,6 +118,11 @@ pub fn load(path: impl AsRef<Path>) -> Result<Model> {
     let graph = match format {
         Format::Onnx => kiln_bridges::onnx::load(path).map_err(|e| Error::Load(e.to_string()))?,
         Format::Kir => kiln_ir::kir::load(path).map_err(|e| Error::Load(e.to_string()))?,
+        Format::TfFrozen => kiln_bridges::tensorflow::load_frozen(path).map_err(|e| Error::Load(e.to_string()))?,
+        Format::TfSavedModel => {
+            let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
+            kiln_bridges::tensorflow::load_saved_model(dir, None).map_err(|e| Error::Load(e.to_string()))?
+        }
     };
     kiln_ir::verify(&graph).map_err(|error| Error::Invalid { file: path.display().to_string(), error })?;
     Ok(Model { graph, path: path.to_path_buf(), format })

@@ -1,0 +1,211 @@
+//! The TensorFlow bridge against tiny fixtures made by TensorFlow itself
+//! (tests/fixtures/tf/make_fixtures.py): a frozen graph of NHWC conv/pool, strided slices
+//! with every mask, pads, packs; a SavedModel with resource variables behind a function call.
+
+use kiln_bridges::tensorflow::{load_frozen, load_frozen_with, load_saved_model};
+use kiln_ir::eval::run_graph;
+use kiln_ir::Tensor;
+use std::path::{Path, PathBuf};
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/tf")
+        .join(name)
+}
+
+fn f32s(name: &str) -> Vec<f32> {
+    let bytes = std::fs::read(fixture(name)).unwrap();
+    bytes
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn assert_close(got: &Tensor, want: &[f32]) {
+    let got = got.to_f64_vec();
+    assert_eq!(got.len(), want.len(), "element count");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        let w = f64::from(*w);
+        assert!(
+            (g - w).abs() <= 1e-5 + 1e-4 * w.abs(),
+            "element {i}: got {g}, want {w}"
+        );
+    }
+}
+
+#[test]
+fn frozen_graph_matches_tensorflow() {
+    let g = load_frozen(&fixture("ops.pb")).unwrap();
+    assert_eq!(g.inputs.len(), 1);
+    assert_eq!(g.outputs.len(), 1);
+    let x = Tensor::new(vec![1, 6, 6, 2], f32s("ops.x.f32")).unwrap();
+    let y = run_graph(&g, &[x]).unwrap();
+    assert_close(&y[0], &f32s("ops.y.f32"));
+}
+
+#[test]
+fn more_ops_match_tensorflow() {
+    // Conv2DBackpropInput, resizes, FusedBatchNormV3, MirrorPad, SplitV, Tile, Fill, Range,
+    // ArgMax, SelectV2, Slice, FloorDiv, Elu/Selu/LeakyRelu, Softplus/Softsign, LogSoftmax.
+    let g = load_frozen(&fixture("more_ops.pb")).unwrap();
+    let x = Tensor::new(vec![1, 4, 4, 2], f32s("more_ops.x.f32")).unwrap();
+    let y = run_graph(&g, &[x]).unwrap();
+    assert_close(&y[0], &f32s("more_ops.y.f32"));
+}
+
+#[test]
+fn frozen_graph_with_named_outputs() {
+    let g = load_frozen_with(&fixture("ops.pb"), &["x"], &["Identity:0"]).unwrap();
+    assert_eq!(g.outputs[0].0, "Identity");
+    let x = Tensor::new(vec![1, 6, 6, 2], f32s("ops.x.f32")).unwrap();
+    let y = run_graph(&g, &[x]).unwrap();
+    assert_close(&y[0], &f32s("ops.y.f32"));
+}
+
+#[test]
+fn saved_model_reads_variables_through_calls() {
+    let g = load_saved_model(&fixture("tiny_saved_model"), None).unwrap();
+    assert_eq!(g.outputs[0].0, "out");
+    let x = Tensor::new(vec![2, 4], f32s("tiny_saved_model.x.f32")).unwrap();
+    let y = run_graph(&g, &[x]).unwrap();
+    assert_close(&y[0], &f32s("tiny_saved_model.y.f32"));
+}
+
+#[test]
+fn saved_model_unknown_signature_is_named() {
+    let e = load_saved_model(&fixture("tiny_saved_model"), Some("nope")).unwrap_err();
+    assert!(
+        e.message.contains("nope") && e.message.contains("serving_default"),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_graph_is_an_error() {
+    let bytes = std::fs::read(fixture("ops.pb")).unwrap();
+    let dir = std::env::temp_dir().join(format!("kiln-tf-trunc-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("truncated.pb");
+    std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    let e = load_frozen(&path).unwrap_err();
+    assert!(e.file.ends_with("truncated.pb"), "{e}");
+}
+
+#[test]
+fn missing_variables_shard_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("kiln-tf-noshard-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("variables")).unwrap();
+    let src = fixture("tiny_saved_model");
+    std::fs::copy(src.join("saved_model.pb"), dir.join("saved_model.pb")).unwrap();
+    std::fs::copy(
+        src.join("variables/variables.index"),
+        dir.join("variables/variables.index"),
+    )
+    .unwrap();
+    let e = load_saved_model(&dir, None).unwrap_err();
+    assert!(e.message.contains("variables.data-00000-of-00001"), "{e}");
+    assert!(e.node.is_some(), "{e}");
+}
+
+/// A minimal .npy reader (little-endian f32/i32/i64, C order) for the model zoo's data.
+fn read_npy(path: &Path) -> Tensor {
+    let bytes = std::fs::read(path).unwrap();
+    assert_eq!(&bytes[..6], b"\x93NUMPY");
+    let (hlen, start) = if bytes[6] == 1 {
+        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
+    } else {
+        (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        )
+    };
+    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
+    let data = &bytes[start + hlen..];
+    let shape_str = header
+        .split("'shape': (")
+        .nth(1)
+        .unwrap()
+        .split(')')
+        .next()
+        .unwrap();
+    let shape: Vec<usize> = shape_str
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    let descr = header
+        .split("'descr': '")
+        .nth(1)
+        .unwrap()
+        .split('\'')
+        .next()
+        .unwrap();
+    let dtype = match descr {
+        "<f4" => kiln_ir::DType::F32,
+        "<i4" => kiln_ir::DType::I32,
+        "<i8" => kiln_ir::DType::I64,
+        d => panic!("npy dtype {d}"),
+    };
+    Tensor::from_le_bytes(dtype, shape, data).unwrap()
+}
+
+/// The model zoo (when present): loads each model in both formats, runs it, compares with
+/// TensorFlow's output. Prints one line per model and format; fails on models expected to
+/// match (`KILN_TF_ZOO_EXPECT`, comma-separated `model/format`).
+#[test]
+fn zoo_models() {
+    let zoo = Path::new("/tmp/zoo");
+    if !zoo.is_dir() {
+        return;
+    }
+    let only = std::env::var("KILN_TF_ZOO").unwrap_or_default();
+    let expect = std::env::var("KILN_TF_ZOO_EXPECT").unwrap_or_default();
+    let mut failures = vec![];
+    for model in [
+        "small_cnn",
+        "transformer_encoder",
+        "mobilenet_v2",
+        "resnet50",
+        "chexnet_densenet121",
+        "lstm_telemetry",
+    ] {
+        for format in ["frozen", "saved_model"] {
+            let id = format!("{model}/{format}");
+            if !only.is_empty() && !only.split(',').any(|o| id.contains(o)) {
+                continue;
+            }
+            let dir = zoo.join(model);
+            let mut inputs = vec![read_npy(&dir.join("input_0.npy"))];
+            if dir.join("input_1.npy").exists() {
+                inputs.push(read_npy(&dir.join("input_1.npy")));
+            }
+            let want = read_npy(&dir.join("output_0.npy")).to_f64_vec();
+            let t0 = std::time::Instant::now();
+            let g = if format == "frozen" {
+                load_frozen(&dir.join("frozen.pb"))
+            } else {
+                load_saved_model(&dir.join("saved_model"), None)
+            };
+            let result = g.map_err(|e| e.to_string()).and_then(|g| {
+                let y = run_graph(&g, &inputs).map_err(|e| e.to_string())?;
+                let got = y[0].to_f64_vec();
+                if got.len() != want.len() {
+                    return Err(format!("{} elements, want {}", got.len(), want.len()));
+                }
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .map(|(g, w)| (g - w).abs() - 1e-4 * w.abs())
+                    .fold(f64::MIN, f64::max);
+                if worst > 1e-5 {
+                    return Err(format!("mismatch: worst excess {worst:e}"));
+                }
+                Ok(())
+            });
+            println!("{id}: {:?} ({:.1}s)", result, t0.elapsed().as_secs_f64());
+            if result.is_err() && expect.split(',').any(|e| e == id) {
+                failures.push(id);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{failures:?}");
+}
