@@ -59,6 +59,10 @@ pub enum Format {
     Onnx,
     /// kiln's own saved IR (`model.kir` + `model.kir.bin`).
     Kir,
+    /// A Keras 3 `.keras` archive.
+    Keras,
+    /// A legacy Keras `.h5` model.
+    KerasH5,
 }
 
 impl Format {
@@ -68,6 +72,8 @@ impl Format {
         match ext.as_str() {
             "onnx" => return Ok(Format::Onnx),
             "kir" => return Ok(Format::Kir),
+            "keras" => return Ok(Format::Keras),
+            "h5" | "hdf5" => return Ok(Format::KerasH5),
             _ => {}
         }
         let mut head = [0u8; 5];
@@ -109,6 +115,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Model> {
     let graph = match format {
         Format::Onnx => kiln_bridges::onnx::load(path).map_err(|e| Error::Load(e.to_string()))?,
         Format::Kir => kiln_ir::kir::load(path).map_err(|e| Error::Load(e.to_string()))?,
+        Format::Keras | Format::KerasH5 => kiln_bridges::keras::load(path).map_err(|e| Error::Load(e.to_string()))?,
     };
     kiln_ir::verify(&graph).map_err(|error| Error::Invalid { file: path.display().to_string(), error })?;
     Ok(Model { graph, path: path.to_path_buf(), format })
