@@ -683,6 +683,9 @@ fn layer_norm(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> KResult<Value>
     let mut axes: Vec<i64> = axes.into_iter().map(|a| if a < 0 { a + r } else { a }).collect();
     axes.sort();
     let first = *axes.first().ok_or_else(|| KErr::at(name, "LayerNormalization has no axis"))?;
+    if first < 0 {
+        return Err(KErr::at(name, format!("axis {first} is out of range for rank {r}")));
+    }
     if axes.iter().enumerate().any(|(i, &a)| a != first + i as i64) || *axes.last().unwrap_or(&first) != r - 1 {
         return Err(KErr::at(name, format!("normalizing over axes {axes:?} is not supported (only trailing axes)")));
     }

@@ -99,7 +99,8 @@ fn read_member(
     if f.size() > limit {
         return Err(KErr::msg(format!("{name} in the archive is too large ({} bytes)", f.size())));
     }
-    let mut out = Vec::with_capacity(f.size() as usize);
+    // The declared size is only a hint from an untrusted file; let the buffer grow past 64 MB.
+    let mut out = Vec::with_capacity(f.size().min(64 << 20) as usize);
     f.by_ref()
         .take(limit)
         .read_to_end(&mut out)

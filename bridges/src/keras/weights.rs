@@ -59,28 +59,55 @@ impl Store {
             }
             Store::Legacy { file } => {
                 let group_path = format!("model_weights/{name}");
-                let group = file
-                    .group(&group_path)
-                    .map_err(|_| KErr::at(name, format!("the weights file has no group `{group_path}`")))?;
-                let attrs = group
-                    .attrs()
-                    .map_err(|e| KErr::at(name, format!("cannot read the attributes of `{group_path}`: {e}")))?;
-                let names: Vec<String> = match attrs.get("weight_names") {
-                    None => Vec::new(),
-                    Some(a) => a
-                        .as_strings()
-                        .map(|s| s.to_vec())
-                        .or_else(|| a.as_str().map(|s| vec![s.to_string()]))
-                        .unwrap_or_default(),
-                };
-                let mut out = Vec::with_capacity(names.len());
-                for w in names {
-                    out.push(read_dataset(file, &format!("{group_path}/{w}"), name)?);
+                if file.group(&group_path).is_ok() {
+                    let names = weight_names(file, &group_path, name)?;
+                    let mut out = Vec::with_capacity(names.len());
+                    for w in names {
+                        out.push(read_dataset(file, &format!("{group_path}/{w}"), name)?);
+                    }
+                    return Ok(out);
                 }
-                Ok(out)
+                // A layer of a nested model: its weights sit in the group of the outermost
+                // model layer that holds it, named `<layer>/<variable>`.
+                let top = file
+                    .group("model_weights")
+                    .map_err(|_| KErr::at(name, "the HDF5 file has no `model_weights` group"))?;
+                let groups = top
+                    .groups()
+                    .map_err(|e| KErr::at(name, format!("cannot list `model_weights`: {e}")))?;
+                let prefix = format!("{name}/");
+                for g in groups {
+                    let gp = format!("model_weights/{g}");
+                    let names = weight_names(file, &gp, name)?;
+                    if names.iter().any(|w| w.starts_with(&prefix)) {
+                        let mut out = Vec::new();
+                        for w in names.iter().filter(|w| w.starts_with(&prefix)) {
+                            out.push(read_dataset(file, &format!("{gp}/{w}"), name)?);
+                        }
+                        return Ok(out);
+                    }
+                }
+                Err(KErr::at(name, format!("the weights file has no group `{group_path}`")))
             }
         }
     }
+}
+
+fn weight_names(file: &File, group_path: &str, layer: &str) -> KResult<Vec<String>> {
+    let group = file
+        .group(group_path)
+        .map_err(|_| KErr::at(layer, format!("the weights file has no group `{group_path}`")))?;
+    let attrs = group
+        .attrs()
+        .map_err(|e| KErr::at(layer, format!("cannot read the attributes of `{group_path}`: {e}")))?;
+    Ok(match attrs.get("weight_names") {
+        None => Vec::new(),
+        Some(a) => a
+            .as_strings()
+            .map(|s| s.to_vec())
+            .or_else(|| a.as_str().map(|s| vec![s.to_string()]))
+            .unwrap_or_default(),
+    })
 }
 
 fn collect_paths(file: &File, prefix: &str, depth: usize, out: &mut HashMap<String, String>) -> KResult<()> {
