@@ -167,3 +167,13 @@ fn garbage_files_are_errors() {
     let _ = keras::load(&p); // must not panic
     assert!(load_err(&tmp("missing.h5")).contains("cannot read"));
 }
+
+#[test]
+fn preprocessing_activations_and_1d_layers() {
+    check_fixture("misc");
+}
+
+#[test]
+fn recurrent_states_and_merge_modes() {
+    check_fixture("rnn_states");
+}
