@@ -19,7 +19,10 @@ fn assert_close(what: &str, got: &Tensor, want: &Tensor) {
     assert_eq!(got.shape(), want.shape(), "{what}: shape");
     let (g, w) = (got.to_f64_vec(), want.to_f64_vec());
     for (i, (a, b)) in g.iter().zip(&w).enumerate() {
-        assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{what}: element {i}: got {a}, want {b}");
+        assert!(
+            (a - b).abs() <= 1e-5 + 1e-4 * b.abs(),
+            "{what}: element {i}: got {a}, want {b}"
+        );
     }
 }
 
@@ -27,16 +30,23 @@ fn check_model(model: &Path, inputs: &[PathBuf], output: &Path) {
     let graph = keras::load(model).unwrap_or_else(|e| panic!("{e}"));
     kiln_ir::verify(&graph).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     let ins: Vec<Tensor> = inputs.iter().map(|p| npy(p)).collect();
-    let outs = kiln_ir::eval::run_graph(&graph, &ins).unwrap_or_else(|e| panic!("{}: {e}", model.display()));
+    let outs = kiln_ir::eval::run_graph(&graph, &ins)
+        .unwrap_or_else(|e| panic!("{}: {e}", model.display()));
     assert_close(&model.display().to_string(), &outs[0], &npy(output));
 }
 
 fn check_fixture(name: &str) {
     let dir = fixtures();
-    let inputs: Vec<PathBuf> =
-        (0..).map(|i| dir.join(format!("{name}.in{i}.npy"))).take_while(|p| p.exists()).collect();
+    let inputs: Vec<PathBuf> = (0..)
+        .map(|i| dir.join(format!("{name}.in{i}.npy")))
+        .take_while(|p| p.exists())
+        .collect();
     for ext in ["keras", "h5"] {
-        check_model(&dir.join(format!("{name}.{ext}")), &inputs, &dir.join(format!("{name}.out.npy")));
+        check_model(
+            &dir.join(format!("{name}.{ext}")),
+            &inputs,
+            &dir.join(format!("{name}.out.npy")),
+        );
     }
 }
 
@@ -63,13 +73,22 @@ fn embedding_and_attention() {
 #[test]
 fn zoo_models_when_present() {
     let zoo = Path::new("/tmp/zoo");
-    for m in ["small_cnn", "lstm_telemetry", "transformer_encoder", "mobilenet_v2", "resnet50", "chexnet_densenet121"] {
+    for m in [
+        "small_cnn",
+        "lstm_telemetry",
+        "transformer_encoder",
+        "mobilenet_v2",
+        "resnet50",
+        "chexnet_densenet121",
+    ] {
         let dir = zoo.join(m);
         if !dir.exists() {
             continue;
         }
-        let inputs: Vec<PathBuf> =
-            (0..).map(|i| dir.join(format!("input_{i}.npy"))).take_while(|p| p.exists()).collect();
+        let inputs: Vec<PathBuf> = (0..)
+            .map(|i| dir.join(format!("input_{i}.npy")))
+            .take_while(|p| p.exists())
+            .collect();
         for f in ["model.keras", "model.h5"] {
             check_model(&dir.join(f), &inputs, &dir.join("output_0.npy"));
         }
@@ -89,8 +108,12 @@ fn archive(name: &str, members: &[(&str, &[u8])]) -> PathBuf {
     let path = tmp(name);
     let mut z = zip::ZipWriter::new(std::fs::File::create(&path).unwrap());
     for (n, data) in members {
-        z.start_file(*n, zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored))
-            .unwrap();
+        z.start_file(
+            *n,
+            zip::write::SimpleFileOptions::default()
+                .compression_method(zip::CompressionMethod::Stored),
+        )
+        .unwrap();
         z.write_all(data).unwrap();
     }
     z.finish().unwrap();
@@ -115,18 +138,35 @@ fn load_err(path: &Path) -> String {
 #[test]
 fn archive_without_weights_names_the_layer() {
     let src = fixtures().join("seq_cnn.keras");
-    let p = archive("noweights.keras", &[("config.json", &member(&src, "config.json"))]);
+    let p = archive(
+        "noweights.keras",
+        &[("config.json", &member(&src, "config.json"))],
+    );
     let e = load_err(&p);
-    assert!(e.contains("noweights.keras") && e.contains("no model.weights.h5") && e.contains("conv2d"), "{e}");
+    assert!(
+        e.contains("noweights.keras") && e.contains("no model.weights.h5") && e.contains("conv2d"),
+        "{e}"
+    );
 }
 
 #[test]
 fn unknown_layer_class_is_named() {
     let src = fixtures().join("seq_cnn.keras");
-    let config = String::from_utf8(member(&src, "config.json")).unwrap().replace("\"LeakyReLU\"", "\"FancyLayer\"");
-    let p = archive("unknown.keras", &[("config.json", config.as_bytes()), ("model.weights.h5", &member(&src, "model.weights.h5"))]);
+    let config = String::from_utf8(member(&src, "config.json"))
+        .unwrap()
+        .replace("\"LeakyReLU\"", "\"FancyLayer\"");
+    let p = archive(
+        "unknown.keras",
+        &[
+            ("config.json", config.as_bytes()),
+            ("model.weights.h5", &member(&src, "model.weights.h5")),
+        ],
+    );
     let e = load_err(&p);
-    assert!(e.contains("unknown.keras") && e.contains("leaky_re_lu") && e.contains("FancyLayer"), "{e}");
+    assert!(
+        e.contains("unknown.keras") && e.contains("leaky_re_lu") && e.contains("FancyLayer"),
+        "{e}"
+    );
 }
 
 #[test]
@@ -135,7 +175,13 @@ fn custom_object_is_named() {
     let config = String::from_utf8(member(&src, "config.json"))
         .unwrap()
         .replace("\"class_name\": \"LeakyReLU\"", "\"class_name\": \"MyBlock\", \"module\": \"my_pkg.layers\", \"registered_name\": \"Custom>MyBlock\"");
-    let p = archive("custom.keras", &[("config.json", config.as_bytes()), ("model.weights.h5", &member(&src, "model.weights.h5"))]);
+    let p = archive(
+        "custom.keras",
+        &[
+            ("config.json", config.as_bytes()),
+            ("model.weights.h5", &member(&src, "model.weights.h5")),
+        ],
+    );
     let e = load_err(&p);
     assert!(e.contains("MyBlock"), "{e}");
 }
@@ -144,10 +190,21 @@ fn custom_object_is_named() {
 fn weight_of_the_wrong_shape() {
     // The Dense layer of one fixture with the weights of another: shapes disagree.
     let cfg_src = fixtures().join("seq_cnn.keras");
-    let config = String::from_utf8(member(&cfg_src, "config.json")).unwrap().replace("\"units\": 5", "\"units\": 7");
-    let p = archive("shape.keras", &[("config.json", config.as_bytes()), ("model.weights.h5", &member(&cfg_src, "model.weights.h5"))]);
+    let config = String::from_utf8(member(&cfg_src, "config.json"))
+        .unwrap()
+        .replace("\"units\": 5", "\"units\": 7");
+    let p = archive(
+        "shape.keras",
+        &[
+            ("config.json", config.as_bytes()),
+            ("model.weights.h5", &member(&cfg_src, "model.weights.h5")),
+        ],
+    );
     let e = load_err(&p);
-    assert!(e.contains("shape.keras") && e.contains("dense") && e.contains("kernel has shape"), "{e}");
+    assert!(
+        e.contains("shape.keras") && e.contains("dense") && e.contains("kernel has shape"),
+        "{e}"
+    );
 }
 
 #[test]

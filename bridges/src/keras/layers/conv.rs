@@ -10,13 +10,25 @@ pub(super) fn dense(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> KResult<
     dense_with(ctx, name, "Dense", cfg, x)
 }
 
-pub(super) fn dense_with(ctx: &mut Ctx, name: &str, class: &str, cfg: &Json, x: Value) -> KResult<Value> {
-    let units = cfg.get("units").and_then(|u| u.as_u64()).ok_or_else(|| KErr::at(name, "Dense has no `units`"))? as usize;
+pub(super) fn dense_with(
+    ctx: &mut Ctx,
+    name: &str,
+    class: &str,
+    cfg: &Json,
+    x: Value,
+) -> KResult<Value> {
+    let units = cfg
+        .get("units")
+        .and_then(|u| u.as_u64())
+        .ok_or_else(|| KErr::at(name, "Dense has no `units`"))? as usize;
     let bias = use_bias(cfg);
     let w = weights(ctx, name, class, if bias { 2 } else { 1 })?;
     let k = &w[0];
     if k.rank() != 2 || k.shape()[1] != units {
-        return Err(KErr::at(name, format!("kernel has shape {:?}, expected (in, {units})", k.shape())));
+        return Err(KErr::at(
+            name,
+            format!("kernel has shape {:?}, expected (in, {units})", k.shape()),
+        ));
     }
     let kv = ctx.constant(name, k.clone());
     let mut y = ctx.add(name, Op::MatMul, &[x, kv])?;
@@ -28,14 +40,29 @@ pub(super) fn dense_with(ctx: &mut Ctx, name: &str, class: &str, cfg: &Json, x: 
     Ok(y)
 }
 
-pub(super) fn spatial(name: &str, cfg: &Json, key: &str, n: usize, default: i64) -> KResult<Vec<i64>> {
+pub(super) fn spatial(
+    name: &str,
+    cfg: &Json,
+    key: &str,
+    n: usize,
+    default: i64,
+) -> KResult<Vec<i64>> {
     match cfg.get(key) {
         None | Some(Json::Null) => Ok(vec![default; n]),
-        Some(Json::Number(k)) => Ok(vec![k.as_i64().ok_or_else(|| KErr::at(name, format!("bad `{key}`")))?; n]),
+        Some(Json::Number(k)) => Ok(vec![
+            k.as_i64().ok_or_else(|| KErr::at(
+                name,
+                format!("bad `{key}`")
+            ))?;
+            n
+        ]),
         other => {
             let v = int_list(name, other)?;
             if v.len() != n {
-                return Err(KErr::at(name, format!("`{key}` has {} entries for {n} spatial axes", v.len())));
+                return Err(KErr::at(
+                    name,
+                    format!("`{key}` has {} entries for {n} spatial axes", v.len()),
+                ));
             }
             Ok(v)
         }
@@ -53,19 +80,35 @@ pub(super) fn padding(name: &str, cfg: &Json) -> KResult<AutoPad> {
 
 /// Conv1D/2D/3D and DepthwiseConv: Keras kernel (k..., in/groups, out) or, depthwise,
 /// (k..., in, multiplier) → IR weights (out, in/groups, k...).
-pub(super) fn conv(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value, depthwise: bool) -> KResult<Value> {
+pub(super) fn conv(
+    ctx: &mut Ctx,
+    name: &str,
+    cfg: &Json,
+    x: Value,
+    depthwise: bool,
+) -> KResult<Value> {
     channels_last(name, cfg)?;
     let r = ctx.rank(name, x)?;
     if r < 3 {
-        return Err(KErr::at(name, "convolution input must have a batch, spatial and channel axis"));
+        return Err(KErr::at(
+            name,
+            "convolution input must have a batch, spatial and channel axis",
+        ));
     }
     let ns = r - 2;
     let bias = use_bias(cfg);
-    let class = if depthwise { "DepthwiseConv2D" } else { "Conv2D" };
+    let class = if depthwise {
+        "DepthwiseConv2D"
+    } else {
+        "Conv2D"
+    };
     let w = weights(ctx, name, class, if bias { 2 } else { 1 })?;
     let k = &w[0];
     if k.rank() != ns + 2 {
-        return Err(KErr::at(name, format!("kernel has shape {:?}, expected rank {}", k.shape(), ns + 2)));
+        return Err(KErr::at(
+            name,
+            format!("kernel has shape {:?}, expected rank {}", k.shape(), ns + 2),
+        ));
     }
     let kshape = k.shape().to_vec();
     let cin = kshape[ns];
@@ -75,13 +118,21 @@ pub(super) fn conv(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value, depthwise: b
         let mut s = kshape[..ns].to_vec();
         s.push(cin * cout_k);
         s.push(1);
-        (k.reshape(s).map_err(|e| KErr::at(name, e.message))?, cin as i64, cin * cout_k)
+        (
+            k.reshape(s).map_err(|e| KErr::at(name, e.message))?,
+            cin as i64,
+            cin * cout_k,
+        )
     } else {
         let groups = cfg.get("groups").and_then(|g| g.as_i64()).unwrap_or(1);
         (k.clone(), groups, cout_k)
     };
     // Depthwise kernels are already (k..., in*mult, 1): their out axis is the first of the two.
-    let mut perm = if depthwise { vec![ns, ns + 1] } else { vec![ns + 1, ns] };
+    let mut perm = if depthwise {
+        vec![ns, ns + 1]
+    } else {
+        vec![ns + 1, ns]
+    };
     perm.extend(0..ns);
     let kernel = permute(name, &kernel, &perm)?;
     let strides = spatial(name, cfg, "strides", ns, 1)?;
@@ -133,7 +184,11 @@ pub(super) fn separable(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> KRes
     perm.extend(0..ns);
     let mut dperm = vec![ns, ns + 1];
     dperm.extend(0..ns);
-    let dker = permute(name, &dk.reshape(s).map_err(|e| KErr::at(name, e.message))?, &dperm)?;
+    let dker = permute(
+        name,
+        &dk.reshape(s).map_err(|e| KErr::at(name, e.message))?,
+        &dperm,
+    )?;
     let pker = permute(name, pk, &perm)?;
     let cout = pk.shape()[ns + 1];
     let xt = to_nchw(ctx, name, x)?;
@@ -205,7 +260,10 @@ pub(super) fn conv_transpose(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) ->
         }
     }
     if let Some(op) = cfg.get("output_padding").filter(|v| !v.is_null()) {
-        return Err(KErr::at(name, format!("explicit output_padding {op} is not supported")));
+        return Err(KErr::at(
+            name,
+            format!("explicit output_padding {op} is not supported"),
+        ));
     }
     let xt = to_nchw(ctx, name, x)?;
     let kv = ctx.constant(name, kernel);
@@ -237,7 +295,11 @@ pub(super) fn pool(ctx: &mut Ctx, name: &str, class: &str, cfg: &Json, x: Value)
         None | Some(Json::Null) => size.clone(),
         _ => spatial(name, cfg, "strides", ns, 1)?,
     };
-    let kind = if class.starts_with("Max") { PoolKind::Max } else { PoolKind::Average };
+    let kind = if class.starts_with("Max") {
+        PoolKind::Max
+    } else {
+        PoolKind::Average
+    };
     let xt = to_nchw(ctx, name, x)?;
     let op = Op::Pool {
         kind,

@@ -18,11 +18,21 @@ use attention::attention;
 use conv::{conv, conv_transpose, dense, dense_with, pool, separable};
 use norm::{batch_norm, layer_norm, normalization};
 
-pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec<Value>, kwargs: &Json) -> KResult<Vec<Value>> {
+pub(crate) fn lower(
+    ctx: &mut Ctx,
+    class: &str,
+    name: &str,
+    cfg: &Json,
+    ins: Vec<Value>,
+    kwargs: &Json,
+) -> KResult<Vec<Value>> {
     let one = |ins: &[Value]| -> KResult<Value> {
         match ins {
             [x] => Ok(*x),
-            _ => Err(KErr::at(name, format!("{class} takes one input, it is called with {}", ins.len()))),
+            _ => Err(KErr::at(
+                name,
+                format!("{class} takes one input, it is called with {}", ins.len()),
+            )),
         }
     };
     let y = match class {
@@ -56,10 +66,24 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
         "Activation" => activation(ctx, name, cfg.get("activation"), one(&ins)?)?,
         "ReLU" => relu_layer(ctx, name, cfg, one(&ins)?)?,
         "LeakyReLU" => {
-            let alpha = num(cfg, "negative_slope").or_else(|| num(cfg, "alpha")).unwrap_or(0.3);
-            ctx.add(name, Op::LeakyRelu { alpha: alpha as f32 }, &[one(&ins)?])?
+            let alpha = num(cfg, "negative_slope")
+                .or_else(|| num(cfg, "alpha"))
+                .unwrap_or(0.3);
+            ctx.add(
+                name,
+                Op::LeakyRelu {
+                    alpha: alpha as f32,
+                },
+                &[one(&ins)?],
+            )?
         }
-        "ELU" => ctx.add(name, Op::Elu { alpha: num(cfg, "alpha").unwrap_or(1.0) as f32 }, &[one(&ins)?])?,
+        "ELU" => ctx.add(
+            name,
+            Op::Elu {
+                alpha: num(cfg, "alpha").unwrap_or(1.0) as f32,
+            },
+            &[one(&ins)?],
+        )?,
         "PReLU" => {
             let x = one(&ins)?;
             let w = single_weight(ctx, name, class, 1)?;
@@ -68,22 +92,49 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
         }
         "Softmax" => {
             let x = one(&ins)?;
-            let axis = cfg.get("axis").and_then(|a| a.as_i64().or_else(|| a.as_array().and_then(|l| l.first()?.as_i64())));
-            ctx.add(name, Op::Softmax { axis: axis.unwrap_or(-1) }, &[x])?
+            let axis = cfg.get("axis").and_then(|a| {
+                a.as_i64()
+                    .or_else(|| a.as_array().and_then(|l| l.first()?.as_i64()))
+            });
+            ctx.add(
+                name,
+                Op::Softmax {
+                    axis: axis.unwrap_or(-1),
+                },
+                &[x],
+            )?
         }
-        "MaxPooling1D" | "MaxPooling2D" | "MaxPooling3D" | "AveragePooling1D" | "AveragePooling2D" | "AveragePooling3D" => {
-            pool(ctx, name, class, cfg, one(&ins)?)?
-        }
-        "GlobalAveragePooling1D" | "GlobalAveragePooling2D" | "GlobalAveragePooling3D" | "GlobalMaxPooling1D"
-        | "GlobalMaxPooling2D" | "GlobalMaxPooling3D" => {
+        "MaxPooling1D" | "MaxPooling2D" | "MaxPooling3D" | "AveragePooling1D"
+        | "AveragePooling2D" | "AveragePooling3D" => pool(ctx, name, class, cfg, one(&ins)?)?,
+        "GlobalAveragePooling1D"
+        | "GlobalAveragePooling2D"
+        | "GlobalAveragePooling3D"
+        | "GlobalMaxPooling1D"
+        | "GlobalMaxPooling2D"
+        | "GlobalMaxPooling3D" => {
             let x = one(&ins)?;
             channels_last(name, cfg)?;
             let r = ctx.rank(name, x)? as i64;
             let axes: Vec<i64> = (1..r - 1).collect();
-            let kind = if class.starts_with("GlobalMax") { ReduceKind::Max } else { ReduceKind::Mean };
-            let keepdims = cfg.get("keepdims").and_then(|k| k.as_bool()).unwrap_or(false);
+            let kind = if class.starts_with("GlobalMax") {
+                ReduceKind::Max
+            } else {
+                ReduceKind::Mean
+            };
+            let keepdims = cfg
+                .get("keepdims")
+                .and_then(|k| k.as_bool())
+                .unwrap_or(false);
             let a = ctx.const_i64(name, &axes)?;
-            ctx.add(name, Op::Reduce { kind, keepdims, noop_with_empty_axes: false }, &[x, a])?
+            ctx.add(
+                name,
+                Op::Reduce {
+                    kind,
+                    keepdims,
+                    noop_with_empty_axes: false,
+                },
+                &[x, a],
+            )?
         }
         "ZeroPadding1D" | "ZeroPadding2D" | "ZeroPadding3D" => {
             let x = one(&ins)?;
@@ -96,14 +147,25 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
                 v[r + 1 + i] = *e;
             }
             let p = ctx.const_i64(name, &v)?;
-            ctx.add(name, Op::Pad { mode: kiln_ir::PadMode::Constant }, &[x, p])?
+            ctx.add(
+                name,
+                Op::Pad {
+                    mode: kiln_ir::PadMode::Constant,
+                },
+                &[x, p],
+            )?
         }
         "Cropping1D" | "Cropping2D" | "Cropping3D" => {
             let x = one(&ins)?;
             channels_last(name, cfg)?;
             let r = ctx.rank(name, x)?;
             let crops = pair_list(name, cfg.get("cropping"), r.saturating_sub(2))?;
-            let dims = ctx.ty(x).shape.dims().map(|d| d.to_vec()).unwrap_or_default();
+            let dims = ctx
+                .ty(x)
+                .shape
+                .dims()
+                .map(|d| d.to_vec())
+                .unwrap_or_default();
             let mut starts = Vec::new();
             let mut ends = Vec::new();
             let mut axes = Vec::new();
@@ -130,14 +192,17 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
                 "Maximum" => BinaryOp::Max,
                 _ => BinaryOp::Min,
             };
-            let (first, rest) = ins.split_first().ok_or_else(|| KErr::at(name, "no inputs"))?;
+            let (first, rest) = ins
+                .split_first()
+                .ok_or_else(|| KErr::at(name, "no inputs"))?;
             let mut acc = *first;
             for v in rest {
                 acc = ctx.add(name, Op::Binary(op), &[acc, *v])?;
             }
             if class == "Average" {
                 let dt = ctx.ty(acc).dtype;
-                let k = Tensor::from_f64(dt, vec![], &[1.0 / ins.len() as f64]).map_err(|e| KErr::at(name, e.message))?;
+                let k = Tensor::from_f64(dt, vec![], &[1.0 / ins.len() as f64])
+                    .map_err(|e| KErr::at(name, e.message))?;
                 let k = ctx.constant(name, k);
                 acc = ctx.add(name, Op::Binary(BinaryOp::Mul), &[acc, k])?;
             }
@@ -167,26 +232,40 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
         }
         "RepeatVector" => {
             let x = one(&ins)?;
-            let n = cfg.get("n").and_then(|n| n.as_i64()).ok_or_else(|| KErr::at(name, "RepeatVector has no `n`"))?;
+            let n = cfg
+                .get("n")
+                .and_then(|n| n.as_i64())
+                .ok_or_else(|| KErr::at(name, "RepeatVector has no `n`"))?;
             let a = ctx.const_i64(name, &[1])?;
             let u = ctx.add(name, Op::Unsqueeze, &[x, a])?;
             let reps = ctx.const_i64(name, &[1, n, 1])?;
             ctx.add(name, Op::Tile, &[u, reps])?
         }
-        "Dropout" | "SpatialDropout1D" | "SpatialDropout2D" | "SpatialDropout3D" | "GaussianDropout" | "GaussianNoise"
-        | "AlphaDropout" | "ActivityRegularization" | "Identity" | "Masking" => {
-            ctx.add(name, Op::Unary(UnaryOp::Identity), &[one(&ins)?])?
-        }
+        "Dropout"
+        | "SpatialDropout1D"
+        | "SpatialDropout2D"
+        | "SpatialDropout3D"
+        | "GaussianDropout"
+        | "GaussianNoise"
+        | "AlphaDropout"
+        | "ActivityRegularization"
+        | "Identity"
+        | "Masking" => ctx.add(name, Op::Unary(UnaryOp::Identity), &[one(&ins)?])?,
         "Embedding" => {
             let x = one(&ins)?;
             let w = single_weight(ctx, name, class, 1)?;
             let w = ctx.constant(name, w);
-            let idx = if ctx.ty(x).dtype.is_float() { ctx.add(name, Op::Cast { to: DType::I64 }, &[x])? } else { x };
+            let idx = if ctx.ty(x).dtype.is_float() {
+                ctx.add(name, Op::Cast { to: DType::I64 }, &[x])?
+            } else {
+                x
+            };
             ctx.add(name, Op::Gather { axis: 0 }, &[w, idx])?
         }
         "Rescaling" => {
             let x = one(&ins)?;
-            let scale = num(cfg, "scale").ok_or_else(|| KErr::at(name, "Rescaling needs a scalar `scale`"))?;
+            let scale = num(cfg, "scale")
+                .ok_or_else(|| KErr::at(name, "Rescaling needs a scalar `scale`"))?;
             let offset = num(cfg, "offset").unwrap_or(0.0);
             let s = ctx.const_f32(name, vec![], vec![scale as f32])?;
             let o = ctx.const_f32(name, vec![], vec![offset as f32])?;
@@ -200,7 +279,10 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
             let r = ctx.rank(name, x)?;
             let size = match cfg.get("size") {
                 Some(Json::Number(n)) => vec![n.as_f64().unwrap_or(2.0); r - 2],
-                other => int_list(name, other)?.into_iter().map(|v| v as f64).collect(),
+                other => int_list(name, other)?
+                    .into_iter()
+                    .map(|v| v as f64)
+                    .collect(),
             };
             let bilinear = str_of(cfg, "interpolation") == Some("bilinear");
             let mut scales = vec![1.0f32];
@@ -212,20 +294,43 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
             } else {
                 (ResizeMode::Nearest, CoordinateTransform::Asymmetric)
             };
-            ctx.add_n(name, resize_op(mode, ct), &[Some(x), None, Some(sc), None], 1)?[0]
+            ctx.add_n(
+                name,
+                resize_op(mode, ct),
+                &[Some(x), None, Some(sc), None],
+                1,
+            )?[0]
         }
         "Resizing" => {
             let x = one(&ins)?;
             channels_last(name, cfg)?;
-            let h = cfg.get("height").and_then(|v| v.as_i64()).ok_or_else(|| KErr::at(name, "Resizing needs `height`"))?;
-            let w = cfg.get("width").and_then(|v| v.as_i64()).ok_or_else(|| KErr::at(name, "Resizing needs `width`"))?;
+            let h = cfg
+                .get("height")
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| KErr::at(name, "Resizing needs `height`"))?;
+            let w = cfg
+                .get("width")
+                .and_then(|v| v.as_i64())
+                .ok_or_else(|| KErr::at(name, "Resizing needs `width`"))?;
             let (mode, ct) = match str_of(cfg, "interpolation").unwrap_or("bilinear") {
                 "bilinear" => (ResizeMode::Linear, CoordinateTransform::HalfPixel),
                 "nearest" => (ResizeMode::Nearest, CoordinateTransform::HalfPixel),
                 "bicubic" => (ResizeMode::Cubic, CoordinateTransform::HalfPixel),
-                other => return Err(KErr::at(name, format!("Resizing interpolation `{other}` is not supported"))),
+                other => {
+                    return Err(KErr::at(
+                        name,
+                        format!("Resizing interpolation `{other}` is not supported"),
+                    ))
+                }
             };
-            let shape = ctx.add(name, Op::Shape { start: 0, end: None }, &[x])?;
+            let shape = ctx.add(
+                name,
+                Op::Shape {
+                    start: 0,
+                    end: None,
+                },
+                &[x],
+            )?;
             let s0 = ctx.const_i64(name, &[0])?;
             let s1 = ctx.const_i64(name, &[1])?;
             let n = ctx.add_n(name, Op::Slice, &[Some(shape), Some(s0), Some(s1)], 1)?[0];
@@ -235,7 +340,12 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
             let hw = ctx.const_i64(name, &[h, w])?;
             let sizes = ctx.add(name, Op::Concat { axis: 0 }, &[n, hw, c])?;
             let mut op = resize_op(mode, ct);
-            if let Op::Resize { nearest_mode, cubic_coeff_a, .. } = &mut op {
+            if let Op::Resize {
+                nearest_mode,
+                cubic_coeff_a,
+                ..
+            } = &mut op
+            {
                 *nearest_mode = NearestMode::RoundPreferCeil;
                 *cubic_coeff_a = -0.5;
             }
@@ -245,7 +355,9 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
         "Bidirectional" => return rnn::bidirectional(ctx, name, cfg, one(&ins)?),
         "MultiHeadAttention" => attention(ctx, name, cfg, &ins, kwargs)?,
         "TimeDistributed" => {
-            let inner = cfg.get("layer").ok_or_else(|| KErr::at(name, "TimeDistributed has no inner `layer`"))?;
+            let inner = cfg
+                .get("layer")
+                .ok_or_else(|| KErr::at(name, "TimeDistributed has no inner `layer`"))?;
             let iclass = str_of(inner, "class_name").unwrap_or("");
             let icfg = inner.get("config").unwrap_or(&Json::Null);
             let x = one(&ins)?;
@@ -256,11 +368,21 @@ pub(crate) fn lower(ctx: &mut Ctx, class: &str, name: &str, cfg: &Json, ins: Vec
                     activation(ctx, name, icfg.get("activation"), y)?
                 }
                 "Activation" | "Dropout" => return lower(ctx, iclass, name, icfg, vec![x], kwargs),
-                other => return Err(KErr::at(name, format!("TimeDistributed over {other} is not supported"))),
+                other => {
+                    return Err(KErr::at(
+                        name,
+                        format!("TimeDistributed over {other} is not supported"),
+                    ))
+                }
             }
         }
         "InputLayer" => one(&ins)?,
-        other => return Err(KErr::at(name, format!("layer class `{other}` is not supported"))),
+        other => {
+            return Err(KErr::at(
+                name,
+                format!("layer class `{other}` is not supported"),
+            ))
+        }
     };
     Ok(vec![y])
 }
@@ -272,27 +394,43 @@ pub(crate) fn num(cfg: &Json, key: &str) -> Option<f64> {
 fn channels_last(name: &str, cfg: &Json) -> KResult<()> {
     match str_of(cfg, "data_format") {
         None | Some("channels_last") => Ok(()),
-        Some(f) => Err(KErr::at(name, format!("data_format `{f}` is not supported (only channels_last)"))),
+        Some(f) => Err(KErr::at(
+            name,
+            format!("data_format `{f}` is not supported (only channels_last)"),
+        )),
     }
 }
 
 fn int_list(name: &str, j: Option<&Json>) -> KResult<Vec<i64>> {
-    let a = j.and_then(|j| j.as_array()).ok_or_else(|| KErr::at(name, "expected a list of integers in the config"))?;
+    let a = j
+        .and_then(|j| j.as_array())
+        .ok_or_else(|| KErr::at(name, "expected a list of integers in the config"))?;
     a.iter()
-        .map(|v| v.as_i64().ok_or_else(|| KErr::at(name, format!("`{v}` is not an integer"))))
+        .map(|v| {
+            v.as_i64()
+                .ok_or_else(|| KErr::at(name, format!("`{v}` is not an integer")))
+        })
         .collect()
 }
 
 /// An int, a list of ints, or a list of (before, after) pairs → one pair per spatial axis.
 fn pair_list(name: &str, j: Option<&Json>, n: usize) -> KResult<Vec<(i64, i64)>> {
-    let bad = || KErr::at(name, "padding/cropping is not an int, a list of ints or a list of pairs");
+    let bad = || {
+        KErr::at(
+            name,
+            "padding/cropping is not an int, a list of ints or a list of pairs",
+        )
+    };
     match j {
         Some(Json::Number(k)) => {
             let k = k.as_i64().ok_or_else(bad)?;
             Ok(vec![(k, k); n])
         }
         Some(Json::Array(a)) if n == 1 && a.len() == 2 && a.iter().all(|v| v.is_i64()) => {
-            Ok(vec![(a[0].as_i64().ok_or_else(bad)?, a[1].as_i64().ok_or_else(bad)?)])
+            Ok(vec![(
+                a[0].as_i64().ok_or_else(bad)?,
+                a[1].as_i64().ok_or_else(bad)?,
+            )])
         }
         Some(Json::Array(a)) if a.len() == n => a
             .iter()
@@ -301,7 +439,10 @@ fn pair_list(name: &str, j: Option<&Json>, n: usize) -> KResult<Vec<(i64, i64)>>
                     let k = k.as_i64().ok_or_else(bad)?;
                     Ok((k, k))
                 }
-                Json::Array(p) if p.len() == 2 => Ok((p[0].as_i64().ok_or_else(bad)?, p[1].as_i64().ok_or_else(bad)?)),
+                Json::Array(p) if p.len() == 2 => Ok((
+                    p[0].as_i64().ok_or_else(bad)?,
+                    p[1].as_i64().ok_or_else(bad)?,
+                )),
                 _ => Err(bad()),
             })
             .collect(),
@@ -313,7 +454,13 @@ fn pair_list(name: &str, j: Option<&Json>, n: usize) -> KResult<Vec<(i64, i64)>>
 fn weights(ctx: &Ctx, name: &str, class: &str, n: usize) -> KResult<Vec<Tensor>> {
     let w = ctx.store.layer_weights(name, class)?;
     if w.len() != n {
-        return Err(KErr::at(name, format!("expected {n} weights for this {class}, the file has {}", w.len())));
+        return Err(KErr::at(
+            name,
+            format!(
+                "expected {n} weights for this {class}, the file has {}",
+                w.len()
+            ),
+        ));
     }
     Ok(w)
 }
@@ -325,13 +472,18 @@ fn single_weight(ctx: &Ctx, name: &str, class: &str, n: usize) -> KResult<Tensor
 
 fn check_shape(name: &str, what: &str, t: &Tensor, want: &[usize]) -> KResult<()> {
     if t.shape() != want {
-        return Err(KErr::at(name, format!("{what} has shape {:?}, expected {want:?}", t.shape())));
+        return Err(KErr::at(
+            name,
+            format!("{what} has shape {:?}, expected {want:?}", t.shape()),
+        ));
     }
     Ok(())
 }
 
 fn use_bias(cfg: &Json) -> bool {
-    cfg.get("use_bias").and_then(|b| b.as_bool()).unwrap_or(true)
+    cfg.get("use_bias")
+        .and_then(|b| b.as_bool())
+        .unwrap_or(true)
 }
 
 /// Permutes a tensor's axes (host side, for weights).
@@ -396,10 +548,19 @@ fn relu_layer(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> KResult<Value>
     let slope = num(cfg, "negative_slope").unwrap_or(0.0);
     let threshold = num(cfg, "threshold").unwrap_or(0.0);
     if threshold != 0.0 {
-        return Err(KErr::at(name, "ReLU with a nonzero threshold is not supported"));
+        return Err(KErr::at(
+            name,
+            "ReLU with a nonzero threshold is not supported",
+        ));
     }
     let mut y = if slope != 0.0 {
-        ctx.add(name, Op::LeakyRelu { alpha: slope as f32 }, &[x])?
+        ctx.add(
+            name,
+            Op::LeakyRelu {
+                alpha: slope as f32,
+            },
+            &[x],
+        )?
     } else {
         ctx.add(name, Op::Unary(UnaryOp::Relu), &[x])?
     };
@@ -413,7 +574,12 @@ fn relu_layer(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> KResult<Value>
 }
 
 /// A Keras activation, given by name (or a serialized activation object).
-pub(crate) fn activation(ctx: &mut Ctx, name: &str, act: Option<&Json>, x: Value) -> KResult<Value> {
+pub(crate) fn activation(
+    ctx: &mut Ctx,
+    name: &str,
+    act: Option<&Json>,
+    x: Value,
+) -> KResult<Value> {
     let a = match act {
         None | Some(Json::Null) => return Ok(x),
         Some(Json::String(s)) => s.as_str(),
@@ -436,18 +602,27 @@ pub(crate) fn activation(ctx: &mut Ctx, name: &str, act: Option<&Json>, x: Value
         "softmax" => Op::Softmax { axis: -1 },
         "log_softmax" => Op::LogSoftmax { axis: -1 },
         "elu" => Op::Elu { alpha: 1.0 },
-        "selu" => Op::Selu { alpha: 1.673_263_2, gamma: 1.050_701 },
+        "selu" => Op::Selu {
+            alpha: 1.673_263_2,
+            gamma: 1.050_701,
+        },
         "celu" => Op::Celu { alpha: 1.0 },
         "swish" | "silu" => Op::Swish { alpha: 1.0 },
-        "gelu" => Op::Gelu { approximate: GeluApproximation::None },
+        "gelu" => Op::Gelu {
+            approximate: GeluApproximation::None,
+        },
         // Keras 3: relu6(x + 3) / 6.
-        "hard_sigmoid" => Op::HardSigmoid { alpha: 1.0 / 6.0, beta: 0.5 },
+        "hard_sigmoid" => Op::HardSigmoid {
+            alpha: 1.0 / 6.0,
+            beta: 0.5,
+        },
         "hard_silu" | "hard_swish" => unary(UnaryOp::HardSwish),
         "leaky_relu" => Op::LeakyRelu { alpha: 0.2 },
         "relu6" => {
             let y = ctx.add(name, unary(UnaryOp::Relu), &[x])?;
             let dt = ctx.ty(y).dtype;
-            let six = Tensor::from_f64(dt, vec![], &[6.0]).map_err(|e| KErr::at(name, e.message))?;
+            let six =
+                Tensor::from_f64(dt, vec![], &[6.0]).map_err(|e| KErr::at(name, e.message))?;
             let six = ctx.constant(name, six);
             return ctx.add(name, Op::Binary(BinaryOp::Min), &[y, six]);
         }
@@ -459,7 +634,12 @@ pub(crate) fn activation(ctx: &mut Ctx, name: &str, act: Option<&Json>, x: Value
             let s = ctx.add(name, unary(UnaryOp::Sigmoid), &[x])?;
             return ctx.add(name, unary(UnaryOp::Log), &[s]);
         }
-        other => return Err(KErr::at(name, format!("activation `{other}` is not supported"))),
+        other => {
+            return Err(KErr::at(
+                name,
+                format!("activation `{other}` is not supported"),
+            ))
+        }
     };
     ctx.add(name, op, &[x])
 }
