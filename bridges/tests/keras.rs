@@ -234,3 +234,8 @@ fn preprocessing_activations_and_1d_layers() {
 fn recurrent_states_and_merge_modes() {
     check_fixture("rnn_states");
 }
+
+#[test]
+fn time_distributed_layers() {
+    check_fixture("time_distributed");
+}

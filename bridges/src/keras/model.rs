@@ -16,6 +16,9 @@ pub(crate) struct Ctx<'s> {
     pub store: &'s Store,
     /// Makes the names of helper nodes unique.
     counter: usize,
+    /// Set while lowering the layer a wrapper (TimeDistributed) holds: its variables sit
+    /// under this sub-group of the wrapper's.
+    pub wrapper: Option<&'static str>,
 }
 
 impl<'s> Ctx<'s> {
@@ -61,6 +64,11 @@ impl<'s> Ctx<'s> {
         Ok(self.constant(layer, t))
     }
 
+    /// The weights of layer `name`, of class `class`, in `layer.weights` order.
+    pub fn layer_weights(&self, name: &str, class: &str) -> KResult<Vec<Tensor>> {
+        self.store.layer_weights(name, class, self.wrapper)
+    }
+
     pub fn ty(&self, v: Value) -> &TensorType {
         self.g.value_type(v)
     }
@@ -84,6 +92,7 @@ pub(crate) fn build(config: &Json, store: &Store) -> KResult<Graph> {
         g: Graph::new(name.clone()),
         store,
         counter: 0,
+        wrapper: None,
     };
     let outputs = match class {
         "Functional" | "Model" => functional(&mut ctx, cfg, None, 0)?,

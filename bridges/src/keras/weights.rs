@@ -41,7 +41,14 @@ impl Store {
     }
 
     /// The weights of layer `name` of class `class`, in `layer.weights` order.
-    pub fn layer_weights(&self, name: &str, class: &str) -> KResult<Vec<Tensor>> {
+    /// The weights of layer `name` of class `class`, in `layer.weights` order; `wrapper` is
+    /// the sub-group of a wrapped layer (Keras 3 only: legacy files list them flat).
+    pub fn layer_weights(
+        &self,
+        name: &str,
+        class: &str,
+        wrapper: Option<&str>,
+    ) -> KResult<Vec<Tensor>> {
         match self {
             Store::Missing(m) => Err(KErr::at(name, m.clone())),
             Store::Keras3 { file, paths } => {
@@ -62,6 +69,10 @@ impl Store {
                 };
                 let mut out = Vec::new();
                 for sub in subs {
+                    let base = match wrapper {
+                        Some(w) => format!("{base}/{w}"),
+                        None => base.clone(),
+                    };
                     let group = if sub.is_empty() {
                         format!("{base}/vars")
                     } else {

@@ -7,22 +7,12 @@ use kiln_ir::{AutoPad, BinaryOp, Op, PoolKind, Value};
 use serde_json::Value as Json;
 
 pub(super) fn dense(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> KResult<Value> {
-    dense_with(ctx, name, "Dense", cfg, x)
-}
-
-pub(super) fn dense_with(
-    ctx: &mut Ctx,
-    name: &str,
-    class: &str,
-    cfg: &Json,
-    x: Value,
-) -> KResult<Value> {
     let units = cfg
         .get("units")
         .and_then(|u| u.as_u64())
         .ok_or_else(|| KErr::at(name, "Dense has no `units`"))? as usize;
     let bias = use_bias(cfg);
-    let w = weights(ctx, name, class, if bias { 2 } else { 1 })?;
+    let w = weights(ctx, name, "Dense", if bias { 2 } else { 1 })?;
     let k = &w[0];
     if k.rank() != 2 || k.shape()[1] != units {
         return Err(KErr::at(

@@ -15,7 +15,7 @@ mod norm;
 mod rnn;
 
 use attention::attention;
-use conv::{conv, conv_transpose, dense, dense_with, pool, separable};
+use conv::{conv, conv_transpose, dense, pool, separable};
 use norm::{batch_norm, layer_norm, normalization};
 
 pub(crate) fn lower(
@@ -354,28 +354,7 @@ pub(crate) fn lower(
         "LSTM" | "GRU" | "SimpleRNN" => return rnn::recurrent(ctx, name, class, cfg, one(&ins)?),
         "Bidirectional" => return rnn::bidirectional(ctx, name, cfg, one(&ins)?),
         "MultiHeadAttention" => attention(ctx, name, cfg, &ins, kwargs)?,
-        "TimeDistributed" => {
-            let inner = cfg
-                .get("layer")
-                .ok_or_else(|| KErr::at(name, "TimeDistributed has no inner `layer`"))?;
-            let iclass = str_of(inner, "class_name").unwrap_or("");
-            let icfg = inner.get("config").unwrap_or(&Json::Null);
-            let x = one(&ins)?;
-            match iclass {
-                // These act on the last axis only, so the time axis needs no folding.
-                "Dense" => {
-                    let y = dense_with(ctx, name, "TimeDistributed", icfg, x)?;
-                    activation(ctx, name, icfg.get("activation"), y)?
-                }
-                "Activation" | "Dropout" => return lower(ctx, iclass, name, icfg, vec![x], kwargs),
-                other => {
-                    return Err(KErr::at(
-                        name,
-                        format!("TimeDistributed over {other} is not supported"),
-                    ))
-                }
-            }
-        }
+        "TimeDistributed" => return time_distributed(ctx, name, cfg, one(&ins)?, kwargs),
         "InputLayer" => one(&ins)?,
         other => {
             return Err(KErr::at(
@@ -385,6 +364,73 @@ pub(crate) fn lower(
         }
     };
     Ok(vec![y])
+}
+
+/// Applies the wrapped layer to every time step: layers acting on the last axis take the
+/// (N, T, ...) tensor as it is; others see the time axis folded into the batch.
+fn time_distributed(
+    ctx: &mut Ctx,
+    name: &str,
+    cfg: &Json,
+    x: Value,
+    kwargs: &Json,
+) -> KResult<Vec<Value>> {
+    let inner = cfg
+        .get("layer")
+        .ok_or_else(|| KErr::at(name, "TimeDistributed has no inner `layer`"))?;
+    let iclass = str_of(inner, "class_name").unwrap_or("");
+    let icfg = inner.get("config").unwrap_or(&Json::Null);
+    if ctx.wrapper.is_some() {
+        return Err(KErr::at(
+            name,
+            "nested TimeDistributed layers are not supported",
+        ));
+    }
+    let last_axis_only = matches!(
+        iclass,
+        "Dense" | "Activation" | "Dropout" | "ReLU" | "LeakyReLU" | "ELU" | "Softmax" | "Rescaling"
+    ) || (iclass == "LayerNormalization"
+        && matches!(icfg.get("axis"), Some(Json::Number(a)) if a.as_i64() == Some(-1)));
+    let dims: Option<Vec<usize>> = ctx
+        .ty(x)
+        .shape
+        .dims()
+        .and_then(|d| d.iter().skip(1).map(|d| d.known()).collect());
+    ctx.wrapper = Some("layer");
+    let result = if last_axis_only {
+        lower(ctx, iclass, name, icfg, vec![x], kwargs)
+    } else {
+        let dims = dims.ok_or_else(|| {
+            KErr::at(
+                name,
+                "TimeDistributed needs the time and feature sizes to be known",
+            )
+        });
+        dims.and_then(|dims| {
+            let mut folded = vec![-1i64];
+            folded.extend(dims.iter().skip(1).map(|&d| d as i64));
+            let s = ctx.const_i64(name, &folded)?;
+            let xf = ctx.add(name, Op::Reshape { allowzero: false }, &[x, s])?;
+            let ys = lower(ctx, iclass, name, icfg, vec![xf], kwargs)?;
+            let mut out = Vec::with_capacity(ys.len());
+            for y in ys {
+                let ydims: Option<Vec<usize>> = ctx
+                    .ty(y)
+                    .shape
+                    .dims()
+                    .and_then(|d| d.iter().skip(1).map(|d| d.known()).collect());
+                let ydims = ydims
+                    .ok_or_else(|| KErr::at(name, "the wrapped layer's output size is unknown"))?;
+                let mut unfolded = vec![-1i64, dims[0] as i64];
+                unfolded.extend(ydims.iter().map(|&d| d as i64));
+                let s = ctx.const_i64(name, &unfolded)?;
+                out.push(ctx.add(name, Op::Reshape { allowzero: false }, &[y, s])?);
+            }
+            Ok(out)
+        })
+    };
+    ctx.wrapper = None;
+    result
 }
 
 pub(crate) fn num(cfg: &Json, key: &str) -> Option<f64> {
@@ -452,7 +498,7 @@ fn pair_list(name: &str, j: Option<&Json>, n: usize) -> KResult<Vec<(i64, i64)>>
 
 /// Weights of the layer; `n` of them exactly.
 fn weights(ctx: &Ctx, name: &str, class: &str, n: usize) -> KResult<Vec<Tensor>> {
-    let w = ctx.store.layer_weights(name, class)?;
+    let w = ctx.layer_weights(name, class)?;
     if w.len() != n {
         return Err(KErr::at(
             name,

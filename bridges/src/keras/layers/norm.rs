@@ -164,7 +164,7 @@ pub(super) fn normalization(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> 
         // Given in the config: no weights are saved, and the values broadcast along the last axis.
         (Some(m), Some(v)) => (config_vector(name, m)?, config_vector(name, v)?),
         _ => {
-            let w = ctx.store.layer_weights(name, "Normalization")?;
+            let w = ctx.layer_weights(name, "Normalization")?;
             match w.as_slice() {
                 [m, v, ..] => (m.clone(), v.clone()),
                 _ => {

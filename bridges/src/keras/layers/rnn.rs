@@ -289,7 +289,7 @@ pub(crate) fn recurrent(
     x: Value,
 ) -> KResult<Vec<Value>> {
     unsupported(name, cfg)?;
-    let w = ctx.store.layer_weights(name, class)?;
+    let w = ctx.layer_weights(name, class)?;
     let c = cell(ctx, name, class, cfg, &w)?;
     let back = flag(cfg, "go_backwards");
     let dir = if back {
@@ -340,7 +340,7 @@ pub(crate) fn bidirectional(
             "Bidirectional over a go_backwards layer is not supported",
         ));
     }
-    let w = ctx.store.layer_weights(name, "Bidirectional")?;
+    let w = ctx.layer_weights(name, "Bidirectional")?;
     if w.len() % 2 != 0 {
         return Err(KErr::at(
             name,
