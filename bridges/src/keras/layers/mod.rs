@@ -35,6 +35,19 @@ pub(crate) fn lower(
             )),
         }
     };
+    // Masks change what downstream layers compute (RNNs skip steps, pooling ignores them);
+    // kiln has no masks, so a model that makes one is refused rather than run differently.
+    if class == "Masking"
+        || (class == "Embedding" && cfg.get("mask_zero").and_then(|m| m.as_bool()) == Some(true))
+    {
+        return Err(KErr::at(
+            name,
+            format!("{class} makes a mask, and masking is not supported"),
+        ));
+    }
+    if kwargs.get("initial_state").is_some_and(|s| !s.is_null()) {
+        return Err(KErr::at(name, "an initial_state argument is not supported"));
+    }
     let y = match class {
         "Dense" => {
             let x = one(&ins)?;
@@ -249,8 +262,7 @@ pub(crate) fn lower(
         | "GaussianNoise"
         | "AlphaDropout"
         | "ActivityRegularization"
-        | "Identity"
-        | "Masking" => ctx.add(name, Op::Unary(UnaryOp::Identity), &[one(&ins)?])?,
+        | "Identity" => ctx.add(name, Op::Unary(UnaryOp::Identity), &[one(&ins)?])?,
         "Embedding" => {
             let x = one(&ins)?;
             let w = single_weight(ctx, name, class, 1)?;
