@@ -239,3 +239,23 @@ fn recurrent_states_and_merge_modes() {
 fn time_distributed_layers() {
     check_fixture("time_distributed");
 }
+
+#[test]
+fn masking_is_refused() {
+    let src = fixtures().join("attention.keras");
+    let config = String::from_utf8(member(&src, "config.json"))
+        .unwrap()
+        .replace("\"mask_zero\": false", "\"mask_zero\": true");
+    let p = archive(
+        "mask.keras",
+        &[
+            ("config.json", config.as_bytes()),
+            ("model.weights.h5", &member(&src, "model.weights.h5")),
+        ],
+    );
+    let e = load_err(&p);
+    assert!(
+        e.contains("mask.keras") && e.contains("embedding") && e.contains("masking"),
+        "{e}"
+    );
+}
