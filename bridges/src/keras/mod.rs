@@ -27,10 +27,16 @@ pub(crate) struct KErr {
 
 impl KErr {
     pub fn msg(message: impl Into<String>) -> KErr {
-        KErr { layer: None, message: message.into() }
+        KErr {
+            layer: None,
+            message: message.into(),
+        }
     }
     pub fn at(layer: &str, message: impl Into<String>) -> KErr {
-        KErr { layer: Some(layer.to_string()), message: message.into() }
+        KErr {
+            layer: Some(layer.to_string()),
+            message: message.into(),
+        }
     }
 }
 
@@ -77,7 +83,9 @@ fn read_archive(bytes: &[u8]) -> KResult<(Json, weights::Store)> {
     let store = match weights {
         Some(w) => {
             let file = hdf5_pure::File::from_bytes(w).map_err(|e| {
-                KErr::msg(format!("model.weights.h5 in the archive is not a valid HDF5 file: {e}"))
+                KErr::msg(format!(
+                    "model.weights.h5 in the archive is not a valid HDF5 file: {e}"
+                ))
             })?;
             weights::Store::keras3(file)?
         }
@@ -94,12 +102,20 @@ fn read_member(
     let mut f = match zip.by_name(name) {
         Ok(f) => f,
         Err(zip::result::ZipError::FileNotFound) => return Ok(None),
-        Err(e) => return Err(KErr::msg(format!("cannot read {name} from the archive: {e}"))),
+        Err(e) => {
+            return Err(KErr::msg(format!(
+                "cannot read {name} from the archive: {e}"
+            )))
+        }
     };
     if f.size() > limit {
-        return Err(KErr::msg(format!("{name} in the archive is too large ({} bytes)", f.size())));
+        return Err(KErr::msg(format!(
+            "{name} in the archive is too large ({} bytes)",
+            f.size()
+        )));
     }
-    let mut out = Vec::with_capacity(f.size() as usize);
+    // The declared size is only a hint from an untrusted file; let the buffer grow past 64 MB.
+    let mut out = Vec::with_capacity(f.size().min(64 << 20) as usize);
     f.by_ref()
         .take(limit)
         .read_to_end(&mut out)
@@ -120,7 +136,10 @@ fn read_legacy_h5(bytes: Vec<u8>) -> KResult<(Json, weights::Store)> {
         .ok_or_else(|| {
             KErr::msg("the HDF5 file has no `model_config` attribute (a weights-only file is not a model)")
         })?;
-    let config: Json = serde_json::from_str(&text)
-        .map_err(|e| KErr::msg(format!("the `model_config` attribute is not valid JSON: {e}")))?;
+    let config: Json = serde_json::from_str(&text).map_err(|e| {
+        KErr::msg(format!(
+            "the `model_config` attribute is not valid JSON: {e}"
+        ))
+    })?;
     Ok((config, weights::Store::legacy(file)))
 }

@@ -16,6 +16,9 @@ pub(crate) struct Ctx<'s> {
     pub store: &'s Store,
     /// Makes the names of helper nodes unique.
     counter: usize,
+    /// Set while lowering the layer a wrapper (TimeDistributed) holds: its variables sit
+    /// under this sub-group of the wrapper's.
+    pub wrapper: Option<&'static str>,
 }
 
 impl<'s> Ctx<'s> {
@@ -23,20 +26,32 @@ impl<'s> Ctx<'s> {
     pub fn add(&mut self, layer: &str, op: Op, inputs: &[Value]) -> KResult<Value> {
         self.counter += 1;
         let name = format!("{layer}/{}_{}", op.name(), self.counter);
-        self.g.add1(op, name, inputs).map_err(|e| KErr::at(layer, e.message))
+        self.g
+            .add1(op, name, inputs)
+            .map_err(|e| KErr::at(layer, e.message))
     }
 
     /// Adds a node with several (possibly absent) inputs and `n` outputs.
-    pub fn add_n(&mut self, layer: &str, op: Op, inputs: &[Option<Value>], n: usize) -> KResult<Vec<Value>> {
+    pub fn add_n(
+        &mut self,
+        layer: &str,
+        op: Op,
+        inputs: &[Option<Value>],
+        n: usize,
+    ) -> KResult<Vec<Value>> {
         self.counter += 1;
         let name = format!("{layer}/{}_{}", op.name(), self.counter);
-        let node = self.g.add(op, name, inputs, n).map_err(|e| KErr::at(layer, e.message))?;
+        let node = self
+            .g
+            .add(op, name, inputs, n)
+            .map_err(|e| KErr::at(layer, e.message))?;
         Ok((0..n).map(|i| Value::new(node, i)).collect())
     }
 
     pub fn constant(&mut self, layer: &str, t: Tensor) -> Value {
         self.counter += 1;
-        self.g.add_const(format!("{layer}/const_{}", self.counter), t)
+        self.g
+            .add_const(format!("{layer}/const_{}", self.counter), t)
     }
 
     pub fn const_i64(&mut self, layer: &str, v: &[i64]) -> KResult<Value> {
@@ -49,29 +64,53 @@ impl<'s> Ctx<'s> {
         Ok(self.constant(layer, t))
     }
 
+    /// The weights of layer `name`, of class `class`, in `layer.weights` order.
+    pub fn layer_weights(&self, name: &str, class: &str) -> KResult<Vec<Tensor>> {
+        self.store.layer_weights(name, class, self.wrapper)
+    }
+
     pub fn ty(&self, v: Value) -> &TensorType {
         self.g.value_type(v)
     }
 
     pub fn rank(&self, layer: &str, v: Value) -> KResult<usize> {
-        self.ty(v).shape.rank().ok_or_else(|| KErr::at(layer, "the input's rank is unknown"))
+        self.ty(v)
+            .shape
+            .rank()
+            .ok_or_else(|| KErr::at(layer, "the input's rank is unknown"))
     }
 }
 
 pub(crate) fn build(config: &Json, store: &Store) -> KResult<Graph> {
-    let class = str_of(config, "class_name").ok_or_else(|| KErr::msg("the model config has no `class_name`"))?;
-    let cfg = config.get("config").ok_or_else(|| KErr::msg("the model config has no `config`"))?;
+    let class = str_of(config, "class_name")
+        .ok_or_else(|| KErr::msg("the model config has no `class_name`"))?;
+    let cfg = config
+        .get("config")
+        .ok_or_else(|| KErr::msg("the model config has no `config`"))?;
     let name = str_of(cfg, "name").unwrap_or("model").to_string();
-    let mut ctx = Ctx { g: Graph::new(name.clone()), store, counter: 0 };
+    let mut ctx = Ctx {
+        g: Graph::new(name.clone()),
+        store,
+        counter: 0,
+        wrapper: None,
+    };
     let outputs = match class {
         "Functional" | "Model" => functional(&mut ctx, cfg, None, 0)?,
         "Sequential" => sequential(&mut ctx, cfg, None, 0)?,
-        other => return Err(KErr::msg(format!("the top-level object is a `{other}`, not a Sequential or Functional model"))),
+        other => {
+            return Err(KErr::msg(format!(
+                "the top-level object is a `{other}`, not a Sequential or Functional model"
+            )))
+        }
     };
     let mut used: HashMap<String, usize> = HashMap::new();
     for (out_name, v) in outputs {
         let k = used.entry(out_name.clone()).or_insert(0);
-        let n = if *k == 0 { out_name.clone() } else { format!("{out_name}_{k}") };
+        let n = if *k == 0 {
+            out_name.clone()
+        } else {
+            format!("{out_name}_{k}")
+        };
         *k += 1;
         ctx.g.add_output(n, v);
     }
@@ -93,14 +132,22 @@ fn graph_input(ctx: &mut Ctx, name: &str, cfg: &Json) -> KResult<Value> {
     let mut dims = Vec::with_capacity(shape.len());
     for (i, d) in shape.iter().enumerate() {
         dims.push(match d.as_u64() {
-            Some(k) if i > 0 => Dim::Known(usize::try_from(k).map_err(|_| KErr::at(name, "input dimension too large"))?),
+            Some(k) if i > 0 => Dim::Known(
+                usize::try_from(k).map_err(|_| KErr::at(name, "input dimension too large"))?,
+            ),
             _ if i == 0 => Dim::Sym("N".into()),
             _ if d.is_null() => Dim::Unknown,
             _ => return Err(KErr::at(name, format!("input dimension {d} is not a size"))),
         });
     }
     let dtype = dtype_of(cfg).map_err(|m| KErr::at(name, m))?;
-    Ok(ctx.g.add_input(name, TensorType { dtype, shape: Shape(Some(dims)) }))
+    Ok(ctx.g.add_input(
+        name,
+        TensorType {
+            dtype,
+            shape: Shape(Some(dims)),
+        },
+    ))
 }
 
 pub(crate) fn dtype_of(cfg: &Json) -> Result<DType, String> {
@@ -108,7 +155,10 @@ pub(crate) fn dtype_of(cfg: &Json) -> Result<DType, String> {
         None | Some(Json::Null) => return Ok(DType::F32),
         Some(Json::String(s)) => s.as_str(),
         // A DTypePolicy object.
-        Some(o) => o.get("config").and_then(|c| str_of(c, "name")).unwrap_or("float32"),
+        Some(o) => o
+            .get("config")
+            .and_then(|c| str_of(c, "name"))
+            .unwrap_or("float32"),
     };
     Ok(match d {
         "float32" => DType::F32,
@@ -128,7 +178,10 @@ pub(crate) fn dtype_of(cfg: &Json) -> Result<DType, String> {
 /// `(layer, node index, tensor index)` from a Keras-3 `__keras_tensor__` or a Keras-2
 /// `[layer, node, tensor, kwargs]` entry.
 fn history(j: &Json) -> Option<(String, usize, usize)> {
-    let h = if let Some(cfg) = j.get("config").filter(|_| str_of(j, "class_name") == Some("__keras_tensor__")) {
+    let h = if let Some(cfg) = j
+        .get("config")
+        .filter(|_| str_of(j, "class_name") == Some("__keras_tensor__"))
+    {
         cfg.get("keras_history")?.as_array()?
     } else {
         j.as_array()?
@@ -213,7 +266,12 @@ fn io_list(j: Option<&Json>) -> Vec<(String, usize, usize)> {
 
 /// Lowers a Functional config. With `given` inputs (a nested model), its input layers
 /// take those values; otherwise they become graph inputs. Returns (name, value) outputs.
-fn functional(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) -> KResult<Vec<(String, Value)>> {
+fn functional(
+    ctx: &mut Ctx,
+    cfg: &Json,
+    given: Option<&[Value]>,
+    depth: usize,
+) -> KResult<Vec<(String, Value)>> {
     if depth > MAX_NESTING {
         return Err(KErr::msg("models are nested too deeply"));
     }
@@ -233,7 +291,9 @@ fn functional(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) 
             .ok_or_else(|| KErr::at(name, "the model's input layer is not among its layers"))?;
         let lcfg = layer.get("config").unwrap_or(&Json::Null);
         let v = match given {
-            Some(vals) => *vals.get(i).ok_or_else(|| KErr::at(name, "the nested model is called with too few inputs"))?,
+            Some(vals) => *vals
+                .get(i)
+                .ok_or_else(|| KErr::at(name, "the nested model is called with too few inputs"))?,
             None => graph_input(ctx, name, lcfg)?,
         };
         produced.insert((name.clone(), 0), vec![v]);
@@ -255,19 +315,31 @@ fn functional(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) 
             .to_string();
         if str_of(layer, "class_name") == Some("InputLayer") {
             if !produced.contains_key(&(name.clone(), 0)) {
-                return Err(KErr::at(&name, "an input layer that is not among the model's inputs"));
+                return Err(KErr::at(
+                    &name,
+                    "an input layer that is not among the model's inputs",
+                ));
             }
             continue;
         }
         for (node, call) in calls_of(layer).into_iter().enumerate() {
-            pending.push(Pending { layer, name: name.clone(), node, call });
+            pending.push(Pending {
+                layer,
+                name: name.clone(),
+                node,
+                call,
+            });
         }
     }
     while !pending.is_empty() {
         let before = pending.len();
         let mut rest = Vec::new();
         for p in pending {
-            let ready = p.call.inputs.iter().all(|(l, n, _)| produced.contains_key(&(l.clone(), *n)));
+            let ready = p
+                .call
+                .inputs
+                .iter()
+                .all(|(l, n, _)| produced.contains_key(&(l.clone(), *n)));
             if !ready {
                 rest.push(p);
                 continue;
@@ -276,7 +348,10 @@ fn functional(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) 
             for (l, n, t) in &p.call.inputs {
                 let outs = &produced[&(l.clone(), *n)];
                 ins.push(*outs.get(*t).ok_or_else(|| {
-                    KErr::at(&p.name, format!("reads output {t} of layer `{l}`, which has {}", outs.len()))
+                    KErr::at(
+                        &p.name,
+                        format!("reads output {t} of layer `{l}`, which has {}", outs.len()),
+                    )
                 })?);
             }
             let outs = call_layer(ctx, p.layer, &p.name, ins, &p.call.kwargs, depth)?;
@@ -284,7 +359,10 @@ fn functional(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) 
         }
         if rest.len() == before {
             let p = &rest[0];
-            return Err(KErr::at(&p.name, "its inputs are never produced (a missing layer or a cycle)"));
+            return Err(KErr::at(
+                &p.name,
+                "its inputs are never produced (a missing layer or a cycle)",
+            ));
         }
         pending = rest;
     }
@@ -294,7 +372,12 @@ fn functional(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) 
         let outs = produced
             .get(&(l.clone(), n))
             .ok_or_else(|| KErr::at(&l, "the model's output layer is never called"))?;
-        let v = *outs.get(t).ok_or_else(|| KErr::at(&l, format!("the model reads its output {t}, which does not exist")))?;
+        let v = *outs.get(t).ok_or_else(|| {
+            KErr::at(
+                &l,
+                format!("the model reads its output {t}, which does not exist"),
+            )
+        })?;
         outputs.push((l, v));
     }
     if outputs.is_empty() {
@@ -303,7 +386,12 @@ fn functional(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) 
     Ok(outputs)
 }
 
-fn sequential(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) -> KResult<Vec<(String, Value)>> {
+fn sequential(
+    ctx: &mut Ctx,
+    cfg: &Json,
+    given: Option<&[Value]>,
+    depth: usize,
+) -> KResult<Vec<(String, Value)>> {
     if depth > MAX_NESTING {
         return Err(KErr::msg("models are nested too deeply"));
     }
@@ -317,7 +405,10 @@ fn sequential(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) 
     for layer in layers {
         let class = str_of(layer, "class_name").unwrap_or("");
         let lcfg = layer.get("config").unwrap_or(&Json::Null);
-        let name = str_of(lcfg, "name").or_else(|| str_of(layer, "name")).unwrap_or("layer").to_string();
+        let name = str_of(lcfg, "name")
+            .or_else(|| str_of(layer, "name"))
+            .unwrap_or("layer")
+            .to_string();
         if class == "InputLayer" {
             if cur.is_none() {
                 cur = Some(graph_input(ctx, &name, lcfg)?);
@@ -334,28 +425,59 @@ fn sequential(ctx: &mut Ctx, cfg: &Json, given: Option<&[Value]>, depth: usize) 
                     .ok_or_else(|| KErr::msg("the Sequential model declares no input shape"))?;
                 let mut icfg = serde_json::Map::new();
                 icfg.insert("batch_shape".into(), shape.clone());
-                icfg.insert("dtype".into(), lcfg.get("dtype").cloned().unwrap_or(Json::Null));
+                icfg.insert(
+                    "dtype".into(),
+                    lcfg.get("dtype").cloned().unwrap_or(Json::Null),
+                );
                 graph_input(ctx, &format!("{model_name}_input"), &Json::Object(icfg))?
             }
         };
         let outs = call_layer(ctx, layer, &name, vec![x], &Json::Null, depth)?;
-        cur = Some(*outs.first().ok_or_else(|| KErr::at(&name, "the layer has no output"))?);
+        cur = Some(
+            *outs
+                .first()
+                .ok_or_else(|| KErr::at(&name, "the layer has no output"))?,
+        );
         last = name;
     }
     let out = cur.ok_or_else(|| KErr::msg("the Sequential model has no layers"))?;
     Ok(vec![(last, out)])
 }
 
-fn call_layer(ctx: &mut Ctx, layer: &Json, name: &str, ins: Vec<Value>, kwargs: &Json, depth: usize) -> KResult<Vec<Value>> {
-    let class = str_of(layer, "class_name").ok_or_else(|| KErr::at(name, "the layer has no `class_name`"))?;
+fn call_layer(
+    ctx: &mut Ctx,
+    layer: &Json,
+    name: &str,
+    ins: Vec<Value>,
+    kwargs: &Json,
+    depth: usize,
+) -> KResult<Vec<Value>> {
+    let class = str_of(layer, "class_name")
+        .ok_or_else(|| KErr::at(name, "the layer has no `class_name`"))?;
     let cfg = layer.get("config").unwrap_or(&Json::Null);
     match class {
-        "Functional" | "Model" => Ok(functional(ctx, cfg, Some(&ins), depth + 1)?.into_iter().map(|(_, v)| v).collect()),
-        "Sequential" => Ok(sequential(ctx, cfg, Some(&ins), depth + 1)?.into_iter().map(|(_, v)| v).collect()),
+        "Functional" | "Model" => Ok(functional(ctx, cfg, Some(&ins), depth + 1)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()),
+        "Sequential" => Ok(sequential(ctx, cfg, Some(&ins), depth + 1)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect()),
         _ => {
             if let Some(r) = layer.get("registered_name").and_then(|r| r.as_str()) {
-                if !r.is_empty() && r != class && !layer.get("module").and_then(|m| m.as_str()).unwrap_or("keras").starts_with("keras") {
-                    return Err(KErr::at(name, format!("custom object `{r}` (class {class}) is not supported")));
+                if !r.is_empty()
+                    && r != class
+                    && !layer
+                        .get("module")
+                        .and_then(|m| m.as_str())
+                        .unwrap_or("keras")
+                        .starts_with("keras")
+                {
+                    return Err(KErr::at(
+                        name,
+                        format!("custom object `{r}` (class {class}) is not supported"),
+                    ));
                 }
             }
             layers::lower(ctx, class, name, cfg, ins, kwargs)

@@ -15,8 +15,13 @@ use kiln_ir::Tensor;
 use std::collections::HashMap;
 
 pub(crate) enum Store {
-    Keras3 { file: File, paths: HashMap<String, String> },
-    Legacy { file: File },
+    Keras3 {
+        file: File,
+        paths: HashMap<String, String>,
+    },
+    Legacy {
+        file: File,
+    },
     /// No weights file: any layer that needs weights fails with this message.
     Missing(String),
 }
@@ -36,54 +41,115 @@ impl Store {
     }
 
     /// The weights of layer `name` of class `class`, in `layer.weights` order.
-    pub fn layer_weights(&self, name: &str, class: &str) -> KResult<Vec<Tensor>> {
+    /// The weights of layer `name` of class `class`, in `layer.weights` order; `wrapper` is
+    /// the sub-group of a wrapped layer (Keras 3 only: legacy files list them flat).
+    pub fn layer_weights(
+        &self,
+        name: &str,
+        class: &str,
+        wrapper: Option<&str>,
+    ) -> KResult<Vec<Tensor>> {
         match self {
             Store::Missing(m) => Err(KErr::at(name, m.clone())),
             Store::Keras3 { file, paths } => {
                 let Some(base) = paths.get(name) else {
-                    return Err(KErr::at(name, "the weights file has no variables for this layer"));
+                    return Err(KErr::at(
+                        name,
+                        "the weights file has no variables for this layer",
+                    ));
                 };
                 let subs: &[&str] = match class {
                     "LSTM" | "GRU" | "SimpleRNN" => &["cell"],
                     "Bidirectional" => &["forward_layer/cell", "backward_layer/cell"],
-                    "MultiHeadAttention" => &["query_dense", "key_dense", "value_dense", "output_dense"],
+                    "MultiHeadAttention" => {
+                        &["query_dense", "key_dense", "value_dense", "output_dense"]
+                    }
                     "TimeDistributed" => &["layer"],
                     _ => &[""],
                 };
                 let mut out = Vec::new();
                 for sub in subs {
-                    let group = if sub.is_empty() { format!("{base}/vars") } else { format!("{base}/{sub}/vars") };
+                    let base = match wrapper {
+                        Some(w) => format!("{base}/{w}"),
+                        None => base.clone(),
+                    };
+                    let group = if sub.is_empty() {
+                        format!("{base}/vars")
+                    } else {
+                        format!("{base}/{sub}/vars")
+                    };
                     read_vars(file, &group, name, &mut out)?;
                 }
                 Ok(out)
             }
             Store::Legacy { file } => {
                 let group_path = format!("model_weights/{name}");
-                let group = file
-                    .group(&group_path)
-                    .map_err(|_| KErr::at(name, format!("the weights file has no group `{group_path}`")))?;
-                let attrs = group
-                    .attrs()
-                    .map_err(|e| KErr::at(name, format!("cannot read the attributes of `{group_path}`: {e}")))?;
-                let names: Vec<String> = match attrs.get("weight_names") {
-                    None => Vec::new(),
-                    Some(a) => a
-                        .as_strings()
-                        .map(|s| s.to_vec())
-                        .or_else(|| a.as_str().map(|s| vec![s.to_string()]))
-                        .unwrap_or_default(),
-                };
-                let mut out = Vec::with_capacity(names.len());
-                for w in names {
-                    out.push(read_dataset(file, &format!("{group_path}/{w}"), name)?);
+                if file.group(&group_path).is_ok() {
+                    let names = weight_names(file, &group_path, name)?;
+                    let mut out = Vec::with_capacity(names.len());
+                    for w in names {
+                        out.push(read_dataset(file, &format!("{group_path}/{w}"), name)?);
+                    }
+                    return Ok(out);
                 }
-                Ok(out)
+                // A layer of a nested model: its weights sit in the group of the outermost
+                // model layer that holds it, named `<layer>/<variable>`.
+                let top = file
+                    .group("model_weights")
+                    .map_err(|_| KErr::at(name, "the HDF5 file has no `model_weights` group"))?;
+                let groups = top
+                    .groups()
+                    .map_err(|e| KErr::at(name, format!("cannot list `model_weights`: {e}")))?;
+                let prefix = format!("{name}/");
+                for g in groups {
+                    let gp = format!("model_weights/{g}");
+                    let names = weight_names(file, &gp, name)?;
+                    if names.iter().any(|w| w.starts_with(&prefix)) {
+                        let mut out = Vec::new();
+                        for w in names.iter().filter(|w| w.starts_with(&prefix)) {
+                            out.push(read_dataset(file, &format!("{gp}/{w}"), name)?);
+                        }
+                        return Ok(out);
+                    }
+                }
+                Err(KErr::at(
+                    name,
+                    format!("the weights file has no group `{group_path}`"),
+                ))
             }
         }
     }
 }
 
-fn collect_paths(file: &File, prefix: &str, depth: usize, out: &mut HashMap<String, String>) -> KResult<()> {
+fn weight_names(file: &File, group_path: &str, layer: &str) -> KResult<Vec<String>> {
+    let group = file.group(group_path).map_err(|_| {
+        KErr::at(
+            layer,
+            format!("the weights file has no group `{group_path}`"),
+        )
+    })?;
+    let attrs = group.attrs().map_err(|e| {
+        KErr::at(
+            layer,
+            format!("cannot read the attributes of `{group_path}`: {e}"),
+        )
+    })?;
+    Ok(match attrs.get("weight_names") {
+        None => Vec::new(),
+        Some(a) => a
+            .as_strings()
+            .map(|s| s.to_vec())
+            .or_else(|| a.as_str().map(|s| vec![s.to_string()]))
+            .unwrap_or_default(),
+    })
+}
+
+fn collect_paths(
+    file: &File,
+    prefix: &str,
+    depth: usize,
+    out: &mut HashMap<String, String>,
+) -> KResult<()> {
     if depth > MAX_DEPTH {
         return Err(KErr::msg("the weights file nests models too deeply"));
     }
@@ -91,9 +157,11 @@ fn collect_paths(file: &File, prefix: &str, depth: usize, out: &mut HashMap<Stri
     let Ok(layers) = file.group(&layers_path) else {
         return Ok(());
     };
-    let children = layers
-        .groups()
-        .map_err(|e| KErr::msg(format!("cannot list `{layers_path}` in the weights file: {e}")))?;
+    let children = layers.groups().map_err(|e| {
+        KErr::msg(format!(
+            "cannot list `{layers_path}` in the weights file: {e}"
+        ))
+    })?;
     for child in children {
         let path = format!("{layers_path}/{child}");
         if let Ok(vars) = file.group(&format!("{path}/vars")) {
@@ -112,21 +180,30 @@ fn read_vars(file: &File, group: &str, layer: &str, out: &mut Vec<Tensor>) -> KR
     let Ok(g) = file.group(group) else {
         return Ok(());
     };
-    let mut names = g
-        .datasets()
-        .map_err(|e| KErr::at(layer, format!("cannot list `{group}` in the weights file: {e}")))?;
+    let mut names = g.datasets().map_err(|e| {
+        KErr::at(
+            layer,
+            format!("cannot list `{group}` in the weights file: {e}"),
+        )
+    })?;
     // vars are named 0, 1, 2, ... and must be taken in numeric order.
     let mut indexed = Vec::with_capacity(names.len());
     for n in names.drain(..) {
-        let i: usize = n
-            .parse()
-            .map_err(|_| KErr::at(layer, format!("unexpected variable `{group}/{n}` in the weights file")))?;
+        let i: usize = n.parse().map_err(|_| {
+            KErr::at(
+                layer,
+                format!("unexpected variable `{group}/{n}` in the weights file"),
+            )
+        })?;
         indexed.push((i, n));
     }
     indexed.sort();
     for (k, (i, n)) in indexed.iter().enumerate() {
         if *i != k {
-            return Err(KErr::at(layer, format!("variable {k} is missing from `{group}` in the weights file")));
+            return Err(KErr::at(
+                layer,
+                format!("variable {k} is missing from `{group}` in the weights file"),
+            ));
         }
         out.push(read_dataset(file, &format!("{group}/{n}"), layer)?);
     }
@@ -135,20 +212,45 @@ fn read_vars(file: &File, group: &str, layer: &str, out: &mut Vec<Tensor>) -> KR
 
 fn read_dataset(file: &File, path: &str, layer: &str) -> KResult<Tensor> {
     let err = |m: String| KErr::at(layer, format!("weight `{path}`: {m}"));
-    let ds = file.dataset(path).map_err(|e| err(format!("cannot open it: {e}")))?;
-    let shape = ds.shape().map_err(|e| err(format!("cannot read its shape: {e}")))?;
+    let ds = file
+        .dataset(path)
+        .map_err(|e| err(format!("cannot open it: {e}")))?;
+    let shape = ds
+        .shape()
+        .map_err(|e| err(format!("cannot read its shape: {e}")))?;
     let mut dims = Vec::with_capacity(shape.len());
     for d in shape {
         dims.push(usize::try_from(d).map_err(|_| err(format!("dimension {d} is too large")))?);
     }
     let n = kiln_ir::tensor::checked_numel(&dims).map_err(|e| err(e.message))?;
-    match ds.dtype().map_err(|e| err(format!("cannot read its type: {e}")))? {
-        HType::F32 | HType::F64 | HType::I8 | HType::I16 | HType::I32 | HType::I64 | HType::U8 | HType::U16 | HType::U32 | HType::U64 => {}
-        other => return Err(err(format!("has type {other:?}; only numeric weights are supported"))),
+    match ds
+        .dtype()
+        .map_err(|e| err(format!("cannot read its type: {e}")))?
+    {
+        HType::F32
+        | HType::F64
+        | HType::I8
+        | HType::I16
+        | HType::I32
+        | HType::I64
+        | HType::U8
+        | HType::U16
+        | HType::U32
+        | HType::U64 => {}
+        other => {
+            return Err(err(format!(
+                "has type {other:?}; only numeric weights are supported"
+            )))
+        }
     }
-    let data = ds.read_f32().map_err(|e| err(format!("cannot read its data: {e}")))?;
+    let data = ds
+        .read_f32()
+        .map_err(|e| err(format!("cannot read its data: {e}")))?;
     if data.len() != n {
-        return Err(err(format!("holds {} values for shape {dims:?}", data.len())));
+        return Err(err(format!(
+            "holds {} values for shape {dims:?}",
+            data.len()
+        )));
     }
     Tensor::new(dims, data).map_err(|e| err(e.message))
 }

@@ -25,7 +25,12 @@ struct Cell {
     input: usize,
 }
 
-fn onnx_activation(name: &str, a: &str, alphas: &mut Vec<f32>, betas: &mut Vec<f32>) -> KResult<String> {
+fn onnx_activation(
+    name: &str,
+    a: &str,
+    alphas: &mut Vec<f32>,
+    betas: &mut Vec<f32>,
+) -> KResult<String> {
     Ok(match a {
         "tanh" => "Tanh".into(),
         "sigmoid" => "Sigmoid".into(),
@@ -46,7 +51,12 @@ fn onnx_activation(name: &str, a: &str, alphas: &mut Vec<f32>, betas: &mut Vec<f
             betas.push(0.5);
             "HardSigmoid".into()
         }
-        other => return Err(KErr::at(name, format!("recurrent activation `{other}` is not supported"))),
+        other => {
+            return Err(KErr::at(
+                name,
+                format!("recurrent activation `{other}` is not supported"),
+            ))
+        }
     })
 }
 
@@ -55,10 +65,18 @@ fn cell(ctx: &Ctx, name: &str, class: &str, cfg: &Json, w: &[Tensor]) -> KResult
         "LSTM" => RnnKind::Lstm,
         "GRU" => RnnKind::Gru,
         "SimpleRNN" => RnnKind::Rnn,
-        other => return Err(KErr::at(name, format!("`{other}` is not a recurrent layer kiln knows"))),
+        other => {
+            return Err(KErr::at(
+                name,
+                format!("`{other}` is not a recurrent layer kiln knows"),
+            ))
+        }
     };
     let _ = ctx;
-    let units = cfg.get("units").and_then(|u| u.as_u64()).ok_or_else(|| KErr::at(name, "no `units`"))? as usize;
+    let units = cfg
+        .get("units")
+        .and_then(|u| u.as_u64())
+        .ok_or_else(|| KErr::at(name, "no `units`"))? as usize;
     let gates = match kind {
         RnnKind::Lstm => 4,
         RnnKind::Gru => 3,
@@ -76,20 +94,42 @@ fn cell(ctx: &Ctx, name: &str, class: &str, cfg: &Json, w: &[Tensor]) -> KResult
     for a in names {
         activations.push(onnx_activation(name, a, &mut alphas, &mut betas)?);
     }
-    let use_bias = cfg.get("use_bias").and_then(|b| b.as_bool()).unwrap_or(true);
-    let reset_after = kind == RnnKind::Gru && cfg.get("reset_after").and_then(|b| b.as_bool()).unwrap_or(true);
+    let use_bias = cfg
+        .get("use_bias")
+        .and_then(|b| b.as_bool())
+        .unwrap_or(true);
+    let reset_after = kind == RnnKind::Gru
+        && cfg
+            .get("reset_after")
+            .and_then(|b| b.as_bool())
+            .unwrap_or(true);
     let want = if use_bias { 3 } else { 2 };
     if w.len() != want {
-        return Err(KErr::at(name, format!("expected {want} weights for this {class}, the file has {}", w.len())));
+        return Err(KErr::at(
+            name,
+            format!(
+                "expected {want} weights for this {class}, the file has {}",
+                w.len()
+            ),
+        ));
     }
     let gu = gates * units;
     let k = &w[0];
     if k.rank() != 2 || k.shape()[1] != gu {
-        return Err(KErr::at(name, format!("kernel has shape {:?}, expected (in, {gu})", k.shape())));
+        return Err(KErr::at(
+            name,
+            format!("kernel has shape {:?}, expected (in, {gu})", k.shape()),
+        ));
     }
     let input = k.shape()[0];
     if w[1].shape() != [units, gu] {
-        return Err(KErr::at(name, format!("recurrent kernel has shape {:?}, expected ({units}, {gu})", w[1].shape())));
+        return Err(KErr::at(
+            name,
+            format!(
+                "recurrent kernel has shape {:?}, expected ({units}, {gu})",
+                w[1].shape()
+            ),
+        ));
     }
     // ONNX gate g comes from Keras gate order[g].
     let order: Vec<usize> = match kind {
@@ -99,7 +139,9 @@ fn cell(ctx: &Ctx, name: &str, class: &str, cfg: &Json, w: &[Tensor]) -> KResult
     let reorder_rows = |t: &Tensor, cols: usize| -> KResult<Vec<f32>> {
         // t is (cols, G·u); its transpose is (G·u, cols) with gate blocks of u rows.
         let tt = permute(name, t, &[1, 0])?;
-        let v = tt.as_slice::<f32>().map_err(|e| KErr::at(name, e.message))?;
+        let v = tt
+            .as_slice::<f32>()
+            .map_err(|e| KErr::at(name, e.message))?;
         let mut out = Vec::with_capacity(v.len());
         for &g in &order {
             out.extend_from_slice(&v[g * units * cols..(g + 1) * units * cols]);
@@ -118,26 +160,52 @@ fn cell(ctx: &Ctx, name: &str, class: &str, cfg: &Json, w: &[Tensor]) -> KResult
     let mut b = vec![0f32; 2 * gu];
     if use_bias {
         let bt = &w[2];
-        let bv = bt.as_slice::<f32>().map_err(|e| KErr::at(name, e.message))?;
+        let bv = bt
+            .as_slice::<f32>()
+            .map_err(|e| KErr::at(name, e.message))?;
         if reset_after {
             if bt.shape() != [2, gu] {
-                return Err(KErr::at(name, format!("bias has shape {:?}, expected (2, {gu})", bt.shape())));
+                return Err(KErr::at(
+                    name,
+                    format!("bias has shape {:?}, expected (2, {gu})", bt.shape()),
+                ));
             }
             b = reorder_vec(&bv[..gu]);
             b.extend(reorder_vec(&bv[gu..]));
         } else {
             if bt.shape() != [gu] {
-                return Err(KErr::at(name, format!("bias has shape {:?}, expected ({gu})", bt.shape())));
+                return Err(KErr::at(
+                    name,
+                    format!("bias has shape {:?}, expected ({gu})", bt.shape()),
+                ));
             }
             b[..gu].copy_from_slice(&reorder_vec(bv));
         }
     }
-    Ok(Cell { kind, units, activations, alphas, betas, linear_before_reset: reset_after, w: wv, r: rv, b, input })
+    Ok(Cell {
+        kind,
+        units,
+        activations,
+        alphas,
+        betas,
+        linear_before_reset: reset_after,
+        w: wv,
+        r: rv,
+        b,
+        input,
+    })
 }
 
 fn unsupported(name: &str, cfg: &Json) -> KResult<()> {
-    if cfg.get("stateful").and_then(|b| b.as_bool()).unwrap_or(false) {
-        return Err(KErr::at(name, "stateful recurrent layers are not supported"));
+    if cfg
+        .get("stateful")
+        .and_then(|b| b.as_bool())
+        .unwrap_or(false)
+    {
+        return Err(KErr::at(
+            name,
+            "stateful recurrent layers are not supported",
+        ));
     }
     Ok(())
 }
@@ -147,7 +215,13 @@ fn flag(cfg: &Json, key: &str) -> bool {
 }
 
 /// Emits the Rnn op for one or two cells (two = bidirectional), returning (Y, Y_h, Y_c?).
-fn emit(ctx: &mut Ctx, name: &str, cells: &[Cell], direction: Direction, x: Value) -> KResult<Vec<Value>> {
+fn emit(
+    ctx: &mut Ctx,
+    name: &str,
+    cells: &[Cell],
+    direction: Direction,
+    x: Value,
+) -> KResult<Vec<Value>> {
     let c0 = &cells[0];
     let dirs = cells.len();
     let g = match c0.kind {
@@ -207,17 +281,31 @@ fn flip_time(ctx: &mut Ctx, name: &str, x: Value) -> KResult<Value> {
     ctx.add(name, Op::Slice, &[x, s, e, a, st])
 }
 
-pub(crate) fn recurrent(ctx: &mut Ctx, name: &str, class: &str, cfg: &Json, x: Value) -> KResult<Vec<Value>> {
+pub(crate) fn recurrent(
+    ctx: &mut Ctx,
+    name: &str,
+    class: &str,
+    cfg: &Json,
+    x: Value,
+) -> KResult<Vec<Value>> {
     unsupported(name, cfg)?;
-    let w = ctx.store.layer_weights(name, class)?;
+    let w = ctx.layer_weights(name, class)?;
     let c = cell(ctx, name, class, cfg, &w)?;
     let back = flag(cfg, "go_backwards");
-    let dir = if back { Direction::Reverse } else { Direction::Forward };
+    let dir = if back {
+        Direction::Reverse
+    } else {
+        Direction::Forward
+    };
     let outs = emit(ctx, name, &[c], dir, x)?;
     let y = if flag(cfg, "return_sequences") {
         let y = squeeze(ctx, name, outs[0], 2)?;
         // Keras emits a backwards layer's outputs in the order it processed them.
-        if back { flip_time(ctx, name, y)? } else { y }
+        if back {
+            flip_time(ctx, name, y)?
+        } else {
+            y
+        }
     } else {
         squeeze(ctx, name, outs[1], 1)?
     };
@@ -230,18 +318,34 @@ pub(crate) fn recurrent(ctx: &mut Ctx, name: &str, class: &str, cfg: &Json, x: V
     Ok(result)
 }
 
-pub(crate) fn bidirectional(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> KResult<Vec<Value>> {
-    let inner = cfg.get("layer").ok_or_else(|| KErr::at(name, "Bidirectional has no `layer`"))?;
+pub(crate) fn bidirectional(
+    ctx: &mut Ctx,
+    name: &str,
+    cfg: &Json,
+    x: Value,
+) -> KResult<Vec<Value>> {
+    let inner = cfg
+        .get("layer")
+        .ok_or_else(|| KErr::at(name, "Bidirectional has no `layer`"))?;
     let class = str_of(inner, "class_name").unwrap_or("");
     let fcfg = inner.get("config").unwrap_or(&Json::Null);
-    let bcfg = cfg.get("backward_layer").and_then(|b| b.get("config")).unwrap_or(fcfg);
+    let bcfg = cfg
+        .get("backward_layer")
+        .and_then(|b| b.get("config"))
+        .unwrap_or(fcfg);
     unsupported(name, fcfg)?;
     if flag(fcfg, "go_backwards") {
-        return Err(KErr::at(name, "Bidirectional over a go_backwards layer is not supported"));
+        return Err(KErr::at(
+            name,
+            "Bidirectional over a go_backwards layer is not supported",
+        ));
     }
-    let w = ctx.store.layer_weights(name, "Bidirectional")?;
+    let w = ctx.layer_weights(name, "Bidirectional")?;
     if w.len() % 2 != 0 {
-        return Err(KErr::at(name, format!("Bidirectional has an odd number of weights ({})", w.len())));
+        return Err(KErr::at(
+            name,
+            format!("Bidirectional has an odd number of weights ({})", w.len()),
+        ));
     }
     let half = w.len() / 2;
     let f = cell(ctx, name, class, fcfg, &w[..half])?;
@@ -252,10 +356,17 @@ pub(crate) fn bidirectional(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> 
     let seq = flag(fcfg, "return_sequences");
     // Y is (N, T, 2, H), Y_h (N, 2, H): the direction axis sits just before the features.
     let (y, dir_axis) = if seq { (outs[0], 2) } else { (outs[1], 1) };
-    let merge = cfg.get("merge_mode").and_then(|m| m.as_str()).map(|s| s.to_string());
+    let merge = cfg
+        .get("merge_mode")
+        .and_then(|m| m.as_str())
+        .map(|s| s.to_string());
     let mut result = match merge.as_deref() {
         Some("concat") => {
-            let shape: Vec<i64> = if seq { vec![0, 0, 2 * units] } else { vec![0, 2 * units] };
+            let shape: Vec<i64> = if seq {
+                vec![0, 0, 2 * units]
+            } else {
+                vec![0, 2 * units]
+            };
             let s = ctx.const_i64(name, &shape)?;
             vec![ctx.add(name, Op::Reshape { allowzero: false }, &[y, s])?]
         }
@@ -264,7 +375,11 @@ pub(crate) fn bidirectional(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> 
             let parts = ctx.add_n(name, Op::Split { axis: dir_axis }, &[Some(y), Some(two)], 2)?;
             let a = squeeze(ctx, name, parts[0], dir_axis)?;
             let c = squeeze(ctx, name, parts[1], dir_axis)?;
-            let op = if m == "mul" { kiln_ir::BinaryOp::Mul } else { kiln_ir::BinaryOp::Add };
+            let op = if m == "mul" {
+                kiln_ir::BinaryOp::Mul
+            } else {
+                kiln_ir::BinaryOp::Add
+            };
             let mut v = ctx.add(name, Op::Binary(op), &[a, c])?;
             if m == "ave" {
                 let h = ctx.const_f32(name, vec![], vec![0.5])?;
@@ -275,9 +390,17 @@ pub(crate) fn bidirectional(ctx: &mut Ctx, name: &str, cfg: &Json, x: Value) -> 
         None => {
             let two = ctx.const_i64(name, &[1, 1])?;
             let parts = ctx.add_n(name, Op::Split { axis: dir_axis }, &[Some(y), Some(two)], 2)?;
-            vec![squeeze(ctx, name, parts[0], dir_axis)?, squeeze(ctx, name, parts[1], dir_axis)?]
+            vec![
+                squeeze(ctx, name, parts[0], dir_axis)?,
+                squeeze(ctx, name, parts[1], dir_axis)?,
+            ]
         }
-        Some(other) => return Err(KErr::at(name, format!("merge_mode `{other}` is not supported"))),
+        Some(other) => {
+            return Err(KErr::at(
+                name,
+                format!("merge_mode `{other}` is not supported"),
+            ))
+        }
     };
     if flag(fcfg, "return_state") {
         // Keras order: forward states, then backward states.
