@@ -3024,3 +3024,30 @@ fn deform_conv_groups_offset_groups_mask_bias() {
         ),
     );
 }
+
+/// Each batch item of a ConvTranspose with bias is what that item alone gives: the bias
+/// once mis-indexed its channel by the whole batch's size.
+#[test]
+fn conv_transpose_bias_is_per_channel_in_every_batch_item() {
+    let op = Op::ConvTranspose {
+        auto_pad: AutoPad::NotSet,
+        dilations: vec![],
+        group: 1,
+        kernel_shape: vec![],
+        output_padding: vec![],
+        output_shape: vec![],
+        pads: vec![0, 0, 1, 1],
+        strides: vec![2, 2],
+    };
+    let xs: Vec<f32> = (0..2 * 3 * 5 * 5).map(|i| ((i * 37 % 23) as f32 - 11.0) / 7.0).collect();
+    let ws: Vec<f32> = (0..3 * 2 * 3 * 3).map(|i| ((i * 13 % 17) as f32 - 8.0) / 5.0).collect();
+    let (w, b) = (t(&[3, 2, 3, 3], &ws), t(&[2], &[0.5f32, -2.0]));
+    let both = eval(&op, vec![Some(t(&[2, 3, 5, 5], &xs)), Some(w.clone()), Some(b.clone())], 1);
+    let both = both[0].as_slice::<f32>().unwrap();
+    let half = both.len() / 2;
+    for item in 0..2 {
+        let x = t(&[1, 3, 5, 5], &xs[item * 75..(item + 1) * 75]);
+        let one = eval(&op, vec![Some(x), Some(w.clone()), Some(b.clone())], 1);
+        assert_eq!(one[0].as_slice::<f32>().unwrap(), &both[item * half..(item + 1) * half], "batch item {item}");
+    }
+}

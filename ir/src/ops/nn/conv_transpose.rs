@@ -261,19 +261,19 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
     // Every float type accumulates in f64 and rounds once at the end.
     let mut y = conv_transpose(&shape, &x.to_f64_vec(), &w.to_f64_vec());
     if let Some(b) = bias {
-        add_bias(&mut y, &b.to_f64_vec(), m)?;
+        add_bias(&mut y, &b.to_f64_vec(), m, g.out.iter().product())?;
     }
     Ok(vec![Tensor::from_f64(dt, out_shape, &y)?])
 }
 
-fn add_bias<T: Acc>(y: &mut [T], b: &[T], m: usize) -> Result<()> {
+/// Adds `b[c]` to every element of channel `c`'s planes (of `plane` elements), in every batch item.
+fn add_bias<T: Acc>(y: &mut [T], b: &[T], m: usize, plane: usize) -> Result<()> {
     if b.len() != m {
         return Err(IrError::msg(format!(
             "bias has {} values, expected {m}",
             b.len()
         )));
     }
-    let plane = y.len().checked_div(m).unwrap_or(0);
     for (i, v) in y.iter_mut().enumerate() {
         *v = *v + b[(i / plane.max(1)) % m];
     }
