@@ -88,7 +88,7 @@ impl Format {
             return Ok(Format::Kir);
         }
         Err(Error::Load(format!(
-            "{}: cannot tell the model format from the name; expected .onnx or .kir",
+            "{}: cannot tell the model format from the name; expected .onnx, .kir, .pb or a SavedModel directory",
             path.display()
         )))
     }
