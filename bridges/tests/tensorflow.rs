@@ -261,3 +261,15 @@ fn corrupted_files_never_panic() {
         let _ = load_saved_model(&dir.join("sm"), None);
     }
 }
+
+/// Keras LSTM (return_sequences: one output per step) feeding a Keras GRU, both as a TF2
+/// SavedModel (While + TensorList loops) and frozen (TF1 loop frames).
+#[test]
+fn keras_lstm_and_gru_loops() {
+    let x = Tensor::new(vec![1, 5, 3], f32s("rnn.x.f32")).unwrap();
+    let want = f32s("rnn.y.f32");
+    let frozen = load_frozen(&fixture("rnn.pb")).unwrap();
+    assert_close(&run_graph(&frozen, &[x.clone()]).unwrap()[0], &want);
+    let saved = load_saved_model(&fixture("rnn_saved_model"), None).unwrap();
+    assert_close(&run_graph(&saved, &[x]).unwrap()[0], &want);
+}
