@@ -269,7 +269,7 @@ fn keras_lstm_and_gru_loops() {
     let x = Tensor::new(vec![1, 5, 3], f32s("rnn.x.f32")).unwrap();
     let want = f32s("rnn.y.f32");
     let frozen = load_frozen(&fixture("rnn.pb")).unwrap();
-    assert_close(&run_graph(&frozen, &[x.clone()]).unwrap()[0], &want);
+    assert_close(&run_graph(&frozen, std::slice::from_ref(&x)).unwrap()[0], &want);
     let saved = load_saved_model(&fixture("rnn_saved_model"), None).unwrap();
     assert_close(&run_graph(&saved, &[x]).unwrap()[0], &want);
 }
