@@ -5,7 +5,11 @@
 //! - `tensor`: data types, shapes, `TensorProto` decoding.
 //! - `bundle`: the variables checkpoint (tensor bundle: SSTable index + data shards).
 //! - `graph`: tensor naming, function inlining, node order, inputs and outputs.
-//! - `ops`: the table from TF op types to IR ops.
+//! - `stream`: frozen GraphDefs read field by field, large constants decoded from the file
+//!   straight into their tensors.
+//! - `ops`: the table from TF op types to IR ops (one file per op family).
+//! - `lstm`: Keras LSTM/GRU `While` loops (TensorList structure) lowered to `Rnn`.
+//! - `tf1loop`: TF1 loop frames of frozen graphs read back into a loop body for `lstm`.
 //!
 //! Files are untrusted: every failure is a `BridgeError` naming the file, the node and what
 //! is wrong. Weights are decoded straight from the file buffer into their tensors.
