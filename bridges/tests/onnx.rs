@@ -488,25 +488,6 @@ fn batchnorm_training_outputs_are_refused() {
 }
 
 #[test]
-fn old_add_with_broadcast_attribute_is_refused_but_unchanged_ops_load() {
-    let g = graph(
-        vec![node("Add", &["x", "x"], &["y"], vec![])],
-        vec![x_input(&[D::V(1)])],
-        vec![vi("y", 1, &[])],
-        vec![],
-    );
-    let e = load_model(&model(g, 1)).unwrap_err();
-    assert!(e.message.contains("predates"), "{e}");
-    let g = graph(
-        vec![node("Transpose", &["x"], &["y"], vec![])],
-        vec![x_input(&[D::V(1)])],
-        vec![vi("y", 1, &[])],
-        vec![],
-    );
-    load_model(&model(g, 1)).expect("Transpose reads the same at opset 1");
-}
-
-#[test]
 fn cast_to_an_unsupported_type_names_the_node() {
     let g = graph(
         vec![node("Cast", &["x"], &["y"], vec![attr_i("to", 8)])],
@@ -1045,4 +1026,432 @@ fn mutated_models_never_panic() {
         }
         let _ = load_bytes(&b, None, "mutant.onnx");
     }
+}
+
+// ── Opsets 1 to 6 ──────────────────────────────────────────────────────────────────────
+
+fn attr_s(name: &str, v: &str) -> AttributeProto {
+    let mut a = AttributeProto::new();
+    a.name = name.into();
+    a.type_ = AttributeType::STRING.into();
+    a.s = v.as_bytes().to_vec();
+    a
+}
+
+fn f32s(t: &Tensor) -> Vec<f32> {
+    t.as_slice::<f32>().expect("f32").to_vec()
+}
+
+fn close(got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{got:?} vs {want:?}");
+    for (g, w) in got.iter().zip(want) {
+        assert!(
+            (g - w).abs() <= 1e-5 * w.abs().max(1.0),
+            "{got:?} vs {want:?}"
+        );
+    }
+}
+
+/// Loads a one-input-`x` model at `opset` with `outputs` and runs it on `x`.
+fn run_old(
+    nodes: Vec<NodeProto>,
+    x_dims: &[i64],
+    x: &[f32],
+    inits: Vec<TensorProto>,
+    outputs: &[&str],
+    opset: i64,
+) -> Vec<Tensor> {
+    let dims: Vec<D> = x_dims.iter().map(|&d| D::V(d)).collect();
+    let outs = outputs.iter().map(|o| vi_untyped(o)).collect();
+    let g = graph(nodes, vec![x_input(&dims)], outs, inits);
+    let g = load_model(&model(g, opset)).expect("loads");
+    let shape = x_dims.iter().map(|&d| d as usize).collect();
+    run(&g, &[Tensor::new(shape, x.to_vec()).unwrap()])
+}
+
+#[test]
+fn opset6_binary_broadcast_aligns_b_at_axis() {
+    let x: Vec<f32> = (0..12).map(|i| i as f32).collect();
+    let broadcast = || attr_i("broadcast", 1);
+    let nodes = vec![
+        // B (3,) against dim 1 of A (2,3,2).
+        node(
+            "Add",
+            &["x", "b3"],
+            &["y1"],
+            vec![broadcast(), attr_i("axis", 1)],
+        ),
+        // B (2,) against dim 0.
+        node(
+            "Sub",
+            &["x", "b2"],
+            &["y2"],
+            vec![broadcast(), attr_i("axis", 0)],
+        ),
+        // No axis: suffix alignment, B (2,) against dim 2.
+        node("Mul", &["x", "b2"], &["y3"], vec![broadcast()]),
+        // A negative axis counts from A's end: -2 is dim 1.
+        node(
+            "Div",
+            &["x", "b3"],
+            &["y4"],
+            vec![broadcast(), attr_i("axis", -2)],
+        ),
+        // Same shapes without broadcast (consumed_inputs is a no-op hint).
+        node(
+            "Add",
+            &["x", "x"],
+            &["y5"],
+            vec![attr_ints("consumed_inputs", &[0, 0])],
+        ),
+    ];
+    let inits = vec![
+        f32_tensor("b3", &[3], &[10.0, 20.0, 30.0]),
+        f32_tensor("b2", &[2], &[1.0, 2.0]),
+    ];
+    let y = run_old(
+        nodes,
+        &[2, 3, 2],
+        &x,
+        inits,
+        &["y1", "y2", "y3", "y4", "y5"],
+        6,
+    );
+    let idx = |i: usize, j: usize, k: usize| i * 6 + j * 2 + k;
+    let (mut w1, mut w2, mut w3, mut w4) =
+        (vec![0.0; 12], vec![0.0; 12], vec![0.0; 12], vec![0.0; 12]);
+    let b3 = [10.0f32, 20.0, 30.0];
+    let b2 = [1.0f32, 2.0];
+    for i in 0..2 {
+        for j in 0..3 {
+            for k in 0..2 {
+                let a = x[idx(i, j, k)];
+                w1[idx(i, j, k)] = a + b3[j];
+                w2[idx(i, j, k)] = a - b2[i];
+                w3[idx(i, j, k)] = a * b2[k];
+                w4[idx(i, j, k)] = a / b3[j];
+            }
+        }
+    }
+    for yi in &y[..4] {
+        assert_eq!(yi.shape(), &[2, 3, 2]);
+    }
+    close(&f32s(&y[0]), &w1);
+    close(&f32s(&y[1]), &w2);
+    close(&f32s(&y[2]), &w3);
+    close(&f32s(&y[3]), &w4);
+    close(&f32s(&y[4]), &x.iter().map(|v| 2.0 * v).collect::<Vec<_>>());
+}
+
+#[test]
+fn opset1_pow_broadcasts_at_axis_and_a_misfit_axis_names_the_node() {
+    let nodes = vec![node(
+        "Pow",
+        &["x", "e"],
+        &["y"],
+        vec![attr_i("broadcast", 1), attr_i("axis", 0)],
+    )];
+    let inits = vec![f32_tensor("e", &[2], &[2.0, 3.0])];
+    let y = run_old(nodes, &[2, 2], &[1.0, 2.0, 3.0, 4.0], inits, &["y"], 1);
+    close(&f32s(&y[0]), &[1.0, 4.0, 27.0, 64.0]);
+
+    let g = graph(
+        vec![node(
+            "Add",
+            &["x", "e"],
+            &["y"],
+            vec![attr_i("broadcast", 1), attr_i("axis", 1)],
+        )],
+        vec![x_input(&[D::V(2), D::V(2)])],
+        vec![vi_untyped("y")],
+        vec![f32_tensor("e", &[2, 2], &[0.0; 4])],
+    );
+    let e = load_model(&model(g, 6)).unwrap_err();
+    assert_eq!(e.node.as_deref(), Some("y_node"));
+    assert!(e.message.contains("axis 1"), "{e}");
+}
+
+#[test]
+fn opset6_gemm_broadcasts_c() {
+    let nodes = vec![node(
+        "Gemm",
+        &["x", "w", "c"],
+        &["y"],
+        vec![
+            attr_i("broadcast", 1),
+            attr_i("transB", 1),
+            attr_f("beta", 2.0),
+        ],
+    )];
+    // x (2,3), w (2,3) transposed, c (2,) per output column.
+    let inits = vec![
+        f32_tensor("w", &[2, 3], &[1.0, 0.0, 0.0, 0.0, 1.0, 1.0]),
+        f32_tensor("c", &[2], &[10.0, 100.0]),
+    ];
+    let y = run_old(
+        nodes,
+        &[2, 3],
+        &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0],
+        inits,
+        &["y"],
+        6,
+    );
+    assert_eq!(y[0].shape(), &[2, 2]);
+    close(&f32s(&y[0]), &[21.0, 205.0, 24.0, 211.0]);
+}
+
+#[test]
+fn opset6_prelu_slope_is_per_channel() {
+    // x (1, C=2, 2): numpy alignment would pair the slope with the last axis instead.
+    let nodes = vec![node("PRelu", &["x", "s"], &["y"], vec![])];
+    let inits = vec![f32_tensor("s", &[2], &[0.1, 0.5])];
+    let y = run_old(nodes, &[1, 2, 2], &[-1.0, 2.0, -3.0, 4.0], inits, &["y"], 6);
+    close(&f32s(&y[0]), &[-0.1, 2.0, -1.5, 4.0]);
+    // One shared slope value.
+    let nodes = vec![node("PRelu", &["x", "s"], &["y"], vec![])];
+    let inits = vec![f32_tensor("s", &[1], &[0.25])];
+    let y = run_old(nodes, &[1, 2, 2], &[-1.0, 2.0, -3.0, 4.0], inits, &["y"], 1);
+    close(&f32s(&y[0]), &[-0.25, 2.0, -0.75, 4.0]);
+}
+
+#[test]
+fn opset6_batchnorm_needs_is_test() {
+    let bn = |attrs: Vec<AttributeProto>| {
+        vec![node(
+            "BatchNormalization",
+            &["x", "s", "b", "m", "v"],
+            &["y"],
+            attrs,
+        )]
+    };
+    let inits = || {
+        vec![
+            f32_tensor("s", &[2], &[2.0, 3.0]),
+            f32_tensor("b", &[2], &[0.5, 1.0]),
+            f32_tensor("m", &[2], &[1.0, 0.0]),
+            f32_tensor("v", &[2], &[4.0, 1.0]),
+        ]
+    };
+    let attrs = vec![
+        attr_i("is_test", 1),
+        attr_f("epsilon", 0.0),
+        attr_f("momentum", 0.9),
+        attr_i("spatial", 1),
+        attr_ints("consumed_inputs", &[0, 0, 0, 1, 1]),
+    ];
+    let y = run_old(bn(attrs), &[1, 2, 1], &[3.0, 2.0], inits(), &["y"], 1);
+    close(&f32s(&y[0]), &[2.5, 7.0]);
+
+    for attrs in [vec![], vec![attr_i("is_test", 0)]] {
+        let g = graph(
+            bn(attrs),
+            vec![x_input(&[D::V(1), D::V(2), D::V(1)])],
+            vec![vi_untyped("y")],
+            inits(),
+        );
+        let e = load_model(&model(g, 6)).unwrap_err();
+        assert_eq!(e.node.as_deref(), Some("y_node"));
+        assert!(e.message.contains("is_test"), "{e}");
+    }
+}
+
+#[test]
+fn opset1_average_pool_excludes_padding() {
+    let nodes = vec![node(
+        "AveragePool",
+        &["x"],
+        &["y"],
+        vec![
+            attr_ints("kernel_shape", &[2, 2]),
+            attr_ints("pads", &[1, 1, 1, 1]),
+            attr_ints("strides", &[1, 1]),
+        ],
+    )];
+    let y = run_old(
+        nodes,
+        &[1, 1, 2, 2],
+        &[1.0, 2.0, 3.0, 4.0],
+        vec![],
+        &["y"],
+        1,
+    );
+    assert_eq!(y[0].shape(), &[1, 1, 3, 3]);
+    close(&f32s(&y[0]), &[1.0, 1.5, 2.0, 2.0, 2.5, 3.0, 3.0, 3.5, 4.0]);
+}
+
+#[test]
+fn opset1_cast_names_its_type() {
+    let nodes = vec![node("Cast", &["x"], &["y"], vec![attr_s("to", "INT64")])];
+    let y = run_old(nodes, &[2], &[1.7, -2.2], vec![], &["y"], 1);
+    assert_eq!(y[0].as_slice::<i64>().unwrap(), &[1, -2]);
+
+    let g = graph(
+        vec![node("Cast", &["x"], &["y"], vec![attr_s("to", "NOPE")])],
+        vec![x_input(&[D::V(1)])],
+        vec![vi_untyped("y")],
+        vec![],
+    );
+    let e = load_model(&model(g, 5)).unwrap_err();
+    assert_eq!(e.node.as_deref(), Some("y_node"));
+    assert!(e.message.contains("NOPE"), "{e}");
+}
+
+#[test]
+fn opset1_concat_pad_reshape_defaults_and_spellings() {
+    let nodes = vec![
+        // Concat-1: axis defaults to 1.
+        node("Concat", &["x", "x"], &["c"], vec![]),
+        // Pad-1 spells `paddings`: [x1_begin, x2_begin, x1_end, x2_end].
+        node(
+            "Pad",
+            &["x"],
+            &["p"],
+            vec![attr_ints("paddings", &[0, 1, 0, 0]), attr_f("value", 9.0)],
+        ),
+        // Reshape-1 takes the shape as an attribute; 0 copies a dim.
+        node(
+            "Reshape",
+            &["c"],
+            &["r"],
+            vec![attr_ints("shape", &[0, 2, -1])],
+        ),
+    ];
+    let y = run_old(nodes, &[1, 2], &[1.0, 2.0], vec![], &["c", "p", "r"], 1);
+    assert_eq!(y[0].shape(), &[1, 4]);
+    close(&f32s(&y[0]), &[1.0, 2.0, 1.0, 2.0]);
+    assert_eq!(y[1].shape(), &[1, 3]);
+    close(&f32s(&y[1]), &[9.0, 1.0, 2.0]);
+    assert_eq!(y[2].shape(), &[1, 2, 2]);
+}
+
+#[test]
+fn opset1_split_takes_float_sizes_and_needs_an_axis() {
+    let nodes = vec![node(
+        "Split",
+        &["x", "sizes"],
+        &["a", "b"],
+        vec![attr_i("axis", 1)],
+    )];
+    let inits = vec![f32_tensor("sizes", &[2], &[1.0, 2.0])];
+    let y = run_old(nodes, &[1, 3], &[1.0, 2.0, 3.0], inits, &["a", "b"], 1);
+    close(&f32s(&y[0]), &[1.0]);
+    close(&f32s(&y[1]), &[2.0, 3.0]);
+
+    let g = graph(
+        vec![node(
+            "Split",
+            &["x"],
+            &["a", "b"],
+            vec![attr_ints("split", &[1, 2])],
+        )],
+        vec![x_input(&[D::V(1), D::V(3)])],
+        vec![vi_untyped("a"), vi_untyped("b")],
+        vec![],
+    );
+    let e = load_model(&model(g, 1)).unwrap_err();
+    assert!(e.message.contains("axis"), "{e}");
+    // Split-2 defaults the axis to 0.
+    let g = graph(
+        vec![node(
+            "Split",
+            &["x"],
+            &["a", "b"],
+            vec![attr_ints("split", &[1, 1])],
+        )],
+        vec![x_input(&[D::V(2), D::V(3)])],
+        vec![vi_untyped("a"), vi_untyped("b")],
+        vec![],
+    );
+    load_model(&model(g, 2)).expect("Split-2 loads");
+}
+
+#[test]
+fn opset1_tile_repeats_along_one_axis() {
+    let nodes = vec![node("Tile", &["x", "tiles", "axis"], &["y"], vec![])];
+    let inits = vec![
+        f32_tensor("tiles", &[], &[3.0]),
+        f32_tensor("axis", &[], &[1.0]),
+    ];
+    let y = run_old(nodes, &[2, 1], &[1.0, 2.0], inits, &["y"], 1);
+    assert_eq!(y[0].shape(), &[2, 3]);
+    close(&f32s(&y[0]), &[1.0, 1.0, 1.0, 2.0, 2.0, 2.0]);
+
+    let g = graph(
+        vec![node("Tile", &["x", "tiles", "axis"], &["y"], vec![])],
+        vec![x_input(&[D::V(2)]), vi("tiles", 1, &[]), vi("axis", 1, &[])],
+        vec![vi_untyped("y")],
+        vec![],
+    );
+    let e = load_model(&model(g, 1)).unwrap_err();
+    assert!(e.message.contains("constant"), "{e}");
+}
+
+#[test]
+fn opset1_selu_upsample_and_lp_pool() {
+    let nodes = vec![
+        node("Selu", &["x"], &["s"], vec![]),
+        node(
+            "Upsample",
+            &["x4"],
+            &["u"],
+            vec![attr_f("height_scale", 2.0), attr_f("width_scale", 3.0)],
+        ),
+        node("GlobalLpPool", &["x4"], &["g"], vec![attr_f("p", 1.0)]),
+        node(
+            "LpPool",
+            &["x4"],
+            &["l"],
+            vec![attr_f("p", 2.0), attr_ints("kernel_shape", &[1, 2])],
+        ),
+        node(
+            "Reshape",
+            &["x"],
+            &["x4"],
+            vec![attr_ints("shape", &[1, 1, 1, 2])],
+        ),
+    ];
+    let y = run_old(nodes, &[2], &[-1.0, 2.0], vec![], &["s", "u", "g", "l"], 1);
+    let (alpha, gamma) = (1.6732f32, 1.0507f32);
+    close(
+        &f32s(&y[0]),
+        &[gamma * alpha * ((-1f32).exp() - 1.0), gamma * 2.0],
+    );
+    assert_eq!(y[1].shape(), &[1, 1, 2, 6]);
+    close(
+        &f32s(&y[1]),
+        &[
+            -1.0, -1.0, -1.0, 2.0, 2.0, 2.0, -1.0, -1.0, -1.0, 2.0, 2.0, 2.0,
+        ],
+    );
+    close(&f32s(&y[2]), &[3.0]);
+    close(&f32s(&y[3]), &[5f32.sqrt()]);
+
+    let g = graph(
+        vec![node("GlobalLpPool", &["x"], &["y"], vec![attr_f("p", 1.5)])],
+        vec![x_input(&[D::V(1), D::V(1), D::V(2)])],
+        vec![vi_untyped("y")],
+        vec![],
+    );
+    let e = load_model(&model(g, 1)).unwrap_err();
+    assert!(e.message.contains("1.5"), "{e}");
+}
+
+#[test]
+fn ops_newer_than_the_model_are_refused_and_unchanged_ops_load() {
+    let g = graph(
+        vec![node("Cos", &["x"], &["y"], vec![])],
+        vec![x_input(&[D::V(1)])],
+        vec![vi_untyped("y")],
+        vec![],
+    );
+    let e = load_model(&model(g, 6)).unwrap_err();
+    assert_eq!(e.node.as_deref(), Some("y_node"));
+    assert!(e.message.contains("does not exist before opset 7"), "{e}");
+    let g = graph(
+        vec![node("Transpose", &["x"], &["y"], vec![])],
+        vec![x_input(&[D::V(1)])],
+        vec![vi_untyped("y")],
+        vec![],
+    );
+    load_model(&model(g, 1)).expect("Transpose reads the same at opset 1");
 }

@@ -13,8 +13,8 @@ use std::borrow::Cow;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 use std::path::Path;
 
-/// The newest default-domain opset the bridge maps. Models older than opset 7 load only
-/// when each op they use still has its opset-7 definition (see `legacy::predates_opset7`).
+/// The default-domain opsets the bridge maps (definitions from opsets 1 to 6 that differ
+/// from later ones are rewritten in `opset6`).
 pub(crate) const MIN_OPSET: i64 = 1;
 pub(crate) const MAX_OPSET: i64 = 28;
 
@@ -405,12 +405,6 @@ impl<'m> Builder<'m> {
             return Err(at(format!(
                 "{} is a default-domain op but the model imports no default-domain opset",
                 node.op_type
-            )));
-        }
-        if let Some(changed) = super::legacy::predates_opset7(&node.op_type, item.opset) {
-            return Err(at(format!(
-                "{} at opset {} predates its opset-{changed} definition; kiln reads {} from opset {changed} on",
-                node.op_type, item.opset, node.op_type
             )));
         }
         let mut inputs = Vec::with_capacity(node.input.len());

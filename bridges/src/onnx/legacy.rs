@@ -7,83 +7,8 @@ use super::graph::Builder;
 use super::ops::{word, NodeCx};
 use kiln_ir::*;
 
-/// Ops whose definition changed between opset 1 and opset 7, with the last such opset.
-/// An op used at an opset before that has semantics (broadcast attributes, consumed
-/// inputs, is_test…) kiln does not map; ops not listed read the same at opsets 1 to 7.
-const CHANGED_BY_OPSET7: &[(&str, i64)] = &[
-    ("Abs", 6),
-    ("Acos", 7),
-    ("Add", 7),
-    ("And", 7),
-    ("Asin", 7),
-    ("Atan", 7),
-    ("AveragePool", 7),
-    ("BatchNormalization", 7),
-    ("Cast", 6),
-    ("Ceil", 6),
-    ("Clip", 6),
-    ("Concat", 4),
-    ("Cos", 7),
-    ("Div", 7),
-    ("Dropout", 7),
-    ("Elu", 6),
-    ("Equal", 7),
-    ("Exp", 6),
-    ("Floor", 6),
-    ("GRU", 7),
-    ("Gemm", 7),
-    ("GlobalLpPool", 2),
-    ("Greater", 7),
-    ("HardSigmoid", 6),
-    ("InstanceNormalization", 6),
-    ("LSTM", 7),
-    ("LeakyRelu", 6),
-    ("Less", 7),
-    ("Log", 6),
-    ("LpPool", 2),
-    ("Max", 6),
-    ("Mean", 6),
-    ("Min", 6),
-    ("Mul", 7),
-    ("Multinomial", 7),
-    ("Neg", 6),
-    ("Or", 7),
-    ("PRelu", 7),
-    ("Pad", 2),
-    ("Pow", 7),
-    ("RNN", 7),
-    ("Reciprocal", 6),
-    ("Relu", 6),
-    ("Reshape", 5),
-    ("Selu", 6),
-    ("Sigmoid", 6),
-    ("Sin", 7),
-    ("Split", 2),
-    ("Sqrt", 6),
-    ("Sub", 7),
-    ("Sum", 6),
-    ("Tan", 7),
-    ("Tanh", 6),
-    ("Tile", 6),
-    ("Upsample", 7),
-    ("Xor", 7),
-];
-
-/// For a model older than opset 7: the opset at which `op_type` took the definition kiln
-/// maps, when the model predates it.
-pub(crate) fn predates_opset7(op_type: &str, opset: i64) -> Option<i64> {
-    if opset >= 7 {
-        return None;
-    }
-    CHANGED_BY_OPSET7
-        .iter()
-        .find(|(t, _)| *t == op_type)
-        .map(|&(_, v)| v)
-        .filter(|&v| opset < v)
-}
-
 /// A constant input made from an integer-list attribute, or `None` when it is absent.
-fn ints_input(b: &mut Builder, n: &NodeCx, attr: &str) -> Result<Option<Value>> {
+pub(crate) fn ints_input(b: &mut Builder, n: &NodeCx, attr: &str) -> Result<Option<Value>> {
     match n.attrs.ints_opt(attr)? {
         Some(v) => Ok(Some(b.const_i64(&n.sub(attr), &v)?)),
         None => Ok(None),
@@ -91,7 +16,7 @@ fn ints_input(b: &mut Builder, n: &NodeCx, attr: &str) -> Result<Option<Value>> 
 }
 
 /// A scalar constant of `dtype` (the dtype of the tensor it will combine with).
-fn scalar_of(b: &mut Builder, name: &str, dtype: DType, v: f64) -> Result<Value> {
+pub(crate) fn scalar_of(b: &mut Builder, name: &str, dtype: DType, v: f64) -> Result<Value> {
     let t = Tensor::from_f64(dtype, vec![], &[v])?;
     Ok(b.constant(name, t))
 }
@@ -437,7 +362,7 @@ pub(crate) fn pad(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
     )
 }
 
-/// Upsample (opsets 7-9) and Resize-10: nearest (rounding down) or linear interpolation
+/// Upsample (opsets 1-9) and Resize-10: nearest (rounding down) or linear interpolation
 /// with asymmetric coordinates, scales from an attribute (opsets 7-8) or the second input.
 pub(crate) fn upsample(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
     let a = &n.attrs;
@@ -450,7 +375,25 @@ pub(crate) fn upsample(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
             )))
         }
     };
-    let scales = if n.opset < 9 {
+    let scales = if n.opset < 7 {
+        // Upsample-1: a 4-D [N, C, H, W] input and one scale per spatial axis.
+        let h = a
+            .float_opt("height_scale")?
+            .ok_or_else(|| IrError::msg("Upsample before opset 7 needs `height_scale`"))?;
+        let w = a
+            .float_opt("width_scale")?
+            .ok_or_else(|| IrError::msg("Upsample before opset 7 needs `width_scale`"))?;
+        let x = n.req(0)?;
+        if let Some(r) = b.ty(x).shape.rank() {
+            if r != 4 {
+                return Err(IrError::msg(format!(
+                    "Upsample before opset 7 takes a 4-D input, got rank {r}"
+                )));
+            }
+        }
+        let t = Tensor::new(vec![4], vec![1f32, 1.0, h, w])?;
+        b.constant(&n.sub("scales"), t)
+    } else if n.opset < 9 {
         let s = a
             .floats_opt("scales")?
             .ok_or_else(|| IrError::msg("Upsample before opset 9 needs the `scales` attribute"))?;

@@ -5,6 +5,7 @@
 //! - `graph`: scopes, graph inputs and initializers, node order, nested scopes.
 //! - `ops`: the one table from ONNX op types to IR ops.
 //! - `legacy`: old-opset forms rewritten into the IR's (newest-opset) ops.
+//! - `opset6`: definitions from opsets 1 to 6 (legacy broadcasting, is_test, old attributes).
 //! - `control`: If, Loop and Scan bodies.
 //! - `functions`: inlining of model-local functions.
 //!
@@ -17,6 +18,7 @@ mod functions;
 mod graph;
 mod legacy;
 mod ops;
+mod opset6;
 mod tensor;
 
 use crate::error::BridgeError;

@@ -5,7 +5,7 @@
 use super::attrs::{missing, Attrs};
 use super::graph::Builder;
 use super::tensor::{dtype_from_onnx, tensor_from_proto};
-use super::{control, legacy};
+use super::{control, legacy, opset6};
 use kiln_ir::*;
 use onnx_protobuf::NodeProto;
 
@@ -59,7 +59,7 @@ pub(crate) fn word<E>(
         .ok_or_else(|| IrError::msg(format!("attribute `{attr}` has unsupported value `{s}`")))
 }
 
-fn dtype_attr(code: i64, what: &str) -> Result<DType> {
+pub(crate) fn dtype_attr(code: i64, what: &str) -> Result<DType> {
     let code = i32::try_from(code)
         .map_err(|_| IrError::msg(format!("{what}: type code {code} is out of range")))?;
     dtype_from_onnx(code).map_err(|e| IrError::msg(format!("{what}: {}", e.message)))
@@ -105,7 +105,7 @@ fn unary(op_type: &str) -> Option<UnaryOp> {
     })
 }
 
-fn binary(op_type: &str) -> Option<BinaryOp> {
+pub(crate) fn binary(op_type: &str) -> Option<BinaryOp> {
     use BinaryOp::*;
     Some(match op_type {
         "Add" => Add,
@@ -171,6 +171,11 @@ fn refusal(op_type: &str) -> String {
 pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
     let a = &n.attrs;
     let t = n.node.op_type.as_str();
+    if n.opset < 7 {
+        if let Some(r) = opset6::map(b, n) {
+            return r;
+        }
+    }
     if let Some(u) = unary(t) {
         return b.emit(Op::Unary(u), &n.name, &n.first(1), n.n_out());
     }
@@ -700,7 +705,7 @@ pub(crate) fn map_node(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
     b.emit(op, &n.name, &n.inputs, n.n_out())
 }
 
-fn auto_pad(s: &str) -> Option<AutoPad> {
+pub(crate) fn auto_pad(s: &str) -> Option<AutoPad> {
     match s {
         "notset" | "" => Some(AutoPad::NotSet),
         "same_upper" => Some(AutoPad::SameUpper),

@@ -3,7 +3,7 @@
 //! (rtol 1e-4, atol 1e-5). For ONNX it also checks the saved form: `.kir` gives
 //! bit-identical outputs, and `--fp16` stays within rtol 1e-2 with a .bin half the size.
 //!
-//! `zoo [--device D] [--suite NAME] [--models a,b] ZOO_DIR`: the suite names the
+//! `zoo [--device D] [--suite NAME] [--models a,b] [--update] ZOO_DIR`: the suite names the
 //! expected-failures list, `tests/expected-failures/NAME-DEVICE.txt` (default `zoo`).
 
 use kiln_ir::Tensor;
@@ -15,10 +15,12 @@ fn main() {
     let mut only: Option<Vec<String>> = None;
     let mut root = None;
     let mut suite = "zoo".to_string();
+    let mut update = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--device" | "-d" => device = args.next().expect("--device takes a name"),
+            "--update" => update = true,
             "--suite" => suite = args.next().expect("--suite takes a name"),
             "--models" => only = Some(args.next().expect("--models takes a list").split(',').map(String::from).collect()),
             _ => root = Some(PathBuf::from(a)),
@@ -41,6 +43,7 @@ fn main() {
     let expected_path = Path::new(env!("CARGO_MANIFEST_DIR")).join("expected-failures").join(format!("{suite}-{}.txt", device.to_ascii_lowercase()));
     let expected = kiln_tests::conformance::read_expected(&expected_path);
     let (mut passed, mut failed, mut problems) = (0, 0, vec![]);
+    let mut failures = std::collections::BTreeMap::new();
     for dir in &models {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
         for (check, result) in check_model(dir, &device) {
@@ -55,6 +58,9 @@ fn main() {
                 }
                 Err(e) => {
                     failed += 1;
+                    // a listed failure keeps its hand-written reason when the list is rewritten
+                    let why = expected.get(&key).filter(|w| !w.is_empty()).cloned().unwrap_or_else(|| e.replace(&format!("{}/", dir.display()), ""));
+                    failures.insert(key.clone(), why);
                     let listed = expected.contains_key(&key);
                     println!("FAIL {key}: {e}{}", if listed { " (expected, see the list)" } else { "" });
                     if !listed {
@@ -65,6 +71,24 @@ fn main() {
         }
     }
     println!("{suite} on {device}: {passed} passed, {failed} failed ({} listed in {})", expected.len(), expected_path.display());
+    if update {
+        if only.is_some() {
+            eprintln!("--update needs a run over every model (no --models)");
+            std::process::exit(2);
+        }
+        let mut text = format!(
+            "# {suite} checks that fail on {device}, one per line with the reason. The {suite} run fails on a\n\
+             # failure missing here and on a listed check that passes.\n\
+             # Regenerate with: cargo run --release -p kiln-tests --bin zoo -- --suite {suite} --device {device} --update DIR\n"
+        );
+        for (k, why) in &failures {
+            let why: String = why.chars().take(200).collect();
+            text += &format!("{k}  # {why}\n");
+        }
+        std::fs::write(&expected_path, text).expect("writing the expected-failures list");
+        println!("wrote {}", expected_path.display());
+        return;
+    }
     for p in &problems {
         println!("  {p}");
     }
@@ -119,26 +143,63 @@ fn compare(got: &[Tensor], want: &[Tensor], rtol: f64, atol: f64) -> Result<f64,
     Ok(worst)
 }
 
+/// The model's input order as indices into `input_K.npy`: a model input named like the
+/// K-th entry of meta.json's `keras_inputs` or `tf_inputs` (TF's `:0` suffix aside) takes
+/// `input_K`; otherwise inputs go in file order.
+fn input_order(dir: &Path, model: &kiln_runtime::Model) -> Vec<usize> {
+    let meta: serde_json::Value = std::fs::read_to_string(dir.join("meta.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+        .unwrap_or(serde_json::Value::Null);
+    let names = |key: &str| -> Vec<String> {
+        meta[key].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).map(|s| s.trim_end_matches(":0").to_string()).collect()).unwrap_or_default()
+    };
+    let (keras, tf) = (names("keras_inputs"), names("tf_inputs"));
+    model
+        .inputs()
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| {
+            let name = name.trim_end_matches(":0");
+            keras.iter().position(|n| n == name).or_else(|| tf.iter().position(|n| n == name)).unwrap_or(i)
+        })
+        .collect()
+}
+
+/// Loads and runs one format of a zoo model; the outputs and a note.
+fn check_format(dir: &Path, file: &Path, device: &str, inputs: &[Tensor], want: &[Tensor]) -> Result<(kiln_runtime::Model, Vec<Tensor>, String), String> {
+    let t = Instant::now();
+    let model = kiln_runtime::load(file).map_err(|e| e.to_string())?;
+    let order = input_order(dir, &model);
+    let ins: Vec<Tensor> = order.iter().map(|&k| inputs.get(k).cloned().ok_or(format!("no input_{k}.npy"))).collect::<Result<_, _>>()?;
+    let got = run(&model, device, &ins)?;
+    let d = compare(&got, want, 1e-4, 1e-5)?;
+    Ok((model, got, format!("max abs diff {d:.2e} ({:.1} s)", t.elapsed().as_secs_f64())))
+}
+
 fn check_model(dir: &Path, device: &str) -> Vec<(String, Result<String, String>)> {
     let mut results = vec![];
-    let onnx = dir.join("model.onnx");
     let (inputs, want) = match reference_io(dir) {
         Ok(x) => x,
         Err(e) => return vec![("reference data".into(), Err(e))],
     };
-    let t = Instant::now();
-    let model = match kiln_runtime::load(&onnx) {
-        Ok(m) => m,
-        Err(e) => return vec![("model.onnx".into(), Err(e.to_string()))],
+    for format in ["model.keras", "model.h5", "frozen.pb", "saved_model"] {
+        let file = dir.join(format);
+        if file.exists() {
+            results.push((format.to_string(), check_format(dir, &file, device, &inputs, &want).map(|(_, _, note)| note)));
+        }
+    }
+    let (model, got) = match check_format(dir, &dir.join("model.onnx"), device, &inputs, &want) {
+        Ok((m, g, note)) => {
+            results.push(("model.onnx".into(), Ok(note)));
+            (m, g)
+        }
+        Err(e) => {
+            results.push(("model.onnx".into(), Err(e)));
+            return results;
+        }
     };
-    let got = match run(&model, device, &inputs) {
-        Ok(g) => g,
-        Err(e) => return vec![("model.onnx".into(), Err(e))],
-    };
-    results.push((
-        "model.onnx".into(),
-        compare(&got, &want, 1e-4, 1e-5).map(|d| format!("max abs diff {d:.2e} ({:.1} s)", t.elapsed().as_secs_f64())),
-    ));
+    let inputs: Vec<Tensor> = input_order(dir, &model).iter().map(|&k| inputs[k].clone()).collect();
 
     let tmp = std::env::temp_dir().join(format!("kiln-zoo-{}-{}", std::process::id(), dir.file_name().unwrap().to_string_lossy()));
     let _ = std::fs::create_dir_all(&tmp);

@@ -12,7 +12,11 @@ use crate::{bail, ensure, with_data};
 
 /// The values of an index tensor, which must have an integer type.
 fn index_values(t: &Tensor) -> Result<Vec<i64>> {
-    ensure!(t.dtype().is_int(), "indices must be integers, found {}", t.dtype());
+    ensure!(
+        t.dtype().is_int(),
+        "indices must be integers, found {}",
+        t.dtype()
+    );
     Ok(t.to_i64_vec())
 }
 
@@ -57,14 +61,19 @@ pub(super) fn eval_gather(axis: i64, inputs: &[Option<Tensor>]) -> Result<Tensor
     ensure!(data.rank() >= 1, "Gather cannot index a scalar");
     let a = norm_axis(axis, data.rank())?;
     let dim = data.shape()[a];
-    let idx: Vec<usize> = index_values(ind)?.into_iter().map(|v| norm_index(v, dim, a)).collect::<Result<_>>()?;
+    let idx: Vec<usize> = index_values(ind)?
+        .into_iter()
+        .map(|v| norm_index(v, dim, a))
+        .collect::<Result<_>>()?;
     take_along_axis(data, a, &idx, ind.shape())
 }
 
 pub(super) fn infer_gather(axis: i64, types: &[Option<&TensorType>]) -> Result<TensorType> {
     let data = input_type(types, 0)?;
     let ind = input_type(types, 1)?;
-    let (Some(d), Some(i)) = (data.shape.dims(), ind.shape.dims()) else { return Ok(TensorType::unknown_shape(data.dtype)) };
+    let (Some(d), Some(i)) = (data.shape.dims(), ind.shape.dims()) else {
+        return Ok(TensorType::unknown_shape(data.dtype));
+    };
     ensure!(!d.is_empty(), "Gather cannot index a scalar");
     let a = norm_axis(axis, d.len())?;
     let mut out = d[..a].to_vec();
@@ -76,7 +85,12 @@ pub(super) fn infer_gather(axis: i64, types: &[Option<&TensorType>]) -> Result<T
 /// Checks GatherElements/ScatterElements shapes: same rank, and off the axis the indices
 /// fit inside the data. Returns the data offset of each index position without its axis term.
 fn elements_offsets(data: &Tensor, ind: &Tensor, a: usize) -> Result<Vec<isize>> {
-    ensure!(ind.rank() == data.rank(), "indices have rank {} but data has rank {}", ind.rank(), data.rank());
+    ensure!(
+        ind.rank() == data.rank(),
+        "indices have rank {} but data has rank {}",
+        ind.rank(),
+        data.rank()
+    );
     for d in 0..data.rank() {
         ensure!(
             d == a || ind.shape()[d] <= data.shape()[d],
@@ -107,14 +121,20 @@ pub(super) fn eval_gather_elements(axis: i64, inputs: &[Option<Tensor>]) -> Resu
     Tensor::from_data(ind.shape().to_vec(), out)
 }
 
-pub(super) fn infer_gather_elements(axis: i64, types: &[Option<&TensorType>]) -> Result<TensorType> {
+pub(super) fn infer_gather_elements(
+    axis: i64,
+    types: &[Option<&TensorType>],
+) -> Result<TensorType> {
     let data = input_type(types, 0)?;
     let ind = input_type(types, 1)?;
     if let (Some(r), Some(q)) = (data.shape.rank(), ind.shape.rank()) {
         ensure!(r == q, "indices have rank {q} but data has rank {r}");
         norm_axis(axis, r)?;
     }
-    Ok(TensorType { dtype: data.dtype, shape: ind.shape.clone() })
+    Ok(TensorType {
+        dtype: data.dtype,
+        shape: ind.shape.clone(),
+    })
 }
 
 /// GatherNd/ScatterNd geometry: for each index tuple (in order), the flat offset of the
@@ -127,7 +147,10 @@ struct NdPlan {
 fn nd_plan(data: &Tensor, ind: &Tensor, batch_dims: usize) -> Result<NdPlan> {
     let (r, q) = (data.rank(), ind.rank());
     ensure!(q >= 1, "indices must have rank at least 1");
-    ensure!(batch_dims < q && batch_dims < r, "batch_dims {batch_dims} must be below the ranks of data ({r}) and indices ({q})");
+    ensure!(
+        batch_dims < q && batch_dims < r,
+        "batch_dims {batch_dims} must be below the ranks of data ({r}) and indices ({q})"
+    );
     ensure!(
         ind.shape()[..batch_dims] == data.shape()[..batch_dims],
         "the batch dims of indices {:?} and data {:?} differ",
@@ -135,7 +158,10 @@ fn nd_plan(data: &Tensor, ind: &Tensor, batch_dims: usize) -> Result<NdPlan> {
         data.shape()
     );
     let k = ind.shape()[q - 1];
-    ensure!(k <= r - batch_dims, "index tuples of length {k} are too long for data of rank {r} with {batch_dims} batch dims");
+    ensure!(
+        k <= r - batch_dims,
+        "index tuples of length {k} are too long for data of rank {r} with {batch_dims} batch dims"
+    );
     let vals = index_values(ind)?;
     let ds = crate::ops::util::strides(data.shape());
     let batches: usize = data.shape()[..batch_dims].iter().product();
@@ -158,7 +184,8 @@ fn nd_plan(data: &Tensor, ind: &Tensor, batch_dims: usize) -> Result<NdPlan> {
 }
 
 fn batch_dims_usize(b: i64) -> Result<usize> {
-    usize::try_from(b).map_err(|_| IrError::msg(format!("batch_dims must be non-negative, found {b}")))
+    usize::try_from(b)
+        .map_err(|_| IrError::msg(format!("batch_dims must be non-negative, found {b}")))
 }
 
 pub(super) fn eval_gather_nd(batch_dims: i64, inputs: &[Option<Tensor>]) -> Result<Tensor> {
@@ -181,14 +208,25 @@ pub(super) fn eval_gather_nd(batch_dims: i64, inputs: &[Option<Tensor>]) -> Resu
     Tensor::from_data(shape, out)
 }
 
-pub(super) fn infer_gather_nd(batch_dims: i64, types: &[Option<&TensorType>]) -> Result<TensorType> {
+pub(super) fn infer_gather_nd(
+    batch_dims: i64,
+    types: &[Option<&TensorType>],
+) -> Result<TensorType> {
     let data = input_type(types, 0)?;
     let ind = input_type(types, 1)?;
     let b = batch_dims_usize(batch_dims)?;
-    let (Some(d), Some(i)) = (data.shape.dims(), ind.shape.dims()) else { return Ok(TensorType::unknown_shape(data.dtype)) };
+    let (Some(d), Some(i)) = (data.shape.dims(), ind.shape.dims()) else {
+        return Ok(TensorType::unknown_shape(data.dtype));
+    };
     ensure!(!i.is_empty(), "indices must have rank at least 1");
-    let Dim::Known(k) = i[i.len() - 1] else { return Ok(TensorType::unknown_shape(data.dtype)) };
-    ensure!(b < i.len() && b < d.len() && b + k <= d.len(), "index tuples of length {k} do not fit data of rank {} with {b} batch dims", d.len());
+    let Dim::Known(k) = i[i.len() - 1] else {
+        return Ok(TensorType::unknown_shape(data.dtype));
+    };
+    ensure!(
+        b < i.len() && b < d.len() && b + k <= d.len(),
+        "index tuples of length {k} do not fit data of rank {} with {b} batch dims",
+        d.len()
+    );
     let mut out = i[..i.len() - 1].to_vec();
     out.extend_from_slice(&d[b + k..]);
     Ok(TensorType::new(data.dtype, out))
@@ -249,7 +287,13 @@ fn combine<T: Combine>(r: ScatterReduction, dst: &mut T, u: T) {
     };
 }
 
-fn scatter_typed<T: Combine>(data: &[T], updates: &[T], targets: &[usize], inner: usize, r: ScatterReduction) -> Vec<T> {
+fn scatter_typed<T: Combine>(
+    data: &[T],
+    updates: &[T],
+    targets: &[usize],
+    inner: usize,
+    r: ScatterReduction,
+) -> Vec<T> {
     let mut out = data.to_vec();
     for (m, &t) in targets.iter().enumerate() {
         for j in 0..inner {
@@ -259,13 +303,27 @@ fn scatter_typed<T: Combine>(data: &[T], updates: &[T], targets: &[usize], inner
     out
 }
 
-pub(super) fn eval_scatter_elements(axis: i64, reduction: ScatterReduction, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval_scatter_elements(
+    axis: i64,
+    reduction: ScatterReduction,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let data = input(inputs, 0)?;
     let ind = input(inputs, 1)?;
     let upd = input(inputs, 2)?;
     ensure!(data.rank() >= 1, "ScatterElements cannot index a scalar");
-    ensure!(upd.shape() == ind.shape(), "updates shape {:?} differs from indices shape {:?}", upd.shape(), ind.shape());
-    ensure!(upd.dtype() == data.dtype(), "updates are {} but data is {}", upd.dtype(), data.dtype());
+    ensure!(
+        upd.shape() == ind.shape(),
+        "updates shape {:?} differs from indices shape {:?}",
+        upd.shape(),
+        ind.shape()
+    );
+    ensure!(
+        upd.dtype() == data.dtype(),
+        "updates are {} but data is {}",
+        upd.dtype(),
+        data.dtype()
+    );
     let a = norm_axis(axis, data.rank())?;
     let offs = elements_offsets(data, ind, a)?;
     let dim = data.shape()[a];
@@ -279,18 +337,30 @@ pub(super) fn eval_scatter_elements(axis: i64, reduction: ScatterReduction, inpu
     Tensor::from_data(data.shape().to_vec(), out)
 }
 
-pub(super) fn eval_scatter_nd(reduction: ScatterReduction, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval_scatter_nd(
+    reduction: ScatterReduction,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let data = input(inputs, 0)?;
     let ind = input(inputs, 1)?;
     let upd = input(inputs, 2)?;
-    ensure!(upd.dtype() == data.dtype(), "updates are {} but data is {}", upd.dtype(), data.dtype());
+    ensure!(
+        upd.dtype() == data.dtype(),
+        "updates are {} but data is {}",
+        upd.dtype(),
+        data.dtype()
+    );
     ensure!(data.rank() >= 1, "ScatterNd cannot index a scalar");
     let plan = nd_plan(data, ind, 0)?;
     let q = ind.rank();
     let k = ind.shape()[q - 1];
     let mut want = ind.shape()[..q - 1].to_vec();
     want.extend_from_slice(&data.shape()[k..]);
-    ensure!(upd.shape() == want.as_slice(), "updates have shape {:?}, expected {want:?}", upd.shape());
+    ensure!(
+        upd.shape() == want.as_slice(),
+        "updates have shape {:?}, expected {want:?}",
+        upd.shape()
+    );
     let out = with_data!(data.data(), v, T => <T as Storable>::wrap(scatter_typed(v, upd.as_slice::<T>()?, &plan.offsets, plan.inner, reduction)));
     Tensor::from_data(data.shape().to_vec(), out)
 }
@@ -298,6 +368,11 @@ pub(super) fn eval_scatter_nd(reduction: ScatterReduction, inputs: &[Option<Tens
 pub(super) fn infer_scatter(types: &[Option<&TensorType>]) -> Result<TensorType> {
     let data = input_type(types, 0)?;
     let upd = input_type(types, 2)?;
-    ensure!(upd.dtype == data.dtype, "updates are {} but data is {}", upd.dtype, data.dtype);
+    ensure!(
+        upd.dtype == data.dtype,
+        "updates are {} but data is {}",
+        upd.dtype,
+        data.dtype
+    );
     Ok(data.clone())
 }

@@ -37,19 +37,27 @@ pub(crate) fn infer(
         Op::Shape { start, end } => one(reshape::infer_shape(*start, *end, types)),
         Op::Size => one(reshape::infer_size(types)),
         Op::Transpose { perm } => one(transpose::infer_transpose(perm.as_deref(), types)),
-        Op::DepthToSpace { blocksize, .. } => one(transpose::infer_depth_to_space(*blocksize, types)),
-        Op::SpaceToDepth { blocksize, .. } => one(transpose::infer_space_to_depth(*blocksize, types)),
+        Op::DepthToSpace { blocksize, .. } => {
+            one(transpose::infer_depth_to_space(*blocksize, types))
+        }
+        Op::SpaceToDepth { blocksize, .. } => {
+            one(transpose::infer_space_to_depth(*blocksize, types))
+        }
         Op::Concat { axis } => one(concat_split::infer_concat(*axis, types)),
         Op::Split { axis } => concat_split::infer_split(*axis, types, consts, n_outputs),
         Op::Slice => one(slice::infer_slice(types, consts)),
         Op::Gather { axis } => one(gather_scatter::infer_gather(*axis, types)),
         Op::GatherElements { axis } => one(gather_scatter::infer_gather_elements(*axis, types)),
         Op::GatherNd { batch_dims } => one(gather_scatter::infer_gather_nd(*batch_dims, types)),
-        Op::ScatterElements { .. } | Op::ScatterNd { .. } => one(gather_scatter::infer_scatter(types)),
+        Op::ScatterElements { .. } | Op::ScatterNd { .. } => {
+            one(gather_scatter::infer_scatter(types))
+        }
         Op::Pad { .. } => one(pad::infer_pad(types, consts)),
         Op::Tile => one(pad::infer_tile(types, consts)),
         Op::Expand => one(pad::infer_expand(types, consts)),
-        Op::ConstantOfShape { value } => one(generators::infer_constant_of_shape(value, types, consts)),
+        Op::ConstantOfShape { value } => {
+            one(generators::infer_constant_of_shape(value, types, consts))
+        }
         Op::Range => one(generators::infer_range(types, consts)),
         Op::OneHot { axis } => one(generators::infer_one_hot(*axis, types, consts)),
         Op::EyeLike { dtype, .. } => one(generators::infer_eye_like(*dtype, types)),
@@ -61,7 +69,11 @@ pub(crate) fn infer(
     })
 }
 
-pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Option<Result<Vec<Tensor>>> {
+pub(crate) fn eval(
+    op: &Op,
+    inputs: &[Option<Tensor>],
+    n_outputs: usize,
+) -> Option<Result<Vec<Tensor>>> {
     let one = |r: Result<Tensor>| r.map(|t| vec![t]);
     Some(match op {
         Op::Reshape { allowzero } => one(reshape::eval_reshape(*allowzero, inputs)),
@@ -71,15 +83,21 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Opti
         Op::Shape { start, end } => one(reshape::eval_shape(*start, *end, inputs)),
         Op::Size => one(reshape::eval_size(inputs)),
         Op::Transpose { perm } => one(transpose::eval_transpose(perm.as_deref(), inputs)),
-        Op::DepthToSpace { blocksize, mode } => one(transpose::eval_depth_to_space(*blocksize, *mode, inputs)),
-        Op::SpaceToDepth { blocksize, mode } => one(transpose::eval_space_to_depth(*blocksize, *mode, inputs)),
+        Op::DepthToSpace { blocksize, mode } => {
+            one(transpose::eval_depth_to_space(*blocksize, *mode, inputs))
+        }
+        Op::SpaceToDepth { blocksize, mode } => {
+            one(transpose::eval_space_to_depth(*blocksize, *mode, inputs))
+        }
         Op::Concat { axis } => one(concat_split::eval_concat(*axis, inputs)),
         Op::Split { axis } => concat_split::eval_split(*axis, inputs, n_outputs),
         Op::Slice => one(slice::eval_slice(inputs)),
         Op::Gather { axis } => one(gather_scatter::eval_gather(*axis, inputs)),
         Op::GatherElements { axis } => one(gather_scatter::eval_gather_elements(*axis, inputs)),
         Op::GatherNd { batch_dims } => one(gather_scatter::eval_gather_nd(*batch_dims, inputs)),
-        Op::ScatterElements { axis, reduction } => one(gather_scatter::eval_scatter_elements(*axis, *reduction, inputs)),
+        Op::ScatterElements { axis, reduction } => one(gather_scatter::eval_scatter_elements(
+            *axis, *reduction, inputs,
+        )),
         Op::ScatterNd { reduction } => one(gather_scatter::eval_scatter_nd(*reduction, inputs)),
         Op::Pad { mode } => one(pad::eval_pad(*mode, inputs)),
         Op::Tile => one(pad::eval_tile(inputs)),
@@ -91,7 +109,14 @@ pub(crate) fn eval(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize) -> Opti
         Op::NonZero => one(select::eval_non_zero(inputs)),
         Op::Compress { axis } => one(select::eval_compress(*axis, inputs)),
         Op::Unique { axis, sorted } => select::eval_unique(*axis, *sorted, inputs, n_outputs),
-        Op::ReverseSequence { batch_axis, time_axis } => one(select::eval_reverse_sequence(*batch_axis, *time_axis, inputs)),
+        Op::ReverseSequence {
+            batch_axis,
+            time_axis,
+        } => one(select::eval_reverse_sequence(
+            *batch_axis,
+            *time_axis,
+            inputs,
+        )),
         Op::Trilu { upper } => one(select::eval_trilu(*upper, inputs)),
         _ => return None,
     })
@@ -109,22 +134,37 @@ pub(super) const MAX_ELEMS: usize = 1 << 31;
 /// data must not be able to make us allocate without bound.
 pub(super) fn out_numel(shape: &[usize]) -> Result<usize> {
     let n = checked_numel(shape)?;
-    ensure!(n <= MAX_ELEMS, "output shape {shape:?} has {n} elements, more than the limit of 2^31");
+    ensure!(
+        n <= MAX_ELEMS,
+        "output shape {shape:?} has {n} elements, more than the limit of 2^31"
+    );
     Ok(n)
 }
 
 /// A dimension size taken from data: non-negative and at most [`MAX_ELEMS`].
 pub(super) fn dim_from_value(v: i64, what: &str) -> Result<usize> {
     ensure!(v >= 0, "{what} has a negative size {v}");
-    let d = usize::try_from(v).map_err(|_| IrError::msg(format!("{what} has an impossible size {v}")))?;
-    ensure!(d <= MAX_ELEMS, "{what} has size {v}, more than the limit of 2^31");
+    let d = usize::try_from(v)
+        .map_err(|_| IrError::msg(format!("{what} has an impossible size {v}")))?;
+    ensure!(
+        d <= MAX_ELEMS,
+        "{what} has size {v}, more than the limit of 2^31"
+    );
     Ok(d)
 }
 
 /// The values of a 0-D or 1-D integer tensor (a shape, axes, pads, repeats… input).
 pub(super) fn int_values(t: &Tensor, what: &str) -> Result<Vec<i64>> {
-    ensure!(t.dtype().is_int(), "{what} must be an integer tensor, found {}", t.dtype());
-    ensure!(t.rank() <= 1, "{what} must be 1-D, found shape {:?}", t.shape());
+    ensure!(
+        t.dtype().is_int(),
+        "{what} must be an integer tensor, found {}",
+        t.dtype()
+    );
+    ensure!(
+        t.rank() <= 1,
+        "{what} must be 1-D, found shape {:?}",
+        t.shape()
+    );
     Ok(t.to_i64_vec())
 }
 
@@ -143,14 +183,27 @@ pub(super) fn norm_axes(axes: &[i64], rank: usize) -> Result<Vec<usize>> {
 
 /// Row-major strides as isize.
 pub(super) fn istrides(shape: &[usize]) -> Vec<isize> {
-    crate::ops::util::strides(shape).into_iter().map(|s| s as isize).collect()
+    crate::ops::util::strides(shape)
+        .into_iter()
+        .map(|s| s as isize)
+        .collect()
 }
 
 /// A typed strided copy: output element at multi-index `i` (row-major over `out_shape`) is
 /// `src[base + Σ i_d · strides[d]]`. Strides may be zero (broadcast) or negative (reverse).
 /// The extreme offsets are checked against `src` once, so the loop cannot go out of bounds.
-pub(super) fn strided_vec<T: Copy>(src: &[T], out_shape: &[usize], base: isize, strides: &[isize]) -> Result<Vec<T>> {
-    ensure!(out_shape.len() == strides.len(), "internal: {} strides for rank {}", strides.len(), out_shape.len());
+pub(super) fn strided_vec<T: Copy>(
+    src: &[T],
+    out_shape: &[usize],
+    base: isize,
+    strides: &[isize],
+) -> Result<Vec<T>> {
+    ensure!(
+        out_shape.len() == strides.len(),
+        "internal: {} strides for rank {}",
+        strides.len(),
+        out_shape.len()
+    );
     let n = out_numel(out_shape)?;
     let mut out = Vec::with_capacity(n);
     if n == 0 {
@@ -158,7 +211,11 @@ pub(super) fn strided_vec<T: Copy>(src: &[T], out_shape: &[usize], base: isize, 
     }
     // A size-1 dim's stride is never followed; zero it so a huge one (a Slice step of
     // i64::MAX) cannot overflow the running offset.
-    let strides: Vec<isize> = out_shape.iter().zip(strides).map(|(&d, &s)| if d == 1 { 0 } else { s }).collect();
+    let strides: Vec<isize> = out_shape
+        .iter()
+        .zip(strides)
+        .map(|(&d, &s)| if d == 1 { 0 } else { s })
+        .collect();
     let (mut lo, mut hi) = (base, base);
     for (&d, &s) in out_shape.iter().zip(&strides) {
         let ext = (d as isize - 1) * s;
@@ -168,7 +225,11 @@ pub(super) fn strided_vec<T: Copy>(src: &[T], out_shape: &[usize], base: isize, 
             hi += ext
         }
     }
-    ensure!(lo >= 0 && (hi as usize) < src.len(), "internal: strided read [{lo}, {hi}] outside {} elements", src.len());
+    ensure!(
+        lo >= 0 && (hi as usize) < src.len(),
+        "internal: strided read [{lo}, {hi}] outside {} elements",
+        src.len()
+    );
     let rank = out_shape.len();
     if rank == 0 {
         out.push(src[base as usize]);
@@ -208,7 +269,12 @@ pub(super) fn strided_vec<T: Copy>(src: &[T], out_shape: &[usize], base: isize, 
 }
 
 /// [`strided_vec`] on a tensor of any element type.
-pub(super) fn strided(t: &Tensor, out_shape: Vec<usize>, base: isize, strides: &[isize]) -> Result<Tensor> {
+pub(super) fn strided(
+    t: &Tensor,
+    out_shape: Vec<usize>,
+    base: isize,
+    strides: &[isize],
+) -> Result<Tensor> {
     let data = with_data!(t.data(), v, T => <T as Storable>::wrap(strided_vec(v, &out_shape, base, strides)?));
     Tensor::from_data(out_shape, data)
 }
@@ -223,9 +289,18 @@ pub(super) fn permute(t: &Tensor, perm: &[usize]) -> Result<Tensor> {
 
 /// Gather along `axis` with already-validated indices: output shape is
 /// `t.shape[..axis] ++ idx_shape ++ t.shape[axis+1..]`.
-pub(super) fn take_along_axis(t: &Tensor, axis: usize, idx: &[usize], idx_shape: &[usize]) -> Result<Tensor> {
+pub(super) fn take_along_axis(
+    t: &Tensor,
+    axis: usize,
+    idx: &[usize],
+    idx_shape: &[usize],
+) -> Result<Tensor> {
     let shape = t.shape();
-    ensure!(axis < shape.len(), "internal: axis {axis} for rank {}", shape.len());
+    ensure!(
+        axis < shape.len(),
+        "internal: axis {axis} for rank {}",
+        shape.len()
+    );
     let dim = shape[axis];
     if let Some(&bad) = idx.iter().find(|&&i| i >= dim) {
         bail!("index {bad} is out of range for axis {axis} of size {dim}");
@@ -236,7 +311,11 @@ pub(super) fn take_along_axis(t: &Tensor, axis: usize, idx: &[usize], idx_shape:
     out_shape.extend_from_slice(idx_shape);
     out_shape.extend_from_slice(&shape[axis + 1..]);
     let n = out_numel(&out_shape)?;
-    ensure!(n == outer * idx.len() * inner, "internal: index count {} does not match shape {idx_shape:?}", idx.len());
+    ensure!(
+        n == outer * idx.len() * inner,
+        "internal: index count {} does not match shape {idx_shape:?}",
+        idx.len()
+    );
     let data = with_data!(t.data(), v, T => {
         let mut out: Vec<T> = Vec::with_capacity(n);
         for o in 0..outer {

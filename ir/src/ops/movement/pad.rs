@@ -5,7 +5,9 @@
 use super::{dim_from_value, int_values, istrides, norm_axes, out_numel, strided};
 use crate::error::{IrError, Result};
 use crate::op::PadMode;
-use crate::ops::util::{broadcast_dims, broadcast_shapes, const_input, input, input_type, opt_input};
+use crate::ops::util::{
+    broadcast_dims, broadcast_shapes, const_input, input, input_type, opt_input,
+};
 use crate::shape::{Dim, Shape, TensorType};
 use crate::tensor::{Storable, Tensor};
 use crate::{bail, ensure, with_data};
@@ -17,7 +19,12 @@ fn pad_pairs(rank: usize, pads: &[i64], axes: Option<&[i64]>) -> Result<Vec<(i64
         None => (0..rank).collect(),
     };
     let n = axes.len();
-    ensure!(pads.len() == 2 * n, "pads has {} entries, expected {} (two per axis)", pads.len(), 2 * n);
+    ensure!(
+        pads.len() == 2 * n,
+        "pads has {} entries, expected {} (two per axis)",
+        pads.len(),
+        2 * n
+    );
     let mut out = vec![(0i64, 0i64); rank];
     for (i, &a) in axes.iter().enumerate() {
         out[a] = (pads[i], pads[n + i]);
@@ -57,12 +64,18 @@ fn axis_map(dim: usize, begin: i64, out: usize, mode: PadMode) -> Result<Vec<Opt
 pub(super) fn eval_pad(mode: PadMode, inputs: &[Option<Tensor>]) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let pads = int_values(input(inputs, 1)?, "pads")?;
-    let axes = opt_input(inputs, 3).map(|t| int_values(t, "axes")).transpose()?;
+    let axes = opt_input(inputs, 3)
+        .map(|t| int_values(t, "axes"))
+        .transpose()?;
     let pairs = pad_pairs(x.rank(), &pads, axes.as_deref())?;
     // The constant in the data's own type (exact for wide integers).
     let cval = match opt_input(inputs, 2) {
         Some(c) if !c.is_empty() => {
-            ensure!(c.len() == 1, "constant_value must have one element, found shape {:?}", c.shape());
+            ensure!(
+                c.len() == 1,
+                "constant_value must have one element, found shape {:?}",
+                c.shape()
+            );
             c.cast(x.dtype())
         }
         _ => Tensor::zeros(x.dtype(), vec![])?,
@@ -70,7 +83,9 @@ pub(super) fn eval_pad(mode: PadMode, inputs: &[Option<Tensor>]) -> Result<Tenso
     let mut out_shape = Vec::with_capacity(x.rank());
     for (a, (&d, &(b, e))) in x.shape().iter().zip(&pairs).enumerate() {
         let o = (d as i64).checked_add(b).and_then(|v| v.checked_add(e));
-        let Some(o) = o.filter(|&o| o >= 0) else { bail!("pads ({b}, {e}) on axis {a} of size {d} leave a negative size") };
+        let Some(o) = o.filter(|&o| o >= 0) else {
+            bail!("pads ({b}, {e}) on axis {a} of size {d} leave a negative size")
+        };
         out_shape.push(dim_from_value(o, "the padded output")?);
     }
     let n = out_numel(&out_shape)?;
@@ -121,9 +136,14 @@ pub(super) fn eval_pad(mode: PadMode, inputs: &[Option<Tensor>]) -> Result<Tenso
     Tensor::from_data(out_shape, data)
 }
 
-pub(super) fn infer_pad(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_pad(
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
-    let Some(dims) = x.shape.dims() else { return Ok(x.clone()) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(x.clone());
+    };
     let axes_given = types.get(3).copied().flatten().is_some();
     let axes_c = const_input(consts, 3);
     let (Some(p), true) = (const_input(consts, 1), !axes_given || axes_c.is_some()) else {
@@ -153,7 +173,11 @@ pub(super) fn infer_pad(types: &[Option<&TensorType>], consts: &[Option<&Tensor>
 
 fn repeats_of(t: &Tensor, rank: usize) -> Result<Vec<usize>> {
     let r = int_values(t, "repeats")?;
-    ensure!(r.len() == rank, "repeats has {} entries for rank {rank}", r.len());
+    ensure!(
+        r.len() == rank,
+        "repeats has {} entries for rank {rank}",
+        r.len()
+    );
     r.iter().map(|&v| dim_from_value(v, "repeats")).collect()
 }
 
@@ -168,7 +192,10 @@ pub(super) fn eval_tile(inputs: &[Option<Tensor>]) -> Result<Tensor> {
     for (a, (&d, &r)) in x.shape().iter().zip(&reps).enumerate() {
         view.extend([r, d]);
         strides.extend([0, st[a]]);
-        out_shape.push(d.checked_mul(r).ok_or_else(|| IrError::msg("tiled output is too large"))?);
+        out_shape.push(
+            d.checked_mul(r)
+                .ok_or_else(|| IrError::msg("tiled output is too large"))?,
+        );
     }
     out_numel(&out_shape)?;
     if out_shape.contains(&0) {
@@ -177,10 +204,17 @@ pub(super) fn eval_tile(inputs: &[Option<Tensor>]) -> Result<Tensor> {
     strided(x, view, 0, &strides)?.reshape(out_shape)
 }
 
-pub(super) fn infer_tile(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_tile(
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
-    let Some(dims) = x.shape.dims() else { return Ok(x.clone()) };
-    let Some(r) = const_input(consts, 1) else { return Ok(TensorType::new(x.dtype, super::unknown_dims(dims.len()))) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(x.clone());
+    };
+    let Some(r) = const_input(consts, 1) else {
+        return Ok(TensorType::new(x.dtype, super::unknown_dims(dims.len())));
+    };
     let reps = repeats_of(r, dims.len())?;
     let out: Vec<Dim> = dims
         .iter()
@@ -196,7 +230,10 @@ pub(super) fn infer_tile(types: &[Option<&TensorType>], consts: &[Option<&Tensor
 }
 
 fn expand_target(t: &Tensor) -> Result<Vec<usize>> {
-    int_values(t, "shape")?.iter().map(|&v| dim_from_value(v, "the expand shape")).collect()
+    int_values(t, "shape")?
+        .iter()
+        .map(|&v| dim_from_value(v, "the expand shape"))
+        .collect()
 }
 
 pub(super) fn eval_expand(inputs: &[Option<Tensor>]) -> Result<Tensor> {
@@ -213,22 +250,36 @@ pub(super) fn eval_expand(inputs: &[Option<Tensor>]) -> Result<Tensor> {
     let st = istrides(x.shape());
     let lead = out.len() - x.rank();
     let strides: Vec<isize> = (0..out.len())
-        .map(|i| if i < lead || x.shape()[i - lead] == 1 { 0 } else { st[i - lead] })
+        .map(|i| {
+            if i < lead || x.shape()[i - lead] == 1 {
+                0
+            } else {
+                st[i - lead]
+            }
+        })
         .collect();
     strided(x, out, 0, &strides)
 }
 
-pub(super) fn infer_expand(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_expand(
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     match const_input(consts, 1) {
         Some(s) => {
             let target = Shape::known(&expand_target(s)?);
-            Ok(TensorType { dtype: x.dtype, shape: broadcast_dims(&x.shape, &target)? })
+            Ok(TensorType {
+                dtype: x.dtype,
+                shape: broadcast_dims(&x.shape, &target)?,
+            })
         }
         None => {
             let st = input_type(types, 1)?;
             Ok(match (x.shape.rank(), st.shape.dims()) {
-                (Some(r), Some([Dim::Known(n)])) => TensorType::new(x.dtype, super::unknown_dims(r.max(*n))),
+                (Some(r), Some([Dim::Known(n)])) => {
+                    TensorType::new(x.dtype, super::unknown_dims(r.max(*n)))
+                }
                 _ => TensorType::unknown_shape(x.dtype),
             })
         }

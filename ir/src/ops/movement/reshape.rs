@@ -11,8 +11,15 @@ use crate::{bail, ensure};
 
 /// Reshape's target from its `shape` input: 0 copies the input dim (unless `allowzero`),
 /// -1 is inferred from the element count.
-pub(super) fn reshape_target(in_shape: &[usize], spec: &[i64], allowzero: bool) -> Result<Vec<usize>> {
-    ensure!(spec.iter().filter(|&&v| v == -1).count() <= 1, "shape {spec:?} has more than one -1");
+pub(super) fn reshape_target(
+    in_shape: &[usize],
+    spec: &[i64],
+    allowzero: bool,
+) -> Result<Vec<usize>> {
+    ensure!(
+        spec.iter().filter(|&&v| v == -1).count() <= 1,
+        "shape {spec:?} has more than one -1"
+    );
     ensure!(
         !(allowzero && spec.contains(&0) && spec.contains(&-1)),
         "shape {spec:?} has both 0 and -1, which allowzero makes ambiguous"
@@ -27,7 +34,10 @@ pub(super) fn reshape_target(in_shape: &[usize], spec: &[i64], allowzero: bool) 
             }
             0 if !allowzero => match in_shape.get(i) {
                 Some(&d) => d,
-                None => bail!("shape {spec:?} copies dim {i} (0), but the input {in_shape:?} has rank {}", in_shape.len()),
+                None => bail!(
+                    "shape {spec:?} copies dim {i} (0), but the input {in_shape:?} has rank {}",
+                    in_shape.len()
+                ),
             },
             v if v < -1 => bail!("shape {spec:?} has an invalid entry {v}"),
             v => dim_from_value(v, "the shape")?,
@@ -36,12 +46,21 @@ pub(super) fn reshape_target(in_shape: &[usize], spec: &[i64], allowzero: bool) 
     let numel = crate::tensor::checked_numel(in_shape)?;
     if let Some(i) = infer_at {
         let rest = crate::tensor::checked_numel(&out)?;
-        ensure!(rest != 0, "cannot infer the -1 in shape {spec:?}: the other dims have no elements");
-        ensure!(numel % rest == 0, "cannot reshape {in_shape:?} to {spec:?}: {numel} elements do not divide by {rest}");
+        ensure!(
+            rest != 0,
+            "cannot infer the -1 in shape {spec:?}: the other dims have no elements"
+        );
+        ensure!(
+            numel % rest == 0,
+            "cannot reshape {in_shape:?} to {spec:?}: {numel} elements do not divide by {rest}"
+        );
         out[i] = numel / rest;
     }
     let total = crate::tensor::checked_numel(&out)?;
-    ensure!(total == numel, "cannot reshape {in_shape:?} ({numel} elements) to {out:?} ({total} elements)");
+    ensure!(
+        total == numel,
+        "cannot reshape {in_shape:?} ({numel} elements) to {out:?} ({total} elements)"
+    );
     Ok(out)
 }
 
@@ -60,7 +79,11 @@ struct Factors {
 }
 
 fn factors<'a>(dims: impl IntoIterator<Item = &'a Dim>) -> Option<Factors> {
-    let mut f = Factors { known: 1, syms: vec![], unknown: false };
+    let mut f = Factors {
+        known: 1,
+        syms: vec![],
+        unknown: false,
+    };
     for d in dims {
         match d {
             Dim::Known(k) => f.known = f.known.checked_mul(*k)?,
@@ -74,7 +97,9 @@ fn factors<'a>(dims: impl IntoIterator<Item = &'a Dim>) -> Option<Factors> {
 /// The -1 dim of a reshape from `input` dims when the other output dims are `others`:
 /// symbols present on both sides cancel, so [N,3,4,4] → [0,-1] gives 48.
 fn infer_minus_one(input: &[Dim], others: &[Dim]) -> Result<Dim> {
-    let (Some(a), Some(b)) = (factors(input), factors(others)) else { return Ok(Dim::Unknown) };
+    let (Some(a), Some(b)) = (factors(input), factors(others)) else {
+        return Ok(Dim::Unknown);
+    };
     if a.unknown || b.unknown {
         return Ok(Dim::Unknown);
     }
@@ -95,7 +120,11 @@ fn infer_minus_one(input: &[Dim], others: &[Dim]) -> Result<Dim> {
     }
     if a.known % b.known != 0 {
         if rest.is_empty() {
-            bail!("cannot reshape {} elements into a multiple of {}", a.known, b.known);
+            bail!(
+                "cannot reshape {} elements into a multiple of {}",
+                a.known,
+                b.known
+            );
         }
         return Ok(Dim::Unknown);
     }
@@ -107,7 +136,11 @@ fn infer_minus_one(input: &[Dim], others: &[Dim]) -> Result<Dim> {
     })
 }
 
-pub(super) fn infer_reshape(allowzero: bool, types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_reshape(
+    allowzero: bool,
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     let st = input_type(types, 1)?;
     let Some(shape_t) = const_input(consts, 1) else {
@@ -116,13 +149,22 @@ pub(super) fn infer_reshape(allowzero: bool, types: &[Option<&TensorType>], cons
             Some([Dim::Known(n)]) => unknown_dims(*n),
             _ => Shape::unknown_rank(),
         };
-        return Ok(TensorType { dtype: x.dtype, shape });
+        return Ok(TensorType {
+            dtype: x.dtype,
+            shape,
+        });
     };
     let spec = int_values(shape_t, "the shape")?;
     if let Some(c) = x.shape.concrete() {
-        return Ok(TensorType::known(x.dtype, &reshape_target(&c, &spec, allowzero)?));
+        return Ok(TensorType::known(
+            x.dtype,
+            &reshape_target(&c, &spec, allowzero)?,
+        ));
     }
-    ensure!(spec.iter().filter(|&&v| v == -1).count() <= 1, "shape {spec:?} has more than one -1");
+    ensure!(
+        spec.iter().filter(|&&v| v == -1).count() <= 1,
+        "shape {spec:?} has more than one -1"
+    );
     let in_dims = x.shape.dims();
     let mut out: Vec<Dim> = Vec::with_capacity(spec.len());
     let mut infer_at = None;
@@ -135,7 +177,10 @@ pub(super) fn infer_reshape(allowzero: bool, types: &[Option<&TensorType>], cons
             0 if !allowzero => match in_dims {
                 Some(d) => match d.get(i) {
                     Some(d) => d.clone(),
-                    None => bail!("shape {spec:?} copies dim {i} (0), but the input has rank {}", d.len()),
+                    None => bail!(
+                        "shape {spec:?} copies dim {i} (0), but the input has rank {}",
+                        d.len()
+                    ),
                 },
                 None => Dim::Unknown,
             },
@@ -144,7 +189,12 @@ pub(super) fn infer_reshape(allowzero: bool, types: &[Option<&TensorType>], cons
         });
     }
     if let (Some(i), Some(in_dims)) = (infer_at, in_dims) {
-        let others: Vec<Dim> = out.iter().enumerate().filter(|(j, _)| *j != i).map(|(_, d)| d.clone()).collect();
+        let others: Vec<Dim> = out
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != i)
+            .map(|(_, d)| d.clone())
+            .collect();
         out[i] = infer_minus_one(in_dims, &others)?;
     }
     Ok(TensorType::new(x.dtype, out))
@@ -152,8 +202,15 @@ pub(super) fn infer_reshape(allowzero: bool, types: &[Option<&TensorType>], cons
 
 fn flatten_axis(axis: i64, rank: usize) -> Result<usize> {
     let r = rank as i64;
-    ensure!(axis >= -r && axis <= r, "axis {axis} is out of range for rank {rank}");
-    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
+    ensure!(
+        axis >= -r && axis <= r,
+        "axis {axis} is out of range for rank {rank}"
+    );
+    Ok(if axis < 0 {
+        (axis + r) as usize
+    } else {
+        axis as usize
+    })
 }
 
 pub(super) fn eval_flatten(axis: i64, inputs: &[Option<Tensor>]) -> Result<Tensor> {
@@ -166,9 +223,14 @@ pub(super) fn eval_flatten(axis: i64, inputs: &[Option<Tensor>]) -> Result<Tenso
 
 pub(super) fn infer_flatten(axis: i64, types: &[Option<&TensorType>]) -> Result<TensorType> {
     let x = input_type(types, 0)?;
-    let Some(dims) = x.shape.dims() else { return Ok(TensorType::new(x.dtype, unknown_dims(2))) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(TensorType::new(x.dtype, unknown_dims(2)));
+    };
     let a = flatten_axis(axis, dims.len())?;
-    Ok(TensorType::new(x.dtype, vec![dim_product(&dims[..a]), dim_product(&dims[a..])]))
+    Ok(TensorType::new(
+        x.dtype,
+        vec![dim_product(&dims[..a]), dim_product(&dims[a..])],
+    ))
 }
 
 pub(super) fn eval_squeeze(inputs: &[Option<Tensor>]) -> Result<Tensor> {
@@ -179,25 +241,45 @@ pub(super) fn eval_squeeze(inputs: &[Option<Tensor>]) -> Result<Tensor> {
         Some(a) => {
             let axes = norm_axes(&int_values(a, "axes")?, x.rank())?;
             for &a in &axes {
-                ensure!(shape[a] == 1, "cannot squeeze axis {a} of size {}", shape[a]);
+                ensure!(
+                    shape[a] == 1,
+                    "cannot squeeze axis {a} of size {}",
+                    shape[a]
+                );
             }
-            shape.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, &d)| d).collect()
+            shape
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| !axes.contains(i))
+                .map(|(_, &d)| d)
+                .collect()
         }
     };
     x.reshape(keep)
 }
 
-pub(super) fn infer_squeeze(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_squeeze(
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     let dtype = x.dtype;
-    let Some(dims) = x.shape.dims() else { return Ok(TensorType::unknown_shape(dtype)) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(TensorType::unknown_shape(dtype));
+    };
     let axes_given = types.get(1).copied().flatten();
     match (axes_given, const_input(consts, 1)) {
         (None, _) => {
             // Without axes every size-1 dim goes; a symbolic dim might be 1, so the rank
             // is known only when every dim is.
             if dims.iter().all(|d| d.known().is_some()) {
-                Ok(TensorType::new(dtype, dims.iter().filter(|d| **d != Dim::Known(1)).cloned().collect::<Vec<_>>()))
+                Ok(TensorType::new(
+                    dtype,
+                    dims.iter()
+                        .filter(|d| **d != Dim::Known(1))
+                        .cloned()
+                        .collect::<Vec<_>>(),
+                ))
             } else {
                 Ok(TensorType::unknown_shape(dtype))
             }
@@ -211,11 +293,17 @@ pub(super) fn infer_squeeze(types: &[Option<&TensorType>], consts: &[Option<&Ten
             }
             Ok(TensorType::new(
                 dtype,
-                dims.iter().enumerate().filter(|(i, _)| !axes.contains(i)).map(|(_, d)| d.clone()).collect::<Vec<_>>(),
+                dims.iter()
+                    .enumerate()
+                    .filter(|(i, _)| !axes.contains(i))
+                    .map(|(_, d)| d.clone())
+                    .collect::<Vec<_>>(),
             ))
         }
         (Some(at), None) => Ok(match at.shape.dims() {
-            Some([Dim::Known(n)]) if *n <= dims.len() => TensorType::new(dtype, unknown_dims(dims.len() - n)),
+            Some([Dim::Known(n)]) if *n <= dims.len() => {
+                TensorType::new(dtype, unknown_dims(dims.len() - n))
+            }
             _ => TensorType::unknown_shape(dtype),
         }),
     }
@@ -246,12 +334,20 @@ pub(super) fn eval_unsqueeze(inputs: &[Option<Tensor>]) -> Result<Tensor> {
     x.reshape(unsqueeze_dims(x.shape(), &axes, 1)?)
 }
 
-pub(super) fn infer_unsqueeze(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_unsqueeze(
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     let at = input_type(types, 1)?;
-    let Some(dims) = x.shape.dims() else { return Ok(TensorType::unknown_shape(x.dtype)) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(TensorType::unknown_shape(x.dtype));
+    };
     match const_input(consts, 1) {
-        Some(a) => Ok(TensorType::new(x.dtype, unsqueeze_dims(dims, &int_values(a, "axes")?, Dim::Known(1))?)),
+        Some(a) => Ok(TensorType::new(
+            x.dtype,
+            unsqueeze_dims(dims, &int_values(a, "axes")?, Dim::Known(1))?,
+        )),
         None => Ok(match at.shape.dims() {
             Some([Dim::Known(n)]) => TensorType::new(x.dtype, unknown_dims(dims.len() + n)),
             Some([]) => TensorType::new(x.dtype, unknown_dims(dims.len() + 1)),
@@ -272,14 +368,22 @@ fn shape_range(start: i64, end: Option<i64>, rank: usize) -> (usize, usize) {
     (s, e.max(s))
 }
 
-pub(super) fn eval_shape(start: i64, end: Option<i64>, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval_shape(
+    start: i64,
+    end: Option<i64>,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let (s, e) = shape_range(start, end, x.rank());
     let v: Vec<i64> = x.shape()[s..e].iter().map(|&d| d as i64).collect();
     Tensor::new(vec![v.len()], v)
 }
 
-pub(super) fn infer_shape(start: i64, end: Option<i64>, types: &[Option<&TensorType>]) -> Result<TensorType> {
+pub(super) fn infer_shape(
+    start: i64,
+    end: Option<i64>,
+    types: &[Option<&TensorType>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     Ok(match x.shape.rank() {
         Some(r) => {

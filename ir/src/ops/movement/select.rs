@@ -39,8 +39,18 @@ pub(super) fn infer_non_zero(types: &[Option<&TensorType>]) -> Result<TensorType
 
 /// Positions where `cond` is true, which must lie below `len`.
 fn true_positions(cond: &Tensor, len: usize) -> Result<Vec<usize>> {
-    ensure!(cond.rank() == 1, "condition must be 1-D, found shape {:?}", cond.shape());
-    let pos: Vec<usize> = cond.to_f64_vec().iter().enumerate().filter(|(_, &c)| c != 0.0).map(|(i, _)| i).collect();
+    ensure!(
+        cond.rank() == 1,
+        "condition must be 1-D, found shape {:?}",
+        cond.shape()
+    );
+    let pos: Vec<usize> = cond
+        .to_f64_vec()
+        .iter()
+        .enumerate()
+        .filter(|(_, &c)| c != 0.0)
+        .map(|(i, _)| i)
+        .collect();
     if let Some(&bad) = pos.iter().find(|&&p| p >= len) {
         bail!("condition is true at {bad}, beyond the {len} selectable elements");
     }
@@ -64,12 +74,20 @@ pub(super) fn eval_compress(axis: Option<i64>, inputs: &[Option<Tensor>]) -> Res
     }
 }
 
-pub(super) fn infer_compress(axis: Option<i64>, types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_compress(
+    axis: Option<i64>,
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     // A constant condition fixes the selected count.
     let count = match crate::ops::util::const_input(consts, 1) {
         Some(c) => {
-            ensure!(c.rank() == 1, "condition must be 1-D, found shape {:?}", c.shape());
+            ensure!(
+                c.rank() == 1,
+                "condition must be 1-D, found shape {:?}",
+                c.shape()
+            );
             Dim::Known(c.to_f64_vec().iter().filter(|&&v| v != 0.0).count())
         }
         None => Dim::Unknown,
@@ -99,7 +117,11 @@ fn total_cmp<T: PartialOrd>(a: &T, b: &T) -> Ordering {
 /// Groups `count` items (compared by `cmp`) into unique values. Returns, in output order
 /// (sorted, or by first occurrence), each group's first index and count, and for every
 /// item its group's output position.
-fn unique_groups(count: usize, sorted: bool, cmp: impl Fn(usize, usize) -> Ordering) -> (Vec<usize>, Vec<i64>, Vec<i64>) {
+fn unique_groups(
+    count: usize,
+    sorted: bool,
+    cmp: impl Fn(usize, usize) -> Ordering,
+) -> (Vec<usize>, Vec<i64>, Vec<i64>) {
     let mut order: Vec<usize> = (0..count).collect();
     // Stable, so the first item of each run of equals is its first occurrence.
     order.sort_by(|&a, &b| cmp(a, b));
@@ -136,9 +158,17 @@ fn unique_groups(count: usize, sorted: bool, cmp: impl Fn(usize, usize) -> Order
     (firsts, inverse, counts)
 }
 
-pub(super) fn eval_unique(axis: Option<i64>, sorted: bool, inputs: &[Option<Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
+pub(super) fn eval_unique(
+    axis: Option<i64>,
+    sorted: bool,
+    inputs: &[Option<Tensor>],
+    n_outputs: usize,
+) -> Result<Vec<Tensor>> {
     let x = input(inputs, 0)?;
-    ensure!((1..=4).contains(&n_outputs), "Unique has 1 to 4 outputs, the node has {n_outputs}");
+    ensure!(
+        (1..=4).contains(&n_outputs),
+        "Unique has 1 to 4 outputs, the node has {n_outputs}"
+    );
     let (y, firsts, inverse, counts) = match axis {
         None => {
             let n = x.len();
@@ -181,9 +211,16 @@ pub(super) fn eval_unique(axis: Option<i64>, sorted: bool, inputs: &[Option<Tens
     Ok(outs.into_iter().take(n_outputs).collect())
 }
 
-pub(super) fn infer_unique(axis: Option<i64>, types: &[Option<&TensorType>], n_outputs: usize) -> Result<Vec<TensorType>> {
+pub(super) fn infer_unique(
+    axis: Option<i64>,
+    types: &[Option<&TensorType>],
+    n_outputs: usize,
+) -> Result<Vec<TensorType>> {
     let x = input_type(types, 0)?;
-    ensure!((1..=4).contains(&n_outputs), "Unique has 1 to 4 outputs, the node has {n_outputs}");
+    ensure!(
+        (1..=4).contains(&n_outputs),
+        "Unique has 1 to 4 outputs, the node has {n_outputs}"
+    );
     let (y, n_inv) = match (axis, x.shape.dims()) {
         (None, _) => (
             TensorType::new(x.dtype, vec![Dim::Unknown]),
@@ -198,7 +235,12 @@ pub(super) fn infer_unique(axis: Option<i64>, types: &[Option<&TensorType>], n_o
         (Some(_), None) => (TensorType::unknown_shape(x.dtype), Dim::Unknown),
     };
     let idx = TensorType::new(DType::I64, vec![Dim::Unknown]);
-    let outs = vec![y, idx.clone(), TensorType::new(DType::I64, vec![n_inv]), idx];
+    let outs = vec![
+        y,
+        idx.clone(),
+        TensorType::new(DType::I64, vec![n_inv]),
+        idx,
+    ];
     Ok(outs.into_iter().take(n_outputs).collect())
 }
 
@@ -209,7 +251,11 @@ pub(super) fn eval_trilu(upper: bool, inputs: &[Option<Tensor>]) -> Result<Tenso
         None => 0,
     };
     let r = x.rank();
-    ensure!(r >= 2, "Trilu takes a tensor of rank at least 2, found shape {:?}", x.shape());
+    ensure!(
+        r >= 2,
+        "Trilu takes a tensor of rank at least 2, found shape {:?}",
+        x.shape()
+    );
     let (rows, cols) = (x.shape()[r - 2], x.shape()[r - 1]);
     let mat = rows * cols;
     let keep = |i: usize, j: usize| {
@@ -231,21 +277,40 @@ pub(super) fn eval_trilu(upper: bool, inputs: &[Option<Tensor>]) -> Result<Tenso
     Tensor::from_data(x.shape().to_vec(), data)
 }
 
-pub(super) fn eval_reverse_sequence(batch_axis: i64, time_axis: i64, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval_reverse_sequence(
+    batch_axis: i64,
+    time_axis: i64,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let lens = input(inputs, 1)?;
-    ensure!(x.rank() >= 2, "ReverseSequence takes a tensor of rank at least 2, found shape {:?}", x.shape());
+    ensure!(
+        x.rank() >= 2,
+        "ReverseSequence takes a tensor of rank at least 2, found shape {:?}",
+        x.shape()
+    );
     let b = norm_axis(batch_axis, x.rank())?;
     let t = norm_axis(time_axis, x.rank())?;
     ensure!(b != t, "batch_axis and time_axis are both {b}");
-    ensure!(lens.dtype().is_int(), "sequence_lens must be integers, found {}", lens.dtype());
+    ensure!(
+        lens.dtype().is_int(),
+        "sequence_lens must be integers, found {}",
+        lens.dtype()
+    );
     let (nb, nt) = (x.shape()[b], x.shape()[t]);
-    ensure!(lens.shape() == [nb], "sequence_lens has shape {:?}, expected [{nb}]", lens.shape());
+    ensure!(
+        lens.shape() == [nb],
+        "sequence_lens has shape {:?}, expected [{nb}]",
+        lens.shape()
+    );
     let lens: Vec<usize> = lens
         .to_i64_vec()
         .into_iter()
         .map(|l| {
-            ensure!(l >= 0 && l as u64 <= nt as u64, "sequence length {l} is outside [0, {nt}]");
+            ensure!(
+                l >= 0 && l as u64 <= nt as u64,
+                "sequence length {l} is outside [0, {nt}]"
+            );
             Ok(l as usize)
         })
         .collect::<Result<_>>()?;
@@ -261,4 +326,3 @@ pub(super) fn eval_reverse_sequence(batch_axis: i64, time_axis: i64, inputs: &[O
     });
     Tensor::from_data(x.shape().to_vec(), data)
 }
-

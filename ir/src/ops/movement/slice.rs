@@ -21,7 +21,11 @@ pub(super) struct AxisSlice {
 pub(super) fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> Result<AxisSlice> {
     ensure!(step != 0, "slice step cannot be 0");
     let d = dim as i64;
-    let mut s = if start < 0 { start.saturating_add(d) } else { start };
+    let mut s = if start < 0 {
+        start.saturating_add(d)
+    } else {
+        start
+    };
     let mut e = if end < 0 { end.saturating_add(d) } else { end };
     let len = if step > 0 {
         s = s.max(0).min(d);
@@ -40,7 +44,11 @@ pub(super) fn slice_axis(dim: usize, start: i64, end: i64, step: i64) -> Result<
             0
         }
     };
-    Ok(AxisSlice { start: s, step, len: len as usize })
+    Ok(AxisSlice {
+        start: s,
+        step,
+        len: len as usize,
+    })
 }
 
 /// The (axis, start, end, step) lists of a Slice, with axes normalised and defaults filled.
@@ -59,10 +67,18 @@ fn spec(
     steps: Option<Vec<i64>>,
 ) -> Result<SliceSpec> {
     let n = starts.len();
-    ensure!(ends.len() == n, "starts has {n} entries but ends has {}", ends.len());
+    ensure!(
+        ends.len() == n,
+        "starts has {n} entries but ends has {}",
+        ends.len()
+    );
     let axes = match axes {
         Some(a) => {
-            ensure!(a.len() == n, "starts has {n} entries but axes has {}", a.len());
+            ensure!(
+                a.len() == n,
+                "starts has {n} entries but axes has {}",
+                a.len()
+            );
             norm_axes(&a, rank)?
         }
         None => {
@@ -72,20 +88,33 @@ fn spec(
     };
     let steps = match steps {
         Some(s) => {
-            ensure!(s.len() == n, "starts has {n} entries but steps has {}", s.len());
+            ensure!(
+                s.len() == n,
+                "starts has {n} entries but steps has {}",
+                s.len()
+            );
             s
         }
         None => vec![1; n],
     };
-    Ok(SliceSpec { axes, starts, ends, steps })
+    Ok(SliceSpec {
+        axes,
+        starts,
+        ends,
+        steps,
+    })
 }
 
 pub(super) fn eval_slice(inputs: &[Option<Tensor>]) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let starts = int_values(input(inputs, 1)?, "starts")?;
     let ends = int_values(input(inputs, 2)?, "ends")?;
-    let axes = opt_input(inputs, 3).map(|t| int_values(t, "axes")).transpose()?;
-    let steps = opt_input(inputs, 4).map(|t| int_values(t, "steps")).transpose()?;
+    let axes = opt_input(inputs, 3)
+        .map(|t| int_values(t, "axes"))
+        .transpose()?;
+    let steps = opt_input(inputs, 4)
+        .map(|t| int_values(t, "steps"))
+        .transpose()?;
     let sp = spec(x.rank(), starts, ends, axes, steps)?;
     let in_strides = istrides(x.shape());
     let mut shape = x.shape().to_vec();
@@ -105,12 +134,21 @@ pub(super) fn eval_slice(inputs: &[Option<Tensor>]) -> Result<Tensor> {
     strided(x, shape, base, &strides)
 }
 
-pub(super) fn infer_slice(types: &[Option<&TensorType>], consts: &[Option<&Tensor>]) -> Result<TensorType> {
+pub(super) fn infer_slice(
+    types: &[Option<&TensorType>],
+    consts: &[Option<&Tensor>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
-    let Some(dims) = x.shape.dims() else { return Ok(x.clone()) };
+    let Some(dims) = x.shape.dims() else {
+        return Ok(x.clone());
+    };
     let rank = dims.len();
     let given = |i: usize| types.get(i).copied().flatten().is_some();
-    let konst = |i: usize, what: &str| const_input(consts, i).map(|t| int_values(t, what)).transpose();
+    let konst = |i: usize, what: &str| {
+        const_input(consts, i)
+            .map(|t| int_values(t, what))
+            .transpose()
+    };
     let axes_c = if given(3) { konst(3, "axes")? } else { None };
     let steps_c = if given(4) { konst(4, "steps")? } else { None };
     let (starts_c, ends_c) = (konst(1, "starts")?, konst(2, "ends")?);
@@ -144,7 +182,17 @@ pub(super) fn infer_slice(types: &[Option<&TensorType>], consts: &[Option<&Tenso
         None => None,
     };
     let out: Vec<Dim> = match sliced {
-        Some(ax) => dims.iter().enumerate().map(|(i, d)| if ax.contains(&i) { Dim::Unknown } else { d.clone() }).collect(),
+        Some(ax) => dims
+            .iter()
+            .enumerate()
+            .map(|(i, d)| {
+                if ax.contains(&i) {
+                    Dim::Unknown
+                } else {
+                    d.clone()
+                }
+            })
+            .collect(),
         None => vec![Dim::Unknown; rank],
     };
     Ok(TensorType::new(x.dtype, out))

@@ -11,8 +11,14 @@ use crate::{bail, ensure};
 
 /// `perm` checked to be a permutation of 0..rank; absent means reversed axes.
 fn check_perm(perm: Option<&[i64]>, rank: usize) -> Result<Vec<usize>> {
-    let Some(perm) = perm else { return Ok((0..rank).rev().collect()) };
-    ensure!(perm.len() == rank, "perm {perm:?} has {} entries for rank {rank}", perm.len());
+    let Some(perm) = perm else {
+        return Ok((0..rank).rev().collect());
+    };
+    ensure!(
+        perm.len() == rank,
+        "perm {perm:?} has {} entries for rank {rank}",
+        perm.len()
+    );
     let mut seen = vec![false; rank];
     let mut out = Vec::with_capacity(rank);
     for &p in perm {
@@ -33,7 +39,10 @@ pub(super) fn eval_transpose(perm: Option<&[i64]>, inputs: &[Option<Tensor>]) ->
     permute(x, &perm)
 }
 
-pub(super) fn infer_transpose(perm: Option<&[i64]>, types: &[Option<&TensorType>]) -> Result<TensorType> {
+pub(super) fn infer_transpose(
+    perm: Option<&[i64]>,
+    types: &[Option<&TensorType>],
+) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     let Some(dims) = x.shape.dims() else {
         return Ok(match perm {
@@ -42,7 +51,10 @@ pub(super) fn infer_transpose(perm: Option<&[i64]>, types: &[Option<&TensorType>
         });
     };
     let perm = check_perm(perm, dims.len())?;
-    Ok(TensorType::new(x.dtype, perm.iter().map(|&p| dims[p].clone()).collect::<Vec<_>>()))
+    Ok(TensorType::new(
+        x.dtype,
+        perm.iter().map(|&p| dims[p].clone()).collect::<Vec<_>>(),
+    ))
 }
 
 fn blocksize(b: i64) -> Result<usize> {
@@ -66,14 +78,22 @@ fn view_permute(x: &Tensor, view: [usize; 6], perm: [usize; 6], out: Vec<usize>)
     strided(x, shape, 0, &strides)?.reshape(out)
 }
 
-pub(super) fn eval_depth_to_space(b: i64, mode: DepthToSpaceMode, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval_depth_to_space(
+    b: i64,
+    mode: DepthToSpaceMode,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let b = blocksize(b)?;
     let [n, c, h, w] = nchw(x, "DepthToSpace")?;
     let bb = b.checked_mul(b).filter(|&bb| c % bb == 0);
-    let Some(bb) = bb else { bail!("channels {c} are not divisible by blocksize² ({b}²)") };
+    let Some(bb) = bb else {
+        bail!("channels {c} are not divisible by blocksize² ({b}²)")
+    };
     let c2 = c / bb;
-    let (Some(hb), Some(wb)) = (h.checked_mul(b), w.checked_mul(b)) else { bail!("blocksize {b} is too large") };
+    let (Some(hb), Some(wb)) = (h.checked_mul(b), w.checked_mul(b)) else {
+        bail!("blocksize {b} is too large")
+    };
     let out = vec![n, c2, hb, wb];
     match mode {
         DepthToSpaceMode::Dcr => view_permute(x, [n, b, b, c2, h, w], [0, 3, 4, 1, 5, 2], out),
@@ -81,12 +101,21 @@ pub(super) fn eval_depth_to_space(b: i64, mode: DepthToSpaceMode, inputs: &[Opti
     }
 }
 
-pub(super) fn eval_space_to_depth(b: i64, mode: DepthToSpaceMode, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub(super) fn eval_space_to_depth(
+    b: i64,
+    mode: DepthToSpaceMode,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let x = input(inputs, 0)?;
     let b = blocksize(b)?;
     let [n, c, h, w] = nchw(x, "SpaceToDepth")?;
-    ensure!(h % b == 0 && w % b == 0, "spatial dims {h}x{w} are not divisible by blocksize {b}");
-    let Some(cbb) = c.checked_mul(b).and_then(|v| v.checked_mul(b)) else { bail!("blocksize {b} is too large") };
+    ensure!(
+        h % b == 0 && w % b == 0,
+        "spatial dims {h}x{w} are not divisible by blocksize {b}"
+    );
+    let Some(cbb) = c.checked_mul(b).and_then(|v| v.checked_mul(b)) else {
+        bail!("blocksize {b} is too large")
+    };
     let out = vec![n, cbb, h / b, w / b];
     let view = [n, c, h / b, b, w / b, b];
     match mode {
@@ -125,18 +154,32 @@ fn four_dims<'a>(x: &'a TensorType, op: &str) -> Result<Option<&'a [Dim]>> {
 pub(super) fn infer_depth_to_space(b: i64, types: &[Option<&TensorType>]) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     let b = blocksize(b)?;
-    let Some(d) = four_dims(x, "DepthToSpace")? else { return Ok(TensorType::new(x.dtype, super::unknown_dims(4))) };
-    let Some(bb) = b.checked_mul(b) else { bail!("blocksize {b} is too large") };
+    let Some(d) = four_dims(x, "DepthToSpace")? else {
+        return Ok(TensorType::new(x.dtype, super::unknown_dims(4)));
+    };
+    let Some(bb) = b.checked_mul(b) else {
+        bail!("blocksize {b} is too large")
+    };
     let c = divide_dim(&d[1], bb, "channels")?;
-    Ok(TensorType::new(x.dtype, vec![d[0].clone(), c, scale_dim(&d[2], b), scale_dim(&d[3], b)]))
+    Ok(TensorType::new(
+        x.dtype,
+        vec![d[0].clone(), c, scale_dim(&d[2], b), scale_dim(&d[3], b)],
+    ))
 }
 
 pub(super) fn infer_space_to_depth(b: i64, types: &[Option<&TensorType>]) -> Result<TensorType> {
     let x = input_type(types, 0)?;
     let b = blocksize(b)?;
-    let Some(d) = four_dims(x, "SpaceToDepth")? else { return Ok(TensorType::new(x.dtype, super::unknown_dims(4))) };
+    let Some(d) = four_dims(x, "SpaceToDepth")? else {
+        return Ok(TensorType::new(x.dtype, super::unknown_dims(4)));
+    };
     Ok(TensorType::new(
         x.dtype,
-        vec![d[0].clone(), scale_dim(&d[1], b.saturating_mul(b)), divide_dim(&d[2], b, "height")?, divide_dim(&d[3], b, "width")?],
+        vec![
+            d[0].clone(),
+            scale_dim(&d[1], b.saturating_mul(b)),
+            divide_dim(&d[2], b, "height")?,
+            divide_dim(&d[3], b, "width")?,
+        ],
     ))
 }
