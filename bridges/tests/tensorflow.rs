@@ -55,7 +55,7 @@ fn more_ops_match_tensorflow() {
 
 #[test]
 fn frozen_graph_with_named_outputs() {
-    let g = load_frozen_with(&fixture("ops.pb"), &["x"], &["Identity:0"]).unwrap();
+    let g = load_frozen_with(&fixture("ops.pb"), &["x:0"], &["Identity:0"]).unwrap();
     assert_eq!(g.outputs[0].0, "Identity");
     let x = Tensor::new(vec![1, 6, 6, 2], f32s("ops.x.f32")).unwrap();
     let y = run_graph(&g, &[x]).unwrap();
@@ -269,7 +269,10 @@ fn keras_lstm_and_gru_loops() {
     let x = Tensor::new(vec![1, 5, 3], f32s("rnn.x.f32")).unwrap();
     let want = f32s("rnn.y.f32");
     let frozen = load_frozen(&fixture("rnn.pb")).unwrap();
-    assert_close(&run_graph(&frozen, std::slice::from_ref(&x)).unwrap()[0], &want);
+    assert_close(
+        &run_graph(&frozen, std::slice::from_ref(&x)).unwrap()[0],
+        &want,
+    );
     let saved = load_saved_model(&fixture("rnn_saved_model"), None).unwrap();
     assert_close(&run_graph(&saved, &[x]).unwrap()[0], &want);
 }

@@ -63,7 +63,7 @@ pub fn load_frozen(path: &Path) -> Result<Graph, BridgeError> {
     load_frozen_with(path, &[], &[])
 }
 
-/// Loads a frozen GraphDef with the given input nodes (Placeholders, by node name) and output
+/// Loads a frozen GraphDef with the given input nodes (Placeholders, by node name or as `x:0`) and output
 /// tensors (`node` or `node:index`); empty lists take the defaults of `load_frozen`.
 pub fn load_frozen_with(
     path: &Path,
@@ -162,7 +162,14 @@ pub fn load_frozen_with(
             Some(
                 inputs
                     .iter()
-                    .map(|s| (s.to_string(), s.to_string()))
+                    // `x:0` names the Placeholder `x`'s tensor; the input is the node.
+                    .map(|s| {
+                        let node = match s.rsplit_once(':') {
+                            Some((n, "0")) => n,
+                            _ => s,
+                        };
+                        (node.to_string(), node.to_string())
+                    })
                     .collect(),
             )
         },
