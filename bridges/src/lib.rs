@@ -3,6 +3,7 @@
 //! its module.
 
 pub mod error;
+pub mod keras;
 pub mod onnx;
 pub mod tensorflow;
 

@@ -63,6 +63,10 @@ pub enum Format {
     TfFrozen,
     /// A TensorFlow SavedModel directory (holding `saved_model.pb`).
     TfSavedModel,
+    /// A Keras 3 `.keras` archive.
+    Keras,
+    /// A legacy Keras `.h5` model.
+    KerasH5,
 }
 
 impl Format {
@@ -77,6 +81,8 @@ impl Format {
             "kir" => return Ok(Format::Kir),
             "pb" if path.file_name().is_some_and(|f| f == "saved_model.pb") => return Ok(Format::TfSavedModel),
             "pb" => return Ok(Format::TfFrozen),
+            "keras" => return Ok(Format::Keras),
+            "h5" | "hdf5" => return Ok(Format::KerasH5),
             _ => {}
         }
         let mut head = [0u8; 5];
@@ -123,6 +129,7 @@ pub fn load(path: impl AsRef<Path>) -> Result<Model> {
             let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
             kiln_bridges::tensorflow::load_saved_model(dir, None).map_err(|e| Error::Load(e.to_string()))?
         }
+        Format::Keras | Format::KerasH5 => kiln_bridges::keras::load(path).map_err(|e| Error::Load(e.to_string()))?,
     };
     kiln_ir::verify(&graph).map_err(|error| Error::Invalid { file: path.display().to_string(), error })?;
     Ok(Model { graph, path: path.to_path_buf(), format })
