@@ -94,7 +94,7 @@ impl Format {
             return Ok(Format::Kir);
         }
         Err(Error::Load(format!(
-            "{}: cannot tell the model format from the name; expected .onnx or .kir",
+            "{}: cannot tell the model format from the name; expected .onnx, .kir, .pb, .keras, .h5 or a SavedModel directory",
             path.display()
         )))
     }

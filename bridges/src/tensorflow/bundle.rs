@@ -15,6 +15,8 @@ const FOOTER_LEN: usize = 48;
 const MAGIC: u64 = 0xdb47_7524_8b80_fb57;
 /// Each block is followed by a compression-type byte and a CRC.
 const TRAILER_LEN: usize = 5;
+/// Elements decoded per read of a variables shard.
+const CHUNK: usize = 1 << 16;
 
 pub struct Bundle {
     /// `variables/variables`: shard files are this plus `.data-NNNNN-of-MMMMM`.
@@ -219,15 +221,27 @@ impl Bundle {
                 path.display()
             )));
         }
-        let mut bytes = vec![0u8; size];
-        f.seek(SeekFrom::Start(offset))
-            .and_then(|_| f.read_exact(&mut bytes))
-            .map_err(|err| {
-                IrError::msg(format!(
-                    "cannot read variable `{key}` from {}: {err}",
-                    path.display()
-                ))
-            })?;
-        Tensor::from_le_bytes(dtype, shape, &bytes)
+        let read_err = |err: std::io::Error| {
+            IrError::msg(format!(
+                "cannot read variable `{key}` from {}: {err}",
+                path.display()
+            ))
+        };
+        f.seek(SeekFrom::Start(offset)).map_err(read_err)?;
+        // Decoded chunk by chunk into the tensor: the bytes are never held whole.
+        let esize = dtype.size();
+        kiln_ir::with_dtype!(dtype, T => {
+            let mut v: Vec<T> = Vec::with_capacity(n);
+            let mut buf = vec![0u8; CHUNK * esize];
+            let mut left = n;
+            while left > 0 {
+                let k = left.min(CHUNK);
+                let chunk = &mut buf[..k * esize];
+                f.read_exact(chunk).map_err(read_err)?;
+                v.extend(chunk.chunks_exact(esize).map(<T as kiln_ir::Element>::from_le_bytes));
+                left -= k;
+            }
+            Tensor::new(shape, v)
+        })
     }
 }

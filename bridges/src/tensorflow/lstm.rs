@@ -1,5 +1,5 @@
-//! TF2 `While` loops as Keras emits them for an LSTM layer, recognised and lowered to the
-//! IR's `Rnn` (kind LSTM). TensorLists outside such a loop are plain tensors: the list made
+//! TF2 `While` loops as Keras emits them for LSTM and GRU layers, recognised and lowered to
+//! the IR's `Rnn`. TensorLists outside such a loop are plain tensors: the list made
 //! by TensorListFromTensor is that tensor, the loop's output list is the LSTM's outputs.
 //!
 //! The loop's inputs are (counter, max, time, output list, h, c, input list, weights...);
@@ -83,6 +83,13 @@ pub fn lower(
             "this While loop is not a Keras LSTM; general TF2 While loops are not supported",
         )
     };
+    if count(f, "Sigmoid") == 2
+        && count(f, "Tanh") == 1
+        && count(f, "MatMul") == 2
+        && count(f, "TensorListGetItem") == 1
+    {
+        return lower_gru(b, name, f, ins, inits);
+    }
     if count(f, "Split") != 1
         || count(f, "Sigmoid") != 3
         || count(f, "Tanh") != 2
@@ -225,36 +232,7 @@ pub fn lower(
     let h_last = b.add1(Op::Squeeze, &format!("{name}/h"), &[*yh, zero_axis])?;
     let c_last = b.add1(Op::Squeeze, &format!("{name}/c"), &[*yc, zero_axis])?;
     // The output list: one element (the last h) when Keras reserved one, else every step.
-    let list_arg = f
-        .node_def
-        .iter()
-        .find(|n| n.op == "TensorListSetItem")
-        .and_then(|n| n.input.first())
-        .and_then(|s| arg_pos(f, s))
-        .ok_or_else(unrecognised)?;
-    let reserve = inits
-        .get(list_arg)
-        .map(|s| b.flat.resolve(&super::graph::normalize(s)))
-        .transpose()?;
-    let reserved_one = match reserve.as_deref().map(split_tensor).transpose()? {
-        Some((node, _)) => {
-            let rn = b.flat.index.get(node).and_then(|&i| b.flat.nodes.get(i));
-            let num = rn
-                .and_then(|rn| rn.input.get(1))
-                .map(|s| b.flat.resolve(s))
-                .transpose()?;
-            match num {
-                Some(t) => {
-                    let v = b.value_of(&t)?;
-                    b.g.const_value(v)
-                        .map(|t| t.to_i64_vec() == vec![1])
-                        .unwrap_or(false)
-                }
-                None => false,
-            }
-        }
-        None => false,
-    };
+    let (list_arg, reserved_one) = output_list(b, f, inits)?;
     let list = if reserved_one {
         *yh
     } else {
@@ -269,6 +247,165 @@ pub fn lower(
     }
     if let Some(slot) = res.get_mut(c_arg) {
         *slot = Some(c_last);
+    }
+    Ok(res)
+}
+
+/// The loop variable the body writes each step's output to, and whether Keras reserved one
+/// element for it (the last step's output) rather than one per step.
+fn output_list(b: &Builder, f: &FunctionDef, inits: &[String]) -> Result<(usize, bool)> {
+    let list_arg = f
+        .node_def
+        .iter()
+        .find(|n| n.op == "TensorListSetItem")
+        .and_then(|n| n.input.first())
+        .and_then(|s| arg_pos(f, s))
+        .ok_or_else(|| IrError::msg("the loop body writes no output list"))?;
+    let reserve = inits
+        .get(list_arg)
+        .map(|s| b.flat.resolve(&super::graph::normalize(s)))
+        .transpose()?;
+    let Some(reserve) = reserve else {
+        return Ok((list_arg, false));
+    };
+    let (node, _) = split_tensor(&reserve)?;
+    let rn = b.flat.index.get(node).and_then(|&i| b.flat.nodes.get(i));
+    let num = rn
+        .and_then(|rn| rn.input.get(1))
+        .map(|s| b.flat.resolve(s))
+        .transpose()?;
+    let one = match num {
+        Some(t) => {
+            let v = b.value_of(&t)?;
+            b.g.const_value(v)
+                .map(|t| t.to_i64_vec() == vec![1])
+                .unwrap_or(false)
+        }
+        None => false,
+    };
+    Ok((list_arg, one))
+}
+
+/// A Keras GRU loop (reset_after, gates z, r, h as ONNX orders them) → Rnn (kind GRU,
+/// linear_before_reset). Its bias variable is [2, 3H]: input and recurrent biases.
+fn lower_gru(
+    b: &mut Builder,
+    name: &str,
+    f: &FunctionDef,
+    ins: &[Value],
+    inits: &[String],
+) -> Result<Vec<Option<Value>>> {
+    let unrecognised = || {
+        IrError::msg("this While loop is not a Keras GRU (reset_after); general TF2 While loops are not supported")
+    };
+    let body: HashMap<&str, &NodeDef> = f.node_def.iter().map(|n| (n.name.as_str(), n)).collect();
+    let (mut kernel, mut recurrent, mut h_arg) = (None, None, None);
+    for m in f.node_def.iter().filter(|n| n.op == "MatMul") {
+        let (Some(a), Some(w)) = (m.input.first(), m.input.get(1)) else {
+            return Err(unrecognised());
+        };
+        let w_arg = source_arg(f, &body, w).ok_or_else(unrecognised)?;
+        if node_of(&body, a).is_some_and(|x| x.op == "TensorListGetItem") {
+            kernel = Some(w_arg);
+        } else if let Some(h) = arg_pos(f, a) {
+            recurrent = Some(w_arg);
+            h_arg = Some(h);
+        }
+    }
+    // The bias variable is split into its input and recurrent rows.
+    let bias = f
+        .node_def
+        .iter()
+        .filter(|n| n.op == "Split")
+        .find_map(|n| n.input.get(1).and_then(|s| source_arg(f, &body, s)));
+    let (Some(kernel), Some(recurrent), Some(h_arg), Some(bias)) = (kernel, recurrent, h_arg, bias)
+    else {
+        return Err(unrecognised());
+    };
+    let x_arg = f
+        .node_def
+        .iter()
+        .find(|n| n.op == "TensorListGetItem")
+        .and_then(|n| n.input.first())
+        .and_then(|s| arg_pos(f, s))
+        .ok_or_else(unrecognised)?;
+    let at = |i: usize| {
+        ins.get(i)
+            .copied()
+            .ok_or_else(|| IrError::msg(format!("the loop has no input {i}")))
+    };
+    let (x, w, r, bv, h0) = (
+        at(x_arg)?,
+        at(kernel)?,
+        at(recurrent)?,
+        at(bias)?,
+        at(h_arg)?,
+    );
+    let hidden =
+        b.g.value_type(r)
+            .shape
+            .concrete()
+            .and_then(|s| s.first().copied())
+            .ok_or_else(|| IrError::msg("the recurrent kernel's shape must be known"))?;
+    let bshape = b.g.value_type(bv).shape.concrete();
+    if bshape.as_deref() != Some(&[2, hidden.saturating_mul(3)][..]) {
+        return Err(IrError::msg(
+            "the GRU bias is not [2, 3H] (reset_after = False is not supported)",
+        ));
+    }
+    let t = Op::Transpose {
+        perm: Some(vec![1, 0]),
+    };
+    let wt = b.add1(t.clone(), &format!("{name}/w_t"), &[w])?;
+    let rt = b.add1(t, &format!("{name}/r_t"), &[r])?;
+    let zero_axis = b.konst(&format!("{name}/axis0"), Tensor::new(vec![1], vec![0i64])?);
+    let w3 = b.add1(Op::Unsqueeze, &format!("{name}/W"), &[wt, zero_axis])?;
+    let r3 = b.add1(Op::Unsqueeze, &format!("{name}/R"), &[rt, zero_axis])?;
+    let flat_shape = b.konst(
+        &format!("{name}/b_shape"),
+        Tensor::new(vec![2], vec![1i64, -1])?,
+    );
+    let b2 = b.add1(
+        Op::Reshape { allowzero: false },
+        &format!("{name}/B"),
+        &[bv, flat_shape],
+    )?;
+    let h0 = b.add1(Op::Unsqueeze, &format!("{name}/h0"), &[h0, zero_axis])?;
+    let op = Op::Rnn {
+        kind: RnnKind::Gru,
+        direction: Direction::Forward,
+        hidden_size: hidden as i64,
+        activations: vec![],
+        activation_alpha: vec![],
+        activation_beta: vec![],
+        clip: None,
+        layout: 0,
+        input_forget: false,
+        linear_before_reset: true,
+    };
+    let outs = b.add(
+        op,
+        name,
+        &[Some(x), Some(w3), Some(r3), Some(b2), None, Some(h0)],
+        2,
+    )?;
+    let [y, yh] = outs.as_slice() else {
+        return Err(IrError::msg("the GRU gave no outputs"));
+    };
+    let one_axis = b.konst(&format!("{name}/axis1"), Tensor::new(vec![1], vec![1i64])?);
+    let h_last = b.add1(Op::Squeeze, &format!("{name}/h"), &[*yh, zero_axis])?;
+    let (list_arg, reserved_one) = output_list(b, f, inits)?;
+    let list = if reserved_one {
+        *yh
+    } else {
+        b.add1(Op::Squeeze, &format!("{name}/y"), &[*y, one_axis])?
+    };
+    let mut res: Vec<Option<Value>> = vec![None; ins.len()];
+    if let Some(slot) = res.get_mut(list_arg) {
+        *slot = Some(list);
+    }
+    if let Some(slot) = res.get_mut(h_arg) {
+        *slot = Some(h_last);
     }
     Ok(res)
 }

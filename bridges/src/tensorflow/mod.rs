@@ -5,7 +5,11 @@
 //! - `tensor`: data types, shapes, `TensorProto` decoding.
 //! - `bundle`: the variables checkpoint (tensor bundle: SSTable index + data shards).
 //! - `graph`: tensor naming, function inlining, node order, inputs and outputs.
-//! - `ops`: the table from TF op types to IR ops.
+//! - `stream`: frozen GraphDefs read field by field, large constants decoded from the file
+//!   straight into their tensors.
+//! - `ops`: the table from TF op types to IR ops (one file per op family).
+//! - `lstm`: Keras LSTM/GRU `While` loops (TensorList structure) lowered to `Rnn`.
+//! - `tf1loop`: TF1 loop frames of frozen graphs read back into a loop body for `lstm`.
 //!
 //! Files are untrusted: every failure is a `BridgeError` naming the file, the node and what
 //! is wrong. Weights are decoded straight from the file buffer into their tensors.
@@ -59,7 +63,7 @@ pub fn load_frozen(path: &Path) -> Result<Graph, BridgeError> {
     load_frozen_with(path, &[], &[])
 }
 
-/// Loads a frozen GraphDef with the given input nodes (Placeholders, by node name) and output
+/// Loads a frozen GraphDef with the given input nodes (Placeholders, by node name or as `x:0`) and output
 /// tensors (`node` or `node:index`); empty lists take the defaults of `load_frozen`.
 pub fn load_frozen_with(
     path: &Path,
@@ -158,7 +162,14 @@ pub fn load_frozen_with(
             Some(
                 inputs
                     .iter()
-                    .map(|s| (s.to_string(), s.to_string()))
+                    // `x:0` names the Placeholder `x`'s tensor; the input is the node.
+                    .map(|s| {
+                        let node = match s.rsplit_once(':') {
+                            Some((n, "0")) => n,
+                            _ => s,
+                        };
+                        (node.to_string(), node.to_string())
+                    })
                     .collect(),
             )
         },
