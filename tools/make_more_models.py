@@ -18,7 +18,7 @@ keras, layers = mm.keras, mm.layers
 
 def recurrent_mix():
     inp = keras.Input((40,), dtype="int32", name="tokens")
-    x = layers.Embedding(500, 32)(inp)
+    x = layers.Embedding(8000, 32)(inp)
     x = layers.Conv1D(32, 3, padding="same", activation="relu")(x)
     x = layers.Bidirectional(layers.GRU(24, return_sequences=True))(x)
     x = layers.TimeDistributed(layers.Dense(16, activation="tanh"))(x)

@@ -1,6 +1,6 @@
 //! The Keras bridge against Keras itself: tiny models (made by fixtures/keras/make_fixtures.py)
 //! saved as `.keras` and legacy `.h5`, run on the reference evaluator and compared with the
-//! outputs Keras computed; the zoo models when /tmp/zoo is there; and malformed files.
+//! outputs Keras computed; and malformed files. (The zoo models in every format are the `zoo` suite's job.)
 
 use kiln_bridges::keras;
 use kiln_ir::Tensor;
@@ -68,31 +68,6 @@ fn recurrent_layers() {
 #[test]
 fn embedding_and_attention() {
     check_fixture("attention");
-}
-
-#[test]
-fn zoo_models_when_present() {
-    let zoo = Path::new("/tmp/zoo");
-    for m in [
-        "small_cnn",
-        "lstm_telemetry",
-        "transformer_encoder",
-        "mobilenet_v2",
-        "resnet50",
-        "chexnet_densenet121",
-    ] {
-        let dir = zoo.join(m);
-        if !dir.exists() {
-            continue;
-        }
-        let inputs: Vec<PathBuf> = (0..)
-            .map(|i| dir.join(format!("input_{i}.npy")))
-            .take_while(|p| p.exists())
-            .collect();
-        for f in ["model.keras", "model.h5"] {
-            check_model(&dir.join(f), &inputs, &dir.join("output_0.npy"));
-        }
-    }
 }
 
 // ── Malformed files ─────────────────────────────────────────────────────────────────────
