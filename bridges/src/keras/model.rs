@@ -210,6 +210,9 @@ fn collect_tensors(j: &Json, out: &mut Vec<(String, usize, usize)>, depth: usize
 /// One call of a layer: its input tensors and keyword arguments.
 struct Call {
     inputs: Vec<(String, usize, usize)>,
+    /// Numbers passed positionally beside the tensors (Keras 3 writes `x + 3.0` as an `Add`
+    /// called with `[x, 3.0]`): (position among the inputs, value).
+    scalars: Vec<(usize, f64)>,
     kwargs: Json,
 }
 
@@ -220,11 +223,22 @@ fn calls_of(layer: &Json) -> Vec<Call> {
     };
     for node in nodes {
         let mut inputs = Vec::new();
+        let mut scalars = Vec::new();
         let mut kwargs = Json::Null;
         if let Some(args) = node.get("args") {
             // Keras 3: {args, kwargs}; tensors passed by keyword (attention's key/value)
             // follow the positional ones.
-            collect_tensors(args, &mut inputs, 0);
+            match args.as_array() {
+                Some(list) => {
+                    for a in list {
+                        match a.as_f64() {
+                            Some(v) => scalars.push((inputs.len(), v)),
+                            None => collect_tensors(a, &mut inputs, 1),
+                        }
+                    }
+                }
+                None => collect_tensors(args, &mut inputs, 0),
+            }
             if let Some(kw) = node.get("kwargs") {
                 for key in ["query", "value", "key"] {
                     if let Some(t) = kw.get(key) {
@@ -244,7 +258,7 @@ fn calls_of(layer: &Json) -> Vec<Call> {
                 }
             }
         }
-        calls.push(Call { inputs, kwargs });
+        calls.push(Call { inputs, scalars, kwargs });
     }
     calls
 }
@@ -353,6 +367,19 @@ fn functional(
                         format!("reads output {t} of layer `{l}`, which has {}", outs.len()),
                     )
                 })?);
+            }
+            if !p.call.scalars.is_empty() {
+                let class = str_of(p.layer, "class_name").unwrap_or("");
+                if !matches!(class, "Add" | "Subtract" | "Multiply" | "Maximum" | "Minimum" | "Average") {
+                    return Err(KErr::at(&p.name, format!("{class} called with a number among its inputs is not supported")));
+                }
+                let first = *ins.first().ok_or_else(|| KErr::at(&p.name, "called with numbers only"))?;
+                let dt = ctx.ty(first).dtype;
+                for &(pos, v) in &p.call.scalars {
+                    let t = Tensor::from_f64(dt, vec![], &[v]).map_err(|e| KErr::at(&p.name, e.message))?;
+                    let c = ctx.constant(&p.name, t);
+                    ins.insert(pos.min(ins.len()), c);
+                }
             }
             let outs = call_layer(ctx, p.layer, &p.name, ins, &p.call.kwargs, depth)?;
             produced.insert((p.name.clone(), p.node), outs);
