@@ -137,26 +137,11 @@ fn cast(b: &mut Builder, n: &NodeCx) -> Result<Vec<Value>> {
 
 /// The `TensorProto.DataType` code of a type name.
 fn type_code(name: &str) -> Result<i64> {
-    const NAMES: [&str; 16] = [
-        "UNDEFINED",
-        "FLOAT",
-        "UINT8",
-        "INT8",
-        "UINT16",
-        "INT16",
-        "INT32",
-        "INT64",
-        "STRING",
-        "BOOL",
-        "FLOAT16",
-        "DOUBLE",
-        "UINT32",
-        "UINT64",
-        "COMPLEX64",
-        "COMPLEX128",
-    ];
     let upper = name.to_ascii_uppercase();
-    match NAMES.iter().position(|&t| t == upper) {
+    match super::tensor::ONNX_TYPE_NAMES
+        .iter()
+        .position(|&t| t == upper)
+    {
         Some(code) if code > 0 => Ok(code as i64),
         _ => Err(IrError::msg(format!(
             "Cast `to` names an unknown type `{name}`"

@@ -8,42 +8,44 @@ use onnx_protobuf::TensorProto;
 use std::io::{Read, Seek, SeekFrom};
 use std::path::{Component, Path};
 
+/// ONNX `TensorProto.DataType` names, indexed by type code.
+pub(crate) const ONNX_TYPE_NAMES: [&str; 29] = [
+    "UNDEFINED",
+    "FLOAT",
+    "UINT8",
+    "INT8",
+    "UINT16",
+    "INT16",
+    "INT32",
+    "INT64",
+    "STRING",
+    "BOOL",
+    "FLOAT16",
+    "DOUBLE",
+    "UINT32",
+    "UINT64",
+    "COMPLEX64",
+    "COMPLEX128",
+    "BFLOAT16",
+    "FLOAT8E4M3FN",
+    "FLOAT8E4M3FNUZ",
+    "FLOAT8E5M2",
+    "FLOAT8E5M2FNUZ",
+    "UINT4",
+    "INT4",
+    "FLOAT4E2M1",
+    "FLOAT8E8M0",
+    "UINT2",
+    "INT2",
+    "FLOAT6E2M3",
+    "FLOAT6E3M2",
+];
+
 /// ONNX `TensorProto.DataType` code names, for messages about types kiln does not have.
 fn onnx_type_name(code: i32) -> String {
-    const NAMES: [&str; 29] = [
-        "UNDEFINED",
-        "FLOAT",
-        "UINT8",
-        "INT8",
-        "UINT16",
-        "INT16",
-        "INT32",
-        "INT64",
-        "STRING",
-        "BOOL",
-        "FLOAT16",
-        "DOUBLE",
-        "UINT32",
-        "UINT64",
-        "COMPLEX64",
-        "COMPLEX128",
-        "BFLOAT16",
-        "FLOAT8E4M3FN",
-        "FLOAT8E4M3FNUZ",
-        "FLOAT8E5M2",
-        "FLOAT8E5M2FNUZ",
-        "UINT4",
-        "INT4",
-        "FLOAT4E2M1",
-        "FLOAT8E8M0",
-        "UINT2",
-        "INT2",
-        "FLOAT6E2M3",
-        "FLOAT6E3M2",
-    ];
     usize::try_from(code)
         .ok()
-        .and_then(|i| NAMES.get(i))
+        .and_then(|i| ONNX_TYPE_NAMES.get(i))
         .map(|s| s.to_string())
         .unwrap_or_else(|| format!("unknown type code {code}"))
 }
