@@ -42,8 +42,19 @@ enum Command {
         #[arg(long)]
         fp16: bool,
     },
-    /// Prints the IR text (large constants elided).
-    Dump { model: PathBuf },
+    /// Prints the IR text (large constants elided), as the bridge made it or after the passes.
+    Dump {
+        model: PathBuf,
+        /// Optimization level whose pipeline runs before printing: 0 (none, the default), 1, 2.
+        #[arg(short = 'O', default_value = "0")]
+        level: kiln_passes::Level,
+        /// Print the IR right after this pass of the level's pipeline (default level: 2).
+        #[arg(long)]
+        after: Option<String>,
+        /// List the pipeline's passes with their statistics instead of printing the IR.
+        #[arg(long)]
+        passes: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -62,12 +73,34 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Info { model } => info(&model),
         Command::Run { model, inputs, device, output_dir, expects } => run_model(&model, &inputs, &device, output_dir.as_deref(), &expects),
         Command::Convert { model, output, fp16 } => convert(&model, &output, fp16),
-        Command::Dump { model } => {
-            let m = kiln::load(&model)?;
-            print!("{}", kiln::ir::text::print(&m.graph, kiln::ir::text::Weights::Elided));
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Dump { model, level, after, passes } => dump(&model, level, after, passes),
     }
+}
+
+fn dump(path: &Path, level: kiln_passes::Level, after: Option<String>, list_passes: bool) -> Result<ExitCode> {
+    use kiln_passes::Level;
+    let mut m = kiln::load(path)?;
+    // Asking for a pass or the pass list means the full pipeline unless a level is given.
+    let level = if level == Level::O0 && (after.is_some() || list_passes) { Level::O2 } else { level };
+    let options = kiln_passes::Options { level, stop_after: after, ..kiln_passes::Options::default() };
+    let report = kiln_passes::optimize(&mut m.graph, &options).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+    if list_passes {
+        print!("{report}");
+        println!("kernels: {}", kiln_passes::op_count(&m.graph));
+        if let Some(plan) = kiln_passes::plan::plan(&m.graph) {
+            println!(
+                "memory plan: arena {} for {} of intermediates ({:.1}%)",
+                human_bytes(plan.arena_bytes),
+                human_bytes(plan.total_bytes),
+                100.0 * plan.arena_bytes as f64 / plan.total_bytes.max(1) as f64
+            );
+        } else {
+            println!("memory plan: none (some intermediate's size is not known before run time)");
+        }
+    } else {
+        print!("{}", kiln::ir::text::print(&m.graph, kiln::ir::text::Weights::Elided));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn info(path: &Path) -> Result<ExitCode> {

@@ -7,6 +7,7 @@
 mod reference;
 
 use kiln_ir::{Graph, Node, Tensor};
+use kiln_passes::{Level, MemoryPlan};
 use std::fmt;
 use std::sync::Arc;
 
@@ -48,23 +49,28 @@ pub struct Kernel<'a> {
     pub node: &'a Node,
 }
 
-/// What the passes hand to a backend: the optimized graph (later with its fusion groups
-/// and memory plan).
+/// What the passes hand to a backend: the optimized graph, whose `Op::Fused` nodes are the
+/// fused kernels, and the memory plan of its intermediates when their sizes are known.
 #[derive(Clone, Debug)]
 pub struct Program {
     pub graph: Graph,
+    pub plan: Option<MemoryPlan>,
 }
 
-#[derive(Clone, Debug)]
+impl Program {
+    /// A program of `graph` as it is, planned when its shapes allow.
+    pub fn new(graph: Graph) -> Program {
+        let plan = kiln_passes::plan::plan(&graph);
+        Program { graph, plan }
+    }
+}
+
+#[derive(Clone, Debug, Default)]
 pub struct CompileOptions {
     /// Worker threads a device may use; 0 means one per core.
     pub threads: usize,
-}
-
-impl Default for CompileOptions {
-    fn default() -> CompileOptions {
-        CompileOptions { threads: 0 }
-    }
+    /// How much the passes optimize before the device compiles.
+    pub level: Level,
 }
 
 /// One kernel's share of a run, as a profile reports it.

@@ -353,6 +353,13 @@ ops! {
     /// (state…, scan slices…, captured…) and returns (state…, scan output slices…).
     /// `num_captured` trailing inputs are passed whole to every iteration.
     Scan { body: Box<Graph>, num_scan_inputs: i64, num_captured: i64, scan_input_axes: Vec<i64>, scan_input_directions: Vec<i64>, scan_output_axes: Vec<i64>, scan_output_directions: Vec<i64> } => "scan",
+
+    // ── Kernels made by the passes ─────────────────────────────────────────────────────
+    /// A fused kernel: a closed graph holding at most one anchor op (conv, matmul, a
+    /// reduction…) and the elementwise ops fused around it. The node's inputs are the body's
+    /// inputs in order; its outputs are the body's outputs. Constants used only by the kernel
+    /// (weights, scalars) live inside the body so that a backend sees them when it compiles.
+    Fused { body: Box<Graph> } => "fused",
 }
 
 impl Op {
@@ -360,7 +367,7 @@ impl Op {
     pub fn subgraphs(&self) -> Vec<&Graph> {
         match self {
             Op::If { then_branch, else_branch } => vec![then_branch, else_branch],
-            Op::Loop { body, .. } | Op::Scan { body, .. } => vec![body],
+            Op::Loop { body, .. } | Op::Scan { body, .. } | Op::Fused { body } => vec![body],
             _ => vec![],
         }
     }
@@ -368,7 +375,7 @@ impl Op {
     pub fn subgraphs_mut(&mut self) -> Vec<&mut Graph> {
         match self {
             Op::If { then_branch, else_branch } => vec![then_branch, else_branch],
-            Op::Loop { body, .. } | Op::Scan { body, .. } => vec![body],
+            Op::Loop { body, .. } | Op::Scan { body, .. } | Op::Fused { body } => vec![body],
             _ => vec![],
         }
     }

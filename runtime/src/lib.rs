@@ -11,13 +11,14 @@
 
 pub mod npy;
 
-use kiln_backends::{CompileOptions, Executable, KernelTiming, Program, Registry};
+use kiln_backends::{Executable, KernelTiming, Registry};
 use kiln_ir::{Graph, Tensor, TensorType};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use kiln_backends::{Backend, BackendError};
+pub use kiln_backends::{Backend, BackendError, CompileOptions, Program};
+pub use kiln_passes::Level;
 pub use kiln_ir as ir;
 
 /// Everything that can go wrong, each naming the file or device and the node.
@@ -154,15 +155,27 @@ pub fn compile_with(model: &Model, device: &str, options: &CompileOptions) -> Re
             format!("no such device; this build has {}", registry.names().join(", ")),
         ))
     })?;
-    let program = Program { graph: model.graph.clone() };
+    let mut graph = model.graph.clone();
+    let report = kiln_passes::optimize(&mut graph, &kiln_passes::Options::level(options.level))
+        .map_err(|error| Error::Invalid { file: model.path.display().to_string(), error })?;
+    let program = Program::new(graph);
     let executable = backend.compile(&program, options)?;
     Ok(CompiledModel {
-        inner: Arc::new(Inner { executable, inputs: model.inputs(), outputs: model.outputs(), device: backend.name().to_string() }),
+        inner: Arc::new(Inner {
+            executable,
+            inputs: model.inputs(),
+            outputs: model.outputs(),
+            device: backend.name().to_string(),
+            report,
+            program,
+        }),
     })
 }
 
 struct Inner {
     executable: Executable,
+    report: kiln_passes::Report,
+    program: Program,
     inputs: Vec<(String, TensorType)>,
     outputs: Vec<(String, TensorType)>,
     device: String,
@@ -186,6 +199,14 @@ impl CompiledModel {
     }
     pub fn device(&self) -> &str {
         &self.inner.device
+    }
+    /// What the passes did before the device compiled.
+    pub fn report(&self) -> &kiln_passes::Report {
+        &self.inner.report
+    }
+    /// The optimized graph and memory plan the device compiled.
+    pub fn program(&self) -> &Program {
+        &self.inner.program
     }
 }
 

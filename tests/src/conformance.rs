@@ -14,6 +14,48 @@ use std::path::{Path, PathBuf};
 pub const RTOL: f64 = 1e-3;
 pub const ATOL: f64 = 1e-7;
 
+/// How closely an optimized run must follow the unoptimized one (issue 4's bar).
+pub const LEVELS_RTOL: f64 = 1e-4;
+pub const LEVELS_ATOL: f64 = 1e-5;
+
+/// Where to run: a device, and the optimization level of the passes before it. Above -O0,
+/// each case also runs at -O0: where that run passes, the optimized outputs must equal it
+/// within [`LEVELS_RTOL`] and [`LEVELS_ATOL`].
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub device: String,
+    pub level: kiln_runtime::Level,
+}
+
+impl Target {
+    pub fn new(device: &str, level: kiln_runtime::Level) -> Target {
+        Target { device: device.to_string(), level }
+    }
+
+    /// The device from `$KILN_CONFORMANCE_DEVICE` (REFERENCE) and the level from `$KILN_OPT`
+    /// (2), as the test harnesses take them.
+    pub fn from_env() -> Result<Target, String> {
+        let device = std::env::var("KILN_CONFORMANCE_DEVICE").unwrap_or_else(|_| "REFERENCE".into());
+        let level = std::env::var("KILN_OPT").unwrap_or_else(|_| "2".into()).parse()?;
+        Ok(Target { device, level })
+    }
+
+    pub fn compile(&self, model: &kiln_runtime::Model) -> Result<kiln_runtime::CompiledModel, String> {
+        self.compile_at(model, self.level)
+    }
+
+    pub fn compile_at(&self, model: &kiln_runtime::Model, level: kiln_runtime::Level) -> Result<kiln_runtime::CompiledModel, String> {
+        let options = kiln_runtime::CompileOptions { level, ..Default::default() };
+        kiln_runtime::compile_with(model, &self.device, &options).map_err(|e| e.to_string())
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.device, self.level)
+    }
+}
+
 /// Where the cases are: `$KILN_ONNX_NODE_TESTS`, else `../shared/onnx-node-tests` beside
 /// the repository, else `target/onnx-node-tests` (what `tools/gen-onnx-node-tests.sh` writes).
 pub fn data_root() -> Result<PathBuf, String> {
@@ -44,9 +86,9 @@ pub enum Outcome {
     NotPlain,
 }
 
-/// Runs one case on `device`.
-pub fn run_case(dir: &Path, device: &str) -> Outcome {
-    match catch_unwind(AssertUnwindSafe(|| run_case_inner(dir, device))) {
+/// Runs one case on `target`.
+pub fn run_case(dir: &Path, target: &Target) -> Outcome {
+    match catch_unwind(AssertUnwindSafe(|| run_case_inner(dir, target))) {
         Ok(Ok(())) => Outcome::Pass,
         Ok(Err(e)) if e == NOT_PLAIN => Outcome::NotPlain,
         // The case's own folder is in many messages; the name says it already.
@@ -68,13 +110,18 @@ fn is_plain(model_path: &Path) -> Result<bool, String> {
     Ok(g.input.iter().chain(g.output.iter()).all(|vi| vi.type_.as_ref().map_or(false, |t| t.has_tensor_type())))
 }
 
-fn run_case_inner(dir: &Path, device: &str) -> Result<(), String> {
+fn run_case_inner(dir: &Path, target: &Target) -> Result<(), String> {
     let model_path = dir.join("model.onnx");
     if !is_plain(&model_path)? {
         return Err(NOT_PLAIN.into());
     }
     let model = kiln_runtime::load(&model_path).map_err(|e| format!("load: {e}"))?;
-    let compiled = kiln_runtime::compile(&model, device).map_err(|e| format!("compile: {e}"))?;
+    let compiled = target.compile(&model).map_err(|e| format!("compile: {e}"))?;
+    let unoptimized = if target.level > kiln_runtime::Level::O0 {
+        Some(target.compile_at(&model, kiln_runtime::Level::O0).map_err(|e| format!("compile at -O0: {e}"))?)
+    } else {
+        None
+    };
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map_err(|e| e.to_string())?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -92,7 +139,16 @@ fn run_case_inner(dir: &Path, device: &str) -> Result<(), String> {
         if outputs.len() != expected.len() {
             return Err(format!("{} outputs, expected {}", outputs.len(), expected.len()));
         }
+        let baseline = match &unoptimized {
+            Some(c) => Some(c.request().infer_ordered(&inputs).map_err(|e| format!("run at -O0: {e}"))?),
+            None => None,
+        };
         for (k, ((name, got), want)) in outputs.iter().zip(&expected).enumerate() {
+            let base = baseline.as_ref().and_then(|b| b.get(k)).map(|(_, t)| t);
+            // Only an -O0 run that is right sets the bar for the optimized one.
+            if let Some(base) = base.filter(|b| compare(b, want).is_ok()) {
+                compare_with(got, base, LEVELS_RTOL, LEVELS_ATOL).map_err(|e| format!("output {k} ({name}) differs from -O0: {e}"))?;
+            }
             compare(got, want).map_err(|e| format!("output {k} ({name}): {e}"))?;
         }
     }
@@ -114,6 +170,12 @@ fn read_numbered(dir: &Path, prefix: &str) -> Result<Vec<Tensor>, String> {
 
 /// Compares as the ONNX backend runner does.
 pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
+    compare_with(got, want, RTOL, ATOL)
+}
+
+/// Same dtype and shape; floats within `rtol` and `atol` (NaN equals NaN, infinities
+/// exactly); everything else exactly.
+pub fn compare_with(got: &Tensor, want: &Tensor, rtol: f64, atol: f64) -> Result<(), String> {
     if got.dtype() != want.dtype() {
         return Err(format!("dtype {} but expected {}", got.dtype(), want.dtype()));
     }
@@ -128,7 +190,7 @@ pub fn compare(got: &Tensor, want: &Tensor) -> Result<(), String> {
             } else if a.is_infinite() || b.is_infinite() {
                 a == b
             } else {
-                (a - b).abs() <= ATOL + RTOL * b.abs()
+                (a - b).abs() <= atol + rtol * b.abs()
             };
             if !ok {
                 return Err(format!("element {i}: {a} but expected {b}"));
@@ -191,14 +253,14 @@ pub struct Summary {
     pub not_plain: usize,
 }
 
-pub fn run_all(cases: &[PathBuf], device: &str, verbose: bool) -> Summary {
+pub fn run_all(cases: &[PathBuf], target: &Target, verbose: bool) -> Summary {
     let mut s = Summary { passed: vec![], failed: BTreeMap::new(), not_plain: 0 };
     // Cases that panic would print a backtrace for each; the outcome records the message.
     let hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(|_| {}));
     for dir in cases {
         let name = dir.file_name().and_then(|n| n.to_str()).unwrap_or("?").to_string();
-        match run_case(dir, device) {
+        match run_case(dir, target) {
             Outcome::Pass => {
                 if verbose {
                     println!("pass {name}");

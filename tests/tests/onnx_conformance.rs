@@ -1,10 +1,14 @@
 //! The ONNX node conformance suite on REFERENCE, checked against
-//! `tests/expected-failures/onnx-node-reference.txt`.
+//! `tests/expected-failures/onnx-node-reference.txt`, after the passes at `$KILN_OPT`
+//! (default 2), each case also checked against its own -O0 run.
 
 use kiln_tests::conformance::*;
 
 fn main() {
-    let device = std::env::var("KILN_CONFORMANCE_DEVICE").unwrap_or_else(|_| "REFERENCE".into());
+    let target = Target::from_env().unwrap_or_else(|e| {
+        eprintln!("{e}");
+        std::process::exit(2)
+    });
     let root = match data_root() {
         Ok(r) => r,
         Err(e) => {
@@ -16,11 +20,11 @@ fn main() {
         eprintln!("{e}");
         std::process::exit(1)
     });
-    let summary = run_all(&all, &device, false);
-    let expected = read_expected(&expected_failures_path("node", &device));
+    let summary = run_all(&all, &target, false);
+    let expected = read_expected(&expected_failures_path("node", &target.device));
     let problems = check_against_expected(&summary, &expected, true);
     println!(
-        "ONNX node conformance on {device} ({}): {} passed, {} failed ({} listed as expected failures); {} cases with non-tensor inputs or outputs not counted",
+        "ONNX node conformance on {target} ({}): {} passed, {} failed ({} listed as expected failures); {} cases with non-tensor inputs or outputs not counted",
         root.display(),
         summary.passed.len(),
         summary.failed.len(),

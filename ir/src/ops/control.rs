@@ -33,6 +33,7 @@ pub(crate) fn infer(
         } => Some(infer_if(then_branch, else_branch, types, n_outputs)),
         Op::Loop { body, num_captured } => Some(infer_loop(body, *num_captured, types, n_outputs)),
         Op::Scan { .. } => Some(infer_scan(op, types, n_outputs)),
+        Op::Fused { body } => Some(infer_fused(body, types, n_outputs)),
         _ => None,
     }
 }
@@ -49,6 +50,7 @@ pub(crate) fn eval(
         } => Some(eval_if(then_branch, else_branch, inputs, n_outputs)),
         Op::Loop { body, num_captured } => Some(eval_loop(body, *num_captured, inputs, n_outputs)),
         Op::Scan { .. } => Some(eval_scan(op, inputs, n_outputs)),
+        Op::Fused { body } => Some(required(inputs, 0).and_then(|ins| run_graph(body, &ins))),
         _ => None,
     }
 }
@@ -250,6 +252,29 @@ fn eval_if(
         )));
     }
     run_graph(branch, &captured)
+}
+
+// ── Fused kernels ──────────────────────────────────────────────────────────────────────
+
+/// A fused kernel gives its body's declared output types, once its inputs fit the body's.
+fn infer_fused(body: &Graph, types: &[Option<&TensorType>], n_outputs: usize) -> Result<Vec<TensorType>> {
+    if types.len() != body.inputs.len() || body.outputs.len() != n_outputs {
+        return Err(IrError::msg(format!(
+            "the kernel body takes {} inputs and gives {} outputs; the node has {} and {}",
+            body.inputs.len(),
+            body.outputs.len(),
+            types.len(),
+            n_outputs
+        )));
+    }
+    for (i, (t, &n)) in types.iter().zip(&body.inputs).enumerate() {
+        let declared = body.node(n).outputs.first();
+        match (t, declared) {
+            (Some(t), Some(d)) if crate::verify::compatible(d, t) => {}
+            _ => return Err(IrError::msg(format!("kernel input {i} does not fit the body's input {}", body.node(n).name))),
+        }
+    }
+    Ok(output_types(body))
 }
 
 // ── Loop ───────────────────────────────────────────────────────────────────────────────

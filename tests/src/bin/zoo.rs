@@ -3,10 +3,14 @@
 //! (rtol 1e-4, atol 1e-5). For ONNX it also checks the saved form: `.kir` gives
 //! bit-identical outputs, and `--fp16` stays within rtol 1e-2 with a .bin half the size.
 //!
-//! `zoo [--device D] [--suite NAME] [--models a,b] [--update] ZOO_DIR`: the suite names the
-//! expected-failures list, `tests/expected-failures/NAME-DEVICE.txt` (default `zoo`).
+//! `zoo [--device D] [-O N] [--suite NAME] [--models a,b] [--update] ZOO_DIR`: the suite
+//! names the expected-failures list, `tests/expected-failures/NAME-DEVICE.txt` (default
+//! `zoo`). `-O` (default 2) is the passes' level; above 0 every format's outputs must also
+//! equal its own -O0 run within rtol 1e-4, atol 1e-5.
 
 use kiln_ir::Tensor;
+use kiln_runtime::Level;
+use kiln_tests::conformance::{Target, LEVELS_ATOL, LEVELS_RTOL};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -16,11 +20,20 @@ fn main() {
     let mut root = None;
     let mut suite = "zoo".to_string();
     let mut update = false;
+    let mut level = Level::O2;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--device" | "-d" => device = args.next().expect("--device takes a name"),
             "--update" => update = true,
+            "-O" | "--opt" => level = args.next().expect("-O takes 0, 1 or 2").parse().unwrap_or_else(|e| {
+                eprintln!("{e}");
+                std::process::exit(2)
+            }),
+            l if l.starts_with("-O") => level = l.parse().unwrap_or_else(|e| {
+                eprintln!("{e}");
+                std::process::exit(2)
+            }),
             "--suite" => suite = args.next().expect("--suite takes a name"),
             "--models" => only = Some(args.next().expect("--models takes a list").split(',').map(String::from).collect()),
             _ => root = Some(PathBuf::from(a)),
@@ -46,7 +59,7 @@ fn main() {
     let mut failures = std::collections::BTreeMap::new();
     for dir in &models {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        for (check, result) in check_model(dir, &device) {
+        for (check, result) in check_model(dir, &Target::new(&device, level)) {
             let key = format!("{name}/{check}");
             match result {
                 Ok(note) => {
@@ -70,7 +83,7 @@ fn main() {
             }
         }
     }
-    println!("{suite} on {device}: {passed} passed, {failed} failed ({} listed in {})", expected.len(), expected_path.display());
+    println!("{suite} on {device} {level}: {passed} passed, {failed} failed ({} listed in {})", expected.len(), expected_path.display());
     if update {
         if only.is_some() {
             eprintln!("--update needs a run over every model (no --models)");
@@ -117,10 +130,16 @@ fn reference_io(dir: &Path) -> Result<(Vec<Tensor>, Vec<Tensor>), String> {
     Ok((ins, outs))
 }
 
-fn run(model: &kiln_runtime::Model, device: &str, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
-    let compiled = kiln_runtime::compile(model, device).map_err(|e| e.to_string())?;
+fn run(model: &kiln_runtime::Model, target: &Target, inputs: &[Tensor]) -> Result<Vec<Tensor>, String> {
+    run_at(model, target, target.level, inputs).map(|(out, _)| out)
+}
+
+/// Outputs, and the number of kernels the device ran.
+fn run_at(model: &kiln_runtime::Model, target: &Target, level: Level, inputs: &[Tensor]) -> Result<(Vec<Tensor>, usize), String> {
+    let compiled = target.compile_at(model, level)?;
     let out = compiled.request().infer_ordered(inputs).map_err(|e| e.to_string())?;
-    Ok(out.into_iter().map(|(_, t)| t).collect())
+    let kernels = kiln_passes::op_count(&compiled.program().graph);
+    Ok((out.into_iter().map(|(_, t)| t).collect(), kernels))
 }
 
 fn compare(got: &[Tensor], want: &[Tensor], rtol: f64, atol: f64) -> Result<f64, String> {
@@ -167,17 +186,23 @@ fn input_order(dir: &Path, model: &kiln_runtime::Model) -> Vec<usize> {
 }
 
 /// Loads and runs one format of a zoo model; the outputs and a note.
-fn check_format(dir: &Path, file: &Path, device: &str, inputs: &[Tensor], want: &[Tensor]) -> Result<(kiln_runtime::Model, Vec<Tensor>, String), String> {
+fn check_format(dir: &Path, file: &Path, target: &Target, inputs: &[Tensor], want: &[Tensor]) -> Result<(kiln_runtime::Model, Vec<Tensor>, String), String> {
     let t = Instant::now();
     let model = kiln_runtime::load(file).map_err(|e| e.to_string())?;
     let order = input_order(dir, &model);
     let ins: Vec<Tensor> = order.iter().map(|&k| inputs.get(k).cloned().ok_or(format!("no input_{k}.npy"))).collect::<Result<_, _>>()?;
-    let got = run(&model, device, &ins)?;
+    let (got, kernels) = run_at(&model, target, target.level, &ins)?;
     let d = compare(&got, want, 1e-4, 1e-5)?;
-    Ok((model, got, format!("max abs diff {d:.2e} ({:.1} s)", t.elapsed().as_secs_f64())))
+    let mut note = format!("max abs diff {d:.2e}, {kernels} kernels at {}", target.level);
+    if target.level > Level::O0 {
+        let (base, base_kernels) = run_at(&model, target, Level::O0, &ins)?;
+        let dl = compare(&got, &base, LEVELS_RTOL, LEVELS_ATOL).map_err(|e| format!("{} differs from -O0: {e}", target.level))?;
+        note += &format!(" ({base_kernels} at -O0, max abs diff to it {dl:.2e})");
+    }
+    Ok((model, got, format!("{note} ({:.1} s)", t.elapsed().as_secs_f64())))
 }
 
-fn check_model(dir: &Path, device: &str) -> Vec<(String, Result<String, String>)> {
+fn check_model(dir: &Path, device: &Target) -> Vec<(String, Result<String, String>)> {
     let mut results = vec![];
     let (inputs, want) = match reference_io(dir) {
         Ok(x) => x,

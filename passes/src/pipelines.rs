@@ -1,0 +1,9 @@
+//! The standard pipelines: which passes run at each level, in which order.
+
+use crate::manager::Pipeline;
+
+/// `-O1`: the classic passes.
+pub(crate) fn classic(_p: &mut Pipeline) {}
+
+/// What `-O2` adds after the classic passes.
+pub(crate) fn full(_p: &mut Pipeline) {}
