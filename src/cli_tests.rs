@@ -176,3 +176,28 @@ fn malformed_onnx_files_end_in_a_clear_error() {
         }
     }
 }
+
+#[test]
+fn convert_fp16_reports_the_accuracy_change_on_given_inputs() {
+    let dir = tmp("fp16-acc");
+    let half = dir.join("half.kir");
+    let o = kiln(&["convert", MODEL, "-o", half.to_str().unwrap(), "--fp16", "--input", INPUT]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    let line = t.lines().find(|l| l.contains("max abs change")).unwrap_or_else(|| panic!("no accuracy line: {t}"));
+    // small_cnn's outputs move by about 1e-3 with f16 weights: measured, not zero, not wild.
+    let change: f64 = line.split("max abs change ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+    assert!(change > 0.0 && change < 1e-2, "{line}");
+}
+
+#[test]
+fn dump_runs_the_passes_of_a_level_and_lists_them() {
+    let o = kiln(&["dump", MODEL, "-O", "2", "--passes"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("pipeline -O2"), "{t}");
+    assert!(t.contains("kernels:"), "{t}");
+    let o = kiln(&["dump", MODEL, "--after", "no-such-pass"]);
+    assert_clean_error(&o, MODEL);
+    assert!(text(&o).contains("no pass `no-such-pass`"), "{}", text(&o));
+}

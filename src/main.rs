@@ -41,6 +41,10 @@ enum Command {
         /// Store weights as f16 (half the size; computation stays f32).
         #[arg(long)]
         fp16: bool,
+        /// With --fp16: NAME=FILE.npy (or FILE.npy for a one-input model) to report how far
+        /// each output moves from the f32 model on these inputs. Repeatable.
+        #[arg(long = "input", short = 'i')]
+        inputs: Vec<String>,
     },
     /// Prints the IR text (large constants elided), as the bridge made it or after the passes.
     Dump {
@@ -72,7 +76,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Info { model } => info(&model),
         Command::Run { model, inputs, device, output_dir, expects } => run_model(&model, &inputs, &device, output_dir.as_deref(), &expects),
-        Command::Convert { model, output, fp16 } => convert(&model, &output, fp16),
+        Command::Convert { model, output, fp16, inputs } => convert(&model, &output, fp16, &inputs),
         Command::Dump { model, level, after, passes } => dump(&model, level, after, passes),
     }
 }
@@ -148,18 +152,7 @@ fn split_named(s: &str) -> (Option<&str>, &str) {
 
 fn run_model(path: &Path, inputs: &[String], device: &str, output_dir: Option<&Path>, expects: &[String]) -> Result<ExitCode> {
     let m = kiln::load(path)?;
-    let model_inputs = m.inputs();
-    let mut named: Vec<(String, Tensor)> = Vec::new();
-    for spec in inputs {
-        let (name, file) = split_named(spec);
-        let name = match name {
-            Some(n) => n.to_string(),
-            None if model_inputs.len() == 1 => model_inputs[0].0.clone(),
-            None => bail!("the model has {} inputs; name each one: --input NAME=FILE.npy", model_inputs.len()),
-        };
-        let t = kiln::npy::read(Path::new(file)).map_err(|e| anyhow!(e))?;
-        named.push((name, t));
-    }
+    let named = read_inputs(&m, inputs)?;
     let compiled = kiln::compile(&m, device)?;
     let mut request = compiled.request();
     let args: Vec<(&str, &Tensor)> = named.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -195,6 +188,23 @@ fn run_model(path: &Path, inputs: &[String], device: &str, output_dir: Option<&P
         }
     }
     Ok(if all_match { ExitCode::SUCCESS } else { ExitCode::from(2) })
+}
+
+/// `NAME=FILE.npy` (or a bare `FILE.npy` for a one-input model) to named tensors.
+fn read_inputs(m: &kiln::Model, inputs: &[String]) -> Result<Vec<(String, Tensor)>> {
+    let model_inputs = m.inputs();
+    let mut named: Vec<(String, Tensor)> = Vec::new();
+    for spec in inputs {
+        let (name, file) = split_named(spec);
+        let name = match name {
+            Some(n) => n.to_string(),
+            None if model_inputs.len() == 1 => model_inputs[0].0.clone(),
+            None => bail!("the model has {} inputs; name each one: --input NAME=FILE.npy", model_inputs.len()),
+        };
+        let t = kiln::npy::read(Path::new(file)).map_err(|e| anyhow!(e))?;
+        named.push((name, t));
+    }
+    Ok(named)
 }
 
 fn sanitize(name: &str) -> String {
@@ -234,11 +244,28 @@ fn summary(t: &Tensor) -> String {
     s
 }
 
-fn convert(path: &Path, out: &Path, fp16: bool) -> Result<ExitCode> {
+fn convert(path: &Path, out: &Path, fp16: bool, inputs: &[String]) -> Result<ExitCode> {
     let mut m = kiln::load(path)?;
+    if !inputs.is_empty() && !fp16 {
+        bail!("--input is for measuring --fp16's accuracy change; add --fp16");
+    }
     if fp16 {
+        let original = m.graph.clone();
         let stats = kiln_passes::fp16::compress_weights(&mut m.graph);
         println!("fp16: {stats}");
+        if !inputs.is_empty() {
+            let named = read_inputs(&m, inputs)?;
+            let mut ordered = Vec::new();
+            for (name, _) in m.inputs() {
+                let t = named.iter().find(|(n, _)| *n == name).ok_or_else(|| anyhow!("input `{name}` was not given"))?;
+                ordered.push(t.1.clone());
+            }
+            let drifts = kiln_passes::fp16::accuracy(&original, &m.graph, &ordered).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+            println!("fp16 accuracy change against f32 on the given inputs:");
+            for d in drifts {
+                println!("  {d}");
+            }
+        }
     }
     kiln::ir::kir::save(&m.graph, out).map_err(|e| anyhow!("{e}"))?;
     let bin = PathBuf::from(format!("{}.bin", out.display()));

@@ -112,3 +112,56 @@ fn compress(g: &mut Graph, stats: &mut Stats) {
         }
     }
 }
+
+/// How far one output moved when the weights went to f16.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Drift {
+    pub output: String,
+    /// Largest |f16 − f32| over the output's elements.
+    pub max_abs: f64,
+    /// Largest |f16 − f32| / |f32| over elements where |f32| ≥ 1e-6 (tinier ones say
+    /// nothing about relative accuracy).
+    pub max_rel: f64,
+    /// The f32 output's largest magnitude, to read `max_abs` against.
+    pub scale: f64,
+}
+
+impl fmt::Display for Drift {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}: max abs change {:.3e} (outputs up to {:.3e}), max rel change {:.3e}",
+            self.output, self.max_abs, self.scale, self.max_rel
+        )
+    }
+}
+
+/// The accuracy change from `original` (f32 weights) to `compressed` (the same graph after
+/// [`compress_weights`]) on the caller's inputs, by running both with the reference
+/// semantics.
+pub fn accuracy(original: &Graph, compressed: &Graph, inputs: &[Tensor]) -> kiln_ir::Result<Vec<Drift>> {
+    let want = kiln_ir::eval::run_graph(original, inputs)?;
+    let got = kiln_ir::eval::run_graph(compressed, inputs)?;
+    Ok(original
+        .outputs
+        .iter()
+        .zip(want.iter().zip(&got))
+        .map(|((name, _), (w, g))| {
+            let (w, g) = (w.to_f64_vec(), g.to_f64_vec());
+            let mut d = Drift { output: name.clone(), max_abs: 0.0, max_rel: 0.0, scale: 0.0 };
+            for (a, b) in w.iter().zip(&g) {
+                let diff = (a - b).abs();
+                if diff.is_finite() {
+                    d.max_abs = d.max_abs.max(diff);
+                    if a.abs() >= 1e-6 {
+                        d.max_rel = d.max_rel.max(diff / a.abs());
+                    }
+                }
+                if a.is_finite() {
+                    d.scale = d.scale.max(a.abs());
+                }
+            }
+            d
+        })
+        .collect())
+}
