@@ -201,3 +201,17 @@ fn dump_runs_the_passes_of_a_level_and_lists_them() {
     assert_clean_error(&o, MODEL);
     assert!(text(&o).contains("no pass `no-such-pass`"), "{}", text(&o));
 }
+
+#[test]
+fn bench_reports_latency_throughput_and_the_per_kernel_profile() {
+    let o = kiln(&["bench", MODEL, "--niter", "3", "-pc"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    for what in ["compile:", "first run:", "latency:      median", "throughput:", "per-kernel profile"] {
+        assert!(t.contains(what), "no `{what}` in: {t}");
+    }
+    // every kernel of the compiled program shows up once in the profile
+    let kernels: usize = t.lines().find_map(|l| l.strip_prefix("kernels:")).unwrap().trim().parse().unwrap();
+    let rows = t.lines().filter(|l| l.contains("REFERENCE ") && l.contains('%')).count();
+    assert_eq!(rows, kernels, "{t}");
+}

@@ -6,6 +6,8 @@ use kiln::ir::{DType, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+mod bench;
+
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "kiln: compile and run TensorFlow, Keras and ONNX models")]
 struct Cli {
@@ -46,6 +48,34 @@ enum Command {
         #[arg(long = "input", short = 'i')]
         inputs: Vec<String>,
     },
+    /// Measures a model on a device: compile and first-run time, latency, throughput, and
+    /// with -pc the per-kernel profile (OpenVINO's benchmark_app, for kiln).
+    Bench {
+        model: PathBuf,
+        #[arg(long, short = 'd', default_value = "REFERENCE")]
+        device: String,
+        /// NAME=FILE.npy inputs; missing ones are random (symbolic dims set to 1). Repeatable.
+        #[arg(long = "input", short = 'i')]
+        inputs: Vec<String>,
+        /// Optimization level: 0, 1 or 2.
+        #[arg(short = 'O', default_value = "2")]
+        level: kiln_passes::Level,
+        /// Number of runs (default 100, or as many as fit in --time).
+        #[arg(long)]
+        niter: Option<usize>,
+        /// Seconds to run for (default 10 when --niter is not given).
+        #[arg(long)]
+        time: Option<f64>,
+        /// Worker threads for the device; 0 means one per core.
+        #[arg(long, default_value = "0")]
+        threads: usize,
+        /// Requests in flight at once.
+        #[arg(long, default_value = "1")]
+        nireq: usize,
+        /// Print the per-kernel profile sorted by time.
+        #[arg(long = "pc")]
+        per_kernel: bool,
+    },
     /// Prints the IR text (large constants elided), as the bridge made it or after the passes.
     Dump {
         model: PathBuf,
@@ -62,7 +92,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    // benchmark_app spells the per-kernel profile flag `-pc`; take that spelling too.
+    let cli = Cli::parse_from(std::env::args().map(|a| if a == "-pc" { "--pc".to_string() } else { a }));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {
@@ -78,6 +109,20 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Run { model, inputs, device, output_dir, expects } => run_model(&model, &inputs, &device, output_dir.as_deref(), &expects),
         Command::Convert { model, output, fp16, inputs } => convert(&model, &output, fp16, &inputs),
         Command::Dump { model, level, after, passes } => dump(&model, level, after, passes),
+        Command::Bench { model, device, inputs, level, niter, time, threads, nireq, per_kernel } => {
+            let m = kiln::load(&model)?;
+            let given = read_inputs(&m, &inputs)?;
+            let mut ordered = Vec::new();
+            for (i, (name, ty)) in m.inputs().iter().enumerate() {
+                match given.iter().find(|(n, _)| n == name) {
+                    Some((_, t)) => ordered.push(t.clone()),
+                    None => ordered.push(bench::random_input(name, ty, i as u64)?),
+                }
+            }
+            let settings = bench::Settings { device, level, niter, time, threads, nireq, per_kernel };
+            bench::bench(&m, ordered, &settings)?;
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
