@@ -25,6 +25,11 @@ impl Backend for Reference {
             let mut last = Instant::now();
             kiln_ir::eval::run_graph_with(&graph, inputs, &mut |name, op, _| {
                 let now = Instant::now();
+                // Inputs and constants are not kernels: nothing runs for them.
+                if matches!(op, kiln_ir::Op::Input | kiln_ir::Op::Const { .. }) {
+                    last = now;
+                    return;
+                }
                 timings.push(KernelTiming {
                     nodes: vec![name.to_string()],
                     kind: op.name().to_string(),
