@@ -10,6 +10,9 @@
 //! ```
 
 pub mod npy;
+mod requests;
+
+pub use requests::{AsyncQueue, Outputs, Pending};
 
 use kiln_backends::{Executable, KernelTiming, Registry};
 use kiln_ir::{Graph, Tensor, TensorType};
