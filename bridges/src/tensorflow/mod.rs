@@ -9,6 +9,7 @@
 //!   straight into their tensors.
 //! - `ops`: the table from TF op types to IR ops (one file per op family).
 //! - `lstm`: Keras LSTM/GRU `While` loops (TensorList structure) lowered to `Rnn`.
+//! - `simple_rnn`: the same for Keras SimpleRNN loops.
 //! - `tf1loop`: TF1 loop frames of frozen graphs read back into a loop body for `lstm`.
 //!
 //! Files are untrusted: every failure is a `BridgeError` naming the file, the node and what
@@ -19,6 +20,7 @@ mod graph;
 mod lstm;
 mod ops;
 mod proto;
+mod simple_rnn;
 mod stream;
 mod tensor;
 mod tf1loop;
