@@ -1,7 +1,7 @@
 //! The `kiln` command line: info, run, convert, dump.
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use kiln::ir::{DType, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -16,10 +16,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Inputs and outputs with types and shapes, op histogram, parameter count and bytes.
-    Info { model: PathBuf },
+    Info {
+        model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Runs a model on .npy inputs; writes one .npy per output and prints a summary of each.
     Run {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// NAME=FILE.npy, or just FILE.npy for a model with one input. Repeatable.
         #[arg(long = "input", short = 'i')]
         inputs: Vec<String>,
@@ -36,6 +42,8 @@ enum Command {
     /// Writes kiln's saved IR: OUT.kir (text) and OUT.kir.bin (weights).
     Convert {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[arg(short = 'o', long)]
         output: PathBuf,
         /// Store weights as f16 (half the size; computation stays f32).
@@ -43,7 +51,28 @@ enum Command {
         fp16: bool,
     },
     /// Prints the IR text (large constants elided).
-    Dump { model: PathBuf },
+    Dump {
+        model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
+}
+
+/// How every subcommand loads its model.
+#[derive(Args)]
+struct LoadArgs {
+    /// NAME=D1,D2,…: fixes an input's unknown or symbolic dims (e.g. x=1,224,224,3). Repeatable.
+    #[arg(long = "input-shape")]
+    input_shapes: Vec<String>,
+    /// The SavedModel signature to read (default serving_default, then serve).
+    #[arg(long)]
+    signature: Option<String>,
+}
+
+fn load_model(path: &Path, args: &LoadArgs) -> Result<kiln::Model> {
+    let input_shapes = args.input_shapes.iter().map(|s| kiln::parse_input_shape(s)).collect::<kiln::Result<Vec<_>>>()?;
+    let options = kiln::LoadOptions { signature: args.signature.clone(), input_shapes };
+    Ok(kiln::load_with(path, &options)?)
 }
 
 fn main() -> ExitCode {
@@ -59,19 +88,19 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Info { model } => info(&model),
-        Command::Run { model, inputs, device, output_dir, expects } => run_model(&model, &inputs, &device, output_dir.as_deref(), &expects),
-        Command::Convert { model, output, fp16 } => convert(&model, &output, fp16),
-        Command::Dump { model } => {
-            let m = kiln::load(&model)?;
+        Command::Info { model, load } => info(&model, &load),
+        Command::Run { model, load, inputs, device, output_dir, expects } => run_model(&model, &load, &inputs, &device, output_dir.as_deref(), &expects),
+        Command::Convert { model, load, output, fp16 } => convert(&model, &load, &output, fp16),
+        Command::Dump { model, load } => {
+            let m = load_model(&model, &load)?;
             print!("{}", kiln::ir::text::print(&m.graph, kiln::ir::text::Weights::Elided));
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-fn info(path: &Path) -> Result<ExitCode> {
-    let m = kiln::load(path)?;
+fn info(path: &Path, load: &LoadArgs) -> Result<ExitCode> {
+    let m = load_model(path, load)?;
     println!("model: {} ({:?})", path.display(), m.format);
     println!("inputs:");
     for (name, ty) in m.inputs() {
@@ -113,8 +142,8 @@ fn split_named(s: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn run_model(path: &Path, inputs: &[String], device: &str, output_dir: Option<&Path>, expects: &[String]) -> Result<ExitCode> {
-    let m = kiln::load(path)?;
+fn run_model(path: &Path, load: &LoadArgs, inputs: &[String], device: &str, output_dir: Option<&Path>, expects: &[String]) -> Result<ExitCode> {
+    let m = load_model(path, load)?;
     let model_inputs = m.inputs();
     let mut named: Vec<(String, Tensor)> = Vec::new();
     for spec in inputs {
@@ -201,8 +230,8 @@ fn summary(t: &Tensor) -> String {
     s
 }
 
-fn convert(path: &Path, out: &Path, fp16: bool) -> Result<ExitCode> {
-    let mut m = kiln::load(path)?;
+fn convert(path: &Path, load: &LoadArgs, out: &Path, fp16: bool) -> Result<ExitCode> {
+    let mut m = load_model(path, load)?;
     if fp16 {
         let stats = kiln_passes::fp16::compress_weights(&mut m.graph);
         println!("fp16: {stats}");
