@@ -38,13 +38,30 @@ impl Model {
     /// symbolic and unknown ones. Nested graphs (loop bodies) keep their types.
     pub fn set_input_shapes(&mut self, shapes: &[(String, Vec<usize>)]) -> Result<()> {
         for (name, dims) in shapes {
-            let node = self.graph.inputs.iter().copied().find(|&n| &self.graph.node(n).name == name).ok_or_else(|| {
-                let names: Vec<String> = self.inputs().iter().map(|(n, _)| format!("`{n}`")).collect();
-                Error::Input(format!("the model has no input `{name}`; its inputs are {}", names.join(", ")))
-            })?;
+            let node = self
+                .graph
+                .inputs
+                .iter()
+                .copied()
+                .find(|&n| &self.graph.node(n).name == name)
+                .ok_or_else(|| {
+                    let names: Vec<String> = self
+                        .inputs()
+                        .iter()
+                        .map(|(n, _)| format!("`{n}`"))
+                        .collect();
+                    Error::Input(format!(
+                        "the model has no input `{name}`; its inputs are {}",
+                        names.join(", ")
+                    ))
+                })?;
             let old = self.graph.node(node).outputs[0].clone();
             if let Some(have) = old.shape.dims() {
-                let fits = have.len() == dims.len() && have.iter().zip(dims).all(|(d, &s)| d.known().map_or(true, |k| k == s));
+                let fits = have.len() == dims.len()
+                    && have
+                        .iter()
+                        .zip(dims)
+                        .all(|(d, &s)| d.known().map_or(true, |k| k == s));
                 if !fits {
                     let given: Vec<String> = dims.iter().map(|d| d.to_string()).collect();
                     return Err(Error::Input(format!(
@@ -55,10 +72,16 @@ impl Model {
                 }
             }
             let shape = Shape(Some(dims.iter().map(|&d| Dim::Known(d)).collect()));
-            self.graph.nodes[node].outputs[0] = TensorType { dtype: old.dtype, shape };
+            self.graph.nodes[node].outputs[0] = TensorType {
+                dtype: old.dtype,
+                shape,
+            };
         }
         let file = self.path.display().to_string();
-        kiln_ir::infer::reinfer(&mut self.graph).map_err(|error| Error::Invalid { file: file.clone(), error })?;
+        kiln_ir::infer::reinfer(&mut self.graph).map_err(|error| Error::Invalid {
+            file: file.clone(),
+            error,
+        })?;
         kiln_ir::verify(&self.graph).map_err(|error| Error::Invalid { file, error })
     }
 }
@@ -66,7 +89,11 @@ impl Model {
 /// Parses `NAME=1,224,224,3` (the CLI's `--input-shape`). The name may itself hold `=`
 /// or `:` (TensorFlow tensor names); the shape is what follows the last `=`.
 pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
-    let bad = |why: &str| Error::Input(format!("--input-shape `{spec}`: {why}; expected NAME=D1,D2,… such as x=1,224,224,3"));
+    let bad = |why: &str| {
+        Error::Input(format!(
+            "--input-shape `{spec}`: {why}; expected NAME=D1,D2,… such as x=1,224,224,3"
+        ))
+    };
     let (name, dims) = spec.rsplit_once('=').ok_or_else(|| bad("no `=`"))?;
     if name.is_empty() {
         return Err(bad("no input name"));
@@ -75,7 +102,13 @@ pub fn parse_input_shape(spec: &str) -> Result<(String, Vec<usize>)> {
     let dims = if dims.is_empty() {
         vec![]
     } else {
-        dims.split(',').map(|d| d.trim().parse::<usize>().map_err(|_| bad(&format!("`{d}` is not a dim size")))).collect::<Result<Vec<_>>>()?
+        dims.split(',')
+            .map(|d| {
+                d.trim()
+                    .parse::<usize>()
+                    .map_err(|_| bad(&format!("`{d}` is not a dim size")))
+            })
+            .collect::<Result<Vec<_>>>()?
     };
     Ok((name.to_string(), dims))
 }

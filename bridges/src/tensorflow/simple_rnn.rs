@@ -73,7 +73,9 @@ pub fn lower(
         .find(|n| n.op == "TensorListGetItem")
         .and_then(|n| n.input.first())
         .and_then(|s| arg_pos(f, s));
-    let (Some(kernel), Some(recurrent), Some(h_arg), Some(x_arg)) = (kernel, recurrent, h_arg, x_arg) else {
+    let (Some(kernel), Some(recurrent), Some(h_arg), Some(x_arg)) =
+        (kernel, recurrent, h_arg, x_arg)
+    else {
         return Ok(None);
     };
     let bias = f
@@ -87,16 +89,17 @@ pub fn lower(
             .ok_or_else(|| IrError::msg(format!("the loop has no input {i}")))
     };
     let (x, w, r, h0) = (at(x_arg)?, at(kernel)?, at(recurrent)?, at(h_arg)?);
-    let hidden = b
-        .g
-        .value_type(r)
-        .shape
-        .concrete()
-        .and_then(|s| s.first().copied())
-        .ok_or_else(|| IrError::msg("the recurrent kernel's shape must be known"))?;
+    let hidden =
+        b.g.value_type(r)
+            .shape
+            .concrete()
+            .and_then(|s| s.first().copied())
+            .ok_or_else(|| IrError::msg("the recurrent kernel's shape must be known"))?;
     let dtype = b.g.value_type(w).dtype;
 
-    let t = Op::Transpose { perm: Some(vec![1, 0]) };
+    let t = Op::Transpose {
+        perm: Some(vec![1, 0]),
+    };
     let wt = b.add1(t.clone(), &format!("{name}/w_t"), &[w])?;
     let rt = b.add1(t, &format!("{name}/r_t"), &[r])?;
     let zero_axis = b.konst(&format!("{name}/axis0"), Tensor::new(vec![1], vec![0i64])?);
@@ -108,7 +111,11 @@ pub fn lower(
         Some(i) => at(i)?,
         None => zeros,
     };
-    let bb = b.add1(Op::Concat { axis: 0 }, &format!("{name}/wb_rb"), &[wb, zeros])?;
+    let bb = b.add1(
+        Op::Concat { axis: 0 },
+        &format!("{name}/wb_rb"),
+        &[wb, zeros],
+    )?;
     let b2 = b.add1(Op::Unsqueeze, &format!("{name}/B"), &[bb, zero_axis])?;
     let h0 = b.add1(Op::Unsqueeze, &format!("{name}/h0"), &[h0, zero_axis])?;
     let op = Op::Rnn {
@@ -123,7 +130,12 @@ pub fn lower(
         input_forget: false,
         linear_before_reset: false,
     };
-    let outs = b.add(op, name, &[Some(x), Some(w3), Some(r3), Some(b2), None, Some(h0)], 2)?;
+    let outs = b.add(
+        op,
+        name,
+        &[Some(x), Some(w3), Some(r3), Some(b2), None, Some(h0)],
+        2,
+    )?;
     let [y, yh] = outs.as_slice() else {
         return Err(IrError::msg("the RNN gave no outputs"));
     };

@@ -18,7 +18,8 @@ impl Builder<'_> {
 
     fn known_at(&self, v: Value, depth: usize) -> Option<Vec<Option<i64>>> {
         if let Some(t) = self.g.const_value(v) {
-            return (t.rank() <= 1 && t.dtype().is_int()).then(|| t.to_i64_vec().into_iter().map(Some).collect());
+            return (t.rank() <= 1 && t.dtype().is_int())
+                .then(|| t.to_i64_vec().into_iter().map(Some).collect());
         }
         let ty = self.g.value_type(v);
         let len = ty.shape.numel()?;
@@ -47,16 +48,19 @@ impl Builder<'_> {
             }
             // Reshapes between a scalar and a 1-element vector, and int casts, keep the
             // elements in order.
-            (Op::Unsqueeze | Op::Squeeze | Op::Reshape { .. } | Op::Unary(UnaryOp::Identity), Some(x)) => {
-                self.known_at(x, depth + 1)?
-            }
+            (
+                Op::Unsqueeze | Op::Squeeze | Op::Reshape { .. } | Op::Unary(UnaryOp::Identity),
+                Some(x),
+            ) => self.known_at(x, depth + 1)?,
             (Op::Cast { to }, Some(x)) if to.is_int() && self.g.value_type(x).dtype.is_int() => {
                 self.known_at(x, depth + 1)?
             }
             // A slice or gather of known positions: run the op on the positions themselves.
             (Op::Slice | Op::Gather { axis: 0 }, Some(x)) => {
                 let src = self.known_at(x, depth + 1)?;
-                let positions = Tensor::new(vec![src.len()], (0..src.len() as i64).collect::<Vec<i64>>()).ok()?;
+                let positions =
+                    Tensor::new(vec![src.len()], (0..src.len() as i64).collect::<Vec<i64>>())
+                        .ok()?;
                 let mut args: Vec<Option<Tensor>> = vec![Some(positions)];
                 for i in &ins[1..] {
                     args.push(match i {
@@ -66,13 +70,26 @@ impl Builder<'_> {
                 }
                 let picked = kiln_ir::eval::eval_op(&node.op, &args, 1).ok()?;
                 let picked = picked.first()?.to_i64_vec();
-                picked.iter().map(|&p| usize::try_from(p).ok().and_then(|p| src.get(p).copied().flatten())).collect()
+                picked
+                    .iter()
+                    .map(|&p| {
+                        usize::try_from(p)
+                            .ok()
+                            .and_then(|p| src.get(p).copied().flatten())
+                    })
+                    .collect()
             }
             // Keras 2 computes output sizes as dim * stride + k from Shape(x).
             (Op::Binary(op @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul)), Some(x)) => {
                 let a = self.known_at(x, depth + 1)?;
                 let c = self.known_at(ins.get(1).copied().flatten()?, depth + 1)?;
-                let at = |v: &[Option<i64>], i: usize| if v.len() == 1 { v[0] } else { v.get(i).copied().flatten() };
+                let at = |v: &[Option<i64>], i: usize| {
+                    if v.len() == 1 {
+                        v[0]
+                    } else {
+                        v.get(i).copied().flatten()
+                    }
+                };
                 (0..len)
                     .map(|i| {
                         let (p, q) = (at(&a, i)?, at(&c, i)?);
