@@ -215,3 +215,77 @@ fn bench_reports_latency_throughput_and_the_per_kernel_profile() {
     let rows = t.lines().filter(|l| l.contains("REFERENCE ") && l.contains('%')).count();
     assert_eq!(rows, kernels, "{t}");
 }
+
+/// A TF2 SavedModel whose input `inp` is f32[N,4] (bridges/tests/fixtures/tf).
+const SAVED_MODEL: &str = "bridges/tests/fixtures/tf/tiny_saved_model";
+
+/// The fixture's raw little-endian f32 file `name` as an .npy of `shape` in `dir`.
+fn fixture_npy(dir: &Path, name: &str, shape: Vec<usize>) -> PathBuf {
+    let bytes = std::fs::read(format!("bridges/tests/fixtures/tf/{name}.f32")).unwrap();
+    let vals: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    let path = dir.join(format!("{name}.npy"));
+    kiln::npy::write(&path, &kiln::ir::Tensor::new(shape, vals).unwrap()).unwrap();
+    path
+}
+
+#[test]
+fn input_shape_fixes_a_symbolic_batch_in_every_subcommand() {
+    let before = text(&kiln(&["info", SAVED_MODEL]));
+    assert!(before.contains("inp: f32[N,4]") && before.contains("out: f32[N,3]"), "{before}");
+    let o = kiln(&["info", SAVED_MODEL, "--input-shape", "inp=2,4"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("inp: f32[2,4]") && t.contains("out: f32[2,3]"), "{t}");
+    let d = text(&kiln(&["dump", SAVED_MODEL, "--input-shape", "inp=2,4"]));
+    assert!(d.contains("-> (%out: f32[2,3])") && !d.contains("[N,"), "{d}");
+
+    let dir = tmp("input-shape");
+    let x = fixture_npy(&dir, "tiny_saved_model.x", vec![2, 4]);
+    let y = fixture_npy(&dir, "tiny_saved_model.y", vec![2, 3]);
+    let o = kiln(&["run", SAVED_MODEL, "--input-shape", "inp=2,4", "--input", x.to_str().unwrap(), "--expect", y.to_str().unwrap()]);
+    assert!(o.status.success() && text(&o).contains("matches"), "{}", text(&o));
+    // the fixed shape is checked at run time: a batch of 2 is now the only batch
+    let x1 = dir.join("three.npy");
+    kiln::npy::write(&x1, &kiln::ir::Tensor::new(vec![3, 4], vec![0f32; 12]).unwrap()).unwrap();
+    let o = kiln(&["run", SAVED_MODEL, "--input-shape", "inp=2,4", "--input", x1.to_str().unwrap()]);
+    assert!(!o.status.success() && text(&o).contains("input `inp` must have shape [2,4]"), "{}", text(&o));
+
+    let out = dir.join("fixed.kir");
+    let o = kiln(&["convert", SAVED_MODEL, "--input-shape", "inp=2,4", "-o", out.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let t = text(&kiln(&["info", out.to_str().unwrap()]));
+    assert!(t.contains("inp: f32[2,4]") && t.contains("out: f32[2,3]"), "{t}");
+}
+
+#[test]
+fn input_shapes_that_do_not_fit_end_in_a_clear_error() {
+    let says = |args: &[&str], want: &str| {
+        let o = kiln(args);
+        let t = text(&o);
+        assert!(!o.status.success() && t.contains("kiln: error:") && !t.contains("panicked"), "{t}");
+        assert!(t.contains(want), "expected `{want}` in: {t}");
+    };
+    says(&["info", SAVED_MODEL, "--input-shape", "inp=2,5"], "input `inp` has shape [N,4]; the shape [2,5] does not fit it");
+    says(&["info", SAVED_MODEL, "--input-shape", "inp=2"], "the shape [2] does not fit it");
+    says(&["info", SAVED_MODEL, "--input-shape", "x=2,4"], "the model has no input `x`; its inputs are `inp`");
+    says(&["dump", SAVED_MODEL, "--input-shape", "inp=2,four"], "`four` is not a dim size");
+    says(&["info", SAVED_MODEL, "--input-shape", "2,4"], "no `=`");
+    // small_cnn's input is f32[1,32,32,3] and its Flatten reshapes to a constant [1,2048]
+    says(&["run", MODEL, "--input-shape", "input_0=1,32,32", "--input", INPUT], "input `input_0` has shape [1,32,32,3]");
+    let o = kiln(&["run", MODEL, "--input-shape", "input_0=1,32,32,3", "--input", INPUT, "--expect", OUTPUT]);
+    assert!(o.status.success() && text(&o).contains("matches"), "{}", text(&o));
+}
+
+#[test]
+fn signature_chooses_a_saved_model_signature() {
+    let o = kiln(&["info", SAVED_MODEL, "--signature", "serving_default"]);
+    assert!(o.status.success() && text(&o).contains("out: f32[N,3]"), "{}", text(&o));
+    let o = kiln(&["dump", SAVED_MODEL, "--signature", "nope"]);
+    assert_clean_error(&o, "saved_model.pb");
+    let t = text(&o);
+    assert!(t.contains("no signature `nope`; the model has `serving_default`"), "{t}");
+    assert!(!t.contains("__saved_model_init_op"), "{t}");
+    let o = kiln(&["info", MODEL, "--signature", "serving_default"]);
+    assert_clean_error(&o, "model.onnx");
+    assert!(text(&o).contains("only a TensorFlow SavedModel has signatures"), "{}", text(&o));
+}

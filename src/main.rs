@@ -1,7 +1,7 @@
 //! The `kiln` command line: info, run, convert, dump.
 
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use kiln::ir::{DType, Tensor};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -18,10 +18,16 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Inputs and outputs with types and shapes, op histogram, parameter count and bytes.
-    Info { model: PathBuf },
+    Info {
+        model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+    },
     /// Runs a model on .npy inputs; writes one .npy per output and prints a summary of each.
     Run {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// NAME=FILE.npy, or just FILE.npy for a model with one input. Repeatable.
         #[arg(long = "input", short = 'i')]
         inputs: Vec<String>,
@@ -38,6 +44,8 @@ enum Command {
     /// Writes kiln's saved IR: OUT.kir (text) and OUT.kir.bin (weights).
     Convert {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[arg(short = 'o', long)]
         output: PathBuf,
         /// Store weights as f16 (half the size; computation stays f32).
@@ -52,6 +60,8 @@ enum Command {
     /// with -pc the per-kernel profile (OpenVINO's benchmark_app, for kiln).
     Bench {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         #[arg(long, short = 'd', default_value = "REFERENCE")]
         device: String,
         /// NAME=FILE.npy inputs; missing ones are random (symbolic dims set to 1). Repeatable.
@@ -79,6 +89,8 @@ enum Command {
     /// Prints the IR text (large constants elided), as the bridge made it or after the passes.
     Dump {
         model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
         /// Optimization level whose pipeline runs before printing: 0 (none, the default), 1, 2.
         #[arg(short = 'O', default_value = "0")]
         level: kiln_passes::Level,
@@ -89,6 +101,23 @@ enum Command {
         #[arg(long)]
         passes: bool,
     },
+}
+
+/// How every subcommand loads its model.
+#[derive(Args)]
+struct LoadArgs {
+    /// NAME=D1,D2,…: fixes an input's unknown or symbolic dims (e.g. x=1,224,224,3). Repeatable.
+    #[arg(long = "input-shape")]
+    input_shapes: Vec<String>,
+    /// The SavedModel signature to read (default serving_default, then serve).
+    #[arg(long)]
+    signature: Option<String>,
+}
+
+fn load_model(path: &Path, args: &LoadArgs) -> Result<kiln::Model> {
+    let input_shapes = args.input_shapes.iter().map(|s| kiln::parse_input_shape(s)).collect::<kiln::Result<Vec<_>>>()?;
+    let options = kiln::LoadOptions { signature: args.signature.clone(), input_shapes };
+    Ok(kiln::load_with(path, &options)?)
 }
 
 fn main() -> ExitCode {
@@ -105,12 +134,12 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Info { model } => info(&model),
-        Command::Run { model, inputs, device, output_dir, expects } => run_model(&model, &inputs, &device, output_dir.as_deref(), &expects),
-        Command::Convert { model, output, fp16, inputs } => convert(&model, &output, fp16, &inputs),
-        Command::Dump { model, level, after, passes } => dump(&model, level, after, passes),
-        Command::Bench { model, device, inputs, level, niter, time, threads, nireq, per_kernel } => {
-            let m = kiln::load(&model)?;
+        Command::Info { model, load } => info(&model, &load),
+        Command::Run { model, load, inputs, device, output_dir, expects } => run_model(&model, &load, &inputs, &device, output_dir.as_deref(), &expects),
+        Command::Convert { model, load, output, fp16, inputs } => convert(&model, &load, &output, fp16, &inputs),
+        Command::Dump { model, load, level, after, passes } => dump(&model, &load, level, after, passes),
+        Command::Bench { model, load, device, inputs, level, niter, time, threads, nireq, per_kernel } => {
+            let m = load_model(&model, &load)?;
             let given = read_inputs(&m, &inputs)?;
             let mut ordered = Vec::new();
             for (i, (name, ty)) in m.inputs().iter().enumerate() {
@@ -126,9 +155,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
     }
 }
 
-fn dump(path: &Path, level: kiln_passes::Level, after: Option<String>, list_passes: bool) -> Result<ExitCode> {
+fn dump(path: &Path, load: &LoadArgs, level: kiln_passes::Level, after: Option<String>, list_passes: bool) -> Result<ExitCode> {
     use kiln_passes::Level;
-    let mut m = kiln::load(path)?;
+    let mut m = load_model(path, load)?;
     // Asking for a pass or the pass list means the full pipeline unless a level is given.
     let level = if level == Level::O0 && (after.is_some() || list_passes) { Level::O2 } else { level };
     let options = kiln_passes::Options { level, stop_after: after, ..kiln_passes::Options::default() };
@@ -152,8 +181,8 @@ fn dump(path: &Path, level: kiln_passes::Level, after: Option<String>, list_pass
     Ok(ExitCode::SUCCESS)
 }
 
-fn info(path: &Path) -> Result<ExitCode> {
-    let m = kiln::load(path)?;
+fn info(path: &Path, load: &LoadArgs) -> Result<ExitCode> {
+    let m = load_model(path, load)?;
     println!("model: {} ({:?})", path.display(), m.format);
     println!("inputs:");
     for (name, ty) in m.inputs() {
@@ -195,8 +224,8 @@ fn split_named(s: &str) -> (Option<&str>, &str) {
     }
 }
 
-fn run_model(path: &Path, inputs: &[String], device: &str, output_dir: Option<&Path>, expects: &[String]) -> Result<ExitCode> {
-    let m = kiln::load(path)?;
+fn run_model(path: &Path, load: &LoadArgs, inputs: &[String], device: &str, output_dir: Option<&Path>, expects: &[String]) -> Result<ExitCode> {
+    let m = load_model(path, load)?;
     let named = read_inputs(&m, inputs)?;
     let compiled = kiln::compile(&m, device)?;
     let mut request = compiled.request();
@@ -289,8 +318,8 @@ fn summary(t: &Tensor) -> String {
     s
 }
 
-fn convert(path: &Path, out: &Path, fp16: bool, inputs: &[String]) -> Result<ExitCode> {
-    let mut m = kiln::load(path)?;
+fn convert(path: &Path, load: &LoadArgs, out: &Path, fp16: bool, inputs: &[String]) -> Result<ExitCode> {
+    let mut m = load_model(path, load)?;
     if !inputs.is_empty() && !fp16 {
         bail!("--input is for measuring --fp16's accuracy change; add --fp16");
     }

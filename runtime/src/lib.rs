@@ -9,9 +9,11 @@
 //! # Ok::<(), kiln_runtime::Error>(())
 //! ```
 
+mod load;
 pub mod npy;
 mod requests;
 
+pub use load::{load_with, parse_input_shape, LoadOptions};
 pub use requests::{AsyncQueue, Outputs, Pending};
 
 use kiln_backends::{Executable, KernelTiming, Registry};
@@ -121,17 +123,20 @@ impl Model {
     }
 }
 
-/// Loads a model, detecting its format, and verifies its graph.
+/// Loads a model, detecting its format, and verifies its graph. [`load_with`] takes a
+/// SavedModel signature and input shapes.
 pub fn load(path: impl AsRef<Path>) -> Result<Model> {
-    let path = path.as_ref();
-    let format = Format::detect(path)?;
+    load_with(path, &LoadOptions::default())
+}
+
+fn load_format(path: &Path, format: Format, signature: Option<&str>) -> Result<Model> {
     let graph = match format {
         Format::Onnx => kiln_bridges::onnx::load(path).map_err(|e| Error::Load(e.to_string()))?,
         Format::Kir => kiln_ir::kir::load(path).map_err(|e| Error::Load(e.to_string()))?,
         Format::TfFrozen => kiln_bridges::tensorflow::load_frozen(path).map_err(|e| Error::Load(e.to_string()))?,
         Format::TfSavedModel => {
             let dir = if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) };
-            kiln_bridges::tensorflow::load_saved_model(dir, None).map_err(|e| Error::Load(e.to_string()))?
+            kiln_bridges::tensorflow::load_saved_model(dir, signature).map_err(|e| Error::Load(e.to_string()))?
         }
         Format::Keras | Format::KerasH5 => kiln_bridges::keras::load(path).map_err(|e| Error::Load(e.to_string()))?,
     };

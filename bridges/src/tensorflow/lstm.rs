@@ -11,18 +11,18 @@ use super::proto::{attr_value, FunctionDef, NodeDef};
 use kiln_ir::{Direction, IrError, Op, Result, RnnKind, Tensor, Value};
 use std::collections::HashMap;
 
-fn count(f: &FunctionDef, op: &str) -> usize {
+pub(super) fn count(f: &FunctionDef, op: &str) -> usize {
     f.node_def.iter().filter(|n| n.op == op).count()
 }
 
 /// The body arg position a body tensor reference names, if it is an argument.
-fn arg_pos(f: &FunctionDef, s: &str) -> Option<usize> {
+pub(super) fn arg_pos(f: &FunctionDef, s: &str) -> Option<usize> {
     let sig = f.signature.as_ref()?;
     sig.input_arg.iter().position(|a| a.name == s)
 }
 
 /// Follows ReadVariableOp/Identity inside the body back to an argument.
-fn source_arg(f: &FunctionDef, body: &HashMap<&str, &NodeDef>, s: &str) -> Option<usize> {
+pub(super) fn source_arg(f: &FunctionDef, body: &HashMap<&str, &NodeDef>, s: &str) -> Option<usize> {
     let mut cur = s.to_string();
     for _ in 0..8 {
         if let Some(p) = arg_pos(f, &cur) {
@@ -37,7 +37,7 @@ fn source_arg(f: &FunctionDef, body: &HashMap<&str, &NodeDef>, s: &str) -> Optio
     None
 }
 
-fn node_of<'a>(body: &HashMap<&str, &'a NodeDef>, s: &str) -> Option<&'a NodeDef> {
+pub(super) fn node_of<'a>(body: &HashMap<&str, &'a NodeDef>, s: &str) -> Option<&'a NodeDef> {
     body.get(s.split(':').next()?).copied()
 }
 
@@ -80,9 +80,12 @@ pub fn lower(
 ) -> Result<Vec<Option<Value>>> {
     let unrecognised = || {
         IrError::msg(
-            "this While loop is not a Keras LSTM; general TF2 While loops are not supported",
+            "this While loop is not a Keras LSTM, GRU or SimpleRNN; general TF2 While loops are not supported",
         )
     };
+    if let Some(res) = super::simple_rnn::lower(b, name, f, ins, inits)? {
+        return Ok(res);
+    }
     if count(f, "Sigmoid") == 2
         && count(f, "Tanh") == 1
         && count(f, "MatMul") == 2
@@ -253,7 +256,7 @@ pub fn lower(
 
 /// The loop variable the body writes each step's output to, and whether Keras reserved one
 /// element for it (the last step's output) rather than one per step.
-fn output_list(b: &Builder, f: &FunctionDef, inits: &[String]) -> Result<(usize, bool)> {
+pub(super) fn output_list(b: &Builder, f: &FunctionDef, inits: &[String]) -> Result<(usize, bool)> {
     let list_arg = f
         .node_def
         .iter()

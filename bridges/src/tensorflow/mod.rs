@@ -9,6 +9,7 @@
 //!   straight into their tensors.
 //! - `ops`: the table from TF op types to IR ops (one file per op family).
 //! - `lstm`: Keras LSTM/GRU `While` loops (TensorList structure) lowered to `Rnn`.
+//! - `simple_rnn`: the same for Keras SimpleRNN loops.
 //! - `tf1loop`: TF1 loop frames of frozen graphs read back into a loop body for `lstm`.
 //!
 //! Files are untrusted: every failure is a `BridgeError` naming the file, the node and what
@@ -19,6 +20,7 @@ mod graph;
 mod lstm;
 mod ops;
 mod proto;
+mod simple_rnn;
 mod stream;
 mod tensor;
 mod tf1loop;
@@ -260,6 +262,18 @@ fn checkpoint_keys(g: &GraphDef, lib: &HashMap<String, &FunctionDef>) -> HashMap
     keys
 }
 
+/// The signatures a user can choose, for error messages: TF's own `__saved_model_init_op`
+/// (variable initialisation) is not one.
+fn signatures<V>(defs: &HashMap<String, V>) -> String {
+    let mut have: Vec<String> = defs.keys().filter(|k| !k.starts_with("__")).map(|k| format!("`{k}`")).collect();
+    have.sort();
+    if have.is_empty() {
+        "no signatures".to_string()
+    } else {
+        have.join(", ")
+    }
+}
+
 /// Loads a TF2 SavedModel directory (`saved_model.pb` + `variables/`). The signature is
 /// `signature` if given, else `serving_default`, else `serve`. Inputs and outputs are named
 /// by the signature's keys.
@@ -286,22 +300,18 @@ pub fn load_saved_model(dir: &Path, signature: Option<&str>) -> Result<Graph, Br
             .find(|s| mg.signature_def.contains_key(**s))
             .map(|s| s.to_string())
             .ok_or_else(|| {
-                let mut have: Vec<&String> = mg.signature_def.keys().collect();
-                have.sort();
                 BridgeError::new(
                     &label,
                     None,
-                    format!("no `serving_default` or `serve` signature; the model has {have:?}"),
+                    format!("no `serving_default` or `serve` signature; the model has {}", signatures(&mg.signature_def)),
                 )
             })?,
     };
     let sig = mg.signature_def.get(&sig_name).ok_or_else(|| {
-        let mut have: Vec<&String> = mg.signature_def.keys().collect();
-        have.sort();
         BridgeError::new(
             &label,
             None,
-            format!("no signature `{sig_name}`; the model has {have:?}"),
+            format!("no signature `{sig_name}`; the model has {}", signatures(&mg.signature_def)),
         )
     })?;
     let inputs: Vec<(String, String)> = sig

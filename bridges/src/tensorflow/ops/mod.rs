@@ -3,6 +3,7 @@
 //! op family has its file.
 
 mod elementwise;
+mod known;
 mod movement;
 mod nn;
 

@@ -192,6 +192,34 @@ pub(super) fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Opt
             one(b.add1(Op::Slice, name, &[input(ins, 0)?, s, e, a])?)
         }
         "StridedSlice" => strided_slice(b, n, ins),
+        "ReverseV2" => {
+            // A reversal is a slice from the last element back past the first: step -1,
+            // start -1, end i64::MIN (clamped to "before index 0" by Slice's rules).
+            let x = input(ins, 0)?;
+            let rank = b.rank_of(x)? as i64;
+            let mut axes = b.const_ints(input(ins, 1)?, "ReverseV2's axis")?;
+            for a in &mut axes {
+                if *a < -rank || *a >= rank {
+                    return Err(IrError::msg(format!(
+                        "ReverseV2's axis {a} is out of range for rank {rank}"
+                    )));
+                }
+                if *a < 0 {
+                    *a += rank;
+                }
+            }
+            axes.sort_unstable();
+            axes.dedup();
+            if axes.is_empty() {
+                return Ok(Some(vec![b.add1(Op::Unary(UnaryOp::Identity), name, &[x])?]));
+            }
+            let k = axes.len();
+            let s = b.i64s(&format!("{name}/starts"), &vec![-1; k]);
+            let e = b.i64s(&format!("{name}/ends"), &vec![i64::MIN; k]);
+            let a = b.i64s(&format!("{name}/axes"), &axes);
+            let st = b.i64s(&format!("{name}/steps"), &vec![-1; k]);
+            one(b.add1(Op::Slice, name, &[x, s, e, a, st])?)
+        }
         "GatherV2" | "Gather" => {
             if attr_i(n, "batch_dims", 0) != 0 {
                 return Err(IrError::msg("GatherV2 with batch_dims is not supported"));

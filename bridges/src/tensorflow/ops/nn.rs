@@ -72,8 +72,22 @@ pub(super) fn convert(b: &mut Builder, n: &NodeDef, ins: &[Value]) -> Result<Opt
             let strides = spatial(&attr_ints(n, "strides"), is_nchw, "strides")?;
             let dilations = spatial(&attr_ints(n, "dilations"), is_nchw, "dilations")?;
             let (auto_pad, pads) = padding(n, is_nchw)?;
-            let sizes = b.const_ints(input(ins, 0)?, "Conv2DBackpropInput's input_sizes")?;
-            let out_hw = spatial(&sizes, is_nchw, "input_sizes")?;
+            // Keras builds input_sizes at run time from Shape(x); only the spatial entries
+            // matter here, and they are known whenever x's spatial dims are.
+            let sizes = b.known_elements(input(ins, 0)?).unwrap_or_default();
+            if sizes.len() != 4 {
+                return Err(IrError::msg("Conv2DBackpropInput's input_sizes must have 4 entries known at load time"));
+            }
+            let hw = if is_nchw { [2, 3] } else { [1, 2] };
+            let out_hw = hw
+                .iter()
+                .map(|&i| sizes[i])
+                .collect::<Option<Vec<i64>>>()
+                .ok_or_else(|| {
+                    IrError::msg(
+                        "Conv2DBackpropInput's output height and width (input_sizes) are not known at load time; give the input a known shape",
+                    )
+                })?;
             let f = input(ins, 1)?;
             let fshape =
                 b.g.value_type(f)
