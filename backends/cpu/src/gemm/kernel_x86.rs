@@ -39,6 +39,16 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     // Registers: rdi = k, rsi = A rows 0..3, r9 = A rows 3..6, r10 = rs_a bytes,
     // r11 = cs_a bytes, rdx = B, rcx = C, r8 = args, rax = scratch counter / flags.
     let args = r8;
+    // Start fetching the C tile now, so that the accumulate and the stores at the end do
+    // not wait on a miss (C rows are far apart and often out of L1 after the k loop).
+    x.mov(r11, qword_ptr(args + field(offset_of!(TileArgs, ldc))))?;
+    x.shl(r11, 2)?;
+    x.mov(r9, rcx)?;
+    for _ in 0..MR {
+        x.prefetcht0(byte_ptr(r9))?;
+        x.prefetcht0(byte_ptr(r9 + 63))?;
+        x.add(r9, r11)?;
+    }
     x.mov(r10, qword_ptr(args + field(offset_of!(TileArgs, rs_a))))?;
     x.shl(r10, 2)?;
     x.mov(r11, qword_ptr(args + field(offset_of!(TileArgs, cs_a))))?;
