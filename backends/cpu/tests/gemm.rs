@@ -123,7 +123,8 @@ fn all_options() -> Vec<Options<'static>> {
     out
 }
 
-/// Small and awkward shapes: partial tiles on every side, k blocks with a short tail.
+/// Small and awkward shapes: partial tiles on every side, every row count of the last tile
+/// (each has its own kernel), k blocks with a short tail.
 const SMALL: &[(usize, usize, usize)] = &[
     (1, 1, 1),
     (7, 13, 5),
@@ -135,6 +136,8 @@ const SMALL: &[(usize, usize, usize)] = &[
     (2, 3, 600),
     (64, 64, 64),
     (31, 47, 513),
+    (3, 20, 77),
+    (10, 40, 1030),
 ];
 
 #[test]

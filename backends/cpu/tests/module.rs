@@ -9,7 +9,7 @@ use cranelift_codegen::ir::InstBuilder;
 use cranelift_codegen::settings::{self, Configurable};
 use cranelift_frontend::{FunctionBuilder, FunctionBuilderContext};
 use cranelift_module::{FuncId, Linkage, Module};
-use kiln_cpu::gemm::module::{define_microkernel, signature};
+use kiln_cpu::gemm::module::{define_microkernels, signature};
 use kiln_cpu::gemm::{Isa, Kernel, TileArgs, FLAG_BIAS_COL, FLAG_CLIP, MR, NR};
 use std::process::Command;
 
@@ -67,8 +67,8 @@ fn jit_module_runs_the_kernel_called_from_cranelift_code() {
     }
     let builder = cranelift_jit::JITBuilder::new(cranelift_module::default_libcall_names()).unwrap();
     let mut module = cranelift_jit::JITModule::new(builder);
-    let kernel = define_microkernel(&mut module, "kiln_sgemm_6x16", Linkage::Local, Isa::X86_64Avx2Fma)
-        .unwrap();
+    let kernel = define_microkernels(&mut module, "kiln_sgemm", Linkage::Local, Isa::X86_64Avx2Fma)
+        .unwrap()[MR - 1];
     let caller = define_caller(&mut module, kernel, Linkage::Export);
     module.finalize_definitions().unwrap();
     let entry = module.get_finalized_function(caller);
@@ -138,8 +138,8 @@ fn object_module_links_into_a_c_program() {
         cranelift_object::ObjectBuilder::new(isa, "kiln_test", cranelift_module::default_libcall_names())
             .unwrap();
     let mut module = cranelift_object::ObjectModule::new(builder);
-    let kernel = define_microkernel(&mut module, "kiln_sgemm_6x16", Linkage::Local, Isa::X86_64Avx2Fma)
-        .unwrap();
+    let kernel = define_microkernels(&mut module, "kiln_sgemm", Linkage::Local, Isa::X86_64Avx2Fma)
+        .unwrap()[MR - 1];
     define_caller(&mut module, kernel, Linkage::Export);
     let object = module.finish().emit().unwrap();
 

@@ -7,7 +7,7 @@
 use super::pack::{pack_a, AlignedBuf, KC, MC};
 use super::threads::Pool;
 use super::{
-    Bias, Epilogue, Kernel, KernelFn, PackedB, ShapeError, TileArgs, FLAG_BETA, FLAG_BIAS_COL,
+    Bias, Epilogue, Kernel, Kernels, PackedB, ShapeError, TileArgs, FLAG_BETA, FLAG_BIAS_COL,
     FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR,
 };
 use std::cell::RefCell;
@@ -21,13 +21,14 @@ pub struct Options<'p> {
     pub kernel: Kernel,
     /// `None`: the calling thread alone.
     pub pool: Option<&'p Pool>,
-    /// Pack A into panels (true) or let the kernel read A's rows in place.
+    /// Pack A into panels (true) or let the kernel read A's rows in place (false, the
+    /// default: as fast or faster on every shape measured here, see README.md).
     pub pack_a: bool,
 }
 
 impl Default for Options<'static> {
     fn default() -> Self {
-        Options { kernel: Kernel::detect(), pool: Some(Pool::global()), pack_a: true }
+        Options { kernel: Kernel::detect(), pool: Some(Pool::global()), pack_a: false }
     }
 }
 
@@ -92,7 +93,7 @@ pub fn gemm_with(
         return Ok(());
     }
     let job = Job {
-        kernel: options.kernel.function(),
+        kernels: options.kernel.functions(),
         pack: options.pack_a,
         m,
         n,
@@ -162,7 +163,7 @@ fn check_matrix(what: &str, v: &[f32], rows: usize, cols: usize, ld: usize) -> R
 
 /// One GEMM's operands as raw pointers, shared by the threads (each writes its own tiles).
 struct Job<'b> {
-    kernel: KernelFn,
+    kernels: Kernels,
     pack: bool,
     m: usize,
     n: usize,
@@ -237,13 +238,11 @@ impl Job<'_> {
         flags: u64,
         panels: std::ops::Range<usize>,
     ) {
-        // SAFETY: `gemm_with` checked A holds m rows of k at stride lda.
-        let a = unsafe { std::slice::from_raw_parts(self.a, if self.m == 0 || self.k == 0 { 0 } else { (self.m - 1) * self.lda + self.k }) };
-        let full_rows = if self.pack { 0 } else { (self.m.min(i0 + mc) - i0) / MR * MR };
-        // Pack every panel that the kernel cannot read in place (all of them when packing).
-        if full_rows < mc {
-            let out = &mut s.a.as_mut_slice()[full_rows * kc..];
-            pack_a(a, self.lda, self.m, i0 + full_rows, mc - full_rows, k0, kc, out);
+        if self.pack {
+            let len = if self.k == 0 { 0 } else { (self.m - 1) * self.lda + self.k };
+            // SAFETY: `gemm_with` checked A holds m rows of k at stride lda.
+            let a = unsafe { std::slice::from_raw_parts(self.a, len) };
+            pack_a(a, self.lda, self.m, i0, mc, k0, kc, s.a.as_mut_slice());
         }
         let packed = s.a.as_slice().as_ptr();
         for p in panels {
@@ -252,12 +251,13 @@ impl Job<'_> {
             let cols = NR.min(self.n - j0);
             for r in (0..mc).step_by(MR) {
                 let i = i0 + r;
-                let (a_ptr, rs_a, cs_a) = if r < full_rows {
-                    // SAFETY: row i is below m, column k0 below k (or kc = 0).
-                    (unsafe { self.a.add(i * self.lda + k0) }, self.lda, 1)
-                } else {
+                let (a_ptr, rs_a, cs_a) = if self.pack {
                     // SAFETY: the packed block holds mc rows rounded up to MR, kc deep.
                     (unsafe { packed.add(r * kc) }, 1, MR)
+                } else {
+                    // In place: the kernel for `rows` rows reads only rows below m.
+                    // SAFETY: row i is below m, column k0 + kc at most k.
+                    (unsafe { self.a.add(i * self.lda + k0) }, self.lda, 1)
                 };
                 let rows = MR.min(self.m - i);
                 self.tile(s, a_ptr, rs_a, cs_a, b, kc, i, rows, j0, cols, flags);
@@ -265,7 +265,8 @@ impl Job<'_> {
         }
     }
 
-    /// One 6×16 tile at (i, j); partial tiles go through a padded copy.
+    /// One tile of `rows` (≤ 6) × 16 at (i, j), by the kernel for that many rows; a tile
+    /// with fewer than 16 columns goes through a padded copy.
     #[allow(clippy::too_many_arguments)]
     fn tile(
         &self,
@@ -304,9 +305,10 @@ impl Job<'_> {
             if flags & FLAG_RESIDUAL != 0 {
                 args.residual = self.residual.add(i * self.ldr + j);
             }
+            let kernel = self.kernels[rows - 1];
             let c = self.c.add(i * self.ldc + j);
-            if rows == MR && cols == NR {
-                (self.kernel)(kc, a, b, c, &args);
+            if cols == NR {
+                kernel(kc, a, b, c, &args);
                 return;
             }
             let tile = s.tile.as_mut_slice().as_mut_ptr();
@@ -319,14 +321,13 @@ impl Job<'_> {
                 args.residual = r;
                 args.ldr = NR;
             }
-            if flags & (FLAG_BIAS_COL | FLAG_BIAS_ROW) != 0 {
-                let n = if flags & FLAG_BIAS_COL != 0 { cols } else { rows };
+            if flags & FLAG_BIAS_COL != 0 {
                 let bias = s.bias.as_mut_slice().as_mut_ptr();
-                std::ptr::copy_nonoverlapping(args.bias, bias, n);
+                std::ptr::copy_nonoverlapping(args.bias, bias, cols);
                 args.bias = bias;
             }
             args.ldc = NR;
-            (self.kernel)(kc, a, b, tile, &args);
+            kernel(kc, a, b, tile, &args);
             copy_tile(tile, NR, c, self.ldc, rows, cols);
         }
     }

@@ -7,7 +7,8 @@
 //!
 //! ABI (System V x86-64, see [`super::TileArgs`] for the fields):
 //! `kernel(k: usize, a: *const f32, b: *const f32, c: *mut f32, args: *const TileArgs)`.
-//! It computes the 6×16 tile `C = epilogue((beta ? C : 0) + A·B)` where A is read at
+//! There is one kernel per row count `mr` in 1..=6 (the last rows of C, and matrix-vector
+//! products at batch 1, use the short ones). Each computes the mr×16 tile `C = epilogue((beta ? C : 0) + A·B)` where A is read at
 //! `a + i*rs_a + p*cs_a` (packed panels or plain row-major rows), and B is one packed panel:
 //! `k` rows of 16 contiguous floats. It uses only caller-saved registers, no stack and no
 //! relative addresses outside itself, so it is position independent.
@@ -22,19 +23,27 @@ pub const MR: usize = 6;
 /// Columns of the tile (two ymm registers).
 pub const NR: usize = 16;
 
-/// Assembles the AVX2+FMA kernel. Deterministic: the same bytes every call.
-pub fn avx2_fma_6x16() -> Vec<u8> {
-    assemble().expect("the microkernel's fixed instruction list always encodes")
+/// Assembles the AVX2+FMA kernel for `mr` rows (1..=6) of 16 columns.
+/// Deterministic: the same bytes every call.
+pub fn avx2_fma(mr: usize) -> Vec<u8> {
+    assert!((1..=MR).contains(&mr), "a microkernel has 1 to {MR} rows, not {mr}");
+    assemble(mr).expect("the microkernel's fixed instruction list always encodes")
 }
 
 fn field(offset: usize) -> i32 {
     offset as i32
 }
 
-fn assemble() -> Result<Vec<u8>, IcedError> {
-    let acc = [
+fn assemble(mr: usize) -> Result<Vec<u8>, IcedError> {
+    let regs = [
         ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
     ];
+    // Short tiles have too few accumulators to hide the FMA latency (4 cycles, 2 per
+    // cycle), so they keep `sets` partial sums, one per k step of the unrolled loop,
+    // added together after it.
+    let sets = (MR / mr).min(4);
+    let acc_of = |set: usize| &regs[set * 2 * mr..(set + 1) * 2 * mr];
+    let acc = acc_of(0);
     let mut x = CodeAssembler::new(64)?;
     // Registers: rdi = k, rsi = A rows 0..3, r9 = A rows 3..6, r10 = rs_a bytes,
     // r11 = cs_a bytes, rdx = B, rcx = C, r8 = args, rax = scratch counter / flags.
@@ -44,7 +53,7 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     x.mov(r11, qword_ptr(args + field(offset_of!(TileArgs, ldc))))?;
     x.shl(r11, 2)?;
     x.mov(r9, rcx)?;
-    for _ in 0..MR {
+    for _ in 0..mr {
         x.prefetcht0(byte_ptr(r9))?;
         x.prefetcht0(byte_ptr(r9 + 63))?;
         x.add(r9, r11)?;
@@ -55,12 +64,13 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     x.shl(r11, 2)?;
     x.lea(r9, qword_ptr(rsi + r10 * 2))?;
     x.add(r9, r10)?;
-    for &r in &acc {
+    for &r in &regs[..sets * 2 * mr] {
         x.vxorps(r, r, r)?;
     }
 
-    // One step of k: two B vectors, six broadcasts of A, twelve FMAs.
-    let step = |x: &mut CodeAssembler, b_off: i32| -> Result<(), IcedError> {
+    // One step of k into one accumulator set: two B vectors, mr broadcasts of A, 2·mr FMAs.
+    let step = |x: &mut CodeAssembler, b_off: i32, set: usize| -> Result<(), IcedError> {
+        let acc = acc_of(set);
         x.vmovups(ymm12, ymmword_ptr(rdx + b_off))?;
         x.vmovups(ymm13, ymmword_ptr(rdx + b_off + 32))?;
         let rows = [
@@ -71,7 +81,7 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
             dword_ptr(r9 + r10),
             dword_ptr(r9 + r10 * 2),
         ];
-        for (i, row) in rows.into_iter().enumerate() {
+        for (i, row) in rows.into_iter().take(mr).enumerate() {
             let a = if i % 2 == 0 { ymm14 } else { ymm15 };
             x.vbroadcastss(a, row)?;
             x.vfmadd231ps(acc[2 * i], ymm12, a)?;
@@ -89,8 +99,8 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     x.jz(tail)?;
     let mut loop4 = x.create_label();
     x.set_label(&mut loop4)?;
-    for u in 0..4 {
-        step(&mut x, u * 64)?;
+    for u in 0..4usize {
+        step(&mut x, u as i32 * 64, u % sets)?;
     }
     x.add(rdx, 256)?;
     x.dec(rax)?;
@@ -100,13 +110,18 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     x.jz(epilogue)?;
     let mut loop1 = x.create_label();
     x.set_label(&mut loop1)?;
-    step(&mut x, 0)?;
+    step(&mut x, 0, 0)?;
     x.add(rdx, 64)?;
     x.dec(rdi)?;
     x.jnz(loop1)?;
 
     // Epilogue, in the order the fused ops need: accumulate, bias, residual, clip, store.
     x.set_label(&mut epilogue)?;
+    for set in 1..sets {
+        for (&total, &part) in acc.iter().zip(acc_of(set)) {
+            x.vaddps(total, total, part)?;
+        }
+    }
     x.mov(r10, qword_ptr(args + field(offset_of!(TileArgs, ldc))))?;
     x.shl(r10, 2)?;
     x.mov(rax, qword_ptr(args + field(offset_of!(TileArgs, flags))))?;
@@ -115,7 +130,7 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     x.test(rax, FLAG_BETA as i32)?;
     x.jz(no_beta)?;
     x.mov(r9, rcx)?;
-    for i in 0..MR {
+    for i in 0..mr {
         x.vaddps(acc[2 * i], acc[2 * i], ymmword_ptr(r9))?;
         x.vaddps(acc[2 * i + 1], acc[2 * i + 1], ymmword_ptr(r9 + 32))?;
         x.add(r9, r10)?;
@@ -128,7 +143,7 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     x.mov(r9, qword_ptr(args + field(offset_of!(TileArgs, bias))))?;
     x.vmovups(ymm12, ymmword_ptr(r9))?;
     x.vmovups(ymm13, ymmword_ptr(r9 + 32))?;
-    for i in 0..MR {
+    for i in 0..mr {
         x.vaddps(acc[2 * i], acc[2 * i], ymm12)?;
         x.vaddps(acc[2 * i + 1], acc[2 * i + 1], ymm13)?;
     }
@@ -138,7 +153,7 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     x.test(rax, FLAG_BIAS_ROW as i32)?;
     x.jz(no_bias_row)?;
     x.mov(r9, qword_ptr(args + field(offset_of!(TileArgs, bias))))?;
-    for i in 0..MR {
+    for i in 0..mr {
         x.vbroadcastss(ymm14, dword_ptr(r9 + (4 * i) as i32))?;
         x.vaddps(acc[2 * i], acc[2 * i], ymm14)?;
         x.vaddps(acc[2 * i + 1], acc[2 * i + 1], ymm14)?;
@@ -151,7 +166,7 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     x.mov(r9, qword_ptr(args + field(offset_of!(TileArgs, residual))))?;
     x.mov(r11, qword_ptr(args + field(offset_of!(TileArgs, ldr))))?;
     x.shl(r11, 2)?;
-    for i in 0..MR {
+    for i in 0..mr {
         x.vaddps(acc[2 * i], acc[2 * i], ymmword_ptr(r9))?;
         x.vaddps(acc[2 * i + 1], acc[2 * i + 1], ymmword_ptr(r9 + 32))?;
         x.add(r9, r11)?;
@@ -165,13 +180,13 @@ fn assemble() -> Result<Vec<u8>, IcedError> {
     x.jz(no_clip)?;
     x.vbroadcastss(ymm14, dword_ptr(args + field(offset_of!(TileArgs, lo))))?;
     x.vbroadcastss(ymm15, dword_ptr(args + field(offset_of!(TileArgs, hi))))?;
-    for &r in &acc {
+    for &r in acc {
         x.vmaxps(r, ymm14, r)?;
         x.vminps(r, ymm15, r)?;
     }
     x.set_label(&mut no_clip)?;
 
-    for i in 0..MR {
+    for i in 0..mr {
         x.vmovups(ymmword_ptr(rcx), acc[2 * i])?;
         x.vmovups(ymmword_ptr(rcx + 32), acc[2 * i + 1])?;
         x.add(rcx, r10)?;

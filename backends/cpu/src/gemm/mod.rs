@@ -17,7 +17,7 @@ pub mod threads;
 
 pub use driver::{gemm, gemm_with, Options};
 pub use kernel_x86::{MR, NR};
-pub use module::{microkernel, Isa, Kernel, Microkernel};
+pub use module::{microkernels, Isa, Kernel, Kernels, Microkernel};
 pub use pack::PackedB;
 
 /// Add the tile's old contents of C (beta = 1).

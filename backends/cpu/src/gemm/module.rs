@@ -17,7 +17,7 @@ pub enum Isa {
     X86_64Avx2Fma,
 }
 
-/// A microkernel's machine code and the tile it computes.
+/// A microkernel's machine code and the tile (mr×nr) it computes.
 #[derive(Clone, Debug)]
 pub struct Microkernel {
     /// Position-independent code with no relocations.
@@ -28,12 +28,13 @@ pub struct Microkernel {
     pub alignment: u64,
 }
 
-/// The microkernel for `isa`, as bytes to place in a module.
-pub fn microkernel(isa: Isa) -> Microkernel {
+/// The microkernels for `isa`, as bytes to place in a module: index `r` computes `r + 1`
+/// rows (the full tile is the last).
+pub fn microkernels(isa: Isa) -> Vec<Microkernel> {
     match isa {
-        Isa::X86_64Avx2Fma => {
-            Microkernel { bytes: kernel_x86::avx2_fma_6x16(), mr: MR, nr: NR, alignment: 64 }
-        }
+        Isa::X86_64Avx2Fma => (1..=MR)
+            .map(|mr| Microkernel { bytes: kernel_x86::avx2_fma(mr), mr, nr: NR, alignment: 64 })
+            .collect(),
     }
 }
 
@@ -46,19 +47,27 @@ pub fn signature() -> Signature {
     sig
 }
 
-/// Declares `name` in `module` with [`signature`] and defines it from the kernel's bytes.
-/// Other functions of the module call it through `declare_func_in_func` on the returned id.
-pub fn define_microkernel<M: Module>(
+/// Declares `{prefix}_{mr}x16` for every kernel of `isa` in `module` with [`signature`] and
+/// defines each from its bytes; returns their ids, index `r` for `r + 1` rows. Other
+/// functions of the module call them through `declare_func_in_func`.
+pub fn define_microkernels<M: Module>(
     module: &mut M,
-    name: &str,
+    prefix: &str,
     linkage: Linkage,
     isa: Isa,
-) -> ModuleResult<FuncId> {
-    let kernel = microkernel(isa);
-    let id = module.declare_function(name, linkage, &signature())?;
-    module.define_function_bytes(id, kernel.alignment, &kernel.bytes, &[])?;
-    Ok(id)
+) -> ModuleResult<Vec<FuncId>> {
+    let mut ids = Vec::new();
+    for kernel in microkernels(isa) {
+        let name = format!("{prefix}_{}x{}", kernel.mr, kernel.nr);
+        let id = module.declare_function(&name, linkage, &signature())?;
+        module.define_function_bytes(id, kernel.alignment, &kernel.bytes, &[])?;
+        ids.push(id);
+    }
+    Ok(ids)
 }
+
+/// One kernel per row count: index `r` computes `r + 1` rows of 16 columns.
+pub type Kernels = [KernelFn; MR];
 
 /// Which microkernel the Rust driver runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,36 +88,36 @@ impl Kernel {
         Kernel::Portable
     }
 
-    /// The callable kernel. `Avx2Fma` on a CPU without AVX2/FMA falls back to `Portable`,
+    /// The callable kernels. `Avx2Fma` on a CPU without AVX2/FMA falls back to `Portable`,
     /// so no caller can run instructions the CPU lacks.
-    pub fn function(self) -> KernelFn {
+    pub fn functions(self) -> Kernels {
         match self {
             Kernel::Avx2Fma if Kernel::detect() == Kernel::Avx2Fma => {
-                jit_avx2().unwrap_or(portable::kernel_6x16)
+                jit_avx2().unwrap_or(portable::KERNELS)
             }
-            _ => portable::kernel_6x16,
+            _ => portable::KERNELS,
         }
     }
 }
 
-/// The AVX2 kernel placed once per process by a JITModule; `None` if the JIT could not get
-/// executable memory (then the portable kernel runs: slower, still correct).
-fn jit_avx2() -> Option<KernelFn> {
-    static KERNEL: OnceLock<Option<usize>> = OnceLock::new();
-    let addr = (*KERNEL.get_or_init(|| {
-        let place = || -> ModuleResult<usize> {
+/// The AVX2 kernels placed once per process by a JITModule; `None` if the JIT could not
+/// get executable memory (then the portable kernels run: slower, still correct).
+fn jit_avx2() -> Option<Kernels> {
+    static KERNELS: OnceLock<Option<[usize; MR]>> = OnceLock::new();
+    let addrs = (*KERNELS.get_or_init(|| {
+        let place = || -> ModuleResult<[usize; MR]> {
             let builder =
                 cranelift_jit::JITBuilder::new(cranelift_module::default_libcall_names())?;
             let mut module = cranelift_jit::JITModule::new(builder);
-            let id = define_microkernel(&mut module, "kiln_sgemm_6x16", Linkage::Local, Isa::X86_64Avx2Fma)?;
+            let ids = define_microkernels(&mut module, "kiln_sgemm", Linkage::Local, Isa::X86_64Avx2Fma)?;
             module.finalize_definitions()?;
-            let addr = module.get_finalized_function(id) as usize;
+            let addrs = std::array::from_fn(|r| module.get_finalized_function(ids[r]) as usize);
             // The code lives as long as the module's memory: for the whole process.
             std::mem::forget(module);
-            Ok(addr)
+            Ok(addrs)
         };
         place().ok()
     }))?;
-    // SAFETY: addr is the finalized entry of the kernel, whose ABI is KernelFn.
-    Some(unsafe { std::mem::transmute::<usize, KernelFn>(addr) })
+    // SAFETY: each address is the finalized entry of a kernel, whose ABI is KernelFn.
+    Some(addrs.map(|addr| unsafe { std::mem::transmute::<usize, KernelFn>(addr) }))
 }

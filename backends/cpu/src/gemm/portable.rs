@@ -1,14 +1,27 @@
 //! The portable microkernel: plain Rust with the machine-code kernel's ABI and semantics,
 //! for CPUs without AVX2/FMA (the compiler vectorizes it to the baseline SSE2).
 
-use super::{TileArgs, FLAG_BETA, FLAG_BIAS_COL, FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR};
+use super::module::Kernels;
+use super::{TileArgs, FLAG_BETA, FLAG_BIAS_COL, FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, NR};
 
+/// The portable kernels, index `r` for `r + 1` rows.
+pub const KERNELS: Kernels = [
+    kernel::<1>,
+    kernel::<2>,
+    kernel::<3>,
+    kernel::<4>,
+    kernel::<5>,
+    kernel::<6>,
+];
+
+/// Computes an R×16 tile.
+///
 /// # Safety
-/// Same contract as the machine-code kernel: `a` readable at `i*rs_a + p*cs_a` for i < 6,
+/// Same contract as the machine-code kernel: `a` readable at `i*rs_a + p*cs_a` for i < R,
 /// p < k; `b` readable for `k*16` floats; `c` (and the residual, when flagged) readable and
-/// writable for 6 rows of 16 at their strides; `bias` readable for 16 (per column) or 6
+/// writable for R rows of 16 at their strides; `bias` readable for 16 (per column) or R
 /// (per row) floats when flagged.
-pub unsafe extern "C" fn kernel_6x16(
+pub unsafe extern "C" fn kernel<const R: usize>(
     k: usize,
     a: *const f32,
     b: *const f32,
@@ -16,7 +29,7 @@ pub unsafe extern "C" fn kernel_6x16(
     args: *const TileArgs,
 ) {
     let t = &*args;
-    let mut acc = [[0f32; NR]; MR];
+    let mut acc = [[0f32; NR]; R];
     for p in 0..k {
         let brow: &[f32; NR] = &*(b.add(p * NR) as *const [f32; NR]);
         for (i, row) in acc.iter_mut().enumerate() {
