@@ -3,9 +3,17 @@
 //! `run(f)` calls `f(0)` on the caller and `f(1..threads)` on the workers, and returns when
 //! all are done. If another caller holds the pool, the work runs entirely on the calling
 //! thread instead of queueing more threads than cores.
+//!
+//! Workers and the caller spin for a few tens of microseconds before sleeping: a model runs
+//! one GEMM after another, and a futex wake-up per layer would cost more than the spin.
 
 use std::panic::{catch_unwind, resume_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long an idle thread polls before it sleeps.
+const SPIN: Duration = Duration::from_micros(50);
 
 type Job = dyn Fn(usize) + Sync;
 
@@ -17,12 +25,14 @@ unsafe impl Send for JobPtr {}
 
 struct State {
     job: Option<JobPtr>,
-    generation: u64,
-    pending: usize,
     panic: Option<Box<dyn std::any::Any + Send>>,
 }
 
 struct Shared {
+    /// Bumped (under the `state` lock) each time a job is posted.
+    generation: AtomicU64,
+    /// Workers still running the current job.
+    pending: AtomicUsize,
     state: Mutex<State>,
     work: Condvar,
     done: Condvar,
@@ -38,7 +48,9 @@ impl Pool {
     /// A pool of `threads` threads in all (the caller plus `threads - 1` workers).
     pub fn new(threads: usize) -> Pool {
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { job: None, generation: 0, pending: 0, panic: None }),
+            generation: AtomicU64::new(0),
+            pending: AtomicUsize::new(0),
+            state: Mutex::new(State { job: None, panic: None }),
             work: Condvar::new(),
             done: Condvar::new(),
         });
@@ -81,14 +93,16 @@ impl Pool {
             // worker holds the pointer any more, before `f` can go out of scope.
             let f: &'static Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f) };
             s.job = Some(JobPtr(f));
-            s.generation += 1;
-            s.pending = self.workers;
+            self.shared.pending.store(self.workers, Ordering::Release);
+            self.shared.generation.fetch_add(1, Ordering::AcqRel);
             self.shared.work.notify_all();
         }
         let mine = catch_unwind(AssertUnwindSafe(|| f(0)));
-        let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
-        while s.pending > 0 {
-            s = self.shared.done.wait(s).unwrap_or_else(|e| e.into_inner());
+        let shared = &*self.shared;
+        spin_until(|| shared.pending.load(Ordering::Acquire) == 0);
+        let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+        while shared.pending.load(Ordering::Acquire) > 0 {
+            s = shared.done.wait(s).unwrap_or_else(|e| e.into_inner());
         }
         s.job = None;
         let theirs = s.panic.take();
@@ -102,15 +116,32 @@ impl Pool {
     }
 }
 
+/// Polls `done` for up to [`SPIN`]; true if it became true.
+fn spin_until(done: impl Fn() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        for _ in 0..64 {
+            if done() {
+                return true;
+            }
+            std::hint::spin_loop();
+        }
+        if start.elapsed() > SPIN {
+            return false;
+        }
+    }
+}
+
 fn worker(shared: &Shared, index: usize) {
     let mut seen = 0;
     loop {
+        spin_until(|| shared.generation.load(Ordering::Acquire) != seen);
         let job = {
             let mut s = shared.state.lock().unwrap_or_else(|e| e.into_inner());
-            while s.generation == seen {
+            while shared.generation.load(Ordering::Acquire) == seen {
                 s = shared.work.wait(s).unwrap_or_else(|e| e.into_inner());
             }
-            seen = s.generation;
+            seen = shared.generation.load(Ordering::Acquire);
             s.job
         };
         let result = match job {
@@ -122,8 +153,8 @@ fn worker(shared: &Shared, index: usize) {
         if let Err(p) = result {
             s.panic = Some(p);
         }
-        s.pending -= 1;
-        if s.pending == 0 {
+        // Under the lock, so a caller between its check and its wait cannot miss the wake.
+        if shared.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
             shared.done.notify_one();
         }
     }
