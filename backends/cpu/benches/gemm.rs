@@ -90,7 +90,12 @@ fn cpu_seconds() -> f64 {
     // Fields after the parenthesized command name; utime and stime are fields 14 and 15.
     let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(f64::NAN);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|x| x.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
     (ticks(11) + ticks(12)) / 100.0
 }
 
@@ -109,7 +114,10 @@ fn fma_peak(budget: Duration) -> Option<Rate> {
 }
 
 fn uptime() -> String {
-    std::fs::read_to_string("/proc/loadavg").unwrap_or_default().trim().to_string()
+    std::fs::read_to_string("/proc/loadavg")
+        .unwrap_or_default()
+        .trim()
+        .to_string()
 }
 
 struct Problem {
@@ -123,22 +131,42 @@ struct Problem {
 
 impl Problem {
     fn new(m: usize, n: usize, k: usize) -> Problem {
-        let a = (0..m * k).map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0).collect();
-        let b: Vec<f32> = (0..k * n).map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0).collect();
+        let a = (0..m * k)
+            .map(|i| ((i * 7 % 13) as f32 - 6.0) / 8.0)
+            .collect();
+        let b: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 5 % 11) as f32 - 5.0) / 8.0)
+            .collect();
         let b = PackedB::new(k, n, &b, n).unwrap();
-        Problem { m, n, k, a, b, c: vec![0.0; m * n] }
+        Problem {
+            m,
+            n,
+            k,
+            a,
+            b,
+            c: vec![0.0; m * n],
+        }
     }
 
     fn run(&mut self) {
         let none = Epilogue::none();
-        gemm(self.m, &self.a, self.k, &self.b, &mut self.c, self.n, false, &none).unwrap();
+        gemm(
+            self.m,
+            &self.a,
+            self.k,
+            &self.b,
+            &mut self.c,
+            self.n,
+            false,
+            &none,
+        )
+        .unwrap();
         black_box(&self.c);
     }
 
     fn flops(&self) -> f64 {
         2.0 * (self.m * self.n * self.k) as f64
     }
-
 }
 
 fn main() {
@@ -159,7 +187,10 @@ fn main() {
         .warm_up_time(second)
         .measurement_time(2 * second)
         .configure_from_args();
-    let mut problems: Vec<_> = SHAPES.iter().map(|&(m, n, k, _)| Problem::new(m, n, k)).collect();
+    let mut problems: Vec<_> = SHAPES
+        .iter()
+        .map(|&(m, n, k, _)| Problem::new(m, n, k))
+        .collect();
     for (p, &(_, _, _, name)) in problems.iter_mut().zip(SHAPES) {
         criterion.bench_function(&format!("gemm {name}"), |bench| bench.iter(|| p.run()));
     }

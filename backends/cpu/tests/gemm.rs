@@ -42,7 +42,15 @@ struct Case {
 
 impl Case {
     fn plain(m: usize, n: usize, k: usize) -> Case {
-        Case { m, n, k, accumulate: false, bias: BiasKind::None, residual: false, clip: None }
+        Case {
+            m,
+            n,
+            k,
+            accumulate: false,
+            bias: BiasKind::None,
+            residual: false,
+            clip: None,
+        }
     }
 }
 
@@ -67,7 +75,18 @@ fn check(case: Case, options: &Options, pad: usize) {
         clip: case.clip,
     };
     let mut c = c0.clone();
-    gemm_with(options, m, &a, lda, &packed, &mut c, ldc, case.accumulate, &epilogue).unwrap();
+    gemm_with(
+        options,
+        m,
+        &a,
+        lda,
+        &packed,
+        &mut c,
+        ldc,
+        case.accumulate,
+        &epilogue,
+    )
+    .unwrap();
 
     for i in 0..m {
         for j in 0..n {
@@ -106,7 +125,11 @@ fn check(case: Case, options: &Options, pad: usize) {
         }
         // The padding between rows of C is never written.
         for j in n..ldc {
-            assert_eq!(c[i * ldc + j], c0[i * ldc + j], "{case:?} wrote padding at ({i}, {j})");
+            assert_eq!(
+                c[i * ldc + j],
+                c0[i * ldc + j],
+                "{case:?} wrote padding at ({i}, {j})"
+            );
         }
     }
 }
@@ -116,7 +139,11 @@ fn all_options() -> Vec<Options<'static>> {
     for kernel in [Kernel::detect(), Kernel::Portable] {
         for pack_a in [true, false] {
             for pool in [None, Some(Pool::global())] {
-                out.push(Options { kernel, pool, pack_a });
+                out.push(Options {
+                    kernel,
+                    pool,
+                    pack_a,
+                });
             }
         }
     }
@@ -149,7 +176,15 @@ fn small_shapes_every_epilogue_and_option() {
                 for bias in [BiasKind::None, BiasKind::Col, BiasKind::Row] {
                     for residual in [false, true] {
                         for clip in clips {
-                            let case = Case { m, n, k, accumulate, bias, residual, clip };
+                            let case = Case {
+                                m,
+                                n,
+                                k,
+                                accumulate,
+                                bias,
+                                residual,
+                                clip,
+                            };
                             check(case, &options, if m % 2 == 0 { 0 } else { 3 });
                         }
                     }
@@ -164,7 +199,11 @@ fn dense_layer_at_batch_one() {
     for options in all_options() {
         check(Case::plain(1, 1000, 2048), &options, 0);
     }
-    let fused = Case { bias: BiasKind::Col, clip: Some((0.0, 6.0)), ..Case::plain(1, 1000, 2048) };
+    let fused = Case {
+        bias: BiasKind::Col,
+        clip: Some((0.0, 6.0)),
+        ..Case::plain(1, 1000, 2048)
+    };
     check(fused, &Options::default(), 0);
 }
 
@@ -178,14 +217,32 @@ fn resnet_convolution_as_im2col() {
         ..Case::plain(3136, 64, 576)
     };
     check(case, &Options::default(), 0);
-    check(Case::plain(3136, 64, 576), &Options { pack_a: false, ..Options::default() }, 0);
+    check(
+        Case::plain(3136, 64, 576),
+        &Options {
+            pack_a: false,
+            ..Options::default()
+        },
+        0,
+    );
 }
 
 #[test]
 fn late_resnet_stage_shape() {
     check(Case::plain(49, 2048, 512), &Options::default(), 0);
-    let case = Case { accumulate: true, bias: BiasKind::Row, ..Case::plain(49, 2048, 512) };
-    check(case, &Options { kernel: Kernel::Portable, ..Options::default() }, 1);
+    let case = Case {
+        accumulate: true,
+        bias: BiasKind::Row,
+        ..Case::plain(49, 2048, 512)
+    };
+    check(
+        case,
+        &Options {
+            kernel: Kernel::Portable,
+            ..Options::default()
+        },
+        1,
+    );
 }
 
 #[test]
@@ -212,7 +269,17 @@ fn transposed_b_packs_the_same_matrix() {
     let mut c1 = vec![0.0; m * n];
     let mut c2 = vec![0.0; m * n];
     let none = Epilogue::none();
-    gemm(m, &a, k, &PackedB::new(k, n, &b, n).unwrap(), &mut c1, n, false, &none).unwrap();
+    gemm(
+        m,
+        &a,
+        k,
+        &PackedB::new(k, n, &b, n).unwrap(),
+        &mut c1,
+        n,
+        false,
+        &none,
+    )
+    .unwrap();
     let packed_t = PackedB::from_transposed(k, n, &bt, k).unwrap();
     gemm(m, &a, k, &packed_t, &mut c2, n, false, &none).unwrap();
     assert_eq!(c1, c2);
@@ -223,8 +290,22 @@ fn nan_survives_relu() {
     let b = PackedB::new(1, 1, &[1.0], 1).unwrap();
     let mut c = [0.0f32];
     for kernel in [Kernel::detect(), Kernel::Portable] {
-        let options = Options { kernel, ..Options::default() };
-        gemm_with(&options, 1, &[f32::NAN], 1, &b, &mut c, 1, false, &Epilogue::relu()).unwrap();
+        let options = Options {
+            kernel,
+            ..Options::default()
+        };
+        gemm_with(
+            &options,
+            1,
+            &[f32::NAN],
+            1,
+            &b,
+            &mut c,
+            1,
+            false,
+            &Epilogue::relu(),
+        )
+        .unwrap();
         assert!(c[0].is_nan(), "{kernel:?}");
     }
 }
@@ -237,9 +318,15 @@ fn mismatched_buffers_are_errors_not_panics() {
     assert!(gemm(3, &[0.0; 11], 4, &b, &mut c, 5, false, &none).is_err());
     assert!(gemm(3, &[0.0; 12], 4, &b, &mut c[..14], 5, false, &none).is_err());
     assert!(gemm(3, &[0.0; 12], 3, &b, &mut c, 5, false, &none).is_err());
-    let short_bias = Epilogue { bias: Some(Bias::PerCol(&[0.0; 4])), ..Epilogue::none() };
+    let short_bias = Epilogue {
+        bias: Some(Bias::PerCol(&[0.0; 4])),
+        ..Epilogue::none()
+    };
     assert!(gemm(3, &[0.0; 12], 4, &b, &mut c, 5, false, &short_bias).is_err());
-    let short_res = Epilogue { residual: Some((&[0.0; 14], 5)), ..Epilogue::none() };
+    let short_res = Epilogue {
+        residual: Some((&[0.0; 14], 5)),
+        ..Epilogue::none()
+    };
     assert!(gemm(3, &[0.0; 12], 4, &b, &mut c, 5, false, &short_res).is_err());
     assert!(PackedB::new(4, 5, &[0.0; 19], 5).is_err());
     assert!(gemm(3, &[0.0; 12], 4, &b, &mut c, 5, false, &none).is_ok());

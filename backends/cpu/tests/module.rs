@@ -32,7 +32,9 @@ fn expected() -> Vec<f32> {
     let mut c = vec![0.0f32; MR * NR];
     for i in 0..MR {
         for j in 0..NR {
-            let dot: f32 = (0..K).map(|p| a_value(i * K + p) * b_value(p * NR + j)).sum();
+            let dot: f32 = (0..K)
+                .map(|p| a_value(i * K + p) * b_value(p * NR + j))
+                .sum();
             c[i * NR + j] = (dot + bias_value(j)).max(0.0);
         }
     }
@@ -41,7 +43,9 @@ fn expected() -> Vec<f32> {
 
 /// Adds `kiln_test_tile`, a Cranelift function with the kernel's signature that calls it.
 fn define_caller<M: Module>(module: &mut M, kernel: FuncId, linkage: Linkage) -> FuncId {
-    let id = module.declare_function("kiln_test_tile", linkage, &signature()).unwrap();
+    let id = module
+        .declare_function("kiln_test_tile", linkage, &signature())
+        .unwrap();
     let mut ctx = module.make_context();
     ctx.func.signature = signature();
     let mut fbc = FunctionBuilderContext::new();
@@ -65,10 +69,16 @@ fn jit_module_runs_the_kernel_called_from_cranelift_code() {
         eprintln!("no AVX2/FMA here: the portable kernel is covered by tests/gemm.rs");
         return;
     }
-    let builder = cranelift_jit::JITBuilder::new(cranelift_module::default_libcall_names()).unwrap();
+    let builder =
+        cranelift_jit::JITBuilder::new(cranelift_module::default_libcall_names()).unwrap();
     let mut module = cranelift_jit::JITModule::new(builder);
-    let kernel = define_microkernels(&mut module, "kiln_sgemm", Linkage::Local, Isa::X86_64Avx2Fma)
-        .unwrap()[MR - 1];
+    let kernel = define_microkernels(
+        &mut module,
+        "kiln_sgemm",
+        Linkage::Local,
+        Isa::X86_64Avx2Fma,
+    )
+    .unwrap()[MR - 1];
     let caller = define_caller(&mut module, kernel, Linkage::Export);
     module.finalize_definitions().unwrap();
     let entry = module.get_finalized_function(caller);
@@ -134,12 +144,20 @@ fn object_module_links_into_a_c_program() {
         .unwrap()
         .finish(settings::Flags::new(flags))
         .unwrap();
-    let builder =
-        cranelift_object::ObjectBuilder::new(isa, "kiln_test", cranelift_module::default_libcall_names())
-            .unwrap();
+    let builder = cranelift_object::ObjectBuilder::new(
+        isa,
+        "kiln_test",
+        cranelift_module::default_libcall_names(),
+    )
+    .unwrap();
     let mut module = cranelift_object::ObjectModule::new(builder);
-    let kernel = define_microkernels(&mut module, "kiln_sgemm", Linkage::Local, Isa::X86_64Avx2Fma)
-        .unwrap()[MR - 1];
+    let kernel = define_microkernels(
+        &mut module,
+        "kiln_sgemm",
+        Linkage::Local,
+        Isa::X86_64Avx2Fma,
+    )
+    .unwrap()[MR - 1];
     define_caller(&mut module, kernel, Linkage::Export);
     let object = module.finish().emit().unwrap();
 
@@ -149,9 +167,21 @@ fn object_module_links_into_a_c_program() {
     std::fs::write(&obj, object).unwrap();
 
     // Self-contained: the object needs no symbol from anywhere.
-    let nm = Command::new("nm").arg("-u").arg(&obj).output().expect("running nm");
-    assert!(nm.status.success(), "nm failed: {}", String::from_utf8_lossy(&nm.stderr));
-    assert_eq!(String::from_utf8_lossy(&nm.stdout), "", "undefined symbols in the object");
+    let nm = Command::new("nm")
+        .arg("-u")
+        .arg(&obj)
+        .output()
+        .expect("running nm");
+    assert!(
+        nm.status.success(),
+        "nm failed: {}",
+        String::from_utf8_lossy(&nm.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&nm.stdout),
+        "",
+        "undefined symbols in the object"
+    );
 
     if Kernel::detect() != Kernel::Avx2Fma {
         eprintln!("no AVX2/FMA here: the object was checked but cannot run");
@@ -166,11 +196,17 @@ fn object_module_links_into_a_c_program() {
         .arg(&exe)
         .output()
         .expect("running cc");
-    assert!(cc.status.success(), "cc failed: {}", String::from_utf8_lossy(&cc.stderr));
+    assert!(
+        cc.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
     let run = Command::new(&exe).output().unwrap();
     assert!(run.status.success());
-    let got: Vec<f32> =
-        String::from_utf8_lossy(&run.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    let got: Vec<f32> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
     assert_eq!(got, expected());
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -28,7 +28,11 @@ pub struct Options<'p> {
 
 impl Default for Options<'static> {
     fn default() -> Self {
-        Options { kernel: Kernel::detect(), pool: Some(Pool::global()), pack_a: false }
+        Options {
+            kernel: Kernel::detect(),
+            pool: Some(Pool::global()),
+            pack_a: false,
+        }
     }
 }
 
@@ -45,7 +49,17 @@ pub fn gemm(
     accumulate: bool,
     epilogue: &Epilogue,
 ) -> Result<(), ShapeError> {
-    gemm_with(&Options::default(), m, a, lda, b, c, ldc, accumulate, epilogue)
+    gemm_with(
+        &Options::default(),
+        m,
+        a,
+        lda,
+        b,
+        c,
+        ldc,
+        accumulate,
+        epilogue,
+    )
 }
 
 /// [`gemm`] with an explicit kernel, pool and packing choice.
@@ -144,12 +158,20 @@ fn check_len(what: &str, len: usize, want: usize) -> Result<(), ShapeError> {
     Ok(())
 }
 
-fn check_matrix(what: &str, v: &[f32], rows: usize, cols: usize, ld: usize) -> Result<(), ShapeError> {
+fn check_matrix(
+    what: &str,
+    v: &[f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+) -> Result<(), ShapeError> {
     if rows == 0 || cols == 0 {
         return Ok(());
     }
     if ld < cols && rows > 1 {
-        return Err(ShapeError(format!("{what} row stride {ld} is below its {cols} columns")));
+        return Err(ShapeError(format!(
+            "{what} row stride {ld} is below its {cols} columns"
+        )));
     }
     let need = (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols));
     match need {
@@ -214,7 +236,8 @@ impl Job<'_> {
                 let kc = KC.min(self.k - k0);
                 let first = k0 == 0;
                 let last = k0 + kc >= self.k;
-                let flags = if first { self.beta } else { FLAG_BETA } | if last { self.ep_flags } else { 0 };
+                let flags = if first { self.beta } else { FLAG_BETA }
+                    | if last { self.ep_flags } else { 0 };
                 for i0 in rows.clone().step_by(MC) {
                     let mc = MC.min(rows.end - i0);
                     self.block(&mut s, i0, mc, k0, kc, flags, panels.clone());
@@ -239,7 +262,11 @@ impl Job<'_> {
         panels: std::ops::Range<usize>,
     ) {
         if self.pack {
-            let len = if self.k == 0 { 0 } else { (self.m - 1) * self.lda + self.k };
+            let len = if self.k == 0 {
+                0
+            } else {
+                (self.m - 1) * self.lda + self.k
+            };
             // SAFETY: `gemm_with` checked A holds m rows of k at stride lda.
             let a = unsafe { std::slice::from_raw_parts(self.a, len) };
             pack_a(a, self.lda, self.m, i0, mc, k0, kc, s.a.as_mut_slice());
@@ -337,7 +364,14 @@ impl Job<'_> {
 ///
 /// # Safety
 /// Both buffers must hold `rows` rows of `cols` at their strides.
-unsafe fn copy_tile(src: *const f32, lds: usize, dst: *mut f32, ldd: usize, rows: usize, cols: usize) {
+unsafe fn copy_tile(
+    src: *const f32,
+    lds: usize,
+    dst: *mut f32,
+    ldd: usize,
+    rows: usize,
+    cols: usize,
+) {
     for r in 0..rows {
         std::ptr::copy_nonoverlapping(src.add(r * lds), dst.add(r * ldd), cols);
     }

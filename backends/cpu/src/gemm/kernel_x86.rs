@@ -26,7 +26,10 @@ pub const NR: usize = 16;
 /// Assembles the AVX2+FMA kernel for `mr` rows (1..=6) of 16 columns.
 /// Deterministic: the same bytes every call.
 pub fn avx2_fma(mr: usize) -> Vec<u8> {
-    assert!((1..=MR).contains(&mr), "a microkernel has 1 to {MR} rows, not {mr}");
+    assert!(
+        (1..=MR).contains(&mr),
+        "a microkernel has 1 to {MR} rows, not {mr}"
+    );
     assemble(mr).expect("the microkernel's fixed instruction list always encodes")
 }
 

@@ -51,8 +51,13 @@ pub struct TileArgs {
 }
 
 /// The microkernel's signature, shared by the machine code and the portable kernel.
-pub type KernelFn =
-    unsafe extern "C" fn(k: usize, a: *const f32, b: *const f32, c: *mut f32, args: *const TileArgs);
+pub type KernelFn = unsafe extern "C" fn(
+    k: usize,
+    a: *const f32,
+    b: *const f32,
+    c: *mut f32,
+    args: *const TileArgs,
+);
 
 /// Bias added before the activation.
 #[derive(Clone, Copy, Debug)]
@@ -80,7 +85,10 @@ impl Epilogue<'_> {
     }
 
     pub fn relu() -> Self {
-        Epilogue { clip: Some((0.0, f32::INFINITY)), ..Self::default() }
+        Epilogue {
+            clip: Some((0.0, f32::INFINITY)),
+            ..Self::default()
+        }
     }
 }
 

@@ -33,7 +33,12 @@ pub struct Microkernel {
 pub fn microkernels(isa: Isa) -> Vec<Microkernel> {
     match isa {
         Isa::X86_64Avx2Fma => (1..=MR)
-            .map(|mr| Microkernel { bytes: kernel_x86::avx2_fma(mr), mr, nr: NR, alignment: 64 })
+            .map(|mr| Microkernel {
+                bytes: kernel_x86::avx2_fma(mr),
+                mr,
+                nr: NR,
+                alignment: 64,
+            })
             .collect(),
     }
 }
@@ -50,6 +55,7 @@ pub fn signature() -> Signature {
 /// Declares `{prefix}_{mr}x16` for every kernel of `isa` in `module` with [`signature`] and
 /// defines each from its bytes; returns their ids, index `r` for `r + 1` rows. Other
 /// functions of the module call them through `declare_func_in_func`.
+#[allow(clippy::result_large_err)] // ModuleResult is Cranelift's type
 pub fn define_microkernels<M: Module>(
     module: &mut M,
     prefix: &str,
@@ -102,6 +108,7 @@ impl Kernel {
 
 /// The AVX2 kernels placed once per process by a JITModule; `None` if the JIT could not
 /// get executable memory (then the portable kernels run: slower, still correct).
+#[allow(clippy::result_large_err)] // ModuleResult is Cranelift's type
 fn jit_avx2() -> Option<Kernels> {
     static KERNELS: OnceLock<Option<[usize; MR]>> = OnceLock::new();
     let addrs = (*KERNELS.get_or_init(|| {
@@ -109,7 +116,12 @@ fn jit_avx2() -> Option<Kernels> {
             let builder =
                 cranelift_jit::JITBuilder::new(cranelift_module::default_libcall_names())?;
             let mut module = cranelift_jit::JITModule::new(builder);
-            let ids = define_microkernels(&mut module, "kiln_sgemm", Linkage::Local, Isa::X86_64Avx2Fma)?;
+            let ids = define_microkernels(
+                &mut module,
+                "kiln_sgemm",
+                Linkage::Local,
+                Isa::X86_64Avx2Fma,
+            )?;
             module.finalize_definitions()?;
             let addrs = std::array::from_fn(|r| module.get_finalized_function(ids[r]) as usize);
             // The code lives as long as the module's memory: for the whole process.

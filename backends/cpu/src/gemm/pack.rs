@@ -22,7 +22,10 @@ unsafe impl Sync for AlignedBuf {}
 impl AlignedBuf {
     pub fn zeroed(len: usize) -> Self {
         if len == 0 {
-            return AlignedBuf { ptr: std::ptr::NonNull::dangling().as_ptr(), len: 0 };
+            return AlignedBuf {
+                ptr: std::ptr::NonNull::dangling().as_ptr(),
+                len: 0,
+            };
         }
         let layout = Self::layout(len);
         // SAFETY: the layout has non-zero size.
@@ -160,6 +163,7 @@ impl PackedB {
 
 /// Packs rows `i0..i0+mc` and columns `k0..k0+kc` of row-major A into `MR`-row panels,
 /// each k-major (`kc` groups of 6 floats), padding missing rows with zeros.
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn pack_a(
     a: &[f32],
     lda: usize,
@@ -173,7 +177,10 @@ pub(crate) fn pack_a(
     if kc == 0 {
         return;
     }
-    for (r, panel) in out[..mc.div_ceil(MR) * MR * kc].chunks_exact_mut(MR * kc).enumerate() {
+    for (r, panel) in out[..mc.div_ceil(MR) * MR * kc]
+        .chunks_exact_mut(MR * kc)
+        .enumerate()
+    {
         let row0 = i0 + r * MR;
         let rows = MR.min(m.saturating_sub(row0));
         if rows == MR {
@@ -187,7 +194,11 @@ pub(crate) fn pack_a(
         } else {
             for (kk, dst) in panel.chunks_exact_mut(MR).enumerate() {
                 for (i, d) in dst.iter_mut().enumerate() {
-                    *d = if i < rows { a[(row0 + i) * lda + k0 + kk] } else { 0.0 };
+                    *d = if i < rows {
+                        a[(row0 + i) * lda + k0 + kk]
+                    } else {
+                        0.0
+                    };
                 }
             }
         }

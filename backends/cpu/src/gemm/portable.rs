@@ -45,7 +45,7 @@ pub unsafe extern "C" fn kernel<const R: usize>(
         for (j, v) in row.iter_mut().enumerate() {
             let mut x = *v;
             if t.flags & FLAG_BETA != 0 {
-                x = *crow.add(j) + x;
+                x += *crow.add(j);
             }
             if t.flags & FLAG_BIAS_COL != 0 {
                 x += *t.bias.add(j);

@@ -50,7 +50,10 @@ impl Pool {
         let shared = Arc::new(Shared {
             generation: AtomicU64::new(0),
             pending: AtomicUsize::new(0),
-            state: Mutex::new(State { job: None, panic: None }),
+            state: Mutex::new(State {
+                job: None,
+                panic: None,
+            }),
             work: Condvar::new(),
             done: Condvar::new(),
         });
@@ -62,15 +65,17 @@ impl Pool {
                 .spawn(move || worker(&shared, index))
                 .expect("spawning a pool thread");
         }
-        Pool { shared, workers, busy: Mutex::new(()) }
+        Pool {
+            shared,
+            workers,
+            busy: Mutex::new(()),
+        }
     }
 
     /// The process-wide pool, sized to the machine's cores.
     pub fn global() -> &'static Pool {
         static POOL: OnceLock<Pool> = OnceLock::new();
-        POOL.get_or_init(|| {
-            Pool::new(std::thread::available_parallelism().map_or(1, |n| n.get()))
-        })
+        POOL.get_or_init(|| Pool::new(std::thread::available_parallelism().map_or(1, |n| n.get())))
     }
 
     pub fn threads(&self) -> usize {
@@ -91,7 +96,8 @@ impl Pool {
             let mut s = self.shared.state.lock().unwrap_or_else(|e| e.into_inner());
             // SAFETY (lifetime erased): we wait below until `pending` is 0, that is until no
             // worker holds the pointer any more, before `f` can go out of scope.
-            let f: &'static Job = unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f) };
+            let f: &'static Job =
+                unsafe { std::mem::transmute::<&(dyn Fn(usize) + Sync), &'static Job>(f) };
             s.job = Some(JobPtr(f));
             self.shared.pending.store(self.workers, Ordering::Release);
             self.shared.generation.fetch_add(1, Ordering::AcqRel);
