@@ -230,21 +230,23 @@ impl Job<'_> {
     fn run(&self, rows: std::ops::Range<usize>, panels: std::ops::Range<usize>) {
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
-            // k = 0 still runs one (empty) block so that the epilogue is applied.
-            let mut k0 = 0;
-            loop {
-                let kc = KC.min(self.k - k0);
-                let first = k0 == 0;
-                let last = k0 + kc >= self.k;
-                let flags = if first { self.beta } else { FLAG_BETA }
-                    | if last { self.ep_flags } else { 0 };
-                for i0 in rows.clone().step_by(MC) {
-                    let mc = MC.min(rows.end - i0);
+            // Row blocks outside k blocks: the block's rows of C stay in L2 from one k block
+            // to the next (B is streamed the same number of times either way).
+            for i0 in rows.clone().step_by(MC) {
+                let mc = MC.min(rows.end - i0);
+                // k = 0 still runs one (empty) block so that the epilogue is applied.
+                let mut k0 = 0;
+                loop {
+                    let kc = self.b.kc().min(self.k - k0);
+                    let first = k0 == 0;
+                    let last = k0 + kc >= self.k;
+                    let flags = if first { self.beta } else { FLAG_BETA }
+                        | if last { self.ep_flags } else { 0 };
                     self.block(&mut s, i0, mc, k0, kc, flags, panels.clone());
-                }
-                k0 += kc;
-                if last {
-                    break;
+                    k0 += kc;
+                    if last {
+                        break;
+                    }
                 }
             }
         })

@@ -3,8 +3,9 @@
 use super::{ShapeError, MR, NR};
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 
-/// Depth of one k block: a B panel (KC×16 floats = 16 KiB) stays in the 32 KiB L1 while
-/// the kernel walks down the A block.
+/// Largest depth of one k block: a B panel (KC×16 floats = 16 KiB) stays in the 32 KiB L1
+/// while the kernel walks down the A block. k is cut into equal blocks no deeper than this
+/// (576 = 3 × 192 rather than 256 + 256 + 64), so no block is left with a short loop.
 pub const KC: usize = 256;
 /// Rows of one A block: MC×KC floats (144 KiB) stay in the 1 MiB L2 of each core.
 pub const MC: usize = 144;
@@ -68,13 +69,21 @@ impl Drop for AlignedBuf {
     }
 }
 
-/// B (k×n) cut into k blocks of [`KC`] rows, each block into panels of [`NR`] columns,
-/// each panel stored k-major (`kc` rows of 16 contiguous floats), the last panel padded
-/// with zeros. The block size is fixed at packing time, so the driver must use [`KC`].
+/// B (k×n) cut into k blocks of `kc` rows (the last may be shorter), each block into panels
+/// of [`NR`] columns, each panel stored k-major (`kc` rows of 16 contiguous floats), the
+/// last panel padded with zeros. The driver takes the block depth from here.
 pub struct PackedB {
     k: usize,
     n: usize,
+    kc: usize,
     data: AlignedBuf,
+}
+
+/// The k block depth for depth k: equal blocks of at most [`KC`], a multiple of 4 (the
+/// kernel's unrolling) where possible.
+fn block_depth(k: usize) -> usize {
+    let blocks = k.div_ceil(KC).max(1);
+    k.div_ceil(blocks).next_multiple_of(4).clamp(4, KC)
 }
 
 impl PackedB {
@@ -112,10 +121,11 @@ impl PackedB {
             }
         }
         let panels = n.div_ceil(NR);
+        let block = block_depth(k);
         let mut data = AlignedBuf::zeroed(k * panels * NR);
         let out = data.as_mut_slice();
-        for k0 in (0..k).step_by(KC) {
-            let kc = KC.min(k - k0);
+        for k0 in (0..k).step_by(block) {
+            let kc = block.min(k - k0);
             for p in 0..panels {
                 let base = Self::offset(k0, kc, panels, p);
                 let j0 = p * NR;
@@ -128,7 +138,12 @@ impl PackedB {
                 }
             }
         }
-        Ok(PackedB { k, n, data })
+        Ok(PackedB {
+            k,
+            n,
+            kc: block,
+            data,
+        })
     }
 
     fn offset(k0: usize, kc: usize, panels: usize, p: usize) -> usize {
@@ -141,6 +156,11 @@ impl PackedB {
 
     pub fn n(&self) -> usize {
         self.n
+    }
+
+    /// Depth of the k blocks (the last one may be shorter).
+    pub fn kc(&self) -> usize {
+        self.kc
     }
 
     pub fn panels(&self) -> usize {
