@@ -1,7 +1,8 @@
 //! The blocking loops around the microkernel (the Rust driver of the JIT path).
 //!
-//! Loop order, outermost first: k blocks of [`KC`] (B's packing), row blocks of [`MC`]
-//! (A packed into L2), B panels of 16 columns (one panel sits in L1), A panels of 6 rows.
+//! Loop order, outermost first: row blocks of [`MC`] (A's block in L2, with the block's
+//! rows of C), k blocks of at most [`KC`] (as B was packed), B panels of 16 columns (one
+//! panel sits in L1), row tiles of up to 6.
 //! The tile grid is split between the pool's threads along its longer side.
 
 use super::pack::{pack_a, AlignedBuf, KC, MC};
@@ -128,7 +129,7 @@ pub fn gemm_with(
     let (m_tiles, n_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
     let threads = options.pool.map_or(1, Pool::threads);
     let pool = match options.pool {
-        Some(pool) if threads > 1 && m * n * k >= PARALLEL_MIN_MACS => pool,
+        Some(pool) if threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS => pool,
         _ => {
             job.run(0..m, 0..n_tiles);
             return Ok(());
