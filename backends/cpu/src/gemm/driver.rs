@@ -12,9 +12,14 @@ use super::{
     FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR,
 };
 use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Below this many multiply-adds one thread is faster than waking another.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Work chunks per thread: enough to even out a late or slow thread, few enough that each
+/// chunk still reuses its A rows over many B panels.
+const CHUNKS_PER_THREAD: usize = 4;
 
 /// How to run a GEMM; [`Default`] is the fastest kernel on the global pool.
 #[derive(Clone, Copy)]
@@ -129,20 +134,27 @@ pub fn gemm_with(
     let (m_tiles, n_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
     let threads = options.pool.map_or(1, Pool::threads);
     let pool = match options.pool {
-        Some(pool) if threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS => pool,
+        Some(pool) if threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS => {
+            pool
+        }
         _ => {
             job.run(0..m, 0..n_tiles);
             return Ok(());
         }
     };
-    // Split the longer side of the tile grid; each thread owns whole tiles of C.
+    // Cut the longer side of the tile grid into a few chunks per thread, taken in turn from
+    // a shared counter: a thread that starts late (a busy machine) or runs slow leaves its
+    // share to the others instead of holding up the call.
     let split_m = m_tiles >= n_tiles;
     let tiles = if split_m { m_tiles } else { n_tiles };
-    pool.run(&|part| {
-        let (t0, t1) = (tiles * part / threads, tiles * (part + 1) / threads);
-        if t0 == t1 {
+    let chunks = tiles.min(threads * CHUNKS_PER_THREAD);
+    let next = AtomicUsize::new(0);
+    pool.run(&|_| loop {
+        let chunk = next.fetch_add(1, Ordering::Relaxed);
+        if chunk >= chunks {
             return;
         }
+        let (t0, t1) = (tiles * chunk / chunks, tiles * (chunk + 1) / chunks);
         if split_m {
             job.run(t0 * MR..(t1 * MR).min(m), 0..n_tiles);
         } else {
