@@ -1,1 +1,4 @@
-//! The CPU device (to come with the CPU issue).
+//! The CPU device. Today: the packed f32 GEMM with AVX2+FMA microkernels that the generated
+//! convolution and matmul kernels will call (see README.md).
+
+pub mod gemm;

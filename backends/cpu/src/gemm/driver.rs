@@ -1,0 +1,393 @@
+//! The blocking loops around the microkernel (the Rust driver of the JIT path).
+//!
+//! Loop order, outermost first: row blocks of [`MC`] (A's block in L2, with the block's
+//! rows of C), k blocks of at most [`KC`] (as B was packed), B panels of 16 columns (one
+//! panel sits in L1), row tiles of up to 6.
+//! The tile grid is split between the pool's threads along its longer side.
+
+use super::pack::{pack_a, AlignedBuf, KC, MC};
+use super::threads::Pool;
+use super::{
+    Bias, Epilogue, Kernel, Kernels, PackedB, ShapeError, TileArgs, FLAG_BETA, FLAG_BIAS_COL,
+    FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR,
+};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Below this many multiply-adds one thread is faster than waking another.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Work chunks per thread: enough to even out a late or slow thread, few enough that each
+/// chunk still reuses its A rows over many B panels.
+const CHUNKS_PER_THREAD: usize = 4;
+
+/// How to run a GEMM; [`Default`] is the fastest kernel on the global pool.
+#[derive(Clone, Copy)]
+pub struct Options<'p> {
+    pub kernel: Kernel,
+    /// `None`: the calling thread alone.
+    pub pool: Option<&'p Pool>,
+    /// Pack A into panels (true) or let the kernel read A's rows in place (false, the
+    /// default: as fast or faster on every shape measured here, see README.md).
+    pub pack_a: bool,
+}
+
+impl Default for Options<'static> {
+    fn default() -> Self {
+        Options {
+            kernel: Kernel::detect(),
+            pool: Some(Pool::global()),
+            pack_a: false,
+        }
+    }
+}
+
+/// `C = epilogue(accumulate ? C + A·B : A·B)` for row-major A (m×k, row stride `lda`) and
+/// C (m×n, row stride `ldc`), with B packed.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm(
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    epilogue: &Epilogue,
+) -> Result<(), ShapeError> {
+    gemm_with(
+        &Options::default(),
+        m,
+        a,
+        lda,
+        b,
+        c,
+        ldc,
+        accumulate,
+        epilogue,
+    )
+}
+
+/// [`gemm`] with an explicit kernel, pool and packing choice.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_with(
+    options: &Options,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    epilogue: &Epilogue,
+) -> Result<(), ShapeError> {
+    let (k, n) = (b.k(), b.n());
+    check_matrix("A", a, m, k, lda)?;
+    check_matrix("C", c, m, n, ldc)?;
+    let mut ep_flags = 0;
+    let (mut bias, mut residual, mut ldr) = (std::ptr::null(), std::ptr::null(), 0);
+    match epilogue.bias {
+        Some(Bias::PerCol(v)) => {
+            check_len("bias", v.len(), n)?;
+            ep_flags |= FLAG_BIAS_COL;
+            bias = v.as_ptr();
+        }
+        Some(Bias::PerRow(v)) => {
+            check_len("bias", v.len(), m)?;
+            ep_flags |= FLAG_BIAS_ROW;
+            bias = v.as_ptr();
+        }
+        None => {}
+    }
+    if let Some((r, ld)) = epilogue.residual {
+        check_matrix("residual", r, m, n, ld)?;
+        ep_flags |= FLAG_RESIDUAL;
+        residual = r.as_ptr();
+        ldr = ld;
+    }
+    let (lo, hi) = epilogue.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    if epilogue.clip.is_some() {
+        ep_flags |= FLAG_CLIP;
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let job = Job {
+        kernels: options.kernel.functions(),
+        pack: options.pack_a,
+        m,
+        n,
+        k,
+        a: a.as_ptr(),
+        lda,
+        b,
+        c: c.as_mut_ptr(),
+        ldc,
+        beta: if accumulate { FLAG_BETA } else { 0 },
+        ep_flags,
+        bias,
+        residual,
+        ldr,
+        lo,
+        hi,
+    };
+    let (m_tiles, n_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
+    let threads = options.pool.map_or(1, Pool::threads);
+    let pool = match options.pool {
+        Some(pool) if threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS => {
+            pool
+        }
+        _ => {
+            job.run(0..m, 0..n_tiles);
+            return Ok(());
+        }
+    };
+    // Cut the longer side of the tile grid into a few chunks per thread, taken in turn from
+    // a shared counter: a thread that starts late (a busy machine) or runs slow leaves its
+    // share to the others instead of holding up the call.
+    let split_m = m_tiles >= n_tiles;
+    let tiles = if split_m { m_tiles } else { n_tiles };
+    let chunks = tiles.min(threads * CHUNKS_PER_THREAD);
+    let next = AtomicUsize::new(0);
+    pool.run(&|_| loop {
+        let chunk = next.fetch_add(1, Ordering::Relaxed);
+        if chunk >= chunks {
+            return;
+        }
+        let (t0, t1) = (tiles * chunk / chunks, tiles * (chunk + 1) / chunks);
+        if split_m {
+            job.run(t0 * MR..(t1 * MR).min(m), 0..n_tiles);
+        } else {
+            job.run(0..m, t0..t1);
+        }
+    });
+    Ok(())
+}
+
+fn check_len(what: &str, len: usize, want: usize) -> Result<(), ShapeError> {
+    if len < want {
+        return Err(ShapeError(format!("{what} has {len} values, needs {want}")));
+    }
+    Ok(())
+}
+
+fn check_matrix(
+    what: &str,
+    v: &[f32],
+    rows: usize,
+    cols: usize,
+    ld: usize,
+) -> Result<(), ShapeError> {
+    if rows == 0 || cols == 0 {
+        return Ok(());
+    }
+    if ld < cols && rows > 1 {
+        return Err(ShapeError(format!(
+            "{what} row stride {ld} is below its {cols} columns"
+        )));
+    }
+    let need = (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols));
+    match need {
+        Some(need) if need <= v.len() => Ok(()),
+        _ => Err(ShapeError(format!(
+            "{what} of {rows}×{cols} with row stride {ld} does not fit in {} values",
+            v.len()
+        ))),
+    }
+}
+
+/// One GEMM's operands as raw pointers, shared by the threads (each writes its own tiles).
+struct Job<'b> {
+    kernels: Kernels,
+    pack: bool,
+    m: usize,
+    n: usize,
+    k: usize,
+    a: *const f32,
+    lda: usize,
+    b: &'b PackedB,
+    c: *mut f32,
+    ldc: usize,
+    beta: u64,
+    ep_flags: u64,
+    bias: *const f32,
+    residual: *const f32,
+    ldr: usize,
+    lo: f32,
+    hi: f32,
+}
+
+// SAFETY: the pointers come from slices borrowed for the whole call, checked against the
+// sizes; threads read A, B, bias and residual, and write disjoint tiles of C.
+unsafe impl Sync for Job<'_> {}
+
+/// Scratch for one thread: the packed A block, and padded copies for edge tiles.
+struct Scratch {
+    a: AlignedBuf,
+    tile: AlignedBuf,
+    residual: AlignedBuf,
+    bias: AlignedBuf,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        a: AlignedBuf::zeroed(MC * KC),
+        tile: AlignedBuf::zeroed(MR * NR),
+        residual: AlignedBuf::zeroed(MR * NR),
+        bias: AlignedBuf::zeroed(NR),
+    });
+}
+
+impl Job<'_> {
+    /// Computes the tiles of rows `rows` (starting on a tile boundary) × panels `panels`.
+    fn run(&self, rows: std::ops::Range<usize>, panels: std::ops::Range<usize>) {
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            // Row blocks outside k blocks: the block's rows of C stay in L2 from one k block
+            // to the next (B is streamed the same number of times either way).
+            for i0 in rows.clone().step_by(MC) {
+                let mc = MC.min(rows.end - i0);
+                // k = 0 still runs one (empty) block so that the epilogue is applied.
+                let mut k0 = 0;
+                loop {
+                    let kc = self.b.kc().min(self.k - k0);
+                    let first = k0 == 0;
+                    let last = k0 + kc >= self.k;
+                    let flags = if first { self.beta } else { FLAG_BETA }
+                        | if last { self.ep_flags } else { 0 };
+                    self.block(&mut s, i0, mc, k0, kc, flags, panels.clone());
+                    k0 += kc;
+                    if last {
+                        break;
+                    }
+                }
+            }
+        })
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn block(
+        &self,
+        s: &mut Scratch,
+        i0: usize,
+        mc: usize,
+        k0: usize,
+        kc: usize,
+        flags: u64,
+        panels: std::ops::Range<usize>,
+    ) {
+        if self.pack {
+            let len = if self.k == 0 {
+                0
+            } else {
+                (self.m - 1) * self.lda + self.k
+            };
+            // SAFETY: `gemm_with` checked A holds m rows of k at stride lda.
+            let a = unsafe { std::slice::from_raw_parts(self.a, len) };
+            pack_a(a, self.lda, self.m, i0, mc, k0, kc, s.a.as_mut_slice());
+        }
+        let packed = s.a.as_slice().as_ptr();
+        for p in panels {
+            let b = self.b.panel(k0, kc, p);
+            let j0 = p * NR;
+            let cols = NR.min(self.n - j0);
+            for r in (0..mc).step_by(MR) {
+                let i = i0 + r;
+                let (a_ptr, rs_a, cs_a) = if self.pack {
+                    // SAFETY: the packed block holds mc rows rounded up to MR, kc deep.
+                    (unsafe { packed.add(r * kc) }, 1, MR)
+                } else {
+                    // In place: the kernel for `rows` rows reads only rows below m.
+                    // SAFETY: row i is below m, column k0 + kc at most k.
+                    (unsafe { self.a.add(i * self.lda + k0) }, self.lda, 1)
+                };
+                let rows = MR.min(self.m - i);
+                self.tile(s, a_ptr, rs_a, cs_a, b, kc, i, rows, j0, cols, flags);
+            }
+        }
+    }
+
+    /// One tile of `rows` (≤ 6) × 16 at (i, j), by the kernel for that many rows; a tile
+    /// with fewer than 16 columns goes through a padded copy.
+    #[allow(clippy::too_many_arguments)]
+    fn tile(
+        &self,
+        s: &mut Scratch,
+        a: *const f32,
+        rs_a: usize,
+        cs_a: usize,
+        b: *const f32,
+        kc: usize,
+        i: usize,
+        rows: usize,
+        j: usize,
+        cols: usize,
+        flags: u64,
+    ) {
+        let mut args = TileArgs {
+            rs_a,
+            cs_a,
+            ldc: self.ldc,
+            flags,
+            bias: std::ptr::null(),
+            residual: std::ptr::null(),
+            ldr: self.ldr,
+            lo: self.lo,
+            hi: self.hi,
+        };
+        // SAFETY (all pointer arithmetic below): (i, j) is inside the m×n output, and only
+        // rows × cols elements of C, residual and bias are touched outside the scratch.
+        unsafe {
+            if flags & FLAG_BIAS_COL != 0 {
+                args.bias = self.bias.add(j);
+            }
+            if flags & FLAG_BIAS_ROW != 0 {
+                args.bias = self.bias.add(i);
+            }
+            if flags & FLAG_RESIDUAL != 0 {
+                args.residual = self.residual.add(i * self.ldr + j);
+            }
+            let kernel = self.kernels[rows - 1];
+            let c = self.c.add(i * self.ldc + j);
+            if cols == NR {
+                kernel(kc, a, b, c, &args);
+                return;
+            }
+            let tile = s.tile.as_mut_slice().as_mut_ptr();
+            if flags & FLAG_BETA != 0 {
+                copy_tile(c, self.ldc, tile, NR, rows, cols);
+            }
+            if flags & FLAG_RESIDUAL != 0 {
+                let r = s.residual.as_mut_slice().as_mut_ptr();
+                copy_tile(args.residual, self.ldr, r, NR, rows, cols);
+                args.residual = r;
+                args.ldr = NR;
+            }
+            if flags & FLAG_BIAS_COL != 0 {
+                let bias = s.bias.as_mut_slice().as_mut_ptr();
+                std::ptr::copy_nonoverlapping(args.bias, bias, cols);
+                args.bias = bias;
+            }
+            args.ldc = NR;
+            kernel(kc, a, b, tile, &args);
+            copy_tile(tile, NR, c, self.ldc, rows, cols);
+        }
+    }
+}
+
+/// Copies a rows×cols block between row-major buffers.
+///
+/// # Safety
+/// Both buffers must hold `rows` rows of `cols` at their strides.
+unsafe fn copy_tile(
+    src: *const f32,
+    lds: usize,
+    dst: *mut f32,
+    ldd: usize,
+    rows: usize,
+    cols: usize,
+) {
+    for r in 0..rows {
+        std::ptr::copy_nonoverlapping(src.add(r * lds), dst.add(r * ldd), cols);
+    }
+}

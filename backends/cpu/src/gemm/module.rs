@@ -1,0 +1,135 @@
+//! Placing the microkernel in Cranelift modules, and choosing the kernel for this CPU.
+//!
+//! The machine code has no relocations, so `define_function_bytes` puts it in a JITModule
+//! (the JIT path, and how [`Kernel::Avx2Fma`] gets executable memory here) or in an
+//! ObjectModule (the ahead-of-time `.o`), where Cranelift functions call it by `FuncId`.
+
+use super::{kernel_x86, portable, KernelFn, MR, NR};
+use cranelift_codegen::ir::{types, AbiParam, Signature};
+use cranelift_codegen::isa::CallConv;
+use cranelift_module::{FuncId, Linkage, Module, ModuleResult};
+use std::sync::OnceLock;
+
+/// Instruction sets a microkernel exists for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// x86-64 with AVX2 and FMA (256-bit vectors), System V calling convention.
+    X86_64Avx2Fma,
+}
+
+/// A microkernel's machine code and the tile (mr×nr) it computes.
+#[derive(Clone, Debug)]
+pub struct Microkernel {
+    /// Position-independent code with no relocations.
+    pub bytes: Vec<u8>,
+    pub mr: usize,
+    pub nr: usize,
+    /// Function alignment to request from the module (a cache line keeps the loop in one).
+    pub alignment: u64,
+}
+
+/// The microkernels for `isa`, as bytes to place in a module: index `r` computes `r + 1`
+/// rows (the full tile is the last).
+pub fn microkernels(isa: Isa) -> Vec<Microkernel> {
+    match isa {
+        Isa::X86_64Avx2Fma => (1..=MR)
+            .map(|mr| Microkernel {
+                bytes: kernel_x86::avx2_fma(mr),
+                mr,
+                nr: NR,
+                alignment: 64,
+            })
+            .collect(),
+    }
+}
+
+/// The kernel's signature in CLIF: `(k: i64, a, b, c, args: pointers) -> ()`, System V.
+pub fn signature() -> Signature {
+    let mut sig = Signature::new(CallConv::SystemV);
+    for _ in 0..5 {
+        sig.params.push(AbiParam::new(types::I64));
+    }
+    sig
+}
+
+/// Declares `{prefix}_{mr}x16` for every kernel of `isa` in `module` with [`signature`] and
+/// defines each from its bytes; returns their ids, index `r` for `r + 1` rows. Other
+/// functions of the module call them through `declare_func_in_func`.
+#[allow(clippy::result_large_err)] // ModuleResult is Cranelift's type
+pub fn define_microkernels<M: Module>(
+    module: &mut M,
+    prefix: &str,
+    linkage: Linkage,
+    isa: Isa,
+) -> ModuleResult<Vec<FuncId>> {
+    let mut ids = Vec::new();
+    for kernel in microkernels(isa) {
+        let name = format!("{prefix}_{}x{}", kernel.mr, kernel.nr);
+        let id = module.declare_function(&name, linkage, &signature())?;
+        module.define_function_bytes(id, kernel.alignment, &kernel.bytes, &[])?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// One kernel per row count: index `r` computes `r + 1` rows of 16 columns.
+pub type Kernels = [KernelFn; MR];
+
+/// Which microkernel the Rust driver runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kernel {
+    /// The machine code, placed by a JITModule.
+    Avx2Fma,
+    /// Plain Rust, any CPU.
+    Portable,
+}
+
+impl Kernel {
+    /// The fastest kernel this CPU runs.
+    pub fn detect() -> Kernel {
+        #[cfg(target_arch = "x86_64")]
+        if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+            return Kernel::Avx2Fma;
+        }
+        Kernel::Portable
+    }
+
+    /// The callable kernels. `Avx2Fma` on a CPU without AVX2/FMA falls back to `Portable`,
+    /// so no caller can run instructions the CPU lacks.
+    pub fn functions(self) -> Kernels {
+        match self {
+            Kernel::Avx2Fma if Kernel::detect() == Kernel::Avx2Fma => {
+                jit_avx2().unwrap_or(portable::KERNELS)
+            }
+            _ => portable::KERNELS,
+        }
+    }
+}
+
+/// The AVX2 kernels placed once per process by a JITModule; `None` if the JIT could not
+/// get executable memory (then the portable kernels run: slower, still correct).
+#[allow(clippy::result_large_err)] // ModuleResult is Cranelift's type
+fn jit_avx2() -> Option<Kernels> {
+    static KERNELS: OnceLock<Option<[usize; MR]>> = OnceLock::new();
+    let addrs = (*KERNELS.get_or_init(|| {
+        let place = || -> ModuleResult<[usize; MR]> {
+            let builder =
+                cranelift_jit::JITBuilder::new(cranelift_module::default_libcall_names())?;
+            let mut module = cranelift_jit::JITModule::new(builder);
+            let ids = define_microkernels(
+                &mut module,
+                "kiln_sgemm",
+                Linkage::Local,
+                Isa::X86_64Avx2Fma,
+            )?;
+            module.finalize_definitions()?;
+            let addrs = std::array::from_fn(|r| module.get_finalized_function(ids[r]) as usize);
+            // The code lives as long as the module's memory: for the whole process.
+            std::mem::forget(module);
+            Ok(addrs)
+        };
+        place().ok()
+    }))?;
+    // SAFETY: each address is the finalized entry of a kernel, whose ABI is KernelFn.
+    Some(addrs.map(|addr| unsafe { std::mem::transmute::<usize, KernelFn>(addr) }))
+}
