@@ -419,3 +419,23 @@ fn the_full_pipeline_runs_layout() {
     assert!(!Pipeline::standard(Level::O1).names().contains(&"layout"));
     let _ = DType::F32;
 }
+
+/// TensorFlow's frozen graphs flatten with a Reshape and multiply with a Gemm, here with
+/// its weight stored transposed: the weight's columns take the layout.
+#[test]
+fn a_reshape_into_a_gemm_with_a_transposed_weight_permutes_its_columns() {
+    let g = layout(&format!(
+        r#"graph g(%x: f32[1,2,2,2]) -> (%y: f32[1,2]) {{
+          @w = f32[2,2,1,1] [1, -1, 2, 0.5]
+          @shape = i64[2] [1, 8]
+          @dense = f32[2,8] [1,2,3,4,5,6,7,8, 9,10,11,12,13,14,15,16]
+          %0 = conv(%x, @w) {{{CONV}}} : f32[1,2,2,2]
+          %1 = transpose(%0) {{perm=[0,2,3,1]}} : f32[1,2,2,2]
+          %2 = reshape(%1, @shape) {{allowzero=true}} : f32[1,8]
+          %3 = gemm(%2, @dense) {{alpha=1.0, beta=1.0, trans_a=false, trans_b=true}} : f32[1,2]
+          return %3
+        }}"#
+    ));
+    assert_eq!(ops(&g), ["conv", "reshape", "gemm"]);
+    assert!(ir(&g).contains("f32[2,8] [1.0,3.0,5.0,7.0,2.0,4.0,6.0,8.0,9.0,11.0,13.0,15.0,10.0,12.0,14.0,16.0]"), "{}", ir(&g));
+}

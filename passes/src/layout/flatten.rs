@@ -1,6 +1,6 @@
 //! Flatten into a dense layer: a Keras `Flatten` after NHWC conv blocks flattens in H,W,C
 //! order, so the transpose back to NHWC cannot sink past it. But when the flattened rows
-//! only feed a MatMul with constant weights (through elementwise ops such as an inference
+//! only feed a MatMul (or Gemm) with constant weights (through elementwise ops such as an inference
 //! Dropout), flattening the held NCHW tensor instead just reorders the rows of the weight:
 //! permuting the weight rows once removes the transpose.
 
@@ -10,7 +10,7 @@ use crate::pattern::{pattern, Pattern};
 use kiln_ir::{Dim, NodeId, Op, Result, Tensor, Value};
 
 /// Sinks the layout of a held input through a flatten whose rows feed a constant-weight
-/// MatMul, if node `n` is one; false when it is not.
+/// MatMul or Gemm, if node `n` is one; false when it is not.
 pub(crate) fn sink_flatten(s: &mut Sinker, n: NodeId) -> Result<bool> {
     let Some((x, matmul, weight)) = find(s, n) else {
         return Ok(false);
@@ -71,7 +71,7 @@ fn find(s: &Sinker, n: NodeId) -> Option<(Value, NodeId, Tensor)> {
         }
         let [(user, slot)] = g.uses_of(v)[..] else { return None };
         let op = &g.node(user).op;
-        if matches!(op, Op::MatMul) && slot == 0 {
+        if slot == 0 && matches!(op, Op::MatMul | Op::Gemm { trans_a: false, .. }) {
             break user;
         }
         if pattern(op) != Pattern::Elementwise || g.node(user).arity != 1 || g.node(user).outputs.len() != 1 {
@@ -81,6 +81,9 @@ fn find(s: &Sinker, n: NodeId) -> Option<(Value, NodeId, Tensor)> {
     };
     // The weight's node may come after the flatten in topological order: read the old graph.
     let w = g.const_value(g.inputs_of(matmul)[1]?)?;
+    // A Gemm may hold its weight transposed, [k, rows]: reorder its columns the same way.
+    let trans_b = matches!(g.node(matmul).op, Op::Gemm { trans_b: true, .. });
+    let w = if trans_b { perm::permute_tensor(w, &[1, 0]).ok()? } else { w.clone() };
     let [r, k] = w.shape()[..] else { return None };
     if r != out_dims[1].known()? {
         return None;
@@ -92,5 +95,7 @@ fn find(s: &Sinker, n: NodeId) -> Option<(Value, NodeId, Tensor)> {
     let mut wp: Vec<usize> = (1..p.len()).map(|i| q[i] - 1).collect();
     wp.push(rows.len());
     let permuted = perm::permute_tensor(&w.reshape(shape).ok()?, &wp).ok()?;
-    Some((x, matmul, permuted.reshape(vec![r, k]).ok()?))
+    let permuted = permuted.reshape(vec![r, k]).ok()?;
+    let permuted = if trans_b { perm::permute_tensor(&permuted, &[1, 0]).ok()? } else { permuted };
+    Some((x, matmul, permuted))
 }

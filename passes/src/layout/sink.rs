@@ -25,7 +25,7 @@ pub(crate) struct Sinker<'a> {
     pub map: HashMap<Value, Held>,
     /// Transposes already made, by held value and layout.
     made: HashMap<(Value, Perm), Value>,
-    /// MatMul nodes of the old graph whose constant weight the flatten rule replaced.
+    /// MatMul and Gemm nodes of the old graph whose constant weight the flatten rule replaced.
     pub weights: HashMap<NodeId, Tensor>,
 }
 
