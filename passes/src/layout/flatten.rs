@@ -47,7 +47,7 @@ fn find(s: &Sinker, n: NodeId) -> Option<(Value, NodeId, Tensor)> {
         Op::Flatten { axis: 1 } | Op::Reshape { .. } if node.outputs.len() == 1 => {}
         _ => return None,
     }
-    let x = g.inputs_of(n)[0]?;
+    let x = g.inputs_of(n).first().copied().flatten()?;
     let p = s.map.get(&x)?.perm.as_ref()?;
     let in_dims = g.value_type(x).shape.dims()?;
     let out_dims = node.outputs[0].shape.dims()?;
@@ -80,7 +80,7 @@ fn find(s: &Sinker, n: NodeId) -> Option<(Value, NodeId, Tensor)> {
         v = Value::new(user, 0);
     };
     // The weight's node may come after the flatten in topological order: read the old graph.
-    let w = g.const_value(g.inputs_of(matmul)[1]?)?;
+    let w = g.const_value(g.inputs_of(matmul).get(1).copied().flatten()?)?;
     // A Gemm may hold its weight transposed, [k, rows]: reorder its columns the same way.
     let trans_b = matches!(g.node(matmul).op, Op::Gemm { trans_b: true, .. });
     let w = if trans_b { perm::permute_tensor(w, &[1, 0]).ok()? } else { w.clone() };

@@ -31,7 +31,7 @@ fn perm_of(g: &Graph, t: NodeId) -> Option<(Value, perm::Perm)> {
     let Op::Transpose { perm } = &g.node(t).op else {
         return None;
     };
-    let x = g.inputs_of(t)[0]?;
+    let x = g.inputs_of(t).first().copied().flatten()?;
     let p = perm::from_attr(perm, g.value_type(x).shape.rank()?)?;
     Some((x, p))
 }

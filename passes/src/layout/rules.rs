@@ -347,7 +347,7 @@ fn slice(ins: &[Option<Operand>]) -> Option<Rewrite> {
     };
     let held: Vec<usize> = axes.iter().map(|&a| p[a]).collect();
     let mut args: Vec<Option<Arg>> = vec![Some(Arg::Held)];
-    for o in &ins[1..3] {
+    for o in ins.get(1..3)? {
         args.push(Some(match o.as_ref()? {
             o if o.perm.is_none() => Arg::Held,
             _ => return None,
@@ -397,7 +397,7 @@ fn resize(op: &Op, ins: &[Option<Operand>]) -> Option<Rewrite> {
         if let Op::Resize { axes, .. } = &mut new_op {
             *axes = held;
         }
-        for o in &ins[2..] {
+        for o in ins.get(2..).unwrap_or(&[]) {
             args.push(match o {
                 None => None,
                 Some(o) if o.perm.is_none() => Some(Arg::Held),

@@ -68,7 +68,7 @@ impl Sinker<'_> {
     }
 
     fn transpose(&mut self, n: NodeId, attr: &Option<Vec<i64>>) -> Result<()> {
-        let Some(x) = self.old.inputs_of(n)[0] else {
+        let Some(x) = self.old.inputs_of(n).first().copied().flatten() else {
             return self.copy(n);
         };
         let held = self.held(x)?.clone();
