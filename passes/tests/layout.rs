@@ -437,5 +437,9 @@ fn a_reshape_into_a_gemm_with_a_transposed_weight_permutes_its_columns() {
         }}"#
     ));
     assert_eq!(ops(&g), ["conv", "reshape", "gemm"]);
-    assert!(ir(&g).contains("f32[2,8] [1.0,3.0,5.0,7.0,2.0,4.0,6.0,8.0,9.0,11.0,13.0,15.0,10.0,12.0,14.0,16.0]"), "{}", ir(&g));
+    assert!(
+        ir(&g).contains("f32[2,8] [1.0,3.0,5.0,7.0,2.0,4.0,6.0,8.0,9.0,11.0,13.0,15.0,10.0,12.0,14.0,16.0]"),
+        "{}",
+        ir(&g)
+    );
 }

@@ -83,7 +83,11 @@ fn find(s: &Sinker, n: NodeId) -> Option<(Value, NodeId, Tensor)> {
     let w = g.const_value(g.inputs_of(matmul).get(1).copied().flatten()?)?;
     // A Gemm may hold its weight transposed, [k, rows]: reorder its columns the same way.
     let trans_b = matches!(g.node(matmul).op, Op::Gemm { trans_b: true, .. });
-    let w = if trans_b { perm::permute_tensor(w, &[1, 0]).ok()? } else { w.clone() };
+    let w = if trans_b {
+        perm::permute_tensor(w, &[1, 0]).ok()?
+    } else {
+        w.clone()
+    };
     let [r, k] = w.shape()[..] else { return None };
     if r != out_dims[1].known()? {
         return None;
@@ -96,6 +100,10 @@ fn find(s: &Sinker, n: NodeId) -> Option<(Value, NodeId, Tensor)> {
     wp.push(rows.len());
     let permuted = perm::permute_tensor(&w.reshape(shape).ok()?, &wp).ok()?;
     let permuted = permuted.reshape(vec![r, k]).ok()?;
-    let permuted = if trans_b { perm::permute_tensor(&permuted, &[1, 0]).ok()? } else { permuted };
+    let permuted = if trans_b {
+        perm::permute_tensor(&permuted, &[1, 0]).ok()?
+    } else {
+        permuted
+    };
     Some((x, matmul, permuted))
 }

@@ -382,8 +382,8 @@ fn resize(op: &Op, ins: &[Option<Operand>]) -> Option<Rewrite> {
     let mut new_op = op.clone();
     let mut args: Vec<Option<Arg>> = vec![Some(Arg::Held), ins.get(1).and_then(|o| o.map(|_| Arg::Held))];
     if axes.is_empty() {
-        for slot in 2..ins.len() {
-            args.push(match &ins[slot] {
+        for o in ins.get(2..).unwrap_or(&[]) {
+            args.push(match o {
                 None => None,
                 Some(o) => Some(Arg::Const(perm::permute_entries(o.konst?, &perm::inverse(&p))?)),
             });
