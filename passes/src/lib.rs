@@ -10,6 +10,7 @@
 //! ```
 
 pub mod fp16;
+pub mod layout;
 pub mod manager;
 pub mod pattern;
 mod pipelines;
