@@ -95,6 +95,9 @@ pub struct Data {
     pub origin: Option<(usize, String)>,
     /// A name for a class rules made: derived from the class it was made for.
     pub hint: Option<String>,
+    /// How many values read this one in the source graph (a tuple: its output count), so
+    /// extraction can share its cost among them; 0 for classes rules made (read once).
+    pub uses: usize,
 }
 
 impl Data {
@@ -193,6 +196,7 @@ impl Analysis<ENode> for KilnAnalysis {
         if a.hint.is_none() {
             a.hint = b.hint;
         }
+        a.uses = a.uses.max(b.uses);
         DidMerge(to_a, to_b)
     }
 }

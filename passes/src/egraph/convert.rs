@@ -64,6 +64,7 @@ pub fn to_egraph(g: &Graph) -> Result<Converted> {
         if data.origin.is_none() {
             data.origin = Some((pos, node.name.clone()));
         }
+        data.uses = data.uses.max(if node.outputs.len() == 1 { readers(g, Value::new(n, 0)) } else { node.outputs.len() });
         class.insert(n, id);
     }
     let mut roots = Vec::with_capacity(g.outputs.len());
@@ -76,10 +77,21 @@ pub fn to_egraph(g: &Graph) -> Result<Converted> {
 fn value_class(eg: &mut EG, g: &Graph, class: &HashMap<NodeId, Id>, v: Value) -> Result<Id> {
     let c = *class.get(&v.node).ok_or_else(|| IrError::at(g.node(v.node).name.clone(), "used before it is defined"))?;
     if matches!(eg[c].nodes.first().map(|n| n.kind), Some(Kind::Multi(_))) {
-        Ok(eg.add(ENode { kind: Kind::Output(v.output as u32), children: vec![c] }))
+        let id = eg.add(ENode { kind: Kind::Output(v.output as u32), children: vec![c] });
+        let uses = readers(g, v);
+        let data = &mut eg[id].data;
+        data.uses = data.uses.max(uses);
+        Ok(id)
     } else {
         Ok(c)
     }
+}
+
+/// Nodes and graph outputs reading `v`.
+fn readers(g: &Graph, v: Value) -> usize {
+    let mut nodes: Vec<NodeId> = g.uses_of(v).into_iter().map(|u| u.0).collect();
+    nodes.dedup();
+    nodes.len() + g.outputs.iter().filter(|o| o.1 == v).count()
 }
 
 /// What a class became in the new graph.
@@ -90,8 +102,10 @@ enum Built {
     Absent,
 }
 
-/// Builds the graph of the chosen nodes, with `old`'s inputs and output names.
-pub fn to_graph(eg: &EG, old: &Graph, roots: &[Id], choice: &HashMap<Id, ENode>) -> Result<Graph> {
+/// Builds the graph of the chosen nodes, with `old`'s inputs and output names. Chosen
+/// nodes that rules made and that compute from constants only (new weights: W·s, b·s + c)
+/// are computed here, so the graph holds weights, not recipes for them.
+pub fn to_graph(eg: &EG, old: &Graph, roots: &[Id], choice: &HashMap<Id, ENode>, originals: &HashSet<ENode>) -> Result<Graph> {
     let mut g = Graph::new(old.name.clone());
     let mut built: HashMap<Id, Built> = HashMap::new();
     let inputs: Vec<Value> = old.inputs.iter().map(|&n| g.add_input(old.node(n).name.clone(), old.node(n).outputs[0].clone())).collect();
@@ -114,7 +128,7 @@ pub fn to_graph(eg: &EG, old: &Graph, roots: &[Id], choice: &HashMap<Id, ENode>)
                 }
                 continue;
             }
-            let b = build(eg, &mut g, &inputs, &mut names, id, node, &built)?;
+            let b = build(eg, &mut g, &inputs, &mut names, id, node, &built, !originals.contains(node))?;
             built.insert(id, b);
         }
     }
@@ -124,10 +138,22 @@ pub fn to_graph(eg: &EG, old: &Graph, roots: &[Id], choice: &HashMap<Id, ENode>)
             _ => return Err(IrError::msg(format!("output {name} did not come back from the e-graph"))),
         }
     }
+    // Constants that only fed folded constants.
+    g.remove_dead();
     Ok(g)
 }
 
-fn build(eg: &EG, g: &mut Graph, inputs: &[Value], names: &mut HashSet<String>, id: Id, node: &ENode, built: &HashMap<Id, Built>) -> Result<Built> {
+#[allow(clippy::too_many_arguments)]
+fn build(
+    eg: &EG,
+    g: &mut Graph,
+    inputs: &[Value],
+    names: &mut HashSet<String>,
+    id: Id,
+    node: &ENode,
+    built: &HashMap<Id, Built>,
+    made_by_rules: bool,
+) -> Result<Built> {
     let data = &eg[id].data;
     let mut name = || {
         let base = data.origin.as_ref().map(|o| o.1.clone()).or_else(|| data.hint.clone()).unwrap_or_else(|| format!("egraph{id}"));
@@ -157,7 +183,20 @@ fn build(eg: &EG, g: &mut Graph, inputs: &[Value], names: &mut HashSet<String>, 
                     Built::Tuple(_) => return Err(IrError::msg("a tuple used as a value")),
                 });
             }
-            let n = g.add_node_typed(eg.analysis.op(o).clone(), name(), &ins, data.types.clone());
+            let op = eg.analysis.op(o);
+            if made_by_rules && matches!(node.kind, Kind::Op(_)) && op.is_pure() {
+                let consts: Option<Vec<Option<kiln_ir::Tensor>>> =
+                    ins.iter().map(|v| v.map_or(Some(None), |v| g.const_value(v).map(|t| Some(t.clone())))).collect();
+                if let Some(args) = consts {
+                    let mut out = kiln_ir::eval::eval_op(op, &args, 1).map_err(|e| e.in_node(name()))?;
+                    let t = out.pop().ok_or_else(|| IrError::msg("a constant expression gave no value"))?;
+                    if !data.types.first().is_some_and(|ty| kiln_ir::verify::compatible(ty, &kiln_ir::TensorType::known(t.dtype(), t.shape()))) {
+                        return Err(IrError::msg("a folded constant does not have its class's type"));
+                    }
+                    return Ok(Built::Value(g.add_const(name(), t)));
+                }
+            }
+            let n = g.add_node_typed(op.clone(), name(), &ins, data.types.clone());
             if matches!(node.kind, Kind::Multi(_)) {
                 Built::Tuple(n)
             } else {

@@ -3,9 +3,9 @@
 //! Knuth's generalization of Dijkstra's algorithm: a node becomes a candidate once all its
 //! children's classes are settled, and the cheapest candidate settles its class. A node is
 //! only ever chosen after its children, so the result is acyclic by construction, whatever
-//! cycles the e-graph holds. A class's cost is shared among the classes that read it, so a
-//! value used twice (a residual connection) is not counted twice, and costs stay linear in
-//! the depth of the graph. Ties go to the source graph's own node, then to the smaller node.
+//! cycles the e-graph holds. A class's cost is shared among the values that read it in the
+//! source graph, so a value used twice (a residual connection) is not counted twice, and
+//! costs stay linear in the depth of the graph. Ties go to the source graph's own node, then to the smaller node.
 
 use super::analysis::EG;
 use super::cost::CostModel;
@@ -66,16 +66,9 @@ pub fn extract(eg: &EG, model: &CostModel, originals: &HashSet<ENode>) -> HashMa
             }
         }
     }
-    // How many classes read each class: its cost is shared among them.
-    let uses: HashMap<Id, f64> = parents
-        .iter()
-        .map(|(&id, ps)| {
-            let mut p: Vec<Id> = ps.iter().map(|x| x.0).collect();
-            p.sort_unstable();
-            p.dedup();
-            (id, p.len().max(1) as f64)
-        })
-        .collect();
+    // A class's cost is shared among the values that read it in the source graph (not
+    // among its e-graph parents: alternative forms of one value are not separate readers).
+    let uses = |id: &Id| eg[*id].data.uses.max(1) as f64;
     let mut settled: HashMap<Id, (f64, usize)> = HashMap::new();
     while let Some(Reverse(cand)) = heap.pop() {
         if settled.contains_key(&cand.class) {
@@ -92,7 +85,7 @@ pub fn extract(eg: &EG, model: &CostModel, originals: &HashSet<ENode>) -> HashMa
             let mut kids: Vec<Id> = node.children().iter().map(|&k| eg.find(k)).collect();
             kids.sort_unstable();
             kids.dedup();
-            let cost = own[&(p, i)] + kids.iter().map(|k| settled[k].0 / uses.get(k).copied().unwrap_or(1.0)).sum::<f64>();
+            let cost = own[&(p, i)] + kids.iter().map(|k| settled[k].0 / uses(k)).sum::<f64>();
             heap.push(Reverse(Candidate { cost, rank: rank(originals, node), class: p, index: i }));
         }
     }

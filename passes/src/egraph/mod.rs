@@ -115,7 +115,7 @@ impl EGraph {
         }
         let originals: HashSet<_> = originals.into_iter().map(|n| n.map_children(|c| eg.find(c))).collect();
         let choice = extract::extract(&eg, &self.cost, &originals);
-        let out = convert::to_graph(&eg, g, &roots, &choice)?;
+        let out = convert::to_graph(&eg, g, &roots, &choice, &originals)?;
         stats.enodes = eg.total_number_of_nodes();
         stats.classes = eg.number_of_classes();
         stats.applied = applied.into_iter().filter(|a| a.1 > 0).collect();

@@ -91,12 +91,21 @@ pub fn add_term(eg: &mut EG, term: &Term, hint: &str) -> Option<Id> {
             if eg[id].data.types.len() != n {
                 return None;
             }
+            if matches!(term, Term::Multi(..)) {
+                // A tuple's cost is shared by its outputs.
+                let d = &mut eg[id].data;
+                d.uses = d.uses.max(n);
+            }
             id
         }
     };
+    let what = match term {
+        Term::Op(op, _) | Term::Multi(op, _, _) => op.name(),
+        _ => "const",
+    };
     let d = &mut eg[id].data;
     if d.origin.is_none() && d.hint.is_none() {
-        d.hint = Some(hint.to_string());
+        d.hint = Some(format!("{hint}/{what}"));
     }
     Some(id)
 }
