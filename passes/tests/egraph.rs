@@ -366,3 +366,36 @@ fn the_pass_runs_in_the_o2_pipeline() {
     assert!(report.passes.iter().any(|p| p.name == "egraph"), "{report}");
     assert!(ops(&g).iter().all(|&o| o != "batch_norm"), "{g}");
 }
+
+#[test]
+fn parallel_matmuls_sharing_an_input_merge_when_it_pays() {
+    // Three small projections of one input (query, key, value): one matmul and a split
+    // launch two kernels instead of three.
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", TensorType::known(DType::F32, &[2, 8]));
+    for (i, name) in ["q", "k", "v"].into_iter().enumerate() {
+        let w = konst(&mut g, &format!("w{name}"), tensor(&[8, 4], 70 + i as u32));
+        let m = g.add1(Op::MatMul, name, &[x, w]).unwrap();
+        let r = unary(&mut g, UnaryOp::Tanh, m);
+        g.add_output(name, r);
+    }
+    let (out, stats) = rewrite(&g, &[tensor(&[2, 8], 73)], 1e-6);
+    assert!(stats.applied.iter().any(|a| a.0 == "merge-parallel"), "{stats:?}");
+    assert_eq!(ops(&out), ["matmul", "split", "tanh", "tanh", "tanh"], "{out}");
+}
+
+#[test]
+fn big_parallel_convs_stay_apart() {
+    // Two 1×1 convs of a large input: splitting the merged result moves more bytes than a
+    // launch saves.
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", TensorType::known(DType::F32, &[1, 8, 64, 64]));
+    let one_by_one = Op::Conv { auto_pad: AutoPad::NotSet, dilations: vec![], group: 1, kernel_shape: vec![1, 1], pads: vec![], strides: vec![] };
+    for (i, name) in ["a", "b"].into_iter().enumerate() {
+        let w = konst(&mut g, &format!("w{name}"), tensor(&[16, 8, 1, 1], 80 + i as u32));
+        let c = g.add1(one_by_one.clone(), name, &[x, w]).unwrap();
+        g.add_output(name, c);
+    }
+    let (out, _) = rewrite(&g, &[tensor(&[1, 8, 64, 64], 83)], 1e-6);
+    assert_eq!(ops(&out), ["conv", "conv"], "{out}");
+}

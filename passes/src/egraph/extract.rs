@@ -9,7 +9,7 @@
 
 use super::analysis::EG;
 use super::cost::CostModel;
-use super::lang::ENode;
+use super::lang::{ENode, Kind};
 use egg::{Id, Language};
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap, HashSet};
@@ -38,7 +38,7 @@ impl PartialOrd for Candidate {
 }
 
 /// The chosen node of every class reachable from the roots through chosen nodes.
-pub fn extract(eg: &EG, model: &CostModel, originals: &HashSet<ENode>) -> HashMap<Id, ENode> {
+pub fn extract(eg: &EG, model: &CostModel, originals: &HashSet<ENode>, roots: &[Id]) -> HashMap<Id, ENode> {
     let mut ids: Vec<Id> = eg.classes().map(|c| c.id).collect();
     ids.sort_unstable();
     // (parent class, node index) for every distinct child class of every node.
@@ -89,7 +89,126 @@ pub fn extract(eg: &EG, model: &CostModel, originals: &HashSet<ENode>) -> HashMa
             heap.push(Reverse(Candidate { cost, rank: rank(originals, node), class: p, index: i }));
         }
     }
-    settled.into_iter().map(|(id, (_, i))| (id, eg[id].nodes[i].clone())).collect()
+    let mut choice: HashMap<Id, usize> = settled.into_iter().map(|(id, (_, i))| (id, i)).collect();
+    improve(eg, roots, &own, &mut choice);
+    choice.into_iter().map(|(id, i)| (id, eg[id].nodes[i].clone())).collect()
+}
+
+/// Improves a choice by its true cost over the DAG: each class reachable from the roots
+/// counted once. Tries switching each reachable class to each of its other nodes (and
+/// every reader of a tuple to its outputs at once, so a merged kernel is judged with all
+/// its readers), keeping a switch only when it lowers the total. Sharing that the
+/// per-class estimate cannot see (a value computed once serving two layouts, one merged
+/// matmul serving three) shows up here.
+fn improve(eg: &EG, roots: &[Id], own: &HashMap<(Id, usize), f64>, choice: &mut HashMap<Id, usize>) {
+    let mut best = dag_cost(eg, roots, own, choice);
+    for _ in 0..SWEEPS {
+        let mut improved = false;
+        for id in reachable(eg, roots, choice) {
+            // Constant classes cost nothing whichever form they take.
+            if eg[id].data.constant {
+                continue;
+            }
+            for i in 0..eg[id].nodes.len() {
+                if choice.get(&id) == Some(&i) || !own.contains_key(&(id, i)) {
+                    continue;
+                }
+                let node = &eg[id].nodes[i];
+                if node.children().iter().any(|c| !choice.contains_key(&eg.find(*c))) {
+                    continue;
+                }
+                let mut moves = vec![(id, i)];
+                if let (Kind::Output(_), Some(&tuple)) = (node.kind, node.children().first()) {
+                    moves.extend(tuple_readers(eg, roots, choice, eg.find(tuple), id));
+                }
+                let old: Vec<(Id, usize)> = moves.iter().map(|&(c, _)| (c, choice[&c])).collect();
+                for &(c, j) in &moves {
+                    choice.insert(c, j);
+                }
+                let cost = dag_cost(eg, roots, own, choice);
+                if cost < best * (1.0 - 1e-9) {
+                    best = cost;
+                    improved = true;
+                } else {
+                    for (c, j) in old {
+                        choice.insert(c, j);
+                    }
+                }
+            }
+        }
+        if !improved {
+            break;
+        }
+    }
+}
+
+/// Sweeps of [`improve`] over the graph; each finds the moves the previous one enabled.
+const SWEEPS: usize = 4;
+
+/// Other reachable classes that have a node reading output of `tuple`, with that node.
+fn tuple_readers(eg: &EG, roots: &[Id], choice: &HashMap<Id, usize>, tuple: Id, except: Id) -> Vec<(Id, usize)> {
+    let mut v = Vec::new();
+    for id in reachable(eg, roots, choice) {
+        if id == except {
+            continue;
+        }
+        if let Some(j) = eg[id].nodes.iter().position(|n| matches!(n.kind, Kind::Output(_)) && eg.find(n.children[0]) == tuple) {
+            v.push((id, j));
+        }
+    }
+    v
+}
+
+/// Classes reachable from the roots through chosen nodes, in id order.
+fn reachable(eg: &EG, roots: &[Id], choice: &HashMap<Id, usize>) -> Vec<Id> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
+    while let Some(id) = stack.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(&i) = choice.get(&id) {
+            stack.extend(eg[id].nodes[i].children().iter().map(|&c| eg.find(c)));
+        }
+    }
+    let mut v: Vec<Id> = seen.into_iter().collect();
+    v.sort_unstable();
+    v
+}
+
+/// The cost of computing every class reachable from the roots once; infinite when the
+/// choice has a cycle or a class without a node.
+fn dag_cost(eg: &EG, roots: &[Id], own: &HashMap<(Id, usize), f64>, choice: &HashMap<Id, usize>) -> f64 {
+    // 1: on the current path, 2: done.
+    let mut state: HashMap<Id, u8> = HashMap::new();
+    let mut total = 0.0;
+    for &r in roots {
+        let mut stack = vec![(eg.find(r), false)];
+        while let Some((id, done)) = stack.pop() {
+            if done {
+                state.insert(id, 2);
+                continue;
+            }
+            match state.get(&id) {
+                Some(2) => continue,
+                Some(_) => return f64::INFINITY,
+                None => {}
+            }
+            let Some(&i) = choice.get(&id) else { return f64::INFINITY };
+            state.insert(id, 1);
+            total += own.get(&(id, i)).copied().unwrap_or(f64::INFINITY);
+            stack.push((id, true));
+            for &c in eg[id].nodes[i].children() {
+                let c = eg.find(c);
+                match state.get(&c) {
+                    Some(2) => {}
+                    Some(_) => return f64::INFINITY,
+                    None => stack.push((c, false)),
+                }
+            }
+        }
+    }
+    total
 }
 
 fn rank(originals: &HashSet<ENode>, node: &ENode) -> u8 {

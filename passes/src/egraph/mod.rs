@@ -114,7 +114,7 @@ impl EGraph {
             }
         }
         let originals: HashSet<_> = originals.into_iter().map(|n| n.map_children(|c| eg.find(c))).collect();
-        let choice = extract::extract(&eg, &self.cost, &originals);
+        let choice = extract::extract(&eg, &self.cost, &originals, &roots);
         let out = convert::to_graph(&eg, g, &roots, &choice, &originals)?;
         stats.enodes = eg.total_number_of_nodes();
         stats.classes = eg.number_of_classes();
