@@ -277,6 +277,21 @@ fn zero_padding_folds_into_conv_and_into_max_pool_of_non_negative_values() {
 }
 
 #[test]
+fn a_pad_moves_across_a_layout_transpose_into_the_conv() {
+    // The Keras bridge pads in NHWC, then transposes to NCHW for the conv.
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", TensorType::known(DType::F32, &[1, 6, 6, 3]));
+    let pads = konst(&mut g, "pads", ints(&[0, 1, 1, 0, 0, 1, 1, 0]));
+    let p = g.add(Op::Pad { mode: PadMode::Constant }, "pad", &[Some(x), Some(pads), None, None], 1).unwrap();
+    let t = transpose(&mut g, p.into(), &[0, 3, 1, 2]);
+    let w = konst(&mut g, "w", tensor(&[4, 3, 3, 3], 27));
+    let c = g.add1(conv_op(&[]), "conv", &[t, w]).unwrap();
+    g.add_output("y", c);
+    let (out, _) = rewrite(&g, &[tensor(&[1, 6, 6, 3], 28)], 1e-6);
+    assert_eq!(ops(&out), ["transpose", "conv"], "{out}");
+}
+
+#[test]
 fn a_spatial_mean_is_a_global_average_pool() {
     let mut g = Graph::new("g");
     let x = g.add_input("x", TensorType::known(DType::F32, &[2, 3, 4, 4]));
@@ -306,9 +321,14 @@ fn relu_and_clip_chains_merge() {
     let z = binary(&mut g, BinaryOp::Max, x, lo);
     let e = unary(&mut g, UnaryOp::Exp, z);
     g.add_output("relu", e);
+    // min(relu(x2), 6) is relu6 as Keras writes it.
+    let x2 = g.add_input("x2", TensorType::known(DType::F32, &[8]));
+    let r = unary(&mut g, UnaryOp::Relu, x2);
+    let m6 = binary(&mut g, BinaryOp::Min, r, hi);
+    g.add_output("keras_relu6", m6);
     let input = Tensor::new(vec![8], vec![-3.0f32, -0.5, 0.0, 0.3, 0.7, 2.0, 6.5, 9.0]).unwrap();
-    let (out, _) = rewrite(&g, &[input], 0.0);
-    assert_eq!(ops(&out), ["clip", "clip", "relu", "exp"], "{out}");
+    let (out, _) = rewrite(&g, &[input.clone(), input], 0.0);
+    assert_eq!(ops(&out), ["clip", "clip", "relu", "exp", "clip"], "{out}");
 }
 
 #[test]

@@ -101,37 +101,36 @@ pub fn extract(eg: &EG, model: &CostModel, originals: &HashSet<ENode>, roots: &[
 /// per-class estimate cannot see (a value computed once serving two layouts, one merged
 /// matmul serving three) shows up here.
 fn improve(eg: &EG, roots: &[Id], own: &HashMap<(Id, usize), f64>, choice: &mut HashMap<Id, usize>) {
-    let mut best = dag_cost(eg, roots, own, choice);
+    let dag = Dag::new(eg, roots, own, choice);
+    let mut chosen = dag.initial.clone();
+    let mut best = dag.cost(&chosen);
     for _ in 0..SWEEPS {
         let mut improved = false;
-        for id in reachable(eg, roots, choice) {
+        for c in dag.reachable(&chosen) {
+            let id = dag.ids[c];
             // Constant classes cost nothing whichever form they take.
             if eg[id].data.constant {
                 continue;
             }
-            for i in 0..eg[id].nodes.len() {
-                if choice.get(&id) == Some(&i) || !own.contains_key(&(id, i)) {
+            for i in 0..dag.kids[c].len() {
+                if chosen[c] == i as u32 || !dag.own[c][i].is_finite() || dag.kids[c][i].iter().any(|&k| chosen[k] == NONE) {
                     continue;
                 }
-                let node = &eg[id].nodes[i];
-                if node.children().iter().any(|c| !choice.contains_key(&eg.find(*c))) {
-                    continue;
+                let mut moves = vec![(c, i as u32)];
+                if let (Kind::Output(_), Some(&tuple)) = (eg[id].nodes[i].kind, dag.kids[c][i].first()) {
+                    moves.extend(dag.tuple_readers(&chosen, tuple, c));
                 }
-                let mut moves = vec![(id, i)];
-                if let (Kind::Output(_), Some(&tuple)) = (node.kind, node.children().first()) {
-                    moves.extend(tuple_readers(eg, roots, choice, eg.find(tuple), id));
+                let old: Vec<(usize, u32)> = moves.iter().map(|&(m, _)| (m, chosen[m])).collect();
+                for &(m, j) in &moves {
+                    chosen[m] = j;
                 }
-                let old: Vec<(Id, usize)> = moves.iter().map(|&(c, _)| (c, choice[&c])).collect();
-                for &(c, j) in &moves {
-                    choice.insert(c, j);
-                }
-                let cost = dag_cost(eg, roots, own, choice);
+                let cost = dag.cost(&chosen);
                 if cost < best * (1.0 - 1e-9) {
                     best = cost;
                     improved = true;
                 } else {
-                    for (c, j) in old {
-                        choice.insert(c, j);
+                    for (m, j) in old {
+                        chosen[m] = j;
                     }
                 }
             }
@@ -140,75 +139,102 @@ fn improve(eg: &EG, roots: &[Id], own: &HashMap<(Id, usize), f64>, choice: &mut 
             break;
         }
     }
+    for (c, &i) in chosen.iter().enumerate() {
+        if i != NONE {
+            choice.insert(dag.ids[c], i as usize);
+        }
+    }
 }
 
 /// Sweeps of [`improve`] over the graph; each finds the moves the previous one enabled.
 const SWEEPS: usize = 4;
 
-/// Other reachable classes that have a node reading output of `tuple`, with that node.
-fn tuple_readers(eg: &EG, roots: &[Id], choice: &HashMap<Id, usize>, tuple: Id, except: Id) -> Vec<(Id, usize)> {
-    let mut v = Vec::new();
-    for id in reachable(eg, roots, choice) {
-        if id == except {
-            continue;
-        }
-        if let Some(j) = eg[id].nodes.iter().position(|n| matches!(n.kind, Kind::Output(_)) && eg.find(n.children[0]) == tuple) {
-            v.push((id, j));
-        }
-    }
-    v
+const NONE: u32 = u32::MAX;
+
+/// The e-graph as dense vectors (classes numbered 0..n in id order), for fast whole-graph
+/// cost evaluation.
+struct Dag {
+    ids: Vec<Id>,
+    /// Per class, per node: the children's class numbers.
+    kids: Vec<Vec<Vec<usize>>>,
+    own: Vec<Vec<f64>>,
+    roots: Vec<usize>,
+    initial: Vec<u32>,
 }
 
-/// Classes reachable from the roots through chosen nodes, in id order.
-fn reachable(eg: &EG, roots: &[Id], choice: &HashMap<Id, usize>) -> Vec<Id> {
-    let mut seen = HashSet::new();
-    let mut stack: Vec<Id> = roots.iter().map(|&r| eg.find(r)).collect();
-    while let Some(id) = stack.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        if let Some(&i) = choice.get(&id) {
-            stack.extend(eg[id].nodes[i].children().iter().map(|&c| eg.find(c)));
-        }
+impl Dag {
+    fn new(eg: &EG, roots: &[Id], own: &HashMap<(Id, usize), f64>, choice: &HashMap<Id, usize>) -> Dag {
+        let mut ids: Vec<Id> = eg.classes().map(|c| c.id).collect();
+        ids.sort_unstable();
+        let index: HashMap<Id, usize> = ids.iter().enumerate().map(|(i, &id)| (id, i)).collect();
+        let kids = ids.iter().map(|&id| eg[id].nodes.iter().map(|n| n.children().iter().map(|c| index[&eg.find(*c)]).collect()).collect()).collect();
+        let own = ids.iter().map(|&id| (0..eg[id].nodes.len()).map(|i| own.get(&(id, i)).copied().unwrap_or(f64::INFINITY)).collect()).collect();
+        let initial = ids.iter().map(|id| choice.get(id).map_or(NONE, |&i| i as u32)).collect();
+        let roots = roots.iter().map(|r| index[&eg.find(*r)]).collect();
+        Dag { ids, kids, own, roots, initial }
     }
-    let mut v: Vec<Id> = seen.into_iter().collect();
-    v.sort_unstable();
-    v
-}
 
-/// The cost of computing every class reachable from the roots once; infinite when the
-/// choice has a cycle or a class without a node.
-fn dag_cost(eg: &EG, roots: &[Id], own: &HashMap<(Id, usize), f64>, choice: &HashMap<Id, usize>) -> f64 {
-    // 1: on the current path, 2: done.
-    let mut state: HashMap<Id, u8> = HashMap::new();
-    let mut total = 0.0;
-    for &r in roots {
-        let mut stack = vec![(eg.find(r), false)];
-        while let Some((id, done)) = stack.pop() {
-            if done {
-                state.insert(id, 2);
+    /// Classes reachable from the roots through chosen nodes, in id order.
+    fn reachable(&self, chosen: &[u32]) -> Vec<usize> {
+        let mut seen = vec![false; self.ids.len()];
+        let mut stack = self.roots.clone();
+        while let Some(c) = stack.pop() {
+            if std::mem::replace(&mut seen[c], true) || chosen[c] == NONE {
                 continue;
             }
-            match state.get(&id) {
-                Some(2) => continue,
-                Some(_) => return f64::INFINITY,
-                None => {}
-            }
-            let Some(&i) = choice.get(&id) else { return f64::INFINITY };
-            state.insert(id, 1);
-            total += own.get(&(id, i)).copied().unwrap_or(f64::INFINITY);
-            stack.push((id, true));
-            for &c in eg[id].nodes[i].children() {
-                let c = eg.find(c);
-                match state.get(&c) {
-                    Some(2) => {}
-                    Some(_) => return f64::INFINITY,
-                    None => stack.push((c, false)),
+            stack.extend(&self.kids[c][chosen[c] as usize]);
+        }
+        (0..seen.len()).filter(|&c| seen[c]).collect()
+    }
+
+    /// Other reachable classes with a node reading an output of `tuple`, with that node.
+    fn tuple_readers(&self, chosen: &[u32], tuple: usize, except: usize) -> Vec<(usize, u32)> {
+        self.reachable(chosen)
+            .into_iter()
+            .filter(|&c| c != except)
+            .filter_map(|c| {
+                (0..self.kids[c].len()).find(|&j| self.kids[c][j].len() == 1 && self.kids[c][j][0] == tuple && self.own[c][j] == 0.0).map(|j| (c, j as u32))
+            })
+            .collect()
+    }
+
+    /// The cost of computing every class reachable from the roots once; infinite when the
+    /// choice has a cycle or a needed class has no node.
+    fn cost(&self, chosen: &[u32]) -> f64 {
+        // 1: on the current path, 2: done.
+        let mut state = vec![0u8; self.ids.len()];
+        let mut total = 0.0;
+        let mut stack: Vec<(usize, bool)> = Vec::new();
+        for &r in &self.roots {
+            stack.push((r, false));
+            while let Some((c, done)) = stack.pop() {
+                if done {
+                    state[c] = 2;
+                    continue;
+                }
+                match state[c] {
+                    2 => continue,
+                    1 => return f64::INFINITY,
+                    _ => {}
+                }
+                if chosen[c] == NONE {
+                    return f64::INFINITY;
+                }
+                let i = chosen[c] as usize;
+                state[c] = 1;
+                total += self.own[c][i];
+                stack.push((c, true));
+                for &k in &self.kids[c][i] {
+                    match state[k] {
+                        2 => {}
+                        1 => return f64::INFINITY,
+                        _ => stack.push((k, false)),
+                    }
                 }
             }
         }
+        total
     }
-    total
 }
 
 fn rank(originals: &HashSet<ENode>, node: &ENode) -> u8 {

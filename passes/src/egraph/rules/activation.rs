@@ -90,6 +90,15 @@ fn min_max(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
     if *b == BinaryOp::Max && cv == 0.0 {
         out.push((class, Term::op(Op::Unary(UnaryOp::Relu), vec![x.into()])));
     }
+    // min(relu(y), b) = clip(y, 0, b) for b ≥ 0 (relu6 as Keras writes it).
+    if *b == BinaryOp::Min && cv >= 0.0 && super::dtype(eg, c) == Some(kiln_ir::DType::F32) {
+        for (inner, kids) in ops_in(eg, x) {
+            if *inner == Op::Unary(UnaryOp::Relu) {
+                let zero = Term::Const(kiln_ir::Tensor::scalar(0.0f32));
+                out.push((class, Term::op(Op::Clip, vec![kids[0].into(), zero, c.into()])));
+            }
+        }
+    }
     for (inner, kids) in ops_in(eg, x) {
         let Op::Binary(ib @ (BinaryOp::Min | BinaryOp::Max)) = inner else { continue };
         let inner_node = ENode { kind: node.kind, children: kids.to_vec() };

@@ -4,7 +4,7 @@
 //! (unary, binary with both operands transposed alike or with a constant operand) and below
 //! reductions, where they meet the next transpose and cancel.
 
-use super::{child, dims, ints, is_const, op_of, ops_in, perm_of, rank, same_type, ty, Found, Rule, Term};
+use super::{child, dims, ints, is_absent, is_const, op_of, ops_in, perm_of, rank, same_type, ty, Found, Rule, Term};
 use crate::egraph::analysis::EG;
 use crate::egraph::lang::ENode;
 use crate::pattern::{pattern, Pattern};
@@ -19,6 +19,7 @@ pub fn rules() -> Vec<Rule> {
         Rule { name: "sink-transpose-unary", apply: sink_unary },
         Rule { name: "sink-transpose-binary", apply: sink_binary },
         Rule { name: "sink-transpose-reduce", apply: sink_reduce },
+        Rule { name: "transpose-of-pad", apply: transpose_of_pad },
     ]
 }
 
@@ -178,5 +179,28 @@ fn sink_reduce(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
                 out.push((class, reduced));
             }
         }
+    }
+}
+
+/// transpose(pad(x, pads), p) = pad(transpose(x, p), pads permuted): the pad moves to the
+/// other side of a layout change, where it may fold into the conv or pool that reads it.
+fn transpose_of_pad(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
+    let Some(Op::Transpose { perm }) = op_of(eg, node) else { return };
+    let x = node.children[0];
+    let Some(r) = rank(eg, x) else { return };
+    let Some(p) = perm_of(perm, r) else { return };
+    for (inner, kids) in ops_in(eg, x) {
+        let Op::Pad { .. } = inner else { continue };
+        if kids.get(3).is_some_and(|&a| !is_absent(eg, a)) {
+            continue;
+        }
+        let Some(pads) = kids.get(1).and_then(|&c| ints(eg, c)) else { continue };
+        if pads.len() != 2 * r {
+            continue;
+        }
+        let moved: Vec<i64> = (0..2 * r).map(|i| if i < r { pads[p[i]] } else { pads[r + p[i - r]] }).collect();
+        let value = kids.get(2).map_or(Term::None, |&v| v.into());
+        let t = Term::op(inner.clone(), vec![Term::op(transpose(p.clone()), vec![kids[0].into()]), Term::i64s(&moved), value, Term::None]);
+        out.push((class, t));
     }
 }
