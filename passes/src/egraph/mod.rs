@@ -39,7 +39,7 @@ pub struct EGraph {
 
 impl Default for EGraph {
     fn default() -> EGraph {
-        EGraph { iter_limit: 12, node_limit: 200_000, node_factor: 12, time_limit: Duration::from_secs(5), cost: cost::CostModel::default() }
+        EGraph { iter_limit: 40, node_limit: 200_000, node_factor: 12, time_limit: Duration::from_secs(5), cost: cost::CostModel::default() }
     }
 }
 

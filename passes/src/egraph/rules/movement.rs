@@ -20,6 +20,7 @@ pub fn rules() -> Vec<Rule> {
         Rule { name: "sink-transpose-binary", apply: sink_binary },
         Rule { name: "sink-transpose-reduce", apply: sink_reduce },
         Rule { name: "transpose-of-pad", apply: transpose_of_pad },
+        Rule { name: "sink-transpose-concat", apply: sink_concat },
     ]
 }
 
@@ -158,7 +159,7 @@ fn sink_binary(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
 /// reduce(transpose(x, p), axes) = reduce(x, p[axes]) when the kept axes stay in order
 /// (keepdims false), or transpose(reduce(x, p[axes]), p) with keepdims.
 fn sink_reduce(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
-    let Some(op @ Op::Reduce { keepdims, noop_with_empty_axes: false, .. }) = op_of(eg, node) else { return };
+    let Some(op @ Op::Reduce { keepdims, .. }) = op_of(eg, node) else { return };
     let (Some(x), Some(axes)) = (child(node, 0), child(node, 1)) else { return };
     let (Some(axes), Some(r)) = (ints(eg, axes), rank(eg, x)) else { return };
     if axes.is_empty() {
@@ -202,5 +203,20 @@ fn transpose_of_pad(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
         let value = kids.get(2).map_or(Term::None, |&v| v.into());
         let t = Term::op(inner.clone(), vec![Term::op(transpose(p.clone()), vec![kids[0].into()]), Term::i64s(&moved), value, Term::None]);
         out.push((class, t));
+    }
+}
+
+/// concat(transpose(a, p), transpose(b, p), …, axis) = transpose(concat(a, b, …, p[axis]), p).
+fn sink_concat(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
+    let Some(Op::Concat { axis }) = op_of(eg, node) else { return };
+    let Some(r) = rank(eg, class) else { return };
+    let Some(axis) = usize::try_from(if *axis < 0 { axis + r as i64 } else { *axis }).ok().filter(|&a| a < r) else { return };
+    let Some(&first) = node.children.first() else { return };
+    for (_, p) in transposes_in(eg, first) {
+        let inner: Option<Vec<Term>> =
+            node.children.iter().map(|&c| transposes_in(eg, c).into_iter().find(|(_, q)| *q == p).map(|(y, _)| Term::Class(y))).collect();
+        let Some(inner) = inner else { continue };
+        let concat = Term::op(Op::Concat { axis: p[axis] as i64 }, inner);
+        out.push((class, Term::op(transpose(p), vec![concat])));
     }
 }

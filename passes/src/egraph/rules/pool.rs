@@ -11,7 +11,8 @@ pub fn rules() -> Vec<Rule> {
 }
 
 fn reduce_to_global_pool(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
-    let Some(Op::Reduce { kind, keepdims, noop_with_empty_axes: false }) = op_of(eg, node) else { return };
+    // With axes given, `noop_with_empty_axes` does not matter.
+    let Some(Op::Reduce { kind, keepdims, .. }) = op_of(eg, node) else { return };
     let kind = match kind {
         ReduceKind::Mean => PoolKind::Average,
         ReduceKind::Max => PoolKind::Max,
