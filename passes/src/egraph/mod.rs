@@ -113,14 +113,9 @@ impl EGraph {
                 break;
             }
         }
-        let t_rw = start.elapsed();
         let originals: HashSet<_> = originals.into_iter().map(|n| n.map_children(|c| eg.find(c))).collect();
         let choice = extract::extract(&eg, &self.cost, &originals, &roots);
-        let t_ex = start.elapsed();
         let out = convert::to_graph(&eg, g, &roots, &choice, &originals)?;
-        if std::env::var_os("KILN_EGRAPH_TIMES").is_some() {
-            eprintln!("rewrite {:?} extract {:?} back {:?} iters {} nodes {} stop {}", t_rw, t_ex - t_rw, start.elapsed() - t_ex, stats.iterations, eg.total_number_of_nodes(), stats.stop);
-        }
         stats.enodes = eg.total_number_of_nodes();
         stats.classes = eg.number_of_classes();
         stats.applied = applied.into_iter().filter(|a| a.1 > 0).collect();
