@@ -9,6 +9,7 @@
 //! assert_eq!(report.level, Level::O2);
 //! ```
 
+pub mod egraph;
 pub mod fp16;
 pub mod layout;
 pub mod manager;
@@ -16,6 +17,7 @@ pub mod pattern;
 mod pipelines;
 pub mod plan;
 
+pub use egraph::EGraph;
 pub use manager::{op_count, optimize, Level, Options, Pass, PassStats, Pipeline, Report};
 pub use pattern::{pattern, Pattern};
 pub use plan::MemoryPlan;
