@@ -10,11 +10,13 @@
 //! ```
 
 pub mod fp16;
+pub mod fusion;
 pub mod manager;
 pub mod pattern;
 mod pipelines;
 pub mod plan;
 
+pub use fusion::{Fusion, KernelView};
 pub use manager::{op_count, optimize, Level, Options, Pass, PassStats, Pipeline, Report};
 pub use pattern::{pattern, Pattern};
 pub use plan::MemoryPlan;

@@ -6,4 +6,7 @@ use crate::manager::Pipeline;
 pub(crate) fn classic(_p: &mut Pipeline) {}
 
 /// What `-O2` adds after the classic passes.
-pub(crate) fn full(_p: &mut Pipeline) {}
+pub(crate) fn full(p: &mut Pipeline) {
+    // Fusion comes last: it turns the rewritten graph into the kernels backends lower.
+    p.push(crate::fusion::Fusion);
+}
