@@ -12,6 +12,18 @@ pub(crate) fn fuse(g: &mut Graph, grp: &Group) -> Result<()> {
     let mut inside: HashMap<Value, Value> = HashMap::new();
     let mut kernel_inputs: Vec<Value> = Vec::new();
     let mut used_consts: Vec<NodeId> = Vec::new();
+    // The kernel's inputs first, so that the body lists them in order before its nodes.
+    for &m in &grp.nodes {
+        for v in g.inputs_of(m).into_iter().flatten() {
+            let outside =
+                !members.contains(&v.node) && !matches!(g.node(v.node).op, Op::Const { .. });
+            if outside && !inside.contains_key(&v) {
+                kernel_inputs.push(v);
+                let name = format!("x{}", kernel_inputs.len() - 1);
+                inside.insert(v, body.add_input(name, g.value_type(v).clone()));
+            }
+        }
+    }
     for &m in &grp.nodes {
         let ins = g.inputs_of(m);
         let mut body_ins = Vec::with_capacity(ins.len());
@@ -22,19 +34,12 @@ pub(crate) fn fuse(g: &mut Graph, grp: &Group) -> Result<()> {
             };
             if !inside.contains_key(&v) {
                 let src = g.node(v.node);
-                let b = if let Op::Const { .. } = src.op {
-                    // Weights and scalars go inside, where a backend sees them when it compiles.
-                    used_consts.push(v.node);
-                    body.add_node_typed(src.op.clone(), src.name.clone(), &[], src.outputs.clone())
-                        .into()
-                } else {
-                    kernel_inputs.push(v);
-                    body.add_input(
-                        format!("x{}", kernel_inputs.len() - 1),
-                        g.value_type(v).clone(),
-                    )
-                };
-                inside.insert(v, b);
+                // Only constants are left: weights and scalars go inside, where a backend
+                // sees them when it compiles.
+                used_consts.push(v.node);
+                let b =
+                    body.add_node_typed(src.op.clone(), src.name.clone(), &[], src.outputs.clone());
+                inside.insert(v, b.into());
             }
             body_ins.push(Some(inside[&v]));
         }
