@@ -39,10 +39,15 @@ pub struct MemoryPlan {
     pub slots: Vec<Slot>,
     /// The arena's size.
     pub arena_bytes: usize,
-    /// What the intermediates would take each in their own buffer.
+    /// What the intermediates would take each in their own buffer (each rounded up to
+    /// [`ALIGN`], as their slots are, so that the arena never exceeds it).
     pub total_bytes: usize,
     /// The node order the lifetimes assume ([`Graph::topo_order`]): run the nodes in it.
     pub order: Vec<NodeId>,
+    /// Intermediates whose size only running the graph tells (a Loop's scan outputs,
+    /// NonZero's indices), left out of the arena: a backend allocates each when it is
+    /// produced. Only [`plan_for_inputs`] leaves any; [`plan`] then gives no plan at all.
+    pub dynamic: Vec<Value>,
 }
 
 impl MemoryPlan {
@@ -55,13 +60,15 @@ impl MemoryPlan {
 /// graph output). `None` when some intermediate's size is not known (symbolic dims): a
 /// backend then plans once the shapes are bound, with [`plan_for_inputs`].
 pub fn plan(graph: &Graph) -> Option<MemoryPlan> {
-    plan_with(graph, |v| bytes_of(graph.value_type(v))).ok()
+    plan_with(graph, |v| bytes_of(graph.value_type(v)))
+        .ok()
+        .filter(|p| p.dynamic.is_empty())
 }
 
 /// Plans `graph` for inputs of these concrete shapes (in signature order): binds symbolic
 /// dims by inferring every node's output type again, node by node, from the inputs' (and
-/// evaluating the small shape computations on the way, as a Reshape's target shape). Errors
-/// name the node whose output size stays unknown, such as one that depends on data.
+/// evaluating the small shape computations on the way, as a Reshape's target shape).
+/// Intermediates whose size still depends on data are listed in [`MemoryPlan::dynamic`].
 pub fn plan_for_inputs(graph: &Graph, input_shapes: &[Vec<usize>]) -> Result<MemoryPlan> {
     let types = concrete_types(graph, input_shapes)?;
     plan_with(graph, |v| types.get(&v).and_then(bytes_of))
@@ -242,13 +249,14 @@ impl Interval {
     }
 }
 
-/// Plans with each value's byte size given by `bytes`; errors name the first value whose
-/// size is not known.
+/// Plans with each value's byte size given by `bytes`; values of unknown size go to
+/// `dynamic`.
 fn plan_with(graph: &Graph, bytes: impl Fn(Value) -> Option<usize>) -> Result<MemoryPlan> {
     let order = graph.topo_order()?;
     let pos: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
     let outputs: std::collections::HashSet<Value> = graph.outputs.iter().map(|(_, v)| *v).collect();
     let mut intervals = Vec::new();
+    let mut dynamic = Vec::new();
     for (i, &n) in order.iter().enumerate() {
         let node = graph.node(n);
         if matches!(node.op, Op::Input | Op::Const { .. }) {
@@ -259,12 +267,10 @@ fn plan_with(graph: &Graph, bytes: impl Fn(Value) -> Option<usize>) -> Result<Me
             if outputs.contains(&value) {
                 continue;
             }
-            let size = bytes(value).ok_or_else(|| {
-                IrError::at(
-                    node.name.clone(),
-                    format!("the size of output {k} is not known"),
-                )
-            })?;
+            let Some(size) = bytes(value) else {
+                dynamic.push(value);
+                continue;
+            };
             let last = graph
                 .uses_of(value)
                 .iter()
@@ -279,7 +285,7 @@ fn plan_with(graph: &Graph, bytes: impl Fn(Value) -> Option<usize>) -> Result<Me
             });
         }
     }
-    let total_bytes = intervals.iter().map(|s| s.bytes).sum();
+    let total_bytes = intervals.iter().map(|s| align_up(s.bytes)).sum();
     let mut by_size = intervals.clone();
     by_size.sort_by(|a, b| {
         b.bytes
@@ -296,6 +302,7 @@ fn plan_with(graph: &Graph, bytes: impl Fn(Value) -> Option<usize>) -> Result<Me
         arena_bytes,
         total_bytes,
         order,
+        dynamic,
     })
 }
 

@@ -9,7 +9,9 @@ use kiln_passes::{Level, Options, Pipeline};
 
 /// Weights for `bin(offset, nbytes)` references: small values of both signs.
 fn weights() -> Vec<u8> {
-    (0..16384).flat_map(|i| ((i as f32 * 0.731).sin() * 0.5).to_le_bytes()).collect()
+    (0..16384)
+        .flat_map(|i| ((i as f32 * 0.731).sin() * 0.5).to_le_bytes())
+        .collect()
 }
 
 /// An input of type `t`'s shape: values of both signs, none repeating soon.
@@ -17,7 +19,9 @@ fn sample(g: &Graph, input: usize) -> Tensor {
     let t = &g.node(g.inputs[input]).outputs[0];
     let dims = t.shape.concrete().expect("test inputs have known shapes");
     let n: usize = dims.iter().product();
-    let data: Vec<f32> = (0..n).map(|i| ((i + 7 * input) as f32 * 1.37).sin() * 2.0).collect();
+    let data: Vec<f32> = (0..n)
+        .map(|i| ((i + 7 * input) as f32 * 1.37).sin() * 2.0)
+        .collect();
     Tensor::new(dims, data).unwrap()
 }
 
@@ -30,8 +34,17 @@ fn fuse(text: &str) -> (Graph, String) {
     let mut after = before.clone();
     let mut p = Pipeline::empty(Level::O2);
     p.push(Fusion);
-    p.run(&mut after, &Options { verify: true, ..Options::default() }).unwrap();
-    let inputs: Vec<Tensor> = (0..before.inputs.len()).map(|i| sample(&before, i)).collect();
+    p.run(
+        &mut after,
+        &Options {
+            verify: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let inputs: Vec<Tensor> = (0..before.inputs.len())
+        .map(|i| sample(&before, i))
+        .collect();
     let want = kiln_ir::eval::run_graph(&before, &inputs).unwrap();
     let got = kiln_ir::eval::run_graph(&after, &inputs).unwrap();
     assert_eq!(want, got, "fusion changed the results");
@@ -54,7 +67,8 @@ fn kinds(g: &Graph) -> Vec<&str> {
     kernels(g).iter().map(|b| b.name.as_str()).collect()
 }
 
-const CONV: &str = "{auto_pad=explicit, dilations=[], group=1, kernel_shape=[], pads=[1,1,1,1], strides=[1,1]}";
+const CONV: &str =
+    "{auto_pad=explicit, dilations=[], group=1, kernel_shape=[], pads=[1,1,1,1], strides=[1,1]}";
 
 #[test]
 fn a_conv_takes_its_bias_and_activation() {
@@ -98,7 +112,11 @@ fn a_conv_takes_an_affine_a_residual_add_and_a_clip() {
     let (g, printed) = fuse(&text);
     assert_eq!(kinds(&g), ["conv+relu", "conv+mul+add+add+clip"]);
     let last = kernels(&g)[1];
-    assert_eq!(last.inputs.len(), 2, "the first kernel's output and the residual");
+    assert_eq!(
+        last.inputs.len(),
+        2,
+        "the first kernel's output and the residual"
+    );
     insta::assert_snapshot!(printed);
 }
 
@@ -136,7 +154,11 @@ fn a_softmax_takes_its_elementwise_prologue_and_epilogue() {
 
     let body = kernels(&g)[0];
     let view = KernelView::of(body).unwrap();
-    let names = |ns: &[kiln_ir::NodeId]| ns.iter().map(|&n| body.node(n).name.clone()).collect::<Vec<_>>();
+    let names = |ns: &[kiln_ir::NodeId]| {
+        ns.iter()
+            .map(|&n| body.node(n).name.clone())
+            .collect::<Vec<_>>()
+    };
     assert_eq!(body.node(view.anchor.unwrap()).name, "softmax");
     assert_eq!(names(&view.prologue), ["scale", "mask"]);
     assert_eq!(names(&view.epilogue), ["after"]);
@@ -242,7 +264,10 @@ fn an_op_broadcasting_a_kernel_value_wider_starts_its_own_kernel() {
   return %1
 }"#;
     let (g, printed) = fuse(text);
-    assert!(kinds(&g).is_empty(), "two kernels of one op each stay plain nodes");
+    assert!(
+        kinds(&g).is_empty(),
+        "two kernels of one op each stay plain nodes"
+    );
     assert_eq!(kiln_passes::op_count(&g), 2);
     insta::assert_snapshot!(printed);
 }
@@ -265,20 +290,42 @@ fn an_op_may_feed_two_kernels_and_several_kernel_outputs() {
 
 #[test]
 fn small_cnn_fuses_to_one_kernel_per_conv_and_pool_and_the_same_results() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/models/small_cnn/model.onnx");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/models/small_cnn/model.onnx"
+    );
     let before = kiln_bridges::onnx::load(std::path::Path::new(path)).unwrap();
     let mut after = before.clone();
     let mut p = Pipeline::empty(Level::O2);
     p.push(Fusion);
-    p.run(&mut after, &Options { verify: true, ..Options::default() }).unwrap();
-    let inputs: Vec<Tensor> = (0..before.inputs.len()).map(|i| sample(&before, i)).collect();
-    assert_eq!(kiln_ir::eval::run_graph(&before, &inputs).unwrap(), kiln_ir::eval::run_graph(&after, &inputs).unwrap());
+    p.run(
+        &mut after,
+        &Options {
+            verify: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let inputs: Vec<Tensor> = (0..before.inputs.len())
+        .map(|i| sample(&before, i))
+        .collect();
+    assert_eq!(
+        kiln_ir::eval::run_graph(&before, &inputs).unwrap(),
+        kiln_ir::eval::run_graph(&after, &inputs).unwrap()
+    );
     for body in kernels(&after) {
         KernelView::of(body).unwrap();
     }
-    insta::assert_snapshot!(kiln_passes::fusion::kernel_kinds(&after).iter().map(|(k, n)| format!("{n} {k}")).collect::<Vec<_>>().join("\n"));
+    insta::assert_snapshot!(kiln_passes::fusion::kernel_kinds(&after)
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect::<Vec<_>>()
+        .join("\n"));
     // Deterministic: fusing again from scratch prints the same IR.
     let mut again = before.clone();
     p.run(&mut again, &Options::default()).unwrap();
-    assert_eq!(print(&after, Weights::Elided), print(&again, Weights::Elided));
+    assert_eq!(
+        print(&after, Weights::Elided),
+        print(&again, Weights::Elided)
+    );
 }
