@@ -329,3 +329,21 @@ fn small_cnn_fuses_to_one_kernel_per_conv_and_pool_and_the_same_results() {
         print(&again, Weights::Elided)
     );
 }
+
+#[test]
+fn unknown_dims_still_fuse_where_an_op_keeps_its_input_shape() {
+    // The matmul's batch dim is known only at run time, but adding a bias and scaling by a
+    // scalar provably keep it; adding a wider tensor does not.
+    let text = r#"graph g(%x: f32[2,3], %w: f32[3,4], %z: f32[2,4]) -> (%y: f32[?,4], %u: f32[?,4]) {
+  @b = f32[4] [0.5,-0.5,1.0,0.0]
+  @s = f32[] [2.0]
+  %0 = matmul(%x, %w) : f32[?,4] "mm"
+  %1 = add(%0, @b) : f32[?,4] "bias"
+  %2 = mul(%1, @s) : f32[?,4] "scale"
+  %3 = add(%2, %z) : f32[?,4] "wider"
+  return %2, %3
+}"#;
+    let (g, printed) = fuse(text);
+    assert_eq!(kinds(&g), ["matmul+add+mul"]);
+    insta::assert_snapshot!(printed);
+}

@@ -184,12 +184,31 @@ impl State<'_> {
             }
             if slot >= linked
                 || self.role[v.node.index()] == Role::Prologue
-                || !same_elements(self.g.value_type(v), out)
+                || !(same_elements(self.g.value_type(v), out) || self.keeps_shape(n, ins, slot))
             {
                 return false;
             }
         }
         self.others_independent(ins, gid)
+    }
+
+    /// Elementwise op `n` computes exactly the shape of its input `slot`, even where dims are
+    /// unknown: batch norm always does, other ops when every other input broadcasts into
+    /// that one (a scalar, a bias).
+    fn keeps_shape(&self, n: NodeId, ins: &[Option<Value>], slot: usize) -> bool {
+        let op = &self.g.node(n).op;
+        if Class::of(op) != Class::Elementwise {
+            return false;
+        }
+        if matches!(op, Op::BatchNorm { .. }) {
+            return slot == 0;
+        }
+        let Some(v) = ins[slot] else { return false };
+        let target = self.g.value_type(v);
+        ins.iter().enumerate().all(|(i, u)| match u {
+            Some(u) if i != slot => broadcasts_into(self.g.value_type(*u), target),
+            _ => true,
+        })
     }
 
     /// A transpose, pad or slice continues a chain of data movement that nothing else reads.
@@ -295,6 +314,25 @@ impl State<'_> {
         }
         true
     }
+}
+
+/// Broadcasting `u` against `v` gives `v`'s shape: `u` has no more dims, and each of its
+/// (right-aligned) dims is 1 or provably equal to `v`'s.
+fn broadcasts_into(u: &TensorType, v: &TensorType) -> bool {
+    let (Some(us), Some(vs)) = (u.shape.dims(), v.shape.dims()) else {
+        return false;
+    };
+    us.len() <= vs.len()
+        && us
+            .iter()
+            .rev()
+            .zip(vs.iter().rev())
+            .all(|(a, b)| match (a, b) {
+                (Dim::Known(1), _) => true,
+                (Dim::Known(x), Dim::Known(y)) => x == y,
+                (Dim::Sym(x), Dim::Sym(y)) => x == y,
+                _ => false,
+            })
 }
 
 /// Both types hold the same number of elements, provably: equal known-dim products and the
