@@ -34,7 +34,11 @@ impl fmt::Display for Stats {
             self.compressed, self.bytes_before, self.bytes_after
         )?;
         if self.out_of_range > 0 {
-            write!(f, ", {} kept as f32 (values beyond f16's range)", self.out_of_range)?;
+            write!(
+                f,
+                ", {} kept as f32 (values beyond f16's range)",
+                self.out_of_range
+            )?;
         }
         Ok(())
     }
@@ -57,13 +61,24 @@ fn compress(g: &mut Graph, stats: &mut Stats) {
             compress(sub, stats);
         }
         let node = &g.nodes[n];
-        let Op::Const { value } = &node.op else { continue };
-        let Ok(vals) = value.as_slice::<f32>() else { continue };
-        if vals.len() < MIN_ELEMENTS || node.outputs.len() != 1 || node.outputs[0].dtype != DType::F32 {
+        let Op::Const { value } = &node.op else {
+            continue;
+        };
+        let Ok(vals) = value.as_slice::<f32>() else {
+            continue;
+        };
+        if vals.len() < MIN_ELEMENTS
+            || node.outputs.len() != 1
+            || node.outputs[0].dtype != DType::F32
+        {
             continue;
         }
         let half: Vec<f16> = vals.iter().map(|&x| f16::from_f32(x)).collect();
-        if vals.iter().zip(&half).any(|(x, h)| x.is_finite() && h.is_infinite()) {
+        if vals
+            .iter()
+            .zip(&half)
+            .any(|(x, h)| x.is_finite() && h.is_infinite())
+        {
             stats.out_of_range += 1;
             continue;
         }

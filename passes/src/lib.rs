@@ -12,12 +12,14 @@
 pub mod egraph;
 pub mod fp16;
 pub mod layout;
+pub mod fusion;
 pub mod manager;
 pub mod pattern;
 mod pipelines;
 pub mod plan;
 
 pub use egraph::EGraph;
+pub use fusion::{Fusion, KernelView};
 pub use manager::{op_count, optimize, Level, Options, Pass, PassStats, Pipeline, Report};
 pub use pattern::{pattern, Pattern};
 pub use plan::MemoryPlan;

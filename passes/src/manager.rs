@@ -33,7 +33,9 @@ impl FromStr for Level {
             "0" => Ok(Level::O0),
             "1" => Ok(Level::O1),
             "2" => Ok(Level::O2),
-            _ => Err(format!("unknown optimization level `{s}`; expected 0, 1 or 2")),
+            _ => Err(format!(
+                "unknown optimization level `{s}`; expected 0, 1 or 2"
+            )),
         }
     }
 }
@@ -69,7 +71,11 @@ pub struct Report {
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "pipeline {} ({} passes)", self.level, self.passes.len())?;
-        writeln!(f, "  {:<20} {:>8} {:>8} {:>10}", "pass", "before", "after", "time")?;
+        writeln!(
+            f,
+            "  {:<20} {:>8} {:>8} {:>10}",
+            "pass", "before", "after", "time"
+        )?;
         for p in &self.passes {
             writeln!(
                 f,
@@ -97,13 +103,20 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Options {
-        Options { level: Level::O2, verify: cfg!(debug_assertions) || std::env::var_os("KILN_VERIFY").is_some(), stop_after: None }
+        Options {
+            level: Level::O2,
+            verify: cfg!(debug_assertions) || std::env::var_os("KILN_VERIFY").is_some(),
+            stop_after: None,
+        }
     }
 }
 
 impl Options {
     pub fn level(level: Level) -> Options {
-        Options { level, ..Options::default() }
+        Options {
+            level,
+            ..Options::default()
+        }
     }
 }
 
@@ -115,7 +128,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub fn empty(level: Level) -> Pipeline {
-        Pipeline { level, passes: Vec::new() }
+        Pipeline {
+            level,
+            passes: Vec::new(),
+        }
     }
 
     /// The standard pipeline for `level`.
@@ -150,16 +166,32 @@ impl Pipeline {
                 )));
             }
         }
-        let mut report = Report { level: self.level, passes: Vec::new() };
+        let mut report = Report {
+            level: self.level,
+            passes: Vec::new(),
+        };
         for pass in &self.passes {
             let nodes_before = op_count(graph);
             let start = Instant::now();
             pass.run(graph).map_err(|e| in_pass(pass.name(), e))?;
             let time = start.elapsed();
             if options.verify {
-                kiln_ir::verify(graph).map_err(|e| in_pass(pass.name(), IrError { message: format!("left an invalid graph: {}", e.message), ..e }))?;
+                kiln_ir::verify(graph).map_err(|e| {
+                    in_pass(
+                        pass.name(),
+                        IrError {
+                            message: format!("left an invalid graph: {}", e.message),
+                            ..e
+                        },
+                    )
+                })?;
             }
-            report.passes.push(PassStats { name: pass.name(), nodes_before, nodes_after: op_count(graph), time });
+            report.passes.push(PassStats {
+                name: pass.name(),
+                nodes_before,
+                nodes_after: op_count(graph),
+                time,
+            });
             if options.stop_after.as_deref() == Some(pass.name()) {
                 break;
             }
@@ -176,9 +208,16 @@ pub fn optimize(graph: &mut Graph, options: &Options) -> Result<Report> {
 /// Nodes that compute something: everything but inputs and constants. After fusion, each
 /// one is a kernel a backend launches.
 pub fn op_count(graph: &Graph) -> usize {
-    graph.nodes.node_weights().filter(|n| !matches!(n.op, Op::Input | Op::Const { .. })).count()
+    graph
+        .nodes
+        .node_weights()
+        .filter(|n| !matches!(n.op, Op::Input | Op::Const { .. }))
+        .count()
 }
 
 fn in_pass(pass: &str, e: IrError) -> IrError {
-    IrError { message: format!("pass {pass}: {}", e.message), ..e }
+    IrError {
+        message: format!("pass {pass}: {}", e.message),
+        ..e
+    }
 }

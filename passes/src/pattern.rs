@@ -71,7 +71,11 @@ pub fn pattern(op: &Op) -> Pattern {
         | Op::MeanVarianceNormalization { .. }
         | Op::Pool { .. }
         | Op::GlobalPool { .. } => Reduction,
-        Op::Conv { .. } | Op::ConvTranspose { .. } | Op::MatMul | Op::Gemm { .. } | Op::Einsum { .. } => OutFusable,
+        Op::Conv { .. }
+        | Op::ConvTranspose { .. }
+        | Op::MatMul
+        | Op::Gemm { .. }
+        | Op::Einsum { .. } => OutFusable,
         _ => Opaque,
     }
 }

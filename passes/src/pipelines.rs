@@ -12,4 +12,6 @@ pub(crate) fn classic(_p: &mut Pipeline) {}
 pub(crate) fn full(p: &mut Pipeline) {
     p.push(crate::layout::Layout);
     p.push(crate::egraph::EGraph::default());
+    // Fusion comes last: it turns the rewritten graph into the kernels backends lower.
+    p.push(crate::fusion::Fusion);
 }
