@@ -165,15 +165,23 @@ fn dump(path: &Path, load: &LoadArgs, level: kiln_passes::Level, after: Option<S
     if list_passes {
         print!("{report}");
         println!("kernels: {}", kiln_passes::op_count(&m.graph));
-        if let Some(plan) = kiln_passes::plan::plan(&m.graph) {
-            println!(
-                "memory plan: arena {} for {} of intermediates ({:.1}%)",
+        // Symbolic dims (a Keras batch N) are planned at 1, as `kiln bench` runs them.
+        let at_one: Vec<Vec<usize>> = m
+            .inputs()
+            .iter()
+            .map(|(_, t)| t.shape.dims().unwrap_or(&[]).iter().map(|d| d.known().unwrap_or(1)).collect())
+            .collect();
+        let symbolic = m.inputs().iter().any(|(_, t)| t.shape.dims().map_or(true, |d| d.iter().any(|d| d.known().is_none())));
+        match kiln_passes::plan::plan_for_inputs(&m.graph, &at_one) {
+            Ok(plan) => println!(
+                "memory plan{}: arena {} for {} of intermediates ({:.1}%){}",
+                if symbolic { " (symbolic dims at 1)" } else { "" },
                 human_bytes(plan.arena_bytes),
                 human_bytes(plan.total_bytes),
-                100.0 * plan.arena_bytes as f64 / plan.total_bytes.max(1) as f64
-            );
-        } else {
-            println!("memory plan: none (some intermediate's size is not known before run time)");
+                100.0 * plan.arena_bytes as f64 / plan.total_bytes.max(1) as f64,
+                if plan.dynamic.is_empty() { String::new() } else { format!(", {} values sized at run time", plan.dynamic.len()) }
+            ),
+            Err(e) => println!("memory plan: none ({e})"),
         }
     } else {
         print!("{}", kiln::ir::text::print(&m.graph, kiln::ir::text::Weights::Elided));
