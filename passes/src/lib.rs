@@ -9,12 +9,14 @@
 //! assert_eq!(report.level, Level::O2);
 //! ```
 
+pub mod classic;
 pub mod fp16;
 pub mod manager;
 pub mod pattern;
 mod pipelines;
 pub mod plan;
 
+pub use classic::{Cse, Dce, Decompose, Fold, ShapeFold, Simplify};
 pub use manager::{op_count, optimize, Level, Options, Pass, PassStats, Pipeline, Report};
 pub use pattern::{pattern, Pattern};
 pub use plan::MemoryPlan;
