@@ -7,7 +7,8 @@
 //! Afterwards the types downstream are re-inferred, and `fold` finishes what is left.
 
 use super::util::each_graph;
-use kiln_ir::rewrite::{is_unused, is_used, reinfer_all, remove_node, replace_uses, set_input};
+use kiln_ir::rewrite::{is_unused, is_used, reinfer, reinfer_all, remove_node, replace_uses, set_input};
+use std::collections::HashMap;
 use kiln_ir::{eval::eval_op, DType, Dim, Graph, NodeId, Op, Result, Tensor, Value};
 
 /// `shape-fold`: folds shape computations the types already answer.
@@ -58,6 +59,9 @@ fn shape_fold_graph(g: &mut Graph) -> Result<usize> {
         if !g.nodes.contains_node(n) {
             continue;
         }
+        // Precision gained upstream in this sweep (a Reshape given a constant target) is
+        // what lets a Shape further down fold.
+        reinfer(g, n);
         let node = g.node(n);
         let out = Value::new(n, 0);
         match &node.op {
@@ -67,7 +71,14 @@ fn shape_fold_graph(g: &mut Graph) -> Result<usize> {
                 let c = g.add_const(node.name.clone(), Tensor::scalar(numel as i64));
                 changed += usize::from(replace_all(g, n, c));
             }
-            Op::Shape { .. } | Op::Gather { axis: 0 } | Op::Slice | Op::Concat { axis: 0 } | Op::Unsqueeze | Op::Squeeze | Op::Cast { .. } => {
+            Op::Shape { .. }
+            | Op::Gather { axis: 0 }
+            | Op::Slice
+            | Op::Concat { axis: 0 }
+            | Op::Unsqueeze
+            | Op::Squeeze
+            | Op::Cast { .. }
+            | Op::Binary(_) => {
                 let ty = &node.outputs[0];
                 if !matches!(ty.dtype, DType::I64 | DType::I32) || node.outputs.len() != 1 {
                     continue;
@@ -82,7 +93,12 @@ fn shape_fold_graph(g: &mut Graph) -> Result<usize> {
                 let c = g.add_const(name, t);
                 changed += usize::from(replace_all(g, n, c));
             }
-            Op::Reshape { allowzero: false } => changed += usize::from(constant_reshape_target(g, n)),
+            Op::Reshape { allowzero: false } => {
+                if constant_reshape_target(g, n) {
+                    reinfer(g, n);
+                    changed += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -139,7 +155,10 @@ fn constant_reshape_target(g: &mut Graph, n: NodeId) -> bool {
     if g.value_type(target).dtype != DType::I64 {
         return false;
     }
-    let name = format!("{}:shape", g.node(n).name);
+    let name = match g.node(n).name.as_str() {
+        "" => "shape".to_string(),
+        s => format!("{s}:shape"),
+    };
     let c = g.add_const(name, t);
     // Only this Reshape's slot changes: other readers of the target may need the real values.
     set_input(g, n, 1, Some(c));
@@ -149,6 +168,21 @@ fn constant_reshape_target(g: &mut Graph, n: NodeId) -> bool {
 /// What the int tensor `v` holds, element by element, when it comes from shapes and
 /// constants by ops this reads (Shape, Gather, Slice, Concat, Unsqueeze, Squeeze, Cast).
 fn sym_vec(g: &Graph, v: Value, depth: usize) -> Option<SymVec> {
+    sym_vec_memo(g, v, depth, &mut HashMap::new())
+}
+
+/// `sym_vec` remembering each value it read: a chain that reads one value many times
+/// (diamonds of shape arithmetic) costs one visit per value.
+fn sym_vec_memo(g: &Graph, v: Value, depth: usize, memo: &mut HashMap<Value, Option<SymVec>>) -> Option<SymVec> {
+    if let Some(s) = memo.get(&v) {
+        return s.clone();
+    }
+    let s = sym_vec_uncached(g, v, depth, memo);
+    memo.insert(v, s.clone());
+    s
+}
+
+fn sym_vec_uncached(g: &Graph, v: Value, depth: usize, memo: &mut HashMap<Value, Option<SymVec>>) -> Option<SymVec> {
     if depth > MAX_DEPTH {
         return None;
     }
@@ -180,11 +214,11 @@ fn sym_vec(g: &Graph, v: Value, depth: usize) -> Option<SymVec> {
                 .collect();
             Some(SymVec { scalar: false, elems })
         }
-        Op::Cast { to } if to.is_int() && matches!(g.value_type(arg(0)?).dtype, DType::I64 | DType::I32) => sym_vec(g, arg(0)?, depth + 1),
+        Op::Cast { to } if to.is_int() && matches!(g.value_type(arg(0)?).dtype, DType::I64 | DType::I32) => sym_vec_memo(g, arg(0)?, depth + 1, memo),
         Op::Concat { axis: 0 } => {
             let mut elems = Vec::new();
             for v in ins.iter() {
-                let s = sym_vec(g, (*v)?, depth + 1)?;
+                let s = sym_vec_memo(g, (*v)?, depth + 1, memo)?;
                 if s.scalar {
                     return None;
                 }
@@ -194,7 +228,7 @@ fn sym_vec(g: &Graph, v: Value, depth: usize) -> Option<SymVec> {
         }
         // Index-moving ops: run them on the element positions, then pick the elements.
         Op::Gather { axis: 0 } | Op::Slice | Op::Unsqueeze | Op::Squeeze => {
-            let data = sym_vec(g, arg(0)?, depth + 1)?;
+            let data = sym_vec_memo(g, arg(0)?, depth + 1, memo)?;
             let shape = if data.scalar { vec![] } else { vec![data.elems.len()] };
             let positions = Tensor::from_i64(DType::I64, shape, &(0..data.elems.len() as i64).collect::<Vec<_>>()).ok()?;
             let mut args = vec![Some(positions)];
@@ -210,6 +244,18 @@ fn sym_vec(g: &Graph, v: Value, depth: usize) -> Option<SymVec> {
             }
             let elems = picked.to_i64_vec().into_iter().map(|p| data.elems.get(usize::try_from(p).ok()?).cloned()).collect::<Option<_>>()?;
             Some(SymVec { scalar: picked.rank() == 0, elems })
+        }
+        // Arithmetic on sizes (a product of two dims): evaluated when the operands are known.
+        Op::Binary(_) => {
+            let mut args = Vec::with_capacity(ins.len());
+            for v in &ins {
+                let s = sym_vec_memo(g, (*v)?, depth + 1, memo)?;
+                let shape = if s.scalar { vec![] } else { vec![s.elems.len()] };
+                args.push(Some(Tensor::from_i64(g.value_type((*v)?).dtype, shape, &s.known()?).ok()?));
+            }
+            let t = eval_op(&node.op, &args, 1).ok()?.pop()?;
+            (t.rank() <= 1 && t.dtype().is_int())
+                .then(|| SymVec { scalar: t.rank() == 0, elems: t.to_i64_vec().into_iter().map(Elem::Val).collect() })
         }
         _ => None,
     }
