@@ -46,30 +46,55 @@ pub fn replace_consumer_uses(g: &mut Graph, old: Value, new: Value) {
         .collect();
     for (id, target, input) in edges {
         g.nodes.remove_edge(id);
-        g.nodes.add_edge(new.node, target, Edge { output: new.output, input });
+        g.nodes.add_edge(
+            new.node,
+            target,
+            Edge {
+                output: new.output,
+                input,
+            },
+        );
     }
 }
 
 /// Makes input slot `slot` of `n` read `v` (`None`: absent).
 pub fn set_input(g: &mut Graph, n: NodeId, slot: usize, v: Option<Value>) {
-    let old: Vec<_> = g.nodes.edges_directed(n, Direction::Incoming).filter(|e| e.weight().input == slot).map(|e| e.id()).collect();
+    let old: Vec<_> = g
+        .nodes
+        .edges_directed(n, Direction::Incoming)
+        .filter(|e| e.weight().input == slot)
+        .map(|e| e.id())
+        .collect();
     for e in old {
         g.nodes.remove_edge(e);
     }
     if let Some(v) = v {
-        g.nodes.add_edge(v.node, n, Edge { output: v.output, input: slot });
+        g.nodes.add_edge(
+            v.node,
+            n,
+            Edge {
+                output: v.output,
+                input: slot,
+            },
+        );
     }
 }
 
 /// True when some node or graph output reads `v`.
 pub fn is_used(g: &Graph, v: Value) -> bool {
     g.outputs.iter().any(|(_, o)| *o == v)
-        || g.nodes.edges_directed(v.node, Direction::Outgoing).any(|e| e.weight().output == v.output)
+        || g.nodes
+            .edges_directed(v.node, Direction::Outgoing)
+            .any(|e| e.weight().output == v.output)
 }
 
 /// True when no node or graph output reads any output of `n`.
 pub fn is_unused(g: &Graph, n: NodeId) -> bool {
-    g.outputs.iter().all(|(_, o)| o.node != n) && g.nodes.edges_directed(n, Direction::Outgoing).next().is_none()
+    g.outputs.iter().all(|(_, o)| o.node != n)
+        && g.nodes
+            .edges_directed(n, Direction::Outgoing)
+            .next()
+            .is_none()
 }
 
 /// Removes `n` and its edges. Graph inputs are never removed; returns whether `n` went.
@@ -85,8 +110,12 @@ pub fn infer_node(g: &Graph, n: NodeId) -> Result<Vec<TensorType>> {
     let node = g.node(n);
     let ins = g.inputs_of(n);
     let types: Vec<Option<&TensorType>> = ins.iter().map(|v| v.map(|v| g.value_type(v))).collect();
-    let consts: Vec<Option<&Tensor>> = ins.iter().map(|v| v.and_then(|v| g.const_value(v))).collect();
-    crate::infer::infer(&node.op, &types, &consts, node.outputs.len()).map_err(|e| e.in_node(node.name.clone()))
+    let consts: Vec<Option<&Tensor>> = ins
+        .iter()
+        .map(|v| v.and_then(|v| g.const_value(v)))
+        .collect();
+    crate::infer::infer(&node.op, &types, &consts, node.outputs.len())
+        .map_err(|e| e.in_node(node.name.clone()))
 }
 
 /// Re-infers the types of `n` and refines its declared ones with what inference now knows
@@ -97,7 +126,9 @@ pub fn reinfer(g: &mut Graph, n: NodeId) -> bool {
     if matches!(g.node(n).op, Op::Input | Op::Const { .. }) {
         return false;
     }
-    let Ok(inferred) = infer_node(g, n) else { return false };
+    let Ok(inferred) = infer_node(g, n) else {
+        return false;
+    };
     let mut changed = false;
     for (k, inf) in inferred.iter().enumerate() {
         let v = Value::new(n, k);
@@ -146,6 +177,9 @@ pub fn refine(declared: &TensorType, inferred: &TensorType) -> Option<TensorType
             out
         }
     };
-    let better = TensorType { dtype: declared.dtype, shape: Shape(Some(dims)) };
+    let better = TensorType {
+        dtype: declared.dtype,
+        shape: Shape(Some(dims)),
+    };
     (better != *declared).then_some(better)
 }

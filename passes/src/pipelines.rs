@@ -8,7 +8,12 @@ use crate::manager::Pipeline;
 /// what it merged away.
 pub(crate) fn classic(p: &mut Pipeline) {
     use crate::classic::*;
-    p.push(Simplify).push(ShapeFold).push(Fold).push(Dce).push(Cse).push(Dce);
+    p.push(Simplify)
+        .push(ShapeFold)
+        .push(Fold)
+        .push(Dce)
+        .push(Cse)
+        .push(Dce);
 }
 
 /// What `-O2` adds after the classic passes.

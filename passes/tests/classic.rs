@@ -16,7 +16,14 @@ fn run(g: &mut Graph, passes: Vec<Box<dyn Fn(&mut Pipeline)>>) {
     for push in passes {
         push(&mut p);
     }
-    p.run(g, &Options { verify: true, ..Options::default() }).unwrap();
+    p.run(
+        g,
+        &Options {
+            verify: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
 }
 
 fn with<P: Pass + 'static>(make: fn() -> P) -> Box<dyn Fn(&mut Pipeline)> {
@@ -31,17 +38,26 @@ fn apply(text: &str, passes: Vec<Box<dyn Fn(&mut Pipeline)>>, inputs: &[Tensor])
     let before = run_graph(&g, inputs).unwrap();
     run(&mut g, passes);
     let after = run_graph(&g, inputs).unwrap();
-    assert_eq!(before, after, "results changed:\n{}", print(&g, Weights::Inline));
+    assert_eq!(
+        before,
+        after,
+        "results changed:\n{}",
+        print(&g, Weights::Inline)
+    );
     print(&g, Weights::Inline)
 }
 
 fn f32s(shape: &[usize], seed: u64) -> Tensor {
     let n: usize = shape.iter().product();
     // A small LCG: deterministic data in [-4, 4).
-    let mut s = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut s = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let v: Vec<f32> = (0..n)
         .map(|_| {
-            s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            s = s
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0
         })
         .collect();
@@ -127,8 +143,15 @@ fn fold_works_inside_nested_graphs_whose_inputs_are_not_constants() {
       return %0
     }"#;
     for c in [true, false] {
-        let out = apply(text, vec![with(|| Fold), with(|| Dce)], &[Tensor::scalar(c), f32s(&[2], 3)]);
-        assert!(out.contains("add(%tx, @0)") && !out.contains("exp("), "{out}");
+        let out = apply(
+            text,
+            vec![with(|| Fold), with(|| Dce)],
+            &[Tensor::scalar(c), f32s(&[2], 3)],
+        );
+        assert!(
+            out.contains("add(%tx, @0)") && !out.contains("exp("),
+            "{out}"
+        );
     }
 }
 
@@ -162,7 +185,14 @@ fn shape_fold_makes_shape_chains_constant_and_keeps_symbolic_dims_symbolic() {
         p.push(ShapeFold).push(Fold).push(Dce);
         p
     };
-    p.run(&mut g, &Options { verify: true, ..Options::default() }).unwrap();
+    p.run(
+        &mut g,
+        &Options {
+            verify: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     assert_eq!(run_graph(&g, &[x]).unwrap(), before);
     let out = print(&g, Weights::Inline);
     // The dims 4 and 8 were known: their product folds; N stays a copy of x's dim 0, and
@@ -192,7 +222,11 @@ fn shape_fold_reinfers_types_downstream_but_not_the_signature() {
       %6 = add(%3, %5) : f32[?,?]
       return %6
     }"#;
-    let out = apply(text, vec![with(|| ShapeFold), with(|| Fold), with(|| Dce)], &[f32s(&[2, 4, 8], 5)]);
+    let out = apply(
+        text,
+        vec![with(|| ShapeFold), with(|| Fold), with(|| Dce)],
+        &[f32s(&[2, 4, 8], 5)],
+    );
     insta::assert_snapshot!(out, @r#"
     graph g(%x: f32[N,4,8]) -> (%y: f32[?,?]) {
       @0 = f32[1] [32.0]
@@ -222,8 +256,15 @@ fn dce_keeps_a_node_one_of_whose_outputs_is_read_and_cleans_nested_graphs() {
         }} : f32[2]
       return %2
     }"#;
-    let out = apply(text, vec![with(|| Dce)], &[Tensor::scalar(true), f32s(&[4], 6)]);
-    assert!(out.contains("split(%x, @s)") && !out.contains("relu") && !out.contains("exp"), "{out}");
+    let out = apply(
+        text,
+        vec![with(|| Dce)],
+        &[Tensor::scalar(true), f32s(&[4], 6)],
+    );
+    assert!(
+        out.contains("split(%x, @s)") && !out.contains("relu") && !out.contains("exp"),
+        "{out}"
+    );
 }
 
 // ── cse ─────────────────────────────────────────────────────────────────────────────────
@@ -288,7 +329,11 @@ fn simplify_removes_identities_and_no_ops() {
       %11 = reshape(%10, @flat) {allowzero=false} : f32[N,4]
       return %11
     }"#;
-    let out = apply(text, vec![with(|| Simplify), with(|| Dce)], &[f32s(&[3, 4], 8)]);
+    let out = apply(
+        text,
+        vec![with(|| Simplify), with(|| Dce)],
+        &[f32s(&[3, 4], 8)],
+    );
     // x·1 with a [1,1,1] one broadcasts x to rank 3: it stays.
     insta::assert_snapshot!(out, @r#"
     graph g(%x: f32[N,4]) -> (%y: f32[N,4]) {
@@ -311,7 +356,11 @@ fn simplify_rewires_graph_outputs_and_keeps_their_types() {
       %3 = relu(%2.0) : f32[N,4]
       return %0, %1, %2.1
     }"#;
-    let out = apply(text, vec![with(|| Simplify), with(|| Dce)], &[f32s(&[2, 4], 9)]);
+    let out = apply(
+        text,
+        vec![with(|| Simplify), with(|| Dce)],
+        &[f32s(&[2, 4], 9)],
+    );
     // y is x itself now; z's declared type differs from x's, so its identity stays; the
     // dropout's mask is read, so the dropout stays.
     insta::assert_snapshot!(out, @r#"
@@ -330,7 +379,10 @@ fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
     assert_eq!(a.dtype(), b.dtype(), "{what}");
     for (i, (x, y)) in a.to_f64_vec().iter().zip(b.to_f64_vec()).enumerate() {
         // f32 arithmetic step by step against the reference's f64: a few ulps per step.
-        assert!((x - y).abs() <= 1e-5 * y.abs().max(1.0), "{what}: element {i}: {x} vs {y}");
+        assert!(
+            (x - y).abs() <= 1e-5 * y.abs().max(1.0),
+            "{what}: element {i}: {x} vs {y}"
+        );
     }
 }
 
@@ -338,12 +390,28 @@ fn assert_close(a: &Tensor, b: &Tensor, what: &str) {
 fn check_decomposition(text: &str, inputs: &[Tensor]) -> String {
     let mut g = graph(text);
     let before = run_graph(&g, inputs).unwrap();
-    let composite = g.nodes.node_weights().find(|n| !matches!(n.op, Op::Input | Op::Const { .. })).unwrap().op.name();
+    let composite = g
+        .nodes
+        .node_weights()
+        .find(|n| !matches!(n.op, Op::Input | Op::Const { .. }))
+        .unwrap()
+        .op
+        .name();
     let mut p = Pipeline::empty(Level::O1);
     p.push(Decompose::new(|_| false));
-    p.run(&mut g, &Options { verify: true, ..Options::default() }).unwrap();
+    p.run(
+        &mut g,
+        &Options {
+            verify: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let out = print(&g, Weights::Inline);
-    assert!(!g.nodes.node_weights().any(|n| n.op.name() == composite), "{out}");
+    assert!(
+        !g.nodes.node_weights().any(|n| n.op.name() == composite),
+        "{out}"
+    );
     let after = run_graph(&g, inputs).unwrap();
     for (a, b) in after.iter().zip(&before) {
         assert_close(a, b, &out);
@@ -380,7 +448,13 @@ fn decompose_activations_compute_what_the_composites_compute() {
 
 #[test]
 fn decompose_softplus_does_not_overflow() {
-    let x = Tensor::new(vec![2, 3, 4, 5], (0..120).map(|i| (i as f32 - 60.0) * 3.0).collect::<Vec<_>>()).unwrap();
+    let x = Tensor::new(
+        vec![2, 3, 4, 5],
+        (0..120)
+            .map(|i| (i as f32 - 60.0) * 3.0)
+            .collect::<Vec<_>>(),
+    )
+    .unwrap();
     check_decomposition(&unary_graph("softplus(%x)"), &[x]);
 }
 
@@ -390,7 +464,10 @@ fn decompose_normalizations_gemm_and_flatten() {
       %0 = layer_norm(%x, %s, %b) {axis=-1, epsilon=1e-5, stash_type=f32} : (f32[2,3,8], f32[2,3,1], f32[2,3,1])
       return %0.0, %0.1, %0.2
     }"#;
-    check_decomposition(layer_norm, &[f32s(&[2, 3, 8], 11), f32s(&[8], 12), f32s(&[8], 13)]);
+    check_decomposition(
+        layer_norm,
+        &[f32s(&[2, 3, 8], 11), f32s(&[8], 12), f32s(&[8], 13)],
+    );
 
     let batch_norm = r#"graph g(%x: f32[2,3,4,4]) -> (%y: f32[2,3,4,4]) {
       @s = f32[3] [1, 0.5, 2]
@@ -407,7 +484,10 @@ fn decompose_normalizations_gemm_and_flatten() {
       %0 = gemm(%a, %b, %c) {alpha=0.5, beta=2.0, trans_a=true, trans_b=true} : f32[3,5]
       return %0
     }"#;
-    check_decomposition(gemm, &[f32s(&[4, 3], 15), f32s(&[5, 4], 16), f32s(&[5], 17)]);
+    check_decomposition(
+        gemm,
+        &[f32s(&[4, 3], 15), f32s(&[5, 4], 16), f32s(&[5], 17)],
+    );
 
     let flatten = r#"graph g(%x: f32[N,3,4]) -> (%y: f32[N,12]) {
       %0 = flatten(%x) {axis=1} : f32[N,12]
@@ -421,31 +501,63 @@ fn decompose_normalizations_gemm_and_flatten() {
 fn decompose_leaves_the_ops_the_backend_keeps() {
     let mut g = graph(&unary_graph("mish(%x)"));
     let mut p = Pipeline::empty(Level::O1);
-    p.push(Decompose::new(|op| matches!(op, Op::Unary(UnaryOp::Softplus))));
-    p.run(&mut g, &Options { verify: true, ..Options::default() }).unwrap();
+    p.push(Decompose::new(|op| {
+        matches!(op, Op::Unary(UnaryOp::Softplus))
+    }));
+    p.run(
+        &mut g,
+        &Options {
+            verify: true,
+            ..Options::default()
+        },
+    )
+    .unwrap();
     let out = print(&g, Weights::Inline);
-    assert!(out.contains("softplus(%x)") && !out.contains("mish"), "{out}");
+    assert!(
+        out.contains("softplus(%x)") && !out.contains("mish"),
+        "{out}"
+    );
 }
 
 // ── the -O1 pipeline ────────────────────────────────────────────────────────────────────
 
 #[test]
 fn o1_runs_the_classic_passes_in_order() {
-    assert_eq!(Pipeline::standard(Level::O1).names(), ["simplify", "shape-fold", "fold", "dce", "cse", "dce"]);
+    assert_eq!(
+        Pipeline::standard(Level::O1).names(),
+        ["simplify", "shape-fold", "fold", "dce", "cse", "dce"]
+    );
     let mut g = graph(SHAPE_CHAIN);
     let x = f32s(&[2, 4, 8], 19);
     let before = run_graph(&g, &[x.clone()]).unwrap();
-    kiln_passes::optimize(&mut g, &Options { verify: true, ..Options::level(Level::O1) }).unwrap();
+    kiln_passes::optimize(
+        &mut g,
+        &Options {
+            verify: true,
+            ..Options::level(Level::O1)
+        },
+    )
+    .unwrap();
     assert_eq!(run_graph(&g, &[x]).unwrap(), before);
 }
 
 #[test]
 fn small_cnn_after_o1() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/models/small_cnn/model.onnx");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/models/small_cnn/model.onnx"
+    );
     let mut g = kiln_bridges::onnx::load(std::path::Path::new(path)).unwrap();
     let x = f32s(&[1, 32, 32, 3], 20);
     let before = run_graph(&g, &[x.clone()]).unwrap();
-    kiln_passes::optimize(&mut g, &Options { verify: true, ..Options::level(Level::O1) }).unwrap();
+    kiln_passes::optimize(
+        &mut g,
+        &Options {
+            verify: true,
+            ..Options::level(Level::O1)
+        },
+    )
+    .unwrap();
     assert_eq!(run_graph(&g, &[x]).unwrap(), before);
     insta::assert_snapshot!(print(&g, Weights::Elided));
 }

@@ -73,7 +73,12 @@ fn equal(g: &Graph, a: NodeId, b: NodeId) -> bool {
         (Op::Const { .. }, _) | (_, Op::Const { .. }) => false,
         // `==` takes 0.0 and -0.0 in an attribute (an f32, ConstantOfShape's value) for the
         // same; their printed forms tell them apart.
-        (p, q) => p == q && x.outputs.len() == y.outputs.len() && g.inputs_of(a) == g.inputs_of(b) && format!("{p:?}") == format!("{q:?}"),
+        (p, q) => {
+            p == q
+                && x.outputs.len() == y.outputs.len()
+                && g.inputs_of(a) == g.inputs_of(b)
+                && format!("{p:?}") == format!("{q:?}")
+        }
     }
 }
 

@@ -8,7 +8,10 @@
 use super::util::each_graph;
 use kiln_ir::rewrite::{is_unused, is_used, remove_node, replace_uses};
 use kiln_ir::verify::compatible;
-use kiln_ir::{BinaryOp, DType, Dim, GeluApproximation, Graph, NodeId, Op, ReduceKind, Result, Tensor, UnaryOp, Value};
+use kiln_ir::{
+    BinaryOp, DType, Dim, GeluApproximation, Graph, NodeId, Op, ReduceKind, Result, Tensor,
+    UnaryOp, Value,
+};
 
 /// `decompose`: rewrites the ops `keep` rejects into primitives.
 pub struct Decompose {
@@ -18,7 +21,9 @@ pub struct Decompose {
 impl Decompose {
     /// `keep(op)` says whether the backend runs `op` itself.
     pub fn new(keep: impl Fn(&Op) -> bool + Send + Sync + 'static) -> Decompose {
-        Decompose { keep: Box::new(keep) }
+        Decompose {
+            keep: Box::new(keep),
+        }
     }
 }
 
@@ -78,12 +83,22 @@ pub fn decomposable(op: &Op) -> bool {
 fn decompose_node(g: &mut Graph, n: NodeId) -> bool {
     let node = g.node(n).clone();
     let ins = g.inputs_of(n);
-    let Some(Some(x)) = ins.first().copied() else { return false };
+    let Some(Some(x)) = ins.first().copied() else {
+        return false;
+    };
     let dtype = g.value_type(x).dtype;
-    let mut b = Builder { g, name: node.name.clone(), dtype };
-    let Some(outs) = b.expand(&node.op, x, &ins) else { return false };
+    let mut b = Builder {
+        g,
+        name: node.name.clone(),
+        dtype,
+    };
+    let Some(outs) = b.expand(&node.op, x, &ins) else {
+        return false;
+    };
     // Every output that is read needs its replacement.
-    if (0..node.outputs.len()).any(|k| is_used(b.g, Value::new(n, k)) && outs.get(k).copied().flatten().is_none()) {
+    if (0..node.outputs.len())
+        .any(|k| is_used(b.g, Value::new(n, k)) && outs.get(k).copied().flatten().is_none())
+    {
         return false;
     }
     for (k, new) in outs.into_iter().enumerate() {
@@ -91,7 +106,9 @@ fn decompose_node(g: &mut Graph, n: NodeId) -> bool {
         // The replacement may know less (or more) of the shape; the node's declared type,
         // already verified, keeps graph outputs and consumers as they were.
         let declared = &node.outputs[k];
-        if compatible(declared, b.g.value_type(new)) && !matches!(b.g.node(new.node).op, Op::Input | Op::Const { .. }) {
+        if compatible(declared, b.g.value_type(new))
+            && !matches!(b.g.node(new.node).op, Op::Input | Op::Const { .. })
+        {
             b.g.nodes[new.node].outputs[new.output] = declared.clone();
         }
         replace_uses(b.g, Value::new(n, k), new);
@@ -143,7 +160,14 @@ impl Builder<'_> {
     }
     fn reduce(&mut self, kind: ReduceKind, x: Value, axes: &[i64]) -> Option<Value> {
         let a = self.ints("axes", axes)?;
-        self.op(Op::Reduce { kind, keepdims: true, noop_with_empty_axes: false }, &[x, a])
+        self.op(
+            Op::Reduce {
+                kind,
+                keepdims: true,
+                noop_with_empty_axes: false,
+            },
+            &[x, a],
+        )
     }
     /// alpha·(exp(x) − 1)
     fn exp_m1_times(&mut self, x: Value, alpha: f64) -> Option<Value> {
@@ -177,7 +201,11 @@ impl Builder<'_> {
                 one(self.bin(BinaryOp::Mul, h, p))
             }
             Op::Swish { alpha } if float => {
-                let ax = if alpha == 1.0 { x } else { self.mul_by(x, alpha as f64)? };
+                let ax = if alpha == 1.0 {
+                    x
+                } else {
+                    self.mul_by(x, alpha as f64)?
+                };
                 let s = self.un(UnaryOp::Sigmoid, ax)?;
                 one(self.bin(BinaryOp::Mul, x, s))
             }
@@ -234,9 +262,29 @@ impl Builder<'_> {
                     one(self.bin(BinaryOp::Sub, d, l))
                 }
             }
-            Op::LayerNorm { axis, epsilon, stash_type } if float => self.layer_norm(x, ins, axis, epsilon as f64, stash_type),
-            Op::Gemm { alpha, beta, trans_a, trans_b } => {
-                let t = |b: &mut Self, v: Value, yes: bool| if yes { b.op(Op::Transpose { perm: Some(vec![1, 0]) }, &[v]) } else { Some(v) };
+            Op::LayerNorm {
+                axis,
+                epsilon,
+                stash_type,
+            } if float => self.layer_norm(x, ins, axis, epsilon as f64, stash_type),
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => {
+                let t = |b: &mut Self, v: Value, yes: bool| {
+                    if yes {
+                        b.op(
+                            Op::Transpose {
+                                perm: Some(vec![1, 0]),
+                            },
+                            &[v],
+                        )
+                    } else {
+                        Some(v)
+                    }
+                };
                 let a = t(self, x, trans_a)?;
                 let bm = t(self, ins.get(1).copied()??, trans_b)?;
                 let mut y = self.op(Op::MatMul, &[a, bm])?;
@@ -244,16 +292,28 @@ impl Builder<'_> {
                     y = self.mul_by(y, alpha as f64)?;
                 }
                 if let Some(c) = ins.get(2).copied().flatten() {
-                    let c = if beta == 1.0 { c } else { self.mul_by(c, beta as f64)? };
+                    let c = if beta == 1.0 {
+                        c
+                    } else {
+                        self.mul_by(c, beta as f64)?
+                    };
                     y = self.bin(BinaryOp::Add, y, c)?;
                 }
                 one(Some(y))
             }
             Op::Flatten { axis } => {
                 let dims = self.g.value_type(x).shape.dims()?.to_vec();
-                let a = if axis < 0 { axis + dims.len() as i64 } else { axis };
+                let a = if axis < 0 {
+                    axis + dims.len() as i64
+                } else {
+                    axis
+                };
                 let a = usize::try_from(a).ok().filter(|&a| a <= dims.len())?;
-                let product = |d: &[Dim]| d.iter().map(|d| d.known()).try_fold(1usize, |p, k| p.checked_mul(k?));
+                let product = |d: &[Dim]| {
+                    d.iter()
+                        .map(|d| d.known())
+                        .try_fold(1usize, |p, k| p.checked_mul(k?))
+                };
                 // Reshape's 0 copies a dim and −1 takes what is left; a known size of 0
                 // would make −1 ambiguous.
                 let target = if a == 0 {
@@ -275,7 +335,9 @@ impl Builder<'_> {
     /// y = x·s + t with s = scale/√(var+ε) and t = bias − mean·s, computed once when the
     /// statistics are constants.
     fn batch_norm(&mut self, x: Value, ins: &[Option<Value>], eps: f64) -> Option<Value> {
-        let p: Vec<Vec<f64>> = (1..5).map(|i| Some(self.g.const_value(ins.get(i).copied()??)?.to_f64_vec())).collect::<Option<_>>()?;
+        let p: Vec<Vec<f64>> = (1..5)
+            .map(|i| Some(self.g.const_value(ins.get(i).copied()??)?.to_f64_vec()))
+            .collect::<Option<_>>()?;
         let rank = self.g.value_type(x).shape.rank()?;
         let c = p[0].len();
         if p.iter().any(|v| v.len() != c) || rank == 0 {
@@ -295,7 +357,14 @@ impl Builder<'_> {
 
     /// (x − mean)/√(var+ε)·scale + bias over the axes from `axis` on, the statistics in
     /// `stash`; the mean and 1/√(var+ε) are the optional outputs.
-    fn layer_norm(&mut self, x: Value, ins: &[Option<Value>], axis: i64, eps: f64, stash: DType) -> Option<Vec<Option<Value>>> {
+    fn layer_norm(
+        &mut self,
+        x: Value,
+        ins: &[Option<Value>],
+        axis: i64,
+        eps: f64,
+        stash: DType,
+    ) -> Option<Vec<Option<Value>>> {
         let rank = self.g.value_type(x).shape.rank()? as i64;
         let a = if axis < 0 { axis + rank } else { axis };
         if !(0..rank).contains(&a) || !stash.is_float() {
@@ -303,7 +372,11 @@ impl Builder<'_> {
         }
         let axes: Vec<i64> = (a..rank).collect();
         let dtype = self.dtype;
-        let xs = if stash == dtype { x } else { self.op(Op::Cast { to: stash }, &[x])? };
+        let xs = if stash == dtype {
+            x
+        } else {
+            self.op(Op::Cast { to: stash }, &[x])?
+        };
         self.dtype = stash;
         let mean = self.reduce(ReduceKind::Mean, xs, &axes)?;
         let d = self.bin(BinaryOp::Sub, xs, mean)?;
@@ -314,7 +387,11 @@ impl Builder<'_> {
         let inv = self.un(UnaryOp::Reciprocal, sd)?;
         let norm = self.bin(BinaryOp::Mul, d, inv)?;
         self.dtype = dtype;
-        let norm = if stash == dtype { norm } else { self.op(Op::Cast { to: dtype }, &[norm])? };
+        let norm = if stash == dtype {
+            norm
+        } else {
+            self.op(Op::Cast { to: dtype }, &[norm])?
+        };
         let mut y = self.bin(BinaryOp::Mul, norm, ins.get(1).copied()??)?;
         if let Some(bias) = ins.get(2).copied().flatten() {
             y = self.bin(BinaryOp::Add, y, bias)?;

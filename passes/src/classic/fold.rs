@@ -36,19 +36,32 @@ pub(crate) fn fold_graph(g: &mut Graph) -> Result<usize> {
             continue;
         }
         let ins = g.inputs_of(n);
-        let Some(args) = ins.iter().map(|v| match v {
-            None => Some(None),
-            Some(v) => g.const_value(*v).cloned().map(Some),
-        }).collect::<Option<Vec<Option<Tensor>>>>()
+        let Some(args) = ins
+            .iter()
+            .map(|v| match v {
+                None => Some(None),
+                Some(v) => g.const_value(*v).cloned().map(Some),
+            })
+            .collect::<Option<Vec<Option<Tensor>>>>()
         else {
             continue;
         };
-        if node.outputs.iter().any(|t| t.shape.numel().is_some_and(|k| k > MAX_FOLDED_ELEMENTS)) || widens_weights(&node.op, &args, &node.outputs) {
+        if node
+            .outputs
+            .iter()
+            .any(|t| t.shape.numel().is_some_and(|k| k > MAX_FOLDED_ELEMENTS))
+            || widens_weights(&node.op, &args, &node.outputs)
+        {
             continue;
         }
         // An error here is the run-time's to report, with the model's inputs at hand.
-        let Ok(outs) = eval_op(&node.op, &args, node.outputs.len()) else { continue };
-        let fits = |(t, ty): (&Tensor, &TensorType)| t.len() <= MAX_FOLDED_ELEMENTS && compatible(ty, &TensorType::known(t.dtype(), t.shape()));
+        let Ok(outs) = eval_op(&node.op, &args, node.outputs.len()) else {
+            continue;
+        };
+        let fits = |(t, ty): (&Tensor, &TensorType)| {
+            t.len() <= MAX_FOLDED_ELEMENTS
+                && compatible(ty, &TensorType::known(t.dtype(), t.shape()))
+        };
         if !outs.iter().zip(&node.outputs).all(fits) {
             continue;
         }
@@ -59,7 +72,14 @@ pub(crate) fn fold_graph(g: &mut Graph) -> Result<usize> {
             if !is_used(g, v) {
                 continue;
             }
-            let c = g.add_const(if multi { format!("{name}:{k}") } else { name.clone() }, t);
+            let c = g.add_const(
+                if multi {
+                    format!("{name}:{k}")
+                } else {
+                    name.clone()
+                },
+                t,
+            );
             replace_uses(g, v, c);
         }
         if is_unused(g, n) {
@@ -73,13 +93,23 @@ pub(crate) fn fold_graph(g: &mut Graph) -> Result<usize> {
 /// Ops folding may evaluate: pure ones with bounded work. Loop and Scan run their body an
 /// input-dependent number of times, so they stay.
 fn foldable(op: &Op) -> bool {
-    op.is_pure() && !matches!(op, Op::Input | Op::Const { .. } | Op::Loop { .. } | Op::Scan { .. })
+    op.is_pure()
+        && !matches!(
+            op,
+            Op::Input | Op::Const { .. } | Op::Loop { .. } | Op::Scan { .. }
+        )
 }
 
 /// Decompression of stored weights: f16 weights cast to f32 (`kiln convert --fp16`), int8
 /// weights dequantized. Folding would undo the compression the model was saved with.
 fn widens_weights(op: &Op, args: &[Option<Tensor>], outputs: &[TensorType]) -> bool {
-    let Some(Some(x)) = args.first() else { return false };
+    let Some(Some(x)) = args.first() else {
+        return false;
+    };
     let decompresses = matches!(op, Op::Cast { .. } | Op::DequantizeLinear { .. });
-    decompresses && x.len() >= crate::fp16::MIN_ELEMENTS && outputs.first().is_some_and(|o| o.dtype.size() > x.dtype().size())
+    decompresses
+        && x.len() >= crate::fp16::MIN_ELEMENTS
+        && outputs
+            .first()
+            .is_some_and(|o| o.dtype.size() > x.dtype().size())
 }

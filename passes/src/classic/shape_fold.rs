@@ -7,9 +7,11 @@
 //! Afterwards the types downstream are re-inferred, and `fold` finishes what is left.
 
 use super::util::each_graph;
-use kiln_ir::rewrite::{is_unused, is_used, reinfer, reinfer_all, remove_node, replace_uses, set_input};
-use std::collections::HashMap;
+use kiln_ir::rewrite::{
+    is_unused, is_used, reinfer, reinfer_all, remove_node, replace_uses, set_input,
+};
 use kiln_ir::{eval::eval_op, DType, Dim, Graph, NodeId, Op, Result, Tensor, Value};
+use std::collections::HashMap;
 
 /// `shape-fold`: folds shape computations the types already answer.
 pub struct ShapeFold;
@@ -34,7 +36,11 @@ impl crate::Pass for ShapeFold {
 enum Elem {
     Val(i64),
     /// Dim `axis` of `of`, whose type says `dim` (never `Known`: that is a `Val`).
-    Dim { of: Value, axis: usize, dim: Dim },
+    Dim {
+        of: Value,
+        axis: usize,
+        dim: Dim,
+    },
 }
 
 /// A symbolic int tensor of rank 0 or 1.
@@ -46,7 +52,10 @@ struct SymVec {
 
 impl SymVec {
     fn known(&self) -> Option<Vec<i64>> {
-        self.elems.iter().map(|e| if let Elem::Val(v) = e { Some(*v) } else { None }).collect()
+        self.elems
+            .iter()
+            .map(|e| if let Elem::Val(v) = e { Some(*v) } else { None })
+            .collect()
     }
 }
 
@@ -67,7 +76,9 @@ fn shape_fold_graph(g: &mut Graph) -> Result<usize> {
         match &node.op {
             Op::Size => {
                 let x = g.inputs_of(n)[0];
-                let Some(numel) = x.and_then(|x| g.value_type(x).shape.numel()) else { continue };
+                let Some(numel) = x.and_then(|x| g.value_type(x).shape.numel()) else {
+                    continue;
+                };
                 let c = g.add_const(node.name.clone(), Tensor::scalar(numel as i64));
                 changed += usize::from(replace_all(g, n, c));
             }
@@ -83,13 +94,23 @@ fn shape_fold_graph(g: &mut Graph) -> Result<usize> {
                 if !matches!(ty.dtype, DType::I64 | DType::I32) || node.outputs.len() != 1 {
                     continue;
                 }
-                let inputs_const = g.inputs_of(n).iter().flatten().all(|&v| g.const_value(v).is_some());
-                let Some(vals) = (!inputs_const).then(|| sym_vec(g, out, 0)).flatten().and_then(|s| Some((s.scalar, s.known()?))) else {
+                let inputs_const = g
+                    .inputs_of(n)
+                    .iter()
+                    .flatten()
+                    .all(|&v| g.const_value(v).is_some());
+                let Some(vals) = (!inputs_const)
+                    .then(|| sym_vec(g, out, 0))
+                    .flatten()
+                    .and_then(|s| Some((s.scalar, s.known()?)))
+                else {
                     continue;
                 };
                 let shape = if vals.0 { vec![] } else { vec![vals.1.len()] };
                 let (dtype, name) = (ty.dtype, node.name.clone());
-                let Ok(t) = Tensor::from_i64(dtype, shape, &vals.1) else { continue };
+                let Ok(t) = Tensor::from_i64(dtype, shape, &vals.1) else {
+                    continue;
+                };
                 let c = g.add_const(name, t);
                 changed += usize::from(replace_all(g, n, c));
             }
@@ -122,11 +143,15 @@ fn replace_all(g: &mut Graph, n: NodeId, c: Value) -> bool {
 /// one unknown element is all that is left beside positive constants (it becomes -1).
 fn constant_reshape_target(g: &mut Graph, n: NodeId) -> bool {
     let ins = g.inputs_of(n);
-    let (Some(data), Some(target)) = (ins[0], ins.get(1).copied().flatten()) else { return false };
+    let (Some(data), Some(target)) = (ins[0], ins.get(1).copied().flatten()) else {
+        return false;
+    };
     if g.const_value(target).is_some() {
         return false;
     }
-    let Some(sym) = sym_vec(g, target, 0).filter(|s| !s.scalar) else { return false };
+    let Some(sym) = sym_vec(g, target, 0).filter(|s| !s.scalar) else {
+        return false;
+    };
     let data_dims = g.value_type(data).shape.dims().map(|d| d.to_vec());
     let mut out = Vec::with_capacity(sym.elems.len());
     let mut open = Vec::new();
@@ -135,7 +160,9 @@ fn constant_reshape_target(g: &mut Graph, n: NodeId) -> bool {
             Elem::Val(v) => out.push(*v),
             Elem::Dim { of, axis, dim } => {
                 let copies = *axis == p
-                    && (*of == data || (matches!(dim, Dim::Sym(_)) && data_dims.as_ref().and_then(|d| d.get(p)) == Some(dim)));
+                    && (*of == data
+                        || (matches!(dim, Dim::Sym(_))
+                            && data_dims.as_ref().and_then(|d| d.get(p)) == Some(dim)));
                 if copies {
                     out.push(0);
                 } else {
@@ -151,7 +178,9 @@ fn constant_reshape_target(g: &mut Graph, n: NodeId) -> bool {
         1 if out.iter().enumerate().all(|(p, &v)| p == open[0] || v > 0) => {}
         _ => return false,
     }
-    let Ok(t) = Tensor::from_i64(DType::I64, vec![out.len()], &out) else { return false };
+    let Ok(t) = Tensor::from_i64(DType::I64, vec![out.len()], &out) else {
+        return false;
+    };
     if g.value_type(target).dtype != DType::I64 {
         return false;
     }
@@ -173,7 +202,12 @@ fn sym_vec(g: &Graph, v: Value, depth: usize) -> Option<SymVec> {
 
 /// `sym_vec` remembering each value it read: a chain that reads one value many times
 /// (diamonds of shape arithmetic) costs one visit per value.
-fn sym_vec_memo(g: &Graph, v: Value, depth: usize, memo: &mut HashMap<Value, Option<SymVec>>) -> Option<SymVec> {
+fn sym_vec_memo(
+    g: &Graph,
+    v: Value,
+    depth: usize,
+    memo: &mut HashMap<Value, Option<SymVec>>,
+) -> Option<SymVec> {
     if let Some(s) = memo.get(&v) {
         return s.clone();
     }
@@ -182,7 +216,12 @@ fn sym_vec_memo(g: &Graph, v: Value, depth: usize, memo: &mut HashMap<Value, Opt
     s
 }
 
-fn sym_vec_uncached(g: &Graph, v: Value, depth: usize, memo: &mut HashMap<Value, Option<SymVec>>) -> Option<SymVec> {
+fn sym_vec_uncached(
+    g: &Graph,
+    v: Value,
+    depth: usize,
+    memo: &mut HashMap<Value, Option<SymVec>>,
+) -> Option<SymVec> {
     if depth > MAX_DEPTH {
         return None;
     }
@@ -190,7 +229,10 @@ fn sym_vec_uncached(g: &Graph, v: Value, depth: usize, memo: &mut HashMap<Value,
         if t.rank() > 1 || !(t.dtype().is_int()) {
             return None;
         }
-        return Some(SymVec { scalar: t.rank() == 0, elems: t.to_i64_vec().into_iter().map(Elem::Val).collect() });
+        return Some(SymVec {
+            scalar: t.rank() == 0,
+            elems: t.to_i64_vec().into_iter().map(Elem::Val).collect(),
+        });
     }
     let node = g.node(v.node);
     if v.output != 0 || node.outputs.len() != 1 {
@@ -209,12 +251,23 @@ fn sym_vec_uncached(g: &Graph, v: Value, depth: usize, memo: &mut HashMap<Value,
             let elems = (s..e.max(s))
                 .map(|a| match &dims[a] {
                     Dim::Known(k) => Elem::Val(*k as i64),
-                    d => Elem::Dim { of: x, axis: a, dim: d.clone() },
+                    d => Elem::Dim {
+                        of: x,
+                        axis: a,
+                        dim: d.clone(),
+                    },
                 })
                 .collect();
-            Some(SymVec { scalar: false, elems })
+            Some(SymVec {
+                scalar: false,
+                elems,
+            })
         }
-        Op::Cast { to } if to.is_int() && matches!(g.value_type(arg(0)?).dtype, DType::I64 | DType::I32) => sym_vec_memo(g, arg(0)?, depth + 1, memo),
+        Op::Cast { to }
+            if to.is_int() && matches!(g.value_type(arg(0)?).dtype, DType::I64 | DType::I32) =>
+        {
+            sym_vec_memo(g, arg(0)?, depth + 1, memo)
+        }
         Op::Concat { axis: 0 } => {
             let mut elems = Vec::new();
             for v in ins.iter() {
@@ -224,13 +277,25 @@ fn sym_vec_uncached(g: &Graph, v: Value, depth: usize, memo: &mut HashMap<Value,
                 }
                 elems.extend(s.elems);
             }
-            Some(SymVec { scalar: false, elems })
+            Some(SymVec {
+                scalar: false,
+                elems,
+            })
         }
         // Index-moving ops: run them on the element positions, then pick the elements.
         Op::Gather { axis: 0 } | Op::Slice | Op::Unsqueeze | Op::Squeeze => {
             let data = sym_vec_memo(g, arg(0)?, depth + 1, memo)?;
-            let shape = if data.scalar { vec![] } else { vec![data.elems.len()] };
-            let positions = Tensor::from_i64(DType::I64, shape, &(0..data.elems.len() as i64).collect::<Vec<_>>()).ok()?;
+            let shape = if data.scalar {
+                vec![]
+            } else {
+                vec![data.elems.len()]
+            };
+            let positions = Tensor::from_i64(
+                DType::I64,
+                shape,
+                &(0..data.elems.len() as i64).collect::<Vec<_>>(),
+            )
+            .ok()?;
             let mut args = vec![Some(positions)];
             for i in 1..ins.len() {
                 match arg(i) {
@@ -242,20 +307,35 @@ fn sym_vec_uncached(g: &Graph, v: Value, depth: usize, memo: &mut HashMap<Value,
             if picked.rank() > 1 {
                 return None;
             }
-            let elems = picked.to_i64_vec().into_iter().map(|p| data.elems.get(usize::try_from(p).ok()?).cloned()).collect::<Option<_>>()?;
-            Some(SymVec { scalar: picked.rank() == 0, elems })
+            let elems = picked
+                .to_i64_vec()
+                .into_iter()
+                .map(|p| data.elems.get(usize::try_from(p).ok()?).cloned())
+                .collect::<Option<_>>()?;
+            Some(SymVec {
+                scalar: picked.rank() == 0,
+                elems,
+            })
         }
         // Arithmetic on sizes (a product of two dims): evaluated when the operands are known.
         Op::Binary(_) => {
             let mut args = Vec::with_capacity(ins.len());
             for v in &ins {
                 let s = sym_vec_memo(g, (*v)?, depth + 1, memo)?;
-                let shape = if s.scalar { vec![] } else { vec![s.elems.len()] };
-                args.push(Some(Tensor::from_i64(g.value_type((*v)?).dtype, shape, &s.known()?).ok()?));
+                let shape = if s.scalar {
+                    vec![]
+                } else {
+                    vec![s.elems.len()]
+                };
+                args.push(Some(
+                    Tensor::from_i64(g.value_type((*v)?).dtype, shape, &s.known()?).ok()?,
+                ));
             }
             let t = eval_op(&node.op, &args, 1).ok()?.pop()?;
-            (t.rank() <= 1 && t.dtype().is_int())
-                .then(|| SymVec { scalar: t.rank() == 0, elems: t.to_i64_vec().into_iter().map(Elem::Val).collect() })
+            (t.rank() <= 1 && t.dtype().is_int()).then(|| SymVec {
+                scalar: t.rank() == 0,
+                elems: t.to_i64_vec().into_iter().map(Elem::Val).collect(),
+            })
         }
         _ => None,
     }

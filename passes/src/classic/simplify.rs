@@ -53,11 +53,14 @@ fn passes_through(g: &Graph, n: NodeId) -> Option<Value> {
         Op::Unary(UnaryOp::Identity) => true,
         Op::Dropout { .. } => {
             let mask_unused = node.outputs.len() < 2 || !is_used(g, Value::new(n, 1));
-            let inference = absent_or(2, &|t| t.to_f64_vec().iter().all(|&v| v == 0.0)) || konst(1).is_some_and(|r| r.to_f64_vec() == [0.0]);
+            let inference = absent_or(2, &|t| t.to_f64_vec().iter().all(|&v| v == 0.0))
+                || konst(1).is_some_and(|r| r.to_f64_vec() == [0.0]);
             mask_unused && inference
         }
         Op::Cast { to } => *to == g.value_type(x).dtype && single_output,
-        Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Flatten { .. } | Op::Expand => same_type()?,
+        Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Flatten { .. } | Op::Expand => {
+            same_type()?
+        }
         Op::Transpose { perm } => {
             let rank = g.value_type(x).shape.rank()?;
             match perm {
@@ -67,7 +70,9 @@ fn passes_through(g: &Graph, n: NodeId) -> Option<Value> {
         }
         // Positive steps: a slice as big as its input takes all of it, in order.
         Op::Slice => absent_or(4, &|t| t.to_i64_vec().iter().all(|&s| s > 0)) && same_type()?,
-        Op::Pad { .. } => konst(1).is_some_and(|p| p.to_i64_vec().iter().all(|&p| p == 0)) && same_type()?,
+        Op::Pad { .. } => {
+            konst(1).is_some_and(|p| p.to_i64_vec().iter().all(|&p| p == 0)) && same_type()?
+        }
         Op::Concat { .. } => ins.len() == 1,
         Op::Binary(b) if ins.len() == 2 => return neutral_operand(g, n, *b, &ins),
         _ => false,
@@ -79,7 +84,10 @@ fn passes_through(g: &Graph, n: NodeId) -> Option<Value> {
 /// to a bigger shape or another dtype.
 fn neutral_operand(g: &Graph, n: NodeId, b: BinaryOp, ins: &[Option<Value>]) -> Option<Value> {
     let (l, r) = (ins[0]?, ins[1]?);
-    let all = |v: Value, want: f64| g.const_value(v).is_some_and(|t| !t.is_empty() && t.to_f64_vec().iter().all(|&e| e == want));
+    let all = |v: Value, want: f64| {
+        g.const_value(v)
+            .is_some_and(|t| !t.is_empty() && t.to_f64_vec().iter().all(|&e| e == want))
+    };
     let x = match b {
         BinaryOp::Add if all(r, 0.0) => l,
         BinaryOp::Add if all(l, 0.0) => r,
@@ -94,5 +102,7 @@ fn neutral_operand(g: &Graph, n: NodeId, b: BinaryOp, ins: &[Option<Value>]) -> 
 }
 
 fn fully_determined(t: &TensorType) -> bool {
-    t.shape.dims().is_some_and(|d| d.iter().all(|d| !matches!(d, Dim::Unknown)))
+    t.shape
+        .dims()
+        .is_some_and(|d| d.iter().all(|d| !matches!(d, Dim::Unknown)))
 }
