@@ -20,6 +20,7 @@ pub mod infer;
 pub mod kir;
 pub mod op;
 pub mod ops;
+pub mod rewrite;
 pub mod shape;
 pub mod tensor;
 pub mod text;

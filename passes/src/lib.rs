@@ -9,6 +9,7 @@
 //! assert_eq!(report.level, Level::O2);
 //! ```
 
+pub mod classic;
 pub mod egraph;
 pub mod fp16;
 pub mod layout;
@@ -18,6 +19,7 @@ pub mod pattern;
 mod pipelines;
 pub mod plan;
 
+pub use classic::{Cse, Dce, Decompose, Fold, ShapeFold, Simplify};
 pub use egraph::EGraph;
 pub use fusion::{Fusion, KernelView};
 pub use manager::{op_count, optimize, Level, Options, Pass, PassStats, Pipeline, Report};
