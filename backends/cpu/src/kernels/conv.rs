@@ -1,0 +1,172 @@
+//! Convolution in NCHW as `out[M × P] = W[M × K] · col[K × P]` per image and group: the
+//! weights are the GEMM's A, read in place (they are already row-major M × K, so nothing
+//! needs packing at compile time, and run-time weights work the same way); the patches
+//! (im2col, or the input itself for a 1×1 stride-1 kernel) are packed as B per call; the
+//! output lands in NCHW with the bias per row, the residual and the clip applied by the
+//! GEMM's epilogue. Depthwise convolution (one channel per group) runs as a direct loop.
+
+use super::depthwise;
+use super::epilogue::Epilogue;
+use super::im2col::{im2col, Attrs, Geometry};
+use crate::device::Ctx;
+use crate::gemm::{gemm_with, Bias, Epilogue as GemmEpilogue, PackedB};
+use crate::program::Arg;
+use kiln_ir::{AutoPad, DType, Graph, IrError, NodeId, Op, Result, Tensor, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+
+pub(crate) struct Conv {
+    auto_pad: AutoPad,
+    dilations: Vec<i64>,
+    group: i64,
+    kernel_shape: Vec<i64>,
+    pads: Vec<i64>,
+    strides: Vec<i64>,
+    /// Step inputs of x, w and b.
+    x: usize,
+    w: usize,
+    b: Option<usize>,
+    epi: Epilogue,
+    /// Known at compile time: one channel per group.
+    depthwise: bool,
+}
+
+thread_local! {
+    /// The im2col matrix, kept per thread between calls.
+    static COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn input_index(arg: Option<&Arg>) -> Option<usize> {
+    match arg {
+        Some(Arg::Input(i)) => Some(*i),
+        _ => None,
+    }
+}
+
+impl Conv {
+    pub fn new(graph: &Graph, n: NodeId, args: &[Arg], known: &HashMap<Value, Tensor>, epi: Epilogue) -> Option<Conv> {
+        let node = graph.node(n);
+        let Op::Conv { auto_pad, dilations, group, kernel_shape, pads, strides } = &node.op else { return None };
+        if node.outputs.first()?.dtype != DType::F32 {
+            return None;
+        }
+        let w_shape = graph.inputs_of(n).get(1).copied().flatten().and_then(|v| known.get(&v)).map(|t| t.shape().to_vec());
+        let depthwise = w_shape.is_some_and(|s| s.len() >= 2 && s[1] == 1 && s[0] as i64 == *group);
+        Some(Conv {
+            auto_pad: *auto_pad,
+            dilations: dilations.clone(),
+            group: *group,
+            kernel_shape: kernel_shape.clone(),
+            pads: pads.clone(),
+            strides: strides.clone(),
+            x: input_index(args.first())?,
+            w: input_index(args.get(1))?,
+            b: match args.get(2) {
+                None | Some(Arg::Absent) => None,
+                a => Some(input_index(a)?),
+            },
+            epi,
+            depthwise,
+        })
+    }
+
+    pub fn label(&self) -> &'static str {
+        if self.depthwise {
+            "direct"
+        } else {
+            "gemm"
+        }
+    }
+
+    /// The output, or `None` when this kernel does not handle the inputs (the step then
+    /// replays its chain through `ir::eval`).
+    pub fn run(&self, ctx: &Ctx, args: &[Option<Tensor>]) -> Option<Result<Tensor>> {
+        let x = args.get(self.x)?.as_ref()?;
+        let w = args.get(self.w)?.as_ref()?;
+        let (xv, wv) = (x.as_slice::<f32>().ok()?, w.as_slice::<f32>().ok()?);
+        let group = usize::try_from(self.group).ok()?;
+        let attrs = Attrs {
+            auto_pad: self.auto_pad,
+            dilations: &self.dilations,
+            kernel_shape: &self.kernel_shape,
+            pads: &self.pads,
+            strides: &self.strides,
+        };
+        let g = Geometry::new(&attrs, x.shape(), w.shape(), group)?;
+        let (batch, m) = (x.shape()[0], w.shape()[0]);
+        if m % group != 0 {
+            return None;
+        }
+        let mut out_shape = vec![batch, m];
+        out_shape.extend(&[g.oh, g.ow][2 - (x.rank() - 2)..]);
+        let p = g.p();
+        // Bias: the conv's own plus the fused constant adds.
+        let mut bias = match self.b {
+            None => None,
+            Some(i) => {
+                let b = args.get(i)?.as_ref()?;
+                let bv = b.as_slice::<f32>().ok()?;
+                if bv.len() != m {
+                    return None;
+                }
+                Some(bv.to_vec())
+            }
+        };
+        if let Some(extra) = &self.epi.bias {
+            if extra.len() != m {
+                return None;
+            }
+            let b = bias.get_or_insert_with(|| vec![0.0; m]);
+            b.iter_mut().zip(extra).for_each(|(x, y)| *x += y);
+        }
+        let residual = match self.epi.residual {
+            None => None,
+            Some(i) => {
+                let r = args.get(i)?.as_ref()?;
+                if r.shape() != out_shape.as_slice() {
+                    return None;
+                }
+                Some(r.as_slice::<f32>().ok()?)
+            }
+        };
+        let numel = batch.checked_mul(m)?.checked_mul(p)?;
+        let mut out = vec![0.0f32; numel];
+        let (cg, mg) = (g.c, m / group);
+        if cg == 1 && mg == 1 {
+            depthwise::run(ctx, &g, batch, m, xv, wv, bias.as_deref(), residual, self.epi.clip, &mut out);
+        } else {
+            let k = g.k();
+            let in_image = g.c * group * g.h * g.w;
+            for b in 0..batch {
+                for gi in 0..group {
+                    let xg = &xv[b * in_image + gi * cg * g.h * g.w..b * in_image + (gi + 1) * cg * g.h * g.w];
+                    let packed = if g.pointwise() {
+                        PackedB::new(k, p, xg, p)
+                    } else {
+                        COL.with(|col| {
+                            let mut col = col.borrow_mut();
+                            col.resize(k * p, 0.0);
+                            im2col(&g, xg, &mut col);
+                            PackedB::new(k, p, &col, p)
+                        })
+                    };
+                    let packed = match packed {
+                        Ok(pb) => pb,
+                        Err(e) => return Some(Err(IrError::msg(e.to_string()))),
+                    };
+                    let rows = (b * m + gi * mg) * p..(b * m + (gi + 1) * mg) * p;
+                    let epi = GemmEpilogue {
+                        bias: bias.as_deref().map(|v| Bias::PerRow(&v[gi * mg..(gi + 1) * mg])),
+                        residual: residual.map(|r| (&r[rows.clone()], p)),
+                        clip: self.epi.clip,
+                    };
+                    let wg = &wv[gi * mg * k..(gi + 1) * mg * k];
+                    if let Err(e) = gemm_with(&ctx.gemm(), mg, wg, k, &packed, &mut out[rows], p, false, &epi) {
+                        return Some(Err(IrError::msg(e.to_string())));
+                    }
+                }
+            }
+        }
+        Some(Tensor::new(out_shape, out))
+    }
+}
