@@ -95,7 +95,11 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
         if is_folded(graph, &known, n) {
             continue;
         }
-        let tail = kernels::match_epilogue(graph, n, &known, &uses, &outputs);
+        let mut tail = kernels::match_epilogue(graph, n, &known, &uses, &outputs);
+        // An add of two anchors' results belongs to the first anchor's chain only.
+        if let Some(taken) = tail.iter().position(|m| absorbed.contains(m)) {
+            tail.truncate(taken);
+        }
         if let Some(&last) = tail.last() {
             absorbed.extend(tail.iter().copied());
             chain_end.insert(last, n);

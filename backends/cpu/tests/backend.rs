@@ -303,3 +303,19 @@ fn other_dtypes_and_ops_fall_back_to_eval() {
     assert!(kiln_cpu::fallback_ops().contains(&"softmax"));
     assert!(!kiln_cpu::fallback_ops().contains(&"conv"));
 }
+
+#[test]
+fn an_add_of_two_convolutions_joins_one_chain() {
+    let mut rng = Rng(41);
+    let mut g = Graph::new("two");
+    let x = f32_input(&mut g, "x", &[1, 3, 6, 6]);
+    let w1 = g.add_const("w1", rng.tensor(&[4, 3, 3, 3]));
+    let w2 = g.add_const("w2", rng.tensor(&[4, 3, 1, 1]));
+    let a = g.add1(conv_op(&[], &[1, 1, 1, 1], &[], 1, AutoPad::NotSet), "main", &[x, w1]).unwrap();
+    let b = g.add1(conv_op(&[], &[], &[], 1, AutoPad::NotSet), "shortcut", &[x, w2]).unwrap();
+    let s = g.add1(Op::Binary(BinaryOp::Add), "add", &[a, b]).unwrap();
+    let r = g.add1(Op::Unary(UnaryOp::Relu), "relu", &[s]).unwrap();
+    g.add_output("y", r);
+    assert_eq!(kinds(&g), ["conv (gemm)", "conv+add+relu (gemm)"]);
+    check(&g, &[rng.tensor(&[1, 3, 6, 6])]);
+}
