@@ -166,3 +166,37 @@ pub(crate) fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
         }
     }
 }
+
+/// Lays out one group's input patches (`x`: c × h × w) as an (oh·ow) × (c·kh·kw) matrix
+/// (row: output position; column: channel, kernel row, kernel column), output rows
+/// `rows` only. Padding reads as zero. Each output row's block (ow × c·kh·kw) stays in L2
+/// while it is written. `a` holds just those rows.
+pub(crate) fn im2row(g: &Geometry, x: &[f32], a: &mut [f32], rows: std::ops::Range<usize>) {
+    let k = g.k();
+    let first = rows.start;
+    for oh in rows {
+        let block = &mut a[(oh - first) * g.ow * k..(oh - first + 1) * g.ow * k];
+        for ci in 0..g.c {
+            let xc = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
+            for i in 0..g.kh {
+                let col0 = (ci * g.kh + i) * g.kw;
+                let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+                if ih < 0 || ih as usize >= g.h {
+                    for ow in 0..g.ow {
+                        block[ow * k + col0..ow * k + col0 + g.kw].fill(0.0);
+                    }
+                    continue;
+                }
+                let src = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
+                for ow in 0..g.ow {
+                    let dst = &mut block[ow * k + col0..ow * k + col0 + g.kw];
+                    let base = (ow * g.sw) as isize - g.pw as isize;
+                    for (j, d) in dst.iter_mut().enumerate() {
+                        let iw = base + (j * g.dw) as isize;
+                        *d = if iw >= 0 && (iw as usize) < g.w { src[iw as usize] } else { 0.0 };
+                    }
+                }
+            }
+        }
+    }
+}
