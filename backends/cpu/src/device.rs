@@ -3,7 +3,9 @@
 use crate::gemm::threads::Pool;
 use crate::gemm::Kernel;
 use crate::program::{self, Plan};
-use kiln_backends::{Backend, BackendError, CompileOptions, Executable, Kernel as IrKernel, Program, Result};
+use kiln_backends::{
+    Backend, BackendError, CompileOptions, Executable, Kernel as IrKernel, Program, Result,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -18,7 +20,9 @@ pub struct Cpu {
 impl Cpu {
     /// The device with the fastest GEMM microkernel this CPU has.
     pub fn new() -> Cpu {
-        Cpu { kernel: Kernel::detect() }
+        Cpu {
+            kernel: Kernel::detect(),
+        }
     }
 
     /// The device with a chosen microkernel (tests run the portable one too).
@@ -42,7 +46,11 @@ pub(crate) struct Ctx {
 
 impl Ctx {
     pub fn gemm(&self) -> crate::gemm::Options<'static> {
-        crate::gemm::Options { kernel: self.kernel, pool: self.pool, pack_a: false }
+        crate::gemm::Options {
+            kernel: self.kernel,
+            pool: self.pool,
+            pack_a: false,
+        }
     }
 }
 
@@ -58,8 +66,15 @@ fn pool_for(threads: usize) -> Option<&'static Pool> {
         return None;
     }
     static POOLS: OnceLock<Mutex<HashMap<usize, &'static Pool>>> = OnceLock::new();
-    let mut pools = POOLS.get_or_init(Default::default).lock().unwrap_or_else(|e| e.into_inner());
-    Some(*pools.entry(threads).or_insert_with(|| Box::leak(Box::new(Pool::new(threads)))))
+    let mut pools = POOLS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    Some(
+        *pools
+            .entry(threads)
+            .or_insert_with(|| Box::leak(Box::new(Pool::new(threads)))),
+    )
 }
 
 impl Backend for Cpu {
@@ -73,9 +88,13 @@ impl Backend for Cpu {
 
     fn compile(&self, program: &Program, options: &CompileOptions) -> Result<Executable> {
         let plan: Arc<Plan> = Arc::new(program::compile(&program.graph)?);
-        let ctx = Ctx { kernel: self.kernel, pool: pool_for(options.threads) };
+        let ctx = Ctx {
+            kernel: self.kernel,
+            pool: pool_for(options.threads),
+        };
         Ok(Executable::new(move |inputs, profile| {
-            plan.run(&ctx, inputs, profile).map_err(|e| BackendError::from_ir(DEVICE, e))
+            plan.run(&ctx, inputs, profile)
+                .map_err(|e| BackendError::from_ir(DEVICE, e))
         }))
     }
 }

@@ -66,12 +66,18 @@ pub struct Plan {
 const FOLD_MAX_ELEMENTS: usize = 1 << 24;
 
 fn err(node: &str, message: impl Into<String>) -> BackendError {
-    BackendError { device: DEVICE.into(), node: Some(node.into()), message: message.into() }
+    BackendError {
+        device: DEVICE.into(),
+        node: Some(node.into()),
+        message: message.into(),
+    }
 }
 
 /// Compiles `graph` (the top-level program or a fused kernel's body).
 pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
-    let order = graph.topo_order().map_err(|e| BackendError::from_ir(DEVICE, e))?;
+    let order = graph
+        .topo_order()
+        .map_err(|e| BackendError::from_ir(DEVICE, e))?;
     let known = fold_constants(graph, &order);
 
     // How many times each value is read by nodes that will run, and by the outputs.
@@ -112,7 +118,13 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
         let next = slots.len();
         *slots.entry(v).or_insert(next)
     }
-    let mut plan = Plan { slots: 0, inputs: Vec::new(), consts: Vec::new(), steps: Vec::new(), outputs: Vec::new() };
+    let mut plan = Plan {
+        slots: 0,
+        inputs: Vec::new(),
+        consts: Vec::new(),
+        steps: Vec::new(),
+        outputs: Vec::new(),
+    };
     for &n in &graph.inputs {
         plan.inputs.push(slot(&mut slots, Value::new(n, 0)));
     }
@@ -136,18 +148,28 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
             match v {
                 None => Arg::Absent,
                 Some(v) if Some(v) == cur => Arg::Cur,
-                Some(v) => Arg::Input(step_inputs.iter().position(|&x| x == v).unwrap_or_else(|| {
-                    step_inputs.push(v);
-                    step_inputs.len() - 1
-                })),
+                Some(v) => {
+                    Arg::Input(step_inputs.iter().position(|&x| x == v).unwrap_or_else(|| {
+                        step_inputs.push(v);
+                        step_inputs.len() - 1
+                    }))
+                }
             }
         }
         let mut chain = Vec::new();
         let mut cur = None;
         for &m in std::iter::once(&anchor).chain(&tail) {
-            let args = graph.inputs_of(m).into_iter().map(|v| arg_of(&mut step_inputs, v, cur)).collect();
+            let args = graph
+                .inputs_of(m)
+                .into_iter()
+                .map(|v| arg_of(&mut step_inputs, v, cur))
+                .collect();
             let mnode = graph.node(m);
-            chain.push(Link { op: mnode.op.clone(), args, n_outputs: mnode.outputs.len() });
+            chain.push(Link {
+                op: mnode.op.clone(),
+                args,
+                n_outputs: mnode.outputs.len(),
+            });
             cur = Some(Value::new(m, 0));
         }
         let last = *tail.last().unwrap_or(&anchor);
@@ -167,13 +189,12 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
                 (uses.contains_key(&v) || outputs.contains(&v)).then(|| slot(&mut slots, v))
             })
             .collect();
-        let nodes: Vec<NodeId> = std::iter::once(anchor).chain(tail.iter().copied()).collect();
-        let kernel = kernels::select(graph, &nodes, &step_inputs, &chain[0].args, &known).map_err(|e| err(&node.name, e.message))?;
-        let kind = format!(
-            "{} ({})",
-            kernels::kind_name(graph, &nodes),
-            kernel.label()
-        );
+        let nodes: Vec<NodeId> = std::iter::once(anchor)
+            .chain(tail.iter().copied())
+            .collect();
+        let kernel = kernels::select(graph, &nodes, &step_inputs, &chain[0].args, &known)
+            .map_err(|e| err(&node.name, e.message))?;
+        let kind = format!("{} ({})", kernels::kind_name(graph, &nodes), kernel.label());
         let names = match &graph.node(anchor).op {
             Op::Fused { body } => body_names(body),
             _ => nodes.iter().map(|&m| graph.node(m).name.clone()).collect(),
@@ -238,14 +259,22 @@ fn fold_constants(graph: &Graph, order: &[NodeId]) -> HashMap<Value, Tensor> {
             continue;
         }
         let small_inputs = ins.iter().flatten().all(|v| known[v].len() <= 4096);
-        let bounded = node.outputs.iter().all(|t| t.shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS));
+        let bounded = node
+            .outputs
+            .iter()
+            .all(|t| t.shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS));
         if !(bounded || small_inputs) {
             continue;
         }
         let args: Vec<Option<Tensor>> = ins.iter().map(|v| v.map(|v| known[&v].clone())).collect();
-        let Ok(outs) = kiln_ir::eval::eval_op(&node.op, &args, node.outputs.len()) else { continue };
+        let Ok(outs) = kiln_ir::eval::eval_op(&node.op, &args, node.outputs.len()) else {
+            continue;
+        };
         let fits = outs.len() == node.outputs.len()
-            && outs.iter().zip(&node.outputs).all(|(t, ty)| t.dtype() == ty.dtype && t.len() <= FOLD_MAX_ELEMENTS);
+            && outs
+                .iter()
+                .zip(&node.outputs)
+                .all(|(t, ty)| t.dtype() == ty.dtype && t.len() <= FOLD_MAX_ELEMENTS);
         if fits {
             for (k, t) in outs.into_iter().enumerate() {
                 known.insert(Value::new(n, k), t);
@@ -290,7 +319,11 @@ impl Plan {
         mut profile: Option<&mut Vec<KernelTiming>>,
     ) -> Result<Vec<Tensor>, IrError> {
         if inputs.len() != self.inputs.len() {
-            return Err(IrError::msg(format!("the graph takes {} inputs, {} were given", self.inputs.len(), inputs.len())));
+            return Err(IrError::msg(format!(
+                "the graph takes {} inputs, {} were given",
+                self.inputs.len(),
+                inputs.len()
+            )));
         }
         let mut table: Vec<Option<Tensor>> = vec![None; self.slots];
         for (slot, t) in &self.consts {
@@ -306,7 +339,10 @@ impl Plan {
                 args.push(match s {
                     None => None,
                     Some(s) => Some(table[*s].clone().ok_or_else(|| {
-                        IrError::at(step.nodes.first().cloned().unwrap_or_default(), "an input value was never computed")
+                        IrError::at(
+                            step.nodes.first().cloned().unwrap_or_default(),
+                            "an input value was never computed",
+                        )
                     })?),
                 });
             }
@@ -319,13 +355,22 @@ impl Plan {
                 None => e.in_node(step.nodes.last().cloned().unwrap_or_default()),
             })?;
             if outs.len() != step.outputs.len() {
-                return Err(IrError::msg(format!("{} gave {} outputs, expected {}", step.kind, outs.len(), step.outputs.len())));
+                return Err(IrError::msg(format!(
+                    "{} gave {} outputs, expected {}",
+                    step.kind,
+                    outs.len(),
+                    step.outputs.len()
+                )));
             }
             for (k, (t, slot)) in outs.into_iter().zip(&step.outputs).enumerate() {
                 if t.dtype() != step.dtypes[k] {
                     return Err(IrError::at(
                         step.nodes.last().cloned().unwrap_or_default(),
-                        format!("output {k} is {} but the graph says {}", t.dtype(), step.dtypes[k]),
+                        format!(
+                            "output {k} is {} but the graph says {}",
+                            t.dtype(),
+                            step.dtypes[k]
+                        ),
                     ));
                 }
                 if let Some(slot) = slot {
@@ -343,7 +388,11 @@ impl Plan {
         }
         self.outputs
             .iter()
-            .map(|&s| table[s].clone().ok_or_else(|| IrError::msg("an output was never computed")))
+            .map(|&s| {
+                table[s]
+                    .clone()
+                    .ok_or_else(|| IrError::msg("an output was never computed"))
+            })
             .collect()
     }
 }

@@ -46,7 +46,9 @@ fn conv_op(strides: &[i64], pads: &[i64], dilations: &[i64], group: i64, auto_pa
 fn check(g: &Graph, inputs: &[Tensor]) -> Vec<KernelTiming> {
     kiln_ir::verify(g).unwrap();
     let want = kiln_ir::eval::run_graph(g, inputs).unwrap();
-    let exe = Cpu::new().compile(&Program::new(g.clone()), &CompileOptions::default()).unwrap();
+    let exe = Cpu::new()
+        .compile(&Program::new(g.clone()), &CompileOptions::default())
+        .unwrap();
     let mut profile = Vec::new();
     let got = exe.run(inputs, Some(&mut profile)).unwrap();
     assert_eq!(got.len(), want.len());
@@ -54,7 +56,10 @@ fn check(g: &Graph, inputs: &[Tensor]) -> Vec<KernelTiming> {
         assert_eq!(a.shape(), b.shape(), "output {k} shape");
         let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
-            assert!((x - y).abs() <= 1e-5 + 1e-4 * y.abs(), "output {k} element {i}: {x} but expected {y}");
+            assert!(
+                (x - y).abs() <= 1e-5 + 1e-4 * y.abs(),
+                "output {k} element {i}: {x} but expected {y}"
+            );
         }
     }
     profile
@@ -71,10 +76,22 @@ fn conv_graph(then: impl FnOnce(&mut Graph, Value, &mut Rng) -> Value) -> (Graph
     let x = f32_input(&mut g, "x", &[1, 3, 9, 8]);
     let w = g.add_const("w", rng.tensor(&[4, 3, 3, 3]));
     let b = g.add_const("b", rng.tensor(&[4]));
-    let y: Value = g.add(conv_op(&[], &[1, 1, 1, 1], &[], 1, AutoPad::NotSet), "conv", &[Some(x), Some(w), Some(b)], 1).unwrap().into();
+    let y: Value = g
+        .add(
+            conv_op(&[], &[1, 1, 1, 1], &[], 1, AutoPad::NotSet),
+            "conv",
+            &[Some(x), Some(w), Some(b)],
+            1,
+        )
+        .unwrap()
+        .into();
     let out = then(&mut g, y, &mut rng);
     g.add_output("y", out);
-    let inputs = g.inputs.iter().map(|&n| rng.tensor(&g.node(n).outputs[0].shape.concrete().unwrap())).collect();
+    let inputs = g
+        .inputs
+        .iter()
+        .map(|&n| rng.tensor(&g.node(n).outputs[0].shape.concrete().unwrap()))
+        .collect();
     (g, inputs)
 }
 
@@ -113,7 +130,9 @@ fn conv_channel_add_and_clip_fuse() {
 fn conv_residual_add_relu_fuses() {
     let (g, x) = conv_graph(|g, y, _| {
         let skip = f32_input(g, "skip", &[1, 4, 9, 8]);
-        let a = g.add1(Op::Binary(BinaryOp::Add), "add", &[y, skip]).unwrap();
+        let a = g
+            .add1(Op::Binary(BinaryOp::Add), "add", &[y, skip])
+            .unwrap();
         g.add1(Op::Unary(UnaryOp::Relu), "relu", &[a]).unwrap()
     });
     assert_eq!(kinds(&g), ["conv+add+relu (gemm)"]);
@@ -157,14 +176,22 @@ fn pointwise_and_one_dimensional_conv() {
     let mut g = Graph::new("pointwise");
     let x = f32_input(&mut g, "x", &[1, 6, 5, 7]);
     let w = g.add_const("w", rng.tensor(&[9, 6, 1, 1]));
-    let y = g.add1(conv_op(&[], &[], &[], 1, AutoPad::NotSet), "conv", &[x, w]).unwrap();
+    let y = g
+        .add1(conv_op(&[], &[], &[], 1, AutoPad::NotSet), "conv", &[x, w])
+        .unwrap();
     g.add_output("y", y);
     check(&g, &[rng.tensor(&[1, 6, 5, 7])]);
 
     let mut g = Graph::new("conv1d");
     let x = f32_input(&mut g, "x", &[2, 3, 17]);
     let w = g.add_const("w", rng.tensor(&[5, 3, 4]));
-    let y = g.add1(conv_op(&[2], &[1, 2], &[2], 1, AutoPad::NotSet), "conv", &[x, w]).unwrap();
+    let y = g
+        .add1(
+            conv_op(&[2], &[1, 2], &[2], 1, AutoPad::NotSet),
+            "conv",
+            &[x, w],
+        )
+        .unwrap();
     g.add_output("y", y);
     check(&g, &[rng.tensor(&[2, 3, 17])]);
 }
@@ -177,12 +204,24 @@ fn depthwise_and_grouped_conv() {
         let x = f32_input(&mut g, "x", &[2, 8, 12, 13]);
         let w = g.add_const("w", rng.tensor(&[m, 8 / group as usize, 3, 3]));
         let b = g.add_const("b", rng.tensor(&[m]));
-        let y: Value = g.add(conv_op(&[s, s], &[1, 1, 1, 1], &[], group, AutoPad::NotSet), "conv", &[Some(x), Some(w), Some(b)], 1).unwrap().into();
+        let y: Value = g
+            .add(
+                conv_op(&[s, s], &[1, 1, 1, 1], &[], group, AutoPad::NotSet),
+                "conv",
+                &[Some(x), Some(w), Some(b)],
+                1,
+            )
+            .unwrap()
+            .into();
         let lo = g.add_const("lo", Tensor::scalar(0.0f32));
         let hi = g.add_const("hi", Tensor::scalar(6.0f32));
         let r = g.add1(Op::Clip, "relu6", &[y, lo, hi]).unwrap();
         g.add_output("y", r);
-        let want = if m == 8 && group == 8 { "conv+clip (direct)" } else { "conv+clip (gemm)" };
+        let want = if m == 8 && group == 8 {
+            "conv+clip (direct)"
+        } else {
+            "conv+clip (gemm)"
+        };
         assert_eq!(kinds(&g), [want]);
         check(&g, &[rng.tensor(&[2, 8, 12, 13])]);
     }
@@ -206,7 +245,12 @@ fn matmul_with_constant_weights_bias_and_batch_dims() {
 #[test]
 fn matmul_of_run_time_operands_broadcasts_batches() {
     let mut rng = Rng(22);
-    for (a, b) in [(&[2, 1, 4, 5][..], &[3, 5, 6][..]), (&[5][..], &[2, 5, 3][..]), (&[3, 4, 5][..], &[5][..]), (&[4, 5][..], &[5, 6][..])] {
+    for (a, b) in [
+        (&[2, 1, 4, 5][..], &[3, 5, 6][..]),
+        (&[5][..], &[2, 5, 3][..]),
+        (&[3, 4, 5][..], &[5][..]),
+        (&[4, 5][..], &[5, 6][..]),
+    ] {
         let mut g = Graph::new("bmm");
         let x = f32_input(&mut g, "a", a);
         let y = f32_input(&mut g, "b", b);
@@ -229,8 +273,17 @@ fn gemm_transposes_alpha_beta_and_c() {
         let a_shape = if trans_a { [7, 3] } else { [3, 7] };
         let x = f32_input(&mut g, "a", &a_shape);
         let w = g.add_const("w", rng.tensor(if trans_b { &[10, 7] } else { &[7, 10] }));
-        let c = if c_const { g.add_const("c", rng.tensor(&c_shape)) } else { f32_input(&mut g, "c", &c_shape) };
-        let op = Op::Gemm { alpha: 0.5, beta: 2.0, trans_a, trans_b };
+        let c = if c_const {
+            g.add_const("c", rng.tensor(&c_shape))
+        } else {
+            f32_input(&mut g, "c", &c_shape)
+        };
+        let op = Op::Gemm {
+            alpha: 0.5,
+            beta: 2.0,
+            trans_a,
+            trans_b,
+        };
         let y = g.add1(op, "gemm", &[x, w, c]).unwrap();
         g.add_output("y", y);
         let mut inputs = vec![rng.tensor(&a_shape)];
@@ -250,17 +303,35 @@ fn fused_conv_block() -> (Graph, Vec<Tensor>) {
     let x = f32_input(&mut body, "x", &[1, 4, 6, 6]);
     let skip = f32_input(&mut body, "skip", &[1, 4, 6, 6]);
     let w = body.add_const("w", rng.tensor(&[4, 4, 3, 3]));
-    let y = body.add1(conv_op(&[], &[1, 1, 1, 1], &[], 1, AutoPad::NotSet), "conv", &[x, w]).unwrap();
+    let y = body
+        .add1(
+            conv_op(&[], &[1, 1, 1, 1], &[], 1, AutoPad::NotSet),
+            "conv",
+            &[x, w],
+        )
+        .unwrap();
     let c = body.add_const("bias", rng.tensor(&[4, 1, 1]));
-    let y = body.add1(Op::Binary(BinaryOp::Add), "bias_add", &[y, c]).unwrap();
-    let y = body.add1(Op::Binary(BinaryOp::Add), "residual", &[y, skip]).unwrap();
+    let y = body
+        .add1(Op::Binary(BinaryOp::Add), "bias_add", &[y, c])
+        .unwrap();
+    let y = body
+        .add1(Op::Binary(BinaryOp::Add), "residual", &[y, skip])
+        .unwrap();
     let y = body.add1(Op::Unary(UnaryOp::Relu), "relu", &[y]).unwrap();
     body.add_output("y", y);
 
     let mut g = Graph::new("fused");
     let x = f32_input(&mut g, "x", &[1, 4, 6, 6]);
     let s = g.add1(Op::Unary(UnaryOp::Tanh), "tanh", &[x]).unwrap();
-    let k = g.add1(Op::Fused { body: Box::new(body) }, "block", &[x, s]).unwrap();
+    let k = g
+        .add1(
+            Op::Fused {
+                body: Box::new(body),
+            },
+            "block",
+            &[x, s],
+        )
+        .unwrap();
     let out = g.add1(Op::Softmax { axis: 1 }, "softmax", &[k]).unwrap();
     g.add_output("y", out);
     (g, vec![rng.tensor(&[1, 4, 6, 6])])
@@ -269,7 +340,10 @@ fn fused_conv_block() -> (Graph, Vec<Tensor>) {
 #[test]
 fn fused_kernel_maps_its_epilogue_onto_the_gemm() {
     let (g, x) = fused_conv_block();
-    assert_eq!(kinds(&g), ["tanh (eval)", "conv+add+add+relu (gemm)", "softmax (eval)"]);
+    assert_eq!(
+        kinds(&g),
+        ["tanh (eval)", "conv+add+add+relu (gemm)", "softmax (eval)"]
+    );
     let profile = check(&g, &x);
     assert_eq!(profile.len(), 3);
     assert_eq!(profile[1].nodes, ["conv", "bias_add", "residual", "relu"]);
@@ -279,11 +353,21 @@ fn fused_kernel_maps_its_epilogue_onto_the_gemm() {
 #[test]
 fn eight_requests_in_flight_equal_sequential_runs() {
     let (g, _) = fused_conv_block();
-    let model = kiln_runtime::Model { graph: g, path: "fused.kir".into(), format: kiln_runtime::Format::Kir };
+    let model = kiln_runtime::Model {
+        graph: g,
+        path: "fused.kir".into(),
+        format: kiln_runtime::Format::Kir,
+    };
     let compiled = kiln_runtime::compile(&model, "CPU").unwrap();
     let inputs: Vec<Tensor> = (0..8).map(|i| Rng(100 + i).tensor(&[1, 4, 6, 6])).collect();
-    let sequential: Vec<_> = inputs.iter().map(|x| compiled.request().infer_ordered(&[x.clone()]).unwrap()).collect();
-    let pending: Vec<_> = inputs.iter().map(|x| compiled.start(vec![x.clone()])).collect();
+    let sequential: Vec<_> = inputs
+        .iter()
+        .map(|x| compiled.request().infer_ordered(&[x.clone()]).unwrap())
+        .collect();
+    let pending: Vec<_> = inputs
+        .iter()
+        .map(|x| compiled.start(vec![x.clone()]))
+        .collect();
     for (p, want) in pending.into_iter().zip(&sequential) {
         assert_eq!(&p.wait().unwrap(), want);
     }
@@ -293,13 +377,21 @@ fn eight_requests_in_flight_equal_sequential_runs() {
 fn other_dtypes_and_ops_fall_back_to_eval() {
     let mut g = Graph::new("ints");
     let a = g.add_input("a", TensorType::known(DType::I64, &[2, 3]));
-    let b = g.add_const("b", Tensor::new(vec![3, 2], vec![1i64, 2, 3, 4, 5, 6]).unwrap());
+    let b = g.add_const(
+        "b",
+        Tensor::new(vec![3, 2], vec![1i64, 2, 3, 4, 5, 6]).unwrap(),
+    );
     let y = g.add1(Op::MatMul, "matmul", &[a, b]).unwrap();
     g.add_output("y", y);
     assert_eq!(kinds(&g), ["matmul (eval)"]);
     let x = Tensor::new(vec![2, 3], vec![1i64, 0, -1, 2, 2, 2]).unwrap();
-    let exe = Cpu::new().compile(&Program::new(g.clone()), &CompileOptions::default()).unwrap();
-    assert_eq!(exe.run(&[x.clone()], None).unwrap(), kiln_ir::eval::run_graph(&g, &[x]).unwrap());
+    let exe = Cpu::new()
+        .compile(&Program::new(g.clone()), &CompileOptions::default())
+        .unwrap();
+    assert_eq!(
+        exe.run(&[x.clone()], None).unwrap(),
+        kiln_ir::eval::run_graph(&g, &[x]).unwrap()
+    );
     assert!(kiln_cpu::fallback_ops().contains(&"softmax"));
     assert!(!kiln_cpu::fallback_ops().contains(&"conv"));
 }
@@ -311,8 +403,20 @@ fn an_add_of_two_convolutions_joins_one_chain() {
     let x = f32_input(&mut g, "x", &[1, 3, 6, 6]);
     let w1 = g.add_const("w1", rng.tensor(&[4, 3, 3, 3]));
     let w2 = g.add_const("w2", rng.tensor(&[4, 3, 1, 1]));
-    let a = g.add1(conv_op(&[], &[1, 1, 1, 1], &[], 1, AutoPad::NotSet), "main", &[x, w1]).unwrap();
-    let b = g.add1(conv_op(&[], &[], &[], 1, AutoPad::NotSet), "shortcut", &[x, w2]).unwrap();
+    let a = g
+        .add1(
+            conv_op(&[], &[1, 1, 1, 1], &[], 1, AutoPad::NotSet),
+            "main",
+            &[x, w1],
+        )
+        .unwrap();
+    let b = g
+        .add1(
+            conv_op(&[], &[], &[], 1, AutoPad::NotSet),
+            "shortcut",
+            &[x, w2],
+        )
+        .unwrap();
     let s = g.add1(Op::Binary(BinaryOp::Add), "add", &[a, b]).unwrap();
     let r = g.add1(Op::Unary(UnaryOp::Relu), "relu", &[s]).unwrap();
     g.add_output("y", r);

@@ -65,18 +65,50 @@ fn input_index(arg: Option<&Arg>) -> Option<usize> {
 }
 
 impl Conv {
-    pub fn new(graph: &Graph, n: NodeId, args: &[Arg], known: &HashMap<Value, Tensor>, epi: Epilogue) -> Option<Conv> {
+    pub fn new(
+        graph: &Graph,
+        n: NodeId,
+        args: &[Arg],
+        known: &HashMap<Value, Tensor>,
+        epi: Epilogue,
+    ) -> Option<Conv> {
         let node = graph.node(n);
-        let Op::Conv { auto_pad, dilations, group, kernel_shape, pads, strides } = &node.op else { return None };
+        let Op::Conv {
+            auto_pad,
+            dilations,
+            group,
+            kernel_shape,
+            pads,
+            strides,
+        } = &node.op
+        else {
+            return None;
+        };
         if node.outputs.first()?.dtype != DType::F32 {
             return None;
         }
-        let w_const = graph.inputs_of(n).get(1).copied().flatten().and_then(|v| known.get(&v));
+        let w_const = graph
+            .inputs_of(n)
+            .get(1)
+            .copied()
+            .flatten()
+            .and_then(|v| known.get(&v));
         let w_shape = w_const.map(|t| t.shape().to_vec());
-        let depthwise = w_shape.as_ref().is_some_and(|s| s.len() >= 2 && s[1] == 1 && s[0] as i64 == *group);
-        let one_by_one = w_shape.as_ref().is_some_and(|s| s[2..].iter().all(|&k| k == 1)) && strides.iter().all(|&s| s == 1);
+        let depthwise = w_shape
+            .as_ref()
+            .is_some_and(|s| s.len() >= 2 && s[1] == 1 && s[0] as i64 == *group);
+        let one_by_one = w_shape
+            .as_ref()
+            .is_some_and(|s| s[2..].iter().all(|&k| k == 1))
+            && strides.iter().all(|&s| s == 1);
         let packed = match w_const {
-            Some(w) if !depthwise && !one_by_one && *group >= 1 && w.rank() >= 3 && w.dtype() == DType::F32 => {
+            Some(w)
+                if !depthwise
+                    && !one_by_one
+                    && *group >= 1
+                    && w.rank() >= 3
+                    && w.dtype() == DType::F32 =>
+            {
                 let (m, grp) = (w.shape()[0], *group as usize);
                 let k: usize = w.shape()[1..].iter().product();
                 let wv = w.as_slice::<f32>().ok()?;
@@ -86,7 +118,10 @@ impl Conv {
                 let mg = m / grp;
                 let mut packs = Vec::with_capacity(grp);
                 for gi in 0..grp {
-                    packs.push(PackedB::from_transposed(k, mg, &wv[gi * mg * k..(gi + 1) * mg * k], k).ok()?);
+                    packs.push(
+                        PackedB::from_transposed(k, mg, &wv[gi * mg * k..(gi + 1) * mg * k], k)
+                            .ok()?,
+                    );
                 }
                 Some(packs)
             }
@@ -174,9 +209,37 @@ impl Conv {
         let mut out = vec![0.0f32; numel];
         let (cg, mg) = (g.c, m / group);
         if cg == 1 && mg == 1 {
-            depthwise::run(ctx, &g, batch, m, xv, wv, bias.as_deref(), residual, self.epi.clip, &mut out);
-        } else if let Some(packs) = self.packed.as_ref().filter(|p| p.len() == group && p[0].k() == g.k() && p[0].n() == mg && !g.pointwise() && g.p() >= IM2ROW_MIN_RATIO * mg) {
-            if let Err(e) = self.run_im2row(ctx, &g, batch, m, group, xv, packs, bias.as_deref(), residual, &mut out) {
+            depthwise::run(
+                ctx,
+                &g,
+                batch,
+                m,
+                xv,
+                wv,
+                bias.as_deref(),
+                residual,
+                self.epi.clip,
+                &mut out,
+            );
+        } else if let Some(packs) = self.packed.as_ref().filter(|p| {
+            p.len() == group
+                && p[0].k() == g.k()
+                && p[0].n() == mg
+                && !g.pointwise()
+                && g.p() >= IM2ROW_MIN_RATIO * mg
+        }) {
+            if let Err(e) = self.run_im2row(
+                ctx,
+                &g,
+                batch,
+                m,
+                group,
+                xv,
+                packs,
+                bias.as_deref(),
+                residual,
+                &mut out,
+            ) {
                 return Some(Err(e));
             }
         } else {
@@ -184,7 +247,8 @@ impl Conv {
             let in_image = g.c * group * g.h * g.w;
             for b in 0..batch {
                 for gi in 0..group {
-                    let xg = &xv[b * in_image + gi * cg * g.h * g.w..b * in_image + (gi + 1) * cg * g.h * g.w];
+                    let xg = &xv[b * in_image + gi * cg * g.h * g.w
+                        ..b * in_image + (gi + 1) * cg * g.h * g.w];
                     let packed = if g.pointwise() {
                         PackedB::new(k, p, xg, p)
                     } else {
@@ -201,12 +265,24 @@ impl Conv {
                     };
                     let rows = (b * m + gi * mg) * p..(b * m + (gi + 1) * mg) * p;
                     let epi = GemmEpilogue {
-                        bias: bias.as_deref().map(|v| Bias::PerRow(&v[gi * mg..(gi + 1) * mg])),
+                        bias: bias
+                            .as_deref()
+                            .map(|v| Bias::PerRow(&v[gi * mg..(gi + 1) * mg])),
                         residual: residual.map(|r| (&r[rows.clone()], p)),
                         clip: self.epi.clip,
                     };
                     let wg = &wv[gi * mg * k..(gi + 1) * mg * k];
-                    if let Err(e) = gemm_with(&ctx.gemm(), mg, wg, k, &packed, &mut out[rows], p, false, &epi) {
+                    if let Err(e) = gemm_with(
+                        &ctx.gemm(),
+                        mg,
+                        wg,
+                        k,
+                        &packed,
+                        &mut out[rows],
+                        p,
+                        false,
+                        &epi,
+                    ) {
                         return Some(Err(IrError::msg(e.to_string())));
                     }
                 }
@@ -252,13 +328,29 @@ impl Conv {
                         let epi = GemmEpilogue {
                             bias: bias.map(|v| Bias::PerCol(&v[gi * mg..(gi + 1) * mg])),
                             residual: None,
-                            clip: if residual.is_none() { self.epi.clip } else { None },
+                            clip: if residual.is_none() {
+                                self.epi.clip
+                            } else {
+                                None
+                            },
                         };
-                        gemm_with(&ctx.gemm(), p, &a, k, &packs[gi], &mut t, mg, false, &epi).map_err(|e| IrError::msg(e.to_string()))?;
+                        gemm_with(&ctx.gemm(), p, &a, k, &packs[gi], &mut t, mg, false, &epi)
+                            .map_err(|e| IrError::msg(e.to_string()))?;
                         let base = (b * m + gi * mg) * p;
                         let dst = &mut out[base..base + mg * p];
                         let res = residual.map(|r| &r[base..base + mg * p]);
-                        transpose_into(&t, p, mg, dst, res, if residual.is_some() { self.epi.clip } else { None });
+                        transpose_into(
+                            &t,
+                            p,
+                            mg,
+                            dst,
+                            res,
+                            if residual.is_some() {
+                                self.epi.clip
+                            } else {
+                                None
+                            },
+                        );
                     }
                 }
                 Ok(())
@@ -282,7 +374,9 @@ fn fill_im2row(ctx: &Ctx, g: &Geometry, x: &[f32], a: &mut [f32]) {
         let row_len = g.ow * g.k();
         debug_assert!(r1 * row_len <= len);
         // SAFETY: rows r0..r1 are inside the buffer and only this thread takes them.
-        let a = unsafe { std::slice::from_raw_parts_mut(rows.at().add(r0 * row_len), (r1 - r0) * row_len) };
+        let a = unsafe {
+            std::slice::from_raw_parts_mut(rows.at().add(r0 * row_len), (r1 - r0) * row_len)
+        };
         im2row(g, x, a, r0..r1);
     };
     match ctx.pool {
@@ -292,7 +386,14 @@ fn fill_im2row(ctx: &Ctx, g: &Geometry, x: &[f32], a: &mut [f32]) {
 }
 
 /// `dst[j][i] = clip(src[i][j] + res[j][i])` for src rows × cols, in cache-sized blocks.
-fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32], res: Option<&[f32]>, clip: Option<(f32, f32)>) {
+fn transpose_into(
+    src: &[f32],
+    rows: usize,
+    cols: usize,
+    dst: &mut [f32],
+    res: Option<&[f32]>,
+    clip: Option<(f32, f32)>,
+) {
     const B: usize = 32;
     let (lo, hi) = clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
     for i0 in (0..rows).step_by(B) {

@@ -47,9 +47,17 @@ pub(crate) fn run(
         let c = i % channels;
         // SAFETY: plane i is in bounds (checked above) and only this thread writes it.
         let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(i * p), p) };
-        plane(g, &x[i * hw..(i + 1) * hw], &w[c * taps..(c + 1) * taps], bias.map_or(0.0, |b| b[c]), o);
+        plane(
+            g,
+            &x[i * hw..(i + 1) * hw],
+            &w[c * taps..(c + 1) * taps],
+            bias.map_or(0.0, |b| b[c]),
+            o,
+        );
         if let Some(r) = residual {
-            o.iter_mut().zip(&r[i * p..(i + 1) * p]).for_each(|(a, b)| *a += b);
+            o.iter_mut()
+                .zip(&r[i * p..(i + 1) * p])
+                .for_each(|(a, b)| *a += b);
         }
         if let Some((lo, hi)) = clip {
             // max then min, as the GEMM does: NaN stays NaN.
@@ -89,9 +97,13 @@ fn plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
                 let src = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
                 let dst = &mut o[oh * g.ow + lo..oh * g.ow + hi];
                 if g.sw == 1 {
-                    dst.iter_mut().zip(&src[first..first + (hi - lo)]).for_each(|(d, s)| *d += wv * s);
+                    dst.iter_mut()
+                        .zip(&src[first..first + (hi - lo)])
+                        .for_each(|(d, s)| *d += wv * s);
                 } else {
-                    dst.iter_mut().enumerate().for_each(|(t, d)| *d += wv * src[first + t * g.sw]);
+                    dst.iter_mut()
+                        .enumerate()
+                        .for_each(|(t, d)| *d += wv * src[first + t * g.sw]);
                 }
             }
         }

@@ -12,7 +12,11 @@ use kiln_ir::{BinaryOp, DType, Graph, NodeId, Op, Tensor, UnaryOp, Value};
 use std::collections::{HashMap, HashSet};
 
 /// Which axis of the anchor's output the bias runs along, and its length.
-fn channel_axis(graph: &Graph, n: NodeId, known: &HashMap<Value, Tensor>) -> Option<(usize, usize, usize)> {
+fn channel_axis(
+    graph: &Graph,
+    n: NodeId,
+    known: &HashMap<Value, Tensor>,
+) -> Option<(usize, usize, usize)> {
     let node = graph.node(n);
     let out = node.outputs.first()?;
     if out.dtype != DType::F32 || node.outputs.len() != 1 {
@@ -29,7 +33,9 @@ fn channel_axis(graph: &Graph, n: NodeId, known: &HashMap<Value, Tensor>) -> Opt
             })?;
             Some((rank, 1, m))
         }
-        Op::MatMul | Op::Gemm { .. } if rank >= 1 => Some((rank, rank - 1, dims[rank - 1].known()?)),
+        Op::MatMul | Op::Gemm { .. } if rank >= 1 => {
+            Some((rank, rank - 1, dims[rank - 1].known()?))
+        }
         _ => None,
     }
 }
@@ -40,7 +46,10 @@ fn per_channel(c: &Tensor, rank: usize, axis: usize, len: usize) -> bool {
         return false;
     }
     let offset = rank - c.rank();
-    c.shape().iter().enumerate().all(|(i, &d)| d == 1 || (i + offset == axis && d == len))
+    c.shape()
+        .iter()
+        .enumerate()
+        .all(|(i, &d)| d == 1 || (i + offset == axis && d == len))
 }
 
 /// `c` as one value per channel.
@@ -69,7 +78,9 @@ pub(crate) fn match_epilogue(
     outputs: &HashSet<Value>,
 ) -> Vec<NodeId> {
     let mut tail = Vec::new();
-    let Some((rank, axis, len)) = channel_axis(graph, n, known) else { return tail };
+    let Some((rank, axis, len)) = channel_axis(graph, n, known) else {
+        return tail;
+    };
     let out_ty = graph.node(n).outputs[0].clone();
     let mut cur = Value::new(n, 0);
     let mut residual = false;
@@ -77,7 +88,9 @@ pub(crate) fn match_epilogue(
         if uses.get(&cur).copied() != Some(1) || outputs.contains(&cur) {
             break;
         }
-        let Some(&(user, _)) = graph.uses_of(cur).first() else { break };
+        let Some(&(user, _)) = graph.uses_of(cur).first() else {
+            break;
+        };
         let unode = graph.node(user);
         if unode.outputs.len() != 1 || unode.outputs[0] != out_ty {
             break;
@@ -88,7 +101,9 @@ pub(crate) fn match_epilogue(
                 let other = if ins[0] == Some(cur) { ins[1] } else { ins[0] };
                 match other.map(|o| (o, known.get(&o))) {
                     Some((_, Some(c))) => per_channel(c, rank, axis, len),
-                    Some((o, None)) if !residual && Some(o) != Some(cur) && *graph.value_type(o) == out_ty => {
+                    Some((o, None))
+                        if !residual && Some(o) != Some(cur) && *graph.value_type(o) == out_ty =>
+                    {
                         residual = true;
                         true
                     }
@@ -130,15 +145,24 @@ pub(crate) struct Epilogue {
 
 impl Epilogue {
     /// The epilogue of the chain `nodes` (anchor first) whose step inputs are `inputs`.
-    pub fn of_chain(graph: &Graph, nodes: &[NodeId], inputs: &[Value], known: &HashMap<Value, Tensor>) -> Epilogue {
+    pub fn of_chain(
+        graph: &Graph,
+        nodes: &[NodeId],
+        inputs: &[Value],
+        known: &HashMap<Value, Tensor>,
+    ) -> Epilogue {
         let mut epi = Epilogue::default();
-        let Some((_, _, len)) = channel_axis(graph, nodes[0], known) else { return epi };
+        let Some((_, _, len)) = channel_axis(graph, nodes[0], known) else {
+            return epi;
+        };
         let mut cur = Value::new(nodes[0], 0);
         for &m in &nodes[1..] {
             let ins = graph.inputs_of(m);
             match &graph.node(m).op {
                 Op::Binary(BinaryOp::Add) => {
-                    let Some(other) = (if ins[0] == Some(cur) { ins[1] } else { ins[0] }) else { continue };
+                    let Some(other) = (if ins[0] == Some(cur) { ins[1] } else { ins[0] }) else {
+                        continue;
+                    };
                     match known.get(&other) {
                         Some(c) => {
                             let add = expand(c, len);
@@ -151,7 +175,12 @@ impl Epilogue {
                 Op::Unary(UnaryOp::Relu) => epi.clip = Some((0.0, f32::INFINITY)),
                 Op::Clip => {
                     let bound = |i: usize, default: f32| {
-                        ins.get(i).copied().flatten().and_then(|v| known.get(&v)).and_then(scalar_f32).unwrap_or(default)
+                        ins.get(i)
+                            .copied()
+                            .flatten()
+                            .and_then(|v| known.get(&v))
+                            .and_then(scalar_f32)
+                            .unwrap_or(default)
                     };
                     epi.clip = Some((bound(1, f32::NEG_INFINITY), bound(2, f32::INFINITY)));
                 }

@@ -43,7 +43,15 @@ fn positive(v: &[i64], n: usize) -> Option<Vec<usize>> {
 
 /// Output size and begin padding of one spatial dim, as ONNX defines them; `None` for an
 /// invalid geometry (the reference kernel then reports the error).
-fn dim(a: &Attrs, i: usize, n: usize, input: usize, k: usize, s: usize, d: usize) -> Option<(usize, usize)> {
+fn dim(
+    a: &Attrs,
+    i: usize,
+    n: usize,
+    input: usize,
+    k: usize,
+    s: usize,
+    d: usize,
+) -> Option<(usize, usize)> {
     let extent = (k.checked_sub(1)?).checked_mul(d)? + 1;
     match a.auto_pad {
         AutoPad::NotSet => {
@@ -61,7 +69,11 @@ fn dim(a: &Attrs, i: usize, n: usize, input: usize, k: usize, s: usize, d: usize
         AutoPad::SameUpper | AutoPad::SameLower => {
             let out = input.div_ceil(s);
             let total = ((out.max(1) - 1) * s + extent).saturating_sub(input);
-            let pb = if a.auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
+            let pb = if a.auto_pad == AutoPad::SameUpper {
+                total / 2
+            } else {
+                total - total / 2
+            };
             Some((out, pb))
         }
     }
@@ -71,11 +83,21 @@ impl Geometry {
     /// Geometry for x [N, C, (H,) W] and w [M, C/group, (kh,) kw].
     pub fn new(a: &Attrs, xs: &[usize], ws: &[usize], group: usize) -> Option<Geometry> {
         let n = xs.len().checked_sub(2)?;
-        if !(1..=2).contains(&n) || ws.len() != xs.len() || group == 0 || ws[1].checked_mul(group)? != xs[1] {
+        if !(1..=2).contains(&n)
+            || ws.len() != xs.len()
+            || group == 0
+            || ws[1].checked_mul(group)? != xs[1]
+        {
             return None;
         }
         let kernel = &ws[2..];
-        if !a.kernel_shape.is_empty() && (a.kernel_shape.len() != n || a.kernel_shape.iter().zip(kernel).any(|(&k, &w)| k != w as i64)) {
+        if !a.kernel_shape.is_empty()
+            && (a.kernel_shape.len() != n
+                || a.kernel_shape
+                    .iter()
+                    .zip(kernel)
+                    .any(|(&k, &w)| k != w as i64))
+        {
             return None;
         }
         if kernel.iter().any(|&k| k == 0) {
@@ -84,10 +106,22 @@ impl Geometry {
         let (strides, dilations) = (positive(a.strides, n)?, positive(a.dilations, n)?);
         let mut dims = Vec::new();
         for i in 0..n {
-            dims.push(dim(a, i, n, xs[2 + i], kernel[i], strides[i], dilations[i])?);
+            dims.push(dim(
+                a,
+                i,
+                n,
+                xs[2 + i],
+                kernel[i],
+                strides[i],
+                dilations[i],
+            )?);
         }
         // 1-D: height 1, kernel height 1, stride and dilation 1, no padding.
-        let (h, kh, sh, dh, (oh, ph)) = if n == 2 { (xs[2], kernel[0], strides[0], dilations[0], dims[0]) } else { (1, 1, 1, 1, (1, 0)) };
+        let (h, kh, sh, dh, (oh, ph)) = if n == 2 {
+            (xs[2], kernel[0], strides[0], dilations[0], dims[0])
+        } else {
+            (1, 1, 1, 1, (1, 0))
+        };
         let (ow, pw) = dims[n - 1];
         Some(Geometry {
             c: ws[1],
@@ -118,15 +152,30 @@ impl Geometry {
 
     /// A plain matrix product: 1×1 kernel, stride 1, no padding.
     pub fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0 && self.oh == self.h && self.ow == self.w
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.ph == 0
+            && self.pw == 0
+            && self.oh == self.h
+            && self.ow == self.w
     }
 }
 
 /// Output positions `o < out` whose input coordinate `o·s + off` lies in `0..input`.
 pub(crate) fn valid_range(out: usize, s: usize, off: isize, input: usize) -> (usize, usize) {
     let s = s as isize;
-    let lo = if off >= 0 { 0 } else { ((-off + s - 1) / s) as usize };
-    let hi = if (input as isize) <= off { 0 } else { (((input as isize - off) + s - 1) / s) as usize };
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off + s - 1) / s) as usize
+    };
+    let hi = if (input as isize) <= off {
+        0
+    } else {
+        (((input as isize - off) + s - 1) / s) as usize
+    };
     (lo.min(out), hi.min(out).max(lo.min(out)))
 }
 
@@ -193,7 +242,11 @@ pub(crate) fn im2row(g: &Geometry, x: &[f32], a: &mut [f32], rows: std::ops::Ran
                     let base = (ow * g.sw) as isize - g.pw as isize;
                     for (j, d) in dst.iter_mut().enumerate() {
                         let iw = base + (j * g.dw) as isize;
-                        *d = if iw >= 0 && (iw as usize) < g.w { src[iw as usize] } else { 0.0 };
+                        *d = if iw >= 0 && (iw as usize) < g.w {
+                            src[iw as usize]
+                        } else {
+                            0.0
+                        };
                     }
                 }
             }

@@ -47,18 +47,39 @@ fn err(e: impl ToString) -> IrError {
 }
 
 impl MatMul {
-    pub fn new(graph: &Graph, n: NodeId, args: &[Arg], known: &HashMap<Value, Tensor>, epi: Epilogue) -> Option<MatMul> {
+    pub fn new(
+        graph: &Graph,
+        n: NodeId,
+        args: &[Arg],
+        known: &HashMap<Value, Tensor>,
+        epi: Epilogue,
+    ) -> Option<MatMul> {
         let node = graph.node(n);
         if node.outputs.first()?.dtype != DType::F32 {
             return None;
         }
         let gemm = match node.op {
             Op::MatMul => None,
-            Op::Gemm { alpha, beta, trans_a, trans_b } => Some(GemmAttrs { alpha, beta, trans_a, trans_b }),
+            Op::Gemm {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            } => Some(GemmAttrs {
+                alpha,
+                beta,
+                trans_a,
+                trans_b,
+            }),
             _ => return None,
         };
         let ins = graph.inputs_of(n);
-        let b_const = ins.get(1).copied().flatten().and_then(|v| known.get(&v)).filter(|t| t.dtype() == DType::F32 && t.rank() == 2);
+        let b_const = ins
+            .get(1)
+            .copied()
+            .flatten()
+            .and_then(|v| known.get(&v))
+            .filter(|t| t.dtype() == DType::F32 && t.rank() == 2);
         let packed = match b_const {
             None => None,
             Some(b) => {
@@ -72,7 +93,11 @@ impl MatMul {
                     bv
                 };
                 let (r, c) = (b.shape()[0], b.shape()[1]);
-                let p = if trans_b { PackedB::from_transposed(c, r, bv, c) } else { PackedB::new(r, c, bv, c) };
+                let p = if trans_b {
+                    PackedB::from_transposed(c, r, bv, c)
+                } else {
+                    PackedB::new(r, c, bv, c)
+                };
                 Some(Arc::new(p.ok()?))
             }
         };
@@ -85,7 +110,10 @@ impl MatMul {
                     let c_val = ins.get(2).copied().flatten();
                     let n_cols = packed.as_ref().map(|p| p.n());
                     let row = c_val.and_then(|v| known.get(&v)).filter(|t| {
-                        t.dtype() == DType::F32 && t.rank() <= 2 && t.shape().iter().rev().skip(1).all(|&d| d == 1) && n_cols.is_some_and(|n| t.len() == n || t.len() == 1)
+                        t.dtype() == DType::F32
+                            && t.rank() <= 2
+                            && t.shape().iter().rev().skip(1).all(|&d| d == 1)
+                            && n_cols.is_some_and(|n| t.len() == n || t.len() == 1)
                     });
                     match (row, n_cols) {
                         (Some(t), Some(nc)) => {
@@ -116,10 +144,18 @@ impl MatMul {
     }
 
     fn epilogue<'a>(&'a self, residual: Option<(&'a [f32], usize)>) -> GemmEpilogue<'a> {
-        GemmEpilogue { bias: self.bias.as_deref().map(Bias::PerCol), residual, clip: self.clip }
+        GemmEpilogue {
+            bias: self.bias.as_deref().map(Bias::PerCol),
+            residual,
+            clip: self.clip,
+        }
     }
 
-    fn residual<'a>(&self, args: &'a [Option<Tensor>], shape: &[usize]) -> Option<Option<&'a [f32]>> {
+    fn residual<'a>(
+        &self,
+        args: &'a [Option<Tensor>],
+        shape: &[usize],
+    ) -> Option<Option<&'a [f32]>> {
         match self.residual {
             None => Some(None),
             Some(i) => {
@@ -150,7 +186,11 @@ impl MatMul {
             if pb.k() != k || self.bias.as_ref().is_some_and(|b| b.len() != pb.n()) {
                 return None;
             }
-            let rows = if k == 0 { a.shape()[..a.rank() - 1].iter().product() } else { av.len() / k };
+            let rows = if k == 0 {
+                a.shape()[..a.rank() - 1].iter().product()
+            } else {
+                av.len() / k
+            };
             let mut shape = a.shape()[..a.rank() - 1].to_vec();
             shape.push(pb.n());
             let residual = self.residual(args, &shape)?;
@@ -167,7 +207,11 @@ impl MatMul {
             return None;
         }
         // numpy: a 1-D A is a row, a 1-D B a column, each dropped from the result.
-        let (a_batch, m) = if a.rank() == 1 { (&[][..], 1) } else { (&a.shape()[..a.rank() - 2], a.shape()[a.rank() - 2]) };
+        let (a_batch, m) = if a.rank() == 1 {
+            (&[][..], 1)
+        } else {
+            (&a.shape()[..a.rank() - 2], a.shape()[a.rank() - 2])
+        };
         let (b_batch, kb, n) = match b.rank() {
             1 => (&[][..], b.shape()[0], 1),
             r => (&b.shape()[..r - 2], b.shape()[r - 2], b.shape()[r - 1]),
@@ -191,7 +235,10 @@ impl MatMul {
         let mut last_b = usize::MAX;
         let mut packed = None;
         for i in 0..count {
-            let (ai, bi) = (a_map.get(i).copied().unwrap_or(0), b_map.get(i).copied().unwrap_or(0));
+            let (ai, bi) = (
+                a_map.get(i).copied().unwrap_or(0),
+                b_map.get(i).copied().unwrap_or(0),
+            );
             if bi != last_b {
                 match PackedB::new(k, n, &bv[bi * k * n..(bi + 1) * k * n], n) {
                     Ok(p) => packed = Some(p),
@@ -202,7 +249,17 @@ impl MatMul {
             let pb = packed.as_ref()?;
             let rows = i * m * n..(i + 1) * m * n;
             let epi = self.epilogue(residual.map(|r| (&r[rows.clone()], n)));
-            if let Err(e) = gemm_with(&ctx.gemm(), m, &av[ai * m * k..(ai + 1) * m * k], k, pb, &mut out[rows], n, false, &epi) {
+            if let Err(e) = gemm_with(
+                &ctx.gemm(),
+                m,
+                &av[ai * m * k..(ai + 1) * m * k],
+                k,
+                pb,
+                &mut out[rows],
+                n,
+                false,
+                &epi,
+            ) {
                 return Some(Err(err(e)));
             }
         }
@@ -215,7 +272,11 @@ impl MatMul {
             return None;
         }
         let av = a.as_slice::<f32>().ok()?;
-        let (m, k) = if g.trans_a { (a.shape()[1], a.shape()[0]) } else { (a.shape()[0], a.shape()[1]) };
+        let (m, k) = if g.trans_a {
+            (a.shape()[1], a.shape()[0])
+        } else {
+            (a.shape()[0], a.shape()[1])
+        };
         let a_t: Vec<f32>;
         let av = if g.trans_a {
             a_t = (0..m * k).map(|idx| av[(idx % k) * m + idx / k]).collect();
@@ -240,7 +301,11 @@ impl MatMul {
                     bv
                 };
                 let (r, c) = (b.shape()[0], b.shape()[1]);
-                let p = if g.trans_b { PackedB::from_transposed(c, r, bv, c) } else { PackedB::new(r, c, bv, c) };
+                let p = if g.trans_b {
+                    PackedB::from_transposed(c, r, bv, c)
+                } else {
+                    PackedB::new(r, c, bv, c)
+                };
                 owned = match p {
                     Ok(p) => p,
                     Err(e) => return Some(Err(err(e))),

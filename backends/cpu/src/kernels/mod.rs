@@ -57,7 +57,10 @@ impl KernelImpl {
 /// that is not f32 does too, as does a fused kernel's body for its parts).
 pub fn fallback_ops() -> Vec<&'static str> {
     const NATIVE: &[&str] = &["input", "const", "conv", "matmul", "gemm", "fused"];
-    Op::all_names().into_iter().filter(|n| !NATIVE.contains(n)).collect()
+    Op::all_names()
+        .into_iter()
+        .filter(|n| !NATIVE.contains(n))
+        .collect()
 }
 
 /// "conv+add+relu": the ops of a step, or of a fused kernel's body.
@@ -99,10 +102,12 @@ pub(crate) fn select(
             Some(c) => KernelImpl::Conv(c),
             None => KernelImpl::Eval,
         },
-        Op::MatMul | Op::Gemm { .. } => match matmul::MatMul::new(graph, nodes[0], anchor_args, known, epi) {
-            Some(m) => KernelImpl::MatMul(m),
-            None => KernelImpl::Eval,
-        },
+        Op::MatMul | Op::Gemm { .. } => {
+            match matmul::MatMul::new(graph, nodes[0], anchor_args, known, epi) {
+                Some(m) => KernelImpl::MatMul(m),
+                None => KernelImpl::Eval,
+            }
+        }
         _ => KernelImpl::Eval,
     })
 }
@@ -116,7 +121,10 @@ pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec
         KernelImpl::Fused(plan) => {
             let ins = args
                 .iter()
-                .map(|a| a.clone().ok_or_else(|| IrError::msg("a fused kernel's input is absent")))
+                .map(|a| {
+                    a.clone()
+                        .ok_or_else(|| IrError::msg("a fused kernel's input is absent"))
+                })
                 .collect::<Result<Vec<_>>>()?;
             return plan.run(ctx, &ins, None);
         }
