@@ -146,7 +146,9 @@ fn load_format(path: &Path, format: Format, signature: Option<&str>) -> Result<M
 
 /// Every device compiled into this build.
 pub fn registry() -> Registry {
-    Registry::with_builtin()
+    let mut r = Registry::with_builtin();
+    r.register(Arc::new(kiln_cpu::Cpu::new()));
+    r
 }
 
 /// Compiles a model for a device (`"REFERENCE"`; `"CPU"`, `"OPENCL"` and `"HETERO:A,B"` as

@@ -1,0 +1,111 @@
+//! Depthwise convolution (one input and one output channel per group) as a direct loop:
+//! each output plane is the bias plus, for every kernel tap, a weighted copy of the input
+//! rows it sees (a contiguous, vectorizable loop for stride 1). Planes are split over the
+//! pool's threads.
+
+use super::im2col::{valid_range, Geometry};
+use crate::device::Ctx;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Output pointer shared by the threads; each writes its own planes.
+struct Out(*mut f32);
+// SAFETY: threads write disjoint planes (each plane index is taken once from a counter).
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// A method, so closures capture the whole `Out` (which is Sync), not its raw field.
+    fn at(&self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+/// Below this many multiply-adds one thread does the whole convolution.
+const PARALLEL_MIN_MACS: usize = 1 << 16;
+
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run(
+    ctx: &Ctx,
+    g: &Geometry,
+    batch: usize,
+    channels: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    clip: Option<(f32, f32)>,
+    out: &mut [f32],
+) {
+    let (planes, p, taps, hw) = (batch * channels, g.p(), g.kh * g.kw, g.h * g.w);
+    debug_assert!(out.len() == planes * p && x.len() >= planes * hw && w.len() >= channels * taps);
+    let out_ptr = Out(out.as_mut_ptr());
+    let next = AtomicUsize::new(0);
+    let work = |_thread: usize| loop {
+        let i = next.fetch_add(1, Ordering::Relaxed);
+        if i >= planes {
+            return;
+        }
+        let c = i % channels;
+        // SAFETY: plane i is in bounds (checked above) and only this thread writes it.
+        let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(i * p), p) };
+        plane(
+            g,
+            &x[i * hw..(i + 1) * hw],
+            &w[c * taps..(c + 1) * taps],
+            bias.map_or(0.0, |b| b[c]),
+            o,
+        );
+        if let Some(r) = residual {
+            o.iter_mut()
+                .zip(&r[i * p..(i + 1) * p])
+                .for_each(|(a, b)| *a += b);
+        }
+        if let Some((lo, hi)) = clip {
+            // max then min, as the GEMM does: NaN stays NaN.
+            o.iter_mut().for_each(|v| {
+                if *v < lo {
+                    *v = lo
+                }
+                if *v > hi {
+                    *v = hi
+                }
+            });
+        }
+    };
+    match ctx.pool {
+        Some(pool) if planes > 1 && planes * p * taps >= PARALLEL_MIN_MACS => pool.run(&work),
+        _ => work(0),
+    }
+}
+
+/// One output plane: `o = bias + Σ_taps w[tap] · shifted x`.
+fn plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
+    o.fill(bias);
+    for i in 0..g.kh {
+        for j in 0..g.kw {
+            let wv = k[i * g.kw + j];
+            let off_w = (j * g.dw) as isize - g.pw as isize;
+            let (lo, hi) = valid_range(g.ow, g.sw, off_w, g.w);
+            if lo >= hi {
+                continue;
+            }
+            let first = (lo as isize * g.sw as isize + off_w) as usize;
+            for oh in 0..g.oh {
+                let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+                if ih < 0 || ih as usize >= g.h {
+                    continue;
+                }
+                let src = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
+                let dst = &mut o[oh * g.ow + lo..oh * g.ow + hi];
+                if g.sw == 1 {
+                    dst.iter_mut()
+                        .zip(&src[first..first + (hi - lo)])
+                        .for_each(|(d, s)| *d += wv * s);
+                } else {
+                    dst.iter_mut()
+                        .enumerate()
+                        .for_each(|(t, d)| *d += wv * src[first + t * g.sw]);
+                }
+            }
+        }
+    }
+}

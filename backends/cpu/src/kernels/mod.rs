@@ -1,0 +1,154 @@
+//! The kernels a step runs, how a step's kernel is chosen, and the epilogue matcher.
+//!
+//! Every step has a chain (its anchor node and the nodes fused after it); replaying the
+//! chain through `ir::eval` is always correct. A native kernel ([`KernelImpl`]) computes the
+//! same thing faster and may decline at run time (an unexpected dtype or shape), in which
+//! case the chain is replayed.
+
+mod conv;
+mod depthwise;
+mod epilogue;
+mod im2col;
+mod matmul;
+
+use crate::device::Ctx;
+use crate::program::{compile, Arg, Plan, Step};
+use kiln_ir::{Graph, IrError, NodeId, Op, Result, Tensor, Value};
+use std::collections::HashMap;
+
+pub(crate) use epilogue::match_epilogue;
+
+/// How a step computes.
+pub(crate) enum KernelImpl {
+    /// Replay the chain with `ir::eval`, op by op: every op, slowly. The Cranelift
+    /// elementwise kernels (`crate::codegen`, another branch) plug in beside this variant
+    /// as `Generated(..)`, chosen in [`select`] for the elementwise chains they cover.
+    Eval,
+    /// Convolution (any group; depthwise as a direct loop) with its epilogue.
+    Conv(conv::Conv),
+    /// MatMul or Gemm on the packed GEMM with its epilogue.
+    MatMul(matmul::MatMul),
+    /// An `Op::Fused` kernel: its body compiled like any graph, run as one step.
+    Fused(Box<Plan>),
+}
+
+impl KernelImpl {
+    /// How the step runs, for profiles.
+    pub fn label(&self) -> &'static str {
+        match self {
+            KernelImpl::Eval => "eval",
+            KernelImpl::Conv(c) => c.label(),
+            KernelImpl::MatMul(_) => "gemm",
+            KernelImpl::Fused(plan) => {
+                let kinds = plan.kinds();
+                if kinds.iter().any(|k| k.ends_with("(gemm)")) {
+                    "gemm"
+                } else if kinds.iter().any(|k| k.ends_with("(direct)")) {
+                    "direct"
+                } else {
+                    "eval"
+                }
+            }
+        }
+    }
+}
+
+/// Ops that always run through `ir::eval` on this device (a convolution, matmul or gemm
+/// that is not f32 does too, as does a fused kernel's body for its parts).
+pub fn fallback_ops() -> Vec<&'static str> {
+    const NATIVE: &[&str] = &["input", "const", "conv", "matmul", "gemm", "fused"];
+    Op::all_names()
+        .into_iter()
+        .filter(|n| !NATIVE.contains(n))
+        .collect()
+}
+
+/// "conv+add+relu": the ops of a step, or of a fused kernel's body.
+pub(crate) fn kind_name(graph: &Graph, nodes: &[NodeId]) -> String {
+    let names: Vec<&str> = match &graph.node(nodes[0]).op {
+        Op::Fused { body } => body
+            .topo_order()
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| &body.node(n).op)
+            .filter(|op| !matches!(op, Op::Input | Op::Const { .. }))
+            .map(|op| op.name())
+            .collect(),
+        _ => nodes.iter().map(|&n| graph.node(n).op.name()).collect(),
+    };
+    if names.is_empty() {
+        return "fused".into();
+    }
+    names.join("+")
+}
+
+/// Picks the kernel for the step covering `nodes` (anchor first) whose inputs are
+/// `inputs`, with `known` the constant values.
+pub(crate) fn select(
+    graph: &Graph,
+    nodes: &[NodeId],
+    inputs: &[Value],
+    anchor_args: &[Arg],
+    known: &HashMap<Value, Tensor>,
+) -> Result<KernelImpl> {
+    let anchor = graph.node(nodes[0]);
+    let epi = epilogue::Epilogue::of_chain(graph, nodes, inputs, known);
+    Ok(match &anchor.op {
+        Op::Fused { body } => KernelImpl::Fused(Box::new(compile(body).map_err(|e| IrError {
+            node: e.node.or(Some(anchor.name.clone())),
+            message: format!("in fused kernel {}: {}", anchor.name, e.message),
+        })?)),
+        Op::Conv { .. } => match conv::Conv::new(graph, nodes[0], anchor_args, known, epi) {
+            Some(c) => KernelImpl::Conv(c),
+            None => KernelImpl::Eval,
+        },
+        Op::MatMul | Op::Gemm { .. } => {
+            match matmul::MatMul::new(graph, nodes[0], anchor_args, known, epi) {
+                Some(m) => KernelImpl::MatMul(m),
+                None => KernelImpl::Eval,
+            }
+        }
+        _ => KernelImpl::Eval,
+    })
+}
+
+/// Runs one step on its inputs.
+pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
+    let native = match &step.kernel {
+        KernelImpl::Eval => None,
+        KernelImpl::Conv(c) => c.run(ctx, args),
+        KernelImpl::MatMul(m) => m.run(ctx, args),
+        KernelImpl::Fused(plan) => {
+            let ins = args
+                .iter()
+                .map(|a| {
+                    a.clone()
+                        .ok_or_else(|| IrError::msg("a fused kernel's input is absent"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            return plan.run(ctx, &ins, None);
+        }
+    };
+    match native {
+        Some(r) => r.map(|t| vec![t]),
+        None => replay(step, args),
+    }
+}
+
+/// The chain through `ir::eval`, link by link.
+fn replay(step: &Step, args: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
+    let mut cur: Vec<Tensor> = Vec::new();
+    for link in &step.chain {
+        let ins: Vec<Option<Tensor>> = link
+            .args
+            .iter()
+            .map(|a| match a {
+                Arg::Cur => cur.first().cloned(),
+                Arg::Input(i) => args.get(*i).cloned().flatten(),
+                Arg::Absent => None,
+            })
+            .collect();
+        cur = kiln_ir::eval::eval_op(&link.op, &ins, link.n_outputs)?;
+    }
+    Ok(cur)
+}

@@ -1,0 +1,398 @@
+//! A compiled graph: steps in topological order over a per-request table of values.
+//!
+//! Compiling numbers every value the run needs (graph inputs, constants that some step
+//! reads, kernel outputs), folds nodes whose inputs are all constants, matches epilogues
+//! (an anchor followed by bias adds, a residual add and relu/clip, see [`crate::kernels`]),
+//! and records after which step each value is read for the last time, so that a run drops
+//! each intermediate as soon as nothing needs it.
+
+use crate::device::{Ctx, DEVICE};
+use crate::kernels::{self, KernelImpl};
+use kiln_backends::{BackendError, KernelTiming};
+use kiln_ir::{Graph, IrError, NodeId, Op, Tensor, Value};
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+
+/// Where a link of a chain takes an input from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Arg {
+    /// The previous link's result.
+    Cur,
+    /// The step's input `i`.
+    Input(usize),
+    /// An absent optional input.
+    Absent,
+}
+
+/// One node of a step: its op and where its inputs come from. A step's chain is the
+/// anchor node followed by the nodes fused into its epilogue; replaying the chain with
+/// `ir::eval` is every step's reference behaviour and its fallback.
+#[derive(Clone, Debug)]
+pub(crate) struct Link {
+    pub op: Op,
+    pub args: Vec<Arg>,
+    pub n_outputs: usize,
+}
+
+/// One kernel launch.
+pub(crate) struct Step {
+    pub kernel: KernelImpl,
+    pub chain: Vec<Link>,
+    /// Table slots of the step's inputs (`None`: absent optional input).
+    pub inputs: Vec<Option<usize>>,
+    /// Table slots for the step's outputs (`None`: an output nothing reads).
+    pub outputs: Vec<Option<usize>>,
+    /// Declared dtypes of the outputs, checked after fallbacks.
+    pub dtypes: Vec<kiln_ir::DType>,
+    /// Slots read for the last time by this step.
+    pub last_use: Vec<usize>,
+    /// Source names of the nodes the step covers.
+    pub nodes: Vec<String>,
+    /// For profiles: "conv+add+relu (gemm)", "softmax (eval)".
+    pub kind: String,
+}
+
+/// A compiled graph.
+pub struct Plan {
+    slots: usize,
+    inputs: Vec<usize>,
+    consts: Vec<(usize, Tensor)>,
+    pub(crate) steps: Vec<Step>,
+    outputs: Vec<usize>,
+}
+
+/// Results above this many elements are not folded at compile time (a constant-shaped
+/// `Expand` of a scalar to a huge tensor should cost memory only while it runs).
+const FOLD_MAX_ELEMENTS: usize = 1 << 24;
+
+fn err(node: &str, message: impl Into<String>) -> BackendError {
+    BackendError {
+        device: DEVICE.into(),
+        node: Some(node.into()),
+        message: message.into(),
+    }
+}
+
+/// Compiles `graph` (the top-level program or a fused kernel's body).
+pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
+    let order = graph
+        .topo_order()
+        .map_err(|e| BackendError::from_ir(DEVICE, e))?;
+    let known = fold_constants(graph, &order);
+
+    // How many times each value is read by nodes that will run, and by the outputs.
+    let mut uses: HashMap<Value, usize> = HashMap::new();
+    for &n in &order {
+        if is_folded(graph, &known, n) || matches!(graph.node(n).op, Op::Input) {
+            continue;
+        }
+        for v in graph.inputs_of(n).into_iter().flatten() {
+            *uses.entry(v).or_insert(0) += 1;
+        }
+    }
+    let outputs: HashSet<Value> = graph.outputs.iter().map(|(_, v)| *v).collect();
+
+    // Epilogue chains: anchor node → the nodes fused after it. A chain's step runs where
+    // its last node is in the order, when every input (a residual too) is computed.
+    let mut chain_end: HashMap<NodeId, NodeId> = HashMap::new();
+    let mut chains: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
+    let mut absorbed: HashSet<NodeId> = HashSet::new();
+    for &n in &order {
+        if is_folded(graph, &known, n) {
+            continue;
+        }
+        let mut tail = kernels::match_epilogue(graph, n, &known, &uses, &outputs);
+        // An add of two anchors' results belongs to the first anchor's chain only.
+        if let Some(taken) = tail.iter().position(|m| absorbed.contains(m)) {
+            tail.truncate(taken);
+        }
+        if let Some(&last) = tail.last() {
+            absorbed.extend(tail.iter().copied());
+            chain_end.insert(last, n);
+            chains.insert(n, tail);
+        }
+    }
+
+    let mut slots: HashMap<Value, usize> = HashMap::new();
+    fn slot(slots: &mut HashMap<Value, usize>, v: Value) -> usize {
+        let next = slots.len();
+        *slots.entry(v).or_insert(next)
+    }
+    let mut plan = Plan {
+        slots: 0,
+        inputs: Vec::new(),
+        consts: Vec::new(),
+        steps: Vec::new(),
+        outputs: Vec::new(),
+    };
+    for &n in &graph.inputs {
+        plan.inputs.push(slot(&mut slots, Value::new(n, 0)));
+    }
+    let mut const_slots = HashSet::new();
+    for &n in &order {
+        let node = graph.node(n);
+        if matches!(node.op, Op::Input) || is_folded(graph, &known, n) || chains.contains_key(&n) {
+            continue;
+        }
+        let anchor = if absorbed.contains(&n) {
+            match chain_end.get(&n) {
+                Some(&a) => a,
+                None => continue, // a middle link: its anchor's step covers it
+            }
+        } else {
+            n
+        };
+        let tail = chains.get(&anchor).cloned().unwrap_or_default();
+        let mut step_inputs: Vec<Value> = Vec::new();
+        fn arg_of(step_inputs: &mut Vec<Value>, v: Option<Value>, cur: Option<Value>) -> Arg {
+            match v {
+                None => Arg::Absent,
+                Some(v) if Some(v) == cur => Arg::Cur,
+                Some(v) => {
+                    Arg::Input(step_inputs.iter().position(|&x| x == v).unwrap_or_else(|| {
+                        step_inputs.push(v);
+                        step_inputs.len() - 1
+                    }))
+                }
+            }
+        }
+        let mut chain = Vec::new();
+        let mut cur = None;
+        for &m in std::iter::once(&anchor).chain(&tail) {
+            let args = graph
+                .inputs_of(m)
+                .into_iter()
+                .map(|v| arg_of(&mut step_inputs, v, cur))
+                .collect();
+            let mnode = graph.node(m);
+            chain.push(Link {
+                op: mnode.op.clone(),
+                args,
+                n_outputs: mnode.outputs.len(),
+            });
+            cur = Some(Value::new(m, 0));
+        }
+        let last = *tail.last().unwrap_or(&anchor);
+        let last_node = graph.node(last);
+        let mut inputs = Vec::new();
+        for &v in &step_inputs {
+            if let Some(t) = known.get(&v) {
+                if const_slots.insert(v) {
+                    plan.consts.push((slot(&mut slots, v), t.clone()));
+                }
+            }
+            inputs.push(Some(slot(&mut slots, v)));
+        }
+        let outputs_of: Vec<Option<usize>> = (0..last_node.outputs.len())
+            .map(|k| {
+                let v = Value::new(last, k);
+                (uses.contains_key(&v) || outputs.contains(&v)).then(|| slot(&mut slots, v))
+            })
+            .collect();
+        let nodes: Vec<NodeId> = std::iter::once(anchor)
+            .chain(tail.iter().copied())
+            .collect();
+        let kernel = kernels::select(graph, &nodes, &step_inputs, &chain[0].args, &known)
+            .map_err(|e| err(&node.name, e.message))?;
+        let kind = format!("{} ({})", kernels::kind_name(graph, &nodes), kernel.label());
+        let names = match &graph.node(anchor).op {
+            Op::Fused { body } => body_names(body),
+            _ => nodes.iter().map(|&m| graph.node(m).name.clone()).collect(),
+        };
+        plan.steps.push(Step {
+            kernel,
+            chain,
+            inputs,
+            outputs: outputs_of,
+            dtypes: last_node.outputs.iter().map(|t| t.dtype).collect(),
+            last_use: Vec::new(),
+            nodes: names,
+            kind,
+        });
+    }
+    for (_, v) in &graph.outputs {
+        if let Some(t) = known.get(v) {
+            if const_slots.insert(*v) {
+                plan.consts.push((slot(&mut slots, *v), t.clone()));
+            }
+        }
+        plan.outputs.push(slot(&mut slots, *v));
+    }
+    plan.slots = slots.len();
+    plan.mark_last_uses();
+    Ok(plan)
+}
+
+/// The names of a fused body's computing nodes, in order.
+fn body_names(body: &Graph) -> Vec<String> {
+    let order = body.topo_order().unwrap_or_default();
+    order
+        .into_iter()
+        .map(|n| body.node(n))
+        .filter(|n| !matches!(n.op, Op::Input | Op::Const { .. }))
+        .map(|n| n.name.clone())
+        .collect()
+}
+
+fn is_folded(graph: &Graph, known: &HashMap<Value, Tensor>, n: NodeId) -> bool {
+    !matches!(graph.node(n).op, Op::Input) && known.contains_key(&Value::new(n, 0))
+}
+
+/// Constants, and the outputs of nodes whose inputs are all constants, evaluated once
+/// here (weights stored as f16 and cast back, transposed or reshaped weights). A node
+/// whose evaluation fails is left to fail at run time, where the error belongs.
+fn fold_constants(graph: &Graph, order: &[NodeId]) -> HashMap<Value, Tensor> {
+    let mut known = HashMap::new();
+    for &n in order {
+        let node = graph.node(n);
+        match &node.op {
+            Op::Input => continue,
+            Op::Const { value } => {
+                known.insert(Value::new(n, 0), value.clone());
+                continue;
+            }
+            op if !op.is_pure() => continue,
+            _ => {}
+        }
+        let ins = graph.inputs_of(n);
+        if ins.is_empty() || ins.iter().flatten().any(|v| !known.contains_key(v)) {
+            continue;
+        }
+        let small_inputs = ins.iter().flatten().all(|v| known[v].len() <= 4096);
+        let bounded = node
+            .outputs
+            .iter()
+            .all(|t| t.shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS));
+        if !(bounded || small_inputs) {
+            continue;
+        }
+        let args: Vec<Option<Tensor>> = ins.iter().map(|v| v.map(|v| known[&v].clone())).collect();
+        let Ok(outs) = kiln_ir::eval::eval_op(&node.op, &args, node.outputs.len()) else {
+            continue;
+        };
+        let fits = outs.len() == node.outputs.len()
+            && outs
+                .iter()
+                .zip(&node.outputs)
+                .all(|(t, ty)| t.dtype() == ty.dtype && t.len() <= FOLD_MAX_ELEMENTS);
+        if fits {
+            for (k, t) in outs.into_iter().enumerate() {
+                known.insert(Value::new(n, k), t);
+            }
+        }
+    }
+    known
+}
+
+impl Plan {
+    fn mark_last_uses(&mut self) {
+        let kept: HashSet<usize> = self.outputs.iter().copied().collect();
+        let mut seen = HashSet::new();
+        for step in self.steps.iter_mut().rev() {
+            for s in step.inputs.iter().flatten() {
+                if !kept.contains(s) && seen.insert(*s) {
+                    step.last_use.push(*s);
+                }
+            }
+        }
+    }
+
+    /// Number of steps (kernel launches).
+    pub fn len(&self) -> usize {
+        self.steps.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+
+    /// Each step's kind, in order ("conv+relu (gemm)", "softmax (eval)").
+    pub fn kinds(&self) -> Vec<String> {
+        self.steps.iter().map(|s| s.kind.clone()).collect()
+    }
+
+    /// Runs the plan on `inputs` (graph input order), appending one timing per step.
+    pub(crate) fn run(
+        &self,
+        ctx: &Ctx,
+        inputs: &[Tensor],
+        mut profile: Option<&mut Vec<KernelTiming>>,
+    ) -> Result<Vec<Tensor>, IrError> {
+        if inputs.len() != self.inputs.len() {
+            return Err(IrError::msg(format!(
+                "the graph takes {} inputs, {} were given",
+                self.inputs.len(),
+                inputs.len()
+            )));
+        }
+        let mut table: Vec<Option<Tensor>> = vec![None; self.slots];
+        for (slot, t) in &self.consts {
+            table[*slot] = Some(t.clone());
+        }
+        for (&slot, t) in self.inputs.iter().zip(inputs) {
+            table[slot] = Some(t.clone());
+        }
+        for step in &self.steps {
+            let start = profile.as_ref().map(|_| Instant::now());
+            let mut args = Vec::with_capacity(step.inputs.len());
+            for s in &step.inputs {
+                args.push(match s {
+                    None => None,
+                    Some(s) => Some(table[*s].clone().ok_or_else(|| {
+                        IrError::at(
+                            step.nodes.first().cloned().unwrap_or_default(),
+                            "an input value was never computed",
+                        )
+                    })?),
+                });
+            }
+            // Dropped before the kernel runs: the kernel then holds the only reference.
+            for &s in &step.last_use {
+                table[s] = None;
+            }
+            let outs = kernels::run(step, ctx, &args).map_err(|e| match e.node {
+                Some(_) => e,
+                None => e.in_node(step.nodes.last().cloned().unwrap_or_default()),
+            })?;
+            if outs.len() != step.outputs.len() {
+                return Err(IrError::msg(format!(
+                    "{} gave {} outputs, expected {}",
+                    step.kind,
+                    outs.len(),
+                    step.outputs.len()
+                )));
+            }
+            for (k, (t, slot)) in outs.into_iter().zip(&step.outputs).enumerate() {
+                if t.dtype() != step.dtypes[k] {
+                    return Err(IrError::at(
+                        step.nodes.last().cloned().unwrap_or_default(),
+                        format!(
+                            "output {k} is {} but the graph says {}",
+                            t.dtype(),
+                            step.dtypes[k]
+                        ),
+                    ));
+                }
+                if let Some(slot) = slot {
+                    table[*slot] = Some(t);
+                }
+            }
+            if let (Some(p), Some(start)) = (profile.as_deref_mut(), start) {
+                p.push(KernelTiming {
+                    nodes: step.nodes.clone(),
+                    kind: step.kind.clone(),
+                    device: DEVICE.into(),
+                    nanos: start.elapsed().as_nanos() as u64,
+                });
+            }
+        }
+        self.outputs
+            .iter()
+            .map(|&s| {
+                table[s]
+                    .clone()
+                    .ok_or_else(|| IrError::msg("an output was never computed"))
+            })
+            .collect()
+    }
+}
