@@ -1,3 +1,4 @@
 //! Shared code for kiln's cross-crate tests.
 
 pub mod conformance;
+pub mod pass_checks;

@@ -114,8 +114,8 @@ fn shape_fold_graph(g: &mut Graph) -> Result<usize> {
                 let c = g.add_const(name, t);
                 changed += usize::from(replace_all(g, n, c));
             }
-            Op::Reshape { allowzero: false } => {
-                if constant_reshape_target(g, n) {
+            Op::Reshape { allowzero } => {
+                if constant_reshape_target(g, n, *allowzero) {
                     reinfer(g, n);
                     changed += 1;
                 }
@@ -139,9 +139,10 @@ fn replace_all(g: &mut Graph, n: NodeId, c: Value) -> bool {
 }
 
 /// Gives Reshape `n` a constant target when its computed target's unknown elements each copy
-/// the reshaped input's dim at their position (0 copies it, since allowzero is off), or when
-/// one unknown element is all that is left beside positive constants (it becomes -1).
-fn constant_reshape_target(g: &mut Graph, n: NodeId) -> bool {
+/// the reshaped input's dim at their position (0 copies it, unless `allowzero` makes 0 a
+/// literal size), or when one unknown element is all that is left beside positive
+/// constants (it becomes -1: TensorFlow's Flatten computes `[Shape(x)[0], 2048]`).
+fn constant_reshape_target(g: &mut Graph, n: NodeId, allowzero: bool) -> bool {
     let ins = g.inputs_of(n);
     let (Some(data), Some(target)) = (ins[0], ins.get(1).copied().flatten()) else {
         return false;
@@ -159,7 +160,8 @@ fn constant_reshape_target(g: &mut Graph, n: NodeId) -> bool {
         match e {
             Elem::Val(v) => out.push(*v),
             Elem::Dim { of, axis, dim } => {
-                let copies = *axis == p
+                let copies = !allowzero
+                    && *axis == p
                     && (*of == data
                         || (matches!(dim, Dim::Sym(_))
                             && data_dims.as_ref().and_then(|d| d.get(p)) == Some(dim)));

@@ -208,14 +208,28 @@ fn check_model(dir: &Path, device: &Target) -> Vec<(String, Result<String, Strin
         Ok(x) => x,
         Err(e) => return vec![("reference data".into(), Err(e))],
     };
+    // What -O2 makes of each format that loads, for the structural checks.
+    let mut optimized = Vec::new();
+    let mut keep = |format: &str, m: &kiln_runtime::Model| {
+        if device.level == Level::O2 {
+            if let Ok(g) = kiln_tests::pass_checks::optimized(&m.graph) {
+                optimized.push((format.to_string(), g));
+            }
+        }
+    };
     for format in ["model.keras", "model.h5", "frozen.pb", "saved_model"] {
         let file = dir.join(format);
         if file.exists() {
-            results.push((format.to_string(), check_format(dir, &file, device, &inputs, &want).map(|(_, _, note)| note)));
+            let r = check_format(dir, &file, device, &inputs, &want);
+            if let Ok((m, _, _)) = &r {
+                keep(format, m);
+            }
+            results.push((format.to_string(), r.map(|(_, _, note)| note)));
         }
     }
     let (model, got) = match check_format(dir, &dir.join("model.onnx"), device, &inputs, &want) {
         Ok((m, g, note)) => {
+            keep("model.onnx", &m);
             results.push(("model.onnx".into(), Ok(note)));
             (m, g)
         }
@@ -224,6 +238,7 @@ fn check_model(dir: &Path, device: &Target) -> Vec<(String, Result<String, Strin
             return results;
         }
     };
+    results.extend(kiln_tests::pass_checks::check(&optimized));
     let inputs: Vec<Tensor> = input_order(dir, &model).iter().map(|&k| inputs[k].clone()).collect();
 
     let tmp = std::env::temp_dir().join(format!("kiln-zoo-{}-{}", std::process::id(), dir.file_name().unwrap().to_string_lossy()));
