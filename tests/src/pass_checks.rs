@@ -95,13 +95,18 @@ fn inner_transposes(g: &Graph) -> usize {
     walk(g, &|_| true, &|_| true)
 }
 
-/// BatchNorm ops anywhere, and multiplications that read a convolution's output.
+/// BatchNorm ops anywhere, and multiplications of a convolution's output by a constant.
 fn unfolded_batch_norms(g: &Graph) -> usize {
     all_nodes(g)
         .into_iter()
         .filter(|&(h, n)| match &h.node(n).op {
             Op::BatchNorm { .. } => true,
-            Op::Binary(kiln_ir::BinaryOp::Mul) => h.inputs_of(n).iter().flatten().any(|v| matches!(h.node(v.node).op, Op::Conv { .. })),
+            // A scale is a constant; a product of two run-time values (swish, a
+            // squeeze-and-excite gate) is not a batch norm.
+            Op::Binary(kiln_ir::BinaryOp::Mul) => {
+                let ins: Vec<_> = h.inputs_of(n).into_iter().flatten().collect();
+                ins.iter().any(|v| matches!(h.node(v.node).op, Op::Conv { .. })) && ins.iter().any(|v| h.const_value(*v).is_some())
+            }
             _ => false,
         })
         .count()
