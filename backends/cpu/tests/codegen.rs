@@ -6,7 +6,7 @@
 
 use kiln_cpu::codegen::{ElementwiseKernel, KernelCache};
 use kiln_ir::eval::run_graph;
-use kiln_ir::{BinaryOp, DType, GeluApproximation, Graph, Op, Tensor, TensorType, UnaryOp, Value};
+use kiln_ir::{BinaryOp, DType, Dim, GeluApproximation, Graph, Op, Shape, Tensor, TensorType, UnaryOp, Value};
 
 /// A deterministic xorshift generator.
 struct Rng(u64);
@@ -389,7 +389,9 @@ fn large_tensors_split_over_threads_and_run_into_agrees() {
     let e = g.add1(Op::Unary(UnaryOp::Exp), "e", &[xi]).unwrap();
     let s = g.add1(Op::Binary(BinaryOp::Add), "s", &[e, yi]).unwrap();
     g.add_output("s", s);
-    let k = check(&g, &[x.clone(), y.clone()], RTOL, 1e-30);
+    // exp(4) = 54.6 has an ulp of 3.8e-6, which the add keeps while the sum may be small:
+    // the zoo's absolute tolerance.
+    let k = check(&g, &[x.clone(), y.clone()], RTOL, 1e-5);
     let want = k.run(&[&x, &y]).unwrap();
     let (xb, yb) = (x.to_le_bytes(), y.to_le_bytes());
     let mut out = vec![0u8; 300 * 257 * 4];
@@ -403,8 +405,13 @@ fn large_tensors_split_over_threads_and_run_into_agrees() {
 fn scalars_empty_tensors_and_the_cache() {
     let x = Tensor::scalar(0.5f32);
     check(&unary_graph(Op::Unary(UnaryOp::Exp), &x), &[x.clone()], RTOL, 0.0);
+    // One body with a symbolic batch dim, compiled per concrete shape.
     let empty = Tensor::new(vec![0, 3], Vec::<f32>::new()).unwrap();
-    let g = unary_graph(Op::Unary(UnaryOp::Exp), &empty);
+    let mut g = Graph::new("batch");
+    let ty = TensorType::new(DType::F32, Shape(Some(vec![Dim::Sym("N".into()), Dim::Known(3)])));
+    let xi = g.add_input("x", ty);
+    let y = g.add1(Op::Unary(UnaryOp::Exp), "y", &[xi]).unwrap();
+    g.add_output("y", y);
     let cache = KernelCache::new(g);
     let k = cache.get(&[vec![0, 3]]).unwrap();
     assert_eq!(k.run(&[&empty]).unwrap()[0].shape(), &[0, 3]);
@@ -436,6 +443,7 @@ fn what_is_not_covered_is_refused() {
 /// over the points where the exact result is a normal f32, and the point where it occurs.
 fn sweep(op: Op, xs: &[f32], f: impl Fn(f64) -> f64) -> (f64, f32) {
     let x = Tensor::new(vec![xs.len()], xs.to_vec()).unwrap();
+    let name = op.name();
     let k = ElementwiseKernel::compile(&unary_graph(op, &x), &[vec![xs.len()]]).unwrap();
     let got = k.run(&[&x]).unwrap()[0].to_f64_vec();
     let mut worst = (0.0, 0.0);
@@ -449,7 +457,7 @@ fn sweep(op: Op, xs: &[f32], f: impl Fn(f64) -> f64) -> (f64, f32) {
             worst = (err, x);
         }
     }
-    eprintln!("{}: max relative error {:.3e} at {:e}", op.name(), worst.0, worst.1);
+    eprintln!("{name}: max relative error {:.3e} at {:e}", worst.0, worst.1);
     worst
 }
 
@@ -486,40 +494,52 @@ const N: usize = 200_003;
 
 #[test]
 fn math_exp() {
-    assert_within(Op::Unary(UnaryOp::Exp), &linspace(-87.0, 88.0, N), f64::exp, 1.5e-7);
+    assert_within(Op::Unary(UnaryOp::Exp), &linspace(-87.0, 88.0, N), f64::exp, 1.2e-7);
     // Near 0 the reduction is exact; the result's rounding dominates.
-    assert_within(Op::Unary(UnaryOp::Exp), &linspace(-1.0, 1.0, N), f64::exp, 1.5e-7);
+    assert_within(Op::Unary(UnaryOp::Exp), &linspace(-1.0, 1.0, N), f64::exp, 1.2e-7);
 }
 
 #[test]
 fn math_log() {
     let xs: Vec<f32> = linspace(-69.0, 69.0, N).iter().map(|e| e.exp()).collect();
-    assert_within(Op::Unary(UnaryOp::Log), &xs, f64::ln, 1.5e-7);
-    assert_within(Op::Unary(UnaryOp::Log), &linspace(0.5, 2.0, N), f64::ln, 1.5e-7);
+    assert_within(Op::Unary(UnaryOp::Log), &xs, f64::ln, 1.2e-7);
+    assert_within(Op::Unary(UnaryOp::Log), &linspace(0.5, 2.0, N), f64::ln, 1.2e-7);
     let denormals: Vec<f32> = (1..2000).map(|i| f32::from_bits(i * 4000)).collect();
-    assert_within(Op::Unary(UnaryOp::Log), &denormals, f64::ln, 1.5e-7);
+    assert_within(Op::Unary(UnaryOp::Log), &denormals, f64::ln, 1.2e-7);
 }
 
 #[test]
 fn math_tanh_sigmoid_erf() {
-    assert_within(Op::Unary(UnaryOp::Tanh), &linspace(-10.0, 10.0, N), f64::tanh, 3e-7);
-    assert_within(Op::Unary(UnaryOp::Tanh), &linspace(-0.01, 0.01, N), f64::tanh, 3e-7);
+    assert_within(Op::Unary(UnaryOp::Tanh), &linspace(-10.0, 10.0, N), f64::tanh, 2e-7);
+    assert_within(Op::Unary(UnaryOp::Tanh), &linspace(-0.01, 0.01, N), f64::tanh, 2e-7);
     let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
-    assert_within(Op::Unary(UnaryOp::Sigmoid), &linspace(-80.0, 30.0, N), sigmoid, 3e-7);
-    assert_within(Op::Unary(UnaryOp::Erf), &linspace(-5.0, 5.0, N), erf64, 3e-7);
-    assert_within(Op::Unary(UnaryOp::Erf), &linspace(-0.01, 0.01, N), erf64, 3e-7);
+    assert_within(Op::Unary(UnaryOp::Sigmoid), &linspace(-80.0, 30.0, N), sigmoid, 2.5e-7);
+    assert_within(Op::Unary(UnaryOp::Erf), &linspace(-5.0, 5.0, N), erf64, 1.2e-7);
+    assert_within(Op::Unary(UnaryOp::Erf), &linspace(-0.01, 0.01, N), erf64, 1.2e-7);
 }
 
 #[test]
 fn math_expm1_softplus_gelu() {
     // Elu with alpha 1 is expm1 below 0.
-    assert_within(Op::Elu { alpha: 1.0 }, &linspace(-10.0, 0.0, N), f64::exp_m1, 4e-7);
-    assert_within(Op::Elu { alpha: 1.0 }, &linspace(-1e-3, 0.0, N), f64::exp_m1, 4e-7);
+    assert_within(Op::Elu { alpha: 1.0 }, &linspace(-10.0, 0.0, N), f64::exp_m1, 1.2e-7);
+    assert_within(Op::Elu { alpha: 1.0 }, &linspace(-1e-3, 0.0, N), f64::exp_m1, 1.2e-7);
     let softplus = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
-    assert_within(Op::Unary(UnaryOp::Softplus), &linspace(-80.0, 80.0, N), softplus, 4e-7);
+    assert_within(Op::Unary(UnaryOp::Softplus), &linspace(-80.0, 80.0, N), softplus, 3e-7);
     let gelu = |x: f64| 0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2));
     let op = Op::Gelu {
         approximate: GeluApproximation::None,
     };
-    assert_within(op, &linspace(-12.0, 12.0, N), gelu, 1e-6);
+    assert_within(op.clone(), &linspace(-1.0, 12.0, N), gelu, 3e-7);
+    assert_within(op.clone(), &linspace(-3.0, 12.0, N), gelu, 1e-5);
+    // Further out, 1 + erf(x/√2) = erfc comes from Juffa's exp(P(t)), fitted for erf's
+    // absolute accuracy: gelu's relative error grows (6.5e-5 at -5) while its absolute
+    // error stays far below any tolerance. (Below -5 the f64 reference itself loses digits
+    // to 1 + erf cancelling, so the sweep stops there.)
+    let xs = linspace(-5.0, -3.0, N);
+    let t = Tensor::new(vec![N], xs.clone()).unwrap();
+    let k = ElementwiseKernel::compile(&unary_graph(op, &t), &[vec![N]]).unwrap();
+    let got = k.run(&[&t]).unwrap()[0].to_f64_vec();
+    let worst = xs.iter().zip(&got).map(|(&x, &y)| (y - gelu(x as f64)).abs()).fold(0.0, f64::max);
+    eprintln!("gelu on [-5, -3]: max absolute error {worst:.3e}");
+    assert!(worst <= 5e-8, "gelu's absolute error {worst:e} on [-5, -3]");
 }

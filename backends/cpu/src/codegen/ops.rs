@@ -152,7 +152,11 @@ fn float_unary(fx: &mut Fx, u: UnaryOp, x: Value) -> Result<Value, Unsupported> 
             fx.mul(x, t)
         }
         HardSwish => {
-            let g = fx.mul_add_k(x, 1.0 / 6.0, 0.5);
+            // (x + 3)/6 rather than x/6 + 1/2, which cancels near x = -3.
+            let three = fx.f(3.0);
+            let g = fx.add(x, three);
+            let sixth = fx.f(1.0 / 6.0);
+            let g = fx.mul(g, sixth);
             let g = fx.clamp(g, 0.0, 1.0);
             fx.mul(x, g)
         }
@@ -323,8 +327,9 @@ fn pow_general(fx: &mut Fx, x: Value, y: Value) -> Value {
     let l = math::log(fx, ax);
     let yl = fx.mul(y, l);
     let r = math::exp(fx, yl);
-    // A negative base: real only for an integer exponent, negated for an odd one (every
-    // float beyond 2^24 is even).
+    // A negative base (or -0) is negated for an odd integer exponent (every float beyond
+    // 2^24 is even); a finite negative base with a non-integer exponent gives NaN, while
+    // -inf gives |x|^y as powf does.
     let fl = fx.b.ins().floor(y);
     let is_int = fx.cmp(FloatCC::Equal, fl, y);
     let half = fx.f(0.5);
@@ -333,12 +338,18 @@ fn pow_general(fx: &mut Fx, x: Value, y: Value) -> Value {
     let even = fx.cmp(FloatCC::Equal, fh, hy);
     let odd = fx.mask_not(even);
     let odd = fx.mask_and(is_int, odd);
+    let xb = fx.bits(x);
+    let zero = fx.i(0);
+    let sign = fx.icmp(IntCC::SignedLessThan, xb, zero);
+    let flip = fx.mask_and(sign, odd);
     let neg_r = fx.b.ins().fneg(r);
-    let signed = fx.sel(odd, neg_r, r);
-    let nan = fx.f(f32::NAN);
-    let negative_base = fx.sel(is_int, signed, nan);
+    let r = fx.sel(flip, neg_r, r);
     let neg = fx.cmp_k(FloatCC::LessThan, x, 0.0);
-    let r = fx.sel(neg, negative_base, r);
+    let finite = fx.cmp_k(FloatCC::NotEqual, x, f32::NEG_INFINITY);
+    let not_int = fx.mask_not(is_int);
+    let bad = fx.mask_and(neg, finite);
+    let bad = fx.mask_and(bad, not_int);
+    let r = fx.sel_k(bad, f32::NAN, r);
     // powf: x^0 = 1 and 1^y = 1 even for NaN; (-1)^±inf = 1.
     let y0 = fx.cmp_k(FloatCC::Equal, y, 0.0);
     let x1 = fx.cmp_k(FloatCC::Equal, x, 1.0);
