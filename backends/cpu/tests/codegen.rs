@@ -543,3 +543,75 @@ fn math_expm1_softplus_gelu() {
     eprintln!("gelu on [-5, -3]: max absolute error {worst:.3e}");
     assert!(worst <= 5e-8, "gelu's absolute error {worst:e} on [-5, -3]");
 }
+
+// ── Ahead of time ───────────────────────────────────────────────────────────────────────
+
+const AOT_MAIN_C: &str = r#"
+#include <stdint.h>
+#include <stdio.h>
+
+void kiln_test_elementwise(void **args, uint64_t start, uint64_t end);
+
+int main(void) {
+    float x[37], y[37];
+    for (int i = 0; i < 37; i++) x[i] = (i - 18) * 0.25f;
+    void *args[2] = { x, y };
+    kiln_test_elementwise(args, 0, 37);
+    for (int i = 0; i < 37; i++) printf("%.9g\n", y[i]);
+    return 0;
+}
+"#;
+
+/// The same lowering into an ObjectModule for a baseline x86-64 (no FMA, no SSE4.1): the
+/// object needs no symbol at all, and a C program linked with it computes what the
+/// reference does.
+#[test]
+fn the_lowering_emits_a_self_contained_object() {
+    use cranelift_codegen::settings::{self, Configurable};
+    use kiln_cpu::codegen::{define_kernel, Plan};
+    use std::process::Command;
+
+    let xs: Vec<f32> = (0..37).map(|i| (i - 18) as f32 * 0.25).collect();
+    let x = Tensor::new(vec![37], xs).unwrap();
+    let mut g = Graph::new("aot");
+    let xi = input(&mut g, "x", &x);
+    let t = g.add1(Op::Unary(UnaryOp::Tanh), "t", &[xi]).unwrap();
+    let s = g.add1(Op::Gelu { approximate: GeluApproximation::None }, "s", &[xi]).unwrap();
+    let y = g.add1(Op::Binary(BinaryOp::Add), "y", &[t, s]).unwrap();
+    g.add_output("y", y);
+    let plan = Plan::new(&g, &[vec![37]]).unwrap();
+
+    let mut flags = settings::builder();
+    flags.set("is_pic", "true").unwrap();
+    flags.set("opt_level", "speed").unwrap();
+    let isa = cranelift_codegen::isa::lookup_by_name("x86_64-unknown-linux-gnu")
+        .unwrap()
+        .finish(settings::Flags::new(flags))
+        .unwrap();
+    let builder = cranelift_object::ObjectBuilder::new(isa, "kiln_test", cranelift_module::default_libcall_names()).unwrap();
+    let mut module = cranelift_object::ObjectModule::new(builder);
+    define_kernel(&mut module, "kiln_test_elementwise", cranelift_module::Linkage::Export, &plan).unwrap();
+    let object = module.finish().emit().unwrap();
+
+    let dir = std::env::temp_dir().join(format!("kiln-cpu-codegen-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let obj = dir.join("kernel.o");
+    std::fs::write(&obj, object).unwrap();
+    let nm = Command::new("nm").arg("-u").arg(&obj).output().expect("running nm");
+    assert!(nm.status.success());
+    assert_eq!(String::from_utf8_lossy(&nm.stdout), "", "undefined symbols in the object");
+
+    std::fs::write(dir.join("main.c"), AOT_MAIN_C).unwrap();
+    let exe = dir.join("main");
+    let cc = Command::new("cc").arg(dir.join("main.c")).arg(&obj).arg("-o").arg(&exe).output().expect("running cc");
+    assert!(cc.status.success(), "cc failed: {}", String::from_utf8_lossy(&cc.stderr));
+    let run = Command::new(&exe).output().unwrap();
+    assert!(run.status.success());
+    let got: Vec<f64> = String::from_utf8_lossy(&run.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    let want = run_graph(&g, &[x]).unwrap()[0].to_f64_vec();
+    assert_eq!(got.len(), want.len());
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() <= 1e-6 * b.abs() + 1e-7, "object code gives {a}, reference {b}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
