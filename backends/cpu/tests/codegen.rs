@@ -6,7 +6,9 @@
 
 use kiln_cpu::codegen::{ElementwiseKernel, KernelCache};
 use kiln_ir::eval::run_graph;
-use kiln_ir::{BinaryOp, DType, Dim, GeluApproximation, Graph, Op, Shape, Tensor, TensorType, UnaryOp, Value};
+use kiln_ir::{
+    BinaryOp, DType, Dim, GeluApproximation, Graph, Op, Shape, Tensor, TensorType, UnaryOp, Value,
+};
 
 /// A deterministic xorshift generator.
 struct Rng(u64);
@@ -60,7 +62,11 @@ fn data(rng: &mut Rng, shape: &[usize]) -> Tensor {
 /// Random data without edge values, in [lo, hi).
 fn plain(rng: &mut Rng, shape: &[usize], lo: f32, hi: f32) -> Tensor {
     let n: usize = shape.iter().product();
-    Tensor::new(shape.to_vec(), (0..n).map(|_| rng.uniform(lo, hi)).collect::<Vec<f32>>()).unwrap()
+    Tensor::new(
+        shape.to_vec(),
+        (0..n).map(|_| rng.uniform(lo, hi)).collect::<Vec<f32>>(),
+    )
+    .unwrap()
 }
 
 fn input(g: &mut Graph, name: &str, t: &Tensor) -> Value {
@@ -95,8 +101,15 @@ fn check(g: &Graph, inputs: &[Tensor], rtol: f64, atol: f64) -> ElementwiseKerne
             } else {
                 (x - y).abs() <= atol + rtol * y.abs()
             };
-            let at: Vec<f64> = xs.iter().map(|v| v.get(i).copied().unwrap_or(v[0])).collect();
-            assert!(ok, "{}: output {o}[{i}] = {x:e}, reference {y:e} (inputs near {at:?})", g.name);
+            let at: Vec<f64> = xs
+                .iter()
+                .map(|v| v.get(i).copied().unwrap_or(v[0]))
+                .collect();
+            assert!(
+                ok,
+                "{}: output {o}[{i}] = {x:e}, reference {y:e} (inputs near {at:?})",
+                g.name
+            );
         }
     }
     kernel
@@ -134,11 +147,21 @@ fn every_float_unary_op_matches_the_reference() {
         Identity, Abs, Neg, Exp, Log, Sqrt, Reciprocal, Floor, Ceil, Round, Sign, Relu, Sigmoid,
         Tanh, Erf, Softplus, Softsign, Mish, HardSwish,
     ] {
-        let k = check(&unary_graph(Op::Unary(u), &x), &[x.clone()], RTOL, 1e-30);
+        let k = check(
+            &unary_graph(Op::Unary(u), &x),
+            std::slice::from_ref(&x),
+            RTOL,
+            1e-30,
+        );
         assert!(k.is_vectorised(), "{u:?} runs on f32x4");
     }
     // IsNaN gives bool, so its kernel is scalar.
-    check(&unary_graph(Op::Unary(IsNaN), &x), &[x.clone()], 0.0, 0.0);
+    check(
+        &unary_graph(Op::Unary(IsNaN), &x),
+        std::slice::from_ref(&x),
+        0.0,
+        0.0,
+    );
 }
 
 #[test]
@@ -174,7 +197,7 @@ fn activations_with_attributes_match_the_reference() {
     for op in ops {
         // Differences of two nearby values (1 - 2/(e+1) in tanh) give absolute error
         // around the result's ulp where the result crosses 0.
-        check(&unary_graph(op, &x), &[x.clone()], RTOL, 1e-7);
+        check(&unary_graph(op, &x), std::slice::from_ref(&x), RTOL, 1e-7);
     }
     check(
         &unary_graph(
@@ -184,7 +207,7 @@ fn activations_with_attributes_match_the_reference() {
             },
             &x,
         ),
-        &[x.clone()],
+        std::slice::from_ref(&x),
         0.0,
         0.0,
     );
@@ -228,7 +251,7 @@ fn pow_special_cases_and_the_general_case() {
             check(&g, &[pos], 1e-6, 0.0);
             continue;
         }
-        let k_ = check(&g, &[x.clone()], 1e-5, 1e-30);
+        let k_ = check(&g, std::slice::from_ref(&x), 1e-5, 1e-30);
         assert!(k_.is_vectorised());
     }
     // An i64 exponent (as exported models write x^2) keeps the kernel vectorised.
@@ -237,12 +260,54 @@ fn pow_special_cases_and_the_general_case() {
     let e = g.add_const("e", Tensor::scalar(3i64));
     let y = g.add1(Op::Binary(BinaryOp::Pow), "y", &[xi, e]).unwrap();
     g.add_output("y", y);
-    assert!(check(&g, &[x.clone()], 1e-6, 1e-30).is_vectorised());
+    assert!(check(&g, std::slice::from_ref(&x), 1e-6, 1e-30).is_vectorised());
     // Run-time exponents, with negative bases, zeros, ones and integers among them.
-    let base = Tensor::new(vec![12], vec![2.0f32, -2.0, -2.0, 0.0, 0.0, 1.0, -1.0, 3.5, -8.0, 0.25, f32::NAN, 1.0]).unwrap();
-    let expo = Tensor::new(vec![12], vec![0.5f32, 3.0, 2.5, -1.0, 0.0, f32::NAN, f32::INFINITY, -1.25, 1.0 / 3.0, 12.0, 0.0, 7.0]).unwrap();
-    check(&binary_graph(BinaryOp::Pow, &base, &expo), &[base.clone(), expo.clone()], 1e-5, 0.0);
-    let (a, b) = (plain(&mut rng, &[40], 0.01, 20.0), plain(&mut rng, &[40], -6.0, 6.0));
+    let base = Tensor::new(
+        vec![12],
+        vec![
+            2.0f32,
+            -2.0,
+            -2.0,
+            0.0,
+            0.0,
+            1.0,
+            -1.0,
+            3.5,
+            -8.0,
+            0.25,
+            f32::NAN,
+            1.0,
+        ],
+    )
+    .unwrap();
+    let expo = Tensor::new(
+        vec![12],
+        vec![
+            0.5f32,
+            3.0,
+            2.5,
+            -1.0,
+            0.0,
+            f32::NAN,
+            f32::INFINITY,
+            -1.25,
+            1.0 / 3.0,
+            12.0,
+            0.0,
+            7.0,
+        ],
+    )
+    .unwrap();
+    check(
+        &binary_graph(BinaryOp::Pow, &base, &expo),
+        &[base.clone(), expo.clone()],
+        1e-5,
+        0.0,
+    );
+    let (a, b) = (
+        plain(&mut rng, &[40], 0.01, 20.0),
+        plain(&mut rng, &[40], -6.0, 6.0),
+    );
     check(&binary_graph(BinaryOp::Pow, &a, &b), &[a, b], 1e-5, 0.0);
 }
 
@@ -254,16 +319,20 @@ fn clip_where_and_casts() {
     let xi = input(&mut g, "x", &x);
     let lo = g.add_const("lo", Tensor::scalar(-1.5f32));
     let hi = g.add_const("hi", Tensor::scalar(2.0f32));
-    let y = g.add(Op::Clip, "y", &[Some(xi), Some(lo), Some(hi)], 1).unwrap();
+    let y = g
+        .add(Op::Clip, "y", &[Some(xi), Some(lo), Some(hi)], 1)
+        .unwrap();
     g.add_output("y", y.into());
-    assert!(check(&g, &[x.clone()], 0.0, 0.0).is_vectorised());
+    assert!(check(&g, std::slice::from_ref(&x), 0.0, 0.0).is_vectorised());
     // relu6 as a clip with only a max on the second run: absent min.
     let mut g = Graph::new("clip_max");
     let xi = input(&mut g, "x", &x);
     let hi = g.add_const("hi", Tensor::scalar(6.0f32));
-    let y = g.add(Op::Clip, "y", &[Some(xi), None, Some(hi)], 1).unwrap();
+    let y = g
+        .add(Op::Clip, "y", &[Some(xi), None, Some(hi)], 1)
+        .unwrap();
     g.add_output("y", y.into());
-    check(&g, &[x.clone()], 0.0, 0.0);
+    check(&g, std::slice::from_ref(&x), 0.0, 0.0);
 
     // where(x > 0, x, 0.1·y) stays vectorised: the bool is a lane mask.
     let yv = data(&mut rng, &[9]);
@@ -272,8 +341,12 @@ fn clip_where_and_casts() {
     let yi = input(&mut g, "y", &yv);
     let zero = g.add_const("zero", Tensor::scalar(0.0f32));
     let tenth = g.add_const("tenth", Tensor::scalar(0.1f32));
-    let c = g.add1(Op::Binary(BinaryOp::Greater), "c", &[xi, zero]).unwrap();
-    let s = g.add1(Op::Binary(BinaryOp::Mul), "s", &[yi, tenth]).unwrap();
+    let c = g
+        .add1(Op::Binary(BinaryOp::Greater), "c", &[xi, zero])
+        .unwrap();
+    let s = g
+        .add1(Op::Binary(BinaryOp::Mul), "s", &[yi, tenth])
+        .unwrap();
     let w = g.add1(Op::Where, "w", &[c, xi, s]).unwrap();
     g.add_output("w", w);
     assert!(check(&g, &[x.clone(), yv.clone()], 0.0, 0.0).is_vectorised());
@@ -291,7 +364,19 @@ fn clip_where_and_casts() {
     // Every cast among f32, i32, i64 and bool, on values that saturate and wrap.
     let wide = Tensor::new(
         vec![11],
-        vec![1.5f32, -1.5, 3e9, -3e9, 1e20, f32::NAN, f32::INFINITY, -0.0, 2.0e9, 7.0, -7.9],
+        vec![
+            1.5f32,
+            -1.5,
+            3e9,
+            -3e9,
+            1e20,
+            f32::NAN,
+            f32::INFINITY,
+            -0.0,
+            2.0e9,
+            7.0,
+            -7.9,
+        ],
     )
     .unwrap();
     let types = [DType::F32, DType::I32, DType::I64, DType::Bool];
@@ -299,41 +384,87 @@ fn clip_where_and_casts() {
         let src = wide.cast(from);
         for to in types {
             let g = unary_graph(Op::Cast { to }, &src);
-            check(&g, &[src.clone()], 0.0, 0.0);
+            check(&g, std::slice::from_ref(&src), 0.0, 0.0);
         }
     }
-    let big = Tensor::new(vec![4], vec![i64::MAX, i64::MIN, (1 << 53) + 1, -(1 << 40) - 3]).unwrap();
+    let big = Tensor::new(
+        vec![4],
+        vec![i64::MAX, i64::MIN, (1 << 53) + 1, -(1 << 40) - 3],
+    )
+    .unwrap();
     for to in types {
-        check(&unary_graph(Op::Cast { to }, &big), &[big.clone()], 0.0, 0.0);
+        check(
+            &unary_graph(Op::Cast { to }, &big),
+            std::slice::from_ref(&big),
+            0.0,
+            0.0,
+        );
     }
 }
 
 #[test]
 fn integer_and_bool_kernels() {
     use BinaryOp::*;
-    let a32 = Tensor::new(vec![3, 5], (0..15).map(|i| (i * 7919 % 23) - 11).chain([]).collect::<Vec<i32>>()).unwrap();
+    let a32 = Tensor::new(
+        vec![3, 5],
+        (0..15)
+            .map(|i| (i * 7919 % 23) - 11)
+            .chain([])
+            .collect::<Vec<i32>>(),
+    )
+    .unwrap();
     let b32 = Tensor::new(vec![5], vec![3i32, -2, i32::MAX, i32::MIN, 0]).unwrap();
     for dt in [DType::I32, DType::I64] {
         let (a, b) = (a32.cast(dt), b32.cast(dt));
-        for op in [Add, Sub, Mul, Min, Max, PRelu, BitwiseAnd, BitwiseOr, BitwiseXor, Equal, Less, GreaterOrEqual] {
+        for op in [
+            Add,
+            Sub,
+            Mul,
+            Min,
+            Max,
+            PRelu,
+            BitwiseAnd,
+            BitwiseOr,
+            BitwiseXor,
+            Equal,
+            Less,
+            GreaterOrEqual,
+        ] {
             check(&binary_graph(op, &a, &b), &[a.clone(), b.clone()], 0.0, 0.0);
         }
-        for u in [UnaryOp::Abs, UnaryOp::Neg, UnaryOp::Relu, UnaryOp::Sign, UnaryOp::BitwiseNot, UnaryOp::Floor] {
-            check(&unary_graph(Op::Unary(u), &b), &[b.clone()], 0.0, 0.0);
+        for u in [
+            UnaryOp::Abs,
+            UnaryOp::Neg,
+            UnaryOp::Relu,
+            UnaryOp::Sign,
+            UnaryOp::BitwiseNot,
+            UnaryOp::Floor,
+        ] {
+            check(
+                &unary_graph(Op::Unary(u), &b),
+                std::slice::from_ref(&b),
+                0.0,
+                0.0,
+            );
         }
         let mut g = Graph::new("int_pow");
         let ai = input(&mut g, "a", &a);
         let e = g.add_const("e", Tensor::scalar(3i64));
         let y = g.add1(Op::Binary(Pow), "y", &[ai, e]).unwrap();
         g.add_output("y", y);
-        check(&g, &[a.clone()], 0.0, 0.0);
+        check(&g, std::slice::from_ref(&a), 0.0, 0.0);
     }
     let p = Tensor::new(vec![2, 3], vec![true, false, true, false, false, true]).unwrap();
     let q = Tensor::new(vec![3], vec![true, true, false]).unwrap();
     for op in [And, Or, Xor, Equal] {
         check(&binary_graph(op, &p, &q), &[p.clone(), q.clone()], 0.0, 0.0);
     }
-    check(&unary_graph(Op::Unary(UnaryOp::Not), &p), &[p.clone()], 0.0, 0.0);
+    check(
+        &unary_graph(Op::Unary(UnaryOp::Not), &p),
+        std::slice::from_ref(&p),
+        0.0,
+        0.0,
+    );
 }
 
 #[test]
@@ -372,7 +503,9 @@ fn multi_output_dags_share_their_common_part() {
     g.add_output("p", p);
     assert!(check(&g, &[x.clone(), y.clone()], RTOL, 1e-7).is_vectorised());
     let zero = g.add_const("zero", Tensor::scalar(0.0f32));
-    let pos = g.add1(Op::Binary(BinaryOp::Greater), "pos", &[t, zero]).unwrap();
+    let pos = g
+        .add1(Op::Binary(BinaryOp::Greater), "pos", &[t, zero])
+        .unwrap();
     g.add_output("pos", pos);
     assert!(!check(&g, &[x, y], RTOL, 1e-7).is_vectorised());
 }
@@ -404,11 +537,19 @@ fn large_tensors_split_over_threads_and_run_into_agrees() {
 #[test]
 fn scalars_empty_tensors_and_the_cache() {
     let x = Tensor::scalar(0.5f32);
-    check(&unary_graph(Op::Unary(UnaryOp::Exp), &x), &[x.clone()], RTOL, 0.0);
+    check(
+        &unary_graph(Op::Unary(UnaryOp::Exp), &x),
+        std::slice::from_ref(&x),
+        RTOL,
+        0.0,
+    );
     // One body with a symbolic batch dim, compiled per concrete shape.
     let empty = Tensor::new(vec![0, 3], Vec::<f32>::new()).unwrap();
     let mut g = Graph::new("batch");
-    let ty = TensorType::new(DType::F32, Shape(Some(vec![Dim::Sym("N".into()), Dim::Known(3)])));
+    let ty = TensorType::new(
+        DType::F32,
+        Shape(Some(vec![Dim::Sym("N".into()), Dim::Known(3)])),
+    );
     let xi = g.add_input("x", ty);
     let y = g.add1(Op::Unary(UnaryOp::Exp), "y", &[xi]).unwrap();
     g.add_output("y", y);
@@ -457,13 +598,18 @@ fn sweep(op: Op, xs: &[f32], f: impl Fn(f64) -> f64) -> (f64, f32) {
             worst = (err, x);
         }
     }
-    eprintln!("{name}: max relative error {:.3e} at {:e}", worst.0, worst.1);
+    eprintln!(
+        "{name}: max relative error {:.3e} at {:e}",
+        worst.0, worst.1
+    );
     worst
 }
 
 /// `n` points evenly over [lo, hi].
 fn linspace(lo: f32, hi: f32, n: usize) -> Vec<f32> {
-    (0..n).map(|i| lo + (hi - lo) * (i as f32 / (n - 1) as f32)).collect()
+    (0..n)
+        .map(|i| lo + (hi - lo) * (i as f32 / (n - 1) as f32))
+        .collect()
 }
 
 /// The error function in f64 by its everywhere-convergent series (as `ir`'s reference).
@@ -487,44 +633,108 @@ fn erf64(x: f64) -> f64 {
 fn assert_within(op: Op, xs: &[f32], f: impl Fn(f64) -> f64, bound: f64) {
     let name = op.name();
     let (err, at) = sweep(op, xs, f);
-    assert!(err <= bound, "{name}: relative error {err:e} at {at:e} exceeds {bound:e}");
+    assert!(
+        err <= bound,
+        "{name}: relative error {err:e} at {at:e} exceeds {bound:e}"
+    );
 }
 
 const N: usize = 200_003;
 
 #[test]
 fn math_exp() {
-    assert_within(Op::Unary(UnaryOp::Exp), &linspace(-87.0, 88.0, N), f64::exp, 1.2e-7);
+    assert_within(
+        Op::Unary(UnaryOp::Exp),
+        &linspace(-87.0, 88.0, N),
+        f64::exp,
+        1.2e-7,
+    );
     // Near 0 the reduction is exact; the result's rounding dominates.
-    assert_within(Op::Unary(UnaryOp::Exp), &linspace(-1.0, 1.0, N), f64::exp, 1.2e-7);
+    assert_within(
+        Op::Unary(UnaryOp::Exp),
+        &linspace(-1.0, 1.0, N),
+        f64::exp,
+        1.2e-7,
+    );
 }
 
 #[test]
 fn math_log() {
     let xs: Vec<f32> = linspace(-69.0, 69.0, N).iter().map(|e| e.exp()).collect();
     assert_within(Op::Unary(UnaryOp::Log), &xs, f64::ln, 1.2e-7);
-    assert_within(Op::Unary(UnaryOp::Log), &linspace(0.5, 2.0, N), f64::ln, 1.2e-7);
+    assert_within(
+        Op::Unary(UnaryOp::Log),
+        &linspace(0.5, 2.0, N),
+        f64::ln,
+        1.2e-7,
+    );
     let denormals: Vec<f32> = (1..2000).map(|i| f32::from_bits(i * 4000)).collect();
     assert_within(Op::Unary(UnaryOp::Log), &denormals, f64::ln, 1.2e-7);
 }
 
 #[test]
 fn math_tanh_sigmoid_erf() {
-    assert_within(Op::Unary(UnaryOp::Tanh), &linspace(-10.0, 10.0, N), f64::tanh, 2e-7);
-    assert_within(Op::Unary(UnaryOp::Tanh), &linspace(-0.01, 0.01, N), f64::tanh, 2e-7);
+    assert_within(
+        Op::Unary(UnaryOp::Tanh),
+        &linspace(-10.0, 10.0, N),
+        f64::tanh,
+        2e-7,
+    );
+    assert_within(
+        Op::Unary(UnaryOp::Tanh),
+        &linspace(-0.01, 0.01, N),
+        f64::tanh,
+        2e-7,
+    );
     let sigmoid = |x: f64| 1.0 / (1.0 + (-x).exp());
-    assert_within(Op::Unary(UnaryOp::Sigmoid), &linspace(-80.0, 30.0, N), sigmoid, 2.5e-7);
-    assert_within(Op::Unary(UnaryOp::Erf), &linspace(-5.0, 5.0, N), erf64, 1.2e-7);
-    assert_within(Op::Unary(UnaryOp::Erf), &linspace(-0.01, 0.01, N), erf64, 1.2e-7);
+    assert_within(
+        Op::Unary(UnaryOp::Sigmoid),
+        &linspace(-80.0, 30.0, N),
+        sigmoid,
+        2.5e-7,
+    );
+    assert_within(
+        Op::Unary(UnaryOp::Erf),
+        &linspace(-5.0, 5.0, N),
+        erf64,
+        1.2e-7,
+    );
+    assert_within(
+        Op::Unary(UnaryOp::Erf),
+        &linspace(-0.01, 0.01, N),
+        erf64,
+        1.2e-7,
+    );
 }
 
 #[test]
 fn math_expm1_softplus_gelu() {
     // Elu with alpha 1 is expm1 below 0.
-    assert_within(Op::Elu { alpha: 1.0 }, &linspace(-10.0, 0.0, N), f64::exp_m1, 1.2e-7);
-    assert_within(Op::Elu { alpha: 1.0 }, &linspace(-1e-3, 0.0, N), f64::exp_m1, 1.2e-7);
-    let softplus = |x: f64| if x > 0.0 { x + (-x).exp().ln_1p() } else { x.exp().ln_1p() };
-    assert_within(Op::Unary(UnaryOp::Softplus), &linspace(-80.0, 80.0, N), softplus, 3e-7);
+    assert_within(
+        Op::Elu { alpha: 1.0 },
+        &linspace(-10.0, 0.0, N),
+        f64::exp_m1,
+        1.2e-7,
+    );
+    assert_within(
+        Op::Elu { alpha: 1.0 },
+        &linspace(-1e-3, 0.0, N),
+        f64::exp_m1,
+        1.2e-7,
+    );
+    let softplus = |x: f64| {
+        if x > 0.0 {
+            x + (-x).exp().ln_1p()
+        } else {
+            x.exp().ln_1p()
+        }
+    };
+    assert_within(
+        Op::Unary(UnaryOp::Softplus),
+        &linspace(-80.0, 80.0, N),
+        softplus,
+        3e-7,
+    );
     let gelu = |x: f64| 0.5 * x * (1.0 + erf64(x / std::f64::consts::SQRT_2));
     let op = Op::Gelu {
         approximate: GeluApproximation::None,
@@ -539,7 +749,11 @@ fn math_expm1_softplus_gelu() {
     let t = Tensor::new(vec![N], xs.clone()).unwrap();
     let k = ElementwiseKernel::compile(&unary_graph(op, &t), &[vec![N]]).unwrap();
     let got = k.run(&[&t]).unwrap()[0].to_f64_vec();
-    let worst = xs.iter().zip(&got).map(|(&x, &y)| (y - gelu(x as f64)).abs()).fold(0.0, f64::max);
+    let worst = xs
+        .iter()
+        .zip(&got)
+        .map(|(&x, &y)| (y - gelu(x as f64)).abs())
+        .fold(0.0, f64::max);
     eprintln!("gelu on [-5, -3]: max absolute error {worst:.3e}");
     assert!(worst <= 5e-8, "gelu's absolute error {worst:e} on [-5, -3]");
 }
@@ -576,7 +790,15 @@ fn the_lowering_emits_a_self_contained_object() {
     let mut g = Graph::new("aot");
     let xi = input(&mut g, "x", &x);
     let t = g.add1(Op::Unary(UnaryOp::Tanh), "t", &[xi]).unwrap();
-    let s = g.add1(Op::Gelu { approximate: GeluApproximation::None }, "s", &[xi]).unwrap();
+    let s = g
+        .add1(
+            Op::Gelu {
+                approximate: GeluApproximation::None,
+            },
+            "s",
+            &[xi],
+        )
+        .unwrap();
     let y = g.add1(Op::Binary(BinaryOp::Add), "y", &[t, s]).unwrap();
     g.add_output("y", y);
     let plan = Plan::new(&g, &[vec![37]]).unwrap();
@@ -588,30 +810,65 @@ fn the_lowering_emits_a_self_contained_object() {
         .unwrap()
         .finish(settings::Flags::new(flags))
         .unwrap();
-    let builder = cranelift_object::ObjectBuilder::new(isa, "kiln_test", cranelift_module::default_libcall_names()).unwrap();
+    let builder = cranelift_object::ObjectBuilder::new(
+        isa,
+        "kiln_test",
+        cranelift_module::default_libcall_names(),
+    )
+    .unwrap();
     let mut module = cranelift_object::ObjectModule::new(builder);
-    define_kernel(&mut module, "kiln_test_elementwise", cranelift_module::Linkage::Export, &plan).unwrap();
+    define_kernel(
+        &mut module,
+        "kiln_test_elementwise",
+        cranelift_module::Linkage::Export,
+        &plan,
+    )
+    .unwrap();
     let object = module.finish().emit().unwrap();
 
     let dir = std::env::temp_dir().join(format!("kiln-cpu-codegen-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let obj = dir.join("kernel.o");
     std::fs::write(&obj, object).unwrap();
-    let nm = Command::new("nm").arg("-u").arg(&obj).output().expect("running nm");
+    let nm = Command::new("nm")
+        .arg("-u")
+        .arg(&obj)
+        .output()
+        .expect("running nm");
     assert!(nm.status.success());
-    assert_eq!(String::from_utf8_lossy(&nm.stdout), "", "undefined symbols in the object");
+    assert_eq!(
+        String::from_utf8_lossy(&nm.stdout),
+        "",
+        "undefined symbols in the object"
+    );
 
     std::fs::write(dir.join("main.c"), AOT_MAIN_C).unwrap();
     let exe = dir.join("main");
-    let cc = Command::new("cc").arg(dir.join("main.c")).arg(&obj).arg("-o").arg(&exe).output().expect("running cc");
-    assert!(cc.status.success(), "cc failed: {}", String::from_utf8_lossy(&cc.stderr));
+    let cc = Command::new("cc")
+        .arg(dir.join("main.c"))
+        .arg(&obj)
+        .arg("-o")
+        .arg(&exe)
+        .output()
+        .expect("running cc");
+    assert!(
+        cc.status.success(),
+        "cc failed: {}",
+        String::from_utf8_lossy(&cc.stderr)
+    );
     let run = Command::new(&exe).output().unwrap();
     assert!(run.status.success());
-    let got: Vec<f64> = String::from_utf8_lossy(&run.stdout).lines().map(|l| l.parse().unwrap()).collect();
+    let got: Vec<f64> = String::from_utf8_lossy(&run.stdout)
+        .lines()
+        .map(|l| l.parse().unwrap())
+        .collect();
     let want = run_graph(&g, &[x]).unwrap()[0].to_f64_vec();
     assert_eq!(got.len(), want.len());
     for (a, b) in got.iter().zip(&want) {
-        assert!((a - b).abs() <= 1e-6 * b.abs() + 1e-7, "object code gives {a}, reference {b}");
+        assert!(
+            (a - b).abs() <= 1e-6 * b.abs() + 1e-7,
+            "object code gives {a}, reference {b}"
+        );
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -87,11 +87,7 @@ impl Lowering<'_> {
         let n = layout.inner().max(1) as i64;
         let outer = &layout.dims[..layout.dims.len() - 1];
         let live: Vec<bool> = (0..plan.operands.len())
-            .map(|k| {
-                plan.exprs
-                    .iter()
-                    .any(|e| e.kind == ExprKind::Load(k))
-            })
+            .map(|k| plan.exprs.iter().any(|e| e.kind == ExprKind::Load(k)))
             .collect();
 
         let entry = b.create_block();
@@ -103,19 +99,22 @@ impl Lowering<'_> {
 
         b.append_block_params_for_function_params(entry);
         b.switch_to_block(entry);
-        let [args, start, end] = b.block_params(entry) else {
-            unreachable!("the signature has three parameters")
+        let &[args, start, end] = b.block_params(entry) else {
+            return Err(Unsupported::new(
+                "the kernel signature has three parameters",
+            ));
         };
-        let (args, start, end) = (*args, *start, *end);
-        let mut ptrs = Vec::new();
-        for k in 0..plan.operands.len() + plan.outputs.len() {
-            let is_output = k >= plan.operands.len();
-            ptrs.push(if is_output || live[k] {
-                Some(b.ins().load(types::I64, flags(), args, (k * 8) as i32))
-            } else {
-                None
-            });
-        }
+        // Operand addresses (those the body reads), then output addresses.
+        let needed = live
+            .iter()
+            .copied()
+            .chain(std::iter::repeat_n(true, plan.outputs.len()));
+        let ptrs: Vec<Option<Value>> = needed
+            .enumerate()
+            .map(|(k, needed)| {
+                needed.then(|| b.ins().load(types::I64, flags(), args, (k * 8) as i32))
+            })
+            .collect();
         let row = b.declare_var(types::I64);
         let j_begin = b.declare_var(types::I64);
         let j = b.declare_var(types::I64);
@@ -239,7 +238,13 @@ impl Lowering<'_> {
     }
 
     /// The expression DAG at element `j` of the row, on four lanes or one.
-    fn body(&self, b: &mut FunctionBuilder, row: &Row, j: Value, vector: bool) -> Result<(), Unsupported> {
+    fn body(
+        &self,
+        b: &mut FunctionBuilder,
+        row: &Row,
+        j: Value,
+        vector: bool,
+    ) -> Result<(), Unsupported> {
         let plan = self.plan;
         let mut fx = Fx {
             b,

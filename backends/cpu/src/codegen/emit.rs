@@ -178,7 +178,7 @@ impl Fx<'_, '_> {
         self.b.ins().bitcast(ty, little(), x)
     }
 
-    pub fn from_bits(&mut self, x: Value) -> Value {
+    pub fn float_from_bits(&mut self, x: Value) -> Value {
         let ty = self.fty();
         self.b.ins().bitcast(ty, little(), x)
     }
@@ -195,7 +195,7 @@ impl Fx<'_, '_> {
         let m = self.b.ins().band(xb, magnitude);
         let s = self.b.ins().band(sb, sign);
         let r = self.b.ins().bor(m, s);
-        self.from_bits(r)
+        self.float_from_bits(r)
     }
 
     /// `x` with the lanes below `lo` raised to it and those above `hi` lowered to it; NaN

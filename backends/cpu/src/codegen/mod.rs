@@ -86,7 +86,10 @@ impl fmt::Debug for ElementwiseKernel {
 
 impl ElementwiseKernel {
     /// Compiles `body` (Input, Const and elementwise nodes) for inputs of `input_shapes`.
-    pub fn compile(body: &Graph, input_shapes: &[Vec<usize>]) -> Result<ElementwiseKernel, Unsupported> {
+    pub fn compile(
+        body: &Graph,
+        input_shapes: &[Vec<usize>],
+    ) -> Result<ElementwiseKernel, Unsupported> {
         let plan = Plan::new(body, input_shapes)?;
         let code = JitCode::compile(&plan)?;
         Ok(ElementwiseKernel {
@@ -101,7 +104,11 @@ impl ElementwiseKernel {
     }
 
     pub fn output_dtypes(&self) -> Vec<DType> {
-        self.plan.outputs.iter().map(|&e| self.plan.exprs[e].dtype).collect()
+        self.plan
+            .outputs
+            .iter()
+            .map(|&e| self.plan.exprs[e].dtype)
+            .collect()
     }
 
     /// The dtype and shape each input must have.
@@ -141,7 +148,11 @@ impl ElementwiseKernel {
             ptrs.push(data_ptr(t.data()));
         }
         let n = self.plan.layout.len();
-        let mut outs: Vec<Data> = self.output_dtypes().iter().map(|&d| Data::zeros(d, n)).collect();
+        let mut outs: Vec<Data> = self
+            .output_dtypes()
+            .iter()
+            .map(|&d| Data::zeros(d, n))
+            .collect();
         let out_ptrs: Vec<*mut u8> = outs.iter_mut().map(data_ptr_mut).collect();
         // SAFETY: every pointer addresses a buffer of the dtype and element count the kernel
         // was compiled for (checked above; outputs allocated here), alive for the call.
@@ -226,23 +237,33 @@ impl ElementwiseKernel {
         let threads = pool.threads();
         // Chunk ends on a multiple of 16 elements, so each thread's rows start on a vector
         // boundary when rows are long.
-        let bound = |t: usize| if t == threads { n } else { (n * t / threads) & !15 };
+        let bound = |t: usize| {
+            if t == threads {
+                n
+            } else {
+                (n * t / threads) & !15
+            }
+        };
         pool.run(&|t| call(bound(t), bound(t + 1)));
     }
 }
 
+#[allow(clippy::unnecessary_cast)] // a no-op for the u8 variant only
 fn data_ptr(d: &Data) -> *const u8 {
     kiln_ir::with_data!(d, v, T => v.as_ptr() as *const u8)
 }
 
+#[allow(clippy::unnecessary_cast)] // a no-op for the u8 variant only
 fn data_ptr_mut(d: &mut Data) -> *mut u8 {
     kiln_ir::with_data!(d, v, T => v.as_mut_ptr() as *mut u8)
 }
 
+type Compiled = Result<ElementwiseKernel, Unsupported>;
+
 /// Kernels of one body, compiled per set of input shapes on first use.
 pub struct KernelCache {
     body: Graph,
-    kernels: Mutex<HashMap<Vec<Vec<usize>>, Result<ElementwiseKernel, Unsupported>>>,
+    kernels: Mutex<HashMap<Vec<Vec<usize>>, Compiled>>,
 }
 
 impl KernelCache {

@@ -192,7 +192,12 @@ fn int_unary(fx: &mut Fx, u: UnaryOp, x: Value) -> Result<Value, Unsupported> {
             let neg = fx.b.ins().uextend(ty, neg);
             fx.b.ins().isub(pos, neg)
         }
-        _ => return Err(Unsupported::new(format!("`{}` on integer tensors", u.word()))),
+        _ => {
+            return Err(Unsupported::new(format!(
+                "`{}` on integer tensors",
+                u.word()
+            )))
+        }
     })
 }
 
@@ -264,7 +269,12 @@ fn int_binary(fx: &mut Fx, b: BinaryOp, x: Value, y: Value) -> Result<Value, Uns
             let xy = fx.b.ins().imul(x, y);
             fx.b.ins().select(neg, xy, x)
         }
-        _ => return Err(Unsupported::new(format!("`{}` on integer tensors", b.word()))),
+        _ => {
+            return Err(Unsupported::new(format!(
+                "`{}` on integer tensors",
+                b.word()
+            )))
+        }
     })
 }
 
@@ -278,8 +288,8 @@ fn pow(fx: &mut Fx, x: Arg, y: Arg) -> Result<Value, Unsupported> {
     let xv = x.v()?;
     if let Some(k) = y.konst.map(Scalar::as_f64) {
         if k == k.trunc() && k.abs() <= 16.0 {
-            let mut p = power(fx, xv, k.abs() as u32, |fx, a, b| fx.mul(a, b))
-                .unwrap_or_else(|| fx.f(1.0));
+            let mut p =
+                power(fx, xv, k.abs() as u32, |fx, a, b| fx.mul(a, b)).unwrap_or_else(|| fx.f(1.0));
             if k < 0.0 {
                 let one = fx.f(1.0);
                 p = fx.div(one, p);
@@ -293,7 +303,11 @@ fn pow(fx: &mut Fx, x: Arg, y: Arg) -> Result<Value, Unsupported> {
     let yv = match (y.dtype, y.konst) {
         (DType::F32, _) => y.v()?,
         (_, Some(k)) => fx.f(k.as_f64() as f32),
-        _ => return Err(Unsupported::new("pow with a run-time integer exponent of a float")),
+        _ => {
+            return Err(Unsupported::new(
+                "pow with a run-time integer exponent of a float",
+            ))
+        }
     };
     Ok(pow_general(fx, xv, yv))
 }
@@ -366,7 +380,11 @@ fn pow_general(fx: &mut Fx, x: Value, y: Value) -> Value {
 fn int_pow(fx: &mut Fx, x: Arg, y: Arg) -> Result<Value, Unsupported> {
     let k = match y.konst {
         Some(Scalar::Int(k)) if (0..=64).contains(&k) => k as u32,
-        _ => return Err(Unsupported::new("integer pow needs a constant exponent in 0..=64")),
+        _ => {
+            return Err(Unsupported::new(
+                "integer pow needs a constant exponent in 0..=64",
+            ))
+        }
     };
     let xv = x.v()?;
     let ty = fx.b.func.dfg.value_type(xv);

@@ -121,7 +121,10 @@ impl Plan {
             let shape = input_shapes[i].clone();
             if let Some(dims) = body.node(n).outputs[0].shape.dims() {
                 let agrees = dims.len() == shape.len()
-                    && dims.iter().zip(&shape).all(|(d, &s)| d.known().is_none_or(|k| k == s));
+                    && dims
+                        .iter()
+                        .zip(&shape)
+                        .all(|(d, &s)| d.known().is_none_or(|k| k == s));
                 if !agrees {
                     return Err(Unsupported::new(format!(
                         "input {} is declared {:?}, given shape {shape:?}",
@@ -235,10 +238,9 @@ impl Plan {
         // i64 2), which the lowering reads from the plan rather than as lanes.
         let exponent_only = |i: usize| {
             exprs.iter().all(|e| match &e.kind {
-                ExprKind::Op(op, args) => args
-                    .iter()
-                    .enumerate()
-                    .all(|(slot, a)| *a != Some(i) || (*op == Op::Binary(BinaryOp::Pow) && slot == 1)),
+                ExprKind::Op(op, args) => args.iter().enumerate().all(|(slot, a)| {
+                    *a != Some(i) || (*op == Op::Binary(BinaryOp::Pow) && slot == 1)
+                }),
                 _ => true,
             })
         };
@@ -262,7 +264,10 @@ fn check_dtype(d: DType, node: &str) -> Result<(), Unsupported> {
     if supported_dtype(d) {
         Ok(())
     } else {
-        Err(Unsupported::at(node, format!("no generated code for {d} tensors")))
+        Err(Unsupported::at(
+            node,
+            format!("no generated code for {d} tensors"),
+        ))
     }
 }
 
