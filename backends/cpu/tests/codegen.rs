@@ -536,6 +536,9 @@ fn large_tensors_split_over_threads_and_run_into_agrees() {
 
 #[test]
 fn scalars_empty_tensors_and_the_cache() {
+    fn shared_across_threads<T: Send + Sync>() {}
+    shared_across_threads::<ElementwiseKernel>();
+    shared_across_threads::<KernelCache>();
     let x = Tensor::scalar(0.5f32);
     check(
         &unary_graph(Op::Unary(UnaryOp::Exp), &x),
