@@ -1,0 +1,166 @@
+//! Generated elementwise kernels against plain Rust loops, on 1M f32 elements.
+//!
+//! `cargo bench -p kiln-cpu --bench elementwise` runs criterion (which reports GiB/s of
+//! bytes read and written) and then prints a table of each kernel's best and median rate.
+//! `-- none` skips criterion. The kernels write into a preallocated output (`run_into`),
+//! as the executor's arena will; above 64K elements they split over the pool's 2 threads,
+//! so the table also gives the single-call rate of the plain loop on one thread.
+
+use criterion::{black_box, Criterion, Throughput};
+use kiln_cpu::codegen::ElementwiseKernel;
+use kiln_ir::{BinaryOp, DType, Graph, Op, TensorType, UnaryOp};
+use std::time::{Duration, Instant};
+
+const N: usize = 1 << 20;
+
+fn add_kernel() -> ElementwiseKernel {
+    let mut g = Graph::new("add");
+    let a = g.add_input("a", TensorType::known(DType::F32, &[N]));
+    let b = g.add_input("b", TensorType::known(DType::F32, &[N]));
+    let c = g.add1(Op::Binary(BinaryOp::Add), "c", &[a, b]).unwrap();
+    g.add_output("c", c);
+    ElementwiseKernel::compile(&g, &[vec![N], vec![N]]).unwrap()
+}
+
+fn unary_kernel(u: UnaryOp) -> ElementwiseKernel {
+    let mut g = Graph::new(u.word());
+    let a = g.add_input("a", TensorType::known(DType::F32, &[N]));
+    let c = g.add1(Op::Unary(u), "c", &[a]).unwrap();
+    g.add_output("c", c);
+    ElementwiseKernel::compile(&g, &[vec![N]]).unwrap()
+}
+
+fn bytes(v: &[f32]) -> &[u8] {
+    // SAFETY: f32 has no invalid bit patterns and u8 no alignment needs.
+    unsafe { std::slice::from_raw_parts(v.as_ptr() as *const u8, v.len() * 4) }
+}
+
+fn bytes_mut(v: &mut [f32]) -> &mut [u8] {
+    // SAFETY: as above; every byte pattern is a valid f32.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr() as *mut u8, v.len() * 4) }
+}
+
+/// Best and median seconds of `f` over about half a second.
+fn time(mut f: impl FnMut()) -> (f64, f64) {
+    let mut runs = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(500) || runs.len() < 10 {
+        let t = Instant::now();
+        f();
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    runs.sort_by(f64::total_cmp);
+    (runs[0], runs[runs.len() / 2])
+}
+
+fn main() {
+    let a: Vec<f32> = (0..N).map(|i| (i % 1000) as f32 * 0.01 - 5.0).collect();
+    let b: Vec<f32> = (0..N).map(|i| (i % 777) as f32 * 0.02).collect();
+    let mut out = vec![0.0f32; N];
+    let add = add_kernel();
+    let exp = unary_kernel(UnaryOp::Exp);
+    let tanh = unary_kernel(UnaryOp::Tanh);
+
+    let skip_criterion = std::env::args().any(|a| a == "none");
+    if !skip_criterion {
+        let mut c = Criterion::default().configure_from_args();
+        let mut group = c.benchmark_group("elementwise_1M");
+        group.throughput(Throughput::Bytes((3 * N * 4) as u64));
+        group.bench_function("add kiln", |bch| {
+            bch.iter(|| {
+                add.run_into(&[bytes(&a), bytes(&b)], &mut [bytes_mut(&mut out)])
+                    .unwrap()
+            })
+        });
+        group.bench_function("add rust", |bch| {
+            bch.iter(|| {
+                for ((o, x), y) in out.iter_mut().zip(&a).zip(&b) {
+                    *o = x + y;
+                }
+                black_box(&out);
+            })
+        });
+        group.throughput(Throughput::Bytes((2 * N * 4) as u64));
+        group.bench_function("exp kiln", |bch| {
+            bch.iter(|| {
+                exp.run_into(&[bytes(&a)], &mut [bytes_mut(&mut out)])
+                    .unwrap()
+            })
+        });
+        group.bench_function("exp rust", |bch| {
+            bch.iter(|| {
+                for (o, x) in out.iter_mut().zip(&a) {
+                    *o = x.exp();
+                }
+                black_box(&out);
+            })
+        });
+        group.finish();
+        c.final_summary();
+    }
+
+    println!("\n1M f32 elements, GB/s of bytes read + written (best / median):");
+    let report = |name: &str, moved: usize, (best, median): (f64, f64)| {
+        let gbs = |s: f64| moved as f64 / s / 1e9;
+        println!(
+            "{name:<28} {:>7.1} / {:>7.1} GB/s  ({:.0} µs best)",
+            gbs(best),
+            gbs(median),
+            best * 1e6
+        );
+    };
+    report(
+        "add, kiln (2 threads)",
+        12 * N,
+        time(|| {
+            add.run_into(&[bytes(&a), bytes(&b)], &mut [bytes_mut(&mut out)])
+                .unwrap()
+        }),
+    );
+    report(
+        "add, rust loop (1 thread)",
+        12 * N,
+        time(|| {
+            for ((o, x), y) in out.iter_mut().zip(&a).zip(&b) {
+                *o = x + y;
+            }
+            black_box(&out);
+        }),
+    );
+    report(
+        "exp, kiln (2 threads)",
+        8 * N,
+        time(|| {
+            exp.run_into(&[bytes(&a)], &mut [bytes_mut(&mut out)])
+                .unwrap()
+        }),
+    );
+    report(
+        "exp, rust f32::exp (1 thread)",
+        8 * N,
+        time(|| {
+            for (o, x) in out.iter_mut().zip(&a) {
+                *o = x.exp();
+            }
+            black_box(&out);
+        }),
+    );
+    report(
+        "tanh, kiln (2 threads)",
+        8 * N,
+        time(|| {
+            tanh.run_into(&[bytes(&a)], &mut [bytes_mut(&mut out)])
+                .unwrap()
+        }),
+    );
+    report(
+        "tanh, rust f32::tanh (1 thread)",
+        8 * N,
+        time(|| {
+            for (o, x) in out.iter_mut().zip(&a) {
+                *o = x.tanh();
+            }
+            black_box(&out);
+        }),
+    );
+}
