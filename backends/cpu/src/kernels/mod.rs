@@ -20,10 +20,12 @@ pub(crate) use epilogue::match_epilogue;
 
 /// How a step computes.
 pub(crate) enum KernelImpl {
-    /// Replay the chain with `ir::eval`, op by op: every op, slowly. The Cranelift
-    /// elementwise kernels (`crate::codegen`, another branch) plug in beside this variant
-    /// as `Generated(..)`, chosen in [`select`] for the elementwise chains they cover.
+    /// Replay the chain with `ir::eval`, op by op: every op, slowly.
     Eval,
+    /// A fused kernel of elementwise ops only: Cranelift code generated per set of input
+    /// shapes (`crate::codegen`); where the generator declines (an op or dtype it does not
+    /// cover), the body's plan runs instead.
+    Generated(Box<(crate::codegen::KernelCache, Plan)>),
     /// Convolution (any group; depthwise as a direct loop) with its epilogue.
     Conv(conv::Conv),
     /// MatMul or Gemm on the packed GEMM with its epilogue.
@@ -39,6 +41,7 @@ impl KernelImpl {
             KernelImpl::Eval => "eval",
             KernelImpl::Conv(c) => c.label(),
             KernelImpl::MatMul(_) => "gemm",
+            KernelImpl::Generated(_) => "generated",
             KernelImpl::Fused(plan) => {
                 let kinds = plan.kinds();
                 if kinds.iter().any(|k| k.ends_with("(gemm)")) {
@@ -93,11 +96,18 @@ pub(crate) fn select(
 ) -> Result<KernelImpl> {
     let anchor = graph.node(nodes[0]);
     let epi = epilogue::Epilogue::of_chain(graph, nodes, inputs, known);
-    Ok(match &anchor.op {
-        Op::Fused { body } => KernelImpl::Fused(Box::new(compile(body).map_err(|e| IrError {
+    let compile_body = |body: &Graph| {
+        compile(body).map_err(|e| IrError {
             node: e.node.or(Some(anchor.name.clone())),
             message: format!("in fused kernel {}: {}", anchor.name, e.message),
-        })?)),
+        })
+    };
+    Ok(match &anchor.op {
+        Op::Fused { body } if elementwise_only(body) => {
+            let plan = compile_body(body)?;
+            KernelImpl::Generated(Box::new((crate::codegen::KernelCache::new((**body).clone()), plan)))
+        }
+        Op::Fused { body } => KernelImpl::Fused(Box::new(compile_body(body)?)),
         Op::Conv { .. } => match conv::Conv::new(graph, nodes[0], anchor_args, known, epi) {
             Some(c) => KernelImpl::Conv(c),
             None => KernelImpl::Eval,
@@ -112,12 +122,31 @@ pub(crate) fn select(
     })
 }
 
+/// A body whose every op is elementwise (the generator's domain).
+fn elementwise_only(body: &Graph) -> bool {
+    body.nodes
+        .node_weights()
+        .all(|n| matches!(n.op, Op::Input | Op::Const { .. }) || kiln_passes::pattern(&n.op).is_elementwise())
+}
+
 /// Runs one step on its inputs.
 pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
     let native = match &step.kernel {
         KernelImpl::Eval => None,
         KernelImpl::Conv(c) => c.run(ctx, args),
         KernelImpl::MatMul(m) => m.run(ctx, args),
+        KernelImpl::Generated(g) => {
+            let (cache, plan) = &**g;
+            let ins = args
+                .iter()
+                .map(|a| a.clone().ok_or_else(|| IrError::msg("a fused kernel's input is absent")))
+                .collect::<Result<Vec<_>>>()?;
+            let shapes: Vec<Vec<usize>> = ins.iter().map(|t| t.shape().to_vec()).collect();
+            return match cache.get(&shapes) {
+                Ok(kernel) => kernel.run(&ins.iter().collect::<Vec<_>>()),
+                Err(_) => plan.run(ctx, &ins, None),
+            };
+        }
         KernelImpl::Fused(plan) => {
             let ins = args
                 .iter()
