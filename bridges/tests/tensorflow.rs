@@ -107,46 +107,6 @@ fn missing_variables_shard_is_an_error() {
     assert!(e.node.is_some(), "{e}");
 }
 
-/// A minimal .npy reader (little-endian f32/i32/i64, C order) for the model zoo's data.
-fn read_npy(path: &Path) -> Tensor {
-    let bytes = std::fs::read(path).unwrap();
-    assert_eq!(&bytes[..6], b"\x93NUMPY");
-    let (hlen, start) = if bytes[6] == 1 {
-        (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10)
-    } else {
-        (
-            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
-            12,
-        )
-    };
-    let header = std::str::from_utf8(&bytes[start..start + hlen]).unwrap();
-    let data = &bytes[start + hlen..];
-    let shape_str = header
-        .split("'shape': (")
-        .nth(1)
-        .unwrap()
-        .split(')')
-        .next()
-        .unwrap();
-    let shape: Vec<usize> = shape_str
-        .split(',')
-        .filter_map(|s| s.trim().parse().ok())
-        .collect();
-    let descr = header
-        .split("'descr': '")
-        .nth(1)
-        .unwrap()
-        .split('\'')
-        .next()
-        .unwrap();
-    let dtype = match descr {
-        "<f4" => kiln_ir::DType::F32,
-        "<i4" => kiln_ir::DType::I32,
-        "<i8" => kiln_ir::DType::I64,
-        d => panic!("npy dtype {d}"),
-    };
-    Tensor::from_le_bytes(dtype, shape, data).unwrap()
-}
 
 /// Every truncation and a sweep of byte corruptions of the fixtures load or fail cleanly
 /// (no panic).

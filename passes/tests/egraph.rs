@@ -350,7 +350,7 @@ fn multi_output_ops_are_opaque_and_keep_their_outputs() {
 /// residual add, a transposed view and global pooling.
 fn resnet_block() -> Graph {
     let (mut g, c) = conv_graph(true);
-    let mut bn = |g: &mut Graph, x: Value, seed: u32, name: &str| -> Value {
+    let bn = |g: &mut Graph, x: Value, seed: u32, name: &str| -> Value {
         let params: Vec<Value> = (0..4).map(|i| konst(g, &format!("{name}_{i}"), if i == 3 { positive(&[4], seed + i) } else { tensor(&[4], seed + i) })).collect();
         let ins: Vec<Option<Value>> = std::iter::once(x).chain(params).map(Some).collect();
         g.add(Op::BatchNorm { epsilon: 1e-3 }, name, &ins, 1).unwrap().into()

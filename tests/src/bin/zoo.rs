@@ -59,7 +59,7 @@ fn main() {
     let mut failures = std::collections::BTreeMap::new();
     for dir in &models {
         let name = dir.file_name().unwrap().to_string_lossy().to_string();
-        for (check, result) in check_model(dir, &Target::new(&device, level)) {
+        for (check, result) in check_model(dir, &Target::new(&device, level), &suite) {
             let key = format!("{name}/{check}");
             match result {
                 Ok(note) => {
@@ -202,7 +202,7 @@ fn check_format(dir: &Path, file: &Path, target: &Target, inputs: &[Tensor], wan
     Ok((model, got, format!("{note} ({:.1} s)", t.elapsed().as_secs_f64())))
 }
 
-fn check_model(dir: &Path, device: &Target) -> Vec<(String, Result<String, String>)> {
+fn check_model(dir: &Path, device: &Target, suite: &str) -> Vec<(String, Result<String, String>)> {
     let mut results = vec![];
     let (inputs, want) = match reference_io(dir) {
         Ok(x) => x,
@@ -238,7 +238,7 @@ fn check_model(dir: &Path, device: &Target) -> Vec<(String, Result<String, Strin
             return results;
         }
     };
-    results.extend(kiln_tests::pass_checks::check(&optimized));
+    results.extend(kiln_tests::pass_checks::check(&optimized, suite == "zoo"));
     let inputs: Vec<Tensor> = input_order(dir, &model).iter().map(|&k| inputs[k].clone()).collect();
 
     let tmp = std::env::temp_dir().join(format!("kiln-zoo-{}-{}", std::process::id(), dir.file_name().unwrap().to_string_lossy()));
