@@ -231,32 +231,43 @@ pub fn lower(
     let [y, yh, yc] = outs.as_slice() else {
         return Err(IrError::msg("the LSTM gave no outputs"));
     };
+    loop_results(b, f, inits, name, ins.len(), *y, &[(h_arg, *yh, "h"), (c_arg, *yc, "c")], zero_axis)
+}
+
+/// The loop's results from a recurrent op's outputs `y` and final `states` (loop variable,
+/// value, name suffix; the hidden state first): each state without its direction axis, and
+/// the output list (every step's output, or only the last h when Keras reserved one
+/// element), each in its loop variable's slot of `n_vars`.
+pub(super) fn loop_results(
+    b: &mut Builder,
+    f: &FunctionDef,
+    inits: &[String],
+    name: &str,
+    n_vars: usize,
+    y: Value,
+    states: &[(usize, Value, &str)],
+    zero_axis: Value,
+) -> Result<Vec<Option<Value>>> {
     let one_axis = b.konst(&format!("{name}/axis1"), Tensor::new(vec![1], vec![1i64])?);
-    let h_last = b.add1(Op::Squeeze, &format!("{name}/h"), &[*yh, zero_axis])?;
-    let c_last = b.add1(Op::Squeeze, &format!("{name}/c"), &[*yc, zero_axis])?;
-    // The output list: one element (the last h) when Keras reserved one, else every step.
+    let mut res: Vec<Option<Value>> = vec![None; n_vars];
+    for &(arg, v, suffix) in states {
+        let last = b.add1(Op::Squeeze, &format!("{name}/{suffix}"), &[v, zero_axis])?;
+        if let Some(slot) = res.get_mut(arg) {
+            *slot = Some(last);
+        }
+    }
+    let yh = states.first().map(|s| s.1).ok_or_else(|| IrError::msg("a recurrent loop carries no state"))?;
     let (list_arg, reserved_one) = output_list(b, f, inits)?;
-    let list = if reserved_one {
-        *yh
-    } else {
-        b.add1(Op::Squeeze, &format!("{name}/y"), &[*y, one_axis])?
-    };
-    let mut res: Vec<Option<Value>> = vec![None; ins.len()];
+    let list = if reserved_one { yh } else { b.add1(Op::Squeeze, &format!("{name}/y"), &[y, one_axis])? };
     if let Some(slot) = res.get_mut(list_arg) {
         *slot = Some(list);
-    }
-    if let Some(slot) = res.get_mut(h_arg) {
-        *slot = Some(h_last);
-    }
-    if let Some(slot) = res.get_mut(c_arg) {
-        *slot = Some(c_last);
     }
     Ok(res)
 }
 
 /// The loop variable the body writes each step's output to, and whether Keras reserved one
 /// element for it (the last step's output) rather than one per step.
-pub(super) fn output_list(b: &Builder, f: &FunctionDef, inits: &[String]) -> Result<(usize, bool)> {
+fn output_list(b: &Builder, f: &FunctionDef, inits: &[String]) -> Result<(usize, bool)> {
     let list_arg = f
         .node_def
         .iter()
@@ -395,20 +406,5 @@ fn lower_gru(
     let [y, yh] = outs.as_slice() else {
         return Err(IrError::msg("the GRU gave no outputs"));
     };
-    let one_axis = b.konst(&format!("{name}/axis1"), Tensor::new(vec![1], vec![1i64])?);
-    let h_last = b.add1(Op::Squeeze, &format!("{name}/h"), &[*yh, zero_axis])?;
-    let (list_arg, reserved_one) = output_list(b, f, inits)?;
-    let list = if reserved_one {
-        *yh
-    } else {
-        b.add1(Op::Squeeze, &format!("{name}/y"), &[*y, one_axis])?
-    };
-    let mut res: Vec<Option<Value>> = vec![None; ins.len()];
-    if let Some(slot) = res.get_mut(list_arg) {
-        *slot = Some(list);
-    }
-    if let Some(slot) = res.get_mut(h_arg) {
-        *slot = Some(h_last);
-    }
-    Ok(res)
+    loop_results(b, f, inits, name, ins.len(), *y, &[(h_arg, *yh, "h")], zero_axis)
 }

@@ -5,7 +5,7 @@
 //! (no Sigmoid feeding a Mul, no Split) tell it apart from LSTM and GRU bodies.
 
 use super::graph::Builder;
-use super::lstm::{arg_pos, count, node_of, output_list, source_arg};
+use super::lstm::{arg_pos, count, loop_results, node_of, source_arg};
 use super::proto::{FunctionDef, NodeDef};
 use kiln_ir::{Direction, IrError, Op, Result, RnnKind, Tensor, Value};
 use std::collections::HashMap;
@@ -139,20 +139,5 @@ pub fn lower(
     let [y, yh] = outs.as_slice() else {
         return Err(IrError::msg("the RNN gave no outputs"));
     };
-    let one_axis = b.konst(&format!("{name}/axis1"), Tensor::new(vec![1], vec![1i64])?);
-    let h_last = b.add1(Op::Squeeze, &format!("{name}/h"), &[*yh, zero_axis])?;
-    let (list_arg, reserved_one) = output_list(b, f, inits)?;
-    let list = if reserved_one {
-        *yh
-    } else {
-        b.add1(Op::Squeeze, &format!("{name}/y"), &[*y, one_axis])?
-    };
-    let mut res: Vec<Option<Value>> = vec![None; ins.len()];
-    if let Some(slot) = res.get_mut(list_arg) {
-        *slot = Some(list);
-    }
-    if let Some(slot) = res.get_mut(h_arg) {
-        *slot = Some(h_last);
-    }
-    Ok(Some(res))
+    loop_results(b, f, inits, name, ins.len(), *y, &[(h_arg, *yh, "h")], zero_axis).map(Some)
 }

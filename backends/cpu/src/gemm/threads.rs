@@ -57,13 +57,16 @@ impl Pool {
             work: Condvar::new(),
             done: Condvar::new(),
         });
-        let workers = threads.max(1) - 1;
-        for index in 1..=workers {
+        // A thread the system refuses leaves a smaller pool, not a panic: the caller is
+        // always one of the workers, so work still runs.
+        let mut workers = 0;
+        for index in 1..threads.max(1) {
             let shared = Arc::clone(&shared);
-            std::thread::Builder::new()
-                .name(format!("kiln-cpu-{index}"))
-                .spawn(move || worker(&shared, index))
-                .expect("spawning a pool thread");
+            let spawned = std::thread::Builder::new().name(format!("kiln-cpu-{index}")).spawn(move || worker(&shared, index));
+            if spawned.is_err() {
+                break;
+            }
+            workers = index;
         }
         Pool {
             shared,
