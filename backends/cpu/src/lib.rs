@@ -12,6 +12,7 @@ pub mod codegen;
 mod device;
 pub mod gemm;
 mod kernels;
+pub mod lower;
 pub mod program;
 
 pub use device::Cpu;
