@@ -4,13 +4,15 @@
 //! a [`Program`] into an [`Executable`]. Everything else — loading, passes, requests,
 //! profiling, the command line — comes from the runtime and works for every device.
 
+mod hetero;
 mod reference;
 
-use kiln_ir::{Graph, Node, Tensor};
+use kiln_ir::{Graph, Node, Op, Tensor};
 use kiln_passes::{Level, MemoryPlan};
 use std::fmt;
 use std::sync::Arc;
 
+pub use hetero::Hetero;
 pub use reference::Reference;
 
 /// Why a compile or a run failed. Names the node when there is one.
@@ -84,6 +86,39 @@ pub struct KernelTiming {
     pub nanos: u64,
 }
 
+/// One kernel of a compiled program, as `kiln info --device` lists it: which device runs
+/// it and how (for the CPU, whether it runs generated code, the GEMM or the `ir::eval`
+/// fallback).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedKernel {
+    /// The source model's names of the nodes the kernel covers.
+    pub nodes: Vec<String>,
+    pub kind: String,
+    pub device: String,
+}
+
+impl PlannedKernel {
+    /// One kernel per top-level node of `graph` (inputs and constants are not kernels),
+    /// kinds being op names: the plan of a device that does not describe its own.
+    pub fn per_node(graph: &Graph, device: &str) -> Vec<PlannedKernel> {
+        let Ok(order) = graph.topo_order() else { return Vec::new() };
+        order
+            .into_iter()
+            .map(|n| graph.node(n))
+            .filter(|n| !matches!(n.op, Op::Input | Op::Const { .. }))
+            .map(|n| PlannedKernel { nodes: vec![n.name.clone()], kind: kind_of(&n.op), device: device.to_string() })
+            .collect()
+    }
+}
+
+/// An op's kind for plans and profiles; a fused kernel's is its body's name ("conv+relu").
+fn kind_of(op: &Op) -> String {
+    match op {
+        Op::Fused { body } if !body.name.is_empty() => body.name.clone(),
+        _ => op.name().to_string(),
+    }
+}
+
 /// What a run computes: inputs (in the graph's input order) to outputs in order, appending
 /// each kernel's time to the profile when one is given.
 pub type RunFn = dyn Fn(&[Tensor], Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>> + Send + Sync;
@@ -93,11 +128,24 @@ pub type RunFn = dyn Fn(&[Tensor], Option<&mut Vec<KernelTiming>>) -> Result<Vec
 #[derive(Clone)]
 pub struct Executable {
     run: Arc<RunFn>,
+    plan: Option<Arc<[PlannedKernel]>>,
 }
 
 impl Executable {
     pub fn new(run: impl Fn(&[Tensor], Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>> + Send + Sync + 'static) -> Executable {
-        Executable { run: Arc::new(run) }
+        Executable { run: Arc::new(run), plan: None }
+    }
+
+    /// Attaches the device's own account of its kernels; without one, tools show one
+    /// kernel per top-level node ([`PlannedKernel::per_node`]).
+    pub fn with_plan(mut self, plan: Vec<PlannedKernel>) -> Executable {
+        self.plan = Some(plan.into());
+        self
+    }
+
+    /// The kernels the device said it will run, when it said.
+    pub fn plan(&self) -> Option<&[PlannedKernel]> {
+        self.plan.as_deref()
     }
 
     pub fn run(&self, inputs: &[Tensor], profile: Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>> {
@@ -114,10 +162,14 @@ pub trait Backend: Send + Sync {
     fn compile(&self, program: &Program, options: &CompileOptions) -> Result<Executable>;
 }
 
+/// Makes the device for the part of a device string after `PREFIX:` (`"1"` in `OPENCL:1`).
+pub type Family = dyn Fn(&str) -> Result<Arc<dyn Backend>> + Send + Sync;
+
 /// Devices by name. The runtime builds one with every device compiled in.
 #[derive(Default, Clone)]
 pub struct Registry {
     devices: Vec<Arc<dyn Backend>>,
+    families: Vec<(String, Arc<Family>)>,
 }
 
 impl Registry {
@@ -139,7 +191,44 @@ impl Registry {
         self.devices.iter().find(|d| d.name().eq_ignore_ascii_case(name)).cloned()
     }
 
+    /// Makes `PREFIX:ARG` device strings resolve to `make(ARG)` (`OPENCL:1`). A device
+    /// registered under the full string (`OPENCL:1` itself) still takes precedence.
+    pub fn register_family(&mut self, prefix: &str, make: impl Fn(&str) -> Result<Arc<dyn Backend>> + Send + Sync + 'static) {
+        self.families.retain(|(p, _)| !p.eq_ignore_ascii_case(prefix));
+        self.families.push((prefix.to_string(), Arc::new(make)));
+    }
+
     pub fn names(&self) -> Vec<String> {
-        self.devices.iter().map(|d| d.name().to_string()).collect()
+        let mut names: Vec<String> = self.devices.iter().map(|d| d.name().to_string()).collect();
+        names.extend(self.families.iter().map(|(p, _)| format!("{p}:N")));
+        names.push("HETERO:A,B".to_string());
+        names
+    }
+
+    /// The device a device string names (case-insensitive): a registered name (`CPU`), a
+    /// family member (`OPENCL:1`), or `HETERO:A,B[,C]` over any of those.
+    pub fn resolve(&self, spec: &str) -> Result<Arc<dyn Backend>> {
+        let spec = spec.trim();
+        let Some((_, list)) = spec.split_once(':').filter(|(p, _)| p.trim().eq_ignore_ascii_case(hetero::PREFIX)) else {
+            if spec.eq_ignore_ascii_case(hetero::PREFIX) {
+                return Err(BackendError::new(spec, "HETERO needs the devices to use, in order of preference: HETERO:CPU,REFERENCE"));
+            }
+            return self.resolve_one(spec);
+        };
+        let names = hetero::parse_list(list).map_err(|m| BackendError::new(spec, m))?;
+        let devices = names.into_iter().map(|name| self.resolve_one(name)).collect::<Result<Vec<_>>>()?;
+        Ok(Arc::new(Hetero::new(devices)?))
+    }
+
+    fn resolve_one(&self, name: &str) -> Result<Arc<dyn Backend>> {
+        if let Some(d) = self.get(name) {
+            return Ok(d);
+        }
+        if let Some((prefix, arg)) = name.split_once(':') {
+            if let Some((_, make)) = self.families.iter().find(|(p, _)| p.eq_ignore_ascii_case(prefix.trim())) {
+                return make(arg.trim());
+            }
+        }
+        Err(BackendError::new(name, format!("no such device; this build has {}", self.names().join(", "))))
     }
 }

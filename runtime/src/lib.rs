@@ -16,13 +16,16 @@ mod requests;
 pub use load::{load_with, parse_input_shape, LoadOptions};
 pub use requests::{AsyncQueue, Outputs, Pending};
 
-use kiln_backends::{Executable, KernelTiming, Registry};
+use kiln_backends::Executable;
 use kiln_ir::{Graph, Tensor, TensorType};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use kiln_backends::{Backend, BackendError, CompileOptions, Program};
+pub use kiln_backends::{Backend, BackendError, CompileOptions, Kernel, KernelTiming, PlannedKernel, Program, Registry};
+/// What a device implements ([`Backend`]) and hands back (`Executable`), for devices
+/// written outside this workspace.
+pub use kiln_backends as backends;
 pub use kiln_passes::Level;
 pub use kiln_ir as ir;
 
@@ -151,20 +154,19 @@ pub fn registry() -> Registry {
     r
 }
 
-/// Compiles a model for a device (`"REFERENCE"`; `"CPU"`, `"OPENCL"` and `"HETERO:A,B"` as
-/// those devices land).
+/// Compiles a model for a device: `"REFERENCE"`, `"CPU"`, or `"HETERO:A,B[,C]"` (each
+/// kernel on the first listed device that supports it).
 pub fn compile(model: &Model, device: &str) -> Result<CompiledModel> {
     compile_with(model, device, &CompileOptions::default())
 }
 
 pub fn compile_with(model: &Model, device: &str, options: &CompileOptions) -> Result<CompiledModel> {
-    let registry = registry();
-    let backend = registry.get(device).ok_or_else(|| {
-        Error::Device(BackendError::new(
-            device,
-            format!("no such device; this build has {}", registry.names().join(", ")),
-        ))
-    })?;
+    compile_in(&registry(), model, device, options)
+}
+
+/// Compiles for a device of `registry`: [`registry`] plus devices of your own.
+pub fn compile_in(registry: &Registry, model: &Model, device: &str, options: &CompileOptions) -> Result<CompiledModel> {
+    let backend = registry.resolve(device)?;
     let mut graph = model.graph.clone();
     let report = kiln_passes::optimize(&mut graph, &kiln_passes::Options::level(options.level))
         .map_err(|error| Error::Invalid { file: model.path.display().to_string(), error })?;
@@ -217,6 +219,13 @@ impl CompiledModel {
     /// The optimized graph and memory plan the device compiled.
     pub fn program(&self) -> &Program {
         &self.inner.program
+    }
+    /// The kernels a run executes, in order, with the device that runs each.
+    pub fn kernels(&self) -> Vec<PlannedKernel> {
+        match self.inner.executable.plan() {
+            Some(plan) => plan.to_vec(),
+            None => PlannedKernel::per_node(&self.inner.program.graph, &self.inner.device),
+        }
     }
 }
 

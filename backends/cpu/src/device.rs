@@ -4,7 +4,8 @@ use crate::gemm::threads::Pool;
 use crate::gemm::Kernel;
 use crate::program::{self, Plan};
 use kiln_backends::{
-    Backend, BackendError, CompileOptions, Executable, Kernel as IrKernel, Program, Result,
+    Backend, BackendError, CompileOptions, Executable, Kernel as IrKernel, PlannedKernel, Program,
+    Result,
 };
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -92,9 +93,20 @@ impl Backend for Cpu {
             kernel: self.kernel,
             pool: pool_for(options.threads),
         };
+        // Steps name how each kernel runs ("softmax (eval)" marks an ir::eval fallback).
+        let kernels = plan
+            .steps
+            .iter()
+            .map(|s| PlannedKernel {
+                nodes: s.nodes.clone(),
+                kind: s.kind.clone(),
+                device: DEVICE.into(),
+            })
+            .collect();
         Ok(Executable::new(move |inputs, profile| {
             plan.run(&ctx, inputs, profile)
                 .map_err(|e| BackendError::from_ir(DEVICE, e))
-        }))
+        })
+        .with_plan(kernels))
     }
 }
