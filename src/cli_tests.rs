@@ -289,3 +289,51 @@ fn signature_chooses_a_saved_model_signature() {
     assert_clean_error(&o, "model.onnx");
     assert!(text(&o).contains("only a TensorFlow SavedModel has signatures"), "{}", text(&o));
 }
+
+/// The rows of `kiln info --device`'s kernel table: (device, kind).
+fn kernel_rows(t: &str) -> Vec<(String, String)> {
+    let table = t.split_once("kernels on ").map(|(_, rest)| rest).unwrap_or("");
+    table
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            words.next()?.parse::<usize>().ok()?;
+            Some((words.next()?.to_string(), words.next()?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn info_with_a_device_lists_each_kernel_with_the_device_that_runs_it() {
+    for (device, runs_all) in [("CPU", "CPU"), ("HETERO:REFERENCE,CPU", "REFERENCE"), ("hetero:cpu,reference", "CPU")] {
+        let o = kiln(&["info", MODEL, "--device", device]);
+        let t = text(&o);
+        assert!(o.status.success(), "{t}");
+        let rows = kernel_rows(&t);
+        let count: usize = t.lines().find_map(|l| l.strip_prefix("kernels on ")?.rsplit_once(": ")?.1.parse().ok()).unwrap();
+        assert!(count > 0 && rows.len() == count, "{t}");
+        assert!(rows.iter().all(|(d, _)| d == runs_all), "{t}");
+        assert!(t.contains(&format!("kernels per device: {runs_all} {count}")), "{t}");
+    }
+    // The CPU says how each kernel runs: on its GEMM, or through the ir::eval fallback.
+    let t = text(&kiln(&["info", MODEL, "--device", "CPU"]));
+    assert!(kernel_rows(&t).iter().any(|(_, kind)| kind.starts_with("conv")), "{t}");
+    assert!(t.contains("(gemm)"), "{t}");
+}
+
+#[test]
+fn info_with_an_unknown_device_is_a_clean_error() {
+    let o = kiln(&["info", MODEL, "--device", "HETERO:CPU,NOPE"]);
+    assert_clean_error(&o, "NOPE");
+    assert!(text(&o).contains("no such device"), "{}", text(&o));
+}
+
+#[test]
+fn bench_per_kernel_profile_shows_the_device_of_each_kernel_under_hetero() {
+    let o = kiln(&["bench", MODEL, "-d", "HETERO:REFERENCE,CPU", "--niter", "2", "-pc"]);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("device:       HETERO:REFERENCE,CPU"), "{t}");
+    let rows: Vec<&str> = t.lines().skip_while(|l| !l.starts_with("per-kernel profile")).skip(2).collect();
+    assert!(!rows.is_empty() && rows.iter().all(|r| r.split_whitespace().nth(2) == Some("REFERENCE")), "{t}");
+}

@@ -22,6 +22,13 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         load: LoadArgs,
+        /// Also compile for this device and list each kernel with the device that runs it
+        /// and how (e.g. `--device HETERO:CPU,REFERENCE`).
+        #[arg(long, short = 'd')]
+        device: Option<String>,
+        /// Optimization level for --device: 0, 1 or 2.
+        #[arg(short = 'O', default_value = "2")]
+        level: kiln_passes::Level,
     },
     /// Runs a model on .npy inputs; writes one .npy per output and prints a summary of each.
     Run {
@@ -134,7 +141,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
-        Command::Info { model, load } => info(&model, &load),
+        Command::Info { model, load, device, level } => info(&model, &load, device.as_deref(), level),
         Command::Run { model, load, inputs, device, output_dir, expects } => run_model(&model, &load, &inputs, &device, output_dir.as_deref(), &expects),
         Command::Convert { model, load, output, fp16, inputs } => convert(&model, &load, &output, fp16, &inputs),
         Command::Dump { model, load, level, after, passes } => dump(&model, &load, level, after, passes),
@@ -189,7 +196,7 @@ fn dump(path: &Path, load: &LoadArgs, level: kiln_passes::Level, after: Option<S
     Ok(ExitCode::SUCCESS)
 }
 
-fn info(path: &Path, load: &LoadArgs) -> Result<ExitCode> {
+fn info(path: &Path, load: &LoadArgs, device: Option<&str>, level: kiln_passes::Level) -> Result<ExitCode> {
     let m = load_model(path, load)?;
     println!("model: {} ({:?})", path.display(), m.format);
     println!("inputs:");
@@ -210,7 +217,33 @@ fn info(path: &Path, load: &LoadArgs) -> Result<ExitCode> {
     for (op, c) in hist {
         println!("  {op:<24} {c}");
     }
+    if let Some(device) = device {
+        print_kernels(&m, device, level)?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Each kernel of the compiled model in run order, with its device and kind, then the
+/// count per device.
+fn print_kernels(m: &kiln::Model, device: &str, level: kiln_passes::Level) -> Result<()> {
+    let options = kiln::CompileOptions { level, ..Default::default() };
+    let compiled = kiln::compile_with(m, device, &options)?;
+    let kernels = compiled.kernels();
+    println!("kernels on {} ({level}): {}", compiled.device(), kernels.len());
+    let width = kernels.iter().map(|k| k.device.len()).max().unwrap_or(0).max(6);
+    println!("  {:>4}  {:<width$}  {:<28} nodes", "#", "device", "kind");
+    let mut per_device: Vec<(String, usize)> = Vec::new();
+    for (i, k) in kernels.iter().enumerate() {
+        let nodes = if k.nodes.len() > 3 { format!("{}, … ({} nodes)", k.nodes[..3].join(", "), k.nodes.len()) } else { k.nodes.join(", ") };
+        println!("  {i:>4}  {:<width$}  {:<28} {nodes}", k.device, k.kind);
+        match per_device.iter_mut().find(|(d, _)| *d == k.device) {
+            Some((_, c)) => *c += 1,
+            None => per_device.push((k.device.clone(), 1)),
+        }
+    }
+    let summary: Vec<String> = per_device.iter().map(|(d, c)| format!("{d} {c}")).collect();
+    println!("kernels per device: {}", summary.join(", "));
+    Ok(())
 }
 
 fn human_bytes(b: usize) -> String {
