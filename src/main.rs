@@ -231,11 +231,12 @@ fn print_kernels(m: &kiln::Model, device: &str, level: kiln_passes::Level) -> Re
     let kernels = compiled.kernels();
     println!("kernels on {} ({level}): {}", compiled.device(), kernels.len());
     let width = kernels.iter().map(|k| k.device.len()).max().unwrap_or(0).max(6);
-    println!("  {:>4}  {:<width$}  {:<28} nodes", "#", "device", "kind");
+    let kind_width = kernels.iter().map(|k| k.kind.chars().count()).max().unwrap_or(0).max(4);
+    println!("  {:>4}  {:<width$}  {:<kind_width$}  nodes", "#", "device", "kind");
     let mut per_device: Vec<(String, usize)> = Vec::new();
     for (i, k) in kernels.iter().enumerate() {
         let nodes = if k.nodes.len() > 3 { format!("{}, … ({} nodes)", k.nodes[..3].join(", "), k.nodes.len()) } else { k.nodes.join(", ") };
-        println!("  {i:>4}  {:<width$}  {:<28} {nodes}", k.device, k.kind);
+        println!("  {i:>4}  {:<width$}  {:<kind_width$}  {nodes}", k.device, k.kind);
         match per_device.iter_mut().find(|(d, _)| *d == k.device) {
             Some((_, c)) => *c += 1,
             None => per_device.push((k.device.clone(), 1)),
