@@ -73,6 +73,18 @@ pub fn bench(model: &kiln::Model, inputs: Vec<Tensor>, s: &Settings) -> Result<(
     println!("model:        {}", model.path.display());
     println!("device:       {} ({}, {} threads requested, 0 = one per core)", compiled.device(), s.level, s.threads);
     println!("kernels:      {}", kiln_passes::op_count(&compiled.program().graph));
+    let mut placement: Vec<(String, usize)> = Vec::new();
+    for k in compiled.kernels() {
+        match placement.iter_mut().find(|(d, _)| *d == k.device) {
+            Some((_, n)) => *n += 1,
+            None => placement.push((k.device, 1)),
+        }
+    }
+    // Only a HETERO device spreads kernels; one device's count is the line above.
+    if placement.len() > 1 {
+        let per: Vec<String> = placement.iter().map(|(d, n)| format!("{d} {n}")).collect();
+        println!("placement:    {}", per.join(", "));
+    }
     println!("compile:      {:.1} ms", ms(compile_time));
 
     let mut request = compiled.request();

@@ -45,8 +45,9 @@ impl BackendError {
 
 pub type Result<T> = std::result::Result<T, BackendError>;
 
-/// A unit of work a device may take or refuse. Until the fusion pass lands, a kernel is
-/// one IR node; afterwards it is a fused kernel (an anchor op and its expression DAG).
+/// A unit of work a device may take or refuse: one top-level node of the optimized graph.
+/// After fusion most are `Op::Fused` nodes (an anchor op and the elementwise ops around it,
+/// in its body); a device deciding on one should look into the body.
 pub struct Kernel<'a> {
     pub node: &'a Node,
 }

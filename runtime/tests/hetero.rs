@@ -254,6 +254,17 @@ fn bad_device_lists_are_errors_that_say_what_is_wrong() {
 }
 
 #[test]
+fn symbolic_dims_cross_device_boundaries() {
+    let m = model(&BRANCHES.replace("[2,", "[N,"));
+    let want = run(&compile(&m, "REFERENCE", Level::O2), &branches_input());
+    for device in ["HETERO:PICKY,REFERENCE", "HETERO:PICKY,CPU"] {
+        let compiled = compile(&m, device, Level::O2);
+        assert!(devices_of(&compiled).iter().any(|d| d == "PICKY"), "{device}");
+        assert_close(&run(&compiled, &branches_input()), &want);
+    }
+}
+
+#[test]
 fn a_kernel_no_listed_device_takes_is_an_error_naming_it_and_the_devices() {
     let e = compile_error("HETERO:PICKY");
     assert!(e.contains("r1") && e.contains("relu") && e.contains("tried PICKY"), "{e}");
