@@ -70,7 +70,11 @@ fn run() -> Result<bool, String> {
         }
     }
     let ran: Vec<String> = ran.iter().map(|(d, n)| format!("{d} {n}")).collect();
+    // Kernels in run order: each change of device starts another subgraph.
+    let kernels = compiled.kernels();
+    let subgraphs = kernels.windows(2).filter(|w| w[0].device != w[1].device).count() + usize::from(!kernels.is_empty());
     println!("{} on {} ({level}): kernels run per device: {}", model.display(), compiled.device(), ran.join(", "));
+    println!("{subgraphs} subgraphs");
     Ok(all_match)
 }
 
