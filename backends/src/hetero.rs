@@ -15,18 +15,20 @@ use std::sync::Arc;
 /// The device-string prefix (`HETERO:CPU,REFERENCE`).
 pub(crate) const PREFIX: &str = "HETERO";
 
+pub(crate) const NEEDS_DEVICES: &str = "needs the devices to use, in order of preference: HETERO:CPU,REFERENCE";
+
 /// The device names in `A,B[,C]`, each trimmed; an empty list or name is an error.
 pub(crate) fn parse_list(list: &str) -> std::result::Result<Vec<&str>, String> {
     let names: Vec<&str> = list.split(',').map(str::trim).collect();
     if names.iter().all(|n| n.is_empty()) {
-        return Err("HETERO needs the devices to use, in order of preference: HETERO:CPU,REFERENCE".into());
+        return Err(NEEDS_DEVICES.into());
     }
     if names.iter().any(|n| n.is_empty()) {
         return Err(format!("an empty device name in the list `{list}`"));
     }
     // A nested HETERO's own commas would be read as this list's: one level only.
     if let Some(n) = names.iter().find(|n| n.eq_ignore_ascii_case(PREFIX) || n.to_ascii_uppercase().starts_with("HETERO:")) {
-        return Err(format!("HETERO cannot list another HETERO (`{n}`)"));
+        return Err(format!("cannot list another HETERO (`{n}`)"));
     }
     Ok(names)
 }
@@ -40,7 +42,7 @@ pub struct Hetero {
 impl Hetero {
     pub fn new(devices: Vec<Arc<dyn Backend>>) -> Result<Hetero> {
         if devices.is_empty() {
-            return Err(BackendError::new(PREFIX, "HETERO needs at least one device"));
+            return Err(BackendError::new(PREFIX, NEEDS_DEVICES));
         }
         let names: Vec<&str> = devices.iter().map(|d| d.name()).collect();
         Ok(Hetero { name: format!("{PREFIX}:{}", names.join(",")), devices })

@@ -212,11 +212,11 @@ impl Registry {
         let spec = spec.trim();
         let Some((_, list)) = spec.split_once(':').filter(|(p, _)| p.trim().eq_ignore_ascii_case(hetero::PREFIX)) else {
             if spec.eq_ignore_ascii_case(hetero::PREFIX) {
-                return Err(BackendError::new(spec, "HETERO needs the devices to use, in order of preference: HETERO:CPU,REFERENCE"));
+                return Err(BackendError::new(hetero::PREFIX, hetero::NEEDS_DEVICES));
             }
             return self.resolve_one(spec);
         };
-        let names = hetero::parse_list(list).map_err(|m| BackendError::new(spec, m))?;
+        let names = hetero::parse_list(list).map_err(|m| BackendError::new(hetero::PREFIX, m))?;
         let devices = names.into_iter().map(|name| self.resolve_one(name)).collect::<Result<Vec<_>>>()?;
         Ok(Arc::new(Hetero::new(devices)?))
     }

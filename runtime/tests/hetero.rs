@@ -245,7 +245,7 @@ fn bad_device_lists_are_errors_that_say_what_is_wrong() {
     assert!(e.contains("NOPE") && e.contains("no such device"), "{e}");
     for empty in ["HETERO:", "HETERO", "hetero: , "] {
         let e = compile_error(empty);
-        assert!(e.contains("HETERO needs the devices"), "{empty}: {e}");
+        assert!(e.starts_with("HETERO: needs the devices"), "{empty}: {e}");
     }
     let e = compile_error("HETERO:CPU,,REFERENCE");
     assert!(e.contains("empty device name"), "{e}");
