@@ -135,11 +135,13 @@ pub fn bench(model: &kiln::Model, inputs: Vec<Tensor>, s: &Settings) -> Result<(
         rows.sort_by(|a, b| b.nanos.cmp(&a.nanos));
         let total: u64 = rows.iter().map(|r| r.nanos).sum();
         println!("per-kernel profile of one run ({:.2} ms in kernels):", total as f64 / 1e6);
-        println!("  {:>9} {:>6}  {:<10} {:<20} nodes", "ms", "%", "device", "kind");
+        let device_width = rows.iter().map(|r| r.device.len()).max().unwrap_or(0).max(10);
+        let kind_width = rows.iter().map(|r| r.kind.chars().count()).max().unwrap_or(0).max(20);
+        println!("  {:>9} {:>6}  {:<device_width$} {:<kind_width$} nodes", "ms", "%", "device", "kind");
         for r in rows {
             let nodes = if r.nodes.len() > 3 { format!("{}, … ({} nodes)", r.nodes[..3].join(", "), r.nodes.len()) } else { r.nodes.join(", ") };
             println!(
-                "  {:>9.3} {:>5.1}%  {:<10} {:<20} {}",
+                "  {:>9.3} {:>5.1}%  {:<device_width$} {:<kind_width$} {}",
                 r.nanos as f64 / 1e6,
                 100.0 * r.nanos as f64 / total.max(1) as f64,
                 r.device,

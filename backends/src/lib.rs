@@ -113,7 +113,7 @@ impl PlannedKernel {
 }
 
 /// An op's kind for plans and profiles; a fused kernel's is its body's name ("conv+relu").
-fn kind_of(op: &Op) -> String {
+pub(crate) fn kind_of(op: &Op) -> String {
     match op {
         Op::Fused { body } if !body.name.is_empty() => body.name.clone(),
         _ => op.name().to_string(),

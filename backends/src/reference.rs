@@ -32,7 +32,7 @@ impl Backend for Reference {
                 }
                 timings.push(KernelTiming {
                     nodes: vec![name.to_string()],
-                    kind: op.name().to_string(),
+                    kind: crate::kind_of(op),
                     device: "REFERENCE".into(),
                     nanos: (now - last).as_nanos() as u64,
                 });
