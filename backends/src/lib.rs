@@ -100,7 +100,8 @@ pub struct PlannedKernel {
 
 impl PlannedKernel {
     /// One kernel per top-level node of `graph` (inputs and constants are not kernels),
-    /// named as profiles name them (a fused kernel by its body): the plan of a device that does not describe its own.
+    /// named as profiles name them (a fused kernel by its body): the plan of a device that
+    /// does not describe its own.
     pub fn per_node(graph: &Graph, device: &str) -> Vec<PlannedKernel> {
         let Ok(order) = graph.topo_order() else { return Vec::new() };
         order
