@@ -314,6 +314,7 @@ fn info_with_a_device_lists_each_kernel_with_the_device_that_runs_it() {
         assert!(count > 0 && rows.len() == count, "{t}");
         assert!(rows.iter().all(|(d, _)| d == runs_all), "{t}");
         assert!(t.contains(&format!("kernels per device: {runs_all} {count}")), "{t}");
+        assert!(t.contains("subgraphs: 1"), "{t}");
     }
     // The CPU says how each kernel runs: on its GEMM, or through the ir::eval fallback.
     let t = text(&kiln(&["info", MODEL, "--device", "CPU"]));

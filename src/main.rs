@@ -244,6 +244,10 @@ fn print_kernels(m: &kiln::Model, device: &str, level: kiln_passes::Level) -> Re
     }
     let summary: Vec<String> = per_device.iter().map(|(d, c)| format!("{d} {c}")).collect();
     println!("kernels per device: {}", summary.join(", "));
+    // Under HETERO each change of device in run order is another subgraph, with tensors
+    // handed across between them.
+    let subgraphs = kernels.windows(2).filter(|w| w[0].device != w[1].device).count() + usize::from(!kernels.is_empty());
+    println!("subgraphs: {subgraphs}");
     Ok(())
 }
 
