@@ -148,6 +148,7 @@ fn load_format(path: &Path, format: Format, signature: Option<&str>) -> Result<M
 pub fn registry() -> Registry {
     let mut r = Registry::with_builtin();
     r.register(Arc::new(kiln_cpu::Cpu::new()));
+    r.register(Arc::new(kiln_opencl::OpenCl::new()));
     r
 }
 
@@ -159,7 +160,9 @@ pub fn compile(model: &Model, device: &str) -> Result<CompiledModel> {
 
 pub fn compile_with(model: &Model, device: &str, options: &CompileOptions) -> Result<CompiledModel> {
     let registry = registry();
-    let backend = registry.get(device).ok_or_else(|| {
+    // `OPENCL:N` names one device of many: not a registry entry of its own.
+    let opencl = || kiln_opencl::OpenCl::from_device_string(device).map(|d| Arc::new(d) as Arc<dyn Backend>);
+    let backend = registry.get(device).or_else(opencl).ok_or_else(|| {
         Error::Device(BackendError::new(
             device,
             format!("no such device; this build has {}", registry.names().join(", ")),
