@@ -151,6 +151,12 @@ fn load_format(path: &Path, format: Format, signature: Option<&str>) -> Result<M
 pub fn registry() -> Registry {
     let mut r = Registry::with_builtin();
     r.register(Arc::new(kiln_cpu::Cpu::new()));
+    r.register(Arc::new(kiln_opencl::OpenCl::new()));
+    r.register_family("OPENCL", |n| {
+        kiln_opencl::OpenCl::from_device_string(&format!("OPENCL:{n}"))
+            .map(|d| Arc::new(d) as Arc<dyn Backend>)
+            .ok_or_else(|| BackendError::new(&format!("OPENCL:{n}"), "expected OPENCL:N with N a device number"))
+    });
     r
 }
 

@@ -194,7 +194,9 @@ fn check_format(dir: &Path, file: &Path, target: &Target, inputs: &[Tensor], wan
     let order = input_order(dir, &model);
     let ins: Vec<Tensor> = order.iter().map(|&k| inputs.get(k).cloned().ok_or(format!("no input_{k}.npy"))).collect::<Result<_, _>>()?;
     let (got, kernels) = run_at(&model, target, target.level, &ins)?;
-    let d = compare(&got, want, 1e-4, 1e-5)?;
+    // Issue 7 holds OpenCL devices to rtol 1e-3, atol 1e-4 (f32 sums in another order).
+    let (rtol, atol) = if target.device.to_ascii_uppercase().starts_with("OPENCL") { (1e-3, 1e-4) } else { (1e-4, 1e-5) };
+    let d = compare(&got, want, rtol, atol)?;
     let mut note = format!("max abs diff {d:.2e}, {kernels} kernels at {}", target.level);
     if target.level > Level::O0 {
         let (base, base_kernels) = run_at(&model, target, Level::O0, &ins)?;

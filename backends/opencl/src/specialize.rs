@@ -1,0 +1,101 @@
+//! A graph with concrete input shapes: every type re-inferred, and every node whose inputs
+//! are all known (shape arithmetic, `Shape` of a now-concrete tensor, weights cast from f16)
+//! evaluated once on the host and turned into a constant. Kernels are then generated with
+//! every shape known.
+
+use kiln_ir::{Graph, IrError, Op, Tensor, TensorType};
+use petgraph::visit::EdgeRef;
+use petgraph::Direction;
+
+/// Results above this many elements stay kernels: folding should not hold a large tensor
+/// that a kernel computes as cheaply.
+const FOLD_MAX_ELEMENTS: usize = 1 << 16;
+
+/// `graph` with its inputs set to `shapes` (None: keep the declared type).
+pub fn specialize(graph: &Graph, shapes: &[Option<Vec<usize>>]) -> Result<Graph, IrError> {
+    let mut g = graph.clone();
+    for (&n, s) in graph.inputs.iter().zip(shapes) {
+        if let Some(s) = s {
+            let dtype = g.node(n).outputs[0].dtype;
+            g.nodes[n].outputs[0] = TensorType::known(dtype, s);
+        }
+    }
+    fold(&mut g)?;
+    Ok(g)
+}
+
+fn fold(g: &mut Graph) -> Result<(), IrError> {
+    for n in g.topo_order()? {
+        let node = g.node(n);
+        if matches!(node.op, Op::Input | Op::Const { .. }) {
+            continue;
+        }
+        let ins = g.inputs_of(n);
+        let name = node.name.clone();
+        if let Op::Fused { body } = &node.op {
+            let mut body = (**body).clone();
+            for (&bi, v) in body.inputs.clone().iter().zip(&ins) {
+                if let Some(v) = v {
+                    body.nodes[bi].outputs[0] = g.value_type(*v).clone();
+                }
+            }
+            fold(&mut body).map_err(|e| if e.node.is_some() { e } else { e.in_node(name.clone()) })?;
+            let outs: Vec<TensorType> = body.outputs.iter().map(|(_, v)| body.value_type(*v).clone()).collect();
+            g.nodes[n].op = Op::Fused { body: Box::new(body) };
+            g.nodes[n].outputs = outs;
+            continue;
+        }
+        let types: Vec<Option<TensorType>> = ins.iter().map(|v| v.map(|v| g.value_type(v).clone())).collect();
+        let consts: Vec<Option<Tensor>> = ins.iter().map(|v| v.and_then(|v| g.const_value(v).cloned())).collect();
+        let node = g.node(n);
+        // Shapes are concrete now, so Shape and Size are constants.
+        let known = match &node.op {
+            Op::Shape { .. } | Op::Size => types.first().cloned().flatten().is_some_and(|t| t.shape.concrete().is_some()),
+            op => op.is_pure() && ins.iter().zip(&consts).all(|(v, c)| v.is_none() || c.is_some()) && !ins.is_empty(),
+        };
+        if known && node.outputs.len() == 1 {
+            let in_dims = types.first().cloned().flatten().and_then(|t| t.shape.concrete()).unwrap_or_default();
+            let small = node.outputs[0].shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS);
+            if small || matches!(node.op, Op::Shape { .. } | Op::Size) {
+                if let Ok(mut outs) = shape_or_eval(&node.op, &in_dims, &consts) {
+                    if let Some(t) = outs.pop().filter(|t| t.dtype() == node.outputs[0].dtype) {
+                        make_const(g, n, t);
+                        continue;
+                    }
+                }
+            }
+        }
+        let type_refs: Vec<Option<&TensorType>> = types.iter().map(|t| t.as_ref()).collect();
+        let const_refs: Vec<Option<&Tensor>> = consts.iter().map(|t| t.as_ref()).collect();
+        let outs = kiln_ir::infer::infer(&node.op, &type_refs, &const_refs, node.outputs.len()).map_err(|e| e.in_node(name.clone()))?;
+        g.nodes[n].outputs = outs;
+    }
+    Ok(())
+}
+
+/// Shape and Size from the input's dims (its values are not needed); anything else
+/// through `ir::eval`.
+fn shape_or_eval(op: &Op, dims: &[usize], args: &[Option<Tensor>]) -> Result<Vec<Tensor>, IrError> {
+    match op {
+        Op::Shape { start, end } => {
+            let r = dims.len() as i64;
+            let clampi = |v: i64| (if v < 0 { v + r } else { v }).clamp(0, r) as usize;
+            let (s, e) = (clampi(*start), clampi(end.unwrap_or(r)));
+            let d: Vec<i64> = dims[s..e.max(s)].iter().map(|&d| d as i64).collect();
+            Ok(vec![Tensor::new(vec![d.len()], d)?])
+        }
+        Op::Size => Ok(vec![Tensor::scalar(dims.iter().product::<usize>() as i64)]),
+        _ => kiln_ir::eval::eval_op(op, args, 1),
+    }
+}
+
+/// Replaces node `n` by the constant `t`, dropping its input edges.
+fn make_const(g: &mut Graph, n: kiln_ir::NodeId, t: Tensor) {
+    let edges: Vec<_> = g.nodes.edges_directed(n, Direction::Incoming).map(|e| e.id()).collect();
+    for e in edges {
+        g.nodes.remove_edge(e);
+    }
+    g.nodes[n].outputs = vec![TensorType::known(t.dtype(), t.shape())];
+    g.nodes[n].op = Op::Const { value: t };
+    g.nodes[n].arity = 0;
+}
