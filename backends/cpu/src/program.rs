@@ -75,6 +75,28 @@ fn err(node: &str, message: impl Into<String>) -> BackendError {
 
 /// Compiles `graph` (the top-level program or a fused kernel's body).
 pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
+    compile_with(graph, true)
+}
+
+/// What one step covers: an anchor and its epilogue chain (a lone node has an empty
+/// chain), or an elementwise group run as one generated kernel.
+enum Unit {
+    Chain(NodeId, Vec<NodeId>),
+    Group(Vec<NodeId>),
+}
+
+impl Unit {
+    fn nodes(&self) -> Vec<NodeId> {
+        match self {
+            Unit::Chain(a, tail) => std::iter::once(*a).chain(tail.iter().copied()).collect(),
+            Unit::Group(members) => members.clone(),
+        }
+    }
+}
+
+/// `groups`: whether elementwise nodes are grouped into generated kernels (a group's own
+/// fallback plan is compiled without, one `ir::eval` step per node).
+pub(crate) fn compile_with(graph: &Graph, groups: bool) -> Result<Plan, BackendError> {
     let order = graph
         .topo_order()
         .map_err(|e| BackendError::from_ir(DEVICE, e))?;
@@ -92,9 +114,7 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
     }
     let outputs: HashSet<Value> = graph.outputs.iter().map(|(_, v)| *v).collect();
 
-    // Epilogue chains: anchor node → the nodes fused after it. A chain's step runs where
-    // its last node is in the order, when every input (a residual too) is computed.
-    let mut chain_end: HashMap<NodeId, NodeId> = HashMap::new();
+    // Epilogue chains: anchor node → the nodes fused after it.
     let mut chains: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     let mut absorbed: HashSet<NodeId> = HashSet::new();
     for &n in &order {
@@ -106,18 +126,58 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
         if let Some(taken) = tail.iter().position(|m| absorbed.contains(m)) {
             tail.truncate(taken);
         }
-        if let Some(&last) = tail.last() {
+        if !tail.is_empty() {
             absorbed.extend(tail.iter().copied());
-            chain_end.insert(last, n);
             chains.insert(n, tail);
         }
     }
 
-    let mut slots: HashMap<Value, usize> = HashMap::new();
-    fn slot(slots: &mut HashMap<Value, usize>, v: Value) -> usize {
-        let next = slots.len();
-        *slots.entry(v).or_insert(next)
+    // The steps' units, then their order: a unit runs when every unit it reads from has.
+    let mut units: Vec<Unit> = Vec::new();
+    let mut unit_of: HashMap<NodeId, usize> = HashMap::new();
+    if groups {
+        let skip: HashSet<NodeId> = order
+            .iter()
+            .copied()
+            .filter(|&n| {
+                is_folded(graph, &known, n) || chains.contains_key(&n) || absorbed.contains(&n)
+            })
+            .collect();
+        for members in kernels::find_groups(graph, &order, &skip) {
+            for &m in &members {
+                unit_of.insert(m, units.len());
+            }
+            units.push(Unit::Group(members));
+        }
     }
+    for &n in &order {
+        let node = graph.node(n);
+        if matches!(node.op, Op::Input)
+            || is_folded(graph, &known, n)
+            || absorbed.contains(&n)
+            || unit_of.contains_key(&n)
+        {
+            continue;
+        }
+        let tail = chains.get(&n).cloned().unwrap_or_default();
+        unit_of.insert(n, units.len());
+        for &m in &tail {
+            unit_of.insert(m, units.len());
+        }
+        units.push(Unit::Chain(n, tail));
+    }
+    let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let Some(sorted) = sort_units(graph, &units, &unit_of, &position) else {
+        // Groups are convex by construction; should one not be, steps without groups
+        // are always in order.
+        return if groups {
+            compile_with(graph, false)
+        } else {
+            Err(err(&graph.name, "the steps of this graph cannot be ordered"))
+        };
+    };
+
+    let mut slots: HashMap<Value, usize> = HashMap::new();
     let mut plan = Plan {
         slots: 0,
         inputs: Vec::new(),
@@ -129,86 +189,16 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
         plan.inputs.push(slot(&mut slots, Value::new(n, 0)));
     }
     let mut const_slots = HashSet::new();
-    for &n in &order {
-        let node = graph.node(n);
-        if matches!(node.op, Op::Input) || is_folded(graph, &known, n) || chains.contains_key(&n) {
-            continue;
-        }
-        let anchor = if absorbed.contains(&n) {
-            match chain_end.get(&n) {
-                Some(&a) => a,
-                None => continue, // a middle link: its anchor's step covers it
+    for u in sorted {
+        let step = match &units[u] {
+            Unit::Chain(anchor, tail) => {
+                chain_step(graph, *anchor, tail, &known, &uses, &outputs, &mut slots, &mut plan.consts, &mut const_slots)?
             }
-        } else {
-            n
+            Unit::Group(members) => {
+                group_step(graph, members, &known, &outputs, &mut slots)?
+            }
         };
-        let tail = chains.get(&anchor).cloned().unwrap_or_default();
-        let mut step_inputs: Vec<Value> = Vec::new();
-        fn arg_of(step_inputs: &mut Vec<Value>, v: Option<Value>, cur: Option<Value>) -> Arg {
-            match v {
-                None => Arg::Absent,
-                Some(v) if Some(v) == cur => Arg::Cur,
-                Some(v) => {
-                    Arg::Input(step_inputs.iter().position(|&x| x == v).unwrap_or_else(|| {
-                        step_inputs.push(v);
-                        step_inputs.len() - 1
-                    }))
-                }
-            }
-        }
-        let mut chain = Vec::new();
-        let mut cur = None;
-        for &m in std::iter::once(&anchor).chain(&tail) {
-            let args = graph
-                .inputs_of(m)
-                .into_iter()
-                .map(|v| arg_of(&mut step_inputs, v, cur))
-                .collect();
-            let mnode = graph.node(m);
-            chain.push(Link {
-                op: mnode.op.clone(),
-                args,
-                n_outputs: mnode.outputs.len(),
-            });
-            cur = Some(Value::new(m, 0));
-        }
-        let last = *tail.last().unwrap_or(&anchor);
-        let last_node = graph.node(last);
-        let mut inputs = Vec::new();
-        for &v in &step_inputs {
-            if let Some(t) = known.get(&v) {
-                if const_slots.insert(v) {
-                    plan.consts.push((slot(&mut slots, v), t.clone()));
-                }
-            }
-            inputs.push(Some(slot(&mut slots, v)));
-        }
-        let outputs_of: Vec<Option<usize>> = (0..last_node.outputs.len())
-            .map(|k| {
-                let v = Value::new(last, k);
-                (uses.contains_key(&v) || outputs.contains(&v)).then(|| slot(&mut slots, v))
-            })
-            .collect();
-        let nodes: Vec<NodeId> = std::iter::once(anchor)
-            .chain(tail.iter().copied())
-            .collect();
-        let kernel = kernels::select(graph, &nodes, &step_inputs, &chain[0].args, &known)
-            .map_err(|e| err(&node.name, e.message))?;
-        let kind = format!("{} ({})", kernels::kind_name(graph, &nodes), kernel.label());
-        let names = match &graph.node(anchor).op {
-            Op::Fused { body } => body_names(body),
-            _ => nodes.iter().map(|&m| graph.node(m).name.clone()).collect(),
-        };
-        plan.steps.push(Step {
-            kernel,
-            chain,
-            inputs,
-            outputs: outputs_of,
-            dtypes: last_node.outputs.iter().map(|t| t.dtype).collect(),
-            last_use: Vec::new(),
-            nodes: names,
-            kind,
-        });
+        plan.steps.push(step);
     }
     for (_, v) in &graph.outputs {
         if let Some(t) = known.get(v) {
@@ -221,6 +211,156 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
     plan.slots = slots.len();
     plan.mark_last_uses();
     Ok(plan)
+}
+
+fn slot(slots: &mut HashMap<Value, usize>, v: Value) -> usize {
+    let next = slots.len();
+    *slots.entry(v).or_insert(next)
+}
+
+/// Units in an order where each runs after those it reads from (ties: the unit whose first
+/// node comes first in `position`); `None` on a cycle.
+fn sort_units(
+    graph: &Graph,
+    units: &[Unit],
+    unit_of: &HashMap<NodeId, usize>,
+    position: &HashMap<NodeId, usize>,
+) -> Option<Vec<usize>> {
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
+    let mut deps: Vec<HashSet<usize>> = vec![HashSet::new(); units.len()];
+    let mut users: Vec<Vec<usize>> = vec![Vec::new(); units.len()];
+    let mut first = vec![usize::MAX; units.len()];
+    for (u, unit) in units.iter().enumerate() {
+        for n in unit.nodes() {
+            first[u] = first[u].min(position[&n]);
+            for v in graph.inputs_of(n).into_iter().flatten() {
+                if let Some(&d) = unit_of.get(&v.node) {
+                    if d != u && deps[u].insert(d) {
+                        users[d].push(u);
+                    }
+                }
+            }
+        }
+    }
+    let mut missing: Vec<usize> = deps.iter().map(|d| d.len()).collect();
+    let mut ready: BinaryHeap<Reverse<(usize, usize)>> = (0..units.len())
+        .filter(|&u| missing[u] == 0)
+        .map(|u| Reverse((first[u], u)))
+        .collect();
+    let mut out = Vec::with_capacity(units.len());
+    while let Some(Reverse((_, u))) = ready.pop() {
+        out.push(u);
+        for &w in &users[u] {
+            missing[w] -= 1;
+            if missing[w] == 0 {
+                ready.push(Reverse((first[w], w)));
+            }
+        }
+    }
+    (out.len() == units.len()).then_some(out)
+}
+
+/// The step for `anchor` and its epilogue chain `tail` (empty for a lone node).
+#[allow(clippy::too_many_arguments)]
+fn chain_step(
+    graph: &Graph,
+    anchor: NodeId,
+    tail: &[NodeId],
+    known: &HashMap<Value, Tensor>,
+    uses: &HashMap<Value, usize>,
+    outputs: &HashSet<Value>,
+    slots: &mut HashMap<Value, usize>,
+    consts: &mut Vec<(usize, Tensor)>,
+    const_slots: &mut HashSet<Value>,
+) -> Result<Step, BackendError> {
+    let node = graph.node(anchor);
+    let mut step_inputs: Vec<Value> = Vec::new();
+    fn arg_of(step_inputs: &mut Vec<Value>, v: Option<Value>, cur: Option<Value>) -> Arg {
+        match v {
+            None => Arg::Absent,
+            Some(v) if Some(v) == cur => Arg::Cur,
+            Some(v) => Arg::Input(step_inputs.iter().position(|&x| x == v).unwrap_or_else(|| {
+                step_inputs.push(v);
+                step_inputs.len() - 1
+            })),
+        }
+    }
+    let mut chain = Vec::new();
+    let mut cur = None;
+    for &m in std::iter::once(&anchor).chain(tail) {
+        let args = graph
+            .inputs_of(m)
+            .into_iter()
+            .map(|v| arg_of(&mut step_inputs, v, cur))
+            .collect();
+        let mnode = graph.node(m);
+        chain.push(Link {
+            op: mnode.op.clone(),
+            args,
+            n_outputs: mnode.outputs.len(),
+        });
+        cur = Some(Value::new(m, 0));
+    }
+    let last = *tail.last().unwrap_or(&anchor);
+    let last_node = graph.node(last);
+    let mut inputs = Vec::new();
+    for &v in &step_inputs {
+        if let Some(t) = known.get(&v) {
+            if const_slots.insert(v) {
+                consts.push((slot(slots, v), t.clone()));
+            }
+        }
+        inputs.push(Some(slot(slots, v)));
+    }
+    let outputs_of: Vec<Option<usize>> = (0..last_node.outputs.len())
+        .map(|k| {
+            let v = Value::new(last, k);
+            (uses.contains_key(&v) || outputs.contains(&v)).then(|| slot(slots, v))
+        })
+        .collect();
+    let nodes: Vec<NodeId> = std::iter::once(anchor).chain(tail.iter().copied()).collect();
+    let kernel = kernels::select(graph, &nodes, &step_inputs, &chain[0].args, known)
+        .map_err(|e| err(&node.name, e.message))?;
+    let kind = format!("{} ({})", kernels::kind_name(graph, &nodes), kernel.label());
+    let names = match &node.op {
+        Op::Fused { body } => body_names(body),
+        _ => nodes.iter().map(|&m| graph.node(m).name.clone()).collect(),
+    };
+    Ok(Step {
+        kernel,
+        chain,
+        inputs,
+        outputs: outputs_of,
+        dtypes: last_node.outputs.iter().map(|t| t.dtype).collect(),
+        last_use: Vec::new(),
+        nodes: names,
+        kind,
+    })
+}
+
+/// The step for an elementwise group: one generated kernel over the group as a graph.
+fn group_step(
+    graph: &Graph,
+    members: &[NodeId],
+    known: &HashMap<Value, Tensor>,
+    outputs: &HashSet<Value>,
+    slots: &mut HashMap<Value, usize>,
+) -> Result<Step, BackendError> {
+    let (sub, external, outs) = kernels::subgraph(graph, members, known, outputs);
+    let fallback = compile_with(&sub, false)?;
+    let names: Vec<String> = members.iter().map(|&m| graph.node(m).name.clone()).collect();
+    let kind = format!("{} (generated)", kernels::kind_name(graph, members));
+    Ok(Step {
+        kernel: KernelImpl::Generated(Box::new((crate::codegen::KernelCache::new(sub), fallback))),
+        chain: Vec::new(),
+        inputs: external.iter().map(|&v| Some(slot(slots, v))).collect(),
+        outputs: outs.iter().map(|&v| Some(slot(slots, v))).collect(),
+        dtypes: outs.iter().map(|&v| graph.value_type(v).dtype).collect(),
+        last_use: Vec::new(),
+        nodes: names,
+        kind,
+    })
 }
 
 /// The names of a fused body's computing nodes, in order.

@@ -8,8 +8,11 @@
 mod conv;
 mod depthwise;
 mod epilogue;
+mod group;
 mod im2col;
 mod matmul;
+mod pool;
+mod rows;
 
 use crate::device::Ctx;
 use crate::program::{compile, Arg, Plan, Step};
@@ -17,6 +20,7 @@ use kiln_ir::{Graph, IrError, NodeId, Op, Result, Tensor, Value};
 use std::collections::HashMap;
 
 pub(crate) use epilogue::match_epilogue;
+pub(crate) use group::{find_groups, subgraph};
 
 /// How a step computes.
 pub(crate) enum KernelImpl {
@@ -32,6 +36,38 @@ pub(crate) enum KernelImpl {
     MatMul(matmul::MatMul),
     /// An `Op::Fused` kernel: its body compiled like any graph, run as one step.
     Fused(Box<Plan>),
+    /// A lone op with a kernel of its own (pooling, softmax, normalisation, concat…).
+    Native(Box<dyn Native>),
+}
+
+/// A kernel for one op (a step without epilogue). It gets the op's inputs in order
+/// (`None` for absent ones) and returns `None` for inputs it does not handle (a dtype, a
+/// rank), in which case the step runs through `ir::eval`.
+pub(crate) trait Native: Send + Sync {
+    fn run(&self, ctx: &Ctx, inputs: &[Option<Tensor>]) -> Option<Result<Vec<Tensor>>>;
+}
+
+/// Wraps a single-output kernel's `run`.
+struct One<K>(K);
+
+macro_rules! one_output {
+    ($($t:ty),*) => {$(
+        impl Native for One<$t> {
+            fn run(&self, ctx: &Ctx, inputs: &[Option<Tensor>]) -> Option<Result<Vec<Tensor>>> {
+                Some(self.0.run(ctx, inputs)?.map(|t| vec![t]))
+            }
+        }
+    )*};
+}
+one_output!(pool::Pool, pool::GlobalPool);
+
+/// The native kernel for a lone `op` with `n_outputs` outputs, if there is one.
+fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
+    Some(match op {
+        Op::Pool { .. } => Box::new(One(pool::Pool::new(op, n_outputs)?)),
+        Op::GlobalPool { .. } => Box::new(One(pool::GlobalPool::new(op)?)),
+        _ => return None,
+    })
 }
 
 impl KernelImpl {
@@ -42,12 +78,17 @@ impl KernelImpl {
             KernelImpl::Conv(c) => c.label(),
             KernelImpl::MatMul(_) => "gemm",
             KernelImpl::Generated(_) => "generated",
+            KernelImpl::Native(_) => "native",
             KernelImpl::Fused(plan) => {
                 let kinds = plan.kinds();
                 if kinds.iter().any(|k| k.ends_with("(gemm)")) {
                     "gemm"
                 } else if kinds.iter().any(|k| k.ends_with("(direct)")) {
                     "direct"
+                } else if kinds.iter().any(|k| k.ends_with("(native)")) {
+                    "native"
+                } else if kinds.iter().all(|k| k.ends_with("(generated)")) {
+                    "generated"
                 } else {
                     "eval"
                 }
@@ -59,7 +100,16 @@ impl KernelImpl {
 /// Ops that always run through `ir::eval` on this device (a convolution, matmul or gemm
 /// that is not f32 does too, as does a fused kernel's body for its parts).
 pub fn fallback_ops() -> Vec<&'static str> {
-    const NATIVE: &[&str] = &["input", "const", "conv", "matmul", "gemm", "fused"];
+    const NATIVE: &[&str] = &[
+        "input",
+        "const",
+        "conv",
+        "matmul",
+        "gemm",
+        "fused",
+        "pool",
+        "global_pool",
+    ];
     Op::all_names()
         .into_iter()
         .filter(|n| !NATIVE.contains(n))
@@ -104,7 +154,12 @@ pub(crate) fn select(
     };
     Ok(match &anchor.op {
         Op::Fused { body } if elementwise_only(body) => {
-            let plan = compile_body(body)?;
+            // Its fallback runs node by node: grouping the body again would only nest
+            // another generated kernel inside this one.
+            let plan = crate::program::compile_with(body, false).map_err(|e| IrError {
+                node: e.node.or(Some(anchor.name.clone())),
+                message: format!("in fused kernel {}: {}", anchor.name, e.message),
+            })?;
             KernelImpl::Generated(Box::new((crate::codegen::KernelCache::new((**body).clone()), plan)))
         }
         Op::Fused { body } => KernelImpl::Fused(Box::new(compile_body(body)?)),
@@ -118,6 +173,10 @@ pub(crate) fn select(
                 None => KernelImpl::Eval,
             }
         }
+        op if nodes.len() == 1 => match native(op, anchor.outputs.len()) {
+            Some(k) => KernelImpl::Native(k),
+            None => KernelImpl::Eval,
+        },
         _ => KernelImpl::Eval,
     })
 }
@@ -133,6 +192,20 @@ fn elementwise_only(body: &Graph) -> bool {
 pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
     let native = match &step.kernel {
         KernelImpl::Eval => None,
+        KernelImpl::Native(k) => {
+            let ins: Vec<Option<Tensor>> = step.chain[0]
+                .args
+                .iter()
+                .map(|a| match a {
+                    Arg::Input(i) => args.get(*i).cloned().flatten(),
+                    Arg::Cur | Arg::Absent => None,
+                })
+                .collect();
+            if let Some(r) = k.run(ctx, &ins) {
+                return r;
+            }
+            return replay(step, args);
+        }
         KernelImpl::Conv(c) => c.run(ctx, args),
         KernelImpl::MatMul(m) => m.run(ctx, args),
         KernelImpl::Generated(g) => {
