@@ -16,4 +16,4 @@ pub mod lower;
 pub mod program;
 
 pub use device::Cpu;
-pub use kernels::fallback_ops;
+pub use kernels::{exp_f32, fallback_ops};

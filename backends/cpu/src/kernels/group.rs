@@ -58,6 +58,27 @@ pub(crate) fn find_groups(graph: &Graph, order: &[NodeId], skip: &HashSet<NodeId
             groups[g].push(n);
             group_of.insert(n, g);
             joined = Some(g);
+            // n may join two groups into one (GELU's `0.5·x` and `1 + erf(x/√2)`): merge
+            // another producer's group when neither depends on the other through an
+            // outside node, which keeps the union convex.
+            for &p in &producers {
+                let Some(&h) = group_of.get(&p) else { continue };
+                let mergeable = h != g
+                    && shape.is_some()
+                    && fixed(graph, groups[h][0]) == shape
+                    && !groups[h].iter().any(|m| tainted[g].contains(m))
+                    && !groups[g].iter().any(|m| tainted[h].contains(m))
+                    && producers.iter().all(|q| !tainted[h].contains(q));
+                if mergeable {
+                    let moved = std::mem::take(&mut groups[h]);
+                    for &m in &moved {
+                        group_of.insert(m, g);
+                    }
+                    groups[g].extend(moved);
+                    let t = std::mem::take(&mut tainted[h]);
+                    tainted[g].extend(t);
+                }
+            }
         }
         for (g, t) in tainted.iter_mut().enumerate() {
             if joined == Some(g) {
@@ -67,6 +88,11 @@ pub(crate) fn find_groups(graph: &Graph, order: &[NodeId], skip: &HashSet<NodeId
                 t.insert(n);
             }
         }
+    }
+    let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    groups.retain(|g| !g.is_empty());
+    for g in &mut groups {
+        g.sort_by_key(|m| position[m]);
     }
     groups
 }

@@ -13,6 +13,8 @@ mod im2col;
 mod matmul;
 mod pool;
 mod rows;
+mod softmax;
+mod transpose;
 
 use crate::device::Ctx;
 use crate::program::{compile, Arg, Plan, Step};
@@ -21,6 +23,11 @@ use std::collections::HashMap;
 
 pub(crate) use epilogue::match_epilogue;
 pub(crate) use group::{find_groups, subgraph};
+
+/// The f32 exp the native kernels use, for tests of its accuracy.
+pub fn exp_f32(x: f32) -> f32 {
+    softmax::exp(x)
+}
 
 /// How a step computes.
 pub(crate) enum KernelImpl {
@@ -59,13 +66,15 @@ macro_rules! one_output {
         }
     )*};
 }
-one_output!(pool::Pool, pool::GlobalPool);
+one_output!(pool::Pool, pool::GlobalPool, softmax::Softmax, transpose::Transpose);
 
 /// The native kernel for a lone `op` with `n_outputs` outputs, if there is one.
 fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
     Some(match op {
         Op::Pool { .. } => Box::new(One(pool::Pool::new(op, n_outputs)?)),
         Op::GlobalPool { .. } => Box::new(One(pool::GlobalPool::new(op)?)),
+        Op::Softmax { .. } | Op::LogSoftmax { .. } => Box::new(One(softmax::Softmax::new(op)?)),
+        Op::Transpose { .. } => Box::new(One(transpose::Transpose::new(op)?)),
         _ => return None,
     })
 }
@@ -109,6 +118,9 @@ pub fn fallback_ops() -> Vec<&'static str> {
         "fused",
         "pool",
         "global_pool",
+        "softmax",
+        "log_softmax",
+        "transpose",
     ];
     Op::all_names()
         .into_iter()
