@@ -302,3 +302,35 @@ fn transpose_merges_dims_that_move_together() {
         assert_eq!(check(&one_op(op, shape), &[x]), ["transpose (native)"]);
     }
 }
+
+/// Depthwise convolution with stride 2 reads split even/odd columns: every padding,
+/// dilation, kernel width and input width parity.
+#[test]
+fn stride_two_depthwise_convolution() {
+    let mut rng = Rng(51);
+    // (input width, kernel, pads [t, l, b, r], dilation)
+    let cases: &[(usize, usize, [i64; 4], i64)] = &[
+        (12, 3, [1, 1, 1, 1], 1),
+        (13, 3, [0, 1, 1, 0], 1),
+        (13, 5, [2, 2, 2, 2], 1),
+        (11, 3, [1, 2, 1, 2], 2),
+        (9, 4, [0, 0, 0, 3], 1),
+        (2, 3, [1, 1, 1, 1], 1),
+    ];
+    for &(w, k, pads, d) in cases {
+        let mut g = Graph::new("dw");
+        let x = input(&mut g, &[1, 5, 7, w]);
+        let wt = g.add_const("w", rng.tensor(&[5, 1, k, k]));
+        let op = Op::Conv {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![d, d],
+            group: 5,
+            kernel_shape: vec![],
+            pads: pads.to_vec(),
+            strides: vec![2, 2],
+        };
+        let y = g.add1(op, "conv", &[x, wt]).unwrap();
+        g.add_output("y", y);
+        assert_eq!(check(&g, &[rng.tensor(&[1, 5, 7, w])]), ["conv (direct)"]);
+    }
+}

@@ -5,8 +5,8 @@ use crate::device::Ctx;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Below this many elements touched, one thread does the whole op: waking the other
-/// costs more than it saves.
-pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 15;
+/// (tens of microseconds when the machine is busy) costs more than it saves.
+pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 17;
 
 /// Output pointer shared by the threads; each writes its own rows.
 struct Out(*mut f32);
