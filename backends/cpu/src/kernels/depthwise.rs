@@ -60,14 +60,11 @@ pub(crate) fn run(
                 .for_each(|(a, b)| *a += b);
         }
         if let Some((lo, hi)) = clip {
-            // max then min, as the GEMM does: NaN stays NaN.
+            // max then min, as the GEMM does: NaN stays NaN. Written as selects so the
+            // loop vectorises.
             o.iter_mut().for_each(|v| {
-                if *v < lo {
-                    *v = lo
-                }
-                if *v > hi {
-                    *v = hi
-                }
+                let x = if *v < lo { lo } else { *v };
+                *v = if x > hi { hi } else { x };
             });
         }
     };
@@ -105,22 +102,31 @@ fn plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
         });
     }
     o.fill(bias);
-    for i in 0..g.kh {
-        for j in 0..g.kw {
-            let wv = k[i * g.kw + j];
+    // Output rows outer, taps inner: a row stays in L1 while every tap adds to it.
+    let cols: Vec<(usize, usize, usize)> = (0..g.kw)
+        .map(|j| {
             let off_w = (j * g.dw) as isize - g.pw as isize;
             let (lo, hi) = valid_range(g.ow, g.sw, off_w, g.w);
-            if lo >= hi {
+            let first = if lo < hi { (lo as isize * g.sw as isize + off_w) as usize } else { 0 };
+            (lo, hi, first)
+        })
+        .collect();
+    if g.ow == 0 {
+        return;
+    }
+    for (oh, orow) in o.chunks_exact_mut(g.ow).enumerate() {
+        for i in 0..g.kh {
+            let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+            if ih < 0 || ih as usize >= g.h {
                 continue;
             }
-            let first = (lo as isize * g.sw as isize + off_w) as usize;
-            for oh in 0..g.oh {
-                let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
-                if ih < 0 || ih as usize >= g.h {
+            let src = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
+            for (j, &(lo, hi, first)) in cols.iter().enumerate() {
+                if lo >= hi {
                     continue;
                 }
-                let src = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
-                let dst = &mut o[oh * g.ow + lo..oh * g.ow + hi];
+                let wv = k[i * g.kw + j];
+                let dst = &mut orow[lo..hi];
                 if g.sw == 1 {
                     dst.iter_mut()
                         .zip(&src[first..first + (hi - lo)])
@@ -141,25 +147,36 @@ fn plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
 fn plane_split(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
     o.fill(bias);
     let even = g.w.div_ceil(2);
-    for i in 0..g.kh {
-        for j in 0..g.kw {
-            let wv = k[i * g.kw + j];
+    // Per tap column: valid outputs, and where output `lo` reads in the split row.
+    let cols: Vec<(usize, usize, usize)> = (0..g.kw)
+        .map(|j| {
             let off_w = (j * g.dw) as isize - g.pw as isize;
             let (lo, hi) = valid_range(g.ow, 2, off_w, g.w);
             if lo >= hi {
-                continue;
+                return (0, 0, 0);
             }
             // Input column of output lo: 2·lo + off_w ≥ 0; its parity picks the half.
             let first = (2 * lo as isize + off_w) as usize;
-            let (half, start) = if first % 2 == 0 { (0, first / 2) } else { (even, first / 2) };
-            for oh in 0..g.oh {
-                let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
-                if ih < 0 || ih as usize >= g.h {
+            (lo, hi, if first % 2 == 0 { first / 2 } else { even + first / 2 })
+        })
+        .collect();
+    if g.ow == 0 {
+        return;
+    }
+    for (oh, orow) in o.chunks_exact_mut(g.ow).enumerate() {
+        for i in 0..g.kh {
+            let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+            if ih < 0 || ih as usize >= g.h {
+                continue;
+            }
+            let row = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
+            for (j, &(lo, hi, start)) in cols.iter().enumerate() {
+                if lo >= hi {
                     continue;
                 }
-                let row = &x[ih as usize * g.w + half..];
-                let dst = &mut o[oh * g.ow + lo..oh * g.ow + hi];
-                dst.iter_mut()
+                let wv = k[i * g.kw + j];
+                orow[lo..hi]
+                    .iter_mut()
                     .zip(&row[start..start + (hi - lo)])
                     .for_each(|(d, s)| *d += wv * s);
             }
