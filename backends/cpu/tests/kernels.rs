@@ -334,3 +334,49 @@ fn stride_two_depthwise_convolution() {
         assert_eq!(check(&g, &[rng.tensor(&[1, 5, 7, w])]), ["conv (direct)"]);
     }
 }
+
+/// A recurrent cell as ONNX Loop (tf2onnx's form of a Keras RNN): h ← tanh(h·W + x[t]),
+/// W carried through unchanged, every h scanned out. `trips` iterations (0: the loop
+/// never runs, which `ir::eval` answers).
+fn rnn_loop(trips: i64, rng: &mut Rng) -> Graph {
+    let mut body = Graph::new("cell");
+    let it = body.add_input("it", TensorType::known(DType::I64, &[]));
+    let cond = body.add_input("cond", TensorType::known(DType::Bool, &[]));
+    let h = body.add_input("h", TensorType::known(DType::F32, &[1, 4]));
+    let w = body.add_input("w", TensorType::known(DType::F32, &[4, 4]));
+    let xs = body.add_input("xs", TensorType::known(DType::F32, &[6, 1, 4]));
+    let xt = body.add1(Op::Gather { axis: 0 }, "xt", &[xs, it]).unwrap();
+    let hw = body.add1(Op::MatMul, "hw", &[h, w]).unwrap();
+    let a = body.add1(Op::Binary(BinaryOp::Add), "a", &[hw, xt]).unwrap();
+    let h2 = body.add1(Op::Unary(UnaryOp::Tanh), "h2", &[a]).unwrap();
+    let c2 = body.add1(Op::Unary(UnaryOp::Identity), "c2", &[cond]).unwrap();
+    body.add_output("cond", c2);
+    body.add_output("h", h2);
+    body.add_output("w", w);
+    body.add_output("hs", h2);
+
+    let mut g = Graph::new("rnn");
+    let xs = input(&mut g, &[6, 1, 4]);
+    let h0 = input(&mut g, &[1, 4]);
+    let trips = g.add_const("trips", Tensor::scalar(trips));
+    let yes = g.add_const("yes", Tensor::scalar(true));
+    let w = g.add_const("w", rng.tensor(&[4, 4]));
+    let op = Op::Loop { body: Box::new(body), num_captured: 1 };
+    let l = g.add(op, "loop", &[Some(trips), Some(yes), Some(h0), Some(w), Some(xs)], 3).unwrap();
+    g.add_output("h", Value::new(l, 0));
+    g.add_output("hs", Value::new(l, 2));
+    g
+}
+
+#[test]
+fn a_loop_runs_its_body_as_a_compiled_plan() {
+    let mut rng = Rng(61);
+    for trips in [6, 1] {
+        let g = rnn_loop(trips, &mut rng);
+        let kinds = check(&g, &[rng.tensor(&[6, 1, 4]), rng.tensor(&[1, 4])]);
+        assert_eq!(kinds, ["loop (native)"]);
+    }
+    // Zero iterations: the scan output is empty, as ir::eval makes it.
+    let g = rnn_loop(0, &mut rng);
+    check(&g, &[rng.tensor(&[6, 1, 4]), rng.tensor(&[1, 4])]);
+}

@@ -12,6 +12,7 @@ mod group;
 mod im2col;
 mod matmul;
 mod pool;
+mod recurrent;
 mod rows;
 mod softmax;
 mod transpose;
@@ -52,6 +53,12 @@ pub(crate) enum KernelImpl {
 /// rank), in which case the step runs through `ir::eval`.
 pub(crate) trait Native: Send + Sync {
     fn run(&self, ctx: &Ctx, inputs: &[Option<Tensor>]) -> Option<Result<Vec<Tensor>>>;
+}
+
+impl Native for recurrent::Loop {
+    fn run(&self, ctx: &Ctx, inputs: &[Option<Tensor>]) -> Option<Result<Vec<Tensor>>> {
+        recurrent::Loop::run(self, ctx, inputs)
+    }
 }
 
 /// Wraps a single-output kernel's `run`.
@@ -121,6 +128,7 @@ pub fn fallback_ops() -> Vec<&'static str> {
         "softmax",
         "log_softmax",
         "transpose",
+        "loop",
     ];
     Op::all_names()
         .into_iter()
@@ -185,6 +193,10 @@ pub(crate) fn select(
                 None => KernelImpl::Eval,
             }
         }
+        Op::Loop { .. } if nodes.len() == 1 => match recurrent::Loop::new(graph, nodes[0], known) {
+            Some(l) => KernelImpl::Native(Box::new(l)),
+            None => KernelImpl::Eval,
+        },
         op if nodes.len() == 1 => match native(op, anchor.outputs.len()) {
             Some(k) => KernelImpl::Native(k),
             None => KernelImpl::Eval,
