@@ -396,6 +396,11 @@ fn other_dtypes_and_ops_fall_back_to_eval() {
     );
     assert!(kiln_cpu::fallback_ops().contains(&"topk"));
     assert!(!kiln_cpu::fallback_ops().contains(&"softmax"));
+    // Elementwise ops the code generator compiles leave the list; the ones it refuses stay.
+    assert!(!kiln_cpu::fallback_ops().contains(&"exp"));
+    assert!(!kiln_cpu::fallback_ops().contains(&"add"));
+    assert!(!kiln_cpu::fallback_ops().contains(&"and"));
+    assert!(kiln_cpu::fallback_ops().contains(&"sin"));
     assert!(!kiln_cpu::fallback_ops().contains(&"conv"));
 }
 

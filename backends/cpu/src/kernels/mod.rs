@@ -114,8 +114,11 @@ impl KernelImpl {
 }
 
 /// Ops that always run through `ir::eval` on this device (a convolution, matmul or gemm
-/// that is not f32 does too, as does a fused kernel's body for its parts).
+/// that is not f32 does too, as does a native kernel given a dtype it does not take, and
+/// an elementwise op on a dtype the code generator does not cover).
 pub fn fallback_ops() -> Vec<&'static str> {
+    static GENERATED: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let generated = GENERATED.get_or_init(generated_ops);
     const NATIVE: &[&str] = &[
         "input",
         "const",
@@ -132,7 +135,38 @@ pub fn fallback_ops() -> Vec<&'static str> {
     ];
     Op::all_names()
         .into_iter()
-        .filter(|n| !NATIVE.contains(n))
+        .filter(|n| !NATIVE.contains(n) && !generated.contains(n))
+        .collect()
+}
+
+/// Elementwise ops (by name, with default attributes) the code generator compiles, found
+/// by compiling each on f32, bool and i64 operands of four elements.
+fn generated_ops() -> Vec<&'static str> {
+    use kiln_ir::{DType, TensorType};
+    let compiles = |op: &Op, dtype: DType| {
+        let arity = match op {
+            Op::Binary(_) => 2,
+            _ => 1,
+        };
+        let mut g = Graph::new("probe");
+        let ins: Vec<Option<Value>> = (0..arity)
+            .map(|i| Some(g.add_input(format!("x{i}"), TensorType::known(dtype, &[4]))))
+            .collect();
+        let Ok(n) = g.add(op.clone(), "op", &ins, 1) else {
+            return false;
+        };
+        g.add_output("y", Value::new(n, 0));
+        crate::codegen::ElementwiseKernel::compile(&g, &vec![vec![4]; arity]).is_ok()
+    };
+    Op::all_names()
+        .into_iter()
+        .filter(|name| match Op::from_parts(name, Vec::new()) {
+            Ok(op) => {
+                crate::codegen::covers_op(&op)
+                    && [DType::F32, DType::Bool, DType::I64].iter().any(|&d| compiles(&op, d))
+            }
+            Err(_) => false,
+        })
         .collect()
 }
 
