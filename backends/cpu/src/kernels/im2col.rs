@@ -248,7 +248,8 @@ pub(crate) fn im2row(g: &Geometry, x: &[f32], a: &mut [f32], rows: std::ops::Ran
                         if g.dw == 1 && g.kw == 3 {
                             // The common 3×3 kernel: a fixed-size copy the compiler inlines.
                             let s: &[f32; 3] = s[..3].try_into().expect("three taps");
-                            d.copy_from_slice(s);
+                            let d: &mut [f32; 3] = d.try_into().expect("three taps");
+                            *d = *s;
                         } else if g.dw == 1 {
                             d.copy_from_slice(&s[..g.kw]);
                         } else {
