@@ -245,13 +245,8 @@ pub(crate) fn im2row(g: &Geometry, x: &[f32], a: &mut [f32], rows: std::ops::Ran
                     None => d.fill(0.0),
                     Some(off) if inside => {
                         let s = &x[off + base as usize..];
-                        if g.dw == 1 && g.kw == 3 {
-                            // The common 3×3 kernel: a fixed-size copy the compiler inlines.
-                            let s: &[f32; 3] = s[..3].try_into().expect("three taps");
-                            let d: &mut [f32; 3] = d.try_into().expect("three taps");
-                            *d = *s;
-                        } else if g.dw == 1 {
-                            d.copy_from_slice(&s[..g.kw]);
+                        if g.dw == 1 {
+                            copy_taps(d, s);
                         } else {
                             for (j, v) in d.iter_mut().enumerate() {
                                 *v = s[j * g.dw];
@@ -271,5 +266,25 @@ pub(crate) fn im2row(g: &Geometry, x: &[f32], a: &mut [f32], rows: std::ops::Ran
                 }
             }
         }
+    }
+}
+
+/// `d.copy_from_slice(&s[..d.len()])` with the common kernel widths as fixed-size copies
+/// the compiler inlines (a copy of a run-time length is a `memmove` call, which cost more
+/// than the copy for three or seven floats).
+#[inline(always)]
+fn copy_taps(d: &mut [f32], s: &[f32]) {
+    fn fixed<const N: usize>(d: &mut [f32], s: &[f32]) {
+        let s: &[f32; N] = s[..N].try_into().expect("N taps");
+        let d: &mut [f32; N] = d.try_into().expect("N taps");
+        *d = *s;
+    }
+    match d.len() {
+        1 => d[0] = s[0],
+        2 => fixed::<2>(d, s),
+        3 => fixed::<3>(d, s),
+        5 => fixed::<5>(d, s),
+        7 => fixed::<7>(d, s),
+        n => d.copy_from_slice(&s[..n]),
     }
 }
