@@ -4,8 +4,9 @@
 //! - `program`: compiling a graph into a [`program::Plan`] — steps in topological order over
 //!   a table of numbered values, each step one kernel; constants folded, epilogues matched.
 //! - `kernels`: the kernels a step runs — convolution and matmul on the GEMM, depthwise
-//!   convolution as a direct loop, fused bodies as sub-plans, and the `ir::eval` fallback
-//!   for everything else ([`fallback_ops`]).
+//!   convolution as a direct loop, fused bodies as sub-plans, elementwise groups as
+//!   generated code, native pooling, softmax, transpose and Loop, and the `ir::eval`
+//!   fallback for everything else ([`fallback_ops`]).
 //! - `device`: the `Backend` implementation and the thread choice.
 
 pub mod codegen;
@@ -16,4 +17,4 @@ pub mod lower;
 pub mod program;
 
 pub use device::Cpu;
-pub use kernels::fallback_ops;
+pub use kernels::{exp_f32, fallback_ops};

@@ -27,6 +27,7 @@ pub use broadcast::{broadcast, Layout};
 pub use elementwise::{define_kernel, signature};
 pub use jit::{host_isa, KernelFn};
 pub use plan::Plan;
+pub(crate) use plan::{elementwise as covers_op, supported_dtype};
 
 use crate::gemm::threads::Pool;
 use jit::JitCode;

@@ -75,7 +75,7 @@ pub fn supported_dtype(d: DType) -> bool {
 }
 
 /// True for the ops [`super::ops`] lowers (before dtype checks).
-fn elementwise(op: &Op) -> bool {
+pub(crate) fn elementwise(op: &Op) -> bool {
     matches!(
         op,
         Op::Unary(_)

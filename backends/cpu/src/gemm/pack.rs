@@ -132,6 +132,12 @@ impl PackedB {
                 let nr = NR.min(n - j0);
                 for kk in 0..kc {
                     let row = &mut out[base + kk * NR..base + kk * NR + nr];
+                    if cs == 1 {
+                        // Row-major B (activations as B): each panel row is one copy.
+                        let at = (k0 + kk) * rs + j0;
+                        row.copy_from_slice(&b[at..at + nr]);
+                        continue;
+                    }
                     for (jj, v) in row.iter_mut().enumerate() {
                         *v = b[(k0 + kk) * rs + (j0 + jj) * cs];
                     }

@@ -60,14 +60,11 @@ pub(crate) fn run(
                 .for_each(|(a, b)| *a += b);
         }
         if let Some((lo, hi)) = clip {
-            // max then min, as the GEMM does: NaN stays NaN.
+            // max then min, as the GEMM does: NaN stays NaN. Written as selects so the
+            // loop vectorises.
             o.iter_mut().for_each(|v| {
-                if *v < lo {
-                    *v = lo
-                }
-                if *v > hi {
-                    *v = hi
-                }
+                let x = if *v < lo { lo } else { *v };
+                *v = if x > hi { hi } else { x };
             });
         }
     };
@@ -77,25 +74,59 @@ pub(crate) fn run(
     }
 }
 
+thread_local! {
+    /// A stride-2 plane's input columns, even ones then odd ones per row.
+    static SPLIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
 /// One output plane: `o = bias + Σ_taps w[tap] · shifted x`.
 fn plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
+    if g.sw == 2 && g.w >= 2 {
+        // Every tap of a stride-2 row reads every other input column: with each input row
+        // split into its even and its odd columns, each tap is a contiguous axpy again
+        // (vectorised) instead of a gather.
+        return SPLIT.with(|buf| {
+            let mut buf = buf.borrow_mut();
+            let (even, odd) = (g.w.div_ceil(2), g.w / 2);
+            buf.resize(g.h * g.w, 0.0);
+            for (r, row) in x[..g.h * g.w].chunks_exact(g.w).enumerate() {
+                let dst = &mut buf[r * g.w..(r + 1) * g.w];
+                for c in 0..even {
+                    dst[c] = row[2 * c];
+                }
+                for c in 0..odd {
+                    dst[even + c] = row[2 * c + 1];
+                }
+            }
+            plane_split(g, &buf, k, bias, o);
+        });
+    }
     o.fill(bias);
-    for i in 0..g.kh {
-        for j in 0..g.kw {
-            let wv = k[i * g.kw + j];
+    // Output rows outer, taps inner: a row stays in L1 while every tap adds to it.
+    let cols: Vec<(usize, usize, usize)> = (0..g.kw)
+        .map(|j| {
             let off_w = (j * g.dw) as isize - g.pw as isize;
             let (lo, hi) = valid_range(g.ow, g.sw, off_w, g.w);
-            if lo >= hi {
+            let first = if lo < hi { (lo as isize * g.sw as isize + off_w) as usize } else { 0 };
+            (lo, hi, first)
+        })
+        .collect();
+    if g.ow == 0 {
+        return;
+    }
+    for (oh, orow) in o.chunks_exact_mut(g.ow).enumerate() {
+        for i in 0..g.kh {
+            let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+            if ih < 0 || ih as usize >= g.h {
                 continue;
             }
-            let first = (lo as isize * g.sw as isize + off_w) as usize;
-            for oh in 0..g.oh {
-                let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
-                if ih < 0 || ih as usize >= g.h {
+            let src = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
+            for (j, &(lo, hi, first)) in cols.iter().enumerate() {
+                if lo >= hi {
                     continue;
                 }
-                let src = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
-                let dst = &mut o[oh * g.ow + lo..oh * g.ow + hi];
+                let wv = k[i * g.kw + j];
+                let dst = &mut orow[lo..hi];
                 if g.sw == 1 {
                     dst.iter_mut()
                         .zip(&src[first..first + (hi - lo)])
@@ -105,6 +136,49 @@ fn plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
                         .enumerate()
                         .for_each(|(t, d)| *d += wv * src[first + t * g.sw]);
                 }
+            }
+        }
+    }
+}
+
+/// [`plane`] for stride 2 over `x` split by [`plane`]: output column `ow` of tap column
+/// offset `c0` reads input column `2·ow + c0`, that is split column `ow + c0 div 2` of the
+/// even half (`c0` even) or the odd half.
+fn plane_split(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
+    o.fill(bias);
+    let even = g.w.div_ceil(2);
+    // Per tap column: valid outputs, and where output `lo` reads in the split row.
+    let cols: Vec<(usize, usize, usize)> = (0..g.kw)
+        .map(|j| {
+            let off_w = (j * g.dw) as isize - g.pw as isize;
+            let (lo, hi) = valid_range(g.ow, 2, off_w, g.w);
+            if lo >= hi {
+                return (0, 0, 0);
+            }
+            // Input column of output lo: 2·lo + off_w ≥ 0; its parity picks the half.
+            let first = (2 * lo as isize + off_w) as usize;
+            (lo, hi, if first % 2 == 0 { first / 2 } else { even + first / 2 })
+        })
+        .collect();
+    if g.ow == 0 {
+        return;
+    }
+    for (oh, orow) in o.chunks_exact_mut(g.ow).enumerate() {
+        for i in 0..g.kh {
+            let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+            if ih < 0 || ih as usize >= g.h {
+                continue;
+            }
+            let row = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
+            for (j, &(lo, hi, start)) in cols.iter().enumerate() {
+                if lo >= hi {
+                    continue;
+                }
+                let wv = k[i * g.kw + j];
+                orow[lo..hi]
+                    .iter_mut()
+                    .zip(&row[start..start + (hi - lo)])
+                    .for_each(|(d, s)| *d += wv * s);
             }
         }
     }

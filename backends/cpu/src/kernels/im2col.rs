@@ -218,38 +218,73 @@ pub(crate) fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
 
 /// Lays out one group's input patches (`x`: c × h × w) as an (oh·ow) × (c·kh·kw) matrix
 /// (row: output position; column: channel, kernel row, kernel column), output rows
-/// `rows` only. Padding reads as zero. Each output row's block (ow × c·kh·kw) stays in L2
-/// while it is written. `a` holds just those rows.
+/// `rows` only. Padding reads as zero. `a` holds just those rows.
+///
+/// Output positions outer: each row of `a` is written front to back, while the c·kh input
+/// rows it reads from stay in L1 from one position to the next. A position whose window
+/// lies inside the input width copies each kernel row's taps without bounds checks.
 pub(crate) fn im2row(g: &Geometry, x: &[f32], a: &mut [f32], rows: std::ops::Range<usize>) {
     let k = g.k();
     let first = rows.start;
+    // Per (channel, kernel row): the input row's offset in x, or None in the padding.
+    let mut srcs: Vec<Option<usize>> = Vec::with_capacity(g.c * g.kh);
     for oh in rows {
-        let block = &mut a[(oh - first) * g.ow * k..(oh - first + 1) * g.ow * k];
+        srcs.clear();
         for ci in 0..g.c {
-            let xc = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
             for i in 0..g.kh {
-                let col0 = (ci * g.kh + i) * g.kw;
                 let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
-                if ih < 0 || ih as usize >= g.h {
-                    for ow in 0..g.ow {
-                        block[ow * k + col0..ow * k + col0 + g.kw].fill(0.0);
-                    }
-                    continue;
-                }
-                let src = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                for ow in 0..g.ow {
-                    let dst = &mut block[ow * k + col0..ow * k + col0 + g.kw];
-                    let base = (ow * g.sw) as isize - g.pw as isize;
-                    for (j, d) in dst.iter_mut().enumerate() {
-                        let iw = base + (j * g.dw) as isize;
-                        *d = if iw >= 0 && (iw as usize) < g.w {
-                            src[iw as usize]
+                srcs.push((ih >= 0 && (ih as usize) < g.h).then(|| (ci * g.h + ih as usize) * g.w));
+            }
+        }
+        let block = &mut a[(oh - first) * g.ow * k..(oh - first + 1) * g.ow * k];
+        for (ow, dst) in block.chunks_exact_mut(k).enumerate() {
+            let base = (ow * g.sw) as isize - g.pw as isize;
+            let inside = base >= 0 && base as usize + (g.kw - 1) * g.dw < g.w;
+            for (src, d) in srcs.iter().zip(dst.chunks_exact_mut(g.kw)) {
+                match *src {
+                    None => d.fill(0.0),
+                    Some(off) if inside => {
+                        let s = &x[off + base as usize..];
+                        if g.dw == 1 {
+                            copy_taps(d, s);
                         } else {
-                            0.0
-                        };
+                            for (j, v) in d.iter_mut().enumerate() {
+                                *v = s[j * g.dw];
+                            }
+                        }
+                    }
+                    Some(off) => {
+                        for (j, v) in d.iter_mut().enumerate() {
+                            let iw = base + (j * g.dw) as isize;
+                            *v = if iw >= 0 && (iw as usize) < g.w {
+                                x[off + iw as usize]
+                            } else {
+                                0.0
+                            };
+                        }
                     }
                 }
             }
         }
+    }
+}
+
+/// `d.copy_from_slice(&s[..d.len()])` with the common kernel widths as fixed-size copies
+/// the compiler inlines (a copy of a run-time length is a `memmove` call, which cost more
+/// than the copy for three or seven floats).
+#[inline(always)]
+fn copy_taps(d: &mut [f32], s: &[f32]) {
+    fn fixed<const N: usize>(d: &mut [f32], s: &[f32]) {
+        let s: &[f32; N] = s[..N].try_into().expect("N taps");
+        let d: &mut [f32; N] = d.try_into().expect("N taps");
+        *d = *s;
+    }
+    match d.len() {
+        1 => d[0] = s[0],
+        2 => fixed::<2>(d, s),
+        3 => fixed::<3>(d, s),
+        5 => fixed::<5>(d, s),
+        7 => fixed::<7>(d, s),
+        n => d.copy_from_slice(&s[..n]),
     }
 }

@@ -8,8 +8,14 @@
 mod conv;
 mod depthwise;
 mod epilogue;
+mod group;
 mod im2col;
 mod matmul;
+mod pool;
+mod recurrent;
+mod rows;
+mod softmax;
+mod transpose;
 
 use crate::device::Ctx;
 use crate::program::{compile, Arg, Plan, Step};
@@ -17,6 +23,12 @@ use kiln_ir::{Graph, IrError, NodeId, Op, Result, Tensor, Value};
 use std::collections::HashMap;
 
 pub(crate) use epilogue::match_epilogue;
+pub(crate) use group::{find_groups, subgraph};
+
+/// The f32 exp the native kernels use, for tests of its accuracy.
+pub fn exp_f32(x: f32) -> f32 {
+    softmax::exp(x)
+}
 
 /// How a step computes.
 pub(crate) enum KernelImpl {
@@ -32,6 +44,46 @@ pub(crate) enum KernelImpl {
     MatMul(matmul::MatMul),
     /// An `Op::Fused` kernel: its body compiled like any graph, run as one step.
     Fused(Box<Plan>),
+    /// A lone op with a kernel of its own (pooling, softmax, normalisation, concat…).
+    Native(Box<dyn Native>),
+}
+
+/// A kernel for one op (a step without epilogue). It gets the op's inputs in order
+/// (`None` for absent ones) and returns `None` for inputs it does not handle (a dtype, a
+/// rank), in which case the step runs through `ir::eval`.
+pub(crate) trait Native: Send + Sync {
+    fn run(&self, ctx: &Ctx, inputs: &[Option<Tensor>]) -> Option<Result<Vec<Tensor>>>;
+}
+
+impl Native for recurrent::Loop {
+    fn run(&self, ctx: &Ctx, inputs: &[Option<Tensor>]) -> Option<Result<Vec<Tensor>>> {
+        recurrent::Loop::run(self, ctx, inputs)
+    }
+}
+
+/// Wraps a single-output kernel's `run`.
+struct One<K>(K);
+
+macro_rules! one_output {
+    ($($t:ty),*) => {$(
+        impl Native for One<$t> {
+            fn run(&self, ctx: &Ctx, inputs: &[Option<Tensor>]) -> Option<Result<Vec<Tensor>>> {
+                Some(self.0.run(ctx, inputs)?.map(|t| vec![t]))
+            }
+        }
+    )*};
+}
+one_output!(pool::Pool, pool::GlobalPool, softmax::Softmax, transpose::Transpose);
+
+/// The native kernel for a lone `op` with `n_outputs` outputs, if there is one.
+fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
+    Some(match op {
+        Op::Pool { .. } => Box::new(One(pool::Pool::new(op, n_outputs)?)),
+        Op::GlobalPool { .. } => Box::new(One(pool::GlobalPool::new(op)?)),
+        Op::Softmax { .. } | Op::LogSoftmax { .. } => Box::new(One(softmax::Softmax::new(op)?)),
+        Op::Transpose { .. } => Box::new(One(transpose::Transpose::new(op)?)),
+        _ => return None,
+    })
 }
 
 impl KernelImpl {
@@ -42,12 +94,17 @@ impl KernelImpl {
             KernelImpl::Conv(c) => c.label(),
             KernelImpl::MatMul(_) => "gemm",
             KernelImpl::Generated(_) => "generated",
+            KernelImpl::Native(_) => "native",
             KernelImpl::Fused(plan) => {
                 let kinds = plan.kinds();
                 if kinds.iter().any(|k| k.ends_with("(gemm)")) {
                     "gemm"
                 } else if kinds.iter().any(|k| k.ends_with("(direct)")) {
                     "direct"
+                } else if kinds.iter().any(|k| k.ends_with("(native)")) {
+                    "native"
+                } else if kinds.iter().all(|k| k.ends_with("(generated)")) {
+                    "generated"
                 } else {
                     "eval"
                 }
@@ -57,12 +114,59 @@ impl KernelImpl {
 }
 
 /// Ops that always run through `ir::eval` on this device (a convolution, matmul or gemm
-/// that is not f32 does too, as does a fused kernel's body for its parts).
+/// that is not f32 does too, as does a native kernel given a dtype it does not take, and
+/// an elementwise op on a dtype the code generator does not cover).
 pub fn fallback_ops() -> Vec<&'static str> {
-    const NATIVE: &[&str] = &["input", "const", "conv", "matmul", "gemm", "fused"];
+    static GENERATED: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    let generated = GENERATED.get_or_init(generated_ops);
+    const NATIVE: &[&str] = &[
+        "input",
+        "const",
+        "conv",
+        "matmul",
+        "gemm",
+        "fused",
+        "pool",
+        "global_pool",
+        "softmax",
+        "log_softmax",
+        "transpose",
+        "loop",
+    ];
     Op::all_names()
         .into_iter()
-        .filter(|n| !NATIVE.contains(n))
+        .filter(|n| !NATIVE.contains(n) && !generated.contains(n))
+        .collect()
+}
+
+/// Elementwise ops (by name, with default attributes) the code generator compiles, found
+/// by compiling each on f32, bool and i64 operands of four elements.
+fn generated_ops() -> Vec<&'static str> {
+    use kiln_ir::{DType, TensorType};
+    let compiles = |op: &Op, dtype: DType| {
+        let arity = match op {
+            Op::Binary(_) => 2,
+            _ => 1,
+        };
+        let mut g = Graph::new("probe");
+        let ins: Vec<Option<Value>> = (0..arity)
+            .map(|i| Some(g.add_input(format!("x{i}"), TensorType::known(dtype, &[4]))))
+            .collect();
+        let Ok(n) = g.add(op.clone(), "op", &ins, 1) else {
+            return false;
+        };
+        g.add_output("y", Value::new(n, 0));
+        crate::codegen::ElementwiseKernel::compile(&g, &vec![vec![4]; arity]).is_ok()
+    };
+    Op::all_names()
+        .into_iter()
+        .filter(|name| match Op::from_parts(name, Vec::new()) {
+            Ok(op) => {
+                crate::codegen::covers_op(&op)
+                    && [DType::F32, DType::Bool, DType::I64].iter().any(|&d| compiles(&op, d))
+            }
+            Err(_) => false,
+        })
         .collect()
 }
 
@@ -104,7 +208,12 @@ pub(crate) fn select(
     };
     Ok(match &anchor.op {
         Op::Fused { body } if elementwise_only(body) => {
-            let plan = compile_body(body)?;
+            // Its fallback runs node by node: grouping the body again would only nest
+            // another generated kernel inside this one.
+            let plan = crate::program::compile_with(body, false).map_err(|e| IrError {
+                node: e.node.or(Some(anchor.name.clone())),
+                message: format!("in fused kernel {}: {}", anchor.name, e.message),
+            })?;
             KernelImpl::Generated(Box::new((crate::codegen::KernelCache::new((**body).clone()), plan)))
         }
         Op::Fused { body } => KernelImpl::Fused(Box::new(compile_body(body)?)),
@@ -118,6 +227,14 @@ pub(crate) fn select(
                 None => KernelImpl::Eval,
             }
         }
+        Op::Loop { .. } if nodes.len() == 1 => match recurrent::Loop::new(graph, nodes[0], known) {
+            Some(l) => KernelImpl::Native(Box::new(l)),
+            None => KernelImpl::Eval,
+        },
+        op if nodes.len() == 1 => match native(op, anchor.outputs.len()) {
+            Some(k) => KernelImpl::Native(k),
+            None => KernelImpl::Eval,
+        },
         _ => KernelImpl::Eval,
     })
 }
@@ -133,6 +250,20 @@ fn elementwise_only(body: &Graph) -> bool {
 pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
     let native = match &step.kernel {
         KernelImpl::Eval => None,
+        KernelImpl::Native(k) => {
+            let ins: Vec<Option<Tensor>> = step.chain[0]
+                .args
+                .iter()
+                .map(|a| match a {
+                    Arg::Input(i) => args.get(*i).cloned().flatten(),
+                    Arg::Cur | Arg::Absent => None,
+                })
+                .collect();
+            if let Some(r) = k.run(ctx, &ins) {
+                return r;
+            }
+            return replay(step, args);
+        }
         KernelImpl::Conv(c) => c.run(ctx, args),
         KernelImpl::MatMul(m) => m.run(ctx, args),
         KernelImpl::Generated(g) => {

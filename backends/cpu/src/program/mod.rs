@@ -6,8 +6,11 @@
 //! and records after which step each value is read for the last time, so that a run drops
 //! each intermediate as soon as nothing needs it.
 
+mod steps;
+
 use crate::device::{Ctx, DEVICE};
 use crate::kernels::{self, KernelImpl};
+use steps::{chain_step, group_step, slot, sort_units, Unit};
 use kiln_backends::{BackendError, KernelTiming};
 use kiln_ir::{Graph, IrError, NodeId, Op, Tensor, Value};
 use std::collections::{HashMap, HashSet};
@@ -75,6 +78,12 @@ fn err(node: &str, message: impl Into<String>) -> BackendError {
 
 /// Compiles `graph` (the top-level program or a fused kernel's body).
 pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
+    compile_with(graph, true)
+}
+
+/// `groups`: whether elementwise nodes are grouped into generated kernels (a group's own
+/// fallback plan is compiled without, one `ir::eval` step per node).
+pub(crate) fn compile_with(graph: &Graph, groups: bool) -> Result<Plan, BackendError> {
     let order = graph
         .topo_order()
         .map_err(|e| BackendError::from_ir(DEVICE, e))?;
@@ -92,9 +101,7 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
     }
     let outputs: HashSet<Value> = graph.outputs.iter().map(|(_, v)| *v).collect();
 
-    // Epilogue chains: anchor node → the nodes fused after it. A chain's step runs where
-    // its last node is in the order, when every input (a residual too) is computed.
-    let mut chain_end: HashMap<NodeId, NodeId> = HashMap::new();
+    // Epilogue chains: anchor node → the nodes fused after it.
     let mut chains: HashMap<NodeId, Vec<NodeId>> = HashMap::new();
     let mut absorbed: HashSet<NodeId> = HashSet::new();
     for &n in &order {
@@ -106,18 +113,58 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
         if let Some(taken) = tail.iter().position(|m| absorbed.contains(m)) {
             tail.truncate(taken);
         }
-        if let Some(&last) = tail.last() {
+        if !tail.is_empty() {
             absorbed.extend(tail.iter().copied());
-            chain_end.insert(last, n);
             chains.insert(n, tail);
         }
     }
 
-    let mut slots: HashMap<Value, usize> = HashMap::new();
-    fn slot(slots: &mut HashMap<Value, usize>, v: Value) -> usize {
-        let next = slots.len();
-        *slots.entry(v).or_insert(next)
+    // The steps' units, then their order: a unit runs when every unit it reads from has.
+    let mut units: Vec<Unit> = Vec::new();
+    let mut unit_of: HashMap<NodeId, usize> = HashMap::new();
+    if groups {
+        let skip: HashSet<NodeId> = order
+            .iter()
+            .copied()
+            .filter(|&n| {
+                is_folded(graph, &known, n) || chains.contains_key(&n) || absorbed.contains(&n)
+            })
+            .collect();
+        for members in kernels::find_groups(graph, &order, &skip) {
+            for &m in &members {
+                unit_of.insert(m, units.len());
+            }
+            units.push(Unit::Group(members));
+        }
     }
+    for &n in &order {
+        let node = graph.node(n);
+        if matches!(node.op, Op::Input)
+            || is_folded(graph, &known, n)
+            || absorbed.contains(&n)
+            || unit_of.contains_key(&n)
+        {
+            continue;
+        }
+        let tail = chains.get(&n).cloned().unwrap_or_default();
+        unit_of.insert(n, units.len());
+        for &m in &tail {
+            unit_of.insert(m, units.len());
+        }
+        units.push(Unit::Chain(n, tail));
+    }
+    let position: HashMap<NodeId, usize> = order.iter().enumerate().map(|(i, &n)| (n, i)).collect();
+    let Some(sorted) = sort_units(graph, &units, &unit_of, &position) else {
+        // Groups are convex by construction; should one not be, steps without groups
+        // are always in order.
+        return if groups {
+            compile_with(graph, false)
+        } else {
+            Err(err(&graph.name, "the steps of this graph cannot be ordered"))
+        };
+    };
+
+    let mut slots: HashMap<Value, usize> = HashMap::new();
     let mut plan = Plan {
         slots: 0,
         inputs: Vec::new(),
@@ -129,86 +176,16 @@ pub fn compile(graph: &Graph) -> Result<Plan, BackendError> {
         plan.inputs.push(slot(&mut slots, Value::new(n, 0)));
     }
     let mut const_slots = HashSet::new();
-    for &n in &order {
-        let node = graph.node(n);
-        if matches!(node.op, Op::Input) || is_folded(graph, &known, n) || chains.contains_key(&n) {
-            continue;
-        }
-        let anchor = if absorbed.contains(&n) {
-            match chain_end.get(&n) {
-                Some(&a) => a,
-                None => continue, // a middle link: its anchor's step covers it
+    for u in sorted {
+        let step = match &units[u] {
+            Unit::Chain(anchor, tail) => {
+                chain_step(graph, *anchor, tail, &known, &uses, &outputs, &mut slots, &mut plan.consts, &mut const_slots)?
             }
-        } else {
-            n
+            Unit::Group(members) => {
+                group_step(graph, members, &known, &outputs, &mut slots)?
+            }
         };
-        let tail = chains.get(&anchor).cloned().unwrap_or_default();
-        let mut step_inputs: Vec<Value> = Vec::new();
-        fn arg_of(step_inputs: &mut Vec<Value>, v: Option<Value>, cur: Option<Value>) -> Arg {
-            match v {
-                None => Arg::Absent,
-                Some(v) if Some(v) == cur => Arg::Cur,
-                Some(v) => {
-                    Arg::Input(step_inputs.iter().position(|&x| x == v).unwrap_or_else(|| {
-                        step_inputs.push(v);
-                        step_inputs.len() - 1
-                    }))
-                }
-            }
-        }
-        let mut chain = Vec::new();
-        let mut cur = None;
-        for &m in std::iter::once(&anchor).chain(&tail) {
-            let args = graph
-                .inputs_of(m)
-                .into_iter()
-                .map(|v| arg_of(&mut step_inputs, v, cur))
-                .collect();
-            let mnode = graph.node(m);
-            chain.push(Link {
-                op: mnode.op.clone(),
-                args,
-                n_outputs: mnode.outputs.len(),
-            });
-            cur = Some(Value::new(m, 0));
-        }
-        let last = *tail.last().unwrap_or(&anchor);
-        let last_node = graph.node(last);
-        let mut inputs = Vec::new();
-        for &v in &step_inputs {
-            if let Some(t) = known.get(&v) {
-                if const_slots.insert(v) {
-                    plan.consts.push((slot(&mut slots, v), t.clone()));
-                }
-            }
-            inputs.push(Some(slot(&mut slots, v)));
-        }
-        let outputs_of: Vec<Option<usize>> = (0..last_node.outputs.len())
-            .map(|k| {
-                let v = Value::new(last, k);
-                (uses.contains_key(&v) || outputs.contains(&v)).then(|| slot(&mut slots, v))
-            })
-            .collect();
-        let nodes: Vec<NodeId> = std::iter::once(anchor)
-            .chain(tail.iter().copied())
-            .collect();
-        let kernel = kernels::select(graph, &nodes, &step_inputs, &chain[0].args, &known)
-            .map_err(|e| err(&node.name, e.message))?;
-        let kind = format!("{} ({})", kernels::kind_name(graph, &nodes), kernel.label());
-        let names = match &graph.node(anchor).op {
-            Op::Fused { body } => body_names(body),
-            _ => nodes.iter().map(|&m| graph.node(m).name.clone()).collect(),
-        };
-        plan.steps.push(Step {
-            kernel,
-            chain,
-            inputs,
-            outputs: outputs_of,
-            dtypes: last_node.outputs.iter().map(|t| t.dtype).collect(),
-            last_use: Vec::new(),
-            nodes: names,
-            kind,
-        });
+        plan.steps.push(step);
     }
     for (_, v) in &graph.outputs {
         if let Some(t) = known.get(v) {

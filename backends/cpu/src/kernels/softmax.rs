@@ -1,0 +1,121 @@
+//! Softmax and LogSoftmax along one axis (f32), rows split over the pool.
+//!
+//! Semantics are `ir::eval`'s: the row maximum ignores NaN (and is taken as 0 when it is
+//! not finite: a row of -inf, or one holding +inf), so a NaN anywhere makes the whole row
+//! NaN through the sum. exp is [`exp`] below (about 2 ulp), vectorisable where the
+//! standard library's is a scalar call.
+
+use super::rows::for_each_row;
+use crate::device::Ctx;
+use kiln_ir::{Op, Result, Tensor};
+
+pub(crate) struct Softmax {
+    axis: i64,
+    log: bool,
+}
+
+impl Softmax {
+    pub fn new(op: &Op) -> Option<Softmax> {
+        match op {
+            Op::Softmax { axis } => Some(Softmax { axis: *axis, log: false }),
+            Op::LogSoftmax { axis } => Some(Softmax { axis: *axis, log: true }),
+            _ => None,
+        }
+    }
+
+    pub fn run(&self, ctx: &Ctx, args: &[Option<Tensor>]) -> Option<Result<Tensor>> {
+        let x = args.first()?.as_ref()?;
+        let xv = x.as_slice::<f32>().ok()?;
+        let rank = x.rank() as i64;
+        let axis = if self.axis < 0 { self.axis + rank } else { self.axis };
+        if !(0..rank).contains(&axis) {
+            return None;
+        }
+        let axis = axis as usize;
+        let n = x.shape()[axis];
+        let inner: usize = x.shape()[axis + 1..].iter().product();
+        let mut out = vec![0.0f32; xv.len()];
+        if n == 0 || out.is_empty() {
+            return Some(Tensor::new(x.shape().to_vec(), out));
+        }
+        if inner == 1 {
+            for_each_row(ctx, &mut out, n, 4 * xv.len(), |r, o| {
+                o.copy_from_slice(&xv[r * n..(r + 1) * n]);
+                row(o, self.log);
+            });
+        } else {
+            // The axis is strided: gather each lane into a row, then scatter it back.
+            let block = n * inner;
+            for_each_row(ctx, &mut out, block, 4 * xv.len(), |b, o| {
+                let src = &xv[b * block..(b + 1) * block];
+                let mut lane = vec![0.0f32; n];
+                for i in 0..inner {
+                    for (j, l) in lane.iter_mut().enumerate() {
+                        *l = src[j * inner + i];
+                    }
+                    row(&mut lane, self.log);
+                    for (j, l) in lane.iter().enumerate() {
+                        o[j * inner + i] = *l;
+                    }
+                }
+            });
+        }
+        Some(Tensor::new(x.shape().to_vec(), out))
+    }
+}
+
+/// Softmax (or its log) of one contiguous row, in place.
+fn row(v: &mut [f32], log: bool) {
+    let m = v.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    let m = if m.is_finite() { m } else { 0.0 };
+    if log {
+        let mut s = 0.0f32;
+        for &e in v.iter() {
+            s += exp(e - m);
+        }
+        let ls = s.ln();
+        v.iter_mut().for_each(|e| *e = *e - m - ls);
+    } else {
+        v.iter_mut().for_each(|e| *e = exp(*e - m));
+        let s = super::pool::sum_of(v);
+        let r = 1.0 / s;
+        // Multiplying by 1/s differs from dividing by at most one rounding.
+        if s.is_finite() && s > 0.0 && r.is_finite() {
+            v.iter_mut().for_each(|e| *e *= r);
+        } else {
+            v.iter_mut().for_each(|e| *e /= s);
+        }
+    }
+}
+
+/// e^x in f32, branch-free (so loops over it vectorise): x = n·ln2 + r with |r| ≤ ln2/2,
+/// e^r by a degree-6 polynomial, 2^n by building the exponent bits. Relative error about
+/// 2 ulp; NaN stays NaN, below -103 gives 0, above 88.72 gives +inf.
+#[inline(always)]
+pub(crate) fn exp(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75;
+    const LN2_LO: f32 = 1.428_606_8e-6;
+    let xc = x.clamp(-103.0, 88.8);
+    // Round to nearest by adding and removing 1.5·2^23 (|xc·log2 e| < 2^22): a plain
+    // add where `round` is a library call on baseline x86-64.
+    const SHIFT: f32 = 12_582_912.0;
+    let n = (xc * LOG2E + SHIFT) - SHIFT;
+    let r = (xc - n * LN2_HI) - n * LN2_LO;
+    // Taylor coefficients of e^r to r^6 (|r| ≤ 0.347: truncation below 2^-24 relative).
+    let p = 1.0
+        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+    // 2^n as two factors so n down to -150 and up to 128 stay representable.
+    let n = n as i32;
+    let h = n / 2;
+    let s1 = f32::from_bits(((h + 127).clamp(0, 255) as u32) << 23);
+    let s2 = f32::from_bits(((n - h + 127).clamp(0, 255) as u32) << 23);
+    let y = p * s1 * s2;
+    let y = if x > 88.72 { f32::INFINITY } else { y };
+    let y = if x < -103.0 { 0.0 } else { y };
+    if x.is_nan() {
+        x
+    } else {
+        y
+    }
+}

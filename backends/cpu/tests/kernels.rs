@@ -1,0 +1,382 @@
+//! The CPU device's own kernels against REFERENCE (`ir::eval`): elementwise groups run as
+//! generated code, pooling, softmax, normalisation, reductions, concat and transpose, on
+//! odd shapes, every padding mode, and NaN where the op gives it a meaning.
+//!
+//! Tolerance: rtol 1e-4, atol 1e-5 (the zoo's); the reference accumulates in f64, these
+//! kernels in f32. NaN must be NaN at the same place.
+
+use kiln_backends::{Backend, CompileOptions, Program};
+use kiln_cpu::Cpu;
+use kiln_ir::{AutoPad, BinaryOp, DType, Graph, Op, PoolKind, Tensor, TensorType, UnaryOp, Value};
+
+struct Rng(u64);
+
+impl Rng {
+    fn tensor(&mut self, shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::new(shape.to_vec(), v).unwrap()
+    }
+}
+
+/// `t` with NaN written at the given flat positions.
+fn with_nans(t: &Tensor, at: &[usize]) -> Tensor {
+    let mut v = t.as_slice::<f32>().unwrap().to_vec();
+    for &i in at {
+        v[i] = f32::NAN;
+    }
+    Tensor::new(t.shape().to_vec(), v).unwrap()
+}
+
+/// Runs `g` on CPU (2 threads) and on REFERENCE, compares every output, and returns the
+/// CPU plan's step kinds.
+fn check(g: &Graph, inputs: &[Tensor]) -> Vec<String> {
+    kiln_ir::verify(g).unwrap();
+    let want = kiln_ir::eval::run_graph(g, inputs).unwrap();
+    let exe = Cpu::new()
+        .compile(&Program::new(g.clone()), &CompileOptions::default())
+        .unwrap();
+    let got = exe.run(inputs, None).unwrap();
+    assert_eq!(got.len(), want.len());
+    for (k, (a, b)) in got.iter().zip(&want).enumerate() {
+        assert_eq!(a.shape(), b.shape(), "output {k} shape");
+        assert_eq!(a.dtype(), b.dtype(), "output {k} dtype");
+        if a.dtype() != DType::F32 {
+            assert_eq!(a, b, "output {k}");
+            continue;
+        }
+        let (a, b) = (a.as_slice::<f32>().unwrap(), b.as_slice::<f32>().unwrap());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            let same = if y.is_nan() {
+                x.is_nan()
+            } else {
+                (x - y).abs() <= 1e-5 + 1e-4 * y.abs() || x == y
+            };
+            assert!(same, "output {k} element {i}: {x} but expected {y}");
+        }
+    }
+    kiln_cpu::program::compile(g).unwrap().kinds()
+}
+
+fn input(g: &mut Graph, shape: &[usize]) -> Value {
+    let name = format!("x{}", g.inputs.len());
+    g.add_input(name, TensorType::known(DType::F32, shape))
+}
+
+/// A graph of one op on one f32 input of `shape`.
+fn one_op(op: Op, shape: &[usize]) -> Graph {
+    let mut g = Graph::new("one");
+    let x = input(&mut g, shape);
+    let y = g.add1(op, "op", &[x]).unwrap();
+    g.add_output("y", y);
+    g
+}
+
+#[allow(clippy::too_many_arguments)]
+fn pool(
+    kind: PoolKind,
+    kernel: &[i64],
+    strides: &[i64],
+    pads: &[i64],
+    dilations: &[i64],
+    auto_pad: AutoPad,
+    ceil_mode: bool,
+    count_include_pad: bool,
+) -> Op {
+    Op::Pool {
+        kind,
+        auto_pad,
+        ceil_mode,
+        count_include_pad,
+        dilations: dilations.to_vec(),
+        kernel_shape: kernel.to_vec(),
+        pads: pads.to_vec(),
+        strides: strides.to_vec(),
+        storage_order: 0,
+        p: 2,
+    }
+}
+
+#[test]
+fn max_and_average_pooling_match_the_reference_in_every_geometry() {
+    let mut rng = Rng(11);
+    let x = rng.tensor(&[2, 3, 11, 9]);
+    // (kernel, strides, pads, dilations, auto_pad, ceil_mode)
+    let cases: &[(&[i64], &[i64], &[i64], &[i64], AutoPad, bool)] = &[
+        (&[3, 3], &[2, 2], &[1, 1, 1, 1], &[], AutoPad::NotSet, false), // resnet's stem
+        (&[2, 2], &[2, 2], &[], &[], AutoPad::NotSet, false),
+        (&[3, 2], &[1, 2], &[0, 1, 2, 0], &[], AutoPad::NotSet, false),
+        (&[3, 3], &[2, 2], &[], &[], AutoPad::NotSet, true),
+        (&[2, 3], &[3, 2], &[1, 0, 1, 1], &[2, 1], AutoPad::NotSet, true),
+        (&[3, 3], &[2, 2], &[], &[], AutoPad::SameUpper, false),
+        (&[4, 2], &[3, 1], &[], &[], AutoPad::SameLower, false),
+        (&[3, 3], &[1, 1], &[], &[2, 2], AutoPad::Valid, false),
+    ];
+    for kind in [PoolKind::Max, PoolKind::Average] {
+        for include_pad in [false, true] {
+            for &(k, s, p, d, auto_pad, ceil) in cases {
+                let op = pool(kind, k, s, p, d, auto_pad, ceil, include_pad);
+                let kinds = check(&one_op(op, x.shape()), std::slice::from_ref(&x));
+                assert_eq!(kinds, ["pool (native)"]);
+            }
+        }
+    }
+}
+
+#[test]
+fn one_dimensional_pooling_and_windows_that_see_only_padding() {
+    let mut rng = Rng(12);
+    let x = rng.tensor(&[1, 4, 13]);
+    for kind in [PoolKind::Max, PoolKind::Average] {
+        let op = pool(kind, &[4], &[3], &[2, 3], &[], AutoPad::NotSet, true, true);
+        check(&one_op(op, x.shape()), std::slice::from_ref(&x));
+    }
+    // pads larger than the kernel: the first and last windows read no input at all
+    // (max gives 0; average 0 / padded count, or NaN without count_include_pad).
+    let x = rng.tensor(&[1, 2, 3, 3]);
+    for kind in [PoolKind::Max, PoolKind::Average] {
+        for include_pad in [false, true] {
+            let op = pool(kind, &[2, 2], &[3, 3], &[3, 3, 3, 3], &[], AutoPad::NotSet, false, include_pad);
+            check(&one_op(op, x.shape()), std::slice::from_ref(&x));
+        }
+    }
+}
+
+#[test]
+fn max_pooling_keeps_a_leading_nan_and_skips_a_later_one() {
+    let mut rng = Rng(13);
+    // x [1, 1, 4, 4]; 2×2 windows with stride 2: NaN first in window 0, last in window 3.
+    let x = with_nans(&rng.tensor(&[1, 1, 4, 4]), &[0, 15]);
+    let op = pool(PoolKind::Max, &[2, 2], &[2, 2], &[], &[], AutoPad::NotSet, false, false);
+    check(&one_op(op.clone(), x.shape()), std::slice::from_ref(&x));
+    let exe = Cpu::new()
+        .compile(&Program::new(one_op(op, x.shape())), &CompileOptions::default())
+        .unwrap();
+    let y = exe.run(std::slice::from_ref(&x), None).unwrap();
+    let y = y[0].as_slice::<f32>().unwrap();
+    assert!(y[0].is_nan() && !y[3].is_nan());
+    let avg = pool(PoolKind::Average, &[2, 2], &[2, 2], &[], &[], AutoPad::NotSet, false, false);
+    check(&one_op(avg, x.shape()), &[x]);
+}
+
+#[test]
+fn global_pooling() {
+    let mut rng = Rng(14);
+    for shape in [&[2, 5, 7, 7][..], &[1, 130, 3], &[1, 3, 224, 224], &[3, 2]] {
+        let x = with_nans(&rng.tensor(shape), &[1]);
+        for kind in [PoolKind::Max, PoolKind::Average] {
+            let kinds = check(&one_op(Op::GlobalPool { kind, p: 2 }, shape), std::slice::from_ref(&x));
+            assert_eq!(kinds, ["global_pool (native)"]);
+        }
+    }
+}
+
+/// A pooling kernel of another dtype or Lp pooling runs through `ir::eval`.
+#[test]
+fn lp_pooling_stays_on_eval() {
+    let mut rng = Rng(15);
+    let x = rng.tensor(&[1, 2, 5, 5]);
+    let op = pool(PoolKind::Lp, &[2, 2], &[1, 1], &[], &[], AutoPad::NotSet, false, false);
+    assert_eq!(check(&one_op(op, x.shape()), &[x]), ["pool (eval)"]);
+}
+
+#[test]
+fn elementwise_nodes_group_into_one_generated_kernel() {
+    let mut rng = Rng(21);
+    let mut g = Graph::new("gelu");
+    let x = input(&mut g, &[3, 37]);
+    let half = g.add_const("half", Tensor::scalar(0.5f32));
+    let c = g.add_const("c", Tensor::scalar(std::f32::consts::FRAC_1_SQRT_2));
+    let one = g.add_const("one", Tensor::scalar(1.0f32));
+    let a = g.add1(Op::Binary(BinaryOp::Mul), "a", &[half, x]).unwrap();
+    let b = g.add1(Op::Binary(BinaryOp::Mul), "b", &[x, c]).unwrap();
+    let e = g.add1(Op::Unary(UnaryOp::Erf), "e", &[b]).unwrap();
+    let s = g.add1(Op::Binary(BinaryOp::Add), "s", &[one, e]).unwrap();
+    let y = g.add1(Op::Binary(BinaryOp::Mul), "y", &[a, s]).unwrap();
+    g.add_output("y", y);
+    // `b` is read outside too: the group then has two outputs.
+    g.add_output("b", b);
+    let kinds = check(&g, &[rng.tensor(&[3, 37])]);
+    assert_eq!(kinds, ["mul+mul+erf+add+mul (generated)"]);
+}
+
+/// A group never swallows a node whose other input depends on the group through a node
+/// outside it: that would need the group to run both before and after that node.
+#[test]
+fn a_group_stays_convex() {
+    let mut rng = Rng(22);
+    let mut g = Graph::new("convex");
+    let x = input(&mut g, &[4, 9]);
+    let a = g.add1(Op::Unary(UnaryOp::Neg), "a", &[x]).unwrap();
+    let r = g.add1(Op::Softmax { axis: -1 }, "r", &[a]).unwrap();
+    let c = g.add1(Op::Binary(BinaryOp::Add), "c", &[a, r]).unwrap();
+    let d = g.add1(Op::Unary(UnaryOp::Exp), "d", &[c]).unwrap();
+    g.add_output("d", d);
+    let kinds = check(&g, &[rng.tensor(&[4, 9])]);
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert_eq!(kinds[0], "neg (generated)");
+    assert_eq!(kinds[2], "add+exp (generated)");
+}
+
+/// Nodes of different shapes are separate groups (a kernel writes outputs of one shape).
+#[test]
+fn broadcasting_groups_split_by_shape() {
+    let mut rng = Rng(23);
+    let mut g = Graph::new("shapes");
+    let x = input(&mut g, &[5, 1]);
+    let z = input(&mut g, &[5, 6]);
+    let a = g.add1(Op::Unary(UnaryOp::Exp), "a", &[x]).unwrap();
+    let b = g.add1(Op::Binary(BinaryOp::Mul), "b", &[a, z]).unwrap();
+    let c = g.add1(Op::Unary(UnaryOp::Tanh), "c", &[b]).unwrap();
+    g.add_output("c", c);
+    g.add_output("a", a);
+    let kinds = check(&g, &[rng.tensor(&[5, 1]), rng.tensor(&[5, 6])]);
+    assert_eq!(kinds, ["exp (generated)", "mul+tanh (generated)"]);
+}
+
+#[test]
+fn softmax_and_log_softmax_on_every_axis_with_nan_and_infinities() {
+    let mut rng = Rng(31);
+    let x = rng.tensor(&[3, 5, 17]);
+    for axis in [-1, 0, 1, 2] {
+        for op in [Op::Softmax { axis }, Op::LogSoftmax { axis }] {
+            let name = op.name();
+            let kinds = check(&one_op(op, x.shape()), std::slice::from_ref(&x));
+            assert_eq!(kinds, [format!("{name} (native)")]);
+        }
+    }
+    // A NaN poisons its row; a row with +inf gives NaN there and 0 elsewhere (the max is
+    // taken as 0 when it is not finite); a row of -inf is all NaN.
+    let mut v = rng.tensor(&[4, 6]).as_slice::<f32>().unwrap().to_vec();
+    v[2] = f32::NAN;
+    v[8] = f32::INFINITY;
+    v[12..18].fill(f32::NEG_INFINITY);
+    v[19] = 80.0;
+    let x = Tensor::new(vec![4, 6], v).unwrap();
+    for op in [Op::Softmax { axis: 1 }, Op::LogSoftmax { axis: 1 }] {
+        check(&one_op(op, x.shape()), std::slice::from_ref(&x));
+    }
+}
+
+#[test]
+fn the_native_exp_is_within_four_ten_millionths() {
+    let mut worst = 0.0f64;
+    let mut x = -87.0f32;
+    while x < 88.5 {
+        let want = (x as f64).exp();
+        let got = kiln_cpu::exp_f32(x) as f64;
+        worst = worst.max(((got - want) / want).abs());
+        x += 0.000_37;
+    }
+    assert!(worst < 4e-7, "max relative error {worst}");
+    assert!(kiln_cpu::exp_f32(f32::NAN).is_nan());
+    assert_eq!(kiln_cpu::exp_f32(f32::NEG_INFINITY), 0.0);
+    assert_eq!(kiln_cpu::exp_f32(-200.0), 0.0);
+    assert_eq!(kiln_cpu::exp_f32(89.0), f32::INFINITY);
+    assert_eq!(kiln_cpu::exp_f32(f32::INFINITY), f32::INFINITY);
+    assert_eq!(kiln_cpu::exp_f32(0.0), 1.0);
+}
+
+#[test]
+fn transpose_merges_dims_that_move_together() {
+    let mut rng = Rng(41);
+    let cases: &[(&[usize], Option<&[i64]>)] = &[
+        (&[1, 128, 4, 64], Some(&[0, 2, 1, 3])), // attention heads
+        (&[2, 3, 5, 7], Some(&[0, 2, 3, 1])),    // NCHW → NHWC
+        (&[2, 3, 5, 7], Some(&[3, 1, 0, 2])),
+        (&[6, 1, 9], Some(&[1, 2, 0])),
+        (&[4, 1, 1, 5], Some(&[0, 2, 1, 3])), // only size-1 dims move: a copy
+        (&[3, 8], None),
+        (&[7], None),
+    ];
+    for &(shape, perm) in cases {
+        let x = rng.tensor(shape);
+        let op = Op::Transpose { perm: perm.map(|p| p.to_vec()) };
+        assert_eq!(check(&one_op(op, shape), &[x]), ["transpose (native)"]);
+    }
+}
+
+/// Depthwise convolution with stride 2 reads split even/odd columns: every padding,
+/// dilation, kernel width and input width parity.
+#[test]
+fn stride_two_depthwise_convolution() {
+    let mut rng = Rng(51);
+    // (input width, kernel, pads [t, l, b, r], dilation)
+    let cases: &[(usize, usize, [i64; 4], i64)] = &[
+        (12, 3, [1, 1, 1, 1], 1),
+        (13, 3, [0, 1, 1, 0], 1),
+        (13, 5, [2, 2, 2, 2], 1),
+        (11, 3, [1, 2, 1, 2], 2),
+        (9, 4, [0, 0, 0, 3], 1),
+        (2, 3, [1, 1, 1, 1], 1),
+    ];
+    for &(w, k, pads, d) in cases {
+        let mut g = Graph::new("dw");
+        let x = input(&mut g, &[1, 5, 7, w]);
+        let wt = g.add_const("w", rng.tensor(&[5, 1, k, k]));
+        let op = Op::Conv {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![d, d],
+            group: 5,
+            kernel_shape: vec![],
+            pads: pads.to_vec(),
+            strides: vec![2, 2],
+        };
+        let y = g.add1(op, "conv", &[x, wt]).unwrap();
+        g.add_output("y", y);
+        assert_eq!(check(&g, &[rng.tensor(&[1, 5, 7, w])]), ["conv (direct)"]);
+    }
+}
+
+/// A recurrent cell as ONNX Loop (tf2onnx's form of a Keras RNN): h ← tanh(h·W + x[t]),
+/// W carried through unchanged, every h scanned out. `trips` iterations (0: the loop
+/// never runs, which `ir::eval` answers).
+fn rnn_loop(trips: i64, rng: &mut Rng) -> Graph {
+    let mut body = Graph::new("cell");
+    let it = body.add_input("it", TensorType::known(DType::I64, &[]));
+    let cond = body.add_input("cond", TensorType::known(DType::Bool, &[]));
+    let h = body.add_input("h", TensorType::known(DType::F32, &[1, 4]));
+    let w = body.add_input("w", TensorType::known(DType::F32, &[4, 4]));
+    let xs = body.add_input("xs", TensorType::known(DType::F32, &[6, 1, 4]));
+    let xt = body.add1(Op::Gather { axis: 0 }, "xt", &[xs, it]).unwrap();
+    let hw = body.add1(Op::MatMul, "hw", &[h, w]).unwrap();
+    let a = body.add1(Op::Binary(BinaryOp::Add), "a", &[hw, xt]).unwrap();
+    let h2 = body.add1(Op::Unary(UnaryOp::Tanh), "h2", &[a]).unwrap();
+    let c2 = body.add1(Op::Unary(UnaryOp::Identity), "c2", &[cond]).unwrap();
+    body.add_output("cond", c2);
+    body.add_output("h", h2);
+    body.add_output("w", w);
+    body.add_output("hs", h2);
+
+    let mut g = Graph::new("rnn");
+    let xs = input(&mut g, &[6, 1, 4]);
+    let h0 = input(&mut g, &[1, 4]);
+    let trips = g.add_const("trips", Tensor::scalar(trips));
+    let yes = g.add_const("yes", Tensor::scalar(true));
+    let w = g.add_const("w", rng.tensor(&[4, 4]));
+    let op = Op::Loop { body: Box::new(body), num_captured: 1 };
+    let l = g.add(op, "loop", &[Some(trips), Some(yes), Some(h0), Some(w), Some(xs)], 3).unwrap();
+    g.add_output("h", Value::new(l, 0));
+    g.add_output("hs", Value::new(l, 2));
+    g
+}
+
+#[test]
+fn a_loop_runs_its_body_as_a_compiled_plan() {
+    let mut rng = Rng(61);
+    for trips in [6, 1] {
+        let g = rnn_loop(trips, &mut rng);
+        let kinds = check(&g, &[rng.tensor(&[6, 1, 4]), rng.tensor(&[1, 4])]);
+        assert_eq!(kinds, ["loop (native)"]);
+    }
+    // Zero iterations: the scan output is empty, as ir::eval makes it.
+    let g = rnn_loop(0, &mut rng);
+    check(&g, &[rng.tensor(&[6, 1, 4]), rng.tensor(&[1, 4])]);
+}
