@@ -4,11 +4,11 @@
 #![allow(dead_code)]
 
 use cranelift_jit::{JITBuilder, JITModule};
-use cranelift_module::{Linkage, Module};
+use cranelift_module::Linkage;
 use kiln_cpu::gemm::module::define_microkernels;
 use kiln_cpu::gemm::{Isa, Kernel as GemmKernel};
 use kiln_cpu::lower::{lower_node, Arg, Kernel, LowerCtx, Operand, OutType};
-use kiln_ir::{DType, Graph, Node, Op, Tensor};
+use kiln_ir::{Graph, Node, Op, Tensor};
 use std::ops::Range;
 
 /// Which microkernels the module gets.
