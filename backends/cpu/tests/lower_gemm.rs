@@ -30,7 +30,12 @@ fn weights(shape: &[usize], seed: u64) -> Tensor {
     let t = rand(shape, seed);
     let fan_in: usize = shape[1..].iter().product();
     let scale = (3.0 / fan_in as f32).sqrt();
-    let v: Vec<f32> = t.as_slice::<f32>().unwrap().iter().map(|x| x * scale).collect();
+    let v: Vec<f32> = t
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x * scale)
+        .collect();
     Tensor::new(shape.to_vec(), v).unwrap()
 }
 
@@ -41,7 +46,12 @@ fn check_conv(x: &[usize], w: &[usize], op: Op, kernels: &[Kernels]) {
     let bt = rand(&[w[0]], 3);
     let n = node(op, &[&xt, &wt, &bt], &[false, true, true]);
     for &k in kernels {
-        check(&n, &[Some(xt.clone()), Some(wt.clone()), Some(bt.clone())], &[false, true, true], k);
+        check(
+            &n,
+            &[Some(xt.clone()), Some(wt.clone()), Some(bt.clone())],
+            &[false, true, true],
+            k,
+        );
     }
 }
 
@@ -50,32 +60,62 @@ const NATIVE: &[Kernels] = &[Kernels::Native];
 
 #[test]
 fn resnet_stem_7x7_stride_2_on_224() {
-    check_conv(&[1, 3, 224, 224], &[64, 3, 7, 7], conv_op(&[2, 2], &[3, 3, 3, 3], &[], 1), NATIVE);
+    check_conv(
+        &[1, 3, 224, 224],
+        &[64, 3, 7, 7],
+        conv_op(&[2, 2], &[3, 3, 3, 3], &[], 1),
+        NATIVE,
+    );
 }
 
 #[test]
 fn resnet_3x3_on_56() {
-    check_conv(&[1, 64, 56, 56], &[64, 64, 3, 3], conv_op(&[1, 1], &[1, 1, 1, 1], &[], 1), BOTH);
+    check_conv(
+        &[1, 64, 56, 56],
+        &[64, 64, 3, 3],
+        conv_op(&[1, 1], &[1, 1, 1, 1], &[], 1),
+        BOTH,
+    );
 }
 
 #[test]
 fn resnet_1x1_stride_2() {
-    check_conv(&[1, 256, 56, 56], &[512, 256, 1, 1], conv_op(&[2, 2], &[], &[], 1), NATIVE);
+    check_conv(
+        &[1, 256, 56, 56],
+        &[512, 256, 1, 1],
+        conv_op(&[2, 2], &[], &[], 1),
+        NATIVE,
+    );
 }
 
 #[test]
 fn resnet_1x1_on_7x7x2048_to_512() {
-    check_conv(&[1, 2048, 7, 7], &[512, 2048, 1, 1], conv_op(&[], &[], &[], 1), BOTH);
+    check_conv(
+        &[1, 2048, 7, 7],
+        &[512, 2048, 1, 1],
+        conv_op(&[], &[], &[], 1),
+        BOTH,
+    );
 }
 
 #[test]
 fn resnet_3x3_on_7x7x512() {
-    check_conv(&[1, 512, 7, 7], &[512, 512, 3, 3], conv_op(&[1, 1], &[1, 1, 1, 1], &[], 1), NATIVE);
+    check_conv(
+        &[1, 512, 7, 7],
+        &[512, 512, 3, 3],
+        conv_op(&[1, 1], &[1, 1, 1, 1], &[], 1),
+        NATIVE,
+    );
 }
 
 #[test]
 fn batch_of_two_with_odd_channels() {
-    check_conv(&[2, 5, 9, 11], &[7, 5, 3, 2], conv_op(&[1, 2], &[0, 1, 2, 0], &[], 1), BOTH);
+    check_conv(
+        &[2, 5, 9, 11],
+        &[7, 5, 3, 2],
+        conv_op(&[1, 2], &[0, 1, 2, 0], &[], 1),
+        BOTH,
+    );
 }
 
 #[test]
@@ -84,24 +124,49 @@ fn mobilenet_depthwise_3x3_stride_1_and_2() {
     check_conv(&[1, 32, 112, 112], &[32, 1, 3, 3], dw(1), BOTH);
     check_conv(&[1, 32, 112, 112], &[32, 1, 3, 3], dw(2), NATIVE);
     // Asymmetric padding (TF's SAME with stride 2) and a batch.
-    check_conv(&[2, 8, 15, 14], &[8, 1, 3, 3], conv_op(&[2, 2], &[0, 0, 1, 1], &[], 8), NATIVE);
+    check_conv(
+        &[2, 8, 15, 14],
+        &[8, 1, 3, 3],
+        conv_op(&[2, 2], &[0, 0, 1, 1], &[], 8),
+        NATIVE,
+    );
 }
 
 #[test]
 fn grouped_conv() {
-    check_conv(&[1, 8, 10, 10], &[12, 2, 3, 3], conv_op(&[1, 1], &[1, 1, 1, 1], &[], 4), BOTH);
+    check_conv(
+        &[1, 8, 10, 10],
+        &[12, 2, 3, 3],
+        conv_op(&[1, 1], &[1, 1, 1, 1], &[], 4),
+        BOTH,
+    );
     // Two output channels per input channel: a grouped GEMM, not the depthwise loop.
-    check_conv(&[1, 4, 9, 9], &[8, 1, 3, 3], conv_op(&[1, 1], &[1, 1, 1, 1], &[], 4), NATIVE);
+    check_conv(
+        &[1, 4, 9, 9],
+        &[8, 1, 3, 3],
+        conv_op(&[1, 1], &[1, 1, 1, 1], &[], 4),
+        NATIVE,
+    );
 }
 
 #[test]
 fn one_dimensional_conv() {
-    check_conv(&[2, 6, 50], &[10, 6, 5], conv_op(&[2], &[2, 1], &[], 1), BOTH);
+    check_conv(
+        &[2, 6, 50],
+        &[10, 6, 5],
+        conv_op(&[2], &[2, 1], &[], 1),
+        BOTH,
+    );
 }
 
 #[test]
 fn dilation_and_auto_pad() {
-    check_conv(&[1, 4, 20, 21], &[6, 4, 3, 3], conv_op(&[1, 1], &[2, 2, 2, 2], &[2, 2], 1), BOTH);
+    check_conv(
+        &[1, 4, 20, 21],
+        &[6, 4, 3, 3],
+        conv_op(&[1, 1], &[2, 2, 2, 2], &[2, 2], 1),
+        BOTH,
+    );
     for pad in [AutoPad::SameUpper, AutoPad::SameLower, AutoPad::Valid] {
         let op = Op::Conv {
             auto_pad: pad,
@@ -118,9 +183,18 @@ fn dilation_and_auto_pad() {
 #[test]
 fn conv_with_run_time_weights() {
     let (xt, wt) = (rand(&[1, 6, 12, 12], 4), rand(&[9, 6, 3, 3], 5));
-    let n = node(conv_op(&[1, 1], &[1, 1, 1, 1], &[], 1), &[&xt, &wt], &[false, false]);
+    let n = node(
+        conv_op(&[1, 1], &[1, 1, 1, 1], &[], 1),
+        &[&xt, &wt],
+        &[false, false],
+    );
     for &k in BOTH {
-        check(&n, &[Some(xt.clone()), Some(wt.clone())], &[false, false], k);
+        check(
+            &n,
+            &[Some(xt.clone()), Some(wt.clone())],
+            &[false, false],
+            k,
+        );
     }
 }
 
@@ -137,7 +211,12 @@ fn dense_1x2048x1000() {
 fn batched_matmul_constant_and_run_time_b() {
     let (a, b) = (rand(&[2, 3, 37, 50], 8), rand(&[50, 29], 9));
     let n = node(Op::MatMul, &[&a, &b], &[false, true]);
-    check(&n, &[Some(a.clone()), Some(b.clone())], &[false, true], Kernels::Native);
+    check(
+        &n,
+        &[Some(a.clone()), Some(b.clone())],
+        &[false, true],
+        Kernels::Native,
+    );
     // Run-time B with its own batch, and a B shared by every batch of A.
     let b3 = rand(&[2, 3, 50, 29], 10);
     let n = node(Op::MatMul, &[&a, &b3], &[false, false]);
@@ -145,12 +224,22 @@ fn batched_matmul_constant_and_run_time_b() {
         check(&n, &[Some(a.clone()), Some(b3.clone())], &[false, false], k);
     }
     let n = node(Op::MatMul, &[&a, &b], &[false, false]);
-    check(&n, &[Some(a.clone()), Some(b.clone())], &[false, false], Kernels::Native);
+    check(
+        &n,
+        &[Some(a.clone()), Some(b.clone())],
+        &[false, false],
+        Kernels::Native,
+    );
 }
 
 #[test]
 fn gemm_trans_b_alpha_beta_and_c() {
-    let gemm = |ta: bool, tb: bool| Op::Gemm { alpha: 0.5, beta: 2.0, trans_a: ta, trans_b: tb };
+    let gemm = |ta: bool, tb: bool| Op::Gemm {
+        alpha: 0.5,
+        beta: 2.0,
+        trans_a: ta,
+        trans_b: tb,
+    };
     let a = rand(&[10, 300], 11);
     let at = rand(&[300, 10], 12);
     let bt = rand(&[70, 300], 13);
@@ -158,17 +247,42 @@ fn gemm_trans_b_alpha_beta_and_c() {
     let full = rand(&[10, 70], 15);
     let n = node(gemm(false, true), &[&a, &bt, &row], &[false, true, true]);
     for &k in BOTH {
-        check(&n, &[Some(a.clone()), Some(bt.clone()), Some(row.clone())], &[false, true, true], k);
+        check(
+            &n,
+            &[Some(a.clone()), Some(bt.clone()), Some(row.clone())],
+            &[false, true, true],
+            k,
+        );
     }
     let n = node(gemm(true, true), &[&at, &bt, &full], &[false, true, true]);
-    check(&n, &[Some(at.clone()), Some(bt.clone()), Some(full.clone())], &[false, true, true], Kernels::Native);
-    let one = Op::Gemm { alpha: 1.0, beta: 1.0, trans_a: false, trans_b: true };
+    check(
+        &n,
+        &[Some(at.clone()), Some(bt.clone()), Some(full.clone())],
+        &[false, true, true],
+        Kernels::Native,
+    );
+    let one = Op::Gemm {
+        alpha: 1.0,
+        beta: 1.0,
+        trans_a: false,
+        trans_b: true,
+    };
     let n = node(one, &[&a, &bt, &full], &[false, false, false]);
-    check(&n, &[Some(a.clone()), Some(bt.clone()), Some(full.clone())], &[false, false, false], Kernels::Native);
+    check(
+        &n,
+        &[Some(a.clone()), Some(bt.clone()), Some(full.clone())],
+        &[false, false, false],
+        Kernels::Native,
+    );
 }
 
 /// conv → add(bias) → add(residual) → relu / clip(0, 6), as the fusion pass builds it.
-fn fused_conv(x: &[usize], w: &[usize], op: Op, clip: Option<(f32, f32)>) -> (kiln_ir::Node, Vec<Tensor>) {
+fn fused_conv(
+    x: &[usize],
+    w: &[usize],
+    op: Op,
+    clip: Option<(f32, f32)>,
+) -> (kiln_ir::Node, Vec<Tensor>) {
     let (xt, wt) = (rand(x, 20), rand(w, 21));
     let out_shape = conv(&op, &xt, &wt).shape().to_vec();
     let rt = rand(&out_shape, 22);
@@ -195,15 +309,30 @@ fn fused_conv(x: &[usize], w: &[usize], op: Op, clip: Option<(f32, f32)>) -> (ki
 #[test]
 fn fused_conv_bias_add_relu_and_clip() {
     for &k in BOTH {
-        let (n, ins) = fused_conv(&[1, 16, 14, 14], &[24, 16, 3, 3], conv_op(&[1, 1], &[1, 1, 1, 1], &[], 1), None);
+        let (n, ins) = fused_conv(
+            &[1, 16, 14, 14],
+            &[24, 16, 3, 3],
+            conv_op(&[1, 1], &[1, 1, 1, 1], &[], 1),
+            None,
+        );
         let ins: Vec<_> = ins.into_iter().map(Some).collect();
         check(&n, &ins, &[false, false], k);
-        let (n, ins) = fused_conv(&[1, 16, 9, 9], &[16, 1, 3, 3], conv_op(&[2, 2], &[1, 1, 1, 1], &[], 16), Some((0.0, 6.0)));
+        let (n, ins) = fused_conv(
+            &[1, 16, 9, 9],
+            &[16, 1, 3, 3],
+            conv_op(&[2, 2], &[1, 1, 1, 1], &[], 16),
+            Some((0.0, 6.0)),
+        );
         let ins: Vec<_> = ins.into_iter().map(Some).collect();
         check(&n, &ins, &[false, false], k);
     }
     // A residual block's 1×1 projection with an odd number of positions (edge panel).
-    let (n, ins) = fused_conv(&[1, 64, 7, 7], &[256, 64, 1, 1], conv_op(&[], &[], &[], 1), Some((0.0, 6.0)));
+    let (n, ins) = fused_conv(
+        &[1, 64, 7, 7],
+        &[256, 64, 1, 1],
+        conv_op(&[], &[], &[], 1),
+        Some((0.0, 6.0)),
+    );
     let ins: Vec<_> = ins.into_iter().map(Some).collect();
     check(&n, &ins, &[false, false], Kernels::Native);
 }
@@ -214,7 +343,9 @@ fn fused_bodies_outside_the_epilogue_are_left_to_the_caller() {
     let mut g = Graph::new("body");
     let xv = g.add_input("x", TensorType::known(kiln_ir::DType::F32, &[1, 2, 5, 5]));
     let wv = g.add_const("w", wt);
-    let c = g.add1(conv_op(&[], &[], &[], 1), "conv", &[xv, wv]).unwrap();
+    let c = g
+        .add1(conv_op(&[], &[], &[], 1), "conv", &[xv, wv])
+        .unwrap();
     let c = g.add1(Op::Unary(UnaryOp::Sigmoid), "sig", &[c]).unwrap();
     g.add_output("y", c);
     let n = fused_node(g);

@@ -46,7 +46,10 @@ pub fn node(op: Op, ins: &[&Tensor], consts: &[bool]) -> Node {
             if c {
                 g.add_const(format!("c{i}"), (*t).clone())
             } else {
-                g.add_input(format!("x{i}"), kiln_ir::TensorType::known(t.dtype(), t.shape()))
+                g.add_input(
+                    format!("x{i}"),
+                    kiln_ir::TensorType::known(t.dtype(), t.shape()),
+                )
             }
         })
         .collect();
@@ -57,13 +60,26 @@ pub fn node(op: Op, ins: &[&Tensor], consts: &[bool]) -> Node {
 
 /// A fused node whose body is `body` (inputs in order).
 pub fn fused_node(body: Graph) -> Node {
-    let outputs = body.outputs.iter().map(|(_, v)| body.value_type(*v).clone()).collect();
+    let outputs = body
+        .outputs
+        .iter()
+        .map(|(_, v)| body.value_type(*v).clone())
+        .collect();
     let arity = body.inputs.len();
-    Node { op: Op::Fused { body: Box::new(body) }, name: "fused".into(), outputs, arity }
+    Node {
+        op: Op::Fused {
+            body: Box::new(body),
+        },
+        name: "fused".into(),
+        outputs,
+        arity,
+    }
 }
 
 pub fn conv(op: &Op, x: &Tensor, w: &Tensor) -> Tensor {
-    kiln_ir::eval::eval_op(op, &[Some(x.clone()), Some(w.clone())], 1).unwrap().remove(0)
+    kiln_ir::eval::eval_op(op, &[Some(x.clone()), Some(w.clone())], 1)
+        .unwrap()
+        .remove(0)
 }
 
 /// A lowered kernel in executable memory.
@@ -77,7 +93,10 @@ pub struct Compiled {
 
 fn out_type(node: &Node) -> OutType {
     let t = &node.outputs[0];
-    OutType { dtype: t.dtype, shape: t.shape.concrete().expect("concrete output") }
+    OutType {
+        dtype: t.dtype,
+        shape: t.shape.concrete().expect("concrete output"),
+    }
 }
 
 fn operands<'a>(inputs: &'a [Option<Tensor>], consts: &[bool]) -> Vec<Option<Operand<'a>>> {
@@ -85,22 +104,35 @@ fn operands<'a>(inputs: &'a [Option<Tensor>], consts: &[bool]) -> Vec<Option<Ope
         .iter()
         .zip(consts)
         .map(|(t, &c)| {
-            t.as_ref().map(|t| Operand { dtype: t.dtype(), shape: t.shape(), value: c.then_some(t) })
+            t.as_ref().map(|t| Operand {
+                dtype: t.dtype(),
+                shape: t.shape(),
+                value: c.then_some(t),
+            })
         })
         .collect()
 }
 
 fn module() -> JITModule {
     let isa = kiln_cpu::codegen::host_isa().unwrap();
-    JITModule::new(JITBuilder::with_isa(isa, cranelift_module::default_libcall_names()))
+    JITModule::new(JITBuilder::with_isa(
+        isa,
+        cranelift_module::default_libcall_names(),
+    ))
 }
 
 /// Lowers `node` into a fresh module; `None` when the GEMM lowering declines it.
-pub fn compile(node: &Node, inputs: &[Option<Tensor>], consts: &[bool], kernels: Kernels) -> Option<Compiled> {
+pub fn compile(
+    node: &Node,
+    inputs: &[Option<Tensor>],
+    consts: &[bool],
+    kernels: Kernels,
+) -> Option<Compiled> {
     let mut module = module();
     let micro = match kernels {
         Kernels::Native if GemmKernel::detect() == GemmKernel::Avx2Fma => Some(
-            define_microkernels(&mut module, "t_sgemm", Linkage::Local, Isa::X86_64Avx2Fma).unwrap(),
+            define_microkernels(&mut module, "t_sgemm", Linkage::Local, Isa::X86_64Avx2Fma)
+                .unwrap(),
         ),
         _ => None,
     };
@@ -117,7 +149,9 @@ pub fn compile(node: &Node, inputs: &[Option<Tensor>], consts: &[bool], kernels:
     module.finalize_definitions().unwrap();
     let addr = module.get_finalized_function(kernel.func);
     // SAFETY: kernels have the lowering's ABI `fn(args, start, end)`.
-    let func = unsafe { std::mem::transmute::<*const u8, unsafe extern "C" fn(*const *mut u8, u64, u64)>(addr) };
+    let func = unsafe {
+        std::mem::transmute::<*const u8, unsafe extern "C" fn(*const *mut u8, u64, u64)>(addr)
+    };
     let data = kernel
         .args
         .iter()
@@ -126,7 +160,13 @@ pub fn compile(node: &Node, inputs: &[Option<Tensor>], consts: &[bool], kernels:
             _ => None,
         })
         .collect();
-    Some(Compiled { _module: module, func, kernel, data, out_shape: out.shape })
+    Some(Compiled {
+        _module: module,
+        func,
+        kernel,
+        data,
+        out_shape: out.shape,
+    })
 }
 
 pub fn lower_only(node: &Node, inputs: &[Option<Tensor>], consts: &[bool]) -> Option<Kernel> {
@@ -141,9 +181,12 @@ impl Compiled {
             .iter()
             .zip(&self.data)
             .map(|(a, d)| match a {
-                Arg::Input(i) => {
-                    inputs[*i].as_ref().unwrap().as_slice::<f32>().unwrap().as_ptr() as *mut u8
-                }
+                Arg::Input(i) => inputs[*i]
+                    .as_ref()
+                    .unwrap()
+                    .as_slice::<f32>()
+                    .unwrap()
+                    .as_ptr() as *mut u8,
                 Arg::Output(_) => out.as_mut_ptr() as *mut u8,
                 Arg::Data(_) => d.unwrap(),
             })
@@ -171,7 +214,14 @@ impl Compiled {
     }
 
     pub fn run_all(&self, args: &[*mut u8]) {
-        unsafe { call(self.func as usize, args.as_ptr() as usize, 0, self.kernel.units) }
+        unsafe {
+            call(
+                self.func as usize,
+                args.as_ptr() as usize,
+                0,
+                self.kernel.units,
+            )
+        }
     }
 }
 
@@ -184,7 +234,9 @@ unsafe fn call(f: usize, args: usize, start: u64, end: u64) {
 
 /// Lowers, runs over all units and over two halves, compares both with `ir::eval`.
 pub fn check(node: &Node, inputs: &[Option<Tensor>], consts: &[bool], kernels: Kernels) {
-    let want = kiln_ir::eval::eval_op(&node.op, inputs, 1).unwrap().remove(0);
+    let want = kiln_ir::eval::eval_op(&node.op, inputs, 1)
+        .unwrap()
+        .remove(0);
     let want = want.as_slice::<f32>().unwrap();
     let c = compile(node, inputs, consts, kernels)
         .unwrap_or_else(|| panic!("{} was not lowered ({kernels:?})", node.op.name()));

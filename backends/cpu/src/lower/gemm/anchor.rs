@@ -43,7 +43,11 @@ pub(super) struct Anchor<'a> {
 
 fn src<'a>(inputs: &[Option<Operand<'a>>], i: usize) -> Option<Src<'a>> {
     let o = inputs.get(i).copied().flatten()?;
-    Some(Src { shape: o.shape.to_vec(), value: o.value, input: Some(i) })
+    Some(Src {
+        shape: o.shape.to_vec(),
+        value: o.value,
+        input: Some(i),
+    })
 }
 
 fn is_anchor(op: &Op) -> bool {
@@ -65,13 +69,25 @@ pub(super) fn read<'a>(
     inputs: &[Option<Operand<'a>>],
     out_shape: &[usize],
 ) -> Option<Anchor<'a>> {
-    let f32_inputs = |n: usize| (0..n).all(|i| inputs.get(i).copied().flatten().is_none_or(|o| o.dtype == DType::F32));
+    let f32_inputs = |n: usize| {
+        (0..n).all(|i| {
+            inputs
+                .get(i)
+                .copied()
+                .flatten()
+                .is_none_or(|o| o.dtype == DType::F32)
+        })
+    };
     if is_anchor(&node.op) {
         if !f32_inputs(inputs.len()) {
             return None;
         }
         let ins = (0..inputs.len()).map(|i| src(inputs, i)).collect();
-        return Some(Anchor { op: &node.op, ins, epi: Epilogue::default() });
+        return Some(Anchor {
+            op: &node.op,
+            ins,
+            epi: Epilogue::default(),
+        });
     }
     let Op::Fused { body } = &node.op else {
         return None;
@@ -79,7 +95,11 @@ pub(super) fn read<'a>(
     fused(body, inputs, out_shape)
 }
 
-fn fused<'a>(body: &'a Graph, inputs: &[Option<Operand<'a>>], out_shape: &[usize]) -> Option<Anchor<'a>> {
+fn fused<'a>(
+    body: &'a Graph,
+    inputs: &[Option<Operand<'a>>],
+    out_shape: &[usize],
+) -> Option<Anchor<'a>> {
     if body.outputs.len() != 1 || body.inputs.len() != inputs.len() {
         return None;
     }
@@ -90,7 +110,9 @@ fn fused<'a>(body: &'a Graph, inputs: &[Option<Operand<'a>>], out_shape: &[usize
         .filter(|&n| !matches!(body.node(n).op, Op::Input | Op::Const { .. }))
         .collect();
     let anchor = *computed.first()?;
-    if !is_anchor(&body.node(anchor).op) || computed[1..].iter().any(|&n| is_anchor(&body.node(n).op)) {
+    if !is_anchor(&body.node(anchor).op)
+        || computed[1..].iter().any(|&n| is_anchor(&body.node(n).op))
+    {
         return None;
     }
     // Where a body value comes from, when it is not computed in the body.
@@ -102,9 +124,11 @@ fn fused<'a>(body: &'a Graph, inputs: &[Option<Operand<'a>>], out_shape: &[usize
                 let s = src(inputs, i)?;
                 (inputs[i]?.dtype == DType::F32).then_some(s)
             }
-            Op::Const { value } => {
-                (value.dtype() == DType::F32).then(|| Src { shape: value.shape().to_vec(), value: Some(value), input: None })
-            }
+            Op::Const { value } => (value.dtype() == DType::F32).then(|| Src {
+                shape: value.shape().to_vec(),
+                value: Some(value),
+                input: None,
+            }),
             _ => None,
         }
     };
@@ -136,9 +160,16 @@ fn fused<'a>(body: &'a Graph, inputs: &[Option<Operand<'a>>], out_shape: &[usize
         let ins_n = body.inputs_of(n);
         match &node.op {
             Op::Binary(BinaryOp::Add) if ins_n.len() == 2 => {
-                let other = if ins_n[0] == Some(cur) { ins_n[1] } else { ins_n[0] };
+                let other = if ins_n[0] == Some(cur) {
+                    ins_n[1]
+                } else {
+                    ins_n[0]
+                };
                 let other = resolve(other?)?;
-                if other.input.is_some_and(|i| inputs[i].is_some_and(|o| o.value.is_none())) {
+                if other
+                    .input
+                    .is_some_and(|i| inputs[i].is_some_and(|o| o.value.is_none()))
+                {
                     if epi.residual.is_some() || other.shape != out_shape {
                         return None;
                     }
@@ -177,7 +208,11 @@ fn fused<'a>(body: &'a Graph, inputs: &[Option<Operand<'a>>], out_shape: &[usize
     if body.outputs[0].1 != cur {
         return None;
     }
-    Some(Anchor { op: &body.node(anchor).op, ins, epi })
+    Some(Anchor {
+        op: &body.node(anchor).op,
+        ins,
+        epi,
+    })
 }
 
 /// A constant that broadcasts onto the output varying only along `axis`, as one value per
@@ -188,9 +223,17 @@ fn per_channel(c: &Src, rank: usize, axis: usize, len: usize) -> Option<Vec<f32>
         return None;
     }
     let offset = rank - c.shape.len();
-    let fits = c.shape.iter().enumerate().all(|(i, &d)| d == 1 || (i + offset == axis && d == len));
+    let fits = c
+        .shape
+        .iter()
+        .enumerate()
+        .all(|(i, &d)| d == 1 || (i + offset == axis && d == len));
     if !fits {
         return None;
     }
-    Some(if v.len() == len { v.to_vec() } else { vec![*v.first()?; len] })
+    Some(if v.len() == len {
+        v.to_vec()
+    } else {
+        vec![*v.first()?; len]
+    })
 }

@@ -28,7 +28,15 @@ pub(super) fn lower<M: Module>(
     anchor: &Anchor,
     out: &[usize],
 ) -> Result<Option<Kernel>> {
-    let Op::Conv { auto_pad, dilations, group, pads, strides, .. } = anchor.op else {
+    let Op::Conv {
+        auto_pad,
+        dilations,
+        group,
+        pads,
+        strides,
+        ..
+    } = anchor.op
+    else {
         return Ok(None);
     };
     let (Some(Some(x)), Some(Some(w))) = (anchor.ins.first(), anchor.ins.get(1)) else {
@@ -36,7 +44,12 @@ pub(super) fn lower<M: Module>(
     };
     let bad = |why: &str| LowerError::unsupported(node, why);
     let group = usize::try_from(*group).map_err(|_| bad("negative group"))?;
-    let attrs = Attrs { auto_pad: *auto_pad, dilations, pads, strides };
+    let attrs = Attrs {
+        auto_pad: *auto_pad,
+        dilations,
+        pads,
+        strides,
+    };
     if out.len() != x.shape.len() || out.len() < 3 {
         return Ok(None);
     }
@@ -56,7 +69,13 @@ pub(super) fn lower<M: Module>(
     let clip = anchor.epi.clip;
 
     if g.c == 1 && m == group {
-        let dw = depthwise::Args { x: x_arg, w: w_arg, bias: bias.0, residual, out: out_arg };
+        let dw = depthwise::Args {
+            x: x_arg,
+            w: w_arg,
+            bias: bias.0,
+            residual,
+            out: out_arg,
+        };
         let func = define_kernel(ctx, "dwconv", &args, false, |b, _, ptrs, u| {
             depthwise::emit_unit(b, &g, m, clip, &dw, ptrs, u)
         })?;
@@ -82,22 +101,65 @@ pub(super) fn lower<M: Module>(
         rb,
         pc,
         outer: batch * group,
-        a: Mat { arg: w_arg, rs: k, cs: 1, outer: Outer { div: 1, modulo: group, stride: mg * k } },
-        b: if g.pointwise() {
-            BSource::Strided(Mat { arg: x_arg, rs: p, cs: 1, outer: Outer::each(plane) })
-        } else {
-            BSource::Im2col { arg: x_arg, outer: Outer::each(plane), geometry: g.clone() }
+        a: Mat {
+            arg: w_arg,
+            rs: k,
+            cs: 1,
+            outer: Outer {
+                div: 1,
+                modulo: group,
+                stride: mg * k,
+            },
         },
-        c: Mat { arg: out_arg, rs: p, cs: 1, outer: Outer::each(mg * p) },
-        bias: bias.0.map(|a| (BiasKind::Row, a, Outer { div: 1, modulo: group, stride: mg })),
-        residual: residual.map(|a| Mat { arg: a, rs: p, cs: 1, outer: Outer::each(mg * p) }),
+        b: if g.pointwise() {
+            BSource::Strided(Mat {
+                arg: x_arg,
+                rs: p,
+                cs: 1,
+                outer: Outer::each(plane),
+            })
+        } else {
+            BSource::Im2col {
+                arg: x_arg,
+                outer: Outer::each(plane),
+                geometry: g.clone(),
+            }
+        },
+        c: Mat {
+            arg: out_arg,
+            rs: p,
+            cs: 1,
+            outer: Outer::each(mg * p),
+        },
+        bias: bias.0.map(|a| {
+            (
+                BiasKind::Row,
+                a,
+                Outer {
+                    div: 1,
+                    modulo: group,
+                    stride: mg,
+                },
+            )
+        }),
+        residual: residual.map(|a| Mat {
+            arg: a,
+            rs: p,
+            cs: 1,
+            outer: Outer::each(mg * p),
+        }),
         clip,
     };
     let units = spec.units();
     let func = define_kernel(ctx, "conv", &args, true, |b, kernels, ptrs, u| {
         driver::emit_unit(b, &spec, kernels, ptrs, u)
     })?;
-    Ok(Some(Kernel { func, args: args.list, units, kind: kind("conv", &anchor.epi, "gemm") }))
+    Ok(Some(Kernel {
+        func,
+        args: args.list,
+        units,
+        kind: kind("conv", &anchor.epi, "gemm"),
+    }))
 }
 
 /// The bias per output channel: the conv's own plus the fused constant adds, summed into
@@ -124,7 +186,9 @@ fn bias_arg<M: Module>(
         (own, extra) => {
             let mut sum = vec![0.0f32; m];
             if let Some(b) = own {
-                let Some(v) = b.f32().filter(|v| v.len() == m) else { return Ok(None) };
+                let Some(v) = b.f32().filter(|v| v.len() == m) else {
+                    return Ok(None);
+                };
                 sum.iter_mut().zip(v).for_each(|(s, x)| *s += x);
             }
             if let Some(e) = extra {

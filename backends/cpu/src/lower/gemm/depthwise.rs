@@ -23,7 +23,11 @@ pub(super) struct Args {
 /// Output positions `o < out` whose input coordinate `o·s + off` lies in `0..input`.
 fn valid_range(out: usize, s: usize, off: isize, input: usize) -> (usize, usize) {
     let s = s as isize;
-    let lo = if off >= 0 { 0 } else { ((-off + s - 1) / s) as usize };
+    let lo = if off >= 0 {
+        0
+    } else {
+        ((-off + s - 1) / s) as usize
+    };
     let hi = if (input as isize) <= off {
         0
     } else {
@@ -34,7 +38,11 @@ fn valid_range(out: usize, s: usize, off: isize, input: usize) -> (usize, usize)
 
 /// `len` elements from byte offset `start`: f32x4 steps, then up to three single floats.
 /// `body(b, offset_bytes, vector)` emits one step.
-fn span(b: &mut FunctionBuilder, len: usize, body: &mut dyn FnMut(&mut FunctionBuilder, Value, bool)) {
+fn span(
+    b: &mut FunctionBuilder,
+    len: usize,
+    body: &mut dyn FnMut(&mut FunctionBuilder, Value, bool),
+) {
     let vecs = len / 4;
     if vecs > 0 {
         for_const(b, 0, (vecs * 16) as i64, 16, |b, off| body(b, off, true));
@@ -74,7 +82,8 @@ pub(super) fn emit_unit(
     let bias4 = b.ins().splat(types::F32X4, bias);
     span(b, p, &mut |b, off, vector| {
         let dst = b.ins().iadd(o, off);
-        b.ins().store(mem(), if vector { bias4 } else { bias }, dst, 0);
+        b.ins()
+            .store(mem(), if vector { bias4 } else { bias }, dst, 0);
     });
     for i in 0..g.kh {
         let off_h = (i * g.dh) as isize - g.ph as isize;
@@ -85,7 +94,9 @@ pub(super) fn emit_unit(
             if h_lo >= h_hi || w_lo >= w_hi {
                 continue;
             }
-            let wt = b.ins().load(types::F32, mem(), w, ((i * g.kw + j) * 4) as i32);
+            let wt = b
+                .ins()
+                .load(types::F32, mem(), w, ((i * g.kw + j) * 4) as i32);
             let wt4 = b.ins().splat(types::F32X4, wt);
             let first = (w_lo as isize * g.sw as isize + off_w) as usize;
             let len = w_hi - w_lo;
@@ -129,7 +140,10 @@ pub(super) fn emit_unit(
     let r = args.residual.map(|i| at(b, ptrs[i], u, p));
     let bounds = clip.map(|(lo, hi)| {
         let (lo, hi) = (b.ins().f32const(lo), b.ins().f32const(hi));
-        let (lo4, hi4) = (b.ins().splat(types::F32X4, lo), b.ins().splat(types::F32X4, hi));
+        let (lo4, hi4) = (
+            b.ins().splat(types::F32X4, lo),
+            b.ins().splat(types::F32X4, hi),
+        );
         (lo, hi, lo4, hi4)
     });
     span(b, p, &mut |b, off, vector| {
@@ -142,7 +156,11 @@ pub(super) fn emit_unit(
             v = b.ins().fadd(v, x);
         }
         if let Some((lo, hi, lo4, hi4)) = bounds {
-            v = if vector { clamp(b, v, lo4, hi4) } else { clamp_scalar(b, v, lo, hi) };
+            v = if vector {
+                clamp(b, v, lo4, hi4)
+            } else {
+                clamp_scalar(b, v, lo, hi)
+            };
         }
         b.ins().store(mem(), v, d, 0);
     });

@@ -12,7 +12,9 @@
 
 use super::clif::{for_const, for_range, mem, smin, stack_buffer, when, I64};
 use super::pack;
-use crate::gemm::{TileArgs, FLAG_BETA, FLAG_BIAS_COL, FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR};
+use crate::gemm::{
+    TileArgs, FLAG_BETA, FLAG_BIAS_COL, FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR,
+};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, FuncRef, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -31,12 +33,20 @@ pub(super) struct Outer {
 impl Outer {
     /// Every GEMM at `o * stride`.
     pub fn each(stride: usize) -> Outer {
-        Outer { div: 1, modulo: 0, stride }
+        Outer {
+            div: 1,
+            modulo: 0,
+            stride,
+        }
     }
 
     /// The same operand for every GEMM.
     pub fn shared() -> Outer {
-        Outer { div: 1, modulo: 0, stride: 0 }
+        Outer {
+            div: 1,
+            modulo: 0,
+            stride: 0,
+        }
     }
 
     fn bytes(&self, b: &mut FunctionBuilder, o: Value) -> Value {
@@ -72,7 +82,11 @@ pub(super) enum BSource {
     /// A run-time k×n matrix, packed panel by panel.
     Strided(Mat),
     /// A convolution's patches, gathered panel by panel from its NCHW input.
-    Im2col { arg: usize, outer: Outer, geometry: pack::Geometry },
+    Im2col {
+        arg: usize,
+        outer: Outer,
+        geometry: pack::Geometry,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -157,7 +171,11 @@ pub(super) fn blocking_on_the_fly(m: usize, n: usize) -> (usize, usize) {
 /// Row blocks and panel chunks for a GEMM with B packed at compile time: the JIT's MC rows
 /// (A's block stays in L2 across the panels), panels cut so that there are about 16 units.
 pub(super) fn blocking_packed(m: usize, n: usize) -> (usize, usize) {
-    let rb = if m > crate::gemm::pack::MC { crate::gemm::pack::MC } else { m.max(1) };
+    let rb = if m > crate::gemm::pack::MC {
+        crate::gemm::pack::MC
+    } else {
+        m.max(1)
+    };
     let blocks = m.div_ceil(rb).max(1);
     let panels = n.div_ceil(NR).max(1);
     let chunks = (16 / blocks).clamp(1, panels);
@@ -165,8 +183,14 @@ pub(super) fn blocking_packed(m: usize, n: usize) -> (usize, usize) {
 }
 
 /// The module's microkernels as callees of the function being built.
-pub(super) fn kernel_refs<M: Module>(module: &mut M, b: &mut FunctionBuilder, ids: &[FuncId]) -> Vec<FuncRef> {
-    ids.iter().map(|&id| module.declare_func_in_func(id, b.func)).collect()
+pub(super) fn kernel_refs<M: Module>(
+    module: &mut M,
+    b: &mut FunctionBuilder,
+    ids: &[FuncId],
+) -> Vec<FuncRef> {
+    ids.iter()
+        .map(|&id| module.declare_func_in_func(id, b.func))
+        .collect()
 }
 
 /// Per-unit state fixed at emission.
@@ -176,7 +200,13 @@ struct Ctx<'s> {
 }
 
 /// Emits the computation of work unit `u` (an i64) of `spec`; `ptrs[i]` is argument i.
-pub(super) fn emit_unit(b: &mut FunctionBuilder, spec: &Spec, kernels: &[FuncRef], ptrs: &[Value], u: Value) {
+pub(super) fn emit_unit(
+    b: &mut FunctionBuilder,
+    spec: &Spec,
+    kernels: &[FuncRef],
+    ptrs: &[Value],
+    u: Value,
+) {
     let s = spec;
     let cx = Ctx { spec, kernels };
     let (panels, full) = (s.panels(), s.n / NR);
@@ -245,7 +275,11 @@ pub(super) fn emit_unit(b: &mut FunctionBuilder, spec: &Spec, kernels: &[FuncRef
         put(b, s.a.rs as i64, offset_of!(TileArgs, rs_a));
         put(b, s.a.cs as i64, offset_of!(TileArgs, cs_a));
         put(b, ldc as i64, offset_of!(TileArgs, ldc));
-        put(b, s.residual.map_or(0, |r| r.rs) as i64, offset_of!(TileArgs, ldr));
+        put(
+            b,
+            s.residual.map_or(0, |r| r.rs) as i64,
+            offset_of!(TileArgs, ldr),
+        );
         put(b, 0, offset_of!(TileArgs, bias));
         put(b, 0, offset_of!(TileArgs, residual));
         let (lo, hi) = s.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
@@ -271,7 +305,9 @@ pub(super) fn emit_unit(b: &mut FunctionBuilder, spec: &Spec, kernels: &[FuncRef
         let kc = smin(b, kc_max, k_left);
         let first = b.ins().icmp_imm_s(IntCC::Equal, k0, 0);
         let k_end = b.ins().iadd(k0, kc);
-        let last = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, k_end, s.k as i64);
+        let last = b
+            .ins()
+            .icmp_imm_s(IntCC::SignedGreaterThanOrEqual, k_end, s.k as i64);
         let flags_for = |b: &mut FunctionBuilder, ep: u64| {
             let zero = b.ins().iconst(I64, 0);
             let beta = b.ins().iconst(I64, FLAG_BETA as i64);
@@ -281,7 +317,8 @@ pub(super) fn emit_unit(b: &mut FunctionBuilder, spec: &Spec, kernels: &[FuncRef
             b.ins().bor(acc, tail)
         };
         let flags = flags_for(b, ep);
-        b.ins().store(mem(), flags, args_c, offset_of!(TileArgs, flags) as i32);
+        b.ins()
+            .store(mem(), flags, args_c, offset_of!(TileArgs, flags) as i32);
         let a_k = {
             let off = b.ins().imul_imm_s(k0, (s.a.cs * 4) as i64);
             b.ins().iadd(a0, off)
@@ -300,7 +337,8 @@ pub(super) fn emit_unit(b: &mut FunctionBuilder, spec: &Spec, kernels: &[FuncRef
         if let (Some(has_edge), Some((args_e, tile))) = (has_edge, edge) {
             when(b, has_edge, |b| {
                 let flags = flags_for(b, ep & FLAG_BIAS_ROW);
-                b.ins().store(mem(), flags, args_e, offset_of!(TileArgs, flags) as i32);
+                b.ins()
+                    .store(mem(), flags, args_e, offset_of!(TileArgs, flags) as i32);
                 let p = b.ins().iconst(I64, full as i64);
                 let panel = panel_address(b, &cx, b0, packed_panel, k0, kc, p, false);
                 let bias = bias0.filter(|_| ep & FLAG_BIAS_ROW != 0);
@@ -382,12 +420,14 @@ fn tiles(
                 }
                 _ => bias,
             };
-            b.ins().store(mem(), at, args, offset_of!(TileArgs, bias) as i32);
+            b.ins()
+                .store(mem(), at, args, offset_of!(TileArgs, bias) as i32);
         }
         if let (Some(r), Some(rm)) = (residual, s.residual) {
             let off = b.ins().imul_imm_s(i, (rm.rs * 4) as i64);
             let at = b.ins().iadd(r, off);
-            b.ins().store(mem(), at, args, offset_of!(TileArgs, residual) as i32);
+            b.ins()
+                .store(mem(), at, args, offset_of!(TileArgs, residual) as i32);
         }
         b.ins().call(kernel, &[kc, a_i, panel, c_i, args]);
     };
@@ -419,7 +459,9 @@ fn copy_out(
     let s = cx.spec;
     let col0 = (s.n / NR) * NR;
     let zero = b.ins().iconst(I64, 0);
-    let clip = s.clip.map(|(lo, hi)| (b.ins().f32const(lo), b.ins().f32const(hi)));
+    let clip = s
+        .clip
+        .map(|(lo, hi)| (b.ins().f32const(lo), b.ins().f32const(hi)));
     let bias_col = bias0.filter(|_| matches!(s.bias, Some((BiasKind::Col, ..))));
     for_range(b, zero, rows, 1, |b, i| {
         let t = {
@@ -437,7 +479,9 @@ fn copy_out(
         for j in 0..s.n % NR {
             let mut v = b.ins().load(types::F32, mem(), t, (j * 4) as i32);
             if let Some(bias) = bias_col {
-                let x = b.ins().load(types::F32, mem(), bias, ((col0 + j) * 4) as i32);
+                let x = b
+                    .ins()
+                    .load(types::F32, mem(), bias, ((col0 + j) * 4) as i32);
                 v = b.ins().fadd(v, x);
             }
             if let Some(r) = r {

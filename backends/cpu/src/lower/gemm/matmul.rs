@@ -25,7 +25,12 @@ pub(super) fn lower<M: Module>(
     };
     let (alpha, beta, trans_a, trans_b, name) = match *anchor.op {
         Op::MatMul => (1.0, 0.0, false, false, "matmul"),
-        Op::Gemm { alpha, beta, trans_a, trans_b } => (alpha, beta, trans_a, trans_b, "gemm"),
+        Op::Gemm {
+            alpha,
+            beta,
+            trans_a,
+            trans_b,
+        } => (alpha, beta, trans_a, trans_b, "gemm"),
         _ => return Ok(None),
     };
     let gemm = name == "gemm";
@@ -70,11 +75,19 @@ pub(super) fn lower<M: Module>(
         let a_dims = &a.shape[..a.shape.len().saturating_sub(2)];
         let b_dims = &bsrc.shape[..br - 2];
         let out_dims = &out[..out.len() - 2];
-        let lines_up = |d: &[usize]| d.iter().product::<usize>() == 1 || d == &out_dims[out_dims.len() - d.len()..];
+        let lines_up = |d: &[usize]| {
+            d.iter().product::<usize>() == 1 || d == &out_dims[out_dims.len() - d.len()..]
+        };
         if a.shape.len() < 2 || !lines_up(a_dims) || !lines_up(b_dims) {
             return Ok(None);
         }
-        let each = |batch: usize, size: usize| if same(batch) { Outer::each(size) } else { Outer::shared() };
+        let each = |batch: usize, size: usize| {
+            if same(batch) {
+                Outer::each(size)
+            } else {
+                Outer::shared()
+            }
+        };
         (ar, out_batch, each(a_batch, ar * k), each(b_batch, k * n))
     };
     if out.iter().product::<usize>() != m * n * outer {
@@ -91,14 +104,24 @@ pub(super) fn lower<M: Module>(
             } else {
                 v
             };
-            let Ok(pb) = PackedB::from_strided(k, n, v, rs_b, cs_b) else { return Ok(None) };
+            let Ok(pb) = PackedB::from_strided(k, n, v, rs_b, cs_b) else {
+                return Ok(None);
+            };
             let arg = args.floats(ctx, "packed_b", pb.as_slice())?;
             (BSource::Packed { arg }, Some(pb.kc()))
         }
         _ if alpha != 1.0 => return Ok(None),
         _ => {
             let arg = args.src(ctx, bsrc)?;
-            (BSource::Strided(Mat { arg, rs: rs_b, cs: cs_b, outer: b_outer }), None)
+            (
+                BSource::Strided(Mat {
+                    arg,
+                    rs: rs_b,
+                    cs: cs_b,
+                    outer: b_outer,
+                }),
+                None,
+            )
         }
     };
 
@@ -128,7 +151,11 @@ pub(super) fn lower<M: Module>(
         return Ok(None);
     }
     let bias = match bias {
-        Some(v) => Some((BiasKind::Col, args.floats(ctx, "bias", &v)?, Outer::shared())),
+        Some(v) => Some((
+            BiasKind::Col,
+            args.floats(ctx, "bias", &v)?,
+            Outer::shared(),
+        )),
         None => None,
     };
     let (rb, pc) = if packed.is_some() {
@@ -144,16 +171,36 @@ pub(super) fn lower<M: Module>(
         rb,
         pc,
         outer,
-        a: Mat { arg: a_arg, rs: rs_a, cs: cs_a, outer: a_outer },
+        a: Mat {
+            arg: a_arg,
+            rs: rs_a,
+            cs: cs_a,
+            outer: a_outer,
+        },
         b,
-        c: Mat { arg: c_arg, rs: n, cs: 1, outer: Outer::each(m * n) },
+        c: Mat {
+            arg: c_arg,
+            rs: n,
+            cs: 1,
+            outer: Outer::each(m * n),
+        },
         bias,
-        residual: residual.map(|arg| Mat { arg, rs: n, cs: 1, outer: Outer::each(m * n) }),
+        residual: residual.map(|arg| Mat {
+            arg,
+            rs: n,
+            cs: 1,
+            outer: Outer::each(m * n),
+        }),
         clip: anchor.epi.clip,
     };
     let units = spec.units();
     let func = define_kernel(ctx, name, &args, true, |b, kernels, ptrs, u| {
         driver::emit_unit(b, &spec, kernels, ptrs, u)
     })?;
-    Ok(Some(Kernel { func, args: args.list, units, kind: kind(name, &anchor.epi, "gemm") }))
+    Ok(Some(Kernel {
+        func,
+        args: args.list,
+        units,
+        kind: kind(name, &anchor.epi, "gemm"),
+    }))
 }

@@ -21,7 +21,7 @@ mod matmul;
 mod pack;
 mod portable;
 
-use super::{Arg, Kernel, LowerCtx, LowerError, OutType, Operand, Result};
+use super::{Arg, Kernel, LowerCtx, LowerError, Operand, OutType, Result};
 use anchor::Src;
 use clif::{define, for_range, kernel_signature, I64};
 use cranelift_codegen::ir::InstBuilder;
@@ -107,9 +107,18 @@ fn define_kernel<M: Module>(
     what: &str,
     args: &Args,
     uses_microkernels: bool,
-    unit: impl Fn(&mut FunctionBuilder, &[cranelift_codegen::ir::FuncRef], &[cranelift_codegen::ir::Value], cranelift_codegen::ir::Value),
+    unit: impl Fn(
+        &mut FunctionBuilder,
+        &[cranelift_codegen::ir::FuncRef],
+        &[cranelift_codegen::ir::Value],
+        cranelift_codegen::ir::Value,
+    ),
 ) -> Result<FuncId> {
-    let ids = if uses_microkernels { microkernels(ctx)? } else { Vec::new() };
+    let ids = if uses_microkernels {
+        microkernels(ctx)?
+    } else {
+        Vec::new()
+    };
     let sig = kernel_signature(ctx.module);
     let n_args = args.list.len();
     define(ctx, what, sig, |b, ctx, params| {

@@ -50,7 +50,13 @@ fn positive(v: &[i64], n: usize) -> Option<Vec<usize>> {
 impl Geometry {
     /// For x [N, C, (H,) W], w [M, C/group, (kh,) kw] and the output's spatial dims
     /// (inferred by the IR); `None` when they do not describe a valid convolution.
-    pub fn new(a: &Attrs, xs: &[usize], ws: &[usize], out: &[usize], group: usize) -> Option<Geometry> {
+    pub fn new(
+        a: &Attrs,
+        xs: &[usize],
+        ws: &[usize],
+        out: &[usize],
+        group: usize,
+    ) -> Option<Geometry> {
         let n = xs.len().checked_sub(2)?;
         if !(1..=2).contains(&n) || ws.len() != xs.len() || out.len() != n || group == 0 {
             return None;
@@ -109,7 +115,12 @@ impl Geometry {
 
     /// A plain matrix product over the input plane: 1×1 kernel, stride 1, no padding.
     pub fn pointwise(&self) -> bool {
-        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+        self.kh == 1
+            && self.kw == 1
+            && self.sh == 1
+            && self.sw == 1
+            && self.ph == 0
+            && self.pw == 0
             && self.oh == self.h
             && self.ow == self.w
     }
@@ -259,7 +270,9 @@ pub(super) fn im2col(
                 let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
                 let ok_lo = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, iw, 0);
                 let iw_last = b.ins().iadd_imm_s(iw, (NR - 1) as i64);
-                let ok_hi = b.ins().icmp_imm_s(IntCC::SignedLessThan, iw_last, g.w as i64);
+                let ok_hi = b
+                    .ins()
+                    .icmp_imm_s(IntCC::SignedLessThan, iw_last, g.w as i64);
                 let ok = b.ins().band(same_row, ok_h);
                 let ok = b.ins().band(ok, ok_lo);
                 let ok = b.ins().band(ok, ok_hi);

@@ -6,7 +6,9 @@
 
 use super::super::{LowerCtx, Result};
 use super::clif::{define, for_range, little, mem, when, I64};
-use crate::gemm::{module, TileArgs, FLAG_BETA, FLAG_BIAS_COL, FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR};
+use crate::gemm::{
+    module, TileArgs, FLAG_BETA, FLAG_BIAS_COL, FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR,
+};
 use cranelift_codegen::ir::condcodes::FloatCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::{FunctionBuilder, Variable};
@@ -21,10 +23,15 @@ const VECS: usize = NR / 4;
 pub(crate) fn define_portable<M: Module>(ctx: &mut LowerCtx<M>) -> Result<Vec<FuncId>> {
     (1..=MR)
         .map(|rows| {
-            define(ctx, &format!("sgemm_portable_{rows}x16"), module::signature(), |b, _, p| {
-                build(b, rows, p);
-                Ok(())
-            })
+            define(
+                ctx,
+                &format!("sgemm_portable_{rows}x16"),
+                module::signature(),
+                |b, _, p| {
+                    build(b, rows, p);
+                    Ok(())
+                },
+            )
         })
         .collect()
 }
