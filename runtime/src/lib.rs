@@ -18,13 +18,13 @@ pub use load::{load_with, parse_input_shape, LoadOptions};
 pub use memory::load_bytes;
 pub use requests::{AsyncQueue, Outputs, Pending};
 
-use kiln_backends::{Executable, KernelTiming, Registry};
+use kiln_backends::{Executable, Registry};
 use kiln_ir::{Graph, Tensor, TensorType};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use kiln_backends::{Backend, BackendError, CompileOptions, Program};
+pub use kiln_backends::{Backend, BackendError, CompileOptions, KernelTiming, Program};
 pub use kiln_passes::Level;
 pub use kiln_ir as ir;
 
