@@ -14,5 +14,6 @@ fi
 "$venv/bin/pip" install -q maturin pytest numpy onnx tensorflow-cpu pyspark ray pandas pyarrow
 # The extension builds in the workspace's target dir so kiln's crates compile once for both.
 CARGO_TARGET_DIR=$here/target "$venv/bin/pip" install -q --force-reinstall --no-deps "$here/python"
-cd "$here/python"
-"$venv/bin/python" -m pytest -q tests "$@"
+# From target/: run in python/, `import kiln` would find the source folder, not the build.
+cd "$here/target"
+"$venv/bin/pytest" -q -p no:cacheprovider "$here/python/tests" "$@"

@@ -90,14 +90,20 @@ def _layers(layer):
 
 def keras_model(model, *, label=None, input_shapes=None):
     import keras
-    import numpy as np
 
     config = keras.saving.serialize_keras_object(model)
     weights = {}
     for layer in _layers(model):
-        weights.setdefault(layer.name, [np.asarray(keras.ops.convert_to_numpy(w)) for w in layer.weights])
+        weights.setdefault(layer.name, [_numpy(w) for w in layer.weights])
     label = label or "<keras.Model {}>".format(model.name)
     return _kiln.load_keras(json.dumps(config), weights, label, input_shapes=input_shapes)
+
+
+def _numpy(variable):
+    import numpy as np
+
+    value = variable.numpy() if hasattr(variable, "numpy") else variable
+    return np.ascontiguousarray(value)
 
 
 def concrete_function(fn, *, label=None, input_shapes=None):
