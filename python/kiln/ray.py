@@ -3,7 +3,8 @@
     import ray
     from kiln.ray import Predictor
     scored = ds.map_batches(Predictor, fn_constructor_kwargs={"model": "model.onnx",
-                            "features": "pixels"}, concurrency=2, batch_size=1024)
+                            "features": "pixels"},
+                            compute=ray.data.ActorPoolStrategy(size=2), batch_size=1024)
 
 Each actor compiles the model once in `__init__` and runs each batch as one batch array.
 """
