@@ -30,13 +30,21 @@ pub fn numpy_name(d: DType) -> &'static str {
 /// plain memcpy for C-contiguous arrays, a strided walk otherwise.
 pub fn to_tensor(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     let array = obj.cast::<PyUntypedArray>().map_err(|_| {
-        KilnError::new_err(format!("{what} must be a numpy array, was given {}", type_name(obj)))
+        KilnError::new_err(format!(
+            "{what} must be a numpy array, was given {}",
+            type_name(obj)
+        ))
     })?;
     let descr = array.dtype();
     let name = descr.str()?.to_string();
-    let dtype = DType::ALL.into_iter().find(|&d| numpy_name(d) == name).ok_or_else(|| {
-        KilnError::new_err(format!("{what} has dtype {name}, which kiln has no element type for"))
-    })?;
+    let dtype = DType::ALL
+        .into_iter()
+        .find(|&d| numpy_name(d) == name)
+        .ok_or_else(|| {
+            KilnError::new_err(format!(
+                "{what} has dtype {name}, which kiln has no element type for"
+            ))
+        })?;
     with_dtype!(dtype, T => typed::<T>(what, obj))
 }
 
@@ -48,12 +56,19 @@ fn check_bf16(py: Python<'_>) -> PyResult<()> {
     })
 }
 
-fn typed<T: Element + Clone + kiln_ir::tensor::Storable>(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
+fn typed<T: Element + Clone + kiln_ir::tensor::Storable>(
+    what: &str,
+    obj: &Bound<'_, PyAny>,
+) -> PyResult<Tensor> {
     if T::DTYPE == DType::BF16 {
         check_bf16(obj.py())?;
     }
-    let array = obj.cast::<PyArrayDyn<T>>().map_err(|e| KilnError::new_err(format!("{what}: {e}")))?;
-    let view = array.try_readonly().map_err(|e| KilnError::new_err(format!("{what}: {e}")))?;
+    let array = obj
+        .cast::<PyArrayDyn<T>>()
+        .map_err(|e| KilnError::new_err(format!("{what}: {e}")))?;
+    let view = array
+        .try_readonly()
+        .map_err(|e| KilnError::new_err(format!("{what}: {e}")))?;
     let shape = view.shape().to_vec();
     let data: Vec<T> = match view.as_slice() {
         Ok(s) => s.to_vec(),
@@ -76,13 +91,19 @@ pub fn to_array<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>>
 }
 
 pub fn to_list<'py>(py: Python<'py>, ts: &[Tensor]) -> PyResult<Bound<'py, PyList>> {
-    let arrays = ts.iter().map(|t| to_array(py, t)).collect::<PyResult<Vec<_>>>()?;
+    let arrays = ts
+        .iter()
+        .map(|t| to_array(py, t))
+        .collect::<PyResult<Vec<_>>>()?;
     PyList::new(py, arrays)
 }
 
 /// `(name, dtype, shape)` with each dim an int, a symbol's name, or None when unknown; the
 /// shape is None when even the rank is unknown.
-pub fn signature<'py>(py: Python<'py>, items: &[(String, TensorType)]) -> PyResult<Bound<'py, PyList>> {
+pub fn signature<'py>(
+    py: Python<'py>,
+    items: &[(String, TensorType)],
+) -> PyResult<Bound<'py, PyList>> {
     let out = PyList::empty(py);
     for (name, ty) in items {
         let shape: Bound<'py, PyAny> = match &ty.shape.0 {
@@ -105,5 +126,8 @@ pub fn signature<'py>(py: Python<'py>, items: &[(String, TensorType)]) -> PyResu
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
-    obj.get_type().name().map(|n| n.to_string()).unwrap_or_else(|_| "an object".into())
+    obj.get_type()
+        .name()
+        .map(|n| n.to_string())
+        .unwrap_or_else(|_| "an object".into())
 }

@@ -13,7 +13,12 @@ use pyo3::create_exception;
 use pyo3::prelude::*;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-create_exception!(kiln, KilnError, pyo3::exceptions::PyException, "An error from kiln: the model, its inputs or a device.");
+create_exception!(
+    kiln,
+    KilnError,
+    pyo3::exceptions::PyException,
+    "An error from kiln: the model, its inputs or a device."
+);
 
 pub(crate) fn kiln_err(e: kiln_runtime::Error) -> PyErr {
     KilnError::new_err(e.to_string())
@@ -27,7 +32,10 @@ pub(crate) fn detached<T: Send>(
     let result = py.detach(|| catch_unwind(AssertUnwindSafe(f)));
     match result {
         Ok(r) => r.map_err(kiln_err),
-        Err(panic) => Err(KilnError::new_err(format!("internal error in kiln (a bug): {}", panic_message(&*panic)))),
+        Err(panic) => Err(KilnError::new_err(format!(
+            "internal error in kiln (a bug): {}",
+            panic_message(&*panic)
+        ))),
     }
 }
 

@@ -13,7 +13,10 @@ use std::sync::{Arc, Condvar, Mutex};
 type Shapes = Option<Vec<(String, Vec<usize>)>>;
 
 fn options(signature: Option<String>, input_shapes: Shapes) -> LoadOptions {
-    LoadOptions { signature, input_shapes: input_shapes.unwrap_or_default() }
+    LoadOptions {
+        signature,
+        input_shapes: input_shapes.unwrap_or_default(),
+    }
 }
 
 /// A model loaded into kiln's IR, not yet compiled for a device.
@@ -43,18 +46,31 @@ impl Model {
         format!("{:?}", self.inner.format)
     }
     /// A copy of the model with the named inputs' shapes fixed (and every shape re-inferred).
-    fn with_input_shapes(&self, py: Python<'_>, shapes: Vec<(String, Vec<usize>)>) -> PyResult<Model> {
+    fn with_input_shapes(
+        &self,
+        py: Python<'_>,
+        shapes: Vec<(String, Vec<usize>)>,
+    ) -> PyResult<Model> {
         let mut m = self.inner.clone();
         detached(py, move || m.set_input_shapes(&shapes).map(|_| m)).map(|inner| Model { inner })
     }
     fn __repr__(&self) -> String {
-        format!("<kiln.Model {} ({:?})>", self.inner.path.display(), self.inner.format)
+        format!(
+            "<kiln.Model {} ({:?})>",
+            self.inner.path.display(),
+            self.inner.format
+        )
     }
 }
 
 #[pyfunction]
 #[pyo3(signature = (path, signature=None, input_shapes=None))]
-pub fn load(py: Python<'_>, path: std::path::PathBuf, signature: Option<String>, input_shapes: Shapes) -> PyResult<Model> {
+pub fn load(
+    py: Python<'_>,
+    path: std::path::PathBuf,
+    signature: Option<String>,
+    input_shapes: Shapes,
+) -> PyResult<Model> {
     let options = options(signature, input_shapes);
     detached(py, move || kiln_runtime::load_with(&path, &options)).map(|inner| Model { inner })
 }
@@ -69,10 +85,16 @@ pub fn load_bytes(
     label: Option<String>,
     input_shapes: Shapes,
 ) -> PyResult<Model> {
-    let format = format.map(|f| Format::from_name(&f)).transpose().map_err(kiln_err)?;
+    let format = format
+        .map(|f| Format::from_name(&f))
+        .transpose()
+        .map_err(kiln_err)?;
     let label = label.unwrap_or_else(|| "<bytes>".into());
     let options = options(None, input_shapes);
-    detached(py, move || kiln_runtime::load_bytes(data, format, &label, &options)).map(|inner| Model { inner })
+    detached(py, move || {
+        kiln_runtime::load_bytes(data, format, &label, &options)
+    })
+    .map(|inner| Model { inner })
 }
 
 /// A Keras model from its config JSON (`keras.saving.serialize_keras_object(model)`) and
@@ -153,13 +175,27 @@ pub fn compile(
         0 => Level::O0,
         1 => Level::O1,
         2 => Level::O2,
-        n => return Err(KilnError::new_err(format!("level must be 0, 1 or 2, was given {n}"))),
+        n => {
+            return Err(KilnError::new_err(format!(
+                "level must be 0, 1 or 2, was given {n}"
+            )))
+        }
     };
-    let options = CompileOptions { threads, level, ..Default::default() };
+    let options = CompileOptions {
+        threads,
+        level,
+        ..Default::default()
+    };
     let m = model.inner.clone();
     let device = device.to_string();
-    let inner = detached(py, move || kiln_runtime::compile_with(&m, &device, &options))?;
-    Ok(CompiledModel { inner, profiling: profile, last_profile: Mutex::new(Vec::new()) })
+    let inner = detached(py, move || {
+        kiln_runtime::compile_with(&m, &device, &options)
+    })?;
+    Ok(CompiledModel {
+        inner,
+        profiling: profile,
+        last_profile: Mutex::new(Vec::new()),
+    })
 }
 
 /// A model compiled for one device. Any number of Python threads may call it at once: each
@@ -201,7 +237,11 @@ impl CompiledModel {
         self.inner.device().to_string()
     }
     /// Runs once on numpy arrays in the model's input order; the outputs in its output order.
-    fn infer<'py>(&self, py: Python<'py>, inputs: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyList>> {
+    fn infer<'py>(
+        &self,
+        py: Python<'py>,
+        inputs: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyList>> {
         let tensors = self.tensors(inputs)?;
         let model = &self.inner;
         let profiling = self.profiling;
@@ -224,7 +264,9 @@ impl CompiledModel {
         let slot: Arc<Slot> = Arc::new((Mutex::new(None), Condvar::new()));
         let done = slot.clone();
         self.inner.start_with_callback(tensors, move |r| {
-            let r = r.map(|outs| outs.into_iter().map(|(_, t)| t).collect()).map_err(|e| e.to_string());
+            let r = r
+                .map(|outs| outs.into_iter().map(|(_, t)| t).collect())
+                .map_err(|e| e.to_string());
             *done.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
             done.1.notify_all();
         });
@@ -235,7 +277,12 @@ impl CompiledModel {
     /// kernel's `kind`, the model's `nodes` it covers, the `device` and `ms`.
     fn profile<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyList>> {
         let out = PyList::empty(py);
-        for k in self.last_profile.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for k in self
+            .last_profile
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let d = PyDict::new(py);
             d.set_item("kind", &k.kind)?;
             d.set_item("nodes", &k.nodes)?;
@@ -247,8 +294,17 @@ impl CompiledModel {
     }
 
     fn __repr__(&self) -> String {
-        let names: Vec<&str> = self.inner.inputs().iter().map(|(n, _)| n.as_str()).collect();
-        format!("<kiln.CompiledModel on {} inputs={:?}>", self.inner.device(), names)
+        let names: Vec<&str> = self
+            .inner
+            .inputs()
+            .iter()
+            .map(|(n, _)| n.as_str())
+            .collect();
+        format!(
+            "<kiln.CompiledModel on {} inputs={:?}>",
+            self.inner.device(),
+            names
+        )
     }
 }
 
@@ -270,7 +326,9 @@ impl Pending {
             while guard.is_none() {
                 guard = slot.1.wait(guard).unwrap_or_else(|p| p.into_inner());
             }
-            guard.clone().unwrap_or_else(|| Err("the run vanished".into()))
+            guard
+                .clone()
+                .unwrap_or_else(|| Err("the run vanished".into()))
         });
         match r {
             Ok(outs) => to_list(py, &outs),
@@ -279,6 +337,10 @@ impl Pending {
     }
     /// True once the run has ended (`wait` will not block).
     fn done(&self) -> bool {
-        self.slot.0.lock().unwrap_or_else(|p| p.into_inner()).is_some()
+        self.slot
+            .0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
     }
 }

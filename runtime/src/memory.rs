@@ -49,7 +49,12 @@ impl Format {
 /// `GraphDef`, a `.keras` archive or `.h5` file, or kiln's text IR with inline weights.
 /// `format` names the format, else it is sniffed from the bytes; `label` names the model in
 /// messages. Nothing outside the bytes is read (ONNX external data is refused).
-pub fn load_bytes(bytes: Vec<u8>, format: Option<Format>, label: &str, options: &LoadOptions) -> Result<Model> {
+pub fn load_bytes(
+    bytes: Vec<u8>,
+    format: Option<Format>,
+    label: &str,
+    options: &LoadOptions,
+) -> Result<Model> {
     let format = match format {
         Some(f) => f,
         None => Format::sniff(&bytes).ok_or_else(|| {
@@ -59,23 +64,26 @@ pub fn load_bytes(bytes: Vec<u8>, format: Option<Format>, label: &str, options: 
         })?,
     };
     if options.signature.is_some() {
-        return Err(Error::Load(format!("{label}: only a TensorFlow SavedModel has signatures to choose from")));
+        return Err(Error::Load(format!(
+            "{label}: only a TensorFlow SavedModel has signatures to choose from"
+        )));
     }
     let load_err = |e: kiln_bridges::BridgeError| Error::Load(e.to_string());
     let graph = match format {
         Format::Onnx => kiln_bridges::onnx::load_bytes(&bytes, None, label).map_err(load_err)?,
-        Format::TfFrozen => kiln_bridges::tensorflow::load_frozen_bytes(&bytes, label, &[], &[]).map_err(load_err)?,
-        Format::Keras | Format::KerasH5 => kiln_bridges::keras::load_bytes(bytes, label).map_err(load_err)?,
+        Format::TfFrozen => kiln_bridges::tensorflow::load_frozen_bytes(&bytes, label, &[], &[])
+            .map_err(load_err)?,
+        Format::Keras | Format::KerasH5 => {
+            kiln_bridges::keras::load_bytes(bytes, label).map_err(load_err)?
+        }
         Format::Kir => {
             let text = std::str::from_utf8(&bytes)
                 .map_err(|e| Error::Load(format!("{label}: kiln IR text is not UTF-8: {e}")))?;
             kiln_ir::text::parse(text, None).map_err(|e| Error::Load(format!("{label}: {e}")))?
         }
-        Format::TfSavedModel => {
-            return Err(Error::Load(format!(
-                "{label}: a SavedModel is a directory (graph and variables files); load it by its path"
-            )))
-        }
+        Format::TfSavedModel => return Err(Error::Load(format!(
+            "{label}: a SavedModel is a directory (graph and variables files); load it by its path"
+        ))),
     };
     let mut model = Model::from_graph(graph, label, format)?;
     if !options.input_shapes.is_empty() {
@@ -88,7 +96,14 @@ impl Model {
     /// A model from a graph a bridge built in memory, verified; `label` stands for the
     /// file name in messages.
     pub fn from_graph(graph: Graph, label: &str, format: Format) -> Result<Model> {
-        kiln_ir::verify(&graph).map_err(|error| Error::Invalid { file: label.to_string(), error })?;
-        Ok(Model { graph, path: PathBuf::from(label), format })
+        kiln_ir::verify(&graph).map_err(|error| Error::Invalid {
+            file: label.to_string(),
+            error,
+        })?;
+        Ok(Model {
+            graph,
+            path: PathBuf::from(label),
+            format,
+        })
     }
 }

@@ -82,7 +82,11 @@ pub fn load_config(
     label: &str,
 ) -> Result<Graph, BridgeError> {
     let config: Json = serde_json::from_str(config_json).map_err(|e| {
-        BridgeError::new(label, None, format!("the model config is not valid JSON: {e}"))
+        BridgeError::new(
+            label,
+            None,
+            format!("the model config is not valid JSON: {e}"),
+        )
     })?;
     model::build(&config, &weights::Store::Map(weights))
         .map_err(|e| BridgeError::new(label, e.layer, e.message))

@@ -53,9 +53,10 @@ impl Store {
         match self {
             Store::Missing(m) => Err(KErr::at(name, m.clone())),
             // `layer.weights` of a wrapper already lists its wrapped layer's variables.
-            Store::Map(map) => map.get(name).cloned().ok_or_else(|| {
-                KErr::at(name, "no weights were given for this layer")
-            }),
+            Store::Map(map) => map
+                .get(name)
+                .cloned()
+                .ok_or_else(|| KErr::at(name, "no weights were given for this layer")),
             Store::Keras3 { file, paths } => {
                 let Some(base) = paths.get(name) else {
                     return Err(KErr::at(
