@@ -12,10 +12,10 @@ _LOCK = threading.Lock()
 
 
 def portable(model):
-    """What can travel to another process: a path or the serialized bytes. An
-    `onnx.ModelProto` is serialized here, on the driver."""
+    """What can travel to another process: an absolute path (workers may run in another
+    folder) or the serialized bytes. An `onnx.ModelProto` is serialized here, on the driver."""
     if isinstance(model, (str, os.PathLike)):
-        return os.fspath(model)
+        return os.path.abspath(os.fspath(model))
     if isinstance(model, (bytes, bytearray, memoryview)):
         return bytes(model)
     if type(model).__module__.startswith("onnx") and hasattr(model, "SerializeToString"):

@@ -2,12 +2,13 @@
 //! `Pending` run started with `CompiledModel.start`.
 
 use crate::convert::{signature, to_list, to_tensor};
-use crate::{detached, kiln_err, KilnError};
+use crate::{detached, kiln_err, panic_message, KilnError};
 use kiln_ir::Tensor;
 use kiln_runtime::{CompileOptions, Format, Level, LoadOptions};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::{Arc, Condvar, Mutex};
 
 type Shapes = Option<Vec<(String, Vec<usize>)>>;
@@ -263,13 +264,27 @@ impl CompiledModel {
         let tensors = self.tensors(inputs)?;
         let slot: Arc<Slot> = Arc::new((Mutex::new(None), Condvar::new()));
         let done = slot.clone();
-        self.inner.start_with_callback(tensors, move |r| {
-            let r = r
-                .map(|outs| outs.into_iter().map(|(_, t)| t).collect())
-                .map_err(|e| e.to_string());
-            *done.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
-            done.1.notify_all();
-        });
+        let model = self.inner.clone();
+        // Not the runtime's start_with_callback: a panicking run would never call back and
+        // `wait` would block forever; here a panic becomes the run's error.
+        let spawned = std::thread::Builder::new()
+            .name("kiln-request".into())
+            .spawn(move || {
+                let run =
+                    catch_unwind(AssertUnwindSafe(|| model.request().infer_ordered(&tensors)));
+                let r = match run {
+                    Ok(Ok(outs)) => Ok(outs.into_iter().map(|(_, t)| t).collect()),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(p) => Err(format!(
+                        "internal error in kiln (a bug): {}",
+                        panic_message(&*p)
+                    )),
+                };
+                *done.0.lock().unwrap_or_else(|p| p.into_inner()) = Some(r);
+                done.1.notify_all();
+            });
+        spawned
+            .map_err(|e| KilnError::new_err(format!("cannot start a thread for the run: {e}")))?;
         Ok(Pending { slot })
     }
 
