@@ -10,10 +10,12 @@
 //! ```
 
 mod load;
+mod memory;
 pub mod npy;
 mod requests;
 
 pub use load::{load_with, parse_input_shape, LoadOptions};
+pub use memory::load_bytes;
 pub use requests::{AsyncQueue, Outputs, Pending};
 
 use kiln_backends::Executable;

@@ -14,8 +14,9 @@ mod model;
 mod weights;
 
 use crate::error::BridgeError;
-use kiln_ir::Graph;
+use kiln_ir::{Graph, Tensor};
 use serde_json::Value as Json;
+use std::collections::HashMap;
 use std::io::Read;
 use std::path::Path;
 
@@ -70,6 +71,25 @@ pub fn load_bytes(bytes: Vec<u8>, label: &str) -> Result<Graph, BridgeError> {
         ));
     };
     model::build(&config, &store).map_err(to_bridge)
+}
+
+/// Loads a model from its config (the JSON of `keras.saving.serialize_keras_object(model)`,
+/// which is what a `.keras` archive's `config.json` holds) and each layer's variables in
+/// `layer.weights` order, by layer name: a live Keras model handed over in memory.
+pub fn load_config(
+    config_json: &str,
+    weights: HashMap<String, Vec<Tensor>>,
+    label: &str,
+) -> Result<Graph, BridgeError> {
+    let config: Json = serde_json::from_str(config_json).map_err(|e| {
+        BridgeError::new(
+            label,
+            None,
+            format!("the model config is not valid JSON: {e}"),
+        )
+    })?;
+    model::build(&config, &weights::Store::Map(weights))
+        .map_err(|e| BridgeError::new(label, e.layer, e.message))
 }
 
 fn read_archive(bytes: &[u8]) -> KResult<(Json, weights::Store)> {

@@ -22,6 +22,8 @@ pub(crate) enum Store {
     Legacy {
         file: File,
     },
+    /// Weights handed over in memory (a live Keras model's `layer.weights`), by layer name.
+    Map(HashMap<String, Vec<Tensor>>),
     /// No weights file: any layer that needs weights fails with this message.
     Missing(String),
 }
@@ -40,7 +42,6 @@ impl Store {
         Store::Legacy { file }
     }
 
-    /// The weights of layer `name` of class `class`, in `layer.weights` order.
     /// The weights of layer `name` of class `class`, in `layer.weights` order; `wrapper` is
     /// the sub-group of a wrapped layer (Keras 3 only: legacy files list them flat).
     pub fn layer_weights(
@@ -51,6 +52,11 @@ impl Store {
     ) -> KResult<Vec<Tensor>> {
         match self {
             Store::Missing(m) => Err(KErr::at(name, m.clone())),
+            // `layer.weights` of a wrapper already lists its wrapped layer's variables.
+            Store::Map(map) => map
+                .get(name)
+                .cloned()
+                .ok_or_else(|| KErr::at(name, "no weights were given for this layer")),
             Store::Keras3 { file, paths } => {
                 let Some(base) = paths.get(name) else {
                     return Err(KErr::at(

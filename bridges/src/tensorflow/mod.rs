@@ -74,6 +74,28 @@ pub fn load_frozen_with(
 ) -> Result<Graph, BridgeError> {
     let label = path.display().to_string();
     let streamed = stream::read_graph_def(path).map_err(|e| err(&label, e))?;
+    build_frozen(streamed, &label, inputs, outputs)
+}
+
+/// Loads a serialized frozen GraphDef held in memory (as TensorFlow's
+/// `convert_variables_to_constants_v2(...).graph.as_graph_def().SerializeToString()` gives
+/// it); `label` names it in messages. Inputs and outputs as in [`load_frozen_with`].
+pub fn load_frozen_bytes(
+    bytes: &[u8],
+    label: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+) -> Result<Graph, BridgeError> {
+    let streamed = stream::read_graph_def_from(bytes, bytes.len() as u64).map_err(|e| err(label, e))?;
+    build_frozen(streamed, label, inputs, outputs)
+}
+
+fn build_frozen(
+    streamed: stream::StreamedGraph,
+    label: &str,
+    inputs: &[&str],
+    outputs: &[&str],
+) -> Result<Graph, BridgeError> {
     let gd = GraphDef {
         node: streamed.nodes,
         library: streamed.library,
@@ -146,7 +168,7 @@ pub fn load_frozen_with(
     };
     if outputs.is_empty() {
         return Err(BridgeError::new(
-            &label,
+            label,
             None,
             "the graph has no outputs (every node's result is consumed)",
         ));

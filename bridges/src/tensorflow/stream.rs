@@ -226,10 +226,12 @@ pub fn read_graph_def(path: &Path) -> Result<StreamedGraph> {
         .metadata()
         .map_err(|e| IrError::msg(format!("cannot read the file: {e}")))?
         .len();
-    let mut s = Stream {
-        r: BufReader::with_capacity(1 << 16, file),
-        pos: 0,
-    };
+    read_graph_def_from(BufReader::with_capacity(1 << 16, file), len)
+}
+
+/// Reads a GraphDef of `len` bytes from `r` (a file, or a buffer in memory).
+pub fn read_graph_def_from(r: impl Read, len: u64) -> Result<StreamedGraph> {
+    let mut s = Stream { r, pos: 0 };
     let mut g = StreamedGraph {
         nodes: Vec::new(),
         library: None,
