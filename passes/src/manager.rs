@@ -12,6 +12,11 @@ pub trait Pass: Send + Sync {
     /// The name `kiln dump --after` and `--passes` use.
     fn name(&self) -> &'static str;
     fn run(&self, graph: &mut Graph) -> Result<()>;
+    /// Why this pass will not run on `graph` (too large for it to finish in reasonable
+    /// time, say); the report shows the reason in place of the run.
+    fn skip(&self, _graph: &Graph) -> Option<String> {
+        None
+    }
 }
 
 /// How much to optimize.
@@ -59,6 +64,8 @@ pub struct PassStats {
     pub nodes_before: usize,
     pub nodes_after: usize,
     pub time: Duration,
+    /// Why the pass did not run, when it did not.
+    pub skipped: Option<String>,
 }
 
 /// What a pipeline run did.
@@ -85,6 +92,9 @@ impl fmt::Display for Report {
                 p.nodes_after,
                 p.time.as_secs_f64() * 1e3
             )?;
+            if let Some(why) = &p.skipped {
+                writeln!(f, "  {:<20} skipped: {why}", "")?;
+            }
         }
         Ok(())
     }
@@ -173,9 +183,12 @@ impl Pipeline {
         for pass in &self.passes {
             let nodes_before = op_count(graph);
             let start = Instant::now();
-            pass.run(graph).map_err(|e| in_pass(pass.name(), e))?;
+            let skipped = pass.skip(graph);
+            if skipped.is_none() {
+                pass.run(graph).map_err(|e| in_pass(pass.name(), e))?;
+            }
             let time = start.elapsed();
-            if options.verify {
+            if options.verify && skipped.is_none() {
                 kiln_ir::verify(graph).map_err(|e| {
                     in_pass(
                         pass.name(),
@@ -191,6 +204,7 @@ impl Pipeline {
                 nodes_before,
                 nodes_after: op_count(graph),
                 time,
+                skipped,
             });
             if options.stop_after.as_deref() == Some(pass.name()) {
                 break;

@@ -12,6 +12,7 @@ pub fn read(path: &Path) -> Result<Tensor, String> {
 }
 
 pub fn from_bytes(bytes: &[u8]) -> Result<Tensor, String> {
+    check_declared_size(bytes)?;
     let mut cur = Cursor::new(bytes);
     let header = npyz::NpyHeader::from_reader(&mut cur).map_err(|e| format!("not a valid .npy file: {e}"))?;
     let data = &bytes[cur.position() as usize..];
@@ -56,6 +57,29 @@ pub fn from_bytes(bytes: &[u8]) -> Result<Tensor, String> {
         raw
     };
     Tensor::from_le_bytes(dtype, shape, raw).map_err(|e| e.message)
+}
+
+/// npyz multiplies the header's dims unchecked (an overflow panics in debug builds), so a
+/// shape whose element count does not fit a `usize` is refused here first.
+fn check_declared_size(bytes: &[u8]) -> Result<(), String> {
+    let header = match bytes.get(6) {
+        Some(1) => bytes.get(8..10).map(|l| (10usize, u16::from_le_bytes([l[0], l[1]]) as usize)),
+        Some(2 | 3) => bytes.get(8..12).map(|l| (12, u32::from_le_bytes([l[0], l[1], l[2], l[3]]) as usize)),
+        _ => None,
+    };
+    let Some(text) = header.and_then(|(start, len)| bytes.get(start..start.checked_add(len)?)) else {
+        return Ok(()); // npyz names what is wrong with the magic or the header
+    };
+    let text = String::from_utf8_lossy(text);
+    let Some(dims) = text.split("'shape'").nth(1).and_then(|s| s.split_once('(')).and_then(|(_, s)| s.split_once(')')) else {
+        return Ok(());
+    };
+    let mut n: u64 = 1;
+    for d in dims.0.split(',').map(str::trim).filter(|d| !d.is_empty()) {
+        let Ok(d) = d.parse::<u64>() else { return Ok(()) };
+        n = n.checked_mul(d).filter(|&n| usize::try_from(n).is_ok()).ok_or_else(|| format!("the declared shape ({}) has too many elements", dims.0.trim()))?;
+    }
+    Ok(())
 }
 
 /// Writes a tensor as a little-endian, C-order `.npy` file (bf16 is written as f32, which

@@ -95,13 +95,14 @@ pub fn load_config(
 fn read_archive(bytes: &[u8]) -> KResult<(Json, weights::Store)> {
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(bytes))
         .map_err(|e| KErr::msg(format!("not a valid .keras archive (zip: {e})")))?;
-    let config = read_member(&mut zip, "config.json", MAX_CONFIG_BYTES)?
+    let config = read_member(&mut zip, "config.json", MAX_CONFIG_BYTES, bytes.len() as u64)?
         .ok_or_else(|| KErr::msg("the .keras archive has no config.json"))?;
     let config: Json = serde_json::from_slice(&config)
         .map_err(|e| KErr::msg(format!("config.json is not valid JSON: {e}")))?;
-    let weights = read_member(&mut zip, "model.weights.h5", MAX_WEIGHTS_BYTES)?;
+    let weights = read_member(&mut zip, "model.weights.h5", MAX_WEIGHTS_BYTES, bytes.len() as u64)?;
     let store = match weights {
         Some(w) => {
+            check_h5_len(&w, "model.weights.h5 in the archive")?;
             let file = hdf5_pure::File::from_bytes(w).map_err(|e| {
                 KErr::msg(format!(
                     "model.weights.h5 in the archive is not a valid HDF5 file: {e}"
@@ -118,6 +119,7 @@ fn read_member(
     zip: &mut zip::ZipArchive<std::io::Cursor<&[u8]>>,
     name: &str,
     limit: u64,
+    archive_len: u64,
 ) -> KResult<Option<Vec<u8>>> {
     let mut f = match zip.by_name(name) {
         Ok(f) => f,
@@ -134,16 +136,49 @@ fn read_member(
             f.size()
         )));
     }
-    // The declared size is only a hint from an untrusted file; let the buffer grow past 64 MB.
-    let mut out = Vec::with_capacity(f.size().min(64 << 20) as usize);
+    // Deflate cannot inflate by more than 1032:1, so a member declaring more than that
+    // (a zip bomb's lie) is refused before anything is allocated for it.
+    let most = f.compressed_size().min(archive_len).saturating_mul(1032).saturating_add(1024);
+    if f.size() > most {
+        return Err(KErr::msg(format!(
+            "{name} in the archive declares {} bytes, more than its {} compressed bytes can hold",
+            f.size(),
+            f.compressed_size()
+        )));
+    }
+    let size = f.size();
+    let mut out = Vec::with_capacity(size as usize);
     f.by_ref()
-        .take(limit)
+        .take(size)
         .read_to_end(&mut out)
         .map_err(|e| KErr::msg(format!("cannot read {name} from the archive: {e}")))?;
     Ok(Some(out))
 }
 
+/// The end-of-file address an HDF5 superblock at offset 0 declares (8-byte offsets only),
+/// so that a truncated file is named as such rather than by whichever read fails first.
+fn h5_declared_len(bytes: &[u8]) -> Option<u64> {
+    let at = match (bytes.get(8)?, bytes.get(13)?, bytes.get(9)?) {
+        (0, 8, _) => 40,
+        (1, 8, _) => 44,
+        (2 | 3, _, 8) => 28,
+        _ => return None,
+    };
+    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
+}
+
+fn check_h5_len(bytes: &[u8], what: &str) -> KResult<()> {
+    match h5_declared_len(bytes) {
+        Some(n) if n != u64::MAX && n > bytes.len() as u64 => Err(KErr::msg(format!(
+            "{what} is truncated: its superblock says {n} bytes, it has {}",
+            bytes.len()
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn read_legacy_h5(bytes: Vec<u8>) -> KResult<(Json, weights::Store)> {
+    check_h5_len(&bytes, "the HDF5 file")?;
     let file = hdf5_pure::File::from_bytes(bytes)
         .map_err(|e| KErr::msg(format!("not a valid HDF5 file: {e}")))?;
     let attrs = file

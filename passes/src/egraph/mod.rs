@@ -34,12 +34,16 @@ pub struct EGraph {
     pub node_factor: usize,
     /// A safety net only (see the module comment).
     pub time_limit: Duration,
+    /// Graphs with more operation nodes than this are left alone: extraction's whole-DAG
+    /// improvement is quadratic in the graph's size (a 100,000-node chain would take
+    /// minutes), and no real model comes near.
+    pub max_graph_nodes: usize,
     pub cost: cost::CostModel,
 }
 
 impl Default for EGraph {
     fn default() -> EGraph {
-        EGraph { iter_limit: 40, node_limit: 200_000, node_factor: 12, time_limit: Duration::from_secs(5), cost: cost::CostModel::default() }
+        EGraph { iter_limit: 40, node_limit: 200_000, node_factor: 12, time_limit: Duration::from_secs(5), max_graph_nodes: 20_000, cost: cost::CostModel::default() }
     }
 }
 
@@ -62,6 +66,11 @@ impl Pass for EGraph {
 
     fn run(&self, g: &mut Graph) -> Result<()> {
         self.run_with_stats(g).map(|_| ())
+    }
+
+    fn skip(&self, g: &Graph) -> Option<String> {
+        let n = crate::manager::op_count(g);
+        (n > self.max_graph_nodes).then(|| format!("{n} nodes, more than the e-graph's limit of {}", self.max_graph_nodes))
     }
 }
 

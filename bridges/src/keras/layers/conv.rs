@@ -103,6 +103,20 @@ pub(super) fn conv(
     let kshape = k.shape().to_vec();
     let cin = kshape[ns];
     let cout_k = kshape[ns + 1];
+    // The graph follows the weights; a config that disagrees with them is a corrupt file.
+    let filters = cfg.get("filters").and_then(|f| f.as_u64());
+    if !depthwise && filters.is_some_and(|f| f != cout_k as u64) {
+        return Err(KErr::at(
+            name,
+            format!("kernel has shape {kshape:?}, the config says {} filters", filters.unwrap_or(0)),
+        ));
+    }
+    if cfg.get("kernel_size").is_some() && spatial(name, cfg, "kernel_size", ns, 1)? != kshape[..ns].iter().map(|&d| d as i64).collect::<Vec<_>>() {
+        return Err(KErr::at(
+            name,
+            format!("kernel has shape {kshape:?}, the config's kernel_size is {}", cfg["kernel_size"]),
+        ));
+    }
     let (kernel, group, cout) = if depthwise {
         // (k..., in, mult) → (k..., in*mult, 1): output channel c*mult + m, one group per input channel.
         let mut s = kshape[..ns].to_vec();

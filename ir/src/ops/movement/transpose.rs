@@ -14,9 +14,12 @@ fn check_perm(perm: Option<&[i64]>, rank: usize) -> Result<Vec<usize>> {
     let Some(perm) = perm else {
         return Ok((0..rank).rev().collect());
     };
+    // A file may carry a perm of thousands of entries: the message shows the first few.
     ensure!(
         perm.len() == rank,
-        "perm {perm:?} has {} entries for rank {rank}",
+        "perm {:?}{} has {} entries for rank {rank}",
+        &perm[..perm.len().min(8)],
+        if perm.len() > 8 { " (first 8 shown)" } else { "" },
         perm.len()
     );
     let mut seen = vec![false; rank];

@@ -1,0 +1,2 @@
+
+ÿÿÿÿ not a graph
