@@ -220,7 +220,7 @@ fn step(u: &mut Unstructured, b: &mut Builder) -> Result<()> {
             let target: Vec<i64> = match u.int_in_range(0..=3u8)? {
                 0 => vec![n as i64],
                 1 => vec![-1],
-                2 => vec![shape[0] as i64, -1],
+                2 if rank > 0 => vec![shape[0] as i64, -1],
                 _ => {
                     // A random factorization of n, one factor at a time.
                     let mut rest = n;
@@ -240,7 +240,7 @@ fn step(u: &mut Unstructured, b: &mut Builder) -> Result<()> {
             let s = b.ints(&target);
             b.push(Op::Reshape { allowzero: false }, &[Some(x), Some(s)]);
         }
-        8 => {
+        8 if rank > 0 => {
             let axis = u.int_in_range(0..=rank - 1)?;
             let mut parts = vec![Some(x)];
             for (v, s) in b.pool.clone() {
@@ -263,7 +263,7 @@ fn step(u: &mut Unstructured, b: &mut Builder) -> Result<()> {
             }
             b.push(Op::Transpose { perm: Some(perm) }, &[Some(x)]);
         }
-        10 => {
+        10 if rank > 0 => {
             let axis = u.int_in_range(-(rank as i64)..=rank as i64 - 1)?;
             let op = if u.arbitrary()? { Op::Softmax { axis } } else { Op::LogSoftmax { axis } };
             b.push(op, &[Some(x)]);
