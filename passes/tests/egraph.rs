@@ -331,6 +331,30 @@ fn relu_and_clip_chains_merge() {
     assert_eq!(ops(&out), ["clip", "clip", "relu", "exp", "clip"], "{out}");
 }
 
+/// Found by the `graph` fuzz target: clips whose ranges do not overlap merged into a clip
+/// with lo > hi, which gives the outer clip's hi everywhere instead of its lo.
+#[test]
+fn clip_chains_with_disjoint_ranges_merge_to_the_right_constant() {
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", TensorType::known(DType::F32, &[8]));
+    let c = |g: &mut Graph, name: &str, v: f32| konst(g, name, scalar(v));
+    let (zero, one, two, three) = (c(&mut g, "zero", 0.0), c(&mut g, "one", 1.0), c(&mut g, "two", 2.0), c(&mut g, "three", 3.0));
+    // clip(clip(x, 0, 1), 2, 3) is 2 everywhere; clip(clip(x, 2, 3), 0, 1) is 1 everywhere.
+    let low = g.add1(Op::Clip, "low", &[x, zero, one]).unwrap();
+    let up = g.add1(Op::Clip, "up", &[low, two, three]).unwrap();
+    g.add_output("up", up);
+    let high = g.add1(Op::Clip, "high", &[x, two, three]).unwrap();
+    let down = g.add1(Op::Clip, "down", &[high, zero, one]).unwrap();
+    g.add_output("down", down);
+    // An absent inner lower bound: clip(min(x, 1), 2, 3) is 2 everywhere too.
+    let open = g.add(Op::Clip, "open", &[Some(x), None, Some(one)], 1).unwrap();
+    let closed = g.add1(Op::Clip, "closed", &[open.into(), two, three]).unwrap();
+    g.add_output("closed", closed);
+    let input = Tensor::new(vec![8], vec![-3.0f32, -0.5, 0.0, 0.3, 0.7, 2.0, 6.5, 9.0]).unwrap();
+    let (out, _) = rewrite(&g, &[input], 0.0);
+    assert_eq!(ops(&out), ["clip", "clip", "clip"], "{out}");
+}
+
 #[test]
 fn multi_output_ops_are_opaque_and_keep_their_outputs() {
     let mut g = Graph::new("g");

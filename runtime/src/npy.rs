@@ -12,6 +12,7 @@ pub fn read(path: &Path) -> Result<Tensor, String> {
 }
 
 pub fn from_bytes(bytes: &[u8]) -> Result<Tensor, String> {
+    check_header_len(bytes)?;
     check_declared_size(bytes)?;
     let mut cur = Cursor::new(bytes);
     let header = npyz::NpyHeader::from_reader(&mut cur).map_err(|e| format!("not a valid .npy file: {e}"))?;
@@ -78,6 +79,25 @@ fn check_declared_size(bytes: &[u8]) -> Result<(), String> {
     for d in dims.0.split(',').map(str::trim).filter(|d| !d.is_empty()) {
         let Ok(d) = d.parse::<u64>() else { return Ok(()) };
         n = n.checked_mul(d).filter(|&n| usize::try_from(n).is_ok()).ok_or_else(|| format!("the declared shape ({}) has too many elements", dims.0.trim()))?;
+    }
+    Ok(())
+}
+
+/// npyz allocates the header length the preamble declares (up to 4 GB in format 2) before
+/// reading it, so a short file could ask for any amount: check it against the bytes first.
+/// Anything else wrong with the preamble is left to npyz to describe.
+fn check_header_len(bytes: &[u8]) -> Result<(), String> {
+    if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < 8 {
+        return Ok(());
+    }
+    let (len, start) = match bytes[6] {
+        1 if bytes.len() >= 10 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        _ => return Ok(()),
+    };
+    let have = bytes.len() - start;
+    if len > have {
+        return Err(format!("not a valid .npy file: the header is declared {len} bytes long, the file has {have} after the preamble"));
     }
     Ok(())
 }

@@ -49,23 +49,44 @@ fn clip_chain(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
             Op::Unary(UnaryOp::Relu) if lo.is_some_and(|a| a >= 0.0) => {
                 out.push((class, Term::op(Op::Clip, vec![kids[0].into(), arg(1), arg(2)])));
             }
-            // clip(clip(x, a1, b1), a2, b2) = clip(x, max(a1, a2), min(b1, b2))
+            // A clip of a clip is a clip whose bounds are where the pair sends -inf and
+            // +inf: clip(x, outer(inner(-inf)), outer(inner(+inf))). Taking max(a1, a2) and
+            // min(b1, b2) instead is wrong when the ranges do not overlap (clip(clip(x, 0, 1),
+            // 2, 3) is 2 everywhere, clip(x, 2, 1) is 1).
             Op::Clip => {
                 let inner_node = ENode { kind: crate::egraph::lang::Kind::None, children: kids.to_vec() };
                 if bound(eg, &inner_node, 1).is_none() || bound(eg, &inner_node, 2).is_none() {
                     continue;
                 }
-                let pick = |i: usize, b: BinaryOp| {
-                    let outer = node.children.get(i).filter(|&&c| !is_absent(eg, c));
-                    let inner = kids.get(i).filter(|&&c| !is_absent(eg, c));
-                    match (outer, inner) {
-                        (Some(&o), Some(&n)) => Term::op(Op::Binary(b), vec![n.into(), o.into()]),
-                        (Some(&o), None) => o.into(),
-                        (None, Some(&n)) => n.into(),
-                        (None, None) => Term::None,
+                let present = |ids: &[Id], i: usize| ids.get(i).copied().filter(|&c| !is_absent(eg, c));
+                let (a1, b1) = (present(kids, 1), present(kids, 2));
+                let (a2, b2) = (present(&node.children, 1), present(&node.children, 2));
+                let bin = |b: BinaryOp, l: Term, r: Term| Term::op(Op::Binary(b), vec![l, r]);
+                // Where the outer clip sends `t`; `None` is -inf when `low`, else +inf.
+                let outer = |t: Option<Term>, low: bool| match t {
+                    Some(t) => {
+                        let t = match a2 {
+                            Some(a) => bin(BinaryOp::Max, t, a.into()),
+                            None => t,
+                        };
+                        match b2 {
+                            Some(b) => bin(BinaryOp::Min, t, b.into()),
+                            None => t,
+                        }
                     }
+                    None if low => match (a2, b2) {
+                        (Some(a), Some(b)) => bin(BinaryOp::Min, a.into(), b.into()),
+                        (Some(a), None) => a.into(),
+                        (None, _) => Term::None,
+                    },
+                    None => b2.map_or(Term::None, Term::from),
                 };
-                out.push((class, Term::op(Op::Clip, vec![kids[0].into(), pick(1, BinaryOp::Max), pick(2, BinaryOp::Min)])));
+                let inner_low = a1.map(|a| match b1 {
+                    Some(b) => bin(BinaryOp::Min, a.into(), b.into()),
+                    None => a.into(),
+                });
+                let inner_high = b1.map(Term::from);
+                out.push((class, Term::op(Op::Clip, vec![kids[0].into(), outer(inner_low, true), outer(inner_high, false)])));
             }
             _ => {}
         }
