@@ -31,6 +31,8 @@ pub fn header(name: &str, options: &AotOptions, p: &Program, hash: Option<u64>) 
 
     let _ = writeln!(w, "#define {up}_NUM_INPUTS {}", p.inputs.len());
     let _ = writeln!(w, "#define {up}_NUM_OUTPUTS {}", p.outputs.len());
+    let _ = writeln!(w, "/* The same counts under the lower-case prefix, for code generic over the model name. */");
+    let _ = writeln!(w, "enum {{ {name}_num_inputs = {}, {name}_num_outputs = {} }};", p.inputs.len(), p.outputs.len());
     let _ = writeln!(w, "/* Bytes of scratch one run needs, and the alignment it must have. */");
     let _ = writeln!(w, "#define {up}_SCRATCH_BYTES {}u", p.scratch_bytes);
     let _ = writeln!(w, "#define {up}_SCRATCH_ALIGN {}u", program::SCRATCH_ALIGN);
@@ -133,7 +135,8 @@ static inline void {name}_destroy({name}_model *m) {{
 static inline int32_t {name}_create(const char *weights_path, {name}_model **out) {{
     {name}_model *m = ({name}_model *)calloc(1, sizeof *m);
     if (!m) return {up}_ERR_NO_MEMORY;
-    if ({up}_SCRATCH_BYTES > 0 && posix_memalign(&m->scratch, {up}_SCRATCH_ALIGN, {up}_SCRATCH_BYTES) != 0) {{
+    /* aligned_alloc (C11): the size is a multiple of the alignment by construction. */
+    if ({up}_SCRATCH_BYTES > 0 && !(m->scratch = aligned_alloc({up}_SCRATCH_ALIGN, {up}_SCRATCH_BYTES))) {{
         free(m);
         return {up}_ERR_NO_MEMORY;
     }}

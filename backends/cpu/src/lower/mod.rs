@@ -157,6 +157,7 @@ mod clif;
 mod copy;
 mod elementwise;
 mod gemm;
+pub mod jit;
 mod movement;
 mod normalize;
 mod pool;
