@@ -1,0 +1,301 @@
+//! Packing one k block of one 16-column B panel into a stack buffer, in the microkernel's
+//! layout (`kc` rows of 16 contiguous floats, columns past n zero): from a run-time matrix,
+//! or gathered from a convolution's input (im2col of 16 output positions).
+
+use super::clif::{for_range, mem, I64};
+use crate::gemm::NR;
+use cranelift_codegen::ir::condcodes::IntCC;
+use cranelift_codegen::ir::{types, InstBuilder, Value};
+use cranelift_frontend::FunctionBuilder;
+use kiln_ir::AutoPad;
+
+/// One 2-D convolution's sizes per image and group (1-D runs as height 1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Geometry {
+    /// Input channels per group, input height and width.
+    pub c: usize,
+    pub h: usize,
+    pub w: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub sh: usize,
+    pub sw: usize,
+    pub dh: usize,
+    pub dw: usize,
+    /// Padding before the first row and column.
+    pub ph: usize,
+    pub pw: usize,
+    pub oh: usize,
+    pub ow: usize,
+}
+
+/// The conv attributes as the op holds them (empty = ONNX default).
+pub(super) struct Attrs<'a> {
+    pub auto_pad: AutoPad,
+    pub dilations: &'a [i64],
+    pub pads: &'a [i64],
+    pub strides: &'a [i64],
+}
+
+fn positive(v: &[i64], n: usize) -> Option<Vec<usize>> {
+    if v.is_empty() {
+        return Some(vec![1; n]);
+    }
+    if v.len() != n || v.iter().any(|&x| !(1..=1 << 31).contains(&x)) {
+        return None;
+    }
+    Some(v.iter().map(|&x| x as usize).collect())
+}
+
+impl Geometry {
+    /// For x [N, C, (H,) W], w [M, C/group, (kh,) kw] and the output's spatial dims
+    /// (inferred by the IR); `None` when they do not describe a valid convolution.
+    pub fn new(a: &Attrs, xs: &[usize], ws: &[usize], out: &[usize], group: usize) -> Option<Geometry> {
+        let n = xs.len().checked_sub(2)?;
+        if !(1..=2).contains(&n) || ws.len() != xs.len() || out.len() != n || group == 0 {
+            return None;
+        }
+        if ws[1].checked_mul(group)? != xs[1] || ws[2..].iter().any(|&k| k == 0) {
+            return None;
+        }
+        let (strides, dilations) = (positive(a.strides, n)?, positive(a.dilations, n)?);
+        let mut begin = Vec::new();
+        for i in 0..n {
+            let (input, k, s, d) = (xs[2 + i], ws[2 + i], strides[i], dilations[i]);
+            let extent = (k - 1).checked_mul(d)? + 1;
+            let pad = match a.auto_pad {
+                AutoPad::NotSet if a.pads.is_empty() => 0,
+                AutoPad::NotSet if a.pads.len() == 2 * n => usize::try_from(a.pads[i]).ok()?,
+                AutoPad::NotSet => return None,
+                AutoPad::Valid => 0,
+                AutoPad::SameUpper | AutoPad::SameLower => {
+                    let total = ((out[i].max(1) - 1) * s + extent).saturating_sub(input);
+                    if a.auto_pad == AutoPad::SameUpper {
+                        total / 2
+                    } else {
+                        total - total / 2
+                    }
+                }
+            };
+            begin.push(pad);
+        }
+        let two = n == 2;
+        Some(Geometry {
+            c: ws[1],
+            h: if two { xs[2] } else { 1 },
+            w: xs[1 + n],
+            kh: if two { ws[2] } else { 1 },
+            kw: ws[1 + n],
+            sh: if two { strides[0] } else { 1 },
+            sw: strides[n - 1],
+            dh: if two { dilations[0] } else { 1 },
+            dw: dilations[n - 1],
+            ph: if two { begin[0] } else { 0 },
+            pw: begin[n - 1],
+            oh: if two { out[0] } else { 1 },
+            ow: out[n - 1],
+        })
+    }
+
+    /// Output positions per image.
+    pub fn p(&self) -> usize {
+        self.oh * self.ow
+    }
+
+    /// GEMM depth: channels × kernel taps.
+    pub fn k(&self) -> usize {
+        self.c * self.kh * self.kw
+    }
+
+    /// A plain matrix product over the input plane: 1×1 kernel, stride 1, no padding.
+    pub fn pointwise(&self) -> bool {
+        self.kh == 1 && self.kw == 1 && self.sh == 1 && self.sw == 1 && self.ph == 0 && self.pw == 0
+            && self.oh == self.h
+            && self.ow == self.w
+    }
+}
+
+/// Zeroes the columns `cols..16` of the packed row at `dst`.
+fn zero_tail(b: &mut FunctionBuilder, dst: Value, cols: usize) {
+    if cols == NR {
+        return;
+    }
+    let z = b.ins().f32const(0.0);
+    for t in cols..NR {
+        b.ins().store(mem(), z, dst, (t * 4) as i32);
+    }
+}
+
+/// Packs rows `k0..k0+kc`, columns `16p..16p+cols` of B, element (r, j) at
+/// `b0[r*rs + j*cs]`, into `buf`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn strided(
+    b: &mut FunctionBuilder,
+    buf: Value,
+    b0: Value,
+    rs: usize,
+    cs: usize,
+    k0: Value,
+    kc: Value,
+    p: Value,
+    cols: usize,
+) {
+    let row0 = b.ins().imul_imm_s(k0, (rs * 4) as i64);
+    let col0 = b.ins().imul_imm_s(p, (NR * cs * 4) as i64);
+    let base = b.ins().iadd(b0, row0);
+    let base = b.ins().iadd(base, col0);
+    let zero = b.ins().iconst(I64, 0);
+    for_range(b, zero, kc, 1, |b, kk| {
+        let src = {
+            let off = b.ins().imul_imm_s(kk, (rs * 4) as i64);
+            b.ins().iadd(base, off)
+        };
+        let dst = {
+            let off = b.ins().imul_imm_s(kk, (NR * 4) as i64);
+            b.ins().iadd(buf, off)
+        };
+        if cs == 1 && cols == NR {
+            for v in 0..NR / 4 {
+                let x = b.ins().load(types::F32X4, mem(), src, (v * 16) as i32);
+                b.ins().store(mem(), x, dst, (v * 16) as i32);
+            }
+        } else {
+            for t in 0..cols {
+                let x = b.ins().load(types::F32, mem(), src, (t * cs * 4) as i32);
+                b.ins().store(mem(), x, dst, (t * 4) as i32);
+            }
+            zero_tail(b, dst, cols);
+        }
+    });
+}
+
+/// Packs the patches of output positions `16p..16p+cols` for GEMM rows (input channel,
+/// kernel row, kernel column) `k0..k0+kc` from the image-and-group input `x0`: element
+/// (r, t) is `x[c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]`, zero in the padding.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn im2col(
+    b: &mut FunctionBuilder,
+    buf: Value,
+    x0: Value,
+    g: &Geometry,
+    k0: Value,
+    kc: Value,
+    p: Value,
+    cols: usize,
+) {
+    let pos0 = b.ins().imul_imm_s(p, NR as i64);
+    // Each position's window origin (may be negative: in the padding).
+    let mut hb = Vec::with_capacity(cols);
+    let mut wb = Vec::with_capacity(cols);
+    for t in 0..cols {
+        let pos = b.ins().iadd_imm_s(pos0, t as i64);
+        let oh = b.ins().udiv_imm_s(pos, g.ow as i64);
+        let ow = b.ins().urem_imm_s(pos, g.ow as i64);
+        let h = b.ins().imul_imm_s(oh, g.sh as i64);
+        hb.push(b.ins().iadd_imm_s(h, -(g.ph as i64)));
+        let w = b.ins().imul_imm_s(ow, g.sw as i64);
+        wb.push(b.ins().iadd_imm_s(w, -(g.pw as i64)));
+    }
+    // A stride-1 panel inside one output row reads 16 contiguous inputs per GEMM row
+    // wherever its window is inside the image: four vector copies.
+    let same_row = if g.sw == 1 && cols == NR {
+        let ow0 = b.ins().urem_imm_s(pos0, g.ow as i64);
+        let last = b.ins().iadd_imm_s(ow0, (NR - 1) as i64);
+        Some(b.ins().icmp_imm_s(IntCC::SignedLessThan, last, g.ow as i64))
+    } else {
+        None
+    };
+    // (channel, kernel row, kernel column) of row k0, then carried along without division.
+    let taps = (g.kh * g.kw) as i64;
+    let var = |b: &mut FunctionBuilder, v: Value| {
+        let x = b.declare_var(I64);
+        b.def_var(x, v);
+        x
+    };
+    let c0 = b.ins().udiv_imm_s(k0, taps);
+    let r0 = b.ins().urem_imm_s(k0, taps);
+    let i0 = b.ins().udiv_imm_s(r0, g.kw as i64);
+    let j0 = b.ins().urem_imm_s(r0, g.kw as i64);
+    let (cv, iv, jv) = (var(b, c0), var(b, i0), var(b, j0));
+    let zero = b.ins().iconst(I64, 0);
+    let plane = (g.h * g.w * 4) as i64;
+    for_range(b, zero, kc, 1, |b, kk| {
+        let (c, i, j) = (b.use_var(cv), b.use_var(iv), b.use_var(jv));
+        let xc = {
+            let off = b.ins().imul_imm_s(c, plane);
+            b.ins().iadd(x0, off)
+        };
+        let dst = {
+            let off = b.ins().imul_imm_s(kk, (NR * 4) as i64);
+            b.ins().iadd(buf, off)
+        };
+        let ih_off = b.ins().imul_imm_s(i, g.dh as i64);
+        let iw_off = b.ins().imul_imm_s(j, g.dw as i64);
+        let gather = |b: &mut FunctionBuilder| {
+            let fz = b.ins().f32const(0.0);
+            for t in 0..cols {
+                let ih = b.ins().iadd(hb[t], ih_off);
+                let iw = b.ins().iadd(wb[t], iw_off);
+                let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
+                let ok_w = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, g.w as i64);
+                let ok = b.ins().band(ok_h, ok_w);
+                let at = b.ins().imul_imm_s(ih, g.w as i64);
+                let at = b.ins().iadd(at, iw);
+                let at = b.ins().imul_imm_s(at, 4);
+                let addr = b.ins().iadd(xc, at);
+                // Outside the image the load reads the channel's first element instead.
+                let addr = b.ins().select(ok, addr, xc);
+                let x = b.ins().load(types::F32, mem(), addr, 0);
+                let x = b.ins().select(ok, x, fz);
+                b.ins().store(mem(), x, dst, (t * 4) as i32);
+            }
+            zero_tail(b, dst, cols);
+        };
+        match same_row {
+            None => gather(b),
+            Some(same_row) => {
+                let ih = b.ins().iadd(hb[0], ih_off);
+                let iw = b.ins().iadd(wb[0], iw_off);
+                let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
+                let ok_lo = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, iw, 0);
+                let iw_last = b.ins().iadd_imm_s(iw, (NR - 1) as i64);
+                let ok_hi = b.ins().icmp_imm_s(IntCC::SignedLessThan, iw_last, g.w as i64);
+                let ok = b.ins().band(same_row, ok_h);
+                let ok = b.ins().band(ok, ok_lo);
+                let ok = b.ins().band(ok, ok_hi);
+                let fast = b.create_block();
+                let slow = b.create_block();
+                let done = b.create_block();
+                b.ins().brif(ok, fast, &[], slow, &[]);
+                b.switch_to_block(fast);
+                let at = b.ins().imul_imm_s(ih, g.w as i64);
+                let at = b.ins().iadd(at, iw);
+                let at = b.ins().imul_imm_s(at, 4);
+                let src = b.ins().iadd(xc, at);
+                for v in 0..NR / 4 {
+                    let x = b.ins().load(types::F32X4, mem(), src, (v * 16) as i32);
+                    b.ins().store(mem(), x, dst, (v * 16) as i32);
+                }
+                b.ins().jump(done, &[]);
+                b.switch_to_block(slow);
+                gather(b);
+                b.ins().jump(done, &[]);
+                b.switch_to_block(done);
+            }
+        }
+        // Next GEMM row: kernel column, then row, then channel.
+        let j1 = b.ins().iadd_imm_s(j, 1);
+        let wrap_j = b.ins().icmp_imm_s(IntCC::Equal, j1, g.kw as i64);
+        let zero = b.ins().iconst(I64, 0);
+        let j2 = b.ins().select(wrap_j, zero, j1);
+        let i_inc = b.ins().iadd_imm_s(i, 1);
+        let i1 = b.ins().select(wrap_j, i_inc, i);
+        let wrap_i = b.ins().icmp_imm_s(IntCC::Equal, i1, g.kh as i64);
+        let i2 = b.ins().select(wrap_i, zero, i1);
+        let c_inc = b.ins().iadd_imm_s(c, 1);
+        let c2 = b.ins().select(wrap_i, c_inc, c);
+        b.def_var(jv, j2);
+        b.def_var(iv, i2);
+        b.def_var(cv, c2);
+    });
+}
