@@ -68,13 +68,16 @@ pub fn lower_program<M: Module>(ctx: &mut LowerCtx<M>, graph: &Graph) -> Result<
             .collect()
     };
     let inputs = ports(&g, g.inputs.iter().map(|&n| (g.node(n).name.clone(), Value::new(n, 0))).collect())?;
+    bind_types(&mut g, &inputs.iter().map(|p| p.shape.clone()).collect::<Vec<_>>())?;
     let outputs = ports(&g, g.outputs.clone())?;
 
     // Lower every node; a fused kernel no lowering takes whole is replaced by its body,
     // whose nodes are lowered in the next round.
     let mut kernels: HashMap<NodeId, Kernel> = HashMap::new();
     let mut refused: Vec<String> = Vec::new();
+    let input_shapes: Vec<Vec<usize>> = inputs.iter().map(|p| p.shape.clone()).collect();
     loop {
+        bind_types(&mut g, &input_shapes)?;
         let mut to_inline = Vec::new();
         for n in g.topo_order().map_err(|e| LowerError::Unsupported(e.to_string()))? {
             let node = g.node(n);
@@ -82,6 +85,11 @@ pub fn lower_program<M: Module>(ctx: &mut LowerCtx<M>, graph: &Graph) -> Result<
                 continue;
             }
             let in_values = g.inputs_of(n);
+            let known = in_values.iter().flatten().map(|&v| concrete(&g, v)).chain((0..node.outputs.len()).map(|o| concrete(&g, Value::new(n, o))));
+            if let Some(Err(LowerError::Unsupported(_))) = known.into_iter().find(|r| r.is_err()) {
+                refused.push(format!("node {} ({}): a shape only running the graph tells (the artifact needs every shape at compile time)", node.name, node.op.name()));
+                continue;
+            }
             let mut shapes = Vec::new();
             for v in &in_values {
                 shapes.push(v.map(|v| concrete(&g, v)).transpose()?);
@@ -169,6 +177,18 @@ pub fn lower_program<M: Module>(ctx: &mut LowerCtx<M>, graph: &Graph) -> Result<
         weights,
         kernels: steps.iter().map(|(_, k)| k.kind.clone()).collect(),
     })
+}
+
+/// Infers every value's type again from the concrete input shapes (an importer may leave a
+/// dim unknown that the inputs fix) and keeps each that came out concrete.
+fn bind_types(g: &mut Graph, input_shapes: &[Vec<usize>]) -> Result<()> {
+    let types = kiln_passes::plan::concrete_types(g, input_shapes).map_err(|e| LowerError::Unsupported(e.to_string()))?;
+    for (v, t) in types {
+        if t.shape.concrete().is_some() && v.output < g.node(v.node).outputs.len() {
+            g.nodes[v.node].outputs[v.output] = t;
+        }
+    }
+    Ok(())
 }
 
 fn concrete(g: &Graph, v: Value) -> Result<Vec<usize>> {
