@@ -22,7 +22,9 @@ impl Rng {
 
     fn tensor(&mut self, shape: &[usize]) -> Tensor {
         let n: usize = shape.iter().product();
-        let v: Vec<f32> = (0..n).map(|_| ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0).collect();
+        let v: Vec<f32> = (0..n)
+            .map(|_| ((self.next() >> 40) as f32 / (1u64 << 24) as f32) * 8.0 - 4.0)
+            .collect();
         Tensor::new(shape.to_vec(), v).unwrap()
     }
 }
@@ -51,7 +53,13 @@ fn check(g: &Graph, inputs: &[Tensor]) {
     }
 }
 
-fn one_op(name: &str, op: Op, x_shape: &[usize], consts: Vec<Option<Tensor>>, n_out: usize) -> Graph {
+fn one_op(
+    name: &str,
+    op: Op,
+    x_shape: &[usize],
+    consts: Vec<Option<Tensor>>,
+    n_out: usize,
+) -> Graph {
     let mut g = Graph::new(name);
     let x = input(&mut g, "x", DType::F32, x_shape);
     let mut ins = vec![Some(x)];
@@ -68,33 +76,85 @@ fn one_op(name: &str, op: Op, x_shape: &[usize], consts: Vec<Option<Tensor>>, n_
 #[test]
 fn shape_ops_and_transposes_copy_exactly() {
     let mut rng = Rng(7);
-    for (shape, perm) in [(vec![2, 3, 4], vec![2, 0, 1]), (vec![1, 5, 7, 3], vec![0, 3, 1, 2]), (vec![6, 17], vec![1, 0]), (vec![2, 1, 3, 1, 5], vec![4, 3, 2, 1, 0])] {
-        let g = one_op("transpose", Op::Transpose { perm: Some(perm) }, &shape, vec![], 1);
+    for (shape, perm) in [
+        (vec![2, 3, 4], vec![2, 0, 1]),
+        (vec![1, 5, 7, 3], vec![0, 3, 1, 2]),
+        (vec![6, 17], vec![1, 0]),
+        (vec![2, 1, 3, 1, 5], vec![4, 3, 2, 1, 0]),
+    ] {
+        let g = one_op(
+            "transpose",
+            Op::Transpose { perm: Some(perm) },
+            &shape,
+            vec![],
+            1,
+        );
         check(&g, &[rng.tensor(&shape)]);
     }
-    let g = one_op("reshape", Op::Reshape { allowzero: false }, &[2, 3, 4], vec![Some(ints(&[4, -1]))], 1);
+    let g = one_op(
+        "reshape",
+        Op::Reshape { allowzero: false },
+        &[2, 3, 4],
+        vec![Some(ints(&[4, -1]))],
+        1,
+    );
     check(&g, &[rng.tensor(&[2, 3, 4])]);
     let g = one_op("flatten", Op::Flatten { axis: 2 }, &[2, 3, 4, 5], vec![], 1);
     check(&g, &[rng.tensor(&[2, 3, 4, 5])]);
-    let g = one_op("unsqueeze", Op::Unsqueeze, &[3, 4], vec![Some(ints(&[0, 2]))], 1);
+    let g = one_op(
+        "unsqueeze",
+        Op::Unsqueeze,
+        &[3, 4],
+        vec![Some(ints(&[0, 2]))],
+        1,
+    );
     check(&g, &[rng.tensor(&[3, 4])]);
     let g = one_op("identity", Op::Unary(UnaryOp::Identity), &[9], vec![], 1);
     check(&g, &[rng.tensor(&[9])]);
-    let g = one_op("expand", Op::Expand, &[3, 1], vec![Some(ints(&[2, 3, 5]))], 1);
+    let g = one_op(
+        "expand",
+        Op::Expand,
+        &[3, 1],
+        vec![Some(ints(&[2, 3, 5]))],
+        1,
+    );
     check(&g, &[rng.tensor(&[3, 1])]);
 }
 
 #[test]
 fn slices_with_steps_and_negative_bounds() {
     let mut rng = Rng(11);
-    let cases: Vec<(Vec<usize>, Vec<i64>, Vec<i64>, Option<Vec<i64>>, Option<Vec<i64>>)> = vec![
+    let cases: Vec<(
+        Vec<usize>,
+        Vec<i64>,
+        Vec<i64>,
+        Option<Vec<i64>>,
+        Option<Vec<i64>>,
+    )> = vec![
         (vec![10, 8], vec![1, 2], vec![9, -1], None, None),
-        (vec![10, 8], vec![-1], vec![-100], Some(vec![0]), Some(vec![-2])),
-        (vec![4, 6, 9], vec![0, 1], vec![100, 8], Some(vec![1, 2]), Some(vec![2, 3])),
+        (
+            vec![10, 8],
+            vec![-1],
+            vec![-100],
+            Some(vec![0]),
+            Some(vec![-2]),
+        ),
+        (
+            vec![4, 6, 9],
+            vec![0, 1],
+            vec![100, 8],
+            Some(vec![1, 2]),
+            Some(vec![2, 3]),
+        ),
         (vec![2, 3, 4], vec![1], vec![2], Some(vec![-1]), None),
     ];
     for (shape, starts, ends, axes, steps) in cases {
-        let consts = vec![Some(ints(&starts)), Some(ints(&ends)), axes.map(|a| ints(&a)), steps.map(|s| ints(&s))];
+        let consts = vec![
+            Some(ints(&starts)),
+            Some(ints(&ends)),
+            axes.map(|a| ints(&a)),
+            steps.map(|s| ints(&s)),
+        ];
         let g = one_op("slice", Op::Slice, &shape, consts, 1);
         check(&g, &[rng.tensor(&shape)]);
     }
@@ -112,7 +172,13 @@ fn concat_split_gather_and_pad() {
         g.add_output("y", y);
         check(&g, &[rng.tensor(&[2, 3, 4]), rng.tensor(&[2, 3, 4])]);
     }
-    let g = one_op("split", Op::Split { axis: 1 }, &[3, 10], vec![Some(ints(&[3, 7]))], 2);
+    let g = one_op(
+        "split",
+        Op::Split { axis: 1 },
+        &[3, 10],
+        vec![Some(ints(&[3, 7]))],
+        2,
+    );
     check(&g, &[rng.tensor(&[3, 10])]);
     // An embedding lookup: a constant table, indices from the caller (i32 and i64).
     for dtype in [DType::I32, DType::I64] {
@@ -124,36 +190,131 @@ fn concat_split_gather_and_pad() {
         let idx = Tensor::from_i64(dtype, vec![2, 5], &[0, 6, 3, -1, 2, 2, 5, -7, 1, 4]).unwrap();
         check(&g, &[idx]);
     }
-    let g = one_op("gather_axis1", Op::Gather { axis: 1 }, &[3, 5, 2], vec![Some(ints(&[4, 0, 4]))], 1);
+    let g = one_op(
+        "gather_axis1",
+        Op::Gather { axis: 1 },
+        &[3, 5, 2],
+        vec![Some(ints(&[4, 0, 4]))],
+        1,
+    );
     check(&g, &[rng.tensor(&[3, 5, 2])]);
-    for (pads, value) in [(vec![0i64, 1, 2, 0, 2, 1], None), (vec![1, 0, 0, 1, 3, 4], Some(1.5f32))] {
+    for (pads, value) in [
+        (vec![0i64, 1, 2, 0, 2, 1], None),
+        (vec![1, 0, 0, 1, 3, 4], Some(1.5f32)),
+    ] {
         let consts = vec![Some(ints(&pads)), value.map(Tensor::scalar)];
-        let g = one_op("pad", Op::Pad { mode: PadMode::Constant }, &[2, 3, 5], consts, 1);
+        let g = one_op(
+            "pad",
+            Op::Pad {
+                mode: PadMode::Constant,
+            },
+            &[2, 3, 5],
+            consts,
+            1,
+        );
         check(&g, &[rng.tensor(&[2, 3, 5])]);
     }
 }
 
-fn pool(kind: PoolKind, k: &[i64], s: &[i64], pads: &[i64], include: bool, auto_pad: AutoPad) -> Op {
-    Op::Pool { kind, auto_pad, ceil_mode: false, count_include_pad: include, dilations: vec![], kernel_shape: k.to_vec(), pads: pads.to_vec(), strides: s.to_vec(), storage_order: 0, p: 2 }
+fn pool(
+    kind: PoolKind,
+    k: &[i64],
+    s: &[i64],
+    pads: &[i64],
+    include: bool,
+    auto_pad: AutoPad,
+) -> Op {
+    Op::Pool {
+        kind,
+        auto_pad,
+        ceil_mode: false,
+        count_include_pad: include,
+        dilations: vec![],
+        kernel_shape: k.to_vec(),
+        pads: pads.to_vec(),
+        strides: s.to_vec(),
+        storage_order: 0,
+        p: 2,
+    }
 }
 
 #[test]
 fn pooling_windows_pads_and_globals() {
     let mut rng = Rng(5);
     let cases = [
-        (PoolKind::Max, vec![3, 3], vec![2, 2], vec![1, 1, 1, 1], false, AutoPad::NotSet, vec![1, 4, 11, 11]),
-        (PoolKind::Max, vec![2, 2], vec![2, 2], vec![], false, AutoPad::NotSet, vec![2, 3, 8, 8]),
-        (PoolKind::Average, vec![3, 3], vec![1, 1], vec![1, 1, 1, 1], false, AutoPad::NotSet, vec![1, 2, 6, 7]),
-        (PoolKind::Average, vec![3, 3], vec![2, 1], vec![1, 0, 1, 2], true, AutoPad::NotSet, vec![1, 2, 7, 6]),
-        (PoolKind::Average, vec![2, 3], vec![2, 2], vec![], false, AutoPad::SameUpper, vec![1, 3, 7, 9]),
-        (PoolKind::Max, vec![3], vec![2], vec![1, 1], false, AutoPad::NotSet, vec![2, 3, 10]),
+        (
+            PoolKind::Max,
+            vec![3, 3],
+            vec![2, 2],
+            vec![1, 1, 1, 1],
+            false,
+            AutoPad::NotSet,
+            vec![1, 4, 11, 11],
+        ),
+        (
+            PoolKind::Max,
+            vec![2, 2],
+            vec![2, 2],
+            vec![],
+            false,
+            AutoPad::NotSet,
+            vec![2, 3, 8, 8],
+        ),
+        (
+            PoolKind::Average,
+            vec![3, 3],
+            vec![1, 1],
+            vec![1, 1, 1, 1],
+            false,
+            AutoPad::NotSet,
+            vec![1, 2, 6, 7],
+        ),
+        (
+            PoolKind::Average,
+            vec![3, 3],
+            vec![2, 1],
+            vec![1, 0, 1, 2],
+            true,
+            AutoPad::NotSet,
+            vec![1, 2, 7, 6],
+        ),
+        (
+            PoolKind::Average,
+            vec![2, 3],
+            vec![2, 2],
+            vec![],
+            false,
+            AutoPad::SameUpper,
+            vec![1, 3, 7, 9],
+        ),
+        (
+            PoolKind::Max,
+            vec![3],
+            vec![2],
+            vec![1, 1],
+            false,
+            AutoPad::NotSet,
+            vec![2, 3, 10],
+        ),
     ];
     for (kind, k, s, pads, include, auto_pad, shape) in cases {
-        let g = one_op("pool", pool(kind, &k, &s, &pads, include, auto_pad), &shape, vec![], 1);
+        let g = one_op(
+            "pool",
+            pool(kind, &k, &s, &pads, include, auto_pad),
+            &shape,
+            vec![],
+            1,
+        );
         check(&g, &[rng.tensor(&shape)]);
     }
     for kind in [PoolKind::Average, PoolKind::Max] {
-        let g = one_op("global", Op::GlobalPool { kind, p: 2 }, &[2, 5, 7, 3], vec![], 1);
+        let g = one_op(
+            "global",
+            Op::GlobalPool { kind, p: 2 },
+            &[2, 5, 7, 3],
+            vec![],
+            1,
+        );
         check(&g, &[rng.tensor(&[2, 5, 7, 3])]);
     }
 }
@@ -161,13 +322,31 @@ fn pooling_windows_pads_and_globals() {
 #[test]
 fn reductions_over_constant_axes() {
     let mut rng = Rng(9);
-    let kinds = [ReduceKind::Sum, ReduceKind::Mean, ReduceKind::Max, ReduceKind::Min, ReduceKind::SumSquare, ReduceKind::L2, ReduceKind::L1];
+    let kinds = [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+        ReduceKind::SumSquare,
+        ReduceKind::L2,
+        ReduceKind::L1,
+    ];
     let axes: [&[i64]; 5] = [&[-1], &[1], &[0, 2], &[1, 2], &[]];
     for (i, kind) in kinds.iter().enumerate() {
         for (j, ax) in axes.iter().enumerate() {
             let keepdims = (i + j) % 2 == 0;
             let c = if ax.is_empty() { None } else { Some(ints(ax)) };
-            let g = one_op("reduce", Op::Reduce { kind: *kind, keepdims, noop_with_empty_axes: false }, &[3, 5, 9], vec![c], 1);
+            let g = one_op(
+                "reduce",
+                Op::Reduce {
+                    kind: *kind,
+                    keepdims,
+                    noop_with_empty_axes: false,
+                },
+                &[3, 5, 9],
+                vec![c],
+                1,
+            );
             check(&g, &[rng.tensor(&[3, 5, 9])]);
         }
     }
@@ -176,25 +355,68 @@ fn reductions_over_constant_axes() {
 #[test]
 fn softmax_layer_norm_and_batch_norm() {
     let mut rng = Rng(13);
-    for (shape, axis) in [(vec![2, 10], -1i64), (vec![3, 4, 5], 1), (vec![1, 1000], 1), (vec![2, 3, 7], 0)] {
+    for (shape, axis) in [
+        (vec![2, 10], -1i64),
+        (vec![3, 4, 5], 1),
+        (vec![1, 1000], 1),
+        (vec![2, 3, 7], 0),
+    ] {
         for log in [false, true] {
-            let op = if log { Op::LogSoftmax { axis } } else { Op::Softmax { axis } };
+            let op = if log {
+                Op::LogSoftmax { axis }
+            } else {
+                Op::Softmax { axis }
+            };
             let g = one_op("softmax", op, &shape, vec![], 1);
             check(&g, &[rng.tensor(&shape)]);
         }
     }
     for (shape, axis) in [(vec![2, 3, 16], -1i64), (vec![4, 7], 1), (vec![2, 3, 5], 1)] {
-        let n: usize = shape[(axis.rem_euclid(shape.len() as i64)) as usize..].iter().product();
-        let scale = rng.tensor(&shape[shape.len() - 1..]).reshape(shape[shape.len() - 1..].to_vec()).unwrap();
-        let scale = if scale.len() == n { scale } else { rng.tensor(&shape[(axis as usize)..]) };
+        let n: usize = shape[(axis.rem_euclid(shape.len() as i64)) as usize..]
+            .iter()
+            .product();
+        let scale = rng
+            .tensor(&shape[shape.len() - 1..])
+            .reshape(shape[shape.len() - 1..].to_vec())
+            .unwrap();
+        let scale = if scale.len() == n {
+            scale
+        } else {
+            rng.tensor(&shape[(axis as usize)..])
+        };
         let bias = rng.tensor(scale.shape());
-        let g = one_op("layer_norm", Op::LayerNorm { axis, epsilon: 1e-5, stash_type: DType::F32 }, &shape, vec![Some(scale), Some(bias)], 1);
+        let g = one_op(
+            "layer_norm",
+            Op::LayerNorm {
+                axis,
+                epsilon: 1e-5,
+                stash_type: DType::F32,
+            },
+            &shape,
+            vec![Some(scale), Some(bias)],
+            1,
+        );
         check(&g, &[rng.tensor(&shape)]);
     }
     let c = 6;
-    let var = Tensor::new(vec![c], (0..c).map(|i| 0.5 + i as f32).collect::<Vec<f32>>()).unwrap();
-    let consts = vec![Some(rng.tensor(&[c])), Some(rng.tensor(&[c])), Some(rng.tensor(&[c])), Some(var)];
-    let g = one_op("batch_norm", Op::BatchNorm { epsilon: 1e-3 }, &[2, c, 5, 3], consts, 1);
+    let var = Tensor::new(
+        vec![c],
+        (0..c).map(|i| 0.5 + i as f32).collect::<Vec<f32>>(),
+    )
+    .unwrap();
+    let consts = vec![
+        Some(rng.tensor(&[c])),
+        Some(rng.tensor(&[c])),
+        Some(rng.tensor(&[c])),
+        Some(var),
+    ];
+    let g = one_op(
+        "batch_norm",
+        Op::BatchNorm { epsilon: 1e-3 },
+        &[2, c, 5, 3],
+        consts,
+        1,
+    );
     check(&g, &[rng.tensor(&[2, c, 5, 3])]);
 }
 
@@ -221,10 +443,18 @@ fn optimized_graphs_with_fused_kernels_run() {
     let mut rng = Rng(19);
     let mut g = Graph::new("block");
     let x = input(&mut g, "x", DType::F32, &[1, 4, 8, 8]);
-    let p = g.add1(pool(PoolKind::Max, &[2, 2], &[2, 2], &[], false, AutoPad::NotSet), "pool", &[x]).unwrap();
+    let p = g
+        .add1(
+            pool(PoolKind::Max, &[2, 2], &[2, 2], &[], false, AutoPad::NotSet),
+            "pool",
+            &[x],
+        )
+        .unwrap();
     let r = g.add1(Op::Unary(UnaryOp::Relu), "relu", &[p]).unwrap();
     let shape = g.add_const("shape", ints(&[1, 64]));
-    let f = g.add1(Op::Reshape { allowzero: false }, "flat", &[r, shape]).unwrap();
+    let f = g
+        .add1(Op::Reshape { allowzero: false }, "flat", &[r, shape])
+        .unwrap();
     let e = g.add1(Op::Unary(UnaryOp::Exp), "exp", &[f]).unwrap();
     let s = g.add1(Op::Softmax { axis: -1 }, "softmax", &[e]).unwrap();
     g.add_output("y", s);
@@ -258,10 +488,39 @@ fn every_unsupported_node_is_named_at_once() {
     let x = input(&mut g, "x", DType::F32, &[1, 4, 4]);
     let a = g.add1(Op::Unary(UnaryOp::Relu), "fine", &[x]).unwrap();
     let axis = g.add_const("axis", Tensor::scalar(2i64));
-    let b = g.add1(Op::CumSum { exclusive: false, reverse: false }, "running_sum", &[a, axis]).unwrap();
-    let c = g.add1(Op::Pool { kind: PoolKind::Lp, auto_pad: AutoPad::NotSet, ceil_mode: false, count_include_pad: false, dilations: vec![], kernel_shape: vec![2], pads: vec![], strides: vec![], storage_order: 0, p: 2 }, "lp_pool", &[b]).unwrap();
+    let b = g
+        .add1(
+            Op::CumSum {
+                exclusive: false,
+                reverse: false,
+            },
+            "running_sum",
+            &[a, axis],
+        )
+        .unwrap();
+    let c = g
+        .add1(
+            Op::Pool {
+                kind: PoolKind::Lp,
+                auto_pad: AutoPad::NotSet,
+                ceil_mode: false,
+                count_include_pad: false,
+                dilations: vec![],
+                kernel_shape: vec![2],
+                pads: vec![],
+                strides: vec![],
+                storage_order: 0,
+                p: 2,
+            },
+            "lp_pool",
+            &[b],
+        )
+        .unwrap();
     g.add_output("y", c);
-    let err = JitProgram::compile(&g, false).err().expect("the lowering refuses").to_string();
+    let err = JitProgram::compile(&g, false)
+        .err()
+        .expect("the lowering refuses")
+        .to_string();
     assert!(err.contains("2 nodes"), "{err}");
     assert!(err.contains("node running_sum (cumsum)"), "{err}");
     assert!(err.contains("node lp_pool (pool): Lp pooling"), "{err}");
@@ -271,9 +530,24 @@ fn every_unsupported_node_is_named_at_once() {
 #[test]
 fn symbolic_shapes_are_refused_with_the_input_named() {
     let mut g = Graph::new("sym");
-    let x = g.add_input("tokens", TensorType::new(DType::F32, kiln_ir::Shape(Some(vec![kiln_ir::Dim::Sym("N".into()), kiln_ir::Dim::Known(4)]))));
+    let x = g.add_input(
+        "tokens",
+        TensorType::new(
+            DType::F32,
+            kiln_ir::Shape(Some(vec![
+                kiln_ir::Dim::Sym("N".into()),
+                kiln_ir::Dim::Known(4),
+            ])),
+        ),
+    );
     let y = g.add1(Op::Unary(UnaryOp::Relu), "r", &[x]).unwrap();
     g.add_output("y", y);
-    let err = JitProgram::compile(&g, false).err().expect("refused").to_string();
-    assert!(err.contains("`tokens`") && err.contains("--input-shape"), "{err}");
+    let err = JitProgram::compile(&g, false)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        err.contains("`tokens`") && err.contains("--input-shape"),
+        "{err}"
+    );
 }

@@ -31,7 +31,9 @@ impl Target {
         match s {
             "x86_64-linux" => Ok(Target::X86_64Linux),
             "aarch64-linux" => Ok(Target::Aarch64Linux),
-            _ => Err(AotError(format!("unknown target `{s}`; the targets are x86_64-linux and aarch64-linux"))),
+            _ => Err(AotError(format!(
+                "unknown target `{s}`; the targets are x86_64-linux and aarch64-linux"
+            ))),
         }
     }
 
@@ -74,7 +76,13 @@ pub struct AotOptions {
 
 impl AotOptions {
     pub fn new(name: &str) -> AotOptions {
-        AotOptions { name: name.to_string(), target: Target::X86_64Linux, cpu: Cpu::Native, weights: Weights::Embed, source: String::new() }
+        AotOptions {
+            name: name.to_string(),
+            target: Target::X86_64Linux,
+            cpu: Cpu::Native,
+            weights: Weights::Embed,
+            source: String::new(),
+        }
     }
 }
 
@@ -104,15 +112,34 @@ impl std::error::Error for AotError {}
 /// Compiles `graph` (after the passes; every shape concrete) into an artifact.
 pub fn compile(graph: &Graph, options: &AotOptions) -> Result<Artifact, AotError> {
     let name = &options.name;
-    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !valid {
-        return Err(AotError(format!("`{name}` cannot name C symbols: use letters, digits and _ (not first a digit)")));
+        return Err(AotError(format!(
+            "`{name}` cannot name C symbols: use letters, digits and _ (not first a digit)"
+        )));
     }
     let (isa, avx2) = isa(options)?;
-    let builder = ObjectBuilder::new(isa, name.as_bytes().to_vec(), cranelift_module::default_libcall_names()).map_err(|e| AotError(format!("object module: {e}")))?;
+    let builder = ObjectBuilder::new(
+        isa,
+        name.as_bytes().to_vec(),
+        cranelift_module::default_libcall_names(),
+    )
+    .map_err(|e| AotError(format!("object module: {e}")))?;
     let mut module = ObjectModule::new(builder);
     let microkernels = if avx2 {
-        Some(define_microkernels(&mut module, &format!("{name}_sgemm"), Linkage::Local, Isa::X86_64Avx2Fma).map_err(|e| AotError(format!("placing the microkernels: {e}")))?)
+        Some(
+            define_microkernels(
+                &mut module,
+                &format!("{name}_sgemm"),
+                Linkage::Local,
+                Isa::X86_64Avx2Fma,
+            )
+            .map_err(|e| AotError(format!("placing the microkernels: {e}")))?,
+        )
     } else {
         None
     };
@@ -121,23 +148,49 @@ pub fn compile(graph: &Graph, options: &AotOptions) -> Result<Artifact, AotError
         ctx.external = Some(Vec::new());
     }
     let program = lower_program(&mut ctx, graph).map_err(|e| AotError(e.to_string()))?;
-    let object = module.finish().emit().map_err(|e| AotError(format!("writing the object: {e}")))?;
+    let object = module
+        .finish()
+        .emit()
+        .map_err(|e| AotError(format!("writing the object: {e}")))?;
     let weights = program.weights.as_ref().map(|w| weights_file(w));
-    let header = header::header(name, options, &program, weights.as_deref().map(weights_hash));
-    Ok(Artifact { name: name.clone(), object, header, weights, program, avx2 })
+    let header = header::header(
+        name,
+        options,
+        &program,
+        weights.as_deref().map(weights_hash),
+    );
+    Ok(Artifact {
+        name: name.clone(),
+        object,
+        header,
+        weights,
+        program,
+        avx2,
+    })
 }
 
 /// Writes `DIR/NAME.o`, `DIR/NAME.h` and, with external weights, `DIR/NAME.bin`; returns
 /// the paths written.
 pub fn write(artifact: &Artifact, dir: &Path) -> Result<Vec<PathBuf>, AotError> {
-    std::fs::create_dir_all(dir).map_err(|e| AotError(format!("creating {}: {e}", dir.display())))?;
-    let mut files = vec![(dir.join(format!("{}.o", artifact.name)), artifact.object.as_slice()), (dir.join(format!("{}.h", artifact.name)), artifact.header.as_bytes())];
+    std::fs::create_dir_all(dir)
+        .map_err(|e| AotError(format!("creating {}: {e}", dir.display())))?;
+    let mut files = vec![
+        (
+            dir.join(format!("{}.o", artifact.name)),
+            artifact.object.as_slice(),
+        ),
+        (
+            dir.join(format!("{}.h", artifact.name)),
+            artifact.header.as_bytes(),
+        ),
+    ];
     if let Some(w) = &artifact.weights {
         files.push((dir.join(format!("{}.bin", artifact.name)), w.as_slice()));
     }
     let mut written = Vec::new();
     for (path, bytes) in files {
-        std::fs::write(&path, bytes).map_err(|e| AotError(format!("writing {}: {e}", path.display())))?;
+        std::fs::write(&path, bytes)
+            .map_err(|e| AotError(format!("writing {}: {e}", path.display())))?;
         written.push(path);
     }
     Ok(written)
@@ -146,15 +199,22 @@ pub fn write(artifact: &Artifact, dir: &Path) -> Result<Vec<PathBuf>, AotError> 
 fn isa(options: &AotOptions) -> Result<(OwnedTargetIsa, bool), AotError> {
     let mut flags = settings::builder();
     for (k, v) in [("opt_level", "speed"), ("is_pic", "true")] {
-        flags.set(k, v).map_err(|e| AotError(format!("setting {k}: {e}")))?;
+        flags
+            .set(k, v)
+            .map_err(|e| AotError(format!("setting {k}: {e}")))?;
     }
     let flags = settings::Flags::new(flags);
     let native = options.cpu == Cpu::Native && options.target == Target::X86_64Linux;
     if native {
         if !cfg!(target_arch = "x86_64") {
-            return Err(AotError("--cpu native needs an x86-64 host; use --cpu baseline".into()));
+            return Err(AotError(
+                "--cpu native needs an x86-64 host; use --cpu baseline".into(),
+            ));
         }
-        let isa = cranelift_native::builder().map_err(|e| AotError(format!("host ISA: {e}")))?.finish(flags).map_err(|e| AotError(format!("host ISA: {e}")))?;
+        let isa = cranelift_native::builder()
+            .map_err(|e| AotError(format!("host ISA: {e}")))?
+            .finish(flags)
+            .map_err(|e| AotError(format!("host ISA: {e}")))?;
         #[cfg(target_arch = "x86_64")]
         let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
         #[cfg(not(target_arch = "x86_64"))]

@@ -91,14 +91,25 @@ pub fn define<M: Module>(
         2 => types::I16,
         4 => types::I32,
         8 => types::I64,
-        _ => return Err(LowerError::Unsupported(format!("{what}: {elem}-byte elements"))),
+        _ => {
+            return Err(LowerError::Unsupported(format!(
+                "{what}: {elem}-byte elements"
+            )))
+        }
     };
     let pieces: Vec<Piece> = pieces.iter().map(Piece::simplified).collect();
-    let units: u64 = pieces.iter().map(|p| if p.dims.contains(&0) { 0 } else { p.rows() }).sum();
+    let units: u64 = pieces
+        .iter()
+        .map(|p| if p.dims.contains(&0) { 0 } else { p.rows() })
+        .sum();
     let id = clif::define(ctx, what, |b, p| {
         let mut first = 0u64;
         for piece in &pieces {
-            let rows = if piece.dims.contains(&0) { 0 } else { piece.rows() };
+            let rows = if piece.dims.contains(&0) {
+                0
+            } else {
+                piece.rows()
+            };
             if rows > 0 {
                 copy_rows(b, p, piece, first, rows, elem as i64, ty)?;
             }
@@ -130,9 +141,18 @@ fn copy_rows(
     let dst = b.ins().iadd_imm_s(dst, piece.dst_offset * elem);
     let outer = &piece.dims[..piece.dims.len() - 1];
     let inner = *piece.dims.last().expect("a piece has a dim") as i64;
-    let src_outer: Vec<i64> = piece.src_strides[..outer.len()].iter().map(|s| s * elem).collect();
-    let dst_outer: Vec<i64> = piece.dst_strides[..outer.len()].iter().map(|s| s * elem).collect();
-    let (si, di) = (piece.src_strides[outer.len()], piece.dst_strides[outer.len()]);
+    let src_outer: Vec<i64> = piece.src_strides[..outer.len()]
+        .iter()
+        .map(|s| s * elem)
+        .collect();
+    let dst_outer: Vec<i64> = piece.dst_strides[..outer.len()]
+        .iter()
+        .map(|s| s * elem)
+        .collect();
+    let (si, di) = (
+        piece.src_strides[outer.len()],
+        piece.dst_strides[outer.len()],
+    );
     clif::for_range(b, lo, hi, &mut |b, u| {
         let r = b.ins().iadd_imm_s(u, -(first as i64));
         let so = clif::unravel_offset(b, r, outer, &src_outer);

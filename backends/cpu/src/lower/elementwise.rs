@@ -3,7 +3,7 @@
 //! constant tensors become data objects, and its loop over output elements is the kernel's
 //! unit range.
 
-use super::{Arg, Kernel, LowerCtx, LowerError, OutType, Operand, Result};
+use super::{Arg, Kernel, LowerCtx, LowerError, Operand, OutType, Result};
 use crate::codegen::{define_kernel, Plan};
 use cranelift_module::{Linkage, Module};
 use kiln_ir::{Graph, Node, Op, TensorType};
@@ -17,7 +17,11 @@ pub fn lower<M: Module>(
 ) -> Result<Option<Kernel>> {
     let (body, args) = match &node.op {
         Op::Fused { body } => {
-            if !body.nodes.node_weights().all(|n| matches!(n.op, Op::Input | Op::Const { .. }) || is_elementwise(&n.op)) {
+            if !body
+                .nodes
+                .node_weights()
+                .all(|n| matches!(n.op, Op::Input | Op::Const { .. }) || is_elementwise(&n.op))
+            {
                 return Ok(None);
             }
             let args: Vec<Arg> = (0..body.inputs.len()).map(Arg::Input).collect();
@@ -34,7 +38,10 @@ pub fn lower<M: Module>(
         .ok_or_else(|| LowerError::unsupported(node, "a body input's shape is not concrete"))?;
     let plan = Plan::new(&body, &shapes).map_err(|e| LowerError::unsupported(node, e.reason))?;
     if plan.shape != outputs[0].shape || plan.outputs.len() != outputs.len() {
-        return Err(LowerError::unsupported(node, "the body's outputs do not match the node's"));
+        return Err(LowerError::unsupported(
+            node,
+            "the body's outputs do not match the node's",
+        ));
     }
     let mut args = args;
     for operand in &plan.operands {
@@ -46,7 +53,12 @@ pub fn lower<M: Module>(
     let name = ctx.fresh_name("elementwise");
     let func = define_kernel(ctx.module, &name, Linkage::Local, &plan)
         .map_err(|e| LowerError::unsupported(node, e.reason))?;
-    Ok(Some(Kernel { func, args, units: plan.layout.len() as u64, kind: "elementwise".into() }))
+    Ok(Some(Kernel {
+        func,
+        args,
+        units: plan.layout.len() as u64,
+        kind: "elementwise".into(),
+    }))
 }
 
 /// The ops the code generator covers (it still refuses dtypes it lacks).
@@ -80,7 +92,9 @@ fn one_node_body(node: &Node, inputs: &[Option<Operand>]) -> Result<(Graph, Vec<
     for (i, x) in inputs.iter().enumerate() {
         let v = match x {
             None => None,
-            Some(Operand { value: Some(t), .. }) if t.len() == 1 => Some(g.add_const(format!("c{i}"), (*t).clone())),
+            Some(Operand { value: Some(t), .. }) if t.len() == 1 => {
+                Some(g.add_const(format!("c{i}"), (*t).clone()))
+            }
             Some(x) => {
                 args.push(Arg::Input(i));
                 Some(g.add_input(format!("x{i}"), TensorType::known(x.dtype, x.shape)))
@@ -89,7 +103,12 @@ fn one_node_body(node: &Node, inputs: &[Option<Operand>]) -> Result<(Graph, Vec<
         values.push(v);
     }
     let n = g
-        .add(node.op.clone(), node.name.clone(), &values, node.outputs.len())
+        .add(
+            node.op.clone(),
+            node.name.clone(),
+            &values,
+            node.outputs.len(),
+        )
         .map_err(|e| LowerError::unsupported(node, e))?;
     for o in 0..node.outputs.len() {
         g.add_output(format!("y{o}"), kiln_ir::Value::new(n, o));

@@ -156,6 +156,7 @@ impl<'m, M: Module> LowerCtx<'m, M> {
 mod clif;
 mod copy;
 mod elementwise;
+mod entry;
 mod gemm;
 pub mod jit;
 mod movement;

@@ -4,7 +4,7 @@
 
 use super::clif::{self, dense_strides};
 use super::copy::{self, Piece};
-use super::{Arg, Kernel, LowerCtx, LowerError, OutType, Operand, Result};
+use super::{Arg, Kernel, LowerCtx, LowerError, Operand, OutType, Result};
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder};
 use cranelift_module::Module;
@@ -24,17 +24,25 @@ pub fn lower<M: Module>(
             .flatten()
             .ok_or_else(|| LowerError::unsupported(node, format!("input {i} is missing")))
     };
-    let out = outputs.first().ok_or_else(|| LowerError::unsupported(node, "no output"))?;
+    let out = outputs
+        .first()
+        .ok_or_else(|| LowerError::unsupported(node, "no output"))?;
     let n_out: usize = out.shape.iter().product();
     let (kind, pieces): (&str, Vec<Piece>) = match &node.op {
-        Op::Reshape { .. } | Op::Flatten { .. } | Op::Squeeze | Op::Unsqueeze | Op::Unary(kiln_ir::UnaryOp::Identity) => {
-            ("reshape", vec![Piece::dense(0, 1, n_out)])
-        }
+        Op::Reshape { .. }
+        | Op::Flatten { .. }
+        | Op::Squeeze
+        | Op::Unsqueeze
+        | Op::Unary(kiln_ir::UnaryOp::Identity) => ("reshape", vec![Piece::dense(0, 1, n_out)]),
         Op::Transpose { perm } => {
             let x = x(0)?;
             let rank = x.shape.len();
             let perm: Vec<usize> = match perm {
-                Some(p) => p.iter().map(|&a| clif::axis(a, rank)).collect::<Option<_>>().ok_or_else(|| LowerError::unsupported(node, "bad perm"))?,
+                Some(p) => p
+                    .iter()
+                    .map(|&a| clif::axis(a, rank))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| LowerError::unsupported(node, "bad perm"))?,
                 None => (0..rank).rev().collect(),
             };
             let st = dense_strides(x.shape);
@@ -55,15 +63,30 @@ pub fn lower<M: Module>(
             let st = dense_strides(x.shape);
             let lead = rank - x.shape.len();
             let src_strides = (0..rank)
-                .map(|d| if d < lead || x.shape[d - lead] == 1 { 0 } else { st[d - lead] })
+                .map(|d| {
+                    if d < lead || x.shape[d - lead] == 1 {
+                        0
+                    } else {
+                        st[d - lead]
+                    }
+                })
                 .collect();
-            let piece = Piece { src: 0, src_offset: 0, src_strides, dst: 1, dst_offset: 0, dst_strides: dense_strides(&out.shape), dims: out.shape.clone() };
+            let piece = Piece {
+                src: 0,
+                src_offset: 0,
+                src_strides,
+                dst: 1,
+                dst_offset: 0,
+                dst_strides: dense_strides(&out.shape),
+                dims: out.shape.clone(),
+            };
             ("expand", vec![piece])
         }
         Op::Slice => ("slice", vec![slice(node, inputs, out)?]),
         Op::Concat { axis } => {
             let rank = out.shape.len();
-            let a = clif::axis(*axis, rank).ok_or_else(|| LowerError::unsupported(node, "bad axis"))?;
+            let a =
+                clif::axis(*axis, rank).ok_or_else(|| LowerError::unsupported(node, "bad axis"))?;
             let dst_strides = dense_strides(&out.shape);
             let mut pieces = Vec::new();
             let mut at = 0usize;
@@ -87,7 +110,8 @@ pub fn lower<M: Module>(
         }
         Op::Split { axis } => {
             let x = x(0)?;
-            let a = clif::axis(*axis, x.shape.len()).ok_or_else(|| LowerError::unsupported(node, "bad axis"))?;
+            let a = clif::axis(*axis, x.shape.len())
+                .ok_or_else(|| LowerError::unsupported(node, "bad axis"))?;
             let src_strides = dense_strides(x.shape);
             let mut at = 0usize;
             let mut pieces = Vec::new();
@@ -116,52 +140,101 @@ pub fn lower<M: Module>(
     let n_src = pieces.iter().map(|p| p.src + 1).max().unwrap_or(1);
     let mut args: Vec<Arg> = (0..n_src).map(Arg::Input).collect();
     args.extend((0..outputs.len()).map(Arg::Output));
-    Ok(Some(Kernel { func, args, units, kind: kind.to_string() }))
+    Ok(Some(Kernel {
+        func,
+        args,
+        units,
+        kind: kind.to_string(),
+    }))
 }
 
 /// A constant integer input as i64 values.
-fn const_ints(node: &Node, inputs: &[Option<Operand>], i: usize, what: &str) -> Result<Option<Vec<i64>>> {
+fn const_ints(
+    node: &Node,
+    inputs: &[Option<Operand>],
+    i: usize,
+    what: &str,
+) -> Result<Option<Vec<i64>>> {
     match inputs.get(i).copied().flatten() {
         None => Ok(None),
         Some(Operand { value: Some(t), .. }) => Ok(Some(t.to_i64_vec())),
-        Some(_) => Err(LowerError::unsupported(node, format!("{what} is not a constant"))),
+        Some(_) => Err(LowerError::unsupported(
+            node,
+            format!("{what} is not a constant"),
+        )),
     }
 }
 
 fn slice(node: &Node, inputs: &[Option<Operand>], out: &OutType) -> Result<Piece> {
-    let x = inputs.first().copied().flatten().ok_or_else(|| LowerError::unsupported(node, "no data"))?;
+    let x = inputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| LowerError::unsupported(node, "no data"))?;
     let rank = x.shape.len();
-    let starts = const_ints(node, inputs, 1, "starts")?.ok_or_else(|| LowerError::unsupported(node, "no starts"))?;
-    let axes = const_ints(node, inputs, 3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
+    let starts = const_ints(node, inputs, 1, "starts")?
+        .ok_or_else(|| LowerError::unsupported(node, "no starts"))?;
+    let axes =
+        const_ints(node, inputs, 3, "axes")?.unwrap_or_else(|| (0..starts.len() as i64).collect());
     let steps = const_ints(node, inputs, 4, "steps")?.unwrap_or_else(|| vec![1; starts.len()]);
     if axes.len() != starts.len() || steps.len() != starts.len() {
-        return Err(LowerError::unsupported(node, "starts, axes and steps differ in length"));
+        return Err(LowerError::unsupported(
+            node,
+            "starts, axes and steps differ in length",
+        ));
     }
     let st = dense_strides(x.shape);
     let mut offset = 0i64;
     let mut strides = st.clone();
     for k in 0..starts.len() {
-        let a = clif::axis(axes[k], rank).ok_or_else(|| LowerError::unsupported(node, "bad axis"))?;
+        let a =
+            clif::axis(axes[k], rank).ok_or_else(|| LowerError::unsupported(node, "bad axis"))?;
         let (dim, step) = (x.shape[a] as i64, steps[k]);
         if step == 0 {
             return Err(LowerError::unsupported(node, "step 0"));
         }
-        let s = if starts[k] < 0 { starts[k].saturating_add(dim) } else { starts[k] };
-        let s = if step > 0 { s.clamp(0, dim) } else { s.clamp(0, (dim - 1).max(0)) };
+        let s = if starts[k] < 0 {
+            starts[k].saturating_add(dim)
+        } else {
+            starts[k]
+        };
+        let s = if step > 0 {
+            s.clamp(0, dim)
+        } else {
+            s.clamp(0, (dim - 1).max(0))
+        };
         offset += s * st[a];
         strides[a] = st[a] * step;
     }
-    Ok(Piece { src: 0, src_offset: offset, src_strides: strides, dst: 1, dst_offset: 0, dst_strides: dense_strides(&out.shape), dims: out.shape.clone() })
+    Ok(Piece {
+        src: 0,
+        src_offset: offset,
+        src_strides: strides,
+        dst: 1,
+        dst_offset: 0,
+        dst_strides: dense_strides(&out.shape),
+        dims: out.shape.clone(),
+    })
 }
 
 /// `out[o, j, i] = data[o, idx[j], i]`: one unit per (o, j), a negative index counts from
 /// the end and an index out of range is clamped to the nearest row (the artifact has no
 /// way to fail mid-run; the reference errors there instead).
-fn gather<M: Module>(ctx: &mut LowerCtx<M>, node: &Node, inputs: &[Option<Operand>], _out: &OutType, axis: i64) -> Result<Kernel> {
-    let (Some(data), Some(idx)) = (inputs.first().copied().flatten(), inputs.get(1).copied().flatten()) else {
+fn gather<M: Module>(
+    ctx: &mut LowerCtx<M>,
+    node: &Node,
+    inputs: &[Option<Operand>],
+    _out: &OutType,
+    axis: i64,
+) -> Result<Kernel> {
+    let (Some(data), Some(idx)) = (
+        inputs.first().copied().flatten(),
+        inputs.get(1).copied().flatten(),
+    ) else {
         return Err(LowerError::unsupported(node, "missing inputs"));
     };
-    let a = clif::axis(axis, data.shape.len()).ok_or_else(|| LowerError::unsupported(node, "bad axis"))?;
+    let a = clif::axis(axis, data.shape.len())
+        .ok_or_else(|| LowerError::unsupported(node, "bad axis"))?;
     let idx_ty = match idx.dtype {
         DType::I32 => types::I32,
         DType::I64 => types::I64,
@@ -204,24 +277,47 @@ fn gather<M: Module>(ctx: &mut LowerCtx<M>, node: &Node, inputs: &[Option<Operan
             copy::copy_bytes(b, s, d, row_bytes)
         })
     })?;
-    Ok(Kernel { func, args: vec![Arg::Input(0), Arg::Input(1), Arg::Output(0)], units, kind: "gather".into() })
+    Ok(Kernel {
+        func,
+        args: vec![Arg::Input(0), Arg::Input(1), Arg::Output(0)],
+        units,
+        kind: "gather".into(),
+    })
 }
 
 /// Constant-mode Pad with non-negative constant pads: one unit per output row, which is
 /// filled with the pad value and then, if it lies inside the input, gets the input row.
-fn pad<M: Module>(ctx: &mut LowerCtx<M>, node: &Node, inputs: &[Option<Operand>], out: &OutType, mode: PadMode) -> Result<Kernel> {
+fn pad<M: Module>(
+    ctx: &mut LowerCtx<M>,
+    node: &Node,
+    inputs: &[Option<Operand>],
+    out: &OutType,
+    mode: PadMode,
+) -> Result<Kernel> {
     if mode != PadMode::Constant {
         return Err(LowerError::unsupported(node, format!("{mode} padding")));
     }
-    let x = inputs.first().copied().flatten().ok_or_else(|| LowerError::unsupported(node, "no data"))?;
+    let x = inputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| LowerError::unsupported(node, "no data"))?;
     let rank = x.shape.len();
-    let pads = const_ints(node, inputs, 1, "pads")?.ok_or_else(|| LowerError::unsupported(node, "no pads"))?;
+    let pads = const_ints(node, inputs, 1, "pads")?
+        .ok_or_else(|| LowerError::unsupported(node, "no pads"))?;
     let axes: Vec<usize> = match const_ints(node, inputs, 3, "axes")? {
-        Some(a) => a.iter().map(|&a| clif::axis(a, rank)).collect::<Option<_>>().ok_or_else(|| LowerError::unsupported(node, "bad axes"))?,
+        Some(a) => a
+            .iter()
+            .map(|&a| clif::axis(a, rank))
+            .collect::<Option<_>>()
+            .ok_or_else(|| LowerError::unsupported(node, "bad axes"))?,
         None => (0..rank).collect(),
     };
     if pads.len() != 2 * axes.len() || pads.iter().any(|&p| p < 0) {
-        return Err(LowerError::unsupported(node, "pads must be constant, non-negative, two per axis"));
+        return Err(LowerError::unsupported(
+            node,
+            "pads must be constant, non-negative, two per axis",
+        ));
     }
     let mut lo = vec![0i64; rank];
     for (k, &a) in axes.iter().enumerate() {
@@ -229,10 +325,18 @@ fn pad<M: Module>(ctx: &mut LowerCtx<M>, node: &Node, inputs: &[Option<Operand>]
     }
     let value: Vec<u8> = match inputs.get(2).copied().flatten() {
         None => vec![0; x.dtype.size()],
-        Some(Operand { value: Some(t), .. }) if t.len() == 1 && t.dtype() == x.dtype => t.to_le_bytes(),
-        Some(_) => return Err(LowerError::unsupported(node, "the pad value is not a constant scalar")),
+        Some(Operand { value: Some(t), .. }) if t.len() == 1 && t.dtype() == x.dtype => {
+            t.to_le_bytes()
+        }
+        Some(_) => {
+            return Err(LowerError::unsupported(
+                node,
+                "the pad value is not a constant scalar",
+            ))
+        }
     };
-    let ty = clif::bits_type(x.dtype).ok_or_else(|| LowerError::unsupported(node, format!("{} elements", x.dtype)))?;
+    let ty = clif::bits_type(x.dtype)
+        .ok_or_else(|| LowerError::unsupported(node, format!("{} elements", x.dtype)))?;
     let mut word = [0u8; 8];
     word[..value.len()].copy_from_slice(&value);
     let fill = i64::from_le_bytes(word);
@@ -240,7 +344,11 @@ fn pad<M: Module>(ctx: &mut LowerCtx<M>, node: &Node, inputs: &[Option<Operand>]
     let (rows_dims, inner_out, inner_in) = if rank == 0 {
         (vec![], 1usize, 1usize)
     } else {
-        (out.shape[..rank - 1].to_vec(), out.shape[rank - 1], x.shape[rank - 1])
+        (
+            out.shape[..rank - 1].to_vec(),
+            out.shape[rank - 1],
+            x.shape[rank - 1],
+        )
     };
     let in_strides = dense_strides(x.shape);
     let units: u64 = rows_dims.iter().product::<usize>() as u64;
@@ -265,7 +373,9 @@ fn pad<M: Module>(ctx: &mut LowerCtx<M>, node: &Node, inputs: &[Option<Operand>]
                 let i = b.ins().urem_imm_s(rest, out.shape[dd] as i64);
                 rest = b.ins().udiv_imm_s(rest, out.shape[dd] as i64);
                 let k = b.ins().iadd_imm_s(i, -lo[dd]);
-                let ok = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, k, x.shape[dd] as i64);
+                let ok = b
+                    .ins()
+                    .icmp_imm_s(IntCC::UnsignedLessThan, k, x.shape[dd] as i64);
                 inside = b.ins().band(inside, ok);
                 let t = b.ins().imul_imm_s(k, in_strides[dd] * elem);
                 src_off = b.ins().iadd(src_off, t);
@@ -282,5 +392,10 @@ fn pad<M: Module>(ctx: &mut LowerCtx<M>, node: &Node, inputs: &[Option<Operand>]
             Ok(())
         })
     })?;
-    Ok(Kernel { func, args: vec![Arg::Input(0), Arg::Output(0)], units: if rank == 0 { 1 } else { units }, kind: "pad".into() })
+    Ok(Kernel {
+        func,
+        args: vec![Arg::Input(0), Arg::Output(0)],
+        units: if rank == 0 { 1 } else { units },
+        kind: "pad".into(),
+    })
 }

@@ -3,7 +3,7 @@
 //! here, at compile time, into small tables (first and last valid tap per output row and
 //! column, and each output's divisor), so the kernel's loops need no bounds checks.
 
-use super::{clif, Arg, Kernel, LowerCtx, LowerError, OutType, Operand, Result};
+use super::{clif, Arg, Kernel, LowerCtx, LowerError, Operand, OutType, Result};
 use cranelift_codegen::ir::{types, InstBuilder};
 use cranelift_module::Module;
 use kiln_ir::{AutoPad, DType, Node, Op, PoolKind};
@@ -14,7 +14,17 @@ pub fn lower<M: Module>(
     inputs: &[Option<Operand>],
     outputs: &[OutType],
 ) -> Result<Option<Kernel>> {
-    let Op::Pool { kind, auto_pad, count_include_pad, dilations, kernel_shape, pads, strides, .. } = &node.op else {
+    let Op::Pool {
+        kind,
+        auto_pad,
+        count_include_pad,
+        dilations,
+        kernel_shape,
+        pads,
+        strides,
+        ..
+    } = &node.op
+    else {
         return Ok(None);
     };
     let bad = |why: &str| LowerError::unsupported(node, why);
@@ -24,15 +34,28 @@ pub fn lower<M: Module>(
     if *kind == PoolKind::Lp {
         return Err(bad("Lp pooling"));
     }
-    let x = inputs.first().copied().flatten().ok_or_else(|| bad("no input"))?;
+    let x = inputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| bad("no input"))?;
     if x.dtype != DType::F32 {
-        return Err(LowerError::unsupported(node, format!("{} tensors", x.dtype)));
+        return Err(LowerError::unsupported(
+            node,
+            format!("{} tensors", x.dtype),
+        ));
     }
     let sp = kernel_shape.len();
     if !(1..=2).contains(&sp) || x.shape.len() != sp + 2 || outputs[0].shape.len() != sp + 2 {
         return Err(bad("only 1-D and 2-D windows"));
     }
-    let attr = |v: &[i64], default: i64| -> Vec<i64> { if v.is_empty() { vec![default; sp] } else { v.to_vec() } };
+    let attr = |v: &[i64], default: i64| -> Vec<i64> {
+        if v.is_empty() {
+            vec![default; sp]
+        } else {
+            v.to_vec()
+        }
+    };
     let (k, s, d) = (kernel_shape.clone(), attr(strides, 1), attr(dilations, 1));
     if s.len() != sp || d.len() != sp || k.iter().chain(&s).chain(&d).any(|&v| v < 1) {
         return Err(bad("bad window attributes"));
@@ -56,15 +79,26 @@ pub fn lower<M: Module>(
             AutoPad::Valid => {}
             AutoPad::SameUpper | AutoPad::SameLower => {
                 let total = ((output[i] - 1) * s[i] + (k[i] - 1) * d[i] + 1 - input[i]).max(0);
-                begin[i] = if *auto_pad == AutoPad::SameUpper { total / 2 } else { total - total / 2 };
+                begin[i] = if *auto_pad == AutoPad::SameUpper {
+                    total / 2
+                } else {
+                    total - total / 2
+                };
                 end[i] = total - begin[i];
             }
         }
     }
     // As 2-D: a 1-D pool gets a leading spatial dim of 1 with a one-tap window.
     let lift = |v: &[i64], one: i64| if sp == 1 { vec![one, v[0]] } else { v.to_vec() };
-    let (k, s, d, input, output, begin, end) =
-        (lift(&k, 1), lift(&s, 1), lift(&d, 1), lift(&input, 1), lift(&output, 1), lift(&begin, 0), lift(&end, 0));
+    let (k, s, d, input, output, begin, end) = (
+        lift(&k, 1),
+        lift(&s, 1),
+        lift(&d, 1),
+        lift(&input, 1),
+        lift(&output, 1),
+        lift(&begin, 0),
+        lift(&end, 0),
+    );
     // Per dim and output index: the valid taps lo..hi, and the taps counted for averaging.
     let mut lo = [Vec::new(), Vec::new()];
     let mut hi = [Vec::new(), Vec::new()];
@@ -72,7 +106,9 @@ pub fn lower<M: Module>(
     for i in 0..2 {
         for o in 0..output[i] {
             let start = o * s[i] - begin[i];
-            let taps: Vec<i64> = (0..k[i]).filter(|t| (0..input[i]).contains(&(start + t * d[i]))).collect();
+            let taps: Vec<i64> = (0..k[i])
+                .filter(|t| (0..input[i]).contains(&(start + t * d[i])))
+                .collect();
             let (l, h) = match (taps.first(), taps.last()) {
                 (Some(&l), Some(&h)) => (l, h + 1),
                 _ => (0, 0),
@@ -80,7 +116,9 @@ pub fn lower<M: Module>(
             lo[i].push(l as i32);
             hi[i].push(h as i32);
             let c = if *count_include_pad {
-                (0..k[i]).filter(|t| (-begin[i]..input[i] + end[i]).contains(&(start + t * d[i]))).count()
+                (0..k[i])
+                    .filter(|t| (-begin[i]..input[i] + end[i]).contains(&(start + t * d[i])))
+                    .count()
             } else {
                 taps.len()
             };
@@ -92,7 +130,9 @@ pub fn lower<M: Module>(
         table.extend(v.iter().flat_map(|x| x.to_le_bytes()));
     }
     let (oh, ow) = (output[0] as usize, output[1] as usize);
-    let divisors: Vec<u8> = (0..oh * ow).flat_map(|j| (counted[0][j / ow] * counted[1][j % ow]).to_le_bytes()).collect();
+    let divisors: Vec<u8> = (0..oh * ow)
+        .flat_map(|j| (counted[0][j / ow] * counted[1][j % ow]).to_le_bytes())
+        .collect();
     let tables = ctx.data("pool_taps", table, 64)?;
     let mut args = vec![Arg::Input(0), Arg::Data(tables)];
     let average = *kind == PoolKind::Average;
@@ -105,7 +145,11 @@ pub fn lower<M: Module>(
     let func = clif::define(ctx, if average { "avgpool" } else { "maxpool" }, |b, p| {
         let src = clif::arg(b, p, 0);
         let tab = clif::arg(b, p, 1);
-        let div = if average { Some(clif::arg(b, p, 2)) } else { None };
+        let div = if average {
+            Some(clif::arg(b, p, 2))
+        } else {
+            None
+        };
         let dst = clif::arg(b, p, if average { 3 } else { 2 });
         let load_i = |b: &mut cranelift_frontend::FunctionBuilder, at: i64, i| {
             let a = clif::index(b, tab, i, 4);
@@ -127,7 +171,9 @@ pub fn lower<M: Module>(
                 let x0 = b.ins().imul_imm_s(xo, s[1]);
                 let x0 = b.ins().iadd_imm_s(x0, -begin[1]);
                 let acc = b.declare_var(types::F32);
-                let init = b.ins().f32const(if average { 0.0 } else { f32::NEG_INFINITY });
+                let init = b
+                    .ins()
+                    .f32const(if average { 0.0 } else { f32::NEG_INFINITY });
                 b.def_var(acc, init);
                 clif::for_range(b, lh, hh, &mut |b, kh| {
                     let t = b.ins().imul_imm_s(kh, d[0]);
@@ -139,7 +185,11 @@ pub fn lower<M: Module>(
                         let a = clif::index(b, row_addr, col, 4);
                         let v = b.ins().load(types::F32, clif::mem(), a, 0);
                         let cur = b.use_var(acc);
-                        let next = if average { b.ins().fadd(cur, v) } else { b.ins().fmax(cur, v) };
+                        let next = if average {
+                            b.ins().fadd(cur, v)
+                        } else {
+                            b.ins().fmax(cur, v)
+                        };
                         b.def_var(acc, next);
                         Ok(())
                     })
@@ -158,5 +208,10 @@ pub fn lower<M: Module>(
             })
         })
     })?;
-    Ok(Some(Kernel { func, args, units: (planes * oh) as u64, kind: if average { "avgpool" } else { "maxpool" }.into() }))
+    Ok(Some(Kernel {
+        func,
+        args,
+        units: (planes * oh) as u64,
+        kind: if average { "avgpool" } else { "maxpool" }.into(),
+    }))
 }

@@ -3,7 +3,7 @@
 //! the other reduced dims loops around it. f32 only.
 
 use super::rows;
-use super::{clif, Arg, Kernel, LowerCtx, LowerError, OutType, Operand, Result};
+use super::{clif, Arg, Kernel, LowerCtx, LowerError, Operand, OutType, Result};
 use crate::codegen::emit::Fx;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -17,7 +17,11 @@ pub fn lower<M: Module>(
     _outputs: &[OutType],
 ) -> Result<Option<Kernel>> {
     let (kind, axes): (ReduceKind, Vec<usize>) = match &node.op {
-        Op::Reduce { kind, noop_with_empty_axes, .. } => {
+        Op::Reduce {
+            kind,
+            noop_with_empty_axes,
+            ..
+        } => {
             let x = data(node, inputs)?;
             let rank = x.shape.len();
             let axes = match inputs.get(1).copied().flatten() {
@@ -26,7 +30,11 @@ pub fn lower<M: Module>(
                 Some(_) => return Err(LowerError::unsupported(node, "the axes are not constant")),
             };
             let axes: Vec<usize> = match axes {
-                Some(a) if !a.is_empty() => a.iter().map(|&a| clif::axis(a, rank)).collect::<Option<_>>().ok_or_else(|| LowerError::unsupported(node, "bad axes"))?,
+                Some(a) if !a.is_empty() => a
+                    .iter()
+                    .map(|&a| clif::axis(a, rank))
+                    .collect::<Option<_>>()
+                    .ok_or_else(|| LowerError::unsupported(node, "bad axes"))?,
                 _ if *noop_with_empty_axes => vec![],
                 _ => (0..rank).collect(),
             };
@@ -46,10 +54,14 @@ pub fn lower<M: Module>(
     let x = data(node, inputs)?;
     let (init, f, combine): (f32, &dyn Fn(&mut Fx, Value) -> Value, rows::Combine) = match kind {
         ReduceKind::Sum | ReduceKind::Mean => (0.0, &|_, x| x, &|fx, a, b| fx.add(a, b)),
-        ReduceKind::SumSquare | ReduceKind::L2 => (0.0, &|fx, x| fx.mul(x, x), &|fx, a, b| fx.add(a, b)),
+        ReduceKind::SumSquare | ReduceKind::L2 => {
+            (0.0, &|fx, x| fx.mul(x, x), &|fx, a, b| fx.add(a, b))
+        }
         ReduceKind::L1 => (0.0, &|fx, x| fx.abs(x), &|fx, a, b| fx.add(a, b)),
         ReduceKind::Prod => (1.0, &|_, x| x, &|fx, a, b| fx.mul(a, b)),
-        ReduceKind::Max => (f32::NEG_INFINITY, &|_, x| x, &|fx, a, b| fx.b.ins().fmax(a, b)),
+        ReduceKind::Max => (f32::NEG_INFINITY, &|_, x| x, &|fx, a, b| {
+            fx.b.ins().fmax(a, b)
+        }),
         ReduceKind::Min => (f32::INFINITY, &|_, x| x, &|fx, a, b| fx.b.ins().fmin(a, b)),
         k => return Err(LowerError::unsupported(node, format!("{k} reductions"))),
     };
@@ -98,7 +110,12 @@ pub fn lower<M: Module>(
             Ok(())
         })
     })?;
-    Ok(Some(Kernel { func, args: vec![Arg::Input(0), Arg::Output(0)], units: units as u64, kind: "reduce".into() }))
+    Ok(Some(Kernel {
+        func,
+        args: vec![Arg::Input(0), Arg::Output(0)],
+        units: units as u64,
+        kind: "reduce".into(),
+    }))
 }
 
 /// Loops over the outer reduced dims around a row reduction of the innermost one, folding
@@ -118,7 +135,11 @@ fn nest(
     if dims.len() == 1 {
         let r = rows::reduce(b, fma, base, n, s as usize, init, f, combine)?;
         let cur = b.use_var(acc);
-        let mut fx = Fx { b, vector: false, fma };
+        let mut fx = Fx {
+            b,
+            vector: false,
+            fma,
+        };
         let next = combine(&mut fx, cur, r);
         b.def_var(acc, next);
         return Ok(());
@@ -130,9 +151,16 @@ fn nest(
 }
 
 fn data<'a>(node: &Node, inputs: &[Option<Operand<'a>>]) -> Result<Operand<'a>> {
-    let x = inputs.first().copied().flatten().ok_or_else(|| LowerError::unsupported(node, "no data"))?;
+    let x = inputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| LowerError::unsupported(node, "no data"))?;
     if x.dtype != DType::F32 {
-        return Err(LowerError::unsupported(node, format!("{} tensors", x.dtype)));
+        return Err(LowerError::unsupported(
+            node,
+            format!("{} tensors", x.dtype),
+        ));
     }
     Ok(x)
 }

@@ -36,7 +36,11 @@ pub fn reduce(
             let a = clif::index(b, base, i, 16);
             let x = b.ins().load(types::F32X4, clif::mem(), a, 0);
             let cur = b.use_var(vacc);
-            let mut fx = Fx { b, vector: true, fma };
+            let mut fx = Fx {
+                b,
+                vector: true,
+                fma,
+            };
             let y = f(&mut fx, x);
             let next = combine(&mut fx, cur, y);
             b.def_var(vacc, next);
@@ -46,7 +50,11 @@ pub fn reduce(
         let mut s = b.ins().extractlane(v, 0);
         for lane in 1..4u8 {
             let l = b.ins().extractlane(v, lane);
-            let mut fx = Fx { b, vector: false, fma };
+            let mut fx = Fx {
+                b,
+                vector: false,
+                fma,
+            };
             s = combine(&mut fx, s, l);
         }
         b.def_var(acc, s);
@@ -59,7 +67,11 @@ pub fn reduce(
             let a = clif::index(b, start, i, (stride * 4) as i64);
             let x = b.ins().load(types::F32, clif::mem(), a, 0);
             let cur = b.use_var(acc);
-            let mut fx = Fx { b, vector: false, fma };
+            let mut fx = Fx {
+                b,
+                vector: false,
+                fma,
+            };
             let y = f(&mut fx, x);
             let next = combine(&mut fx, cur, y);
             b.def_var(acc, next);
@@ -85,7 +97,11 @@ pub fn map(
         clif::for_n(b, vec_n as u64, &mut |b, i| {
             let a = clif::index(b, src, i, 16);
             let x = b.ins().load(types::F32X4, clif::mem(), a, 0);
-            let mut fx = Fx { b, vector: true, fma };
+            let mut fx = Fx {
+                b,
+                vector: true,
+                fma,
+            };
             let y = f(&mut fx, x);
             let a = clif::index(b, dst, i, 16);
             b.ins().store(clif::mem(), y, a, 0);
@@ -100,7 +116,11 @@ pub fn map(
         clif::for_n(b, tail as u64, &mut |b, i| {
             let a = clif::index(b, s0, i, (stride * 4) as i64);
             let x = b.ins().load(types::F32, clif::mem(), a, 0);
-            let mut fx = Fx { b, vector: false, fma };
+            let mut fx = Fx {
+                b,
+                vector: false,
+                fma,
+            };
             let y = f(&mut fx, x);
             let a = clif::index(b, d0, i, (stride * 4) as i64);
             b.ins().store(clif::mem(), y, a, 0);
