@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod bench;
+mod compile;
 
 #[derive(Parser)]
 #[command(name = "kiln", version, about = "kiln: compile and run TensorFlow, Keras and ONNX models")]
@@ -93,6 +94,14 @@ enum Command {
         #[arg(long = "pc")]
         per_kernel: bool,
     },
+    /// Compiles a model ahead of time: `--aot -o DIR/NAME` writes NAME.o and NAME.h (a C API).
+    Compile {
+        model: PathBuf,
+        #[command(flatten)]
+        load: LoadArgs,
+        #[command(flatten)]
+        args: compile::CompileArgs,
+    },
     /// Prints the IR text (large constants elided), as the bridge made it or after the passes.
     Dump {
         model: PathBuf,
@@ -144,6 +153,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Info { model, load, device, level } => info(&model, &load, device.as_deref(), level),
         Command::Run { model, load, inputs, device, output_dir, expects } => run_model(&model, &load, &inputs, &device, output_dir.as_deref(), &expects),
         Command::Convert { model, load, output, fp16, inputs } => convert(&model, &load, &output, fp16, &inputs),
+        Command::Compile { model, load, args } => compile::compile(&model, load_model(&model, &load)?, &args),
         Command::Dump { model, load, level, after, passes } => dump(&model, &load, level, after, passes),
         Command::Bench { model, load, device, inputs, level, niter, time, threads, nireq, per_kernel } => {
             let m = load_model(&model, &load)?;

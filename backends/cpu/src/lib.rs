@@ -9,6 +9,7 @@
 //!   fallback for everything else ([`fallback_ops`]).
 //! - `device`: the `Backend` implementation and the thread choice.
 
+pub mod aot;
 pub mod codegen;
 mod device;
 pub mod gemm;

@@ -17,9 +17,9 @@
 
 mod broadcast;
 mod elementwise;
-mod emit;
+pub(crate) mod emit;
 mod jit;
-mod math;
+pub(crate) mod math;
 mod ops;
 mod plan;
 

@@ -102,11 +102,24 @@ pub struct LowerCtx<'m, M: Module> {
     /// Prefix of every symbol this lowering defines (the artifact's name).
     pub prefix: String,
     counter: usize,
+    /// `Some` when weights go to a file beside the code (`--weights file`): [`Self::data`]
+    /// then records the bytes here and defines only a one-byte placeholder, and the entry
+    /// passes such data to kernels as `weights + offset` (so a kernel must reach its data
+    /// only through [`Arg::Data`], never by naming the `DataId` in its code).
+    pub external: Option<Vec<External>>,
+}
+
+/// Data kept out of the module (see [`LowerCtx::external`]).
+#[derive(Clone, Debug)]
+pub struct External {
+    pub id: DataId,
+    pub bytes: Vec<u8>,
+    pub align: u64,
 }
 
 impl<'m, M: Module> LowerCtx<'m, M> {
     pub fn new(module: &'m mut M, prefix: &str, microkernels: Option<Vec<FuncId>>) -> Self {
-        LowerCtx { module, microkernels, prefix: prefix.to_string(), counter: 0 }
+        LowerCtx { module, microkernels, prefix: prefix.to_string(), counter: 0, external: None }
     }
 
     /// A fresh local symbol name: `{prefix}_{what}_{n}`.
@@ -123,8 +136,16 @@ impl<'m, M: Module> LowerCtx<'m, M> {
             .declare_data(&name, Linkage::Local, false, false)
             .map_err(|e| LowerError::Module(format!("declaring {name}: {e}")))?;
         let mut desc = DataDescription::new();
-        desc.define(bytes.into_boxed_slice());
-        desc.set_align(align);
+        match &mut self.external {
+            Some(list) => {
+                desc.define_zeroinit(1);
+                list.push(External { id, bytes, align });
+            }
+            None => {
+                desc.define(bytes.into_boxed_slice());
+                desc.set_align(align);
+            }
+        }
         self.module
             .define_data(id, &desc)
             .map_err(|e| LowerError::Module(format!("defining {name}: {e}")))?;
@@ -132,7 +153,18 @@ impl<'m, M: Module> LowerCtx<'m, M> {
     }
 }
 
+mod clif;
+mod copy;
+mod elementwise;
+mod entry;
 mod gemm;
+pub mod jit;
+mod movement;
+mod normalize;
+mod pool;
+pub mod program;
+mod reduce;
+mod rows;
 
 /// Lowers one node (see the module docs for the order lowerings are tried in).
 pub fn lower_node<M: Module>(
@@ -142,6 +174,22 @@ pub fn lower_node<M: Module>(
     outputs: &[OutType],
 ) -> Result<Kernel> {
     if let Some(kernel) = gemm::lower(ctx, node, inputs, outputs)? {
+        return Ok(kernel);
+    }
+    // Data movement first: Identity is also a unary op, and a copy is all it needs.
+    if let Some(kernel) = movement::lower(ctx, node, inputs, outputs)? {
+        return Ok(kernel);
+    }
+    if let Some(kernel) = elementwise::lower(ctx, node, inputs, outputs)? {
+        return Ok(kernel);
+    }
+    if let Some(kernel) = pool::lower(ctx, node, inputs, outputs)? {
+        return Ok(kernel);
+    }
+    if let Some(kernel) = reduce::lower(ctx, node, inputs, outputs)? {
+        return Ok(kernel);
+    }
+    if let Some(kernel) = normalize::lower(ctx, node, inputs, outputs)? {
         return Ok(kernel);
     }
     Err(LowerError::unsupported(node, "no lowering covers this op"))
