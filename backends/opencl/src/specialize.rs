@@ -23,17 +23,23 @@ pub fn specialize(graph: &Graph, shapes: &[Option<Vec<usize>>], pinned: &[Option
         }
     }
     for (&n, t) in graph.inputs.iter().zip(pinned) {
-        let Some(t) = t else { continue };
-        let name = format!("{}.pinned", g.node(n).name);
-        let c = g.add_const(name, t.clone());
-        let edges: Vec<_> = g.nodes.edges_directed(n, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
-        for (id, target, w) in edges {
-            g.nodes.remove_edge(id);
-            g.nodes.add_edge(c.node, target, w);
+        if let Some(t) = t {
+            pin(&mut g, n, t.clone());
         }
     }
     fold(&mut g)?;
     Ok(g)
+}
+
+/// Makes the uses of input node `n` read the constant `t` instead (`n` stays, unused).
+fn pin(g: &mut Graph, n: kiln_ir::NodeId, t: Tensor) {
+    let name = format!("{}.pinned", g.node(n).name);
+    let c = g.add_const(name, t);
+    let edges: Vec<_> = g.nodes.edges_directed(n, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
+    for (id, target, w) in edges {
+        g.nodes.remove_edge(id);
+        g.nodes.add_edge(c.node, target, w);
+    }
 }
 
 /// Whether every value of `g` has a concrete shape (so kernels can be generated).
@@ -60,6 +66,11 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
             for (&bi, v) in body.inputs.clone().iter().zip(&ins) {
                 if let Some(v) = v {
                     body.nodes[bi].outputs[0] = g.value_type(*v).clone();
+                    // A constant outside (shape arithmetic folded above) is a constant
+                    // inside too, so the body's own shape arithmetic folds.
+                    if let Some(t) = g.const_value(*v) {
+                        pin(&mut body, bi, t.clone());
+                    }
                 }
             }
             fold(&mut body).map_err(|e| if e.node.is_some() { e } else { e.in_node(name.clone()) })?;
