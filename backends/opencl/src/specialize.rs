@@ -11,8 +11,10 @@ use petgraph::Direction;
 /// that a kernel computes as cheaply.
 const FOLD_MAX_ELEMENTS: usize = 1 << 16;
 
-/// `graph` with its inputs set to `shapes` (None: keep the declared type).
-pub fn specialize(graph: &Graph, shapes: &[Option<Vec<usize>>]) -> Result<Graph, IrError> {
+/// `graph` with its inputs set to `shapes` (None: keep the declared type), and the inputs
+/// given in `pinned` read as those constants (the input stays, unused), for graphs whose
+/// shapes depend on input values (a Reshape's shape, a Reduce's axes, a Range's limits).
+pub fn specialize(graph: &Graph, shapes: &[Option<Vec<usize>>], pinned: &[Option<Tensor>]) -> Result<Graph, IrError> {
     let mut g = graph.clone();
     for (&n, s) in graph.inputs.iter().zip(shapes) {
         if let Some(s) = s {
@@ -20,8 +22,35 @@ pub fn specialize(graph: &Graph, shapes: &[Option<Vec<usize>>]) -> Result<Graph,
             g.nodes[n].outputs[0] = TensorType::known(dtype, s);
         }
     }
+    for (&n, t) in graph.inputs.iter().zip(pinned) {
+        if let Some(t) = t {
+            pin(&mut g, n, t.clone());
+        }
+    }
     fold(&mut g)?;
     Ok(g)
+}
+
+/// Makes the uses of input node `n` read the constant `t` instead (`n` stays, unused).
+fn pin(g: &mut Graph, n: kiln_ir::NodeId, t: Tensor) {
+    let name = format!("{}.pinned", g.node(n).name);
+    let c = g.add_const(name, t);
+    let edges: Vec<_> = g.nodes.edges_directed(n, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
+    for (id, target, w) in edges {
+        g.nodes.remove_edge(id);
+        g.nodes.add_edge(c.node, target, w);
+    }
+}
+
+/// Whether every value of `g` has a concrete shape (so kernels can be generated).
+pub fn concrete(g: &Graph) -> bool {
+    g.nodes.node_weights().all(|n| n.outputs.iter().all(|t| t.shape.concrete().is_some()))
+}
+
+/// Pinning an input is worth it when its values can decide shapes: small integer tensors
+/// (shapes, axes, pads, counts) and scalars (Range's start, limit and delta).
+pub fn pinnable(t: &Tensor) -> bool {
+    (t.rank() == 0) || (!t.dtype().is_float() && t.len() <= 64)
 }
 
 fn fold(g: &mut Graph) -> Result<(), IrError> {
@@ -37,6 +66,11 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
             for (&bi, v) in body.inputs.clone().iter().zip(&ins) {
                 if let Some(v) = v {
                     body.nodes[bi].outputs[0] = g.value_type(*v).clone();
+                    // A constant outside (shape arithmetic folded above) is a constant
+                    // inside too, so the body's own shape arithmetic folds.
+                    if let Some(t) = g.const_value(*v) {
+                        pin(&mut body, bi, t.clone());
+                    }
                 }
             }
             fold(&mut body).map_err(|e| if e.node.is_some() { e } else { e.in_node(name.clone()) })?;

@@ -237,6 +237,10 @@ pub fn generate(region: &Region, prefix: &str, fp64: bool) -> Result<(String, Ve
     }
     let mut kernels = Vec::new();
     for (k, &o) in region.outputs.iter().enumerate() {
+        if !gen.ids.contains_key(&o) {
+            // Specializing can fold a fused kernel's output into a constant of the body.
+            return Err(refuse(&first, "an output is a constant folded inside the kernel, which is not generated".into()));
+        }
         let dtype = gen.dtype(o);
         let ty = ctype(dtype).ok_or_else(|| refuse(&first, format!("{dtype} tensors")))?;
         let shape = dims(graph, o).map_err(|m| refuse(&first, m))?;

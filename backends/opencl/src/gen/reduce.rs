@@ -37,13 +37,13 @@ fn loops(xs: &[usize], mask: &[bool], fixed: &[String], var: &str) -> (String, S
     for (j, &d) in xs.iter().enumerate() {
         if mask[j] {
             let _ = write!(head, "for (long {var}{j} = 0; {var}{j} < {d}L; {var}{j}++) ");
-            tail.push('}');
             coords.push(format!("{var}{j}"));
         } else {
             coords.push(fixed[j].clone());
         }
     }
     head.push('{');
+    tail.push('}');
     (head, tail, coords)
 }
 
@@ -163,9 +163,6 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
             ))
         }
         Op::LayerNorm { axis, epsilon, .. } | Op::RmsNorm { axis, epsilon, .. } => {
-            if k != 0 {
-                return Err("the statistics outputs of layer_norm".into());
-            }
             let rms = matches!(op, Op::RmsNorm { .. });
             let a = norm(*axis, r)?;
             let mask: Vec<bool> = (0..r).map(|j| j >= a).collect();
@@ -186,10 +183,14 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
                     "{m} mean = 0; {head} mean += {v}; {tail} mean /= {cols};\n  {m} var = 0; {head} {{ {m} e = {v} - mean; var += e * e; }} {tail} var /= {cols};"
                 )
             };
-            Ok(format!(
-                "  {stats}\n  {m} inv = 1 / sqrt(var + ({m}){:e});\n  return ({out_ty})(({me} - mean) * inv * {s} + {b});",
-                *epsilon as f64
-            ))
+            // Outputs 1 and 2 (layer_norm's mean and inverse standard deviation) have the
+            // normalized axes kept as size 1, so the same coordinates address them.
+            let result = match k {
+                0 => format!("({me} - mean) * inv * {s} + {b}"),
+                1 => "mean".into(),
+                _ => "inv".into(),
+            };
+            Ok(format!("  {stats}\n  {m} inv = 1 / sqrt(var + ({m}){:e});\n  return ({out_ty})({result});", *epsilon as f64))
         }
         _ => Err(format!("{} is not a reduction", op.name())),
     }
