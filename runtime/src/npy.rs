@@ -12,7 +12,7 @@ pub fn read(path: &Path) -> Result<Tensor, String> {
 }
 
 pub fn from_bytes(bytes: &[u8]) -> Result<Tensor, String> {
-    check_header_len(bytes)?;
+    check_header(bytes)?;
     check_declared_size(bytes)?;
     let mut cur = Cursor::new(bytes);
     let header = npyz::NpyHeader::from_reader(&mut cur).map_err(|e| format!("not a valid .npy file: {e}"))?;
@@ -83,10 +83,15 @@ fn check_declared_size(bytes: &[u8]) -> Result<(), String> {
     Ok(())
 }
 
-/// npyz allocates the header length the preamble declares (up to 4 GB in format 2) before
-/// reading it, so a short file could ask for any amount: check it against the bytes first.
-/// Anything else wrong with the preamble is left to npyz to describe.
-fn check_header_len(bytes: &[u8]) -> Result<(), String> {
+/// The deepest bracket nesting a header may have: a plain dtype's is 2 (`{'shape': (2, 3)}`),
+/// a structured one's 4 (`{'descr': [('a', '<f4', (2,))]}`).
+const MAX_HEADER_NESTING: usize = 4;
+
+/// Checks what npyz would otherwise suffer from: it allocates the header length the preamble
+/// declares (up to 4 GB in format 2) before reading it, and its header parser backtracks
+/// exponentially in the bracket nesting (10 unclosed `{` took seconds). Anything else wrong
+/// with the preamble is left to npyz to describe.
+fn check_header(bytes: &[u8]) -> Result<(), String> {
     if !bytes.starts_with(b"\x93NUMPY") || bytes.len() < 8 {
         return Ok(());
     }
@@ -98,6 +103,25 @@ fn check_header_len(bytes: &[u8]) -> Result<(), String> {
     let have = bytes.len() - start;
     if len > have {
         return Err(format!("not a valid .npy file: the header is declared {len} bytes long, the file has {have} after the preamble"));
+    }
+    let (mut depth, mut deepest, mut quote) = (0usize, 0usize, None);
+    for &c in &bytes[start..start + len] {
+        match (quote, c) {
+            (Some(q), _) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => quote = Some(c),
+            (None, b'{' | b'[' | b'(') => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            (None, b'}' | b']' | b')') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    if deepest > MAX_HEADER_NESTING {
+        return Err(format!(
+            "not a valid .npy file: the header nests brackets {deepest} deep (a .npy header nests at most {MAX_HEADER_NESTING})"
+        ));
     }
     Ok(())
 }
