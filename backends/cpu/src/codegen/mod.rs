@@ -21,7 +21,7 @@ pub(crate) mod emit;
 mod jit;
 pub(crate) mod math;
 mod ops;
-mod plan;
+pub(crate) mod plan;
 
 pub use broadcast::{broadcast, Layout};
 pub use elementwise::{define_kernel, signature};

@@ -76,24 +76,8 @@ pub fn supported_dtype(d: DType) -> bool {
 
 /// True for the ops [`super::ops`] lowers (before dtype checks).
 pub(crate) fn elementwise(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Cast { .. }
-            | Op::Clip
-            | Op::Where
-            | Op::IsInf { .. }
-            | Op::LeakyRelu { .. }
-            | Op::Elu { .. }
-            | Op::Selu { .. }
-            | Op::Celu { .. }
-            | Op::ThresholdedRelu { .. }
-            | Op::HardSigmoid { .. }
-            | Op::Shrink { .. }
-            | Op::Gelu { .. }
-            | Op::Swish { .. }
-    )
+    // The fusion pattern's elementwise ops, less the two this generator has no lowering for.
+    kiln_passes::pattern::pattern(op).is_elementwise() && !matches!(op, Op::BitCast { .. } | Op::BatchNorm { .. })
 }
 
 impl Plan {

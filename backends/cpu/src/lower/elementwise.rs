@@ -63,24 +63,7 @@ pub fn lower<M: Module>(
 
 /// The ops the code generator covers (it still refuses dtypes it lacks).
 pub fn is_elementwise(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Cast { .. }
-            | Op::Clip
-            | Op::Where
-            | Op::IsInf { .. }
-            | Op::LeakyRelu { .. }
-            | Op::Elu { .. }
-            | Op::Selu { .. }
-            | Op::Celu { .. }
-            | Op::ThresholdedRelu { .. }
-            | Op::HardSigmoid { .. }
-            | Op::Shrink { .. }
-            | Op::Gelu { .. }
-            | Op::Swish { .. }
-    )
+    crate::codegen::plan::elementwise(op)
 }
 
 /// `node` alone as a body: a one-element constant input becomes a constant of the body (an

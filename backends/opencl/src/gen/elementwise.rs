@@ -6,25 +6,9 @@ use super::{ctype, Gen};
 use kiln_ir::{BinaryOp, DType, GeluApproximation, Op, UnaryOp, Value};
 
 pub fn handles(op: &Op) -> bool {
-    matches!(
-        op,
-        Op::Unary(_)
-            | Op::Binary(_)
-            | Op::Cast { .. }
-            | Op::Clip
-            | Op::Where
-            | Op::IsInf { .. }
-            | Op::LeakyRelu { .. }
-            | Op::Elu { .. }
-            | Op::Selu { .. }
-            | Op::Celu { .. }
-            | Op::ThresholdedRelu { .. }
-            | Op::HardSigmoid { .. }
-            | Op::Shrink { .. }
-            | Op::Gelu { .. }
-            | Op::Swish { .. }
-            | Op::BatchNorm { .. }
-    ) && !matches!(op, Op::Binary(BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight))
+    // The fusion pattern's elementwise ops (batch norm included), less bit casts and shifts.
+    kiln_passes::pattern::pattern(op).is_elementwise()
+        && !matches!(op, Op::BitCast { .. } | Op::Binary(BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight))
 }
 
 fn f(x: f32) -> String {
