@@ -212,7 +212,8 @@ fn bench_reports_latency_throughput_and_the_per_kernel_profile() {
     }
     // every kernel of the compiled program shows up once in the profile
     let kernels: usize = t.lines().find_map(|l| l.strip_prefix("kernels:")).unwrap().trim().parse().unwrap();
-    let rows = t.lines().filter(|l| l.contains("REFERENCE ") && l.contains('%')).count();
+    // CPU is the default device
+    let rows = t.lines().filter(|l| l.contains("CPU ") && l.contains('%')).count();
     assert_eq!(rows, kernels, "{t}");
 }
 

@@ -39,7 +39,9 @@ enum Command {
         /// NAME=FILE.npy, or just FILE.npy for a model with one input. Repeatable.
         #[arg(long = "input", short = 'i')]
         inputs: Vec<String>,
-        #[arg(long, short = 'd', default_value = "REFERENCE")]
+        /// The device (CPU, REFERENCE, OPENCL[:N], HETERO:A,B…); CPU by default, as in
+        /// benchmark_app.
+        #[arg(long, short = 'd', default_value = "CPU")]
         device: String,
         /// Where to write NAME.npy for each output.
         #[arg(long)]
@@ -70,7 +72,9 @@ enum Command {
         model: PathBuf,
         #[command(flatten)]
         load: LoadArgs,
-        #[arg(long, short = 'd', default_value = "REFERENCE")]
+        /// The device (CPU, REFERENCE, OPENCL[:N], HETERO:A,B…); CPU by default, as in
+        /// benchmark_app.
+        #[arg(long, short = 'd', default_value = "CPU")]
         device: String,
         /// NAME=FILE.npy inputs; missing ones are random (symbolic dims set to 1). Repeatable.
         #[arg(long = "input", short = 'i')]
