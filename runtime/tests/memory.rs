@@ -37,36 +37,15 @@ fn sniffing_tells_the_formats_apart() {
 
 #[test]
 fn bad_bytes_name_the_label() {
-    let e = load_bytes(vec![0, 1, 2], None, "<upload>", &LoadOptions::default()).unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("<upload>: cannot tell the model format"),
-        "{e}"
-    );
-    let e = load_bytes(
-        b"\x08\x07\x12\xff".to_vec(),
-        None,
-        "<upload>",
-        &LoadOptions::default(),
-    )
-    .unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("<upload>: not a valid ONNX model"),
-        "{e}"
-    );
-    let e = load_bytes(
-        b"PK\x03\x04junk".to_vec(),
-        None,
-        "<upload>",
-        &LoadOptions::default(),
-    )
-    .unwrap_err();
-    assert!(
-        e.to_string()
-            .starts_with("<upload>: not a valid .keras archive"),
-        "{e}"
-    );
+    let cases: [(&[u8], &str); 3] = [
+        (&[0, 1, 2], "<upload>: cannot tell the model format"),
+        (b"\x08\x07\x12\xff", "<upload>: not a valid ONNX model"),
+        (b"PK\x03\x04junk", "<upload>: not a valid .keras archive"),
+    ];
+    for (bytes, expected) in cases {
+        let e = load_bytes(bytes.to_vec(), None, "<upload>", &LoadOptions::default()).unwrap_err();
+        assert!(e.to_string().starts_with(expected), "{e}");
+    }
 }
 
 #[test]
