@@ -246,10 +246,13 @@ impl CompiledModel {
         let tensors = self.tensors(inputs)?;
         let model = &self.inner;
         let profiling = self.profiling;
+        // Borrowed, not moved: the inputs (which may hold numpy arrays) drop here, with the
+        // GIL, rather than on the way out of the detached section.
+        let given = &tensors;
         let (outs, profile) = detached(py, move || {
             let mut request = model.request();
             request.set_profiling(profiling);
-            let outs = request.infer_ordered(&tensors)?;
+            let outs = request.infer_ordered(given)?;
             Ok((outs, request.profile().to_vec()))
         })?;
         if profiling {
