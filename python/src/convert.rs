@@ -74,8 +74,8 @@ fn typed<T: Element + Clone + kiln_ir::tensor::Storable>(
     if let Some(t) = in_place(&view) {
         return t.map_err(|e| KilnError::new_err(format!("{what}: {e}")));
     }
-    // numpy's own copy into a new C-contiguous array is far faster than a strided walk
-    // from here (Fortran order: 0.3 s against 10 s for 400 MB); kiln then reads it in place.
+    // Any other layout: numpy copies it into a new C-contiguous array (one pass, at numpy's
+    // speed), which kiln then reads in place like any other. bool stays on the walk below.
     if T::DTYPE != DType::Bool {
         let copy = array.call_method1("copy", ("C",))?.cast_into::<PyArrayDyn<T>>()?;
         let copy_view = copy.try_readonly().map_err(|e| KilnError::new_err(format!("{what}: {e}")))?;
@@ -117,7 +117,8 @@ unsafe impl<T: Element + Sync> Send for NumpyElems<T> {}
 unsafe impl<T: Element + Sync> Sync for NumpyElems<T> {}
 
 // Same slice on every call: a numpy array's data pointer and size are fixed for its life
-// (resizing in place refuses while another reference, like ours, exists). The caller
+// (`ndarray.resize` refuses while another reference, like ours, exists, unless told
+// `refcheck=False`, which numpy documents as unsafe for every holder of a reference). The caller
 // promises not to write to the array while a run reads it (the README says so).
 unsafe impl<T: Element + Sync + 'static> SharedElems<T> for NumpyElems<T> {
     fn elems(&self) -> &[T] {
