@@ -268,8 +268,8 @@ impl CompiledModel {
         let slot: Arc<Slot> = Arc::new((Mutex::new(None), Condvar::new()));
         let done = slot.clone();
         let model = self.inner.clone();
-        // Not the runtime's start_with_callback: a panicking run would never call back and
-        // `wait` would block forever; here a panic becomes the run's error.
+        // A panic becomes the run's error, so `wait` never blocks forever. (The runtime's
+        // start_with_callback does the same since it catches panics; this predates that.)
         let spawned = std::thread::Builder::new()
             .name("kiln-request".into())
             .spawn(move || {
