@@ -1,12 +1,16 @@
 //! Constant tensors: a shape and typed, shared, immutable element storage.
 //!
 //! Storage is an `Arc`, so cloning a tensor (into a constant node, an eval result, a
-//! second graph) never copies its elements.
+//! second graph) never copies its elements. A tensor either owns its elements (a [`Data`])
+//! or reads elements someone else keeps alive ([`SharedElems`]: a numpy array handed to a
+//! run), so a caller's buffer reaches the kernels without a copy.
 
 use crate::dtype::{DType, Element};
 use crate::error::{IrError, Result};
 use half::{bf16, f16};
-use std::sync::Arc;
+use std::any::Any;
+use std::fmt;
+use std::sync::{Arc, OnceLock};
 
 /// Typed element storage.
 #[derive(Clone, Debug, PartialEq)]
@@ -122,11 +126,80 @@ impl Data {
     }
 }
 
+/// Elements owned outside kiln that a tensor reads in place, kept alive by the value that
+/// implements this (which the tensor holds until its last clone drops).
+///
+/// # Safety
+/// `elems` must return the same slice (address and length) on every call for as long as
+/// the value lives, and nothing may write to those elements meanwhile: kernels read them
+/// through plain `&[T]` from several threads, and unsafe kernels index them by the
+/// tensor's shape.
+pub unsafe trait SharedElems<T>: Send + Sync + 'static {
+    fn elems(&self) -> &[T];
+}
+
+// Immutable owned buffers keep their address while they live.
+unsafe impl<T: Send + Sync + 'static> SharedElems<T> for Vec<T> {
+    fn elems(&self) -> &[T] {
+        self
+    }
+}
+unsafe impl<T: Send + Sync + 'static> SharedElems<T> for Box<[T]> {
+    fn elems(&self) -> &[T] {
+        self
+    }
+}
+unsafe impl<T: Send + Sync + 'static> SharedElems<T> for Arc<[T]> {
+    fn elems(&self) -> &[T] {
+        self
+    }
+}
+
+/// Where a tensor's elements live.
+#[derive(Clone)]
+enum Storage {
+    Owned(Arc<Data>),
+    Shared(Arc<Shared>),
+}
+
+struct Shared {
+    dtype: DType,
+    len: usize,
+    /// A `Box<dyn SharedElems<T>>` for the `T` of `dtype`: the type is erased so one
+    /// `Storage` holds any element type, and recovered by downcasting in [`Shared::slice`].
+    elems: Box<dyn Any + Send + Sync>,
+    /// The elements copied into a [`Data`] the first time someone asks for [`Tensor::data`]
+    /// (code written against the owned `Vec`s); kernels that read `as_slice` never copy.
+    copy: OnceLock<Data>,
+}
+
+impl Shared {
+    fn slice<T: Storable>(&self) -> Option<&[T]> {
+        self.elems.downcast_ref::<Box<dyn SharedElems<T>>>().map(|e| e.elems())
+    }
+}
+
 /// A constant tensor. Row-major, dense; a scalar has an empty shape.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone)]
 pub struct Tensor {
     shape: Vec<usize>,
-    data: Arc<Data>,
+    data: Storage,
+}
+
+impl fmt::Debug for Tensor {
+    // As `#[derive(Debug)]` printed it when every tensor owned a `Data`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Tensor").field("shape", &self.shape).field("data", self.data()).finish()
+    }
+}
+
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        if self.shape != other.shape || self.dtype() != other.dtype() {
+            return false;
+        }
+        with_dtype!(self.dtype(), T => self.as_slice::<T>().ok() == other.as_slice::<T>().ok())
+    }
 }
 
 /// The number of elements of `shape`, or an error when it overflows `usize`.
@@ -153,16 +226,33 @@ impl Tensor {
                 data.len()
             )));
         }
-        Ok(Tensor { shape, data: Arc::new(data) })
+        Ok(Tensor { shape, data: Storage::Owned(Arc::new(data)) })
+    }
+
+    /// A tensor reading `elems` in place (no copy); errors when the counts disagree.
+    pub fn from_shared<T: Storable>(shape: Vec<usize>, elems: impl SharedElems<T>) -> Result<Tensor> {
+        let n = checked_numel(&shape)?;
+        let len = elems.elems().len();
+        if n != len {
+            return Err(IrError::msg(format!("shape {shape:?} needs {n} elements but {len} were given")));
+        }
+        let elems: Box<dyn SharedElems<T>> = Box::new(elems);
+        let shared = Shared { dtype: T::DTYPE, len, elems: Box::new(elems), copy: OnceLock::new() };
+        Ok(Tensor { shape, data: Storage::Shared(Arc::new(shared)) })
+    }
+
+    /// Whether the elements are read in place from a buffer kiln does not own.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.data, Storage::Shared(_))
     }
 
     pub fn scalar<T: Storable>(v: T) -> Tensor {
-        Tensor { shape: vec![], data: Arc::new(T::wrap(vec![v])) }
+        Tensor { shape: vec![], data: Storage::Owned(Arc::new(T::wrap(vec![v]))) }
     }
 
     pub fn zeros(dtype: DType, shape: Vec<usize>) -> Result<Tensor> {
         let n = checked_numel(&shape)?;
-        Ok(Tensor { shape, data: Arc::new(Data::zeros(dtype, n)) })
+        Ok(Tensor { shape, data: Storage::Owned(Arc::new(Data::zeros(dtype, n))) })
     }
 
     pub fn shape(&self) -> &[usize] {
@@ -172,21 +262,39 @@ impl Tensor {
         self.shape.len()
     }
     pub fn dtype(&self) -> DType {
-        self.data.dtype()
+        match &self.data {
+            Storage::Owned(d) => d.dtype(),
+            Storage::Shared(s) => s.dtype,
+        }
     }
     pub fn len(&self) -> usize {
-        self.data.len()
+        match &self.data {
+            Storage::Owned(d) => d.len(),
+            Storage::Shared(s) => s.len,
+        }
     }
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
+    /// The elements as a typed `Vec`. A shared tensor copies its elements the first time
+    /// (once per tensor and its clones): prefer [`Tensor::as_slice`] where it will do.
     pub fn data(&self) -> &Data {
-        &self.data
+        match &self.data {
+            Storage::Owned(d) => d,
+            Storage::Shared(s) => s.copy.get_or_init(|| {
+                with_dtype!(s.dtype, T => <T as Storable>::wrap(s.slice::<T>().map(<[T]>::to_vec).unwrap_or_default()))
+            }),
+        }
     }
 
-    /// The elements as `&[T]`; errors when `T` is not this tensor's type.
+    /// The elements as `&[T]` (in place, also for a shared tensor); errors when `T` is not
+    /// this tensor's type.
     pub fn as_slice<T: Storable>(&self) -> Result<&[T]> {
-        T::slice(&self.data).ok_or_else(|| {
+        let slice = match &self.data {
+            Storage::Owned(d) => T::slice(d),
+            Storage::Shared(s) => s.slice::<T>(),
+        };
+        slice.ok_or_else(|| {
             IrError::msg(format!("expected a {} tensor, found {}", T::DTYPE, self.dtype()))
         })
     }
@@ -207,12 +315,12 @@ impl Tensor {
 
     /// Every element converted to f64 (exact for floats and for integers below 2^53).
     pub fn to_f64_vec(&self) -> Vec<f64> {
-        with_data!(&*self.data, v, T => v.iter().map(|x| x.to_f64()).collect())
+        with_data!(self.data(), v, T => v.iter().map(|x| x.to_f64()).collect())
     }
 
     /// Every element as i64 (floats truncate toward zero; u64 above i64::MAX wraps).
     pub fn to_i64_vec(&self) -> Vec<i64> {
-        with_data!(&*self.data, v, T => v.iter().map(|x| x.to_i64()).collect())
+        with_data!(self.data(), v, T => v.iter().map(|x| x.to_i64()).collect())
     }
 
     /// A tensor of `dtype` from f64 values (see [`Element::from_f64`]).
@@ -233,7 +341,7 @@ impl Tensor {
         if to == self.dtype() {
             return self.clone();
         }
-        let data = with_data!(&*self.data, v, S => {
+        let data = with_data!(self.data(), v, S => {
             with_dtype!(to, D => {
                 let out: Vec<D> = if S::DTYPE.is_float() {
                     if D::DTYPE == DType::F16 || D::DTYPE == DType::BF16 {
@@ -261,13 +369,13 @@ impl Tensor {
                 <D as Storable>::wrap(out)
             })
         });
-        Tensor { shape: self.shape.clone(), data: Arc::new(data) }
+        Tensor { shape: self.shape.clone(), data: Storage::Owned(Arc::new(data)) }
     }
 
     /// Little-endian bytes of the elements (bool as one byte each).
     pub fn to_le_bytes(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.len() * self.dtype().size());
-        with_data!(&*self.data, v, T => T::to_le_bytes_vec(v, &mut out));
+        with_data!(self.data(), v, T => T::to_le_bytes_vec(v, &mut out));
         out
     }
 
@@ -333,5 +441,56 @@ fn float_to_u64(x: f64) -> u64 {
         (x as i64) as u64
     } else {
         x as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shared_tensor_reads_the_callers_buffer_in_place() {
+        let elems: Vec<f32> = (0..6).map(|i| i as f32).collect();
+        let address = elems.as_ptr();
+        let t = Tensor::from_shared(vec![2, 3], elems).unwrap();
+        assert!(t.is_shared());
+        assert_eq!((t.dtype(), t.len(), t.shape()), (DType::F32, 6, &[2usize, 3][..]));
+        assert_eq!(t.as_slice::<f32>().unwrap().as_ptr(), address);
+        // Clones and reshapes share the same buffer too.
+        assert_eq!(t.reshape(vec![3, 2]).unwrap().as_slice::<f32>().unwrap().as_ptr(), address);
+        assert_eq!(t.clone().as_slice::<f32>().unwrap().as_ptr(), address);
+    }
+
+    #[test]
+    fn a_shared_tensor_equals_and_prints_as_the_owned_one() {
+        let owned = Tensor::new(vec![3], vec![1i64, -2, 3]).unwrap();
+        let shared = Tensor::from_shared(vec![3], Arc::<[i64]>::from(vec![1i64, -2, 3])).unwrap();
+        assert_eq!(shared, owned);
+        assert_eq!(owned, shared);
+        assert_ne!(shared, Tensor::new(vec![3], vec![1i64, -2, 4]).unwrap());
+        assert_ne!(shared, Tensor::new(vec![1, 3], vec![1i64, -2, 3]).unwrap());
+        assert_eq!(format!("{shared:?}"), format!("{owned:?}"));
+        assert_eq!(shared.data(), owned.data());
+        assert_eq!(shared.to_f64_vec(), vec![1.0, -2.0, 3.0]);
+        assert_eq!(shared.cast(DType::F32), owned.cast(DType::F32));
+        assert_eq!(shared.to_le_bytes(), owned.to_le_bytes());
+    }
+
+    #[test]
+    fn a_shared_tensor_checks_its_count_and_type() {
+        let e = Tensor::from_shared(vec![2, 2], vec![1u8, 2, 3]).unwrap_err();
+        assert_eq!(e.to_string(), "shape [2, 2] needs 4 elements but 3 were given");
+        let t = Tensor::from_shared(vec![3], vec![1u8, 2, 3].into_boxed_slice()).unwrap();
+        assert_eq!(t.as_slice::<i8>().unwrap_err().to_string(), "expected a i8 tensor, found u8");
+    }
+
+    #[test]
+    fn eval_runs_on_shared_inputs() {
+        let x = Tensor::from_shared(vec![4], vec![1.0f32, -2.0, 3.0, -4.0]).unwrap();
+        let owned = Tensor::new(vec![4], vec![1.0f32, -2.0, 3.0, -4.0]).unwrap();
+        let op = crate::Op::Unary(crate::UnaryOp::Abs);
+        let out = crate::eval::eval_op(&op, &[Some(x)], 1).unwrap();
+        assert_eq!(out, crate::eval::eval_op(&op, &[Some(owned)], 1).unwrap());
+        assert_eq!(out[0].as_slice::<f32>().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
     }
 }

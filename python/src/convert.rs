@@ -1,6 +1,7 @@
 //! numpy arrays to kiln tensors and back, and kiln's types as Python values.
 
-use kiln_ir::{with_data, with_dtype, DType, Data, Dim, Tensor, TensorType};
+use kiln_ir::tensor::SharedElems;
+use kiln_ir::{with_dtype, DType, Dim, Tensor, TensorType};
 use numpy::{Element, PyArray, PyArrayDyn, PyArrayMethods, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::prelude::*;
 use pyo3::types::PyList;
@@ -26,8 +27,9 @@ pub fn numpy_name(d: DType) -> &'static str {
     }
 }
 
-/// An input array as a tensor. kiln's tensors own their elements, so this is one copy: a
-/// plain memcpy for C-contiguous arrays, a strided walk otherwise.
+/// An input array as a tensor. A C-contiguous, aligned array of a kiln element type other
+/// than bool is read in place (the tensor keeps the array alive); any other array is copied
+/// once, in its logical order.
 pub fn to_tensor(what: &str, obj: &Bound<'_, PyAny>) -> PyResult<Tensor> {
     let array = obj.cast::<PyUntypedArray>().map_err(|_| {
         KilnError::new_err(format!(
@@ -69,12 +71,59 @@ fn typed<T: Element + Clone + kiln_ir::tensor::Storable>(
     let view = array
         .try_readonly()
         .map_err(|e| KilnError::new_err(format!("{what}: {e}")))?;
-    let shape = view.shape().to_vec();
-    let data: Vec<T> = match view.as_slice() {
-        Ok(s) => s.to_vec(),
-        Err(_) => view.as_array().iter().cloned().collect(),
-    };
-    Tensor::new(shape, data).map_err(|e| KilnError::new_err(format!("{what}: {e}")))
+    if let Some(t) = in_place(&view) {
+        return t.map_err(|e| KilnError::new_err(format!("{what}: {e}")));
+    }
+    // Any other layout: numpy copies it into a new C-contiguous array (one pass, at numpy's
+    // speed), which kiln then reads in place like any other. bool stays on the walk below.
+    if T::DTYPE != DType::Bool {
+        let copy = array.call_method1("copy", ("C",))?.cast_into::<PyArrayDyn<T>>()?;
+        let copy_view = copy.try_readonly().map_err(|e| KilnError::new_err(format!("{what}: {e}")))?;
+        if let Some(t) = in_place(&copy_view) {
+            return t.map_err(|e| KilnError::new_err(format!("{what}: {e}")));
+        }
+    }
+    let data: Vec<T> = view.as_array().iter().cloned().collect();
+    Tensor::new(view.shape().to_vec(), data).map_err(|e| KilnError::new_err(format!("{what}: {e}")))
+}
+
+/// A tensor reading the array's buffer in place, when kiln can: C-contiguous, aligned, and
+/// not bool (numpy does not promise a bool's byte is 0 or 1, which Rust's `bool` requires).
+fn in_place<T: Element + kiln_ir::tensor::Storable>(
+    view: &numpy::PyReadonlyArrayDyn<'_, T>,
+) -> Option<kiln_ir::Result<Tensor>> {
+    let ptr = view.data() as *const T;
+    let usable = T::DTYPE != DType::Bool
+        && view.is_c_contiguous()
+        && !ptr.is_null()
+        && ptr.align_offset(std::mem::align_of::<T>()) == 0;
+    if !usable {
+        return None;
+    }
+    let elems = NumpyElems { _array: view.as_unbound().clone_ref(view.py()), ptr, len: view.len() };
+    Some(Tensor::from_shared(view.shape().to_vec(), elems))
+}
+
+/// A numpy array's elements, read in place while the array is kept alive.
+struct NumpyElems<T: Element> {
+    _array: Py<PyArrayDyn<T>>,
+    ptr: *const T,
+    len: usize,
+}
+
+// The pointer is only read, and `Py` keeps the array (and the buffer under it) alive from
+// any thread; dropping it without the GIL defers the decref to PyO3's reference pool.
+unsafe impl<T: Element + Sync> Send for NumpyElems<T> {}
+unsafe impl<T: Element + Sync> Sync for NumpyElems<T> {}
+
+// Same slice on every call: a numpy array's data pointer and size are fixed for its life
+// (`ndarray.resize` refuses while another reference, like ours, exists, unless told
+// `refcheck=False`, which numpy documents as unsafe for every holder of a reference). The caller
+// promises not to write to the array while a run reads it (the README says so).
+unsafe impl<T: Element + Sync + 'static> SharedElems<T> for NumpyElems<T> {
+    fn elems(&self) -> &[T] {
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
 }
 
 /// An output tensor as a new numpy array (one copy: numpy owns its memory).
@@ -83,8 +132,8 @@ pub fn to_array<'py>(py: Python<'py>, t: &Tensor) -> PyResult<Bound<'py, PyAny>>
     if t.dtype() == DType::BF16 {
         check_bf16(py)?;
     }
-    let data: &Data = t.data();
-    with_data!(data, v, T => {
+    with_dtype!(t.dtype(), T => {
+        let v = t.as_slice::<T>().map_err(|e| KilnError::new_err(e.to_string()))?;
         let flat = PyArray::from_slice(py, v);
         Ok(flat.reshape(shape)?.into_any())
     })

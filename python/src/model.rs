@@ -246,10 +246,13 @@ impl CompiledModel {
         let tensors = self.tensors(inputs)?;
         let model = &self.inner;
         let profiling = self.profiling;
+        // Borrowed, not moved: the inputs (which may hold numpy arrays) drop here, with the
+        // GIL, rather than on the way out of the detached section.
+        let given = &tensors;
         let (outs, profile) = detached(py, move || {
             let mut request = model.request();
             request.set_profiling(profiling);
-            let outs = request.infer_ordered(&tensors)?;
+            let outs = request.infer_ordered(given)?;
             Ok((outs, request.profile().to_vec()))
         })?;
         if profiling {
@@ -265,8 +268,8 @@ impl CompiledModel {
         let slot: Arc<Slot> = Arc::new((Mutex::new(None), Condvar::new()));
         let done = slot.clone();
         let model = self.inner.clone();
-        // Not the runtime's start_with_callback: a panicking run would never call back and
-        // `wait` would block forever; here a panic becomes the run's error.
+        // A panic becomes the run's error, so `wait` never blocks forever. (The runtime's
+        // start_with_callback does the same since it catches panics; this predates that.)
         let spawned = std::thread::Builder::new()
             .name("kiln-request".into())
             .spawn(move || {

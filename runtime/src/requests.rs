@@ -4,6 +4,8 @@
 
 use crate::{CompiledModel, Result};
 use kiln_ir::Tensor;
+use std::any::Any;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 
@@ -20,8 +22,8 @@ impl Pending {
     pub fn wait(self) -> Result<Outputs> {
         match self.handle.join() {
             Ok(r) => r,
-            // A device that panics is a bug; the caller still gets an error, not a crash.
-            Err(_) => Err(crate::Error::Device(kiln_backends::BackendError::new("runtime", "the request's thread panicked"))),
+            // `run` already turns a panic into an error; this is the thread failing otherwise.
+            Err(p) => Err(panicked(&*p)),
         }
     }
 
@@ -35,14 +37,38 @@ impl CompiledModel {
     /// Starts a run on inputs in the model's input order and returns at once.
     pub fn start(&self, inputs: Vec<Tensor>) -> Pending {
         let model = self.clone();
-        let handle = std::thread::spawn(move || model.request().infer_ordered(&inputs));
+        let handle = std::thread::spawn(move || run(&model, &inputs));
         Pending { handle }
     }
 
     /// Starts a run and calls `done` with its result on the run's thread when it ends.
     pub fn start_with_callback(&self, inputs: Vec<Tensor>, done: impl FnOnce(Result<Outputs>) + Send + 'static) {
         let model = self.clone();
-        std::thread::spawn(move || done(model.request().infer_ordered(&inputs)));
+        std::thread::spawn(move || done(run(&model, &inputs)));
+    }
+}
+
+/// One run on a request thread. A device that panics is a bug, but the caller waiting on
+/// the run still gets an error (a callback its call), not a thread that ends silently.
+fn run(model: &CompiledModel, inputs: &[Tensor]) -> Result<Outputs> {
+    catch_unwind(AssertUnwindSafe(|| model.request().infer_ordered(inputs))).unwrap_or_else(|p| Err(panicked(&*p)))
+}
+
+fn panicked(payload: &(dyn Any + Send)) -> crate::Error {
+    let message = payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into());
+    crate::Error::Device(kiln_backends::BackendError::new("runtime", format!("internal error (a bug): the run panicked: {message}")))
+}
+
+/// Gives a queue slot back when dropped, so a callback that panics still frees its slot.
+struct FreeSlot(mpsc::SyncSender<()>);
+
+impl Drop for FreeSlot {
+    fn drop(&mut self) {
+        let _ = self.0.send(());
     }
 }
 
@@ -71,8 +97,8 @@ impl<T: Send + 'static> AsyncQueue<T> {
         let (model, free, callback) = (self.model.clone(), self.slots.0.clone(), self.callback.clone());
         self.in_flight.retain(|h| !h.is_finished());
         self.in_flight.push(std::thread::spawn(move || {
-            callback(tag, model.request().infer_ordered(&inputs));
-            let _ = free.send(());
+            let _free = FreeSlot(free);
+            callback(tag, run(&model, &inputs));
         }));
     }
 
