@@ -38,9 +38,14 @@ fn with_nans(t: &Tensor, at: &[usize]) -> Tensor {
 /// Runs `g` on CPU (2 threads) and on REFERENCE, compares every output, and returns the
 /// CPU plan's step kinds.
 fn check(g: &Graph, inputs: &[Tensor]) -> Vec<String> {
+    check_on(Cpu::new(), g, inputs)
+}
+
+/// [`check`] on a given device (the portable kernels' one, say).
+fn check_on(cpu: Cpu, g: &Graph, inputs: &[Tensor]) -> Vec<String> {
     kiln_ir::verify(g).unwrap();
     let want = kiln_ir::eval::run_graph(g, inputs).unwrap();
-    let exe = Cpu::new()
+    let exe = cpu
         .compile(&Program::new(g.clone()), &CompileOptions::default())
         .unwrap();
     let got = exe.run(inputs, None).unwrap();
@@ -338,7 +343,8 @@ fn stride_two_depthwise_convolution() {
 /// Depthwise convolution with bias, a residual add and a clip in its epilogue, on rows
 /// long enough for the vector loop (blocks of 32 and 8) and every remainder, stride 1 and
 /// 2, kernels 3, 5 and 1×7, pads on either side, dilation; NaN in the input and in the
-/// residual must come out as NaN through the clip.
+/// residual must come out as NaN through the clip. Once with the vector path (where the
+/// CPU has it) and once with the portable loop.
 #[test]
 fn depthwise_convolution_with_epilogue_on_long_rows() {
     let mut rng = Rng(52);
@@ -384,7 +390,11 @@ fn depthwise_convolution_with_epilogue_on_long_rows() {
         let xs = with_nans(&rng.tensor(&[2, c, h, w]), &[w + 1, c * h * w + 2 * w - 1]);
         let n: usize = out_shape.iter().product();
         let rs = with_nans(&rng.tensor(&out_shape), &[n - 1]);
-        assert_eq!(check(&g, &[xs, rs]), ["conv+add+clip (direct)"], "{h}×{w} k{kh}×{kw} s{s} d{d}");
+        let ins = [xs, rs];
+        assert_eq!(check(&g, &ins), ["conv+add+clip (direct)"], "{h}×{w} k{kh}×{kw} s{s} d{d}");
+        // The loop CPUs without AVX2 and FMA run.
+        let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
+        assert_eq!(check_on(portable, &g, &ins), ["conv+add+clip (direct)"], "portable {h}×{w}");
     }
 }
 

@@ -41,6 +41,9 @@ pub(crate) fn run(
     debug_assert!(out.len() == planes * p && x.len() >= planes * hw && w.len() >= channels * taps);
     let out_ptr = Out(out.as_mut_ptr());
     let next = AtomicUsize::new(0);
+    // The device made for the portable GEMM kernel (tests, CPUs without AVX2) runs the
+    // portable depthwise loop too, so that path stays tested on any machine.
+    let vector = ctx.kernel == crate::gemm::Kernel::Avx2Fma;
     let work = |_thread: usize| loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= planes {
@@ -50,6 +53,7 @@ pub(crate) fn run(
         // SAFETY: plane i is in bounds (checked above) and only this thread writes it.
         let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(i * p), p) };
         plane(
+            vector,
             g,
             &x[i * hw..(i + 1) * hw],
             &w[c * taps..(c + 1) * taps],
@@ -71,7 +75,9 @@ thread_local! {
 }
 
 /// One output plane: `o = clip(bias + Σ_taps w[tap] · shifted x + residual)`.
+#[allow(clippy::too_many_arguments)]
 fn plane(
+    vector: bool,
     g: &Geometry,
     x: &[f32],
     k: &[f32],
@@ -80,7 +86,7 @@ fn plane(
     clip: Option<(f32, f32)>,
     o: &mut [f32],
 ) {
-    if (g.sw == 1 || g.sw == 2) && vector::plane(g, x, k, bias, residual, clip, o) {
+    if vector && (g.sw == 1 || g.sw == 2) && vector::plane(g, x, k, bias, residual, clip, o) {
         return;
     }
     portable_plane(g, x, k, bias, o);
