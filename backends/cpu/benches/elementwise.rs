@@ -5,6 +5,11 @@
 //! `-- none` skips criterion. The kernels write into a preallocated output (`run_into`),
 //! as the executor's arena will; above 64K elements they split over the pool's 2 threads,
 //! so the table also gives the single-call rate of the plain loop on one thread.
+//!
+//! Then the device's other non-GEMM kernels on one-op graphs with the shapes of the
+//! mobile models (depthwise convolutions with their relu6, softmax), compiled for one
+//! thread: best and median wall time per run (on a busy machine the best is the figure
+//! that shows what the code does).
 
 use criterion::{black_box, Criterion, Throughput};
 use kiln_cpu::codegen::ElementwiseKernel;
@@ -163,4 +168,65 @@ fn main() {
             black_box(&out);
         }),
     );
+    device_kernels();
+}
+
+/// A depthwise convolution as mobilenet has it: `c` channels of `h`×`h`, `k`×`k`, stride
+/// `s`, TF-style "same" pads, bias and relu6.
+fn depthwise(c: usize, h: usize, k: usize, s: i64) -> (Graph, Vec<kiln_ir::Tensor>) {
+    use kiln_ir::{AutoPad, Tensor};
+    let fill = |n: usize, seed: usize| -> Vec<f32> {
+        (0..n).map(|i| ((i * 7919 + seed) % 1000) as f32 * 0.002 - 1.0).collect()
+    };
+    let mut g = Graph::new("dw");
+    let x = g.add_input("x", TensorType::known(DType::F32, &[1, c, h, h]));
+    let w = g.add_const("w", Tensor::new(vec![c, 1, k, k], fill(c * k * k, 1)).unwrap());
+    let b = g.add_const("b", Tensor::new(vec![c], fill(c, 2)).unwrap());
+    let total = ((h.div_ceil(s as usize) - 1) * s as usize + k) as i64 - h as i64;
+    let (p0, p1) = (total.max(0) / 2, total.max(0) - total.max(0) / 2);
+    let op = Op::Conv {
+        auto_pad: AutoPad::NotSet,
+        dilations: vec![],
+        group: c as i64,
+        kernel_shape: vec![],
+        pads: vec![p0, p0, p1, p1],
+        strides: vec![s, s],
+    };
+    let y = g.add(op, "conv", &[Some(x), Some(w), Some(b)], 1).unwrap();
+    let lo = g.add_const("lo", Tensor::scalar(0.0f32));
+    let hi = g.add_const("hi", Tensor::scalar(6.0f32));
+    let y = g.add1(Op::Clip, "relu6", &[kiln_ir::Value::new(y, 0), lo, hi]).unwrap();
+    g.add_output("y", y);
+    (g, vec![Tensor::new(vec![1, c, h, h], fill(c * h * h, 3)).unwrap()])
+}
+
+fn softmax(shape: &[usize]) -> (Graph, Vec<kiln_ir::Tensor>) {
+    let n: usize = shape.iter().product();
+    let mut g = Graph::new("softmax");
+    let x = g.add_input("x", TensorType::known(DType::F32, shape));
+    let y = g.add1(Op::Softmax { axis: -1 }, "softmax", &[x]).unwrap();
+    g.add_output("y", y);
+    let v = (0..n).map(|i| (i % 97) as f32 * 0.1 - 4.0).collect();
+    (g, vec![kiln_ir::Tensor::new(shape.to_vec(), v).unwrap()])
+}
+
+fn device_kernels() {
+    use kiln_backends::{Backend, CompileOptions, Program};
+    println!("\nDevice kernels on one thread: µs per run, best / median");
+    let cases: Vec<(String, (Graph, Vec<kiln_ir::Tensor>))> = vec![
+        ("depthwise 3×3/2 96×112² +relu6".into(), depthwise(96, 112, 3, 2)),
+        ("depthwise 3×3/1 144×56² +relu6".into(), depthwise(144, 56, 3, 1)),
+        ("depthwise 3×3/1 384×14² +relu6".into(), depthwise(384, 14, 3, 1)),
+        ("depthwise 5×5/2 144×56² +relu6".into(), depthwise(144, 56, 5, 2)),
+        ("depthwise 5×5/1 480×14² +relu6".into(), depthwise(480, 14, 5, 1)),
+        ("softmax 8×128×128, last axis".into(), softmax(&[8, 128, 128])),
+    ];
+    let options = CompileOptions { threads: 1, ..Default::default() };
+    for (name, (g, inputs)) in cases {
+        let exe = kiln_cpu::Cpu::new().compile(&Program::new(g), &options).unwrap();
+        let (best, median) = time(|| {
+            black_box(exe.run(&inputs, None).unwrap());
+        });
+        println!("{name:<34} {:>8.0} / {:>8.0}", best * 1e6, median * 1e6);
+    }
 }

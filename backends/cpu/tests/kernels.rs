@@ -38,9 +38,14 @@ fn with_nans(t: &Tensor, at: &[usize]) -> Tensor {
 /// Runs `g` on CPU (2 threads) and on REFERENCE, compares every output, and returns the
 /// CPU plan's step kinds.
 fn check(g: &Graph, inputs: &[Tensor]) -> Vec<String> {
+    check_on(Cpu::new(), g, inputs)
+}
+
+/// [`check`] on a given device (the portable kernels' one, say).
+fn check_on(cpu: Cpu, g: &Graph, inputs: &[Tensor]) -> Vec<String> {
     kiln_ir::verify(g).unwrap();
     let want = kiln_ir::eval::run_graph(g, inputs).unwrap();
-    let exe = Cpu::new()
+    let exe = cpu
         .compile(&Program::new(g.clone()), &CompileOptions::default())
         .unwrap();
     let got = exe.run(inputs, None).unwrap();
@@ -332,6 +337,64 @@ fn stride_two_depthwise_convolution() {
         let y = g.add1(op, "conv", &[x, wt]).unwrap();
         g.add_output("y", y);
         assert_eq!(check(&g, &[rng.tensor(&[1, 5, 7, w])]), ["conv (direct)"]);
+    }
+}
+
+/// Depthwise convolution with bias, a residual add and a clip in its epilogue, on rows
+/// long enough for the vector loop (blocks of 32 and 8) and every remainder, stride 1 and
+/// 2, kernels 3, 5 and 1×7, pads on either side, dilation; NaN in the input and in the
+/// residual must come out as NaN through the clip. Once with the vector path (where the
+/// CPU has it) and once with the portable loop.
+#[test]
+fn depthwise_convolution_with_epilogue_on_long_rows() {
+    let mut rng = Rng(52);
+    // (input height, width, kernel [h, w], stride, pads [t, l, b, r], dilation)
+    let cases: &[(usize, usize, [usize; 2], i64, [i64; 4], i64)] = &[
+        (6, 112, [3, 3], 1, [1, 1, 1, 1], 1),
+        (5, 113, [3, 3], 2, [0, 0, 1, 1], 1),
+        (7, 112, [3, 3], 2, [1, 1, 1, 1], 1),
+        (4, 47, [5, 5], 1, [2, 2, 2, 2], 1),
+        (6, 81, [5, 5], 2, [1, 2, 2, 1], 1),
+        (3, 41, [3, 3], 1, [1, 1, 1, 1], 2),
+        (5, 66, [3, 3], 2, [2, 2, 2, 2], 2),
+        (3, 40, [1, 7], 1, [0, 3, 0, 3], 1),
+        (4, 9, [3, 3], 1, [1, 1, 1, 1], 1),
+        (3, 33, [3, 3], 1, [0, 0, 0, 0], 1),
+        (2, 3, [3, 3], 1, [1, 1, 1, 1], 1),
+    ];
+    for &(h, w, [kh, kw], s, pads, d) in cases {
+        let c = 3;
+        let mut g = Graph::new("dw");
+        let x = input(&mut g, &[2, c, h, w]);
+        let wt = g.add_const("w", rng.tensor(&[c, 1, kh, kw]));
+        let b = g.add_const("b", rng.tensor(&[c]));
+        let op = Op::Conv {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![d, d],
+            group: c as i64,
+            kernel_shape: vec![],
+            pads: pads.to_vec(),
+            strides: vec![s, s],
+        };
+        let y: Value = g.add(op, "conv", &[Some(x), Some(wt), Some(b)], 1).unwrap().into();
+        let out_shape: Vec<usize> = match g.value_type(y).shape.dims() {
+            Some(dims) => dims.iter().map(|d| d.known().unwrap()).collect(),
+            None => panic!("the conv's output shape is known"),
+        };
+        let r = input(&mut g, &out_shape);
+        let y = g.add1(Op::Binary(BinaryOp::Add), "residual", &[y, r]).unwrap();
+        let lo = g.add_const("lo", Tensor::scalar(-0.5f32));
+        let hi = g.add_const("hi", Tensor::scalar(0.75f32));
+        let y = g.add1(Op::Clip, "clip", &[y, lo, hi]).unwrap();
+        g.add_output("y", y);
+        let xs = with_nans(&rng.tensor(&[2, c, h, w]), &[w + 1, c * h * w + 2 * w - 1]);
+        let n: usize = out_shape.iter().product();
+        let rs = with_nans(&rng.tensor(&out_shape), &[n - 1]);
+        let ins = [xs, rs];
+        assert_eq!(check(&g, &ins), ["conv+add+clip (direct)"], "{h}×{w} k{kh}×{kw} s{s} d{d}");
+        // The loop CPUs without AVX2 and FMA run.
+        let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
+        assert_eq!(check_on(portable, &g, &ins), ["conv+add+clip (direct)"], "portable {h}×{w}");
     }
 }
 

@@ -7,6 +7,8 @@ use super::im2col::{valid_range, Geometry};
 use crate::device::Ctx;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod vector;
+
 /// Output pointer shared by the threads; each writes its own planes.
 struct Out(*mut f32);
 // SAFETY: threads write disjoint planes (each plane index is taken once from a counter).
@@ -39,6 +41,9 @@ pub(crate) fn run(
     debug_assert!(out.len() == planes * p && x.len() >= planes * hw && w.len() >= channels * taps);
     let out_ptr = Out(out.as_mut_ptr());
     let next = AtomicUsize::new(0);
+    // The device made for the portable GEMM kernel (tests, CPUs without AVX2) runs the
+    // portable depthwise loop too, so that path stays tested on any machine.
+    let vector = ctx.kernel == crate::gemm::Kernel::Avx2Fma;
     let work = |_thread: usize| loop {
         let i = next.fetch_add(1, Ordering::Relaxed);
         if i >= planes {
@@ -48,25 +53,15 @@ pub(crate) fn run(
         // SAFETY: plane i is in bounds (checked above) and only this thread writes it.
         let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(i * p), p) };
         plane(
+            vector,
             g,
             &x[i * hw..(i + 1) * hw],
             &w[c * taps..(c + 1) * taps],
             bias.map_or(0.0, |b| b[c]),
+            residual.map(|r| &r[i * p..(i + 1) * p]),
+            clip,
             o,
         );
-        if let Some(r) = residual {
-            o.iter_mut()
-                .zip(&r[i * p..(i + 1) * p])
-                .for_each(|(a, b)| *a += b);
-        }
-        if let Some((lo, hi)) = clip {
-            // max then min, as the GEMM does: NaN stays NaN. Written as selects so the
-            // loop vectorises.
-            o.iter_mut().for_each(|v| {
-                let x = if *v < lo { lo } else { *v };
-                *v = if x > hi { hi } else { x };
-            });
-        }
     };
     match ctx.pool {
         Some(pool) if planes > 1 && planes * p * taps >= PARALLEL_MIN_MACS => pool.run(&work),
@@ -79,25 +74,60 @@ thread_local! {
     static SPLIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One output plane: `o = bias + Σ_taps w[tap] · shifted x`.
-fn plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
+/// One output plane: `o = clip(bias + Σ_taps w[tap] · shifted x + residual)`.
+#[allow(clippy::too_many_arguments)]
+fn plane(
+    vector: bool,
+    g: &Geometry,
+    x: &[f32],
+    k: &[f32],
+    bias: f32,
+    residual: Option<&[f32]>,
+    clip: Option<(f32, f32)>,
+    o: &mut [f32],
+) {
+    if vector && (g.sw == 1 || g.sw == 2) && vector::plane(g, x, k, bias, residual, clip, o) {
+        return;
+    }
+    portable_plane(g, x, k, bias, o);
+    if let Some(r) = residual {
+        o.iter_mut().zip(r).for_each(|(a, b)| *a += b);
+    }
+    if let Some((lo, hi)) = clip {
+        // max then min, as the GEMM does: NaN stays NaN. Written as selects so the loop
+        // vectorises.
+        o.iter_mut().for_each(|v| {
+            let x = if *v < lo { lo } else { *v };
+            *v = if x > hi { hi } else { x };
+        });
+    }
+}
+
+/// Splits each input row of a stride-2 plane into its even columns then its odd ones
+/// (into `buf`), so that every tap of a stride-2 output row reads a contiguous run.
+fn split_columns(g: &Geometry, x: &[f32], buf: &mut Vec<f32>) {
+    let (even, odd) = (g.w.div_ceil(2), g.w / 2);
+    buf.resize(g.h * g.w, 0.0);
+    for (r, row) in x[..g.h * g.w].chunks_exact(g.w).enumerate() {
+        let dst = &mut buf[r * g.w..(r + 1) * g.w];
+        for c in 0..even {
+            dst[c] = row[2 * c];
+        }
+        for c in 0..odd {
+            dst[even + c] = row[2 * c + 1];
+        }
+    }
+}
+
+/// [`plane`] without the vector path and without its epilogue.
+fn portable_plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
     if g.sw == 2 && g.w >= 2 {
         // Every tap of a stride-2 row reads every other input column: with each input row
         // split into its even and its odd columns, each tap is a contiguous axpy again
         // (vectorised) instead of a gather.
         return SPLIT.with(|buf| {
             let mut buf = buf.borrow_mut();
-            let (even, odd) = (g.w.div_ceil(2), g.w / 2);
-            buf.resize(g.h * g.w, 0.0);
-            for (r, row) in x[..g.h * g.w].chunks_exact(g.w).enumerate() {
-                let dst = &mut buf[r * g.w..(r + 1) * g.w];
-                for c in 0..even {
-                    dst[c] = row[2 * c];
-                }
-                for c in 0..odd {
-                    dst[even + c] = row[2 * c + 1];
-                }
-            }
+            split_columns(g, x, &mut buf);
             plane_split(g, &buf, k, bias, o);
         });
     }

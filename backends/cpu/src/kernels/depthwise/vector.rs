@@ -1,0 +1,261 @@
+//! Depthwise planes with AVX2 + FMA, stride 1 or 2 (stride 2 on split columns, see
+//! [`super::split_columns`]).
+//!
+//! The portable loop adds one tap at a time to a whole output row, so each output element
+//! is loaded and stored once per tap (9 times for 3×3) through 4-wide SSE without FMA.
+//! Here 32 outputs stay in four ymm accumulators while every tap of every kernel row is
+//! added with one FMA per 8 outputs, and the residual and clip are applied before the
+//! single store. The input rows are first copied with their padding as zeros, so no
+//! output needs a bounds check per tap (a scalar loop over a row's first and last columns
+//! cost more than the vector loop over the rest of a 56-wide row).
+
+use super::super::im2col::Geometry;
+
+/// Whether this CPU runs the vector path (checked once; the answer is cached by std).
+pub(super) fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+thread_local! {
+    /// A plane's input rows with their padding columns written out as zeros (and for
+    /// stride 2 split into even and odd columns).
+    static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// What one output row sums: per input row it reads, the row and its kernel row's weights;
+/// per kernel column, where output 0 reads in a row.
+struct Row<'a> {
+    inputs: &'a [(&'a [f32], &'a [f32])],
+    taps: &'a [usize],
+    bias: f32,
+    residual: Option<&'a [f32]>,
+    clip: Option<(f32, f32)>,
+}
+
+/// The plane as [`super::plane`] defines it, for stride 1 or 2 along the width; `false`
+/// (nothing written) when this CPU lacks AVX2 or FMA, or the padded rows would take more
+/// memory than the plane's input and output justify.
+///
+/// Each input row is copied once with its padding columns as zeros and enough zeros after
+/// it for the last block of 8 outputs, so that every output is computed by the vector
+/// loop with no bounds check. Stride 2 splits each padded row into its even and its odd
+/// columns: tap offset `q` of output `o` reads padded column `2·o + q`, that is column
+/// `o + q div 2` of the half `q mod 2`, again a contiguous run.
+pub(super) fn plane(
+    g: &Geometry,
+    x: &[f32],
+    k: &[f32],
+    bias: f32,
+    residual: Option<&[f32]>,
+    clip: Option<(f32, f32)>,
+    o: &mut [f32],
+) -> bool {
+    if !available() {
+        return false;
+    }
+    if g.ow == 0 || g.oh == 0 {
+        return true;
+    }
+    let blocks = g.ow.div_ceil(8) * 8;
+    // Padded columns any output block reads, and each padded row's stored length.
+    let reach = (blocks - 1) * g.sw + (g.kw - 1) * g.dw + 1;
+    let width = reach.max(g.pw + g.w);
+    let half = width.div_ceil(2);
+    let stored = if g.sw == 1 { width } else { 2 * half };
+    if g.h * stored > 4 * (g.h * g.w + g.p()) + 4096 {
+        return false;
+    }
+    let taps: Vec<usize> = (0..g.kw)
+        .map(|j| {
+            let q = j * g.dw;
+            if g.sw == 1 {
+                q
+            } else {
+                (q % 2) * half + q / 2
+            }
+        })
+        .collect();
+    PADDED.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        buf.resize(g.h * stored, 0.0);
+        // Stride 2: the padded row, rounded up to whole 16-column blocks for the split.
+        let mut padded = vec![0.0f32; if g.sw == 1 { 0 } else { half.div_ceil(8) * 16 }];
+        for (src, dst) in x[..g.h * g.w]
+            .chunks_exact(g.w)
+            .zip(buf.chunks_exact_mut(stored))
+        {
+            let row = if g.sw == 1 {
+                &mut dst[..]
+            } else {
+                &mut padded[..]
+            };
+            row[..g.pw].fill(0.0);
+            row[g.pw..g.pw + g.w].copy_from_slice(src);
+            row[g.pw + g.w..].fill(0.0);
+            if g.sw == 2 {
+                // SAFETY: `available()` was checked; `padded` holds 16 columns per 8 of
+                // each half.
+                unsafe { deinterleave(&padded, dst, half) };
+            }
+        }
+        let mut inputs: Vec<(&[f32], &[f32])> = Vec::with_capacity(g.kh);
+        for (oh, orow) in o.chunks_exact_mut(g.ow).enumerate() {
+            inputs.clear();
+            for i in 0..g.kh {
+                let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+                if ih >= 0 && (ih as usize) < g.h {
+                    let ih = ih as usize;
+                    inputs.push((
+                        &buf[ih * stored..(ih + 1) * stored],
+                        &k[i * g.kw..(i + 1) * g.kw],
+                    ));
+                }
+            }
+            let row = Row {
+                inputs: &inputs,
+                taps: &taps,
+                bias,
+                residual: residual.map(|r| &r[oh * g.ow..(oh + 1) * g.ow]),
+                clip,
+            };
+            // SAFETY: `available()` was checked by the caller; every input row holds
+            // `stored` ≥ the columns read for outputs up to `blocks`.
+            unsafe { output_row(&row, orow) };
+        }
+    });
+    true
+}
+
+/// Splits `padded` into its even columns (`dst[..half]`) and odd ones (`dst[half..]`).
+///
+/// # Safety
+/// AVX2 must be available, `padded` must hold `16 · ⌈half / 8⌉` columns and `dst` `2·half`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn deinterleave(padded: &[f32], dst: &mut [f32], half: usize) {
+    use std::arch::x86_64::*;
+    debug_assert!(padded.len() >= half.div_ceil(8) * 16 && dst.len() >= 2 * half);
+    let (even, odd) = dst.split_at_mut(half);
+    let mut e = 0;
+    while e < half {
+        let a = _mm256_loadu_ps(padded.as_ptr().add(2 * e));
+        let b = _mm256_loadu_ps(padded.as_ptr().add(2 * e + 8));
+        // Per 128-bit lane [a0 a2 b0 b2 | a4 a6 b4 b6]; the permute puts the a's first.
+        let ev = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+            _mm256_shuffle_ps::<0b10_00_10_00>(a, b),
+        )));
+        let od = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+            _mm256_shuffle_ps::<0b11_01_11_01>(a, b),
+        )));
+        if e + 8 <= half {
+            _mm256_storeu_ps(even.as_mut_ptr().add(e), ev);
+            _mm256_storeu_ps(odd.as_mut_ptr().add(e), od);
+        } else {
+            let mut tile = [0.0f32; 16];
+            _mm256_storeu_ps(tile.as_mut_ptr(), ev);
+            _mm256_storeu_ps(tile.as_mut_ptr().add(8), od);
+            even[e..].copy_from_slice(&tile[..half - e]);
+            odd[e..].copy_from_slice(&tile[8..8 + half - e]);
+        }
+        e += 8;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn deinterleave(_padded: &[f32], _dst: &mut [f32], _half: usize) {}
+
+/// `v` plus the residual, then max(lo, ·) and min(hi, ·) as the portable path does (NaN
+/// stays NaN).
+fn finish(v: f32, residual: Option<f32>, clip: Option<(f32, f32)>) -> f32 {
+    let v = v + residual.unwrap_or(0.0);
+    match clip {
+        Some((lo, hi)) => {
+            let x = if v < lo { lo } else { v };
+            if x > hi {
+                hi
+            } else {
+                x
+            }
+        }
+        None => v,
+    }
+}
+
+/// One output row in blocks of 32, then 8; the last partial block goes through a stack
+/// tile.
+///
+/// # Safety
+/// AVX2 and FMA must be available, and every input row must hold the columns that outputs
+/// up to the row length rounded up to 8 read at each tap offset.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn output_row(row: &Row, o: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let n = o.len();
+    let b = _mm256_set1_ps(row.bias);
+    let clip = row
+        .clip
+        .map(|(l, h)| (_mm256_set1_ps(l), _mm256_set1_ps(h)));
+    // Residual, then max(lo, v) and min(hi, ·): with the value as the second operand a
+    // NaN passes through both, as in the portable path.
+    let finish8 = |v: __m256, c: usize| -> __m256 {
+        let v = match row.residual {
+            // SAFETY: the residual row has the output row's length and c + 8 ≤ n.
+            Some(r) => _mm256_add_ps(v, unsafe { _mm256_loadu_ps(r.as_ptr().add(c)) }),
+            None => v,
+        };
+        match clip {
+            Some((l, h)) => _mm256_min_ps(h, _mm256_max_ps(l, v)),
+            None => v,
+        }
+    };
+    let mut c = 0;
+    while c + 32 <= n {
+        let (mut a0, mut a1, mut a2, mut a3) = (b, b, b, b);
+        for (input, w) in row.inputs {
+            for (&tap, &wt) in row.taps.iter().zip(w.iter()) {
+                let wv = _mm256_set1_ps(wt);
+                let p = input.as_ptr().add(tap + c);
+                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), a0);
+                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(8)), a1);
+                a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(16)), a2);
+                a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(24)), a3);
+            }
+        }
+        let out = o.as_mut_ptr().add(c);
+        _mm256_storeu_ps(out, finish8(a0, c));
+        _mm256_storeu_ps(out.add(8), finish8(a1, c + 8));
+        _mm256_storeu_ps(out.add(16), finish8(a2, c + 16));
+        _mm256_storeu_ps(out.add(24), finish8(a3, c + 24));
+        c += 32;
+    }
+    while c < n {
+        let mut a = b;
+        for (input, w) in row.inputs {
+            for (&tap, &wt) in row.taps.iter().zip(w.iter()) {
+                let p = input.as_ptr().add(tap + c);
+                a = _mm256_fmadd_ps(_mm256_set1_ps(wt), _mm256_loadu_ps(p), a);
+            }
+        }
+        if c + 8 <= n {
+            _mm256_storeu_ps(o.as_mut_ptr().add(c), finish8(a, c));
+        } else {
+            let mut tile = [0.0f32; 8];
+            _mm256_storeu_ps(tile.as_mut_ptr(), a);
+            for t in 0..n - c {
+                o[c + t] = finish(tile[t], row.residual.map(|r| r[c + t]), row.clip);
+            }
+        }
+        c += 8;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn output_row(_row: &Row, _o: &mut [f32]) {}
