@@ -146,7 +146,7 @@ impl ElementwiseKernel {
                     t.shape()
                 )));
             }
-            ptrs.push(data_ptr(t.data()));
+            ptrs.push(tensor_ptr(t)?);
         }
         let n = self.plan.layout.len();
         let mut outs: Vec<Data> = self
@@ -252,6 +252,12 @@ impl ElementwiseKernel {
 #[allow(clippy::unnecessary_cast)] // a no-op for the u8 variant only
 fn data_ptr(d: &Data) -> *const u8 {
     kiln_ir::with_data!(d, v, T => v.as_ptr() as *const u8)
+}
+
+/// The tensor's elements in place: `as_slice`, not `data()`, so a tensor that reads a
+/// caller's buffer (`Tensor::from_shared`) is not copied first.
+fn tensor_ptr(t: &Tensor) -> kiln_ir::Result<*const u8> {
+    Ok(kiln_ir::with_dtype!(t.dtype(), T => t.as_slice::<T>()?.as_ptr() as *const u8))
 }
 
 #[allow(clippy::unnecessary_cast)] // a no-op for the u8 variant only
