@@ -156,6 +156,9 @@ impl<'a> RowMajor<'a> {
 
 impl PanelSource for RowMajor<'_> {
     fn pack(&self, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [f32]) {
+        if kc == 0 {
+            return;
+        }
         for (q, panel) in out[..cols.div_ceil(NR) * kc * NR]
             .chunks_exact_mut(kc * NR)
             .enumerate()
