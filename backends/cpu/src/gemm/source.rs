@@ -37,6 +37,28 @@ pub trait PanelSource: Sync {
 thread_local! {
     /// One chunk of packed panels per thread.
     static PANELS: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::zeroed(0));
+    /// All of B, packed by the caller when there are fewer chunks than threads.
+    static FULL: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::zeroed(0));
+}
+
+/// Where a work unit's panels come from.
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    /// Packed by the unit, per k block.
+    Source(&'a dyn PanelSource),
+    /// Already packed whole (`PackedB`'s layout) with this many panels.
+    Packed(*const f32, usize),
+}
+
+/// The packed B shared by the threads, which only read it.
+struct Shared(*const f32);
+// SAFETY: read-only while the threads run; the caller keeps it alive until they finish.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn at(&self) -> *const f32 {
+        self.0
+    }
 }
 
 /// `C = epilogue(accumulate ? C + A·B : A·B)` for row-major A (m×k, row stride `lda`) and
@@ -69,29 +91,58 @@ pub fn gemm_source(
     let chunk_panels =
         (panels / (threads * UNITS_PER_THREAD)).clamp(MIN_CHUNK_PANELS, CHUNK_PANELS);
     let chunks = panels.div_ceil(chunk_panels);
-    // Fewer chunks than threads (a late layer: few positions, many channels): the rows
-    // are cut as well, each part packing its chunk for itself. Packing costs about as
-    // much per element as 16 rows' multiply-adds, so parts stay as few as the threads.
-    let row_parts = if chunks >= threads {
-        1
-    } else {
-        threads.div_ceil(chunks).min(m_tiles)
-    };
-    let units = chunks * row_parts;
+    // Fewer chunks than threads (a late layer: few positions, many channels): B is small,
+    // so the caller packs all of it once, and the threads share it, taking row parts from
+    // the counter (a late thread leaves its share to the other).
+    if chunks < threads {
+        let kc_max = block_depth(k);
+        return FULL.with(|full| {
+            let mut full = full.borrow_mut();
+            let need = k.max(1) * panels * NR;
+            if full.len() < need {
+                *full = AlignedBuf::zeroed(need);
+            }
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = kc_max.min(k - k0);
+                b.pack(k0, kc, 0, n, &mut full.as_mut_slice()[k0 * panels * NR..]);
+                k0 += kc;
+            }
+            let base = Shared(full.as_slice().as_ptr());
+            let parts = (threads * UNITS_PER_THREAD).min(m_tiles);
+            let next = AtomicUsize::new(0);
+            let work = |_: usize| loop {
+                let part = next.fetch_add(1, Ordering::Relaxed);
+                if part >= parts {
+                    return;
+                }
+                let (t0, t1) = (m_tiles * part / parts, m_tiles * (part + 1) / parts);
+                run_unit(
+                    &job,
+                    Panels::Packed(base.at(), panels),
+                    t0 * MR..(t1 * MR).min(m),
+                    0..panels,
+                );
+            };
+            match options.pool {
+                Some(pool) if threads > 1 && parts > 1 => pool.run(&work),
+                _ => work(0),
+            }
+            Ok(())
+        });
+    }
     let next = AtomicUsize::new(0);
     let work = |_: usize| loop {
-        let unit = next.fetch_add(1, Ordering::Relaxed);
-        if unit >= units {
+        let chunk = next.fetch_add(1, Ordering::Relaxed);
+        if chunk >= chunks {
             return;
         }
-        let (chunk, part) = (unit / row_parts, unit % row_parts);
-        let (t0, t1) = (m_tiles * part / row_parts, m_tiles * (part + 1) / row_parts);
         let p0 = chunk * chunk_panels;
         let p1 = (p0 + chunk_panels).min(panels);
-        run_unit(&job, b, t0 * MR..(t1 * MR).min(m), p0..p1);
+        run_unit(&job, Panels::Source(b), 0..m, p0..p1);
     };
     match options.pool {
-        Some(pool) if threads > 1 && units > 1 => pool.run(&work),
+        Some(pool) if threads > 1 && chunks > 1 => pool.run(&work),
         _ => work(0),
     }
     Ok(())
@@ -99,7 +150,40 @@ pub fn gemm_source(
 
 /// Rows `rows` × panels `panels` of C: per k block, the panels are packed and every row
 /// block of A passes over them.
-fn run_unit(
+fn run_unit(job: &Job, b: Panels, rows: std::ops::Range<usize>, panels: std::ops::Range<usize>) {
+    let kc_max = block_depth(job.k);
+    let (full, all) = match b {
+        Panels::Packed(full, all) => (full, all),
+        Panels::Source(b) => return run_chunk(job, b, rows, panels),
+    };
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        // B packed whole: row blocks outside k blocks, as in the driver, so each row tile
+        // reads its rows of A front to back (A is large here and streams from memory).
+        for i0 in rows.clone().step_by(MC) {
+            let mc = MC.min(rows.end - i0);
+            // k = 0 still runs one (empty) block so that the epilogue is applied.
+            let mut k0 = 0;
+            loop {
+                let kc = kc_max.min(job.k - k0);
+                // SAFETY: the k block starts inside the buffer packed whole.
+                let base = unsafe { full.add(k0 * all * NR) };
+                let flags = job.flags(k0, kc);
+                job.block(&mut s, i0, mc, k0, kc, flags, panels.clone(), |p| {
+                    // SAFETY: panel p of the block lies inside the buffer.
+                    unsafe { base.add(p * kc * NR) }
+                });
+                k0 += kc;
+                if k0 >= job.k {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// A chunk of panels packed per k block by the unit; every row block passes over it.
+fn run_chunk(
     job: &Job,
     b: &dyn PanelSource,
     rows: std::ops::Range<usize>,
@@ -126,7 +210,7 @@ fn run_unit(
                 for i0 in rows.clone().step_by(MC) {
                     let mc = MC.min(rows.end - i0);
                     job.block(&mut s, i0, mc, k0, kc, flags, panels.clone(), |p| {
-                        // SAFETY: panel p - start of the chunk lies inside the buffer.
+                        // SAFETY: panel p of the chunk lies inside the buffer.
                         unsafe { base.add((p - panels.start) * kc * NR) }
                     });
                 }
