@@ -1,11 +1,15 @@
 //! The GEMM against a naive triple loop in f64, over awkward and real shapes, every
-//! epilogue, beta 0 and 1, both kernels, packed and in-place A, one thread and the pool.
+//! epilogue, beta 0 and 1, both kernels, packed and in-place A, one thread and the pool;
+//! each case twice: B packed whole (`gemm_with`) and B packed per block by the caller
+//! (`gemm_source` with `RowMajor`, the path of 1×1 convolutions).
 //!
 //! Tolerance: f32 sums in another order differ by about k·eps·Σ|a||b|; we allow
 //! 1e-5 · (Σ|a||b| + |every added term|), which also covers the fused additions.
 
 use kiln_cpu::gemm::threads::Pool;
-use kiln_cpu::gemm::{gemm, gemm_with, Bias, Epilogue, Kernel, Options, PackedB};
+use kiln_cpu::gemm::{
+    gemm, gemm_source, gemm_with, Bias, Epilogue, Kernel, Options, PackedB, RowMajor,
+};
 
 struct Rng(u64);
 
@@ -87,7 +91,52 @@ fn check(case: Case, options: &Options, pad: usize) {
         &epilogue,
     )
     .unwrap();
+    let mut c_source = c0.clone();
+    gemm_source(
+        options,
+        m,
+        &a,
+        lda,
+        k,
+        n,
+        &RowMajor::new(&b, k, n, ldb).unwrap(),
+        &mut c_source,
+        ldc,
+        case.accumulate,
+        &epilogue,
+    )
+    .unwrap();
+    for (path, c) in [("packed B", &c), ("B per block", &c_source)] {
+        verify(
+            case,
+            options,
+            path,
+            c,
+            &c0,
+            &a,
+            &b,
+            &bias,
+            &res,
+            (lda, ldb, ldc, ldr),
+        );
+    }
+}
 
+/// Checks one result of [`check`] against the f64 product.
+#[allow(clippy::too_many_arguments)]
+fn verify(
+    case: Case,
+    options: &Options,
+    path: &str,
+    c: &[f32],
+    c0: &[f32],
+    a: &[f32],
+    b: &[f32],
+    bias: &[f32],
+    res: &[f32],
+    (lda, ldb, ldc, ldr): (usize, usize, usize, usize),
+) {
+    let Case { m, n, k, .. } = case;
     for i in 0..m {
         for j in 0..n {
             let (mut want, mut scale) = (0f64, 0f64);
@@ -118,7 +167,7 @@ fn check(case: Case, options: &Options, pad: usize) {
             let tol = 1e-5 * scale + 1e-30;
             assert!(
                 (got - want).abs() <= tol,
-                "{case:?} kernel {:?} pack {} at ({i}, {j}): got {got}, want {want} (tol {tol})",
+                "{case:?} {path} kernel {:?} pack {} at ({i}, {j}): got {got}, want {want} (tol {tol})",
                 options.kernel,
                 options.pack_a
             );

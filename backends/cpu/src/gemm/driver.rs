@@ -82,54 +82,21 @@ pub fn gemm_with(
     epilogue: &Epilogue,
 ) -> Result<(), ShapeError> {
     let (k, n) = (b.k(), b.n());
-    check_matrix("A", a, m, k, lda)?;
-    check_matrix("C", c, m, n, ldc)?;
-    let mut ep_flags = 0;
-    let (mut bias, mut residual, mut ldr) = (std::ptr::null(), std::ptr::null(), 0);
-    match epilogue.bias {
-        Some(Bias::PerCol(v)) => {
-            check_len("bias", v.len(), n)?;
-            ep_flags |= FLAG_BIAS_COL;
-            bias = v.as_ptr();
-        }
-        Some(Bias::PerRow(v)) => {
-            check_len("bias", v.len(), m)?;
-            ep_flags |= FLAG_BIAS_ROW;
-            bias = v.as_ptr();
-        }
-        None => {}
-    }
-    if let Some((r, ld)) = epilogue.residual {
-        check_matrix("residual", r, m, n, ld)?;
-        ep_flags |= FLAG_RESIDUAL;
-        residual = r.as_ptr();
-        ldr = ld;
-    }
-    let (lo, hi) = epilogue.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-    if epilogue.clip.is_some() {
-        ep_flags |= FLAG_CLIP;
-    }
-    if m == 0 || n == 0 {
-        return Ok(());
-    }
-    let job = Job {
-        kernels: options.kernel.functions(),
-        pack: options.pack_a,
+    let Some(job) = Job::new(
+        options,
         m,
-        n,
         k,
-        a: a.as_ptr(),
+        n,
+        a,
         lda,
-        b,
-        c: c.as_mut_ptr(),
+        Some(b),
+        c,
         ldc,
-        beta: if accumulate { FLAG_BETA } else { 0 },
-        ep_flags,
-        bias,
-        residual,
-        ldr,
-        lo,
-        hi,
+        accumulate,
+        epilogue,
+    )?
+    else {
+        return Ok(());
     };
     let (m_tiles, n_tiles) = (m.div_ceil(MR), n.div_ceil(NR));
     let threads = options.pool.map_or(1, Pool::threads);
@@ -164,14 +131,83 @@ pub fn gemm_with(
     Ok(())
 }
 
-fn check_len(what: &str, len: usize, want: usize) -> Result<(), ShapeError> {
+impl<'b> Job<'b> {
+    /// Checks the operands against the sizes and turns the epilogue into kernel flags;
+    /// `None` for an empty C (nothing to do).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        options: &Options,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        b: Option<&'b PackedB>,
+        c: &mut [f32],
+        ldc: usize,
+        accumulate: bool,
+        epilogue: &Epilogue,
+    ) -> Result<Option<Job<'b>>, ShapeError> {
+        check_matrix("A", a, m, k, lda)?;
+        check_matrix("C", c, m, n, ldc)?;
+        let mut ep_flags = 0;
+        let (mut bias, mut residual, mut ldr) = (std::ptr::null(), std::ptr::null(), 0);
+        match epilogue.bias {
+            Some(Bias::PerCol(v)) => {
+                check_len("bias", v.len(), n)?;
+                ep_flags |= FLAG_BIAS_COL;
+                bias = v.as_ptr();
+            }
+            Some(Bias::PerRow(v)) => {
+                check_len("bias", v.len(), m)?;
+                ep_flags |= FLAG_BIAS_ROW;
+                bias = v.as_ptr();
+            }
+            None => {}
+        }
+        if let Some((r, ld)) = epilogue.residual {
+            check_matrix("residual", r, m, n, ld)?;
+            ep_flags |= FLAG_RESIDUAL;
+            residual = r.as_ptr();
+            ldr = ld;
+        }
+        let (lo, hi) = epilogue.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+        if epilogue.clip.is_some() {
+            ep_flags |= FLAG_CLIP;
+        }
+        if m == 0 || n == 0 {
+            return Ok(None);
+        }
+        Ok(Some(Job {
+            kernels: options.kernel.functions(),
+            pack: options.pack_a,
+            m,
+            n,
+            k,
+            a: a.as_ptr(),
+            lda,
+            b,
+            c: c.as_mut_ptr(),
+            ldc,
+            beta: if accumulate { FLAG_BETA } else { 0 },
+            ep_flags,
+            bias,
+            residual,
+            ldr,
+            lo,
+            hi,
+        }))
+    }
+}
+
+pub(super) fn check_len(what: &str, len: usize, want: usize) -> Result<(), ShapeError> {
     if len < want {
         return Err(ShapeError(format!("{what} has {len} values, needs {want}")));
     }
     Ok(())
 }
 
-fn check_matrix(
+pub(super) fn check_matrix(
     what: &str,
     v: &[f32],
     rows: usize,
@@ -197,24 +233,25 @@ fn check_matrix(
 }
 
 /// One GEMM's operands as raw pointers, shared by the threads (each writes its own tiles).
-struct Job<'b> {
-    kernels: Kernels,
-    pack: bool,
-    m: usize,
-    n: usize,
-    k: usize,
-    a: *const f32,
-    lda: usize,
-    b: &'b PackedB,
-    c: *mut f32,
-    ldc: usize,
-    beta: u64,
-    ep_flags: u64,
-    bias: *const f32,
-    residual: *const f32,
-    ldr: usize,
-    lo: f32,
-    hi: f32,
+/// `b` is `None` when the caller packs B's panels per block ([`super::source`]).
+pub(super) struct Job<'b> {
+    pub kernels: Kernels,
+    pub pack: bool,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub a: *const f32,
+    pub lda: usize,
+    pub b: Option<&'b PackedB>,
+    pub c: *mut f32,
+    pub ldc: usize,
+    pub beta: u64,
+    pub ep_flags: u64,
+    pub bias: *const f32,
+    pub residual: *const f32,
+    pub ldr: usize,
+    pub lo: f32,
+    pub hi: f32,
 }
 
 // SAFETY: the pointers come from slices borrowed for the whole call, checked against the
@@ -222,7 +259,7 @@ struct Job<'b> {
 unsafe impl Sync for Job<'_> {}
 
 /// Scratch for one thread: the packed A block, and padded copies for edge tiles.
-struct Scratch {
+pub(super) struct Scratch {
     a: AlignedBuf,
     tile: AlignedBuf,
     residual: AlignedBuf,
@@ -230,7 +267,7 @@ struct Scratch {
 }
 
 thread_local! {
-    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+    pub(super) static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         a: AlignedBuf::zeroed(MC * KC),
         tile: AlignedBuf::zeroed(MR * NR),
         residual: AlignedBuf::zeroed(MR * NR),
@@ -241,6 +278,7 @@ thread_local! {
 impl Job<'_> {
     /// Computes the tiles of rows `rows` (starting on a tile boundary) × panels `panels`.
     fn run(&self, rows: std::ops::Range<usize>, panels: std::ops::Range<usize>) {
+        let Some(b) = self.b else { return };
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             // Row blocks outside k blocks: the block's rows of C stay in L2 from one k block
@@ -250,12 +288,12 @@ impl Job<'_> {
                 // k = 0 still runs one (empty) block so that the epilogue is applied.
                 let mut k0 = 0;
                 loop {
-                    let kc = self.b.kc().min(self.k - k0);
-                    let first = k0 == 0;
+                    let kc = b.kc().min(self.k - k0);
                     let last = k0 + kc >= self.k;
-                    let flags = if first { self.beta } else { FLAG_BETA }
-                        | if last { self.ep_flags } else { 0 };
-                    self.block(&mut s, i0, mc, k0, kc, flags, panels.clone());
+                    let flags = self.flags(k0, kc);
+                    self.block(&mut s, i0, mc, k0, kc, flags, panels.clone(), |p| {
+                        b.panel(k0, kc, p)
+                    });
                     k0 += kc;
                     if last {
                         break;
@@ -265,8 +303,17 @@ impl Job<'_> {
         })
     }
 
+    /// The kernel flags of the k block `k0..k0 + kc`: the first one starts from beta,
+    /// later ones accumulate, the last one applies the epilogue.
+    pub(super) fn flags(&self, k0: usize, kc: usize) -> u64 {
+        (if k0 == 0 { self.beta } else { FLAG_BETA })
+            | if k0 + kc >= self.k { self.ep_flags } else { 0 }
+    }
+
+    /// Rows `i0..i0 + mc` × panels `panels` of one k block; `panel(p)` is B's panel p of
+    /// this block (kc rows of 16).
     #[allow(clippy::too_many_arguments)]
-    fn block(
+    pub(super) fn block(
         &self,
         s: &mut Scratch,
         i0: usize,
@@ -275,6 +322,7 @@ impl Job<'_> {
         kc: usize,
         flags: u64,
         panels: std::ops::Range<usize>,
+        panel: impl Fn(usize) -> *const f32,
     ) {
         if self.pack {
             let len = if self.k == 0 {
@@ -288,7 +336,7 @@ impl Job<'_> {
         }
         let packed = s.a.as_slice().as_ptr();
         for p in panels {
-            let b = self.b.panel(k0, kc, p);
+            let b = panel(p);
             let j0 = p * NR;
             let cols = NR.min(self.n - j0);
             for r in (0..mc).step_by(MR) {

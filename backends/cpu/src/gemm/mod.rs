@@ -6,19 +6,22 @@
 //!   with the same ABI ([`portable`]) on machines without AVX2/FMA.
 //! - The epilogue (bias per row or column, residual add, clip/relu) runs while the tile is
 //!   still in registers, so fused convolution and matmul kernels write C once.
-//! - [`driver`] holds the cache-blocking loops; [`threads`] splits them over the cores.
+//! - [`driver`] holds the cache-blocking loops; [`threads`] splits them over the cores;
+//!   [`source`] runs them with B packed per block by the caller (convolution patches).
 
 pub mod driver;
 pub mod kernel_x86;
 pub mod module;
 pub mod pack;
 pub mod portable;
+pub mod source;
 pub mod threads;
 
 pub use driver::{gemm, gemm_with, Options};
 pub use kernel_x86::{MR, NR};
 pub use module::{microkernels, Isa, Kernel, Kernels, Microkernel};
 pub use pack::PackedB;
+pub use source::{gemm_source, PanelSource, RowMajor};
 
 /// Add the tile's old contents of C (beta = 1).
 pub const FLAG_BETA: u64 = 1;

@@ -81,7 +81,7 @@ pub struct PackedB {
 
 /// The k block depth for depth k: equal blocks of at most [`KC`], a multiple of 4 (the
 /// kernel's unrolling) where possible.
-fn block_depth(k: usize) -> usize {
+pub(crate) fn block_depth(k: usize) -> usize {
     let blocks = k.div_ceil(KC).max(1);
     k.div_ceil(blocks).next_multiple_of(4).clamp(4, KC)
 }

@@ -1,5 +1,7 @@
-//! Convolution geometry (2-D; 1-D runs as 2-D with height 1) and the im2col layout.
+//! Convolution geometry (2-D; 1-D runs as 2-D with height 1) and the patches (im2col)
+//! packed straight into the GEMM's panels.
 
+use crate::gemm::{PanelSource, NR};
 use kiln_ir::AutoPad;
 
 /// One 2-D convolution's sizes, per image and group.
@@ -179,112 +181,100 @@ pub(crate) fn valid_range(out: usize, s: usize, off: isize, input: usize) -> (us
     (lo.min(out), hi.min(out).max(lo.min(out)))
 }
 
-/// Lays out one group's input patches (`x`: c × h × w) as a (c·kh·kw) × (oh·ow) matrix:
-/// row (channel, kernel row, kernel column), column output position. Padding reads as zero.
-pub(crate) fn im2col(g: &Geometry, x: &[f32], col: &mut [f32]) {
-    let p = g.p();
-    let mut row = 0;
-    for ci in 0..g.c {
-        let xc = &x[ci * g.h * g.w..(ci + 1) * g.h * g.w];
-        for i in 0..g.kh {
-            for j in 0..g.kw {
-                let dst = &mut col[row * p..(row + 1) * p];
-                let off_w = (j * g.dw) as isize - g.pw as isize;
-                let (lo, hi) = valid_range(g.ow, g.sw, off_w, g.w);
-                for oh in 0..g.oh {
-                    let seg = &mut dst[oh * g.ow..(oh + 1) * g.ow];
-                    let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
-                    if ih < 0 || ih as usize >= g.h || lo >= hi {
-                        seg.fill(0.0);
-                        continue;
-                    }
-                    seg[..lo].fill(0.0);
-                    seg[hi..].fill(0.0);
-                    let src = &xc[ih as usize * g.w..(ih as usize + 1) * g.w];
-                    let first = (lo as isize * g.sw as isize + off_w) as usize;
+/// One group's input patches (`x`: c × h × w) as the GEMM's B: row (channel, kernel row,
+/// kernel column), column output position; padding reads as zero. Packed straight into
+/// panels, a block of positions at a time, so the (c·kh·kw) × (oh·ow) matrix never exists.
+pub(crate) struct Patches<'a> {
+    g: &'a Geometry,
+    x: &'a [f32],
+    /// Per kernel column j: the output columns whose tap j lies inside the input width.
+    cols: Vec<(usize, usize)>,
+}
+
+impl<'a> Patches<'a> {
+    /// `None` when `x` is shorter than one group's c × h × w.
+    pub fn new(g: &'a Geometry, x: &'a [f32]) -> Option<Self> {
+        if x.len() < g.c.checked_mul(g.h)?.checked_mul(g.w)? {
+            return None;
+        }
+        let cols = (0..g.kw)
+            .map(|j| valid_range(g.ow, g.sw, (j * g.dw) as isize - g.pw as isize, g.w))
+            .collect();
+        Some(Patches { g, x, cols })
+    }
+
+    /// Output positions `ow0..ow0 + len` of output row `oh`, rows `k0..k0 + kc` of B, into
+    /// `out[kk·16 + lane]` (the lanes of one panel).
+    fn segment(&self, k0: usize, kc: usize, oh: usize, ow0: usize, len: usize, out: &mut [f32]) {
+        let g = self.g;
+        let taps = g.kh * g.kw;
+        let (mut ci, mut i, mut j) = (k0 / taps, k0 % taps / g.kw, k0 % g.kw);
+        let plane = g.h * g.w;
+        for kk in 0..kc {
+            let d = &mut out[kk * NR..kk * NR + len];
+            let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+            let (lo, hi) = self.cols[j];
+            let a = lo.clamp(ow0, ow0 + len) - ow0;
+            let b = hi.clamp(ow0, ow0 + len) - ow0;
+            if ih < 0 || ih as usize >= g.h || a >= b {
+                d.fill(0.0);
+            } else {
+                // The input column of lane a: (ow0 + a)·sw + j·dw − pw, inside the row.
+                let iw = (ow0 + a) * g.sw + j * g.dw - g.pw;
+                let src = &self.x[ci * plane + ih as usize * g.w + iw..];
+                if g.sw == 1 && b - a == NR {
+                    let s: &[f32; NR] = src[..NR].try_into().expect("16 floats");
+                    let d: &mut [f32; NR] = d.try_into().expect("16 floats");
+                    *d = *s;
+                } else {
+                    d[..a].fill(0.0);
+                    d[b..].fill(0.0);
                     if g.sw == 1 {
-                        seg[lo..hi].copy_from_slice(&src[first..first + (hi - lo)]);
+                        for (v, s) in d[a..b].iter_mut().zip(src) {
+                            *v = *s;
+                        }
                     } else {
-                        for (k, v) in seg[lo..hi].iter_mut().enumerate() {
-                            *v = src[first + k * g.sw];
+                        for (v, s) in d[a..b].iter_mut().zip(src.iter().step_by(g.sw)) {
+                            *v = *s;
                         }
                     }
                 }
-                row += 1;
             }
-        }
-    }
-}
-
-/// Lays out one group's input patches (`x`: c × h × w) as an (oh·ow) × (c·kh·kw) matrix
-/// (row: output position; column: channel, kernel row, kernel column), output rows
-/// `rows` only. Padding reads as zero. `a` holds just those rows.
-///
-/// Output positions outer: each row of `a` is written front to back, while the c·kh input
-/// rows it reads from stay in L1 from one position to the next. A position whose window
-/// lies inside the input width copies each kernel row's taps without bounds checks.
-pub(crate) fn im2row(g: &Geometry, x: &[f32], a: &mut [f32], rows: std::ops::Range<usize>) {
-    let k = g.k();
-    let first = rows.start;
-    // Per (channel, kernel row): the input row's offset in x, or None in the padding.
-    let mut srcs: Vec<Option<usize>> = Vec::with_capacity(g.c * g.kh);
-    for oh in rows {
-        srcs.clear();
-        for ci in 0..g.c {
-            for i in 0..g.kh {
-                let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
-                srcs.push((ih >= 0 && (ih as usize) < g.h).then(|| (ci * g.h + ih as usize) * g.w));
-            }
-        }
-        let block = &mut a[(oh - first) * g.ow * k..(oh - first + 1) * g.ow * k];
-        for (ow, dst) in block.chunks_exact_mut(k).enumerate() {
-            let base = (ow * g.sw) as isize - g.pw as isize;
-            let inside = base >= 0 && base as usize + (g.kw - 1) * g.dw < g.w;
-            for (src, d) in srcs.iter().zip(dst.chunks_exact_mut(g.kw)) {
-                match *src {
-                    None => d.fill(0.0),
-                    Some(off) if inside => {
-                        let s = &x[off + base as usize..];
-                        if g.dw == 1 {
-                            copy_taps(d, s);
-                        } else {
-                            for (j, v) in d.iter_mut().enumerate() {
-                                *v = s[j * g.dw];
-                            }
-                        }
-                    }
-                    Some(off) => {
-                        for (j, v) in d.iter_mut().enumerate() {
-                            let iw = base + (j * g.dw) as isize;
-                            *v = if iw >= 0 && (iw as usize) < g.w {
-                                x[off + iw as usize]
-                            } else {
-                                0.0
-                            };
-                        }
-                    }
+            j += 1;
+            if j == g.kw {
+                j = 0;
+                i += 1;
+                if i == g.kh {
+                    i = 0;
+                    ci += 1;
                 }
             }
         }
     }
 }
 
-/// `d.copy_from_slice(&s[..d.len()])` with the common kernel widths as fixed-size copies
-/// the compiler inlines (a copy of a run-time length is a `memmove` call, which cost more
-/// than the copy for three or seven floats).
-#[inline(always)]
-fn copy_taps(d: &mut [f32], s: &[f32]) {
-    fn fixed<const N: usize>(d: &mut [f32], s: &[f32]) {
-        let s: &[f32; N] = s[..N].try_into().expect("N taps");
-        let d: &mut [f32; N] = d.try_into().expect("N taps");
-        *d = *s;
-    }
-    match d.len() {
-        1 => d[0] = s[0],
-        2 => fixed::<2>(d, s),
-        3 => fixed::<3>(d, s),
-        5 => fixed::<5>(d, s),
-        7 => fixed::<7>(d, s),
-        n => d.copy_from_slice(&s[..n]),
+impl PanelSource for Patches<'_> {
+    fn pack(&self, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [f32]) {
+        let g = self.g;
+        if kc == 0 || cols == 0 || g.ow == 0 {
+            return;
+        }
+        let tail = cols % NR;
+        if tail != 0 {
+            let last = &mut out[(cols / NR) * kc * NR..(cols / NR + 1) * kc * NR];
+            for row in last.chunks_exact_mut(NR) {
+                row[tail..].fill(0.0);
+            }
+        }
+        // Runs of positions inside one output row and one panel.
+        let mut p = j0;
+        while p < j0 + cols {
+            let (oh, ow0) = (p / g.ow, p % g.ow);
+            let lane = (p - j0) % NR;
+            let len = (NR - lane).min(g.ow - ow0).min(j0 + cols - p);
+            let at = (p - j0) / NR * kc * NR + lane;
+            self.segment(k0, kc, oh, ow0, len, &mut out[at..]);
+            p += len;
+        }
     }
 }

@@ -1,0 +1,265 @@
+//! The GEMM with B packed by the caller, block by block, as the driver needs it: a
+//! convolution's patches go straight from the input into the panel layout, one block of
+//! output positions at a time per thread, so the im2col matrix never exists in full and a
+//! block's panels stay in L2 while every row of A passes over them.
+//!
+//! Loop order, outermost first: chunks of [`CHUNK_PANELS`] panels (split over the
+//! threads, with row ranges when there are few chunks), k blocks (the chunk's panels packed
+//! for the block), row blocks of [`MC`], panels, row tiles.
+
+use super::driver::{Job, Options, SCRATCH};
+use super::pack::{block_depth, AlignedBuf, MC};
+use super::{Epilogue, ShapeError, MR, NR};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Panels packed together: 16 × 16 columns × a k block of up to 256 = 256 KiB, a quarter
+/// of the L2, so the block of A (read in place) and of C fit beside it.
+pub const CHUNK_PANELS: usize = 16;
+
+/// Fewest panels per chunk when the work is cut for the threads.
+const MIN_CHUNK_PANELS: usize = 4;
+
+/// Below this many multiply-adds one thread is faster than waking another.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Chunks per thread where there are enough positions: evens out a late or slow thread.
+const UNITS_PER_THREAD: usize = 4;
+
+/// Produces B (k × n) a block at a time in [`super::PackedB`]'s panel layout.
+pub trait PanelSource: Sync {
+    /// Writes rows `k0..k0 + kc` of columns `j0..j0 + cols` (`j0` a multiple of 16) into
+    /// `out`: panel q (columns `j0 + 16q..`) at `q·kc·16`, its row kk at `+ kk·16`; the
+    /// lanes of the last panel past `cols` must be written as zeros.
+    fn pack(&self, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [f32]);
+}
+
+thread_local! {
+    /// One chunk of packed panels per thread.
+    static PANELS: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::zeroed(0));
+    /// All of B, packed by the caller when there are fewer chunks than threads.
+    static FULL: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::zeroed(0));
+}
+
+/// Where a work unit's panels come from.
+#[derive(Clone, Copy)]
+enum Panels<'a> {
+    /// Packed by the unit, per k block.
+    Source(&'a dyn PanelSource),
+    /// Already packed whole (`PackedB`'s layout) with this many panels.
+    Packed(*const f32, usize),
+}
+
+/// The packed B shared by the threads, which only read it.
+struct Shared(*const f32);
+// SAFETY: read-only while the threads run; the caller keeps it alive until they finish.
+unsafe impl Sync for Shared {}
+
+impl Shared {
+    fn at(&self) -> *const f32 {
+        self.0
+    }
+}
+
+/// `C = epilogue(accumulate ? C + A·B : A·B)` for row-major A (m×k, row stride `lda`) and
+/// C (m×n, row stride `ldc`), with B (k×n) packed by `b` per block.
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_source(
+    options: &Options,
+    m: usize,
+    a: &[f32],
+    lda: usize,
+    k: usize,
+    n: usize,
+    b: &dyn PanelSource,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    epilogue: &Epilogue,
+) -> Result<(), ShapeError> {
+    let Some(job) = Job::new(options, m, k, n, a, lda, None, c, ldc, accumulate, epilogue)? else {
+        return Ok(());
+    };
+    let panels = n.div_ceil(NR);
+    let m_tiles = m.div_ceil(MR);
+    let threads = match options.pool {
+        Some(pool) if m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS => pool.threads(),
+        _ => 1,
+    };
+    // A few chunks per thread, so a late thread leaves its share to the others; but no
+    // fewer than MIN_CHUNK_PANELS panels per chunk, since every chunk reads all of A.
+    let chunk_panels =
+        (panels / (threads * UNITS_PER_THREAD)).clamp(MIN_CHUNK_PANELS, CHUNK_PANELS);
+    let chunks = panels.div_ceil(chunk_panels);
+    // Fewer chunks than threads (a late layer: few positions, many channels): B is small,
+    // so the caller packs all of it once, and the threads share it, taking row parts from
+    // the counter (a late thread leaves its share to the other).
+    if chunks < threads {
+        let kc_max = block_depth(k);
+        return FULL.with(|full| {
+            let mut full = full.borrow_mut();
+            let need = k.max(1) * panels * NR;
+            if full.len() < need {
+                *full = AlignedBuf::zeroed(need);
+            }
+            let mut k0 = 0;
+            while k0 < k {
+                let kc = kc_max.min(k - k0);
+                b.pack(k0, kc, 0, n, &mut full.as_mut_slice()[k0 * panels * NR..]);
+                k0 += kc;
+            }
+            let base = Shared(full.as_slice().as_ptr());
+            let parts = (threads * UNITS_PER_THREAD).min(m_tiles);
+            let next = AtomicUsize::new(0);
+            let work = |_: usize| loop {
+                let part = next.fetch_add(1, Ordering::Relaxed);
+                if part >= parts {
+                    return;
+                }
+                let (t0, t1) = (m_tiles * part / parts, m_tiles * (part + 1) / parts);
+                run_unit(
+                    &job,
+                    Panels::Packed(base.at(), panels),
+                    t0 * MR..(t1 * MR).min(m),
+                    0..panels,
+                );
+            };
+            match options.pool {
+                Some(pool) if threads > 1 && parts > 1 => pool.run(&work),
+                _ => work(0),
+            }
+            Ok(())
+        });
+    }
+    let next = AtomicUsize::new(0);
+    let work = |_: usize| loop {
+        let chunk = next.fetch_add(1, Ordering::Relaxed);
+        if chunk >= chunks {
+            return;
+        }
+        let p0 = chunk * chunk_panels;
+        let p1 = (p0 + chunk_panels).min(panels);
+        run_unit(&job, Panels::Source(b), 0..m, p0..p1);
+    };
+    match options.pool {
+        Some(pool) if threads > 1 && chunks > 1 => pool.run(&work),
+        _ => work(0),
+    }
+    Ok(())
+}
+
+/// Rows `rows` × panels `panels` of C: per k block, the panels are packed and every row
+/// block of A passes over them.
+fn run_unit(job: &Job, b: Panels, rows: std::ops::Range<usize>, panels: std::ops::Range<usize>) {
+    let kc_max = block_depth(job.k);
+    let (full, all) = match b {
+        Panels::Packed(full, all) => (full, all),
+        Panels::Source(b) => return run_chunk(job, b, rows, panels),
+    };
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        // B packed whole: row blocks outside k blocks, as in the driver, so each row tile
+        // reads its rows of A front to back (A is large here and streams from memory).
+        for i0 in rows.clone().step_by(MC) {
+            let mc = MC.min(rows.end - i0);
+            // k = 0 still runs one (empty) block so that the epilogue is applied.
+            let mut k0 = 0;
+            loop {
+                let kc = kc_max.min(job.k - k0);
+                // SAFETY: the k block starts inside the buffer packed whole.
+                let base = unsafe { full.add(k0 * all * NR) };
+                let flags = job.flags(k0, kc);
+                job.block(&mut s, i0, mc, k0, kc, flags, panels.clone(), |p| {
+                    // SAFETY: panel p of the block lies inside the buffer.
+                    unsafe { base.add(p * kc * NR) }
+                });
+                k0 += kc;
+                if k0 >= job.k {
+                    break;
+                }
+            }
+        }
+    })
+}
+
+/// A chunk of panels packed per k block by the unit; every row block passes over it.
+fn run_chunk(
+    job: &Job,
+    b: &dyn PanelSource,
+    rows: std::ops::Range<usize>,
+    panels: std::ops::Range<usize>,
+) {
+    let kc_max = block_depth(job.k);
+    let j0 = panels.start * NR;
+    let cols = (panels.end * NR).min(job.n) - j0;
+    PANELS.with(|buf| {
+        let mut buf = buf.borrow_mut();
+        let need = CHUNK_PANELS * NR * kc_max;
+        if buf.len() < need {
+            *buf = AlignedBuf::zeroed(need);
+        }
+        SCRATCH.with(|s| {
+            let mut s = s.borrow_mut();
+            // k = 0 still runs one (empty) block so that the epilogue is applied.
+            let mut k0 = 0;
+            loop {
+                let kc = kc_max.min(job.k - k0);
+                b.pack(k0, kc, j0, cols, buf.as_mut_slice());
+                let base = buf.as_slice().as_ptr();
+                let flags = job.flags(k0, kc);
+                for i0 in rows.clone().step_by(MC) {
+                    let mc = MC.min(rows.end - i0);
+                    job.block(&mut s, i0, mc, k0, kc, flags, panels.clone(), |p| {
+                        // SAFETY: panel p of the chunk lies inside the buffer.
+                        unsafe { base.add((p - panels.start) * kc * NR) }
+                    });
+                }
+                k0 += kc;
+                if k0 >= job.k {
+                    break;
+                }
+            }
+        })
+    })
+}
+
+/// B given as a row-major k×n matrix (row stride `ldb`) packed block by block: the
+/// [`PanelSource`] of a 1×1 stride-1 convolution, whose input is B itself.
+pub struct RowMajor<'a> {
+    b: &'a [f32],
+    ldb: usize,
+}
+
+impl<'a> RowMajor<'a> {
+    /// Checks that k rows of n fit in `b` at row stride `ldb`.
+    pub fn new(b: &'a [f32], k: usize, n: usize, ldb: usize) -> Result<Self, ShapeError> {
+        super::driver::check_matrix("B", b, k, n, ldb)?;
+        Ok(RowMajor { b, ldb })
+    }
+}
+
+impl PanelSource for RowMajor<'_> {
+    fn pack(&self, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [f32]) {
+        if kc == 0 {
+            return;
+        }
+        for (q, panel) in out[..cols.div_ceil(NR) * kc * NR]
+            .chunks_exact_mut(kc * NR)
+            .enumerate()
+        {
+            let c0 = j0 + q * NR;
+            let nr = NR.min(j0 + cols - c0);
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                let at = (k0 + kk) * self.ldb + c0;
+                if nr == NR {
+                    let src: &[f32; NR] = self.b[at..at + NR].try_into().expect("16 floats");
+                    let dst: &mut [f32; NR] = row.try_into().expect("16 floats");
+                    *dst = *src;
+                } else {
+                    row[..nr].copy_from_slice(&self.b[at..at + nr]);
+                    row[nr..].fill(0.0);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,291 @@
+//! Convolution on the CPU device (patches packed straight into the GEMM's panels) against
+//! REFERENCE (`ir::eval`): pads (symmetric, asymmetric, auto), strides 1 and 2, dilation,
+//! groups, 1-D, batches, depths that are not a multiple of 16, sizes that cut into several
+//! k blocks, position chunks and row parts, and the fused bias + residual + relu epilogue.
+//!
+//! Tolerance (as tests/gemm.rs): f32 sums in another order differ by about
+//! K·eps·Σ|w||x|; we allow 1e-5 · (Σ|w||x| + |bias| + |residual| + 1e-6), with Σ|w||x|
+//! computed by the reference as the convolution of |x| with |w|.
+
+use kiln_backends::{Backend, CompileOptions, Program};
+use kiln_cpu::Cpu;
+use kiln_ir::{AutoPad, BinaryOp, DType, Graph, Op, Tensor, TensorType, UnaryOp};
+
+struct Rng(u64);
+
+impl Rng {
+    fn tensor(&mut self, shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        let v: Vec<f32> = (0..n)
+            .map(|_| {
+                self.0 ^= self.0 << 13;
+                self.0 ^= self.0 >> 7;
+                self.0 ^= self.0 << 17;
+                ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect();
+        Tensor::new(shape.to_vec(), v).unwrap()
+    }
+}
+
+fn abs(t: &Tensor) -> Tensor {
+    let v = t
+        .as_slice::<f32>()
+        .unwrap()
+        .iter()
+        .map(|x| x.abs())
+        .collect();
+    Tensor::new(t.shape().to_vec(), v).unwrap()
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    /// x: [n, c, (h,) w]
+    x: Vec<usize>,
+    /// Output channels.
+    m: usize,
+    kernel: Vec<usize>,
+    group: usize,
+    strides: Vec<i64>,
+    dilations: Vec<i64>,
+    pads: Vec<i64>,
+    auto_pad: AutoPad,
+    bias: bool,
+    /// Add a run-time tensor of the output's shape, then relu (the resnet block epilogue).
+    residual: bool,
+    /// The weights as a graph input instead of a constant.
+    runtime_weights: bool,
+}
+
+fn case(x: &[usize], m: usize, kernel: &[usize]) -> Case {
+    let n = kernel.len();
+    Case {
+        x: x.to_vec(),
+        m,
+        kernel: kernel.to_vec(),
+        group: 1,
+        strides: vec![1; n],
+        dilations: vec![1; n],
+        pads: vec![0; 2 * n],
+        auto_pad: AutoPad::NotSet,
+        bias: true,
+        residual: false,
+        runtime_weights: false,
+    }
+}
+
+impl Case {
+    fn stride(mut self, s: i64) -> Self {
+        self.strides = vec![s; self.kernel.len()];
+        self
+    }
+    fn pad(mut self, p: i64) -> Self {
+        self.pads = vec![p; 2 * self.kernel.len()];
+        self
+    }
+    fn pads(mut self, p: &[i64]) -> Self {
+        self.pads = p.to_vec();
+        self
+    }
+    fn dilation(mut self, d: i64) -> Self {
+        self.dilations = vec![d; self.kernel.len()];
+        self
+    }
+    fn group(mut self, g: usize) -> Self {
+        self.group = g;
+        self
+    }
+    fn residual(mut self) -> Self {
+        self.residual = true;
+        self
+    }
+    fn no_bias(mut self) -> Self {
+        self.bias = false;
+        self
+    }
+    fn runtime_weights(mut self) -> Self {
+        self.runtime_weights = true;
+        self
+    }
+    fn auto_pad(mut self, a: AutoPad) -> Self {
+        self.auto_pad = a;
+        self.pads = vec![];
+        self
+    }
+
+    fn op(&self) -> Op {
+        Op::Conv {
+            auto_pad: self.auto_pad,
+            dilations: self.dilations.clone(),
+            group: self.group as i64,
+            kernel_shape: self.kernel.iter().map(|&k| k as i64).collect(),
+            pads: self.pads.clone(),
+            strides: self.strides.clone(),
+        }
+    }
+
+    fn w_shape(&self) -> Vec<usize> {
+        let mut s = vec![self.m, self.x[1] / self.group];
+        s.extend(&self.kernel);
+        s
+    }
+
+    /// The convolution alone over x and w (both inputs): the reference's Σ|w||x|.
+    fn bare(&self) -> Graph {
+        let mut g = Graph::new("bare");
+        let x = g.add_input("x", TensorType::known(DType::F32, &self.x));
+        let w = g.add_input("w", TensorType::known(DType::F32, &self.w_shape()));
+        let y = g.add1(self.op(), "conv", &[x, w]).unwrap();
+        g.add_output("y", y);
+        g
+    }
+
+    /// The graph under test and its inputs; the residual's shape is the output's.
+    fn build(&self, rng: &mut Rng) -> (Graph, Vec<Tensor>, Tensor, Option<Tensor>) {
+        let wt = rng.tensor(&self.w_shape());
+        let out_shape = {
+            let y =
+                kiln_ir::eval::run_graph(&self.bare(), &[rng.tensor(&self.x), wt.clone()]).unwrap();
+            y[0].shape().to_vec()
+        };
+        let mut g = Graph::new("conv");
+        let x = g.add_input("x", TensorType::known(DType::F32, &self.x));
+        let mut inputs = vec![rng.tensor(&self.x)];
+        let w = if self.runtime_weights {
+            inputs.push(wt.clone());
+            g.add_input("w", TensorType::known(DType::F32, &self.w_shape()))
+        } else {
+            g.add_const("w", wt.clone())
+        };
+        let mut args = vec![x, w];
+        let bias = self.bias.then(|| rng.tensor(&[self.m]));
+        if let Some(b) = &bias {
+            args.push(g.add_const("b", b.clone()));
+        }
+        let mut y = g.add1(self.op(), "conv", &args).unwrap();
+        let mut residual = None;
+        if self.residual {
+            let r = rng.tensor(&out_shape);
+            let rv = g.add_input("r", TensorType::known(DType::F32, &out_shape));
+            inputs.push(r.clone());
+            residual = Some(r);
+            y = g.add1(Op::Binary(BinaryOp::Add), "add", &[y, rv]).unwrap();
+            y = g.add1(Op::Unary(UnaryOp::Relu), "relu", &[y]).unwrap();
+        }
+        g.add_output("y", y);
+        (g, inputs, wt, residual)
+    }
+}
+
+/// Runs the case on CPU and REFERENCE and compares; returns the CPU plan's step kinds.
+fn check(c: &Case, seed: u64) -> Vec<String> {
+    let mut rng = Rng(seed);
+    let (g, inputs, wt, residual) = c.build(&mut rng);
+    kiln_ir::verify(&g).unwrap();
+    let want = kiln_ir::eval::run_graph(&g, &inputs).unwrap();
+    let bound = kiln_ir::eval::run_graph(&c.bare(), &[abs(&inputs[0]), abs(&wt)]).unwrap();
+    let exe = Cpu::new()
+        .compile(&Program::new(g.clone()), &CompileOptions::default())
+        .unwrap();
+    let got = exe.run(&inputs, None).unwrap();
+    assert_eq!(got[0].shape(), want[0].shape(), "{c:?}");
+    let (a, b) = (
+        got[0].as_slice::<f32>().unwrap(),
+        want[0].as_slice::<f32>().unwrap(),
+    );
+    let bound = bound[0].as_slice::<f32>().unwrap();
+    let r = residual.as_ref().map(|r| r.as_slice::<f32>().unwrap());
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        // |bias| ≤ 1 (uniform in [-1, 1]).
+        let terms = 1.0 + r.map_or(0.0, |r| r[i].abs());
+        let tol = 1e-5 * (bound[i] + terms + 1e-6);
+        assert!(
+            (x - y).abs() <= tol,
+            "{c:?}: element {i} is {x}, expected {y} (tolerance {tol})"
+        );
+    }
+    kiln_cpu::program::compile(&g).unwrap().kinds()
+}
+
+#[test]
+fn windows_pads_strides_and_dilation() {
+    let cases = [
+        case(&[1, 5, 9, 11], 7, &[3, 3]).pad(1),
+        case(&[1, 5, 9, 11], 7, &[3, 3]),
+        case(&[1, 5, 9, 11], 7, &[3, 3]).pad(1).stride(2),
+        case(&[1, 3, 10, 13], 8, &[3, 3]).stride(2),
+        case(&[1, 4, 12, 12], 5, &[3, 3]).pad(2).dilation(2),
+        case(&[1, 3, 11, 9], 6, &[2, 4]).pads(&[0, 1, 2, 3]),
+        case(&[1, 3, 23, 23], 16, &[7, 7]).pad(3).stride(2),
+        case(&[1, 6, 7, 8], 9, &[3, 3]).auto_pad(AutoPad::SameUpper),
+        case(&[1, 6, 7, 8], 9, &[2, 2])
+            .auto_pad(AutoPad::SameLower)
+            .stride(2),
+        case(&[1, 6, 7, 8], 9, &[3, 3])
+            .auto_pad(AutoPad::Valid)
+            .no_bias(),
+        // A window wider than the padded input on one side only.
+        case(&[1, 2, 3, 2], 3, &[3, 3]).pad(1),
+        // Output rows of one position, and positions spanning many output rows per panel.
+        case(&[1, 4, 9, 1], 5, &[3, 1]).pad(1),
+        case(&[1, 4, 1, 40], 5, &[1, 3]).pad(1),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        assert_eq!(check(c, 100 + i as u64), ["conv (gemm)"], "{c:?}");
+    }
+}
+
+#[test]
+fn pointwise_convolutions() {
+    let cases = [
+        // A plain matrix product over the input rows (k = 16, mobilenet's expand conv).
+        case(&[1, 16, 9, 13], 24, &[1, 1]),
+        case(&[1, 19, 5, 7], 5, &[1, 1]).no_bias(),
+        // Stride 2 and padding go through the patches.
+        case(&[1, 8, 9, 9], 12, &[1, 1]).stride(2),
+        case(&[1, 8, 4, 5], 3, &[1, 1]).pad(1),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        assert_eq!(check(c, 200 + i as u64), ["conv (gemm)"], "{c:?}");
+    }
+}
+
+#[test]
+fn groups_batches_one_dimension_and_runtime_weights() {
+    let cases = [
+        case(&[1, 6, 8, 9], 4, &[3, 3]).pad(1).group(2),
+        case(&[2, 6, 8, 9], 9, &[3, 3]).pad(1).group(3).stride(2),
+        case(&[3, 5, 6, 7], 4, &[3, 3]).pad(1),
+        case(&[2, 4, 30], 6, &[5]).pad(2),
+        case(&[1, 4, 31], 6, &[3]).stride(2).dilation(2),
+        case(&[2, 4, 9, 9], 6, &[3, 3]).pad(1).runtime_weights(),
+        case(&[1, 16, 9, 9], 8, &[1, 1]).runtime_weights(),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        assert_eq!(check(c, 300 + i as u64), ["conv (gemm)"], "{c:?}");
+    }
+}
+
+/// Sizes that cut the work every way: several k blocks (k = 576 = 3 × 192), several
+/// chunks of positions with a partial last panel, rows not a multiple of 6, few
+/// positions with many channels (rows split over the threads), the fused epilogue.
+#[test]
+fn large_shapes_cut_into_blocks_chunks_and_row_parts() {
+    let cases = [
+        case(&[1, 64, 20, 21], 70, &[3, 3]).pad(1).residual(),
+        case(&[1, 64, 20, 21], 70, &[3, 3]).pad(1),
+        case(&[1, 40, 4, 4], 130, &[3, 3]).pad(1).residual(),
+        case(&[1, 300, 7, 7], 33, &[1, 1]).residual(),
+        case(&[1, 33, 30, 30], 17, &[3, 3]).stride(2).pad(1),
+        case(&[2, 17, 33, 35], 20, &[1, 1]).residual(),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        let kinds = check(c, 400 + i as u64);
+        let want = if c.residual {
+            "conv+add+relu (gemm)"
+        } else {
+            "conv (gemm)"
+        };
+        assert_eq!(kinds, [want], "{c:?}");
+    }
+}
