@@ -6,8 +6,8 @@
 
 use super::clif::{for_const, for_range, mem, I64};
 use super::driver::clamp_scalar;
-use super::pack::Geometry;
 use super::portable::clamp;
+use crate::kernels::im2col::Geometry;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
