@@ -90,9 +90,10 @@ pub(super) fn im2col(
         let w = b.ins().imul_imm_s(ow, g.sw as i64);
         wb.push(b.ins().iadd_imm_s(w, -(g.pw as i64)));
     }
-    // A stride-1 panel inside one output row reads 16 contiguous inputs per GEMM row
-    // wherever its window is inside the image: four vector copies.
-    let same_row = if g.sw == 1 && cols == NR {
+    // A panel inside one output row reads 16 inputs `sw` apart per GEMM row: wherever its
+    // window is inside the image, they are copied with no bounds checks (four vector copies
+    // at stride 1).
+    let same_row = if cols == NR && g.sw <= 1 << 16 {
         let ow0 = b.ins().urem_imm_s(pos0, g.ow as i64);
         let last = b.ins().iadd_imm_s(ow0, (NR - 1) as i64);
         Some(b.ins().icmp_imm_s(IntCC::SignedLessThan, last, g.ow as i64))
@@ -152,7 +153,7 @@ pub(super) fn im2col(
                 let iw = b.ins().iadd(wb[0], iw_off);
                 let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
                 let ok_lo = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, iw, 0);
-                let iw_last = b.ins().iadd_imm_s(iw, (NR - 1) as i64);
+                let iw_last = b.ins().iadd_imm_s(iw, ((NR - 1) * g.sw) as i64);
                 let ok_hi = b
                     .ins()
                     .icmp_imm_s(IntCC::SignedLessThan, iw_last, g.w as i64);
@@ -168,9 +169,16 @@ pub(super) fn im2col(
                 let at = b.ins().iadd(at, iw);
                 let at = b.ins().imul_imm_s(at, 4);
                 let src = b.ins().iadd(xc, at);
-                for v in 0..NR / 4 {
-                    let x = b.ins().load(types::F32X4, mem(), src, (v * 16) as i32);
-                    b.ins().store(mem(), x, dst, (v * 16) as i32);
+                if g.sw == 1 {
+                    for v in 0..NR / 4 {
+                        let x = b.ins().load(types::F32X4, mem(), src, (v * 16) as i32);
+                        b.ins().store(mem(), x, dst, (v * 16) as i32);
+                    }
+                } else {
+                    for t in 0..NR {
+                        let x = b.ins().load(types::F32, mem(), src, (t * g.sw * 4) as i32);
+                        b.ins().store(mem(), x, dst, (t * 4) as i32);
+                    }
                 }
                 b.ins().jump(done, &[]);
                 b.switch_to_block(slow);
