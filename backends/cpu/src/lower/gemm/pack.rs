@@ -2,7 +2,7 @@
 //! layout (`kc` rows of 16 contiguous floats, columns past n zero): from a run-time matrix,
 //! or gathered from a convolution's input (im2col of 16 output positions).
 
-use super::clif::{for_range, mem, I64};
+use super::clif::{for_range, mem, stack_buffer, I64};
 use crate::gemm::NR;
 use crate::kernels::im2col::Geometry;
 use cranelift_codegen::ir::condcodes::IntCC;
@@ -63,6 +63,64 @@ pub(super) fn strided(
     });
 }
 
+/// Kernels with more taps than this gather with bounds checks per element instead of
+/// building a [`tap_table`] (7×7 has 49).
+const MAX_TAPS: usize = 64;
+
+/// For each kernel tap (i, j) and panel position t, the byte offset of its input within a
+/// channel plane and an all-ones mask where it lies inside the image (offset 0 and mask 0 in
+/// the padding and for positions past `cols`). They are the same for every channel, so a
+/// panel builds them once and its GEMM rows gather with no bounds checks: `offsets` holds
+/// taps×16 i64, `masks` taps×16 u32.
+fn tap_table(
+    b: &mut FunctionBuilder,
+    g: &Geometry,
+    hb: &[Value],
+    wb: &[Value],
+    cols: usize,
+) -> (Value, Value) {
+    let taps = g.kh * g.kw;
+    let offsets = stack_buffer(b, taps * NR * 8);
+    let masks = stack_buffer(b, taps * NR * 4);
+    let zero = b.ins().iconst(I64, 0);
+    let end = b.ins().iconst(I64, taps as i64);
+    for_range(b, zero, end, 1, |b, tap| {
+        let i = b.ins().udiv_imm_s(tap, g.kw as i64);
+        let j = b.ins().urem_imm_s(tap, g.kw as i64);
+        let ih_off = b.ins().imul_imm_s(i, g.dh as i64);
+        let iw_off = b.ins().imul_imm_s(j, g.dw as i64);
+        let o_row = {
+            let off = b.ins().imul_imm_s(tap, (NR * 8) as i64);
+            b.ins().iadd(offsets, off)
+        };
+        let m_row = {
+            let off = b.ins().imul_imm_s(tap, (NR * 4) as i64);
+            b.ins().iadd(masks, off)
+        };
+        let z64 = b.ins().iconst(I64, 0);
+        let z32 = b.ins().iconst(types::I32, 0);
+        let ones = b.ins().iconst(types::I32, -1);
+        for t in 0..NR {
+            let (at, m) = if t < cols {
+                let ih = b.ins().iadd(hb[t], ih_off);
+                let iw = b.ins().iadd(wb[t], iw_off);
+                let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
+                let ok_w = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, g.w as i64);
+                let ok = b.ins().band(ok_h, ok_w);
+                let at = b.ins().imul_imm_s(ih, g.w as i64);
+                let at = b.ins().iadd(at, iw);
+                let at = b.ins().imul_imm_s(at, 4);
+                (b.ins().select(ok, at, z64), b.ins().select(ok, ones, z32))
+            } else {
+                (z64, z32)
+            };
+            b.ins().store(mem(), at, o_row, (t * 8) as i32);
+            b.ins().store(mem(), m, m_row, (t * 4) as i32);
+        }
+    });
+    (offsets, masks)
+}
+
 /// Packs the patches of output positions `16p..16p+cols` for GEMM rows (input channel,
 /// kernel row, kernel column) `k0..k0+kc` from the image-and-group input `x0`: element
 /// (r, t) is `x[c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]`, zero in the padding.
@@ -90,6 +148,7 @@ pub(super) fn im2col(
         let w = b.ins().imul_imm_s(ow, g.sw as i64);
         wb.push(b.ins().iadd_imm_s(w, -(g.pw as i64)));
     }
+    let table = (g.kh * g.kw <= MAX_TAPS).then(|| tap_table(b, g, &hb, &wb, cols));
     // A panel inside one output row reads 16 inputs `sw` apart per GEMM row: wherever its
     // window is inside the image, they are copied with no bounds checks (four vector copies
     // at stride 1).
@@ -127,6 +186,32 @@ pub(super) fn im2col(
         let ih_off = b.ins().imul_imm_s(i, g.dh as i64);
         let iw_off = b.ins().imul_imm_s(j, g.dw as i64);
         let gather = |b: &mut FunctionBuilder| {
+            if let Some((offsets, masks)) = table {
+                let tap = b.ins().imul_imm_s(i, g.kw as i64);
+                let tap = b.ins().iadd(tap, j);
+                let o_row = {
+                    let off = b.ins().imul_imm_s(tap, (NR * 8) as i64);
+                    b.ins().iadd(offsets, off)
+                };
+                let m_row = {
+                    let off = b.ins().imul_imm_s(tap, (NR * 4) as i64);
+                    b.ins().iadd(masks, off)
+                };
+                for t in 0..cols {
+                    let at = b.ins().load(I64, mem(), o_row, (t * 8) as i32);
+                    let addr = b.ins().iadd(xc, at);
+                    let x = b.ins().load(types::F32, mem(), addr, 0);
+                    b.ins().store(mem(), x, dst, (t * 4) as i32);
+                }
+                // Lanes in the padding or past `cols` have an all-zero mask.
+                for v in 0..NR / 4 {
+                    let x = b.ins().load(types::F32X4, mem(), dst, (v * 16) as i32);
+                    let m = b.ins().load(types::F32X4, mem(), m_row, (v * 16) as i32);
+                    let x = b.ins().band(x, m);
+                    b.ins().store(mem(), x, dst, (v * 16) as i32);
+                }
+                return;
+            }
             let fz = b.ins().f32const(0.0);
             for t in 0..cols {
                 let ih = b.ins().iadd(hb[t], ih_off);
