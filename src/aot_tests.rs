@@ -2,7 +2,8 @@
 //! the C example (examples/aot-c/main.c) built with the system `cc` against it, run on the
 //! model's reference input and compared with its reference output (rtol 1e-4, atol 1e-5,
 //! inside main.c's --expect); the object's undefined symbols; external weights and their
-//! hash check; an aarch64 object.
+//! hash check; an aarch64 object; a symbolic batch fixed by `--input-shape` (and the error
+//! naming the input without it).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -131,4 +132,55 @@ fn compile_errors_name_what_is_wrong() {
     says(&["compile", MODEL, "--aot", "-o", out, "--weights", "disk"], "unknown --weights");
     let bad_name = dir.join("1st");
     says(&["compile", MODEL, "--aot", "-o", bad_name.to_str().unwrap()], "cannot name C symbols");
+}
+
+/// A 1×1 convolution and a relu over a symbolic batch `N`, in kiln's text form.
+const SYMBOLIC: &str = r#"graph sym(%x: f32[N,3,4,4]) -> (%y: f32[N,2,4,4]) {
+  @w = f32[2,3,1,1] [1.0,2.0,3.0,-1.0,0.5,0.0]
+  input %x
+  %0 = conv(%x, @w) {auto_pad=explicit, dilations=[], group=1, kernel_shape=[1,1], pads=[], strides=[1,1]} : f32[N,2,4,4]
+  %1 = relu(%0) : f32[N,2,4,4]
+  return %1
+}
+"#;
+
+#[test]
+fn symbolic_dims_are_fixed_by_input_shape_or_named() {
+    let dir = tmp("symbolic");
+    let model = dir.join("sym.kir");
+    std::fs::write(&model, SYMBOLIC).unwrap();
+    let out = dir.join("sym");
+    let compile = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        c.arg("compile").arg(&model).args(["--aot", "-o"]).arg(&out);
+        c
+    };
+
+    let o = compile().output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("input `x` has shape [N,3,4,4]") && err.contains("--input-shape x="), "{err}");
+
+    run(compile().args(["--input-shape", "x=2,3,4,4"]));
+    let header = std::fs::read_to_string(dir.join("sym.h")).unwrap();
+    assert!(header.contains("sym_input_shapes[1][4] = {{2, 3, 4, 4}}"), "{header}");
+    assert!(header.contains("sym_output_shapes[1][4] = {{2, 2, 4, 4}}"), "{header}");
+
+    // Batch 2 as raw bytes; the output read back from the .npy the runner writes.
+    let x: Vec<f32> = (0..2 * 3 * 16).map(|i| (i as f32 * 0.37).sin()).collect();
+    let input = dir.join("x.raw");
+    std::fs::write(&input, x.iter().flat_map(|v| v.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
+    let exe = build_c(&dir, "sym");
+    run(Command::new(&exe).args(["--threads", "2", "--out-dir"]).arg(&dir).arg(&input));
+    let npy = std::fs::read(dir.join("y.npy")).unwrap();
+    let got: Vec<f32> = npy[npy.len() - 2 * 2 * 16 * 4..].chunks(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let w = [[1.0f32, 2.0, 3.0], [-1.0, 0.5, 0.0]];
+    for n in 0..2 {
+        for (o, wo) in w.iter().enumerate() {
+            for p in 0..16 {
+                let want = (0..3).map(|c| wo[c] * x[(n * 3 + c) * 16 + p]).sum::<f32>().max(0.0);
+                let at = (n * 2 + o) * 16 + p;
+                assert!((got[at] - want).abs() <= 1e-5 + 1e-4 * want.abs(), "y[{n},{o},{p}] = {} want {want}", got[at]);
+            }
+        }
+    }
 }

@@ -31,47 +31,90 @@ typedef M(_model) model_t;
 
 /* ---- A pool of threads that runs one kernel's units at a time ------------------------ */
 
+/* A call is cut into a few chunks per thread, which the caller and the workers claim one
+ * at a time from a shared word: a thread that starts late or runs slow (a busy machine)
+ * leaves its share to the others, and the caller never waits for a worker that has not
+ * claimed anything. Idle workers spin briefly before they sleep, since a model posts one
+ * kernel right after another; the caller takes the mutex only when one is asleep. */
+
+#define CHUNKS_PER_THREAD 4
+#define SPIN_NS 50000 /* how long an idle thread polls before it sleeps or yields */
+
+/* The posted job in one word, so that a claim is one compare-and-swap that also checks the
+ * job is still the current one: generation << 32 | chunks claimed << 16 | chunks. */
+#define JOB_GEN(j) ((uint32_t)((j) >> 32))
+#define JOB_TAKEN(j) ((uint32_t)((j) >> 16) & 0xffffu)
+#define JOB_CHUNKS(j) ((uint32_t)(j) & 0xffffu)
+
 typedef struct pool {
-    int threads; /* including the caller, which takes part 0 */
+    int threads; /* including the caller */
     pthread_t *workers;
     pthread_mutex_t mu;
     pthread_cond_t wake;
-    atomic_uint_fast64_t generation;
-    atomic_int remaining;
-    int quit;
+    _Atomic uint64_t job;
+    atomic_uint done;    /* chunks of the current job finished */
+    atomic_int sleepers; /* workers waiting on `wake` */
+    atomic_int quit;
+    uint32_t generation; /* the caller's count of jobs posted */
+    /* Written before the job word is published; read only by a thread that claimed a chunk
+     * of that job, which cannot end (nor be replaced) before the chunk is done. */
     kernel_fn kernel;
     void *const *args;
     uint64_t units;
 } pool_t;
 
-typedef struct worker_arg {
-    pool_t *pool;
-    int index;
-} worker_arg;
+static uint64_t now_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
 
-static void run_part(pool_t *p, int i) {
-    uint64_t s = p->units * (uint64_t)i / (uint64_t)p->threads;
-    uint64_t e = p->units * (uint64_t)(i + 1) / (uint64_t)p->threads;
-    if (s < e) p->kernel(p->args, s, e);
+static inline void cpu_relax(void) {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+/* Claims and runs chunks of job `j` until none is left or another job replaced it. */
+static void take_chunks(pool_t *p, uint64_t j) {
+    uint32_t gen = JOB_GEN(j);
+    while (JOB_GEN(j) == gen && JOB_TAKEN(j) < JOB_CHUNKS(j)) {
+        if (!atomic_compare_exchange_weak(&p->job, &j, j + (1u << 16))) continue; /* j reloaded */
+        uint64_t c = JOB_TAKEN(j), n = JOB_CHUNKS(j);
+        uint64_t s = p->units * c / n, e = p->units * (c + 1) / n;
+        if (s < e) p->kernel(p->args, s, e);
+        atomic_fetch_add_explicit(&p->done, 1, memory_order_release);
+        j = atomic_load(&p->job);
+    }
 }
 
 static void *worker(void *arg) {
-    worker_arg *w = (worker_arg *)arg;
-    pool_t *p = w->pool;
-    uint_fast64_t seen = 0;
+    pool_t *p = (pool_t *)arg;
+    uint32_t seen = 0;
     for (;;) {
-        /* Spin a little (kernels follow each other closely), then sleep. */
-        int spins = 0;
-        while (atomic_load(&p->generation) == seen && spins < 200000) spins++;
-        if (atomic_load(&p->generation) == seen) {
+        uint64_t j = atomic_load(&p->job);
+        if (JOB_GEN(j) == seen && !atomic_load(&p->quit)) {
+            uint64_t t0 = now_ns();
+            for (int i = 0; JOB_GEN(j) == seen; i++) {
+                cpu_relax();
+                j = atomic_load(&p->job);
+                if ((i & 63) == 63 && now_ns() - t0 > SPIN_NS) break;
+            }
+        }
+        if (JOB_GEN(j) == seen) {
+            /* Counted as a sleeper before the last look at the job: a caller that posts
+             * after that look sees the count and wakes us under the mutex. */
             pthread_mutex_lock(&p->mu);
-            while (atomic_load(&p->generation) == seen && !p->quit) pthread_cond_wait(&p->wake, &p->mu);
+            atomic_fetch_add(&p->sleepers, 1);
+            while (JOB_GEN(j = atomic_load(&p->job)) == seen && !atomic_load(&p->quit)) pthread_cond_wait(&p->wake, &p->mu);
+            atomic_fetch_sub(&p->sleepers, 1);
             pthread_mutex_unlock(&p->mu);
         }
-        if (p->quit) return NULL;
-        seen = atomic_load(&p->generation);
-        run_part(p, w->index);
-        atomic_fetch_sub(&p->remaining, 1);
+        if (atomic_load(&p->quit)) return NULL;
+        seen = JOB_GEN(j);
+        take_chunks(p, j);
     }
 }
 
@@ -81,38 +124,48 @@ static void parallel_for(void *ctx, kernel_fn kernel, void *const *args, uint64_
         kernel(args, 0, units);
         return;
     }
+    uint64_t chunks = (uint64_t)p->threads * CHUNKS_PER_THREAD;
+    if (chunks > units) chunks = units;
     p->kernel = kernel;
     p->args = args;
     p->units = units;
-    atomic_store(&p->remaining, p->threads - 1);
-    pthread_mutex_lock(&p->mu);
-    atomic_fetch_add(&p->generation, 1);
-    pthread_cond_broadcast(&p->wake);
-    pthread_mutex_unlock(&p->mu);
-    run_part(p, 0);
-    while (atomic_load(&p->remaining) > 0) sched_yield();
+    atomic_store_explicit(&p->done, 0, memory_order_relaxed);
+    uint64_t j = (uint64_t)++p->generation << 32 | chunks;
+    atomic_store(&p->job, j);
+    if (atomic_load(&p->sleepers) > 0) {
+        pthread_mutex_lock(&p->mu);
+        pthread_cond_broadcast(&p->wake);
+        pthread_mutex_unlock(&p->mu);
+    }
+    take_chunks(p, j);
+    /* Every chunk is claimed; wait for those still running on workers. */
+    uint64_t t0 = now_ns();
+    for (int i = 0; atomic_load_explicit(&p->done, memory_order_acquire) < chunks; i++) {
+        if ((i & 63) == 63 && now_ns() - t0 > SPIN_NS) sched_yield();
+        else cpu_relax();
+    }
 }
 
 static pool_t *pool_new(int threads) {
     pool_t *p = calloc(1, sizeof *p);
-    static worker_arg args[256];
     if (threads > 256) threads = 256;
     p->threads = threads < 1 ? 1 : threads;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->wake, NULL);
     p->workers = calloc((size_t)p->threads, sizeof(pthread_t));
     for (int i = 1; i < p->threads; i++) {
-        args[i].pool = p;
-        args[i].index = i;
-        pthread_create(&p->workers[i], NULL, worker, &args[i]);
+        if (pthread_create(&p->workers[i], NULL, worker, p)) {
+            p->threads = i; /* a smaller pool still runs everything */
+            break;
+        }
     }
     return p;
 }
 
 static void pool_free(pool_t *p) {
     pthread_mutex_lock(&p->mu);
-    p->quit = 1;
-    atomic_fetch_add(&p->generation, 1);
+    atomic_store(&p->quit, 1);
+    atomic_store(&p->job, (uint64_t)++p->generation << 32);
     pthread_cond_broadcast(&p->wake);
     pthread_mutex_unlock(&p->mu);
     for (int i = 1; i < p->threads; i++) pthread_join(p->workers[i], NULL);

@@ -88,6 +88,24 @@ fn resnet_1x1_stride_2() {
     );
 }
 
+/// Stride 2 with padding: panels inside one output row take the unchecked gather, the
+/// others (across rows, at the padded edges) the checked one.
+#[test]
+fn resnet_3x3_stride_2_on_56() {
+    check_conv(
+        &[1, 64, 56, 56],
+        &[128, 64, 3, 3],
+        conv_op(&[2, 2], &[1, 1, 1, 1], &[], 1),
+        BOTH,
+    );
+    check_conv(
+        &[1, 8, 20, 70],
+        &[16, 8, 3, 3],
+        conv_op(&[2, 3], &[1, 0, 1, 2], &[], 1),
+        BOTH,
+    );
+}
+
 #[test]
 fn resnet_1x1_on_7x7x2048_to_512() {
     check_conv(

@@ -9,7 +9,7 @@ mod conv;
 mod depthwise;
 mod epilogue;
 mod group;
-mod im2col;
+pub(crate) mod im2col;
 mod matmul;
 mod pool;
 mod recurrent;

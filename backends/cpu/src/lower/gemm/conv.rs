@@ -8,8 +8,8 @@
 
 use super::anchor::{Anchor, Src};
 use super::driver::{self, BSource, BiasKind, Mat, Outer, Spec};
-use super::pack::{Attrs, Geometry};
 use super::{define_kernel, depthwise, kind, Args, LowerCtx, Result};
+use crate::kernels::im2col::{Attrs, Geometry};
 use crate::lower::{Arg, Kernel, LowerError};
 use cranelift_module::Module;
 use kiln_ir::{Node, Op};
@@ -32,9 +32,9 @@ pub(super) fn lower<M: Module>(
         auto_pad,
         dilations,
         group,
+        kernel_shape,
         pads,
         strides,
-        ..
     } = anchor.op
     else {
         return Ok(None);
@@ -47,13 +47,19 @@ pub(super) fn lower<M: Module>(
     let attrs = Attrs {
         auto_pad: *auto_pad,
         dilations,
+        kernel_shape,
         pads,
         strides,
     };
     if out.len() != x.shape.len() || out.len() < 3 {
         return Ok(None);
     }
-    let g = Geometry::new(&attrs, &x.shape, &w.shape, &out[2..], group)
+    let g = Geometry::new(&attrs, &x.shape, &w.shape, group)
+        .filter(|g| match out[2..] {
+            [ow] => (g.oh, g.ow) == (1, ow),
+            [oh, ow] => (g.oh, g.ow) == (oh, ow),
+            _ => false,
+        })
         .ok_or_else(|| bad("convolution geometry the GEMM lowering does not cover"))?;
     let (batch, m) = (x.shape[0], w.shape[0]);
     if group == 0 || m % group != 0 || out[0] != batch || out[1] != m || g.p() == 0 || batch == 0 {

@@ -6,8 +6,8 @@
 
 use super::clif::{for_const, for_range, mem, I64};
 use super::driver::clamp_scalar;
-use super::pack::Geometry;
 use super::portable::clamp;
+use crate::kernels::im2col::{valid_range, Geometry};
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
 
@@ -18,22 +18,6 @@ pub(super) struct Args {
     pub bias: Option<usize>,
     pub residual: Option<usize>,
     pub out: usize,
-}
-
-/// Output positions `o < out` whose input coordinate `o·s + off` lies in `0..input`.
-fn valid_range(out: usize, s: usize, off: isize, input: usize) -> (usize, usize) {
-    let s = s as isize;
-    let lo = if off >= 0 {
-        0
-    } else {
-        ((-off + s - 1) / s) as usize
-    };
-    let hi = if (input as isize) <= off {
-        0
-    } else {
-        (((input as isize - off) + s - 1) / s) as usize
-    };
-    (lo.min(out), hi.min(out).max(lo.min(out)))
 }
 
 /// `len` elements from byte offset `start`: f32x4 steps, then up to three single floats.

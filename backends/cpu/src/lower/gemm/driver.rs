@@ -15,6 +15,7 @@ use super::pack;
 use crate::gemm::{
     TileArgs, FLAG_BETA, FLAG_BIAS_COL, FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR,
 };
+use crate::kernels::im2col::Geometry;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, FuncRef, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
@@ -85,7 +86,7 @@ pub(super) enum BSource {
     Im2col {
         arg: usize,
         outer: Outer,
-        geometry: pack::Geometry,
+        geometry: Geometry,
     },
 }
 

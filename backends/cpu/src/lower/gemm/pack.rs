@@ -2,129 +2,12 @@
 //! layout (`kc` rows of 16 contiguous floats, columns past n zero): from a run-time matrix,
 //! or gathered from a convolution's input (im2col of 16 output positions).
 
-use super::clif::{for_range, mem, I64};
+use super::clif::{for_range, mem, stack_buffer, I64};
 use crate::gemm::NR;
+use crate::kernels::im2col::Geometry;
 use cranelift_codegen::ir::condcodes::IntCC;
 use cranelift_codegen::ir::{types, InstBuilder, Value};
 use cranelift_frontend::FunctionBuilder;
-use kiln_ir::AutoPad;
-
-/// One 2-D convolution's sizes per image and group (1-D runs as height 1).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) struct Geometry {
-    /// Input channels per group, input height and width.
-    pub c: usize,
-    pub h: usize,
-    pub w: usize,
-    pub kh: usize,
-    pub kw: usize,
-    pub sh: usize,
-    pub sw: usize,
-    pub dh: usize,
-    pub dw: usize,
-    /// Padding before the first row and column.
-    pub ph: usize,
-    pub pw: usize,
-    pub oh: usize,
-    pub ow: usize,
-}
-
-/// The conv attributes as the op holds them (empty = ONNX default).
-pub(super) struct Attrs<'a> {
-    pub auto_pad: AutoPad,
-    pub dilations: &'a [i64],
-    pub pads: &'a [i64],
-    pub strides: &'a [i64],
-}
-
-fn positive(v: &[i64], n: usize) -> Option<Vec<usize>> {
-    if v.is_empty() {
-        return Some(vec![1; n]);
-    }
-    if v.len() != n || v.iter().any(|&x| !(1..=1 << 31).contains(&x)) {
-        return None;
-    }
-    Some(v.iter().map(|&x| x as usize).collect())
-}
-
-impl Geometry {
-    /// For x [N, C, (H,) W], w [M, C/group, (kh,) kw] and the output's spatial dims
-    /// (inferred by the IR); `None` when they do not describe a valid convolution.
-    pub fn new(
-        a: &Attrs,
-        xs: &[usize],
-        ws: &[usize],
-        out: &[usize],
-        group: usize,
-    ) -> Option<Geometry> {
-        let n = xs.len().checked_sub(2)?;
-        if !(1..=2).contains(&n) || ws.len() != xs.len() || out.len() != n || group == 0 {
-            return None;
-        }
-        if ws[1].checked_mul(group)? != xs[1] || ws[2..].iter().any(|&k| k == 0) {
-            return None;
-        }
-        let (strides, dilations) = (positive(a.strides, n)?, positive(a.dilations, n)?);
-        let mut begin = Vec::new();
-        for i in 0..n {
-            let (input, k, s, d) = (xs[2 + i], ws[2 + i], strides[i], dilations[i]);
-            let extent = (k - 1).checked_mul(d)? + 1;
-            let pad = match a.auto_pad {
-                AutoPad::NotSet if a.pads.is_empty() => 0,
-                AutoPad::NotSet if a.pads.len() == 2 * n => usize::try_from(a.pads[i]).ok()?,
-                AutoPad::NotSet => return None,
-                AutoPad::Valid => 0,
-                AutoPad::SameUpper | AutoPad::SameLower => {
-                    let total = ((out[i].max(1) - 1) * s + extent).saturating_sub(input);
-                    if a.auto_pad == AutoPad::SameUpper {
-                        total / 2
-                    } else {
-                        total - total / 2
-                    }
-                }
-            };
-            begin.push(pad);
-        }
-        let two = n == 2;
-        Some(Geometry {
-            c: ws[1],
-            h: if two { xs[2] } else { 1 },
-            w: xs[1 + n],
-            kh: if two { ws[2] } else { 1 },
-            kw: ws[1 + n],
-            sh: if two { strides[0] } else { 1 },
-            sw: strides[n - 1],
-            dh: if two { dilations[0] } else { 1 },
-            dw: dilations[n - 1],
-            ph: if two { begin[0] } else { 0 },
-            pw: begin[n - 1],
-            oh: if two { out[0] } else { 1 },
-            ow: out[n - 1],
-        })
-    }
-
-    /// Output positions per image.
-    pub fn p(&self) -> usize {
-        self.oh * self.ow
-    }
-
-    /// GEMM depth: channels × kernel taps.
-    pub fn k(&self) -> usize {
-        self.c * self.kh * self.kw
-    }
-
-    /// A plain matrix product over the input plane: 1×1 kernel, stride 1, no padding.
-    pub fn pointwise(&self) -> bool {
-        self.kh == 1
-            && self.kw == 1
-            && self.sh == 1
-            && self.sw == 1
-            && self.ph == 0
-            && self.pw == 0
-            && self.oh == self.h
-            && self.ow == self.w
-    }
-}
 
 /// Zeroes the columns `cols..16` of the packed row at `dst`.
 fn zero_tail(b: &mut FunctionBuilder, dst: Value, cols: usize) {
@@ -180,6 +63,64 @@ pub(super) fn strided(
     });
 }
 
+/// Kernels with more taps than this gather with bounds checks per element instead of
+/// building a [`tap_table`] (7×7 has 49).
+const MAX_TAPS: usize = 64;
+
+/// For each kernel tap (i, j) and panel position t, the byte offset of its input within a
+/// channel plane and an all-ones mask where it lies inside the image (offset 0 and mask 0 in
+/// the padding and for positions past `cols`). They are the same for every channel, so a
+/// panel builds them once and its GEMM rows gather with no bounds checks: `offsets` holds
+/// taps×16 i64, `masks` taps×16 u32.
+fn tap_table(
+    b: &mut FunctionBuilder,
+    g: &Geometry,
+    hb: &[Value],
+    wb: &[Value],
+    cols: usize,
+) -> (Value, Value) {
+    let taps = g.kh * g.kw;
+    let offsets = stack_buffer(b, taps * NR * 8);
+    let masks = stack_buffer(b, taps * NR * 4);
+    let zero = b.ins().iconst(I64, 0);
+    let end = b.ins().iconst(I64, taps as i64);
+    for_range(b, zero, end, 1, |b, tap| {
+        let i = b.ins().udiv_imm_s(tap, g.kw as i64);
+        let j = b.ins().urem_imm_s(tap, g.kw as i64);
+        let ih_off = b.ins().imul_imm_s(i, g.dh as i64);
+        let iw_off = b.ins().imul_imm_s(j, g.dw as i64);
+        let o_row = {
+            let off = b.ins().imul_imm_s(tap, (NR * 8) as i64);
+            b.ins().iadd(offsets, off)
+        };
+        let m_row = {
+            let off = b.ins().imul_imm_s(tap, (NR * 4) as i64);
+            b.ins().iadd(masks, off)
+        };
+        let z64 = b.ins().iconst(I64, 0);
+        let z32 = b.ins().iconst(types::I32, 0);
+        let ones = b.ins().iconst(types::I32, -1);
+        for t in 0..NR {
+            let (at, m) = if t < cols {
+                let ih = b.ins().iadd(hb[t], ih_off);
+                let iw = b.ins().iadd(wb[t], iw_off);
+                let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
+                let ok_w = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, g.w as i64);
+                let ok = b.ins().band(ok_h, ok_w);
+                let at = b.ins().imul_imm_s(ih, g.w as i64);
+                let at = b.ins().iadd(at, iw);
+                let at = b.ins().imul_imm_s(at, 4);
+                (b.ins().select(ok, at, z64), b.ins().select(ok, ones, z32))
+            } else {
+                (z64, z32)
+            };
+            b.ins().store(mem(), at, o_row, (t * 8) as i32);
+            b.ins().store(mem(), m, m_row, (t * 4) as i32);
+        }
+    });
+    (offsets, masks)
+}
+
 /// Packs the patches of output positions `16p..16p+cols` for GEMM rows (input channel,
 /// kernel row, kernel column) `k0..k0+kc` from the image-and-group input `x0`: element
 /// (r, t) is `x[c, oh·sh − ph + i·dh, ow·sw − pw + j·dw]`, zero in the padding.
@@ -207,9 +148,11 @@ pub(super) fn im2col(
         let w = b.ins().imul_imm_s(ow, g.sw as i64);
         wb.push(b.ins().iadd_imm_s(w, -(g.pw as i64)));
     }
-    // A stride-1 panel inside one output row reads 16 contiguous inputs per GEMM row
-    // wherever its window is inside the image: four vector copies.
-    let same_row = if g.sw == 1 && cols == NR {
+    let table = (g.kh * g.kw <= MAX_TAPS).then(|| tap_table(b, g, &hb, &wb, cols));
+    // A panel inside one output row reads 16 inputs `sw` apart per GEMM row: wherever its
+    // window is inside the image, they are copied with no bounds checks (four vector copies
+    // at stride 1).
+    let same_row = if cols == NR && g.sw <= 1 << 16 {
         let ow0 = b.ins().urem_imm_s(pos0, g.ow as i64);
         let last = b.ins().iadd_imm_s(ow0, (NR - 1) as i64);
         Some(b.ins().icmp_imm_s(IntCC::SignedLessThan, last, g.ow as i64))
@@ -243,6 +186,32 @@ pub(super) fn im2col(
         let ih_off = b.ins().imul_imm_s(i, g.dh as i64);
         let iw_off = b.ins().imul_imm_s(j, g.dw as i64);
         let gather = |b: &mut FunctionBuilder| {
+            if let Some((offsets, masks)) = table {
+                let tap = b.ins().imul_imm_s(i, g.kw as i64);
+                let tap = b.ins().iadd(tap, j);
+                let o_row = {
+                    let off = b.ins().imul_imm_s(tap, (NR * 8) as i64);
+                    b.ins().iadd(offsets, off)
+                };
+                let m_row = {
+                    let off = b.ins().imul_imm_s(tap, (NR * 4) as i64);
+                    b.ins().iadd(masks, off)
+                };
+                for t in 0..cols {
+                    let at = b.ins().load(I64, mem(), o_row, (t * 8) as i32);
+                    let addr = b.ins().iadd(xc, at);
+                    let x = b.ins().load(types::F32, mem(), addr, 0);
+                    b.ins().store(mem(), x, dst, (t * 4) as i32);
+                }
+                // Lanes in the padding or past `cols` have an all-zero mask.
+                for v in 0..NR / 4 {
+                    let x = b.ins().load(types::F32X4, mem(), dst, (v * 16) as i32);
+                    let m = b.ins().load(types::F32X4, mem(), m_row, (v * 16) as i32);
+                    let x = b.ins().band(x, m);
+                    b.ins().store(mem(), x, dst, (v * 16) as i32);
+                }
+                return;
+            }
             let fz = b.ins().f32const(0.0);
             for t in 0..cols {
                 let ih = b.ins().iadd(hb[t], ih_off);
@@ -269,7 +238,7 @@ pub(super) fn im2col(
                 let iw = b.ins().iadd(wb[0], iw_off);
                 let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
                 let ok_lo = b.ins().icmp_imm_s(IntCC::SignedGreaterThanOrEqual, iw, 0);
-                let iw_last = b.ins().iadd_imm_s(iw, (NR - 1) as i64);
+                let iw_last = b.ins().iadd_imm_s(iw, ((NR - 1) * g.sw) as i64);
                 let ok_hi = b
                     .ins()
                     .icmp_imm_s(IntCC::SignedLessThan, iw_last, g.w as i64);
@@ -285,9 +254,16 @@ pub(super) fn im2col(
                 let at = b.ins().iadd(at, iw);
                 let at = b.ins().imul_imm_s(at, 4);
                 let src = b.ins().iadd(xc, at);
-                for v in 0..NR / 4 {
-                    let x = b.ins().load(types::F32X4, mem(), src, (v * 16) as i32);
-                    b.ins().store(mem(), x, dst, (v * 16) as i32);
+                if g.sw == 1 {
+                    for v in 0..NR / 4 {
+                        let x = b.ins().load(types::F32X4, mem(), src, (v * 16) as i32);
+                        b.ins().store(mem(), x, dst, (v * 16) as i32);
+                    }
+                } else {
+                    for t in 0..NR {
+                        let x = b.ins().load(types::F32, mem(), src, (t * g.sw * 4) as i32);
+                        b.ins().store(mem(), x, dst, (t * 4) as i32);
+                    }
                 }
                 b.ins().jump(done, &[]);
                 b.switch_to_block(slow);
