@@ -33,13 +33,14 @@ impl Default for OpenCl {
 
 /// The kernel kinds a refuse list names: `conv` covers every convolution, `pool` every
 /// pooling, `matmul` matmul and gemm, `reduce` reductions and softmax-like ops,
-/// `elementwise` elementwise ops, `movement` data movement; any other word is an op name.
+/// (and einsum), `elementwise` elementwise ops, `movement` data movement; any other word is an op name.
 fn kind_words(op: &Op) -> Vec<&'static str> {
     let mut w = vec![op.name()];
     w.push(match op {
         Op::Conv { .. } => "conv",
         Op::Pool { .. } | Op::GlobalPool { .. } => "pool",
-        Op::MatMul | Op::Gemm { .. } => "matmul",
+        Op::MatMul | Op::Gemm { .. } | Op::Einsum { .. } => "matmul",
+        Op::Rnn { .. } => "recurrent",
         op if gen::elementwise_op(op) => "elementwise",
         op if gen::movement_op(op) => "movement",
         _ => "reduce",
