@@ -10,10 +10,12 @@
 
 mod einsum;
 mod elementwise;
+mod indexed;
 mod movement;
 mod nn;
 pub mod recurrent;
 mod reduce;
+mod scan;
 
 use kiln_ir::{DType, Graph, NodeId, Op, Value};
 use std::collections::HashMap;
@@ -288,6 +290,12 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
     if let Some(b) = einsum::body(g, n, shape) {
         return b;
     }
+    if let Some(b) = indexed::body(g, n, shape) {
+        return b;
+    }
+    if let Some(b) = scan::body(g, n, shape) {
+        return b;
+    }
     if recurrent::handles(&node.op) {
         return Err("a recurrent op is a kernel of its own, not part of a fused one".into());
     }
@@ -297,7 +305,7 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
 /// Whether the generator has a kernel for `op` at all (dtypes and attributes are checked
 /// when generating).
 pub fn generates(op: &Op) -> bool {
-    elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op) || einsum::handles(op) || recurrent::handles(op)
+    elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op) || einsum::handles(op) || recurrent::handles(op) || indexed::handles(op) || scan::handles(op)
 }
 
 /// Elementwise ops (for refuse lists).
@@ -305,9 +313,9 @@ pub fn elementwise_op(op: &Op) -> bool {
     elementwise::handles(op)
 }
 
-/// Data-movement ops (for refuse lists).
+/// Data-movement ops, and ops made of their coordinates (for refuse lists).
 pub fn movement_op(op: &Op) -> bool {
-    movement::handles(op)
+    movement::handles(op) || indexed::handles(op)
 }
 
 /// A constant input's values as integers (Slice starts, Pad pads…), or an error naming it.
