@@ -121,7 +121,8 @@ struct Shaped {
     graph: Graph,
     device: Arc<device::ClDevice>,
     plans: Mutex<Vec<(PlanKey, Arc<plan::Plan>)>>,
-    /// Input shapes under which the graph's shapes still depend on input values.
+    /// Input shapes under which the graph's shapes (or a kernel's axis, see
+    /// `specialize::decisive_inputs_known`) still depend on input values.
     needs_values: Mutex<std::collections::HashSet<Vec<Vec<usize>>>>,
 }
 
@@ -154,7 +155,7 @@ impl Shaped {
             return Ok(Some(p));
         }
         let g = specialize::specialize(&self.graph, &given, &pinned).map_err(|e| BackendError::from_ir(DEVICE, e))?;
-        if !needs_values && !specialize::concrete(&g) {
+        if !needs_values && !(specialize::concrete(&g) && specialize::decisive_inputs_known(&g)) {
             self.needs_values.lock().unwrap_or_else(|e| e.into_inner()).insert(shapes.clone());
             return self.plan(shapes, inputs);
         }

@@ -47,6 +47,22 @@ pub fn concrete(g: &Graph) -> bool {
     g.nodes.node_weights().all(|n| n.outputs.iter().all(|t| t.shape.concrete().is_some()))
 }
 
+/// Whether every input that decides a kernel's code rather than its data is a constant: a
+/// cumulative op's axis, dropout's ratio and training_mode. When one is a graph input, the
+/// plan is specialized on its value too.
+pub fn decisive_inputs_known(g: &Graph) -> bool {
+    g.nodes.node_indices().all(|n| {
+        let need: &[usize] = match &g.node(n).op {
+            Op::CumSum { .. } | Op::CumProd { .. } => &[1],
+            Op::Dropout { .. } => &[1, 2],
+            Op::Fused { body } => return decisive_inputs_known(body),
+            _ => &[],
+        };
+        let ins = g.inputs_of(n);
+        need.iter().all(|&i| ins.get(i).copied().flatten().map_or(true, |v| g.const_value(v).is_some()))
+    })
+}
+
 /// Pinning an input is worth it when its values can decide shapes: small integer tensors
 /// (shapes, axes, pads, counts) and scalars (Range's start, limit and delta).
 pub fn pinnable(t: &Tensor) -> bool {
