@@ -203,7 +203,8 @@ fn einsum_cumulative_and_lane_ops() {
     );
 }
 
-/// A bidirectional LSTM with biases, sequence lengths and initial state, and a GRU: one
+/// A bidirectional LSTM with biases, sequence lengths and initial state, and a reverse and
+/// a bidirectional GRU (whose second direction takes the second pair of activations): one
 /// work-group per sequence carries the state through its steps.
 #[test]
 fn recurrent_ops() {
@@ -232,7 +233,10 @@ fn recurrent_ops() {
     let gw = g.add_const("gw", scaled(&[1, 15, 3]));
     let gr = g.add_const("gr", scaled(&[1, 15, 5]));
     let gru = g.add(rnn(RnnKind::Gru, Direction::Reverse), "gru", &[Some(x), Some(gw), Some(gr)], 2).unwrap();
-    for (name, v) in [("y", kiln_ir::Value::new(lstm, 0)), ("yh", kiln_ir::Value::new(lstm, 1)), ("yc", kiln_ir::Value::new(lstm, 2)), ("gy", kiln_ir::Value::new(gru, 0))] {
+    let bw = g.add_const("bw", scaled(&[2, 15, 3]));
+    let br = g.add_const("br", scaled(&[2, 15, 5]));
+    let bigru = g.add(rnn(RnnKind::Gru, Direction::Bidirectional), "bigru", &[Some(x), Some(bw), Some(br)], 1).unwrap();
+    for (name, v) in [("y", kiln_ir::Value::new(lstm, 0)), ("yh", kiln_ir::Value::new(lstm, 1)), ("yc", kiln_ir::Value::new(lstm, 2)), ("gy", kiln_ir::Value::new(gru, 0)), ("by", kiln_ir::Value::new(bigru, 0))] {
         g.add_output(name, v);
     }
     check(&text::print(&g, text::Weights::Inline), &[data(&[4, 2, 3])]);

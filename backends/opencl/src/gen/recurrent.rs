@@ -88,7 +88,12 @@ pub fn generate(graph: &Graph, n: NodeId, buffers: &[Value], prefix: &str, fp64:
     if hid == 0 || hid > max_group {
         return Err(format!("hidden size {hid}: one work-group holds one state, and this device's groups hold 1 to {max_group}"));
     }
-    let per_dir = gates.min(3);
+    // Activations per direction: RNN one, GRU two (gates, candidate), LSTM three.
+    let per_dir = match kind {
+        RnnKind::Rnn => 1,
+        RnnKind::Gru => 2,
+        RnnKind::Lstm => 3,
+    };
     let names: Vec<String> = if activations.is_empty() {
         let d: &[&str] = match kind {
             RnnKind::Rnn => &["Tanh"],
