@@ -18,6 +18,8 @@ pub struct ClDevice {
     pub name: String,
     /// cl_khr_fp64: f64 tensors run, and f32 math runs in double as `ir::eval` does.
     pub fp64: bool,
+    /// CL_DEVICE_MAX_WORK_GROUP_SIZE: a recurrent op's hidden size must fit one group.
+    pub max_group: usize,
     programs: Mutex<HashMap<u64, Arc<Program>>>,
 }
 
@@ -59,7 +61,8 @@ pub fn open(index: Option<usize>) -> Result<Arc<ClDevice>, String> {
     let context = Context::from_device(&device).map_err(|e| format!("cannot create an OpenCL context: {e}"))?;
     let fp64 = device.extensions().map(|e| e.contains("cl_khr_fp64")).unwrap_or(false);
     let name = device.name().unwrap_or_else(|_| "OpenCL device".into());
-    let d = Arc::new(ClDevice { device, context, name, fp64, programs: Mutex::new(HashMap::new()) });
+    let max_group = device.max_work_group_size().unwrap_or(1);
+    let d = Arc::new(ClDevice { device, context, name, fp64, max_group, programs: Mutex::new(HashMap::new()) });
     open.insert(index, d.clone());
     Ok(d)
 }

@@ -33,13 +33,14 @@ impl Default for OpenCl {
 
 /// The kernel kinds a refuse list names: `conv` covers every convolution, `pool` every
 /// pooling, `matmul` matmul and gemm, `reduce` reductions and softmax-like ops,
-/// `elementwise` elementwise ops, `movement` data movement; any other word is an op name.
+/// (and einsum), `elementwise` elementwise ops, `movement` data movement; any other word is an op name.
 fn kind_words(op: &Op) -> Vec<&'static str> {
     let mut w = vec![op.name()];
     w.push(match op {
         Op::Conv { .. } => "conv",
         Op::Pool { .. } | Op::GlobalPool { .. } => "pool",
-        Op::MatMul | Op::Gemm { .. } => "matmul",
+        Op::MatMul | Op::Gemm { .. } | Op::Einsum { .. } => "matmul",
+        Op::Rnn { .. } => "recurrent",
         op if gen::elementwise_op(op) => "elementwise",
         op if gen::movement_op(op) => "movement",
         _ => "reduce",
@@ -120,7 +121,8 @@ struct Shaped {
     graph: Graph,
     device: Arc<device::ClDevice>,
     plans: Mutex<Vec<(PlanKey, Arc<plan::Plan>)>>,
-    /// Input shapes under which the graph's shapes still depend on input values.
+    /// Input shapes under which the graph's shapes (or a kernel's axis, see
+    /// `specialize::decisive_inputs_known`) still depend on input values.
     needs_values: Mutex<std::collections::HashSet<Vec<Vec<usize>>>>,
 }
 
@@ -153,7 +155,7 @@ impl Shaped {
             return Ok(Some(p));
         }
         let g = specialize::specialize(&self.graph, &given, &pinned).map_err(|e| BackendError::from_ir(DEVICE, e))?;
-        if !needs_values && !specialize::concrete(&g) {
+        if !needs_values && !(specialize::concrete(&g) && specialize::decisive_inputs_known(&g)) {
             self.needs_values.lock().unwrap_or_else(|e| e.into_inner()).insert(shapes.clone());
             return self.plan(shapes, inputs);
         }

@@ -33,8 +33,11 @@ struct Launch {
     program: Arc<Program>,
     kernel: String,
     elements: usize,
+    /// The work-group size, for kernels whose groups share local memory (recurrent ops).
+    local: Option<usize>,
     args: Vec<Slot>,
-    out: usize,
+    /// Run slots of the outputs, one buffer argument each after `args`.
+    outs: Vec<usize>,
     /// For profiles.
     nodes: Vec<String>,
     kind: String,
@@ -197,6 +200,29 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
                     (graph, vec![n], buffers, (0..node.outputs.len()).map(|k| Value::new(n, k)).collect(), outer)
                 }
             };
+        if let Op::Rnn { .. } = node.op {
+            let prefix = format!("k{sources}");
+            sources += 1;
+            let (src, spec) = gen::recurrent::generate(graph, n, &buffers, &prefix, device.fp64, device.max_group).map_err(|m| err(&node.name, m))?;
+            let program = device.program(&src).map_err(|m| err(&node.name, m))?;
+            let mut outs = Vec::new();
+            for (k, t) in node.outputs.iter().enumerate() {
+                slots.push((t.dtype, shape_of(Value::new(n, k), &node.name)?));
+                outs.push(slots.len() - 1);
+                slot_of.insert(Value::new(n, k), Slot::Run(slots.len() - 1));
+            }
+            steps.push(Step::Launch(Launch {
+                program,
+                kernel: spec.name,
+                elements: spec.elements,
+                local: Some(spec.local),
+                args: outer,
+                outs,
+                nodes: names(graph, n),
+                kind: node.op.name().to_string(),
+            }));
+            continue;
+        }
         let region = Region { graph: region_graph, nodes: region_nodes, buffers: buffers.clone(), outputs: outputs.clone() };
         let prefix = format!("k{sources}");
         sources += 1;
@@ -217,8 +243,9 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
                 program: program.clone(),
                 kernel: spec.name,
                 elements: spec.elements,
+                local: None,
                 args: outer.clone(),
-                out,
+                outs: vec![out],
                 nodes: names(graph, n),
                 kind: kind.clone(),
             }));
@@ -279,11 +306,15 @@ impl Plan {
             match step {
                 Step::Alias { from, to } => table[*to] = Some(get(from, &table)?),
                 Step::Launch(l) => {
-                    let (dtype, _) = &self.slots[l.out];
-                    let bytes = (l.elements * dtype.size()).max(1);
-                    // SAFETY: a fresh device allocation, no host pointer.
-                    let out = unsafe { Buffer::<u8>::create(&self.device.context, CL_MEM_READ_WRITE, bytes, ptr::null_mut()) }
-                        .map_err(|e| cl_err("cannot allocate a buffer", e))?;
+                    let mut outs = Vec::with_capacity(l.outs.len());
+                    for &o in &l.outs {
+                        let (dtype, shape) = &self.slots[o];
+                        let bytes = (shape.iter().product::<usize>() * dtype.size()).max(1);
+                        // SAFETY: a fresh device allocation, no host pointer.
+                        let buf = unsafe { Buffer::<u8>::create(&self.device.context, CL_MEM_READ_WRITE, bytes, ptr::null_mut()) }
+                            .map_err(|e| cl_err("cannot allocate a buffer", e))?;
+                        outs.push(buf);
+                    }
                     if l.elements > 0 {
                         if lane.kernels[i].is_none() {
                             lane.kernels[i] = Some(Kernel::create(&l.program, &l.kernel).map_err(|e| cl_err("cannot create a kernel", e))?);
@@ -295,14 +326,24 @@ impl Plan {
                             // SAFETY: every kernel parameter is a global buffer, in this order.
                             unsafe { exec.set_arg(a.as_ref()) };
                         }
-                        // SAFETY: as above; the output buffer is the last parameter.
-                        let ev = unsafe { exec.set_arg(&out).set_global_work_size(l.elements).enqueue_nd_range(&lane.queue) }
+                        for o in &outs {
+                            // SAFETY: as above; the output buffers are the last parameters.
+                            unsafe { exec.set_arg(o) };
+                        }
+                        exec.set_global_work_size(l.elements);
+                        if let Some(local) = l.local {
+                            exec.set_local_work_size(local);
+                        }
+                        // SAFETY: every argument is set above.
+                        let ev = unsafe { exec.enqueue_nd_range(&lane.queue) }
                             .map_err(|e| err(l.nodes.last().map(String::as_str).unwrap_or(""), format!("cannot launch {}: {e}", l.kernel)))?;
                         if profile.is_some() {
                             events.push((i, ev));
                         }
                     }
-                    table[l.out] = Some(Arc::new(out));
+                    for (&o, buf) in l.outs.iter().zip(outs) {
+                        table[o] = Some(Arc::new(buf));
+                    }
                 }
             }
         }

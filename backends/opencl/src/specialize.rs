@@ -3,7 +3,7 @@
 //! evaluated once on the host and turned into a constant. Kernels are then generated with
 //! every shape known.
 
-use kiln_ir::{Graph, IrError, Op, Tensor, TensorType};
+use kiln_ir::{DType, Graph, IrError, Op, Tensor, TensorType};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
@@ -47,6 +47,22 @@ pub fn concrete(g: &Graph) -> bool {
     g.nodes.node_weights().all(|n| n.outputs.iter().all(|t| t.shape.concrete().is_some()))
 }
 
+/// Whether every input that decides a kernel's code rather than its data is a constant: a
+/// cumulative op's axis, dropout's ratio and training_mode. When one is a graph input, the
+/// plan is specialized on its value too.
+pub fn decisive_inputs_known(g: &Graph) -> bool {
+    g.nodes.node_indices().all(|n| {
+        let need: &[usize] = match &g.node(n).op {
+            Op::CumSum { .. } | Op::CumProd { .. } => &[1],
+            Op::Dropout { .. } => &[1, 2],
+            Op::Fused { body } => return decisive_inputs_known(body),
+            _ => &[],
+        };
+        let ins = g.inputs_of(n);
+        need.iter().all(|&i| ins.get(i).copied().flatten().map_or(true, |v| g.const_value(v).is_some()))
+    })
+}
+
 /// Pinning an input is worth it when its values can decide shapes: small integer tensors
 /// (shapes, axes, pads, counts) and scalars (Range's start, limit and delta).
 pub fn pinnable(t: &Tensor) -> bool {
@@ -74,6 +90,14 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
                 }
             }
             fold(&mut body).map_err(|e| if e.node.is_some() { e } else { e.in_node(name.clone()) })?;
+            // A body whose one output folded to a constant is that constant (a kernel of
+            // shape arithmetic whose input shapes are now known).
+            if let [(_, v)] = body.outputs.as_slice() {
+                if let Some(t) = body.const_value(*v).cloned() {
+                    make_const(g, n, t);
+                    continue;
+                }
+            }
             let outs: Vec<TensorType> = body.outputs.iter().map(|(_, v)| body.value_type(*v).clone()).collect();
             g.nodes[n].op = Op::Fused { body: Box::new(body) };
             g.nodes[n].outputs = outs;
@@ -90,7 +114,10 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
         if known && node.outputs.len() == 1 {
             let in_dims = types.first().cloned().flatten().and_then(|t| t.shape.concrete()).unwrap_or_default();
             let small = node.outputs[0].shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS);
-            if small || matches!(node.op, Op::Shape { .. } | Op::Size) {
+            // Weights stored as f16/bf16 (`--fp16`) have no kernel here: decompress them once.
+            let from_half = matches!(node.op, Op::Cast { .. })
+                && types.first().cloned().flatten().is_some_and(|t| matches!(t.dtype, DType::F16 | DType::BF16));
+            if small || from_half || matches!(node.op, Op::Shape { .. } | Op::Size) {
                 if let Ok(mut outs) = shape_or_eval(&node.op, &in_dims, &consts) {
                     if let Some(t) = outs.pop().filter(|t| t.dtype() == node.outputs[0].dtype) {
                         make_const(g, n, t);

@@ -158,16 +158,15 @@ fn integer_elementwise() {
 #[test]
 fn unsupported_op_is_an_error_naming_the_node() {
     let graph = text::parse(
-        r#"graph g(%x: f32[4]) -> (%y: f32[4]) {
-  @ax = i64[] [0]
-  %0 = cumsum(%x, @ax) {exclusive=false, reverse=false} : f32[4] "running"
+        r#"graph g(%x: f32[2,2]) -> (%y: f32[]) {
+  %0 = det(%x) : f32[] "running"
   return %0
 }"#,
         None,
     )
     .unwrap();
     let program = Program::new(graph);
-    let e = OpenCl::new().compile(&program, &CompileOptions::default()).err().expect("cumsum is refused");
+    let e = OpenCl::new().compile(&program, &CompileOptions::default()).err().expect("det is refused");
     assert_eq!(e.node.as_deref(), Some("running"));
     let refusing = OpenCl::new().refusing("conv,matmul");
     let g = text::parse(
@@ -182,4 +181,63 @@ fn unsupported_op_is_an_error_naming_the_node() {
     assert_eq!(node.name, "mm");
     assert!(!refusing.supports(&kiln_backends::Kernel { node }));
     assert!(OpenCl::new().refusing("").supports(&kiln_backends::Kernel { node }));
+}
+
+#[test]
+fn einsum_cumulative_and_lane_ops() {
+    check(
+        r#"graph g(%a: f32[2,3,4], %b: f32[2,4,5], %x: f32[3,4]) -> (%e: f32[2,3,5], %d: f32[3], %c: f32[3,4], %p: f32[3,4], %h: f32[3,4], %l: f32[3,4], %t: f32[3,4], %u: f32[3,4]) {
+  %0 = einsum(%a, %b) {equation="bij,bjk->bik"} : f32[2,3,5] "bmm"
+  %1 = einsum(%x) {equation="ij->i"} : f32[3] "rowsum"
+  @ax = i64[] [1]
+  %2 = cumsum(%x, @ax) {exclusive=false, reverse=true} : f32[3,4] "cs"
+  %3 = cumprod(%x, @ax) {exclusive=true, reverse=false} : f32[3,4] "cp"
+  %4 = hardmax(%x) {axis=0} : f32[3,4] "hm"
+  %5 = lp_normalization(%x) {axis=1, p=2} : f32[3,4] "lp"
+  @k = i64[] [1]
+  %6 = trilu(%x, @k) {upper=true} : f32[3,4] "triu"
+  %7 = trilu(%x) {upper=false} : f32[3,4] "tril"
+  return %0, %1, %2, %3, %4, %5, %6, %7
+}"#,
+        &[data(&[2, 3, 4]), data(&[2, 4, 5]), data(&[3, 4])],
+    );
+}
+
+/// A bidirectional LSTM with biases, sequence lengths and initial state, and a reverse and
+/// a bidirectional GRU (whose second direction takes the second pair of activations): one
+/// work-group per sequence carries the state through its steps.
+#[test]
+fn recurrent_ops() {
+    use kiln_ir::{DType, Direction, Graph, Op, RnnKind, TensorType};
+    let rnn = |kind, direction| Op::Rnn {
+        kind,
+        direction,
+        hidden_size: 5,
+        activations: vec![],
+        activation_alpha: vec![],
+        activation_beta: vec![],
+        clip: None,
+        layout: 0,
+        input_forget: false,
+        linear_before_reset: false,
+    };
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", TensorType::known(DType::F32, &[4, 2, 3]));
+    let scaled = |shape: &[usize]| Tensor::from_f64(DType::F32, shape.to_vec(), &data(shape).to_f64_vec().iter().map(|v| v * 0.3).collect::<Vec<_>>()).unwrap();
+    let w = g.add_const("w", scaled(&[2, 20, 3]));
+    let r = g.add_const("r", scaled(&[2, 20, 5]));
+    let b = g.add_const("b", scaled(&[2, 40]));
+    let lens = g.add_const("lens", Tensor::new(vec![2], vec![4i32, 2]).unwrap());
+    let h0 = g.add_const("h0", scaled(&[2, 2, 5]));
+    let lstm = g.add(rnn(RnnKind::Lstm, Direction::Bidirectional), "lstm", &[Some(x), Some(w), Some(r), Some(b), Some(lens), Some(h0)], 3).unwrap();
+    let gw = g.add_const("gw", scaled(&[1, 15, 3]));
+    let gr = g.add_const("gr", scaled(&[1, 15, 5]));
+    let gru = g.add(rnn(RnnKind::Gru, Direction::Reverse), "gru", &[Some(x), Some(gw), Some(gr)], 2).unwrap();
+    let bw = g.add_const("bw", scaled(&[2, 15, 3]));
+    let br = g.add_const("br", scaled(&[2, 15, 5]));
+    let bigru = g.add(rnn(RnnKind::Gru, Direction::Bidirectional), "bigru", &[Some(x), Some(bw), Some(br)], 1).unwrap();
+    for (name, v) in [("y", kiln_ir::Value::new(lstm, 0)), ("yh", kiln_ir::Value::new(lstm, 1)), ("yc", kiln_ir::Value::new(lstm, 2)), ("gy", kiln_ir::Value::new(gru, 0)), ("by", kiln_ir::Value::new(bigru, 0))] {
+        g.add_output(name, v);
+    }
+    check(&text::print(&g, text::Weights::Inline), &[data(&[4, 2, 3])]);
 }

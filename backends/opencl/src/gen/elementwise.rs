@@ -6,9 +6,8 @@ use super::{ctype, Gen};
 use kiln_ir::{BinaryOp, DType, GeluApproximation, Op, UnaryOp, Value};
 
 pub fn handles(op: &Op) -> bool {
-    // The fusion pattern's elementwise ops (batch norm included), less bit casts and shifts.
-    kiln_passes::pattern::pattern(op).is_elementwise()
-        && !matches!(op, Op::BitCast { .. } | Op::Binary(BinaryOp::BitShiftLeft | BinaryOp::BitShiftRight))
+    // The fusion pattern's elementwise ops (batch norm included), less bit casts.
+    kiln_passes::pattern::pattern(op).is_elementwise() && !matches!(op, Op::BitCast { .. })
 }
 
 fn f(x: f32) -> String {
@@ -220,6 +219,10 @@ fn binary(b: BinaryOp, x: DType, y: DType, a: &str, c: &str, oty: &str, m: &str)
         BitwiseAnd => format!("({a}) & ({c})"),
         BitwiseOr => format!("({a}) | ({c})"),
         BitwiseXor => format!("({a}) ^ ({c})"),
+        // As eval: a shift by the width or more (or by a negative amount) shifts every bit out.
+        BitShiftLeft => format!("(({c}) < 0 || ({c}) >= {bits}) ? 0 : ({a}) << ({c})", bits = x.size() * 8),
+        BitShiftRight if x.is_signed() => format!("({a}) >> ((({c}) < 0 || ({c}) >= {bits}) ? {} : ({c}))", x.size() * 8 - 1, bits = x.size() * 8),
+        BitShiftRight => format!("(({c}) < 0 || ({c}) >= {bits}) ? 0 : ({a}) >> ({c})", bits = x.size() * 8),
         Pow if y.is_float() => format!("(long)pow((double)({a}), (double)({c}))"),
         Pow => format!("k_ipow((long)({a}), (long)({c}))"),
         _ => return Err(format!("{} does not take {x} tensors", b.word())),

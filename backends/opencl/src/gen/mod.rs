@@ -8,10 +8,14 @@
 //! output element needs. The kernel itself is one work-item per output element calling the
 //! output's function, so a fused body becomes one kernel with no intermediate buffers.
 
+mod einsum;
 mod elementwise;
+mod indexed;
 mod movement;
 mod nn;
+pub mod recurrent;
 mod reduce;
+mod scan;
 
 use kiln_ir::{DType, Graph, NodeId, Op, Value};
 use std::collections::HashMap;
@@ -158,7 +162,7 @@ pub(crate) fn delinearize(shape: &[usize], lin: &str, prefix: &str) -> String {
     s
 }
 
-fn literal(t: &kiln_ir::Tensor) -> Result<String, String> {
+pub(crate) fn literal(t: &kiln_ir::Tensor) -> Result<String, String> {
     let d = t.dtype();
     let ty = ctype(d).ok_or_else(|| format!("{d} tensors"))?;
     if d.is_float() {
@@ -283,13 +287,25 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
     if let Some(b) = nn::body(g, n, k, shape) {
         return b;
     }
+    if let Some(b) = einsum::body(g, n, shape) {
+        return b;
+    }
+    if let Some(b) = indexed::body(g, n, shape) {
+        return b;
+    }
+    if let Some(b) = scan::body(g, n, shape) {
+        return b;
+    }
+    if recurrent::handles(&node.op) {
+        return Err("a recurrent op is a kernel of its own, not part of a fused one".into());
+    }
     Err(format!("the OpenCL device does not generate `{}`", node.op.name()))
 }
 
 /// Whether the generator has a kernel for `op` at all (dtypes and attributes are checked
 /// when generating).
 pub fn generates(op: &Op) -> bool {
-    elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op)
+    elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op) || einsum::handles(op) || recurrent::handles(op) || indexed::handles(op) || scan::handles(op)
 }
 
 /// Elementwise ops (for refuse lists).
@@ -297,9 +313,9 @@ pub fn elementwise_op(op: &Op) -> bool {
     elementwise::handles(op)
 }
 
-/// Data-movement ops (for refuse lists).
+/// Data-movement ops, and ops made of their coordinates (for refuse lists).
 pub fn movement_op(op: &Op) -> bool {
-    movement::handles(op)
+    movement::handles(op) || indexed::handles(op)
 }
 
 /// A constant input's values as integers (Slice starts, Pad pads…), or an error naming it.

@@ -70,6 +70,7 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, shape: &[usize]) -> Body {
             let xc = coords(xs.len()).iter().map(|c| format!("x{}", &c[1..])).collect::<Vec<_>>();
             Ok(format!("  {}\n  return {};", delinearize(&xs, &lin, "x"), g.at(x, &xc)))
         }
+        Op::Dropout { .. } if training(g, &ins)? => Err("training-mode dropout is random (REFERENCE refuses it too)".into()),
         Op::Dropout { .. } if k == 0 => ret(g.at(input(&ins, 0)?, &out)),
         Op::Dropout { .. } => ret("(uchar)1".into()),
         Op::Shape { .. } | Op::Size => {
@@ -285,4 +286,19 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, shape: &[usize]) -> Body {
         }
         _ => Err(format!("{} is not data movement", op.name())),
     }
+}
+
+/// Whether a Dropout drops anything: training_mode set and a ratio above 0, as eval reads
+/// them (both must be constants here).
+fn training(g: &Gen, ins: &[Option<Value>]) -> Result<bool, String> {
+    let Some(t) = ins.get(2).copied().flatten() else { return Ok(false) };
+    let t = g.graph.const_value(t).ok_or("dropout's training_mode must be a constant")?;
+    if t.to_f64_vec().first().copied().unwrap_or(0.0) == 0.0 {
+        return Ok(false);
+    }
+    let ratio = match ins.get(1).copied().flatten() {
+        None => 0.5,
+        Some(r) => g.graph.const_value(r).ok_or("dropout's ratio must be a constant")?.to_f64_vec().first().copied().unwrap_or(0.5),
+    };
+    Ok(ratio > 0.0)
 }
