@@ -9,22 +9,8 @@ use kiln_backends::{Backend, CompileOptions, Program};
 use kiln_cpu::Cpu;
 use kiln_ir::{AutoPad, BinaryOp, DType, Graph, Op, PoolKind, Tensor, TensorType, UnaryOp, Value};
 
-struct Rng(u64);
-
-impl Rng {
-    fn tensor(&mut self, shape: &[usize]) -> Tensor {
-        let n = shape.iter().product();
-        let v: Vec<f32> = (0..n)
-            .map(|_| {
-                self.0 ^= self.0 << 13;
-                self.0 ^= self.0 >> 7;
-                self.0 ^= self.0 << 17;
-                ((self.0 >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-            })
-            .collect();
-        Tensor::new(shape.to_vec(), v).unwrap()
-    }
-}
+mod common;
+use common::Rng;
 
 /// `t` with NaN written at the given flat positions.
 fn with_nans(t: &Tensor, at: &[usize]) -> Tensor {
