@@ -132,7 +132,6 @@ fn portable_plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) 
         });
     }
     o.fill(bias);
-    // Output rows outer, taps inner: a row stays in L1 while every tap adds to it.
     let cols: Vec<(usize, usize, usize)> = (0..g.kw)
         .map(|j| {
             let off_w = (j * g.dw) as isize - g.pw as isize;
@@ -141,34 +140,14 @@ fn portable_plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) 
             (lo, hi, first)
         })
         .collect();
-    if g.ow == 0 {
-        return;
-    }
-    for (oh, orow) in o.chunks_exact_mut(g.ow).enumerate() {
-        for i in 0..g.kh {
-            let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
-            if ih < 0 || ih as usize >= g.h {
-                continue;
-            }
-            let src = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
-            for (j, &(lo, hi, first)) in cols.iter().enumerate() {
-                if lo >= hi {
-                    continue;
-                }
-                let wv = k[i * g.kw + j];
-                let dst = &mut orow[lo..hi];
-                if g.sw == 1 {
-                    dst.iter_mut()
-                        .zip(&src[first..first + (hi - lo)])
-                        .for_each(|(d, s)| *d += wv * s);
-                } else {
-                    dst.iter_mut()
-                        .enumerate()
-                        .for_each(|(t, d)| *d += wv * src[first + t * g.sw]);
-                }
-            }
+    each_tap(g, x, k, &cols, o, |dst, src, first, wv| {
+        if g.sw == 1 {
+            let n = dst.len();
+            dst.iter_mut().zip(&src[first..first + n]).for_each(|(d, s)| *d += wv * s);
+        } else {
+            dst.iter_mut().enumerate().for_each(|(t, d)| *d += wv * src[first + t * g.sw]);
         }
-    }
+    });
 }
 
 /// [`plane`] for stride 2 over `x` split by [`plane`]: output column `ow` of tap column
@@ -190,6 +169,24 @@ fn plane_split(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
             (lo, hi, if first % 2 == 0 { first / 2 } else { even + first / 2 })
         })
         .collect();
+    each_tap(g, x, k, &cols, o, |dst, row, start, wv| {
+        let n = dst.len();
+        dst.iter_mut().zip(&row[start..start + n]).for_each(|(d, s)| *d += wv * s);
+    });
+}
+
+/// Output rows outer, taps inner, so a row stays in L1 while every tap adds to it:
+/// `axpy(dst, input_row, first, weight)` adds one tap to the valid outputs `dst` of a row,
+/// where `cols[j] = (lo, hi, first)` says which outputs tap column `j` reaches and where
+/// output `lo` reads in the input row.
+fn each_tap(
+    g: &Geometry,
+    x: &[f32],
+    k: &[f32],
+    cols: &[(usize, usize, usize)],
+    o: &mut [f32],
+    axpy: impl Fn(&mut [f32], &[f32], usize, f32),
+) {
     if g.ow == 0 {
         return;
     }
@@ -199,16 +196,11 @@ fn plane_split(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
             if ih < 0 || ih as usize >= g.h {
                 continue;
             }
-            let row = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
-            for (j, &(lo, hi, start)) in cols.iter().enumerate() {
-                if lo >= hi {
-                    continue;
+            let src = &x[ih as usize * g.w..(ih as usize + 1) * g.w];
+            for (j, &(lo, hi, first)) in cols.iter().enumerate() {
+                if lo < hi {
+                    axpy(&mut orow[lo..hi], src, first, k[i * g.kw + j]);
                 }
-                let wv = k[i * g.kw + j];
-                orow[lo..hi]
-                    .iter_mut()
-                    .zip(&row[start..start + (hi - lo)])
-                    .for_each(|(d, s)| *d += wv * s);
             }
         }
     }
