@@ -58,6 +58,15 @@ pub struct Operand<'a> {
     pub value: Option<&'a Tensor>,
 }
 
+/// The node's data input (input 0), or an error naming the node when it has none.
+pub(crate) fn data_input<'a>(node: &Node, inputs: &[Option<Operand<'a>>]) -> Result<Operand<'a>> {
+    inputs
+        .first()
+        .copied()
+        .flatten()
+        .ok_or_else(|| LowerError::unsupported(node, "no data"))
+}
+
 /// A node output's concrete type.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutType {

@@ -166,11 +166,7 @@ fn const_ints(
 }
 
 fn slice(node: &Node, inputs: &[Option<Operand>], out: &OutType) -> Result<Piece> {
-    let x = inputs
-        .first()
-        .copied()
-        .flatten()
-        .ok_or_else(|| LowerError::unsupported(node, "no data"))?;
+    let x = super::data_input(node, inputs)?;
     let rank = x.shape.len();
     let starts = const_ints(node, inputs, 1, "starts")?
         .ok_or_else(|| LowerError::unsupported(node, "no starts"))?;
@@ -297,11 +293,7 @@ fn pad<M: Module>(
     if mode != PadMode::Constant {
         return Err(LowerError::unsupported(node, format!("{mode} padding")));
     }
-    let x = inputs
-        .first()
-        .copied()
-        .flatten()
-        .ok_or_else(|| LowerError::unsupported(node, "no data"))?;
+    let x = super::data_input(node, inputs)?;
     let rank = x.shape.len();
     let pads = const_ints(node, inputs, 1, "pads")?
         .ok_or_else(|| LowerError::unsupported(node, "no pads"))?;

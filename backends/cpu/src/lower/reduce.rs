@@ -151,11 +151,7 @@ fn nest(
 }
 
 fn data<'a>(node: &Node, inputs: &[Option<Operand<'a>>]) -> Result<Operand<'a>> {
-    let x = inputs
-        .first()
-        .copied()
-        .flatten()
-        .ok_or_else(|| LowerError::unsupported(node, "no data"))?;
+    let x = super::data_input(node, inputs)?;
     if x.dtype != DType::F32 {
         return Err(LowerError::unsupported(
             node,

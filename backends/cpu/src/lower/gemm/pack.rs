@@ -72,6 +72,27 @@ const MAX_TAPS: usize = 64;
 /// the padding and for positions past `cols`). They are the same for every channel, so a
 /// panel builds them once and its GEMM rows gather with no bounds checks: `offsets` holds
 /// taps×16 i64, `masks` taps×16 u32.
+/// Where a tap of an output position reads in its input channel plane: whether input row
+/// `h0 + ih_off` and column `w0 + iw_off` lie inside the image (an unsigned compare covers
+/// both sides), and the byte offset of that element (meaningful only when inside).
+fn tap_at(
+    b: &mut FunctionBuilder,
+    g: &Geometry,
+    h0: Value,
+    w0: Value,
+    ih_off: Value,
+    iw_off: Value,
+) -> (Value, Value) {
+    let ih = b.ins().iadd(h0, ih_off);
+    let iw = b.ins().iadd(w0, iw_off);
+    let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
+    let ok_w = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, g.w as i64);
+    let ok = b.ins().band(ok_h, ok_w);
+    let at = b.ins().imul_imm_s(ih, g.w as i64);
+    let at = b.ins().iadd(at, iw);
+    (ok, b.ins().imul_imm_s(at, 4))
+}
+
 fn tap_table(
     b: &mut FunctionBuilder,
     g: &Geometry,
@@ -102,14 +123,7 @@ fn tap_table(
         let ones = b.ins().iconst(types::I32, -1);
         for t in 0..NR {
             let (at, m) = if t < cols {
-                let ih = b.ins().iadd(hb[t], ih_off);
-                let iw = b.ins().iadd(wb[t], iw_off);
-                let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
-                let ok_w = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, g.w as i64);
-                let ok = b.ins().band(ok_h, ok_w);
-                let at = b.ins().imul_imm_s(ih, g.w as i64);
-                let at = b.ins().iadd(at, iw);
-                let at = b.ins().imul_imm_s(at, 4);
+                let (ok, at) = tap_at(b, g, hb[t], wb[t], ih_off, iw_off);
                 (b.ins().select(ok, at, z64), b.ins().select(ok, ones, z32))
             } else {
                 (z64, z32)
@@ -214,14 +228,7 @@ pub(super) fn im2col(
             }
             let fz = b.ins().f32const(0.0);
             for t in 0..cols {
-                let ih = b.ins().iadd(hb[t], ih_off);
-                let iw = b.ins().iadd(wb[t], iw_off);
-                let ok_h = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, ih, g.h as i64);
-                let ok_w = b.ins().icmp_imm_s(IntCC::UnsignedLessThan, iw, g.w as i64);
-                let ok = b.ins().band(ok_h, ok_w);
-                let at = b.ins().imul_imm_s(ih, g.w as i64);
-                let at = b.ins().iadd(at, iw);
-                let at = b.ins().imul_imm_s(at, 4);
+                let (ok, at) = tap_at(b, g, hb[t], wb[t], ih_off, iw_off);
                 let addr = b.ins().iadd(xc, at);
                 // Outside the image the load reads the channel's first element instead.
                 let addr = b.ins().select(ok, addr, xc);
