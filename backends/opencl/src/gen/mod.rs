@@ -8,6 +8,7 @@
 //! output element needs. The kernel itself is one work-item per output element calling the
 //! output's function, so a fused body becomes one kernel with no intermediate buffers.
 
+mod attention;
 mod einsum;
 mod elementwise;
 mod indexed;
@@ -15,6 +16,7 @@ mod movement;
 mod nn;
 pub mod recurrent;
 mod reduce;
+mod rotary;
 mod scan;
 
 use kiln_ir::{DType, Graph, NodeId, Op, Value};
@@ -296,6 +298,12 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
     if let Some(b) = scan::body(g, n, shape) {
         return b;
     }
+    if let Some(b) = attention::body(g, n, k, shape) {
+        return b;
+    }
+    if let Some(b) = rotary::body(g, n, shape) {
+        return b;
+    }
     if recurrent::handles(&node.op) {
         return Err("a recurrent op is a kernel of its own, not part of a fused one".into());
     }
@@ -305,7 +313,7 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
 /// Whether the generator has a kernel for `op` at all (dtypes and attributes are checked
 /// when generating).
 pub fn generates(op: &Op) -> bool {
-    elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op) || einsum::handles(op) || recurrent::handles(op) || indexed::handles(op) || scan::handles(op)
+    elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op) || einsum::handles(op) || recurrent::handles(op) || indexed::handles(op) || scan::handles(op) || attention::handles(op) || rotary::handles(op)
 }
 
 /// Elementwise ops (for refuse lists).
