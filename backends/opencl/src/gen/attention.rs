@@ -35,7 +35,11 @@ fn lit(x: f64) -> String {
     if x.is_nan() {
         "NAN".into()
     } else if x.is_infinite() {
-        if x < 0.0 { "(-INFINITY)".into() } else { "INFINITY".into() }
+        if x < 0.0 {
+            "(-INFINITY)".into()
+        } else {
+            "INFINITY".into()
+        }
     } else {
         format!("{x:e}")
     }
@@ -46,11 +50,21 @@ fn lit(x: f64) -> String {
 fn rounder(m: &str, d: DType) -> Result<impl Fn(&str) -> String, String> {
     let through_float = match d {
         DType::F32 => true,
-        DType::F16 | DType::BF16 => return Err(format!("attention rounding to {d} (no half path on this device)")),
+        DType::F16 | DType::BF16 => {
+            return Err(format!(
+                "attention rounding to {d} (no half path on this device)"
+            ))
+        }
         _ => false,
     };
     let m = m.to_string();
-    Ok(move |x: &str| if through_float { format!("(({m})(float)({x}))") } else { format!("({x})") })
+    Ok(move |x: &str| {
+        if through_float {
+            format!("(({m})(float)({x}))")
+        } else {
+            format!("({x})")
+        }
+    })
 }
 
 /// (batch, heads, seq, size) of a q/k/v input and whether it is 3-D.
@@ -59,10 +73,15 @@ fn bhsd(g: &Gen, v: Value, heads: Option<i64>, what: &str) -> Result<[usize; 4],
     match s.len() {
         4 => Ok([s[0], s[1], s[2], s[3]]),
         3 => {
-            let h = heads.ok_or_else(|| format!("a 3-D {what} needs q_num_heads and kv_num_heads"))?;
-            let h = usize::try_from(h).map_err(|_| format!("num_heads must not be negative, found {h}"))?;
+            let h =
+                heads.ok_or_else(|| format!("a 3-D {what} needs q_num_heads and kv_num_heads"))?;
+            let h = usize::try_from(h)
+                .map_err(|_| format!("num_heads must not be negative, found {h}"))?;
             if h == 0 || s[2] % h != 0 {
-                return Err(format!("{what} hidden size {} is not a multiple of {h} heads", s[2]));
+                return Err(format!(
+                    "{what} hidden size {} is not a multiple of {h} heads",
+                    s[2]
+                ));
             }
             Ok([s[0], h, s[1], s[2] / h])
         }
@@ -73,19 +92,38 @@ fn bhsd(g: &Gen, v: Value, heads: Option<i64>, what: &str) -> Result<[usize; 4],
 /// C for reading a q/k/v input at (batch, head, position, index) given as C expressions.
 fn read(g: &Gen, v: Value, rank3: bool, size: usize, c: [&str; 4]) -> String {
     if rank3 {
-        g.at(v, &[c[0].into(), c[2].into(), format!("({})*{size}L + ({})", c[1], c[3])])
+        g.at(
+            v,
+            &[
+                c[0].into(),
+                c[2].into(),
+                format!("({})*{size}L + ({})", c[1], c[3]),
+            ],
+        )
     } else {
         g.at(v, &c.map(String::from))
     }
 }
 
 fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
-    let Op::Attention { is_causal, kv_num_heads, q_num_heads, qk_matmul_output_mode, scale, softcap, softmax_precision, left_window_size, right_window_size } = op
+    let Op::Attention {
+        is_causal,
+        kv_num_heads,
+        q_num_heads,
+        qk_matmul_output_mode,
+        scale,
+        softcap,
+        softmax_precision,
+        left_window_size,
+        right_window_size,
+    } = op
     else {
         return Err("not an attention op".into());
     };
     if !(0..=3).contains(qk_matmul_output_mode) {
-        return Err(format!("qk_matmul_output_mode must be 0..3, found {qk_matmul_output_mode}"));
+        return Err(format!(
+            "qk_matmul_output_mode must be 0..3, found {qk_matmul_output_mode}"
+        ));
     }
     if *left_window_size < -1 || *right_window_size < -1 {
         return Err("window sizes must be -1 or non-negative".into());
@@ -99,7 +137,11 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
     let (mask, past_k, past_v, nonpad) = (input(3), input(4), input(5), input(6));
     let dt = g.dtype(q);
     if !dt.is_float() || g.dtype(kk) != dt || g.dtype(v) != dt {
-        return Err(format!("q, k and v must share a float type, found {dt}, {}, {}", g.dtype(kk), g.dtype(v)));
+        return Err(format!(
+            "q, k and v must share a float type, found {dt}, {}, {}",
+            g.dtype(kk),
+            g.dtype(v)
+        ));
     }
     let ty = ctype(dt).ok_or_else(|| format!("{dt} tensors"))?;
     let rank = dims(g.graph, q)?.len();
@@ -118,12 +160,20 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
     let [bv, hv, sv, dv] = bhsd(g, v, *kv_num_heads, "v")?;
     let past = match past_k {
         Some(p) => {
-            let (ps, pv) = (dims(g.graph, p)?, dims(g.graph, past_v.ok_or("past_value is missing")?)?);
+            let (ps, pv) = (
+                dims(g.graph, p)?,
+                dims(g.graph, past_v.ok_or("past_value is missing")?)?,
+            );
             if ps.len() != 4 || ps[0] != bk || ps[1] != hk || ps[3] != dk {
-                return Err(format!("past_key has shape {ps:?}, which does not match [{bk}, {hk}, _, {dk}]"));
+                return Err(format!(
+                    "past_key has shape {ps:?}, which does not match [{bk}, {hk}, _, {dk}]"
+                ));
             }
             if pv.len() != 4 || pv[0] != bv || pv[1] != hv || pv[3] != dv || pv[2] != ps[2] {
-                return Err(format!("past_value has shape {pv:?}, which does not match [{bv}, {hv}, {}, {dv}]", ps[2]));
+                return Err(format!(
+                    "past_value has shape {pv:?}, which does not match [{bv}, {hv}, {}, {dv}]",
+                    ps[2]
+                ));
             }
             ps[2]
         }
@@ -134,7 +184,9 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
         return Err(format!("q [{b}, {hq}, {sq}, {dq}], k [{bk}, {hk}, {sk}, {dk}] and v [{bv}, {hv}, {sv}, {dv}] do not fit together"));
     }
     if hk == 0 || hq % hk != 0 {
-        return Err(format!("{hq} query heads cannot share {hk} key/value heads"));
+        return Err(format!(
+            "{hq} query heads cannot share {hk} key/value heads"
+        ));
     }
     let group = hq / hk;
     let m = g.math(dt);
@@ -166,9 +218,13 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
         Some(mv) => {
             let ms = dims(g.graph, mv)?;
             let md = g.dtype(mv);
-            let Some(&last) = ms.last() else { return Err("attn_mask must have rank at least 1".into()) };
+            let Some(&last) = ms.last() else {
+                return Err("attn_mask must have rank at least 1".into());
+            };
             if last > skv {
-                return Err(format!("attn_mask has {last} key positions, more than the {skv} keys"));
+                return Err(format!(
+                    "attn_mask has {last} key positions, more than the {skv} keys"
+                ));
             }
             let out = [b, hq, sq, skv];
             if ms.len() > 4 {
@@ -184,7 +240,11 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
                 if padded != out[o] && padded != 1 {
                     return Err(format!("attn_mask {ms:?} does not broadcast to {out:?}"));
                 }
-                coords.push(if padded == 1 { "0".to_string() } else { names[o].to_string() });
+                coords.push(if padded == 1 {
+                    "0".to_string()
+                } else {
+                    names[o].to_string()
+                });
             }
             if last == 0 {
                 "(-INFINITY)".to_string()
@@ -234,12 +294,19 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
     }
 
     let scale = scale.map_or(1.0 / (dq as f64).sqrt(), |s| s as f64);
-    let ss = if dt == DType::F32 { scale.sqrt() as f32 as f64 } else { scale.sqrt() };
+    let ss = if dt == DType::F32 {
+        scale.sqrt() as f32 as f64
+    } else {
+        scale.sqrt()
+    };
     let ss = lit(ss);
     let kv_read = |cur: Value, prev: Option<Value>, size: usize, idx: &str| -> String {
         let now = read(g, cur, rank3, size, ["bt", "kh", "(kj - (long)pos)", idx]);
         match prev {
-            Some(p) => format!("(kj < {past}L ? {} : {now})", g.at(p, &["bt".into(), "kh".into(), "kj".into(), idx.into()])),
+            Some(p) => format!(
+                "(kj < {past}L ? {} : {now})",
+                g.at(p, &["bt".into(), "kh".into(), "kj".into(), idx.into()])
+            ),
             None => now,
         }
     };
@@ -247,7 +314,18 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
     let kread = kv_read(kk, past_k, dk, "dx");
     let vread = kv_read(v, past_v, dv, "dd");
     let sc = *softcap as f64;
-    let softcap_step = if sc > 0.0 { format!(" lg = {};", rnd(&format!("{} * {}", rnd(&format!("tanh({})", rnd(&format!("lg / {}", lit(sc))))), lit(sc)))) } else { String::new() };
+    let softcap_step = if sc > 0.0 {
+        format!(
+            " lg = {};",
+            rnd(&format!(
+                "{} * {}",
+                rnd(&format!("tanh({})", rnd(&format!("lg / {}", lit(sc))))),
+                lit(sc)
+            ))
+        )
+    } else {
+        String::new()
+    };
     // Statements giving, for key kj: the logit `lg`, the bias `bs`, the biased logit `bl`.
     let score = format!(
         "long pos = {past}L * (kj >= {past}L); (void)pos;\n    {m} lg = 0; for (long dx = 0; dx < {dq}L; dx++) lg += {} * {};\n    lg = {};{softcap_step}\n    long diff = sub_sat(add_sat(qi, off), kj); (void)diff;\n    {m} bs = {mask_term} + (({}) ? ({m})(-INFINITY) : ({m})0);\n    {m} bl = {};",
@@ -265,10 +343,18 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
     } else {
         "long bt = i0, hd = i1, qi = i2, dd = i3;".to_string()
     };
-    let head = format!("  {coords}\n  long kh = hd / {group}L; (void)kh;\n  long off = {offset}; (void)off;");
+    let head = format!(
+        "  {coords}\n  long kh = hd / {group}L; (void)kh;\n  long off = {offset}; (void)off;"
+    );
     if k == 3 && *qk_matmul_output_mode != 3 {
-        let pick = if *qk_matmul_output_mode == 2 { "bl" } else { "lg" };
-        return Ok(format!("{head}\n  long kj = jo;\n  {{ {score}\n    return ({ty}){pick}; }}"));
+        let pick = if *qk_matmul_output_mode == 2 {
+            "bl"
+        } else {
+            "lg"
+        };
+        return Ok(format!(
+            "{head}\n  long kj = jo;\n  {{ {score}\n    return ({ty}){pick}; }}"
+        ));
     }
     // Softmax over the row: max (NaN wins, like numpy), whether any key is unmasked, the sum.
     let e = rs(&format!("exp({})", rs(&format!("{} - sm", rs("bl")))));
@@ -279,7 +365,9 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
         rs("s"),
     );
     if k == 3 {
-        return Ok(format!("{stats}\n  long kj = jo;\n  {{ {score}\n    return ({ty}){prob}; }}"));
+        return Ok(format!(
+            "{stats}\n  long kj = jo;\n  {{ {score}\n    return ({ty}){prob}; }}"
+        ));
     }
     Ok(format!("{stats}\n  {m} acc = 0;\n  for (long kj = 0; kj < {skv}L; kj++) {{ {score}\n    acc += {prob} * ({m}){vread}; }}\n  return ({ty})acc;"))
 }

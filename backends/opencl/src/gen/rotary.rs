@@ -22,7 +22,12 @@ pub fn body(g: &Gen, n: NodeId, shape: &[usize]) -> Option<Body> {
 }
 
 fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
-    let Op::RotaryEmbedding { interleaved, num_heads, rotary_embedding_dim } = op else {
+    let Op::RotaryEmbedding {
+        interleaved,
+        num_heads,
+        rotary_embedding_dim,
+    } = op
+    else {
         return Err("not a rotary_embedding op".into());
     };
     let ins = g.graph.inputs_of(n);
@@ -43,9 +48,13 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
     let (batch, heads, seq, head) = match (s.len(), num_heads) {
         (4, _) => (s[0], s[1], s[2], s[3]),
         (3, Some(h)) => {
-            let h = usize::try_from(*h).map_err(|_| format!("num_heads must not be negative, found {h}"))?;
+            let h = usize::try_from(*h)
+                .map_err(|_| format!("num_heads must not be negative, found {h}"))?;
             if h == 0 || s[2] % h != 0 {
-                return Err(format!("hidden size {} is not a multiple of num_heads {h}", s[2]));
+                return Err(format!(
+                    "hidden size {} is not a multiple of num_heads {h}",
+                    s[2]
+                ));
             }
             (s[0], h, s[1], s[2] / h)
         }
@@ -56,15 +65,21 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
     let rot = if *rotary_embedding_dim == 0 {
         head
     } else {
-        usize::try_from(*rotary_embedding_dim).map_err(|_| format!("rotary_embedding_dim must not be negative, found {rotary_embedding_dim}"))?
+        usize::try_from(*rotary_embedding_dim).map_err(|_| {
+            format!("rotary_embedding_dim must not be negative, found {rotary_embedding_dim}")
+        })?
     };
     if rot > head || rot % 2 != 0 {
-        return Err(format!("rotary_embedding_dim {rot} must be even and at most the head size {head}"));
+        return Err(format!(
+            "rotary_embedding_dim {rot} must be even and at most the head size {head}"
+        ));
     }
     let half = rot / 2;
     let (cs, ss) = (dims(g.graph, cos)?, dims(g.graph, sin)?);
     if cs != ss {
-        return Err(format!("cos_cache {cs:?} and sin_cache {ss:?} differ in shape"));
+        return Err(format!(
+            "cos_cache {cs:?} and sin_cache {ss:?} differ in shape"
+        ));
     }
     // The coordinates of the cache entry for (batch bt, position t, pair jj).
     let cache: Vec<String> = match input(3) {
@@ -73,10 +88,15 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
                 return Err(format!("position_ids must have shape [{batch}, {seq}]"));
             }
             if cs.len() != 2 || cs[1] != half || cs[0] == 0 {
-                return Err(format!("with position_ids the caches must be [max_position, {half}], found {cs:?}"));
+                return Err(format!(
+                    "with position_ids the caches must be [max_position, {half}], found {cs:?}"
+                ));
             }
             let pid = g.at(p, &["bt".into(), "t".into()]);
-            vec![format!("clamp((long){pid}, 0L, {}L)", cs[0] - 1), "jj".into()]
+            vec![
+                format!("clamp((long){pid}, 0L, {}L)", cs[0] - 1),
+                "jj".into(),
+            ]
         }
         None => {
             if cs != [batch, seq, half] {
@@ -94,7 +114,15 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
     };
     let r = s.len();
     let at_delta = |delta: &str| -> String {
-        let c: Vec<String> = (0..r).map(|j| if j + 1 == r { format!("{last} + ({delta})") } else { format!("i{j}") }).collect();
+        let c: Vec<String> = (0..r)
+            .map(|j| {
+                if j + 1 == r {
+                    format!("{last} + ({delta})")
+                } else {
+                    format!("i{j}")
+                }
+            })
+            .collect();
         g.at(x, &c)
     };
     let m = g.math(xd);
