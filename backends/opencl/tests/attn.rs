@@ -157,3 +157,34 @@ fn rotary_embedding_interleaved_partial_and_3d() {
         &[data(&[2, 3, 18]), data(&[2, 3, 3]), data(&[2, 3, 3])],
     );
 }
+
+/// The expanded forms of RMS and layer normalization compute their reduce axes with Range
+/// and their output shape with ConstantOfShape and Concat from `shape(x)`: specializing
+/// must fold those (their lengths are unknown until their inputs are) so every kernel's
+/// shape is concrete.
+#[test]
+fn expanded_norm_shape_arithmetic_folds() {
+    check(
+        r#"graph g(%x: f32[2,3,5]) -> (%y: f32[2,3,5], %m: f32[*]) {
+  @axis = i64[] [-2]
+  @one = i64[] [1]
+  @one1 = i64[1] [1]
+  %0 = shape(%x) {start=0} : i64[3] "xshape"
+  %1 = size(%0) : i64[] "rank"
+  %2 = add(%1, @axis) : i64[] "pos_axis"
+  %3 = range(%2, %1, @one) : i64[?] "reduce_axes"
+  %4 = mul(%x, %x) : f32[2,3,5] "sq"
+  %5 = reduce(%4, %3) {kind=mean, keepdims=true, noop_with_empty_axes=false} : f32[?,?,?] "mean_sq"
+  %6 = sqrt(%5) : f32[?,?,?] "rms"
+  %7 = div(%x, %6) : f32[2,3,5] "y"
+  %8 = sub(%1, @one1) : i64[1] "n_reduced"
+  %9 = constant_of_shape(%8) {value=i64[1] [1]} : i64[?] "suffix"
+  @zero1 = i64[1] [0]
+  %10 = slice(%0, @zero1, @one1) : i64[1] "prefix"
+  %11 = concat(%10, %9) {axis=0} : i64[?] "reduced_shape"
+  %12 = reshape(%5, %11) {allowzero=false} : f32[*] "m"
+  return %7, %12
+}"#,
+        &[data(&[2, 3, 5])],
+    );
+}
