@@ -179,7 +179,9 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, _shape: &[usize]) -> Body {
         }
         None => 0,
     };
-    let skv = past + sk;
+    let skv = past
+        .checked_add(sk)
+        .ok_or("the key sequence length overflows")?;
     if bk != b || bv != b || dk != dq || hv != hk || sv != sk {
         return Err(format!("q [{b}, {hq}, {sq}, {dq}], k [{bk}, {hk}, {sk}, {dk}] and v [{bv}, {hv}, {sv}, {dv}] do not fit together"));
     }
