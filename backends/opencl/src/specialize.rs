@@ -48,13 +48,15 @@ pub fn concrete(g: &Graph) -> bool {
 }
 
 /// Whether every input that decides a kernel's code rather than its data is a constant: a
-/// cumulative op's axis, dropout's ratio and training_mode. When one is a graph input, the
+/// cumulative op's axis, dropout's ratio and training_mode, Resize's roi, scales and sizes
+/// (its interpolation tables). When one is a graph input, the
 /// plan is specialized on its value too.
 pub fn decisive_inputs_known(g: &Graph) -> bool {
     g.nodes.node_indices().all(|n| {
         let need: &[usize] = match &g.node(n).op {
             Op::CumSum { .. } | Op::CumProd { .. } => &[1],
             Op::Dropout { .. } => &[1, 2],
+            Op::Resize { .. } => &[1, 2, 3],
             Op::Fused { body } => return decisive_inputs_known(body),
             _ => &[],
         };
@@ -64,9 +66,10 @@ pub fn decisive_inputs_known(g: &Graph) -> bool {
 }
 
 /// Pinning an input is worth it when its values can decide shapes: small integer tensors
-/// (shapes, axes, pads, counts) and scalars (Range's start, limit and delta).
+/// (shapes, axes, pads, counts), scalars (Range's start, limit and delta) and short float
+/// vectors (Resize's scales and roi, one or two values per axis).
 pub fn pinnable(t: &Tensor) -> bool {
-    (t.rank() == 0) || (!t.dtype().is_float() && t.len() <= 64)
+    (t.rank() == 0) || (!t.dtype().is_float() && t.len() <= 64) || (t.rank() == 1 && t.len() <= 16)
 }
 
 fn fold(g: &mut Graph) -> Result<(), IrError> {
