@@ -44,7 +44,10 @@ pub fn conv_transpose(g: &Gen, op: &Op, ins: &[Option<Value>], shape: &[usize]) 
     }
     let n = xs.len() - 2;
     let groups = (*group).max(1) as usize;
-    let (cg, mg) = (xs[1] / groups, ws[1]);
+    if shape.len() != xs.len() || ws[0] != xs[1] || xs[1] % groups != 0 {
+        return Err(format!("conv_transpose of x {xs:?} and w {ws:?} in {groups} groups"));
+    }
+    let (cg, mg) = (xs[1] / groups, ws[1].max(1));
     let st: Vec<i64> = (0..n).map(|i| per_dim(strides, i, 1).max(1)).collect();
     let dil: Vec<i64> = (0..n).map(|i| per_dim(dilations, i, 1).max(1)).collect();
     // Begin padding per dim, as eval's conv_transpose geometry derives it.

@@ -115,6 +115,9 @@ pub fn body(g: &Gen, op: &Op, ins: &[Option<Value>], shape: &[usize]) -> Result<
             return Err("roi must be a constant".into());
         }
     }
+    if shape.len() != r {
+        return Err(format!("output rank {} differs from the input's {r}", shape.len()));
+    }
     let out_ty = g.dtype(x);
     let mut s = String::new();
     let mut head = String::new();
@@ -127,12 +130,19 @@ pub fn body(g: &Gen, op: &Op, ins: &[Option<Value>], shape: &[usize]) -> Result<
         if is_close(scales[a], 1.0) && shape[a] == xs[a] && identity_roi {
             continue;
         }
-        let taps = axis_taps(&p, xs[a], shape[a], scales[a], roi[a])?;
-        let n = taps.iter().flatten().map(|t| t.len()).next().unwrap_or(0);
-        total += n * shape[a];
+        if !(scales[a] > 0.0 && scales[a].is_finite()) {
+            return Err(format!("scale {} for axis {a} must be positive and finite", scales[a]));
+        }
+        // An antialiasing filter is 1/scale times wider: bound it before building it.
+        if p.antialias && 4.0 / scales[a] > MAX_TAPS as f64 {
+            return Err(format!("scale {} for axis {a} makes the antialiasing filter wider than {MAX_TAPS} taps", scales[a]));
+        }
+        let n = coefficients(&p, 0.5, scales[a]).len();
+        total = total.saturating_add(n.saturating_mul(shape[a]));
         if total > MAX_TAPS {
             return Err(format!("the interpolation tables would have more than {MAX_TAPS} entries"));
         }
+        let taps = axis_taps(&p, xs[a], shape[a], scales[a], roi[a])?;
         // A position where tf_crop_and_resize extrapolates has the index -1.
         let mut idx = Vec::with_capacity(n * shape[a]);
         let mut w = Vec::with_capacity(n * shape[a]);

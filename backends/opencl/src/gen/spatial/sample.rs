@@ -37,7 +37,7 @@ pub fn roi_align(g: &Gen, op: &Op, ins: &[Option<Value>]) -> Result<String, Stri
         RoiPoolMode::Average => "t = v00 * hy * hx + v01 * hy * lx + v10 * ly * hx + v11 * ly * lx;",
         RoiPoolMode::Max => "t = fmax(fmax(fmax(v00 * hy * hx, v01 * hy * lx), v10 * ly * hx), v11 * ly * lx);",
     };
-    if h == 0 || w == 0 {
+    if h == 0 || w == 0 || nb == 0 {
         return Ok(format!("  return {};", store(g.dtype(x), "0")?));
     }
     Ok(format!(
@@ -92,6 +92,9 @@ pub fn deform_conv(g: &Gen, op: &Op, ins: &[Option<Value>]) -> Result<String, St
     }
     let (c, ih, iw) = (xs[1], xs[2], xs[3]);
     let (groups, og) = ((*group).max(1) as usize, (*offset_group).max(1) as usize);
+    if ws[1].checked_mul(groups) != Some(c) || ws[0] % groups != 0 || c % og != 0 {
+        return Err(format!("x {xs:?}, w {ws:?}: channels do not divide into {groups} groups and {og} offset groups"));
+    }
     let (cg, mg) = (ws[1], ws[0] / groups);
     let (kh, kw) = (ws[2], ws[3]);
     let taps = kh * kw;

@@ -104,7 +104,10 @@ pub fn stft(g: &Gen, ins: &[Option<Value>], shape: &[usize]) -> Result<String, S
     }
     let window = ins.get(2).copied().flatten().filter(|v| shape_of(g, *v).is_ok_and(|s| s.iter().product::<usize>() > 0));
     let ws = match window {
-        Some(w) => shape_of(g, w)?[0],
+        Some(w) => match shape_of(g, w)?.as_slice() {
+            [n] => *n,
+            s => return Err(format!("window must be 1-D, found {s:?}")),
+        },
         None => 0,
     };
     let fl = match const_int(g, ins.get(3).copied().flatten().filter(|v| g.graph.const_value(*v).is_none_or(|t| !t.is_empty())), "frame_length")? {
