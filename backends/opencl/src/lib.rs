@@ -148,7 +148,7 @@ impl Shaped {
         let pinned: Vec<Option<Tensor>> = match (needs_values, inputs) {
             (false, _) => vec![None; shapes.len()],
             (true, None) => return Ok(None),
-            (true, Some(ts)) => ts.iter().map(|t| Some(t.clone()).filter(specialize::pinnable)).collect(),
+            (true, Some(ts)) => ts.iter().enumerate().map(|(i, t)| Some(t.clone()).filter(|t| specialize::pinnable(&self.graph, i, t))).collect(),
         };
         let key = (shapes.clone(), pinned.clone());
         if let Some(p) = self.cached(&key) {

@@ -65,11 +65,24 @@ pub fn decisive_inputs_known(g: &Graph) -> bool {
     })
 }
 
-/// Pinning an input is worth it when its values can decide shapes: small integer tensors
-/// (shapes, axes, pads, counts), scalars (Range's start, limit and delta) and short float
-/// vectors (Resize's scales and roi, one or two values per axis).
-pub fn pinnable(t: &Tensor) -> bool {
-    (t.rank() == 0) || (!t.dtype().is_float() && t.len() <= 64) || (t.rank() == 1 && t.len() <= 16)
+/// Pinning input `i` (holding `t`) is worth it when its values can decide shapes or code:
+/// small integer tensors (shapes, axes, pads, counts), scalars (Range's start, limit and
+/// delta), and a short float vector that a Resize reads as its roi or scales (one or two
+/// values per axis; other float data is not pinned, so new values do not recompile).
+pub fn pinnable(g: &Graph, i: usize, t: &Tensor) -> bool {
+    (t.rank() == 0)
+        || (!t.dtype().is_float() && t.len() <= 64)
+        || (t.rank() == 1 && t.len() <= 16 && g.inputs.get(i).is_some_and(|&n| feeds_resize(g, n)))
+}
+
+/// Whether node `n`'s output is a Resize's roi, scales or sizes, directly or through a
+/// fused kernel's body.
+fn feeds_resize(g: &Graph, n: kiln_ir::NodeId) -> bool {
+    g.uses_of(kiln_ir::Value::new(n, 0)).iter().any(|&(user, slot)| match &g.node(user).op {
+        Op::Resize { .. } => (1..=3).contains(&slot),
+        Op::Fused { body } => body.inputs.get(slot).is_some_and(|&bi| feeds_resize(body, bi)),
+        _ => false,
+    })
 }
 
 fn fold(g: &mut Graph) -> Result<(), IrError> {
