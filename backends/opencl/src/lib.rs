@@ -37,8 +37,8 @@ impl Default for OpenCl {
 fn kind_words(op: &Op) -> Vec<&'static str> {
     let mut w = vec![op.name()];
     w.push(match op {
-        Op::Conv { .. } => "conv",
-        Op::Pool { .. } | Op::GlobalPool { .. } => "pool",
+        Op::Conv { .. } | Op::ConvTranspose { .. } | Op::DeformConv { .. } => "conv",
+        Op::Pool { .. } | Op::GlobalPool { .. } | Op::MaxUnpool { .. } => "pool",
         Op::MatMul | Op::Gemm { .. } | Op::Einsum { .. } => "matmul",
         Op::Rnn { .. } => "recurrent",
         op if gen::elementwise_op(op) => "elementwise",
