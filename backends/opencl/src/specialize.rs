@@ -3,7 +3,7 @@
 //! evaluated once on the host and turned into a constant. Kernels are then generated with
 //! every shape known.
 
-use kiln_ir::{DType, Graph, IrError, Op, Tensor, TensorType};
+use kiln_ir::{CoordinateTransform, DType, Graph, IrError, Op, Tensor, TensorType};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
@@ -48,15 +48,16 @@ pub fn concrete(g: &Graph) -> bool {
 }
 
 /// Whether every input that decides a kernel's code rather than its data is a constant: a
-/// cumulative op's axis, dropout's ratio and training_mode, Resize's roi, scales and sizes
-/// (its interpolation tables). When one is a graph input, the
+/// cumulative op's axis, dropout's ratio and training_mode, Resize's scales and sizes (and
+/// roi for tf_crop_and_resize: its interpolation tables). When one is a graph input, the
 /// plan is specialized on its value too.
 pub fn decisive_inputs_known(g: &Graph) -> bool {
     g.nodes.node_indices().all(|n| {
         let need: &[usize] = match &g.node(n).op {
             Op::CumSum { .. } | Op::CumProd { .. } => &[1],
             Op::Dropout { .. } => &[1, 2],
-            Op::Resize { .. } => &[1, 2, 3],
+            Op::Resize { coordinate_transformation_mode: CoordinateTransform::TfCropAndResize, .. } => &[1, 2, 3],
+            Op::Resize { .. } => &[2, 3],
             Op::Fused { body } => return decisive_inputs_known(body),
             _ => &[],
         };
@@ -79,7 +80,7 @@ pub fn pinnable(g: &Graph, i: usize, t: &Tensor) -> bool {
 /// fused kernel's body.
 fn feeds_resize(g: &Graph, n: kiln_ir::NodeId) -> bool {
     g.uses_of(kiln_ir::Value::new(n, 0)).iter().any(|&(user, slot)| match &g.node(user).op {
-        Op::Resize { .. } => (1..=3).contains(&slot),
+        Op::Resize { coordinate_transformation_mode: ct, .. } => slot == 2 || slot == 3 || (slot == 1 && *ct == CoordinateTransform::TfCropAndResize),
         Op::Fused { body } => body.inputs.get(slot).is_some_and(|&bi| feeds_resize(body, bi)),
         _ => false,
     })
