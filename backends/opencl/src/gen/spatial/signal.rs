@@ -6,6 +6,10 @@ use super::{input, lit, shape_of, store, Gen};
 use kiln_ir::{DType, Value, WindowKind};
 use std::fmt::Write;
 
+/// π and ln 10 as literals: OpenCL's M_PI and M_LN10 are defined only with fp64.
+const PI: &str = "((M)3.141592653589793)";
+const LN10: &str = "((M)2.302585092994046)";
+
 /// Matrices past this size are refused (the copy lives in private memory).
 const MAX_DET: usize = 32;
 
@@ -22,7 +26,7 @@ fn const_int(g: &Gen, v: Option<Value>, what: &str) -> Result<Option<i64>, Strin
 pub fn window(kind: WindowKind, periodic: bool, out: DType, shape: &[usize]) -> Result<String, String> {
     let size = *shape.first().ok_or("window's output is 1-D")?;
     let denom = lit(if periodic { size as f64 } else { size as f64 - 1.0 });
-    let pi = "M_PI";
+    let pi = PI;
     let e = match kind {
         WindowKind::Hann => format!("pown(sin({pi} * n / {denom}), 2)"),
         WindowKind::Hamming => format!("(25.0 / 46.0) - cos(2.0 * {pi} * n / {denom}) * (1.0 - 25.0 / 46.0)"),
@@ -79,14 +83,14 @@ pub fn dft(g: &Gen, ins: &[Option<Value>], inverse: bool, onesided: bool) -> Res
         // The full spectrum from its first half: bin t past the middle is bin n - t conjugated.
         let half = n / 2 + 1;
         return Ok(format!(
-            "  M sr = 0;\n  for (long t = 0; t < {n}L; t++) {{ long s = t < {half}L ? t : {n}L - t; if (s >= {len}L) continue; M re = {re}; M im = {im}; if (t >= {half}L) im = -im; M a = 2.0 * M_PI * (M)((i{ax} * t) % {n}L) / (M){n}; sr += re * cos(a) - im * sin(a); }}\n  return {};",
+            "  M sr = 0;\n  for (long t = 0; t < {n}L; t++) {{ long s = t < {half}L ? t : {n}L - t; if (s >= {len}L) continue; M re = {re}; M im = {im}; if (t >= {half}L) im = -im; M a = 2.0 * {PI} * (M)((i{ax} * t) % {n}L) / (M){n}; sr += re * cos(a) - im * sin(a); }}\n  return {};",
             store(out, &format!("sr * {scale}"))?
         ));
     }
     let used = len.min(n);
     let pick = format!("i{}", r - 1);
     Ok(format!(
-        "  M sr = 0, si = 0;\n  for (long s = 0; s < {used}L; s++) {{ M re = {re}; M im = {im}; M a = {sign}2.0 * M_PI * (M)((i{ax} * s) % {n}L) / (M){n}; M c = cos(a), sn = sin(a); sr += re * c - im * sn; si += re * sn + im * c; }}\n  return {};",
+        "  M sr = 0, si = 0;\n  for (long s = 0; s < {used}L; s++) {{ M re = {re}; M im = {im}; M a = {sign}2.0 * {PI} * (M)((i{ax} * s) % {n}L) / (M){n}; M c = cos(a), sn = sin(a); sr += re * c - im * sn; si += re * sn + im * c; }}\n  return {};",
         store(out, &format!("({pick} == 0 ? sr : si) * {scale}"))?
     ))
 }
@@ -126,7 +130,7 @@ pub fn stft(g: &Gen, ins: &[Option<Value>], shape: &[usize]) -> Result<String, S
     let mut s = String::new();
     let _ = write!(
         s,
-        "  M sr = 0, si = 0;\n  for (long s = 0; s < {used}L; s++) {{ long p = i1 * {step}L + s; if (p >= {len}L) continue; M wv = {w}; M re = {re} * wv; M im = {im} * wv; M a = -2.0 * M_PI * (M)((i2 * s) % {fl}L) / (M){fl}; M c = cos(a), sn = sin(a); sr += re * c - im * sn; si += re * sn + im * c; }}\n  return {};",
+        "  M sr = 0, si = 0;\n  for (long s = 0; s < {used}L; s++) {{ long p = i1 * {step}L + s; if (p >= {len}L) continue; M wv = {w}; M re = {re} * wv; M im = {im} * wv; M a = -2.0 * {PI} * (M)((i2 * s) % {fl}L) / (M){fl}; M c = cos(a), sn = sin(a); sr += re * c - im * sn; si += re * sn + im * c; }}\n  return {};",
         store(g.dtype(x), "i3 == 0 ? sr : si")?
     );
     Ok(s)
@@ -171,10 +175,10 @@ pub fn mel_weight_matrix(g: &Gen, ins: &[Option<Value>], out: DType, shape: &[us
         return Err(format!("lower_edge_hertz must be a float, found {lo_t}"));
     }
     let rt = |e: &str| if lo_t == DType::F32 { format!("(M)(float)({e})") } else { format!("({e})") };
-    let to_mel = |hz: &str| format!("({} / M_LN10)", rt(&format!("2595.0 * {}", rt(&format!("log1p({})", rt(&format!("{hz} / 700.0")))))));
+    let to_mel = |hz: &str| format!("({} / {LN10})", rt(&format!("2595.0 * {}", rt(&format!("log1p({})", rt(&format!("{hz} / 700.0")))))));
     let bins = shape[1];
     Ok(format!(
-        "  M dl = {dl}, rate = {rate};\n  M lo = {lo}, hi = {hi};\n  M step = (hi - lo) / (M){steps};\n  long e[3];\n  for (int k = 0; k < 3; k++) {{ M mel = (M)(i1 + k) * step + lo; M hz = 700.0 * expm1(mel / 2595.0 * M_LN10); e[k] = (long)floor((dl + 1.0) * hz / rate); }}\n  long up = e[1] - e[0], down = e[2] - e[1];\n  M v = 0;\n  if (down > 0 && i0 >= e[1] && i0 < e[2]) v = (M)(e[2] - i0) / (M)down;\n  else if (up == 0 && i0 == e[1]) v = 1;\n  else if (up > 0 && i0 >= e[0] && i0 <= e[1]) v = (M)(i0 - e[0]) / (M)up;\n  return {ret};",
+        "  M dl = {dl}, rate = {rate};\n  M lo = {lo}, hi = {hi};\n  M step = (hi - lo) / (M){steps};\n  long e[3];\n  for (int k = 0; k < 3; k++) {{ M mel = (M)(i1 + k) * step + lo; M hz = 700.0 * expm1(mel / 2595.0 * {LN10}); e[k] = (long)floor((dl + 1.0) * hz / rate); }}\n  long up = e[1] - e[0], down = e[2] - e[1];\n  M v = 0;\n  if (down > 0 && i0 >= e[1] && i0 < e[2]) v = (M)(e[2] - i0) / (M)down;\n  else if (up == 0 && i0 == e[1]) v = 1;\n  else if (up > 0 && i0 >= e[0] && i0 <= e[1]) v = (M)(i0 - e[0]) / (M)up;\n  return {ret};",
         dl = scalar(1)?,
         rate = scalar(2)?,
         lo = to_mel(&scalar(3)?),
