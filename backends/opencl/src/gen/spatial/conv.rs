@@ -75,8 +75,9 @@ pub fn conv_transpose(g: &Gen, op: &Op, ins: &[Option<Value>], shape: &[usize]) 
         });
     }
     let (head, close) = gather_loops(&ws[2..], &st, &dil, &pb, &xs[2..], 2);
-    let mut xc = vec!["i0".to_string(), "gi * {cg}L + c".replace("{cg}", &cg.to_string())];
-    let mut wc = vec!["gi * {cg}L + c".replace("{cg}", &cg.to_string()), format!("i1 % {mg}L")];
+    let channel = format!("gi * {cg}L + c");
+    let mut xc = vec!["i0".to_string(), channel.clone()];
+    let mut wc = vec![channel, format!("i1 % {mg}L")];
     for i in 0..n {
         xc.push(format!("p{i}"));
         wc.push(format!("k{i}"));

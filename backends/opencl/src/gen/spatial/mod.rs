@@ -1,4 +1,4 @@
-//! Image, signal and normalization ops (issue 7's "spatial" family): resize, grid_sample,
+//! Image, signal and normalization ops: resize, grid_sample,
 //! affine_grid, conv_transpose, col2im, deform_conv, roi_align, the instance/group/
 //! mean-variance norms and lrn, max_unpool, window, dft, stft, mel_weight_matrix, det.
 //! One work-item per output element, each reading what it needs of its inputs, with

@@ -104,7 +104,7 @@ pub fn deform_conv(g: &Gen, op: &Op, ins: &[Option<Value>]) -> Result<String, St
     let (ph, pw) = (attr(pads, 0, 0), attr(pads, 1, 0));
     let o = |ch: &str| g.at(offset, &["i0".into(), ch.into(), "i2".into(), "i3".into()]);
     let mask = match ins.get(4).copied().flatten() {
-        Some(m) => format!("v *= (M){};", g.at(m, &["i0".into(), "ogi * {taps}L + t".replace("{taps}", &taps.to_string()), "i2".into(), "i3".into()])),
+        Some(m) => format!("v *= (M){};", g.at(m, &["i0".into(), format!("ogi * {taps}L + t"), "i2".into(), "i3".into()])),
         None => String::new(),
     };
     let bias = match ins.get(3).copied().flatten() {
