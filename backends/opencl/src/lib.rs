@@ -37,8 +37,8 @@ impl Default for OpenCl {
 fn kind_words(op: &Op) -> Vec<&'static str> {
     let mut w = vec![op.name()];
     w.push(match op {
-        Op::Conv { .. } => "conv",
-        Op::Pool { .. } | Op::GlobalPool { .. } => "pool",
+        Op::Conv { .. } | Op::ConvTranspose { .. } | Op::DeformConv { .. } => "conv",
+        Op::Pool { .. } | Op::GlobalPool { .. } | Op::MaxUnpool { .. } => "pool",
         Op::MatMul | Op::Gemm { .. } | Op::Einsum { .. } => "matmul",
         Op::Rnn { .. } => "recurrent",
         op if gen::elementwise_op(op) => "elementwise",
@@ -148,7 +148,7 @@ impl Shaped {
         let pinned: Vec<Option<Tensor>> = match (needs_values, inputs) {
             (false, _) => vec![None; shapes.len()],
             (true, None) => return Ok(None),
-            (true, Some(ts)) => ts.iter().map(|t| Some(t.clone()).filter(specialize::pinnable)).collect(),
+            (true, Some(ts)) => ts.iter().enumerate().map(|(i, t)| Some(t.clone()).filter(|t| specialize::pinnable(&self.graph, i, t))).collect(),
         };
         let key = (shapes.clone(), pinned.clone());
         if let Some(p) = self.cached(&key) {

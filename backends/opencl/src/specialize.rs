@@ -3,7 +3,7 @@
 //! evaluated once on the host and turned into a constant. Kernels are then generated with
 //! every shape known.
 
-use kiln_ir::{DType, Graph, IrError, Op, Tensor, TensorType};
+use kiln_ir::{CoordinateTransform, DType, Graph, IrError, Op, Tensor, TensorType};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
@@ -48,13 +48,16 @@ pub fn concrete(g: &Graph) -> bool {
 }
 
 /// Whether every input that decides a kernel's code rather than its data is a constant: a
-/// cumulative op's axis, dropout's ratio and training_mode. When one is a graph input, the
+/// cumulative op's axis, dropout's ratio and training_mode, Resize's scales and sizes (and
+/// roi for tf_crop_and_resize: its interpolation tables). When one is a graph input, the
 /// plan is specialized on its value too.
 pub fn decisive_inputs_known(g: &Graph) -> bool {
     g.nodes.node_indices().all(|n| {
         let need: &[usize] = match &g.node(n).op {
             Op::CumSum { .. } | Op::CumProd { .. } => &[1],
             Op::Dropout { .. } => &[1, 2],
+            Op::Resize { coordinate_transformation_mode: CoordinateTransform::TfCropAndResize, .. } => &[1, 2, 3],
+            Op::Resize { .. } => &[2, 3],
             Op::Fused { body } => return decisive_inputs_known(body),
             _ => &[],
         };
@@ -63,10 +66,24 @@ pub fn decisive_inputs_known(g: &Graph) -> bool {
     })
 }
 
-/// Pinning an input is worth it when its values can decide shapes: small integer tensors
-/// (shapes, axes, pads, counts) and scalars (Range's start, limit and delta).
-pub fn pinnable(t: &Tensor) -> bool {
-    (t.rank() == 0) || (!t.dtype().is_float() && t.len() <= 64)
+/// Pinning input `i` (holding `t`) is worth it when its values can decide shapes or code:
+/// small integer tensors (shapes, axes, pads, counts), scalars (Range's start, limit and
+/// delta), and a short float vector that a Resize reads as its roi or scales (one or two
+/// values per axis; other float data is not pinned, so new values do not recompile).
+pub fn pinnable(g: &Graph, i: usize, t: &Tensor) -> bool {
+    (t.rank() == 0)
+        || (!t.dtype().is_float() && t.len() <= 64)
+        || (t.rank() == 1 && t.len() <= 16 && g.inputs.get(i).is_some_and(|&n| feeds_resize(g, n)))
+}
+
+/// Whether node `n`'s output is a Resize's roi, scales or sizes, directly or through a
+/// fused kernel's body.
+fn feeds_resize(g: &Graph, n: kiln_ir::NodeId) -> bool {
+    g.uses_of(kiln_ir::Value::new(n, 0)).iter().any(|&(user, slot)| match &g.node(user).op {
+        Op::Resize { coordinate_transformation_mode: ct, .. } => slot == 2 || slot == 3 || (slot == 1 && *ct == CoordinateTransform::TfCropAndResize),
+        Op::Fused { body } => body.inputs.get(slot).is_some_and(|&bi| feeds_resize(body, bi)),
+        _ => false,
+    })
 }
 
 fn fold(g: &mut Graph) -> Result<(), IrError> {

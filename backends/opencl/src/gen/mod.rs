@@ -18,6 +18,7 @@ pub mod recurrent;
 mod reduce;
 mod rotary;
 mod scan;
+mod spatial;
 
 use kiln_ir::{DType, Graph, NodeId, Op, Value};
 use std::collections::HashMap;
@@ -304,6 +305,9 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
     if let Some(b) = rotary::body(g, n, shape) {
         return b;
     }
+    if let Some(b) = spatial::body(g, n, k, shape) {
+        return b;
+    }
     if recurrent::handles(&node.op) {
         return Err("a recurrent op is a kernel of its own, not part of a fused one".into());
     }
@@ -313,7 +317,7 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
 /// Whether the generator has a kernel for `op` at all (dtypes and attributes are checked
 /// when generating).
 pub fn generates(op: &Op) -> bool {
-    elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op) || einsum::handles(op) || recurrent::handles(op) || indexed::handles(op) || scan::handles(op) || attention::handles(op) || rotary::handles(op)
+    elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op) || einsum::handles(op) || recurrent::handles(op) || indexed::handles(op) || scan::handles(op) || attention::handles(op) || rotary::handles(op) || spatial::handles(op)
 }
 
 /// Elementwise ops (for refuse lists).

@@ -141,9 +141,9 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, shape: &[usize]) -> Body {
                 *alpha as f64
             ))
         }
-        Op::Pool { kind, auto_pad, ceil_mode: _, count_include_pad, dilations, kernel_shape, pads, strides, storage_order: _, p } => {
-            if k != 0 {
-                return Err("max pooling's indices output".into());
+        Op::Pool { kind, auto_pad, ceil_mode: _, count_include_pad, dilations, kernel_shape, pads, strides, storage_order, p } => {
+            if k != 0 && *kind != PoolKind::Max {
+                return Err("only max pooling has an indices output".into());
             }
             let x = input(&ins, 0)?;
             let xs = dims(g.graph, x)?;
@@ -184,9 +184,28 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, k: usize, shape: &[usize]) -> Body {
             match kind {
                 PoolKind::Max => {
                     let t = ctype(g.dtype(x)).ok_or("half tensors")?;
+                    // Output 1 is the first maximum's flat index into x, its spatial part
+                    // column-major when storage_order is 1; -1 when the window is empty.
+                    let plane: usize = xs[2..].iter().product();
+                    let mut stride = 1usize;
+                    let mut sp = Vec::new();
+                    for i in (0..nsp).rev() {
+                        if *storage_order == 0 {
+                            sp.push(format!("p{i} * {stride}L"));
+                            stride *= xs[2 + i];
+                        }
+                    }
+                    if *storage_order != 0 {
+                        for i in 0..nsp {
+                            sp.push(format!("p{i} * {stride}L"));
+                            stride *= xs[2 + i];
+                        }
+                    }
+                    let sp = if sp.is_empty() { "0".to_string() } else { sp.join(" + ") };
+                    let ret = if k == 0 { "best".to_string() } else { format!("any ? (i0 * {}L + i1) * {plane}L + bi : -1L", xs[1]) };
                     let _ = write!(
                         s,
-                        "  {t} best = 0; int any = 0;\n  {head}{{\n{guards}    {t} e = {v}; if (!any || e > best) {{ best = e; any = 1; }}\n  }}\n  return best;"
+                        "  {t} best = 0; int any = 0; long bi = 0; (void)bi;\n  {head}{{\n{guards}    {t} e = {v}; if (!any || e > best) {{ best = e; any = 1; bi = {sp}; }}\n  }}\n  return {ret};"
                     );
                 }
                 PoolKind::Average | PoolKind::Lp => {
