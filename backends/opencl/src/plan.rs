@@ -6,14 +6,16 @@
 //! busy, so requests in flight never share a queue or a kernel's arguments.
 
 use crate::device::ClDevice;
+use crate::flow::{self, FlowStep, Rest};
 use crate::gen::{self, Region};
 use kiln_backends::KernelTiming;
 use kiln_ir::{DType, Graph, NodeId, Op, Tensor, Value};
 use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE};
+use opencl3::event::Event;
 use opencl3::kernel::{ExecuteKernel, Kernel};
 use opencl3::memory::{Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE};
 use opencl3::program::Program;
-use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
+use opencl3::types::CL_BLOCKING;
 use std::collections::HashMap;
 use std::ptr;
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,7 @@ pub const DEVICE: &str = "OPENCL";
 
 /// Where a value lives during a run.
 #[derive(Clone)]
-enum Slot {
+pub(crate) enum Slot {
     /// Filled by the run (an input or a kernel's output), index into the run's table.
     Run(usize),
     /// A constant uploaded once at compile time.
@@ -47,22 +49,38 @@ enum Step {
     Launch(Launch),
     /// A reshape: the output is the input's buffer.
     Alias { from: Slot, to: usize },
+    /// If, Loop or Scan: sub-plans run from the host, on this run's queue.
+    Flow(FlowStep),
+    /// What follows a control-flow op whose output shapes only its run tells: the last
+    /// step, compiled per shapes at run time.
+    Rest(Rest),
 }
 
-struct Lane {
-    queue: CommandQueue,
-    kernels: Vec<Option<Kernel>>,
+/// A tensor on the device during a run. Buffers are written once (every kernel writes
+/// fresh ones), so tensors share them freely.
+#[derive(Clone)]
+pub struct DevTensor {
+    pub buf: Arc<Buffer<u8>>,
+    pub dtype: DType,
+    pub shape: Vec<usize>,
 }
+
+/// A launch's event, resolved into a timing once the run's queue has finished.
+pub(crate) type Timed = (Vec<String>, String, Event);
 
 pub struct Plan {
     device: Arc<ClDevice>,
     steps: Vec<Step>,
-    consts: Vec<Arc<Buffer<u8>>>,
-    /// (dtype, shape) of each run slot.
+    consts: Vec<DevTensor>,
+    /// (dtype, shape) of each run slot (the shape of a control-flow op's output is known
+    /// at run time only).
     slots: Vec<(DType, Vec<usize>)>,
     inputs: Vec<usize>,
-    outputs: Vec<(Slot, DType, Vec<usize>, Option<Tensor>)>,
-    lanes: Mutex<Vec<Lane>>,
+    outputs: Vec<Slot>,
+    /// Command queues of top-level runs; a sub-plan runs on its caller's queue.
+    queues: Mutex<Vec<CommandQueue>>,
+    /// Kernel objects, one set per run in flight (kernel arguments live on the object).
+    kernel_sets: Mutex<Vec<Vec<Option<Kernel>>>>,
 }
 
 pub fn err(node: &str, message: impl Into<String>) -> kiln_backends::BackendError {
@@ -71,6 +89,32 @@ pub fn err(node: &str, message: impl Into<String>) -> kiln_backends::BackendErro
 
 fn cl_err(what: &str, e: impl std::fmt::Display) -> kiln_backends::BackendError {
     kiln_backends::BackendError::new(DEVICE, format!("{what}: {e}"))
+}
+
+pub(crate) fn cl_error(what: &str, e: impl std::fmt::Display) -> kiln_backends::BackendError {
+    cl_err(what, e)
+}
+
+/// A device tensor holding `t` (copied during the call).
+pub fn upload_tensor(device: &ClDevice, t: &Tensor) -> Result<DevTensor, kiln_backends::BackendError> {
+    Ok(DevTensor { buf: Arc::new(upload(device, t)?), dtype: t.dtype(), shape: t.shape().to_vec() })
+}
+
+/// An uninitialized device buffer of `bytes` (at least one: OpenCL has no empty buffers).
+pub fn alloc(device: &ClDevice, bytes: usize) -> Result<Buffer<u8>, kiln_backends::BackendError> {
+    // SAFETY: a fresh device allocation, no host pointer.
+    unsafe { Buffer::<u8>::create(&device.context, CL_MEM_READ_WRITE, bytes.max(1), ptr::null_mut()) }.map_err(|e| cl_err("cannot allocate a buffer", e))
+}
+
+/// `t` read back to the host (blocking: the queue runs up to here).
+pub fn read(queue: &CommandQueue, t: &DevTensor) -> Result<Tensor, kiln_backends::BackendError> {
+    let n: usize = t.shape.iter().product::<usize>() * t.dtype.size();
+    let mut bytes = vec![0u8; n];
+    if n > 0 {
+        // SAFETY: `bytes` holds exactly the tensor's n bytes; the read blocks.
+        unsafe { queue.enqueue_read_buffer(&t.buf, CL_BLOCKING, 0, &mut bytes, &[]) }.map_err(|e| cl_err("cannot read a tensor back", e))?;
+    }
+    Tensor::from_le_bytes(t.dtype, t.shape.clone(), &bytes).map_err(|e| kiln_backends::BackendError::from_ir(DEVICE, e))
 }
 
 fn upload(device: &ClDevice, t: &Tensor) -> Result<Buffer<u8>, kiln_backends::BackendError> {
@@ -107,7 +151,7 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
     let order = graph.topo_order().map_err(|e| kiln_backends::BackendError::from_ir(DEVICE, e))?;
     let mut slot_of: HashMap<Value, Slot> = HashMap::new();
     let mut slots: Vec<(DType, Vec<usize>)> = Vec::new();
-    let mut consts: Vec<Arc<Buffer<u8>>> = Vec::new();
+    let mut consts: Vec<DevTensor> = Vec::new();
     let mut const_of: HashMap<Value, usize> = HashMap::new();
     let shape_of = |v: Value, name: &str| {
         graph.value_type(v).shape.concrete().ok_or_else(|| err(name, format!("shape {} is not concrete", graph.value_type(v).shape)))
@@ -119,22 +163,60 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
         slot_of.insert(v, Slot::Run(slots.len() - 1));
         inputs.push(slots.len() - 1);
     }
-    let mut const_slot = |v: Value, t: &Tensor, consts: &mut Vec<Arc<Buffer<u8>>>| -> Result<Slot, kiln_backends::BackendError> {
+    let mut const_slot = |v: Value, t: &Tensor, consts: &mut Vec<DevTensor>| -> Result<Slot, kiln_backends::BackendError> {
         if let Some(&k) = const_of.get(&v) {
             return Ok(Slot::Const(k));
         }
-        consts.push(Arc::new(upload(&device, t)?));
+        consts.push(upload_tensor(&device, t)?);
         const_of.insert(v, consts.len() - 1);
         Ok(Slot::Const(consts.len() - 1))
     };
     let mut steps = Vec::new();
     let mut sources = 0usize;
-    for &n in &order {
+    let mut rest_outputs: Option<Vec<usize>> = None;
+    for (pos, &n) in order.iter().enumerate() {
         let node = graph.node(n);
         if matches!(node.op, Op::Input | Op::Const { .. }) {
             continue;
         }
         let ins = graph.inputs_of(n);
+        if crate::specialize::is_flow(&node.op) {
+            let mut args = Vec::with_capacity(ins.len());
+            for v in &ins {
+                args.push(match v {
+                    None => None,
+                    Some(v) => Some(match (slot_of.get(v), graph.const_value(*v)) {
+                        (Some(s), _) => s.clone(),
+                        (None, Some(t)) => const_slot(*v, t, &mut consts)?,
+                        (None, None) => return Err(err(&node.name, "an input was never computed")),
+                    }),
+                });
+            }
+            let mut outs = Vec::new();
+            for (k, t) in node.outputs.iter().enumerate() {
+                slots.push((t.dtype, t.shape.concrete().unwrap_or_default()));
+                outs.push(slots.len() - 1);
+                slot_of.insert(Value::new(n, k), Slot::Run(slots.len() - 1));
+            }
+            steps.push(Step::Flow(flow::step(&device, graph, n, args, outs)?));
+            if node.outputs.iter().all(|t| t.shape.concrete().is_some()) {
+                continue;
+            }
+            let done: std::collections::HashSet<NodeId> = order[..=pos].iter().copied().collect();
+            let (rest, live) = flow::rest_graph(graph, &done);
+            let args = live
+                .iter()
+                .map(|v| slot_of.get(v).cloned().ok_or_else(|| err(&graph.node(v.node).name, "a value was never computed")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut outs = Vec::new();
+            for (_, v) in &rest.outputs {
+                slots.push((rest.value_type(*v).dtype, Vec::new()));
+                outs.push(slots.len() - 1);
+            }
+            steps.push(Step::Rest(Rest::new(rest, device.clone(), args, outs.clone())));
+            rest_outputs = Some(outs);
+            break;
+        }
         if is_view(&node.op) {
             if let Some(x) = ins.first().copied().flatten() {
                 if graph.value_type(x).dtype == node.outputs[0].dtype {
@@ -172,7 +254,7 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
                     for &m in &border {
                         if let Op::Const { value } = &body.node(m).op {
                             if value.len() != 1 && !body.uses_of(Value::new(m, 0)).is_empty() {
-                                consts.push(Arc::new(upload(&device, value)?));
+                                consts.push(upload_tensor(&device, value)?);
                                 buffers.push(Value::new(m, 0));
                                 outer.push(Slot::Const(consts.len() - 1));
                             }
@@ -251,80 +333,139 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
             }));
         }
     }
-    let mut outs = Vec::new();
-    for (name, v) in &graph.outputs {
-        let ty = graph.value_type(*v);
-        let shape = shape_of(*v, name)?;
-        match (slot_of.get(v), graph.const_value(*v)) {
-            (Some(s), _) => outs.push((s.clone(), ty.dtype, shape, None)),
-            (None, Some(t)) => outs.push((Slot::Const(0), ty.dtype, shape, Some(t.clone()))),
-            (None, None) => return Err(err(name, "an output was never computed")),
+    let outputs = match rest_outputs {
+        Some(outs) => outs.into_iter().map(Slot::Run).collect(),
+        None => {
+            let mut outs = Vec::new();
+            for (name, v) in &graph.outputs {
+                outs.push(match (slot_of.get(v), graph.const_value(*v)) {
+                    (Some(s), _) => s.clone(),
+                    (None, Some(t)) => const_slot(*v, t, &mut consts)?,
+                    (None, None) => return Err(err(name, "an output was never computed")),
+                });
+            }
+            outs
         }
-    }
-    Ok(Plan { device, steps, consts, slots, inputs, outputs: outs, lanes: Mutex::new(Vec::new()) })
+    };
+    Ok(Plan { device, steps, consts, slots, inputs, outputs, queues: Mutex::new(Vec::new()), kernel_sets: Mutex::new(Vec::new()) })
 }
 
 impl Plan {
-    fn lane(&self) -> Result<Lane, kiln_backends::BackendError> {
-        if let Some(l) = self.lanes.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(l);
+    fn queue(&self) -> Result<CommandQueue, kiln_backends::BackendError> {
+        if let Some(q) = self.queues.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(q);
         }
         #[allow(deprecated)]
         let queue = CommandQueue::create_default(&self.device.context, CL_QUEUE_PROFILING_ENABLE)
             .map_err(|e| cl_err("cannot create a command queue", e))?;
-        Ok(Lane { queue, kernels: self.steps.iter().map(|_| None).collect() })
+        Ok(queue)
     }
 
-    /// Runs on `inputs` (graph order): enqueues every upload and kernel on the lane's
-    /// in-order queue without waiting, then reads the outputs.
+    /// Runs on `inputs` (graph order): enqueues every upload and kernel on an in-order
+    /// queue without waiting (control flow reads its conditions back), then reads the
+    /// outputs.
     pub fn run(&self, inputs: &[Tensor], profile: Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>, kiln_backends::BackendError> {
-        let mut lane = self.lane()?;
-        let r = self.run_on(&mut lane, inputs, profile);
-        // A lane whose run failed may hold a broken queue: only a good one goes back.
+        if inputs.len() != self.inputs.len() {
+            return Err(kiln_backends::BackendError::new(DEVICE, format!("the graph takes {} inputs, {} were given", self.inputs.len(), inputs.len())));
+        }
+        let queue = self.queue()?;
+        let r = self.run_host(&queue, inputs, profile);
+        // A queue whose run failed may be broken: only a good one goes back.
         if r.is_ok() {
-            self.lanes.lock().unwrap_or_else(|e| e.into_inner()).push(lane);
+            self.queues.lock().unwrap_or_else(|e| e.into_inner()).push(queue);
         }
         r
     }
 
-    fn run_on(&self, lane: &mut Lane, inputs: &[Tensor], mut profile: Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>, kiln_backends::BackendError> {
+    fn run_host(&self, queue: &CommandQueue, inputs: &[Tensor], profile: Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>, kiln_backends::BackendError> {
+        let ins = inputs.iter().map(|t| upload_tensor(&self.device, t)).collect::<Result<Vec<_>, _>>()?;
+        let mut timed = profile.is_some().then(Vec::new);
+        let outs = self.run_dev(queue, &ins, &mut timed)?;
+        let results = outs.iter().map(|t| read(queue, t)).collect::<Result<Vec<_>, _>>()?;
+        queue.finish().map_err(|e| cl_err("the queue failed", e))?;
+        if let (Some(p), Some(timed)) = (profile, timed) {
+            for (nodes, kind, ev) in timed {
+                let nanos = match (ev.profiling_command_start(), ev.profiling_command_end()) {
+                    (Ok(s), Ok(e)) => e.saturating_sub(s),
+                    _ => 0,
+                };
+                p.push(KernelTiming { nodes, kind, device: DEVICE.into(), nanos });
+            }
+        }
+        Ok(results)
+    }
+
+    /// Enqueues this plan on `queue` over device tensors and gives its outputs (a sub-plan
+    /// runs so, on its caller's queue, without copies to the host).
+    pub fn run_dev(&self, queue: &CommandQueue, inputs: &[DevTensor], timed: &mut Option<Vec<Timed>>) -> Result<Vec<DevTensor>, kiln_backends::BackendError> {
+        let popped = self.kernel_sets.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let mut kernels = popped.unwrap_or_else(|| self.steps.iter().map(|_| None).collect());
+        let r = self.enqueue(queue, &mut kernels, inputs, timed);
+        self.kernel_sets.lock().unwrap_or_else(|e| e.into_inner()).push(kernels);
+        r
+    }
+
+    fn enqueue(
+        &self,
+        queue: &CommandQueue,
+        kernels: &mut [Option<Kernel>],
+        inputs: &[DevTensor],
+        timed: &mut Option<Vec<Timed>>,
+    ) -> Result<Vec<DevTensor>, kiln_backends::BackendError> {
         if inputs.len() != self.inputs.len() {
             return Err(kiln_backends::BackendError::new(DEVICE, format!("the graph takes {} inputs, {} were given", self.inputs.len(), inputs.len())));
         }
-        let mut table: Vec<Option<Arc<Buffer<u8>>>> = vec![None; self.slots.len()];
+        let mut table: Vec<Option<DevTensor>> = vec![None; self.slots.len()];
         for (&s, t) in self.inputs.iter().zip(inputs) {
-            table[s] = Some(Arc::new(upload(&self.device, t)?));
+            let (dtype, shape) = &self.slots[s];
+            if t.dtype != *dtype || t.shape != *shape {
+                return Err(kiln_backends::BackendError::new(DEVICE, format!("an input is {}{:?}, the plan takes {dtype}{shape:?}", t.dtype, t.shape)));
+            }
+            table[s] = Some(t.clone());
         }
-        let mut events = Vec::new();
         for (i, step) in self.steps.iter().enumerate() {
-            let get = |s: &Slot, table: &Vec<Option<Arc<Buffer<u8>>>>| -> Result<Arc<Buffer<u8>>, kiln_backends::BackendError> {
-                match s {
-                    Slot::Run(k) => table[*k].clone().ok_or_else(|| kiln_backends::BackendError::new(DEVICE, "a value was never computed")),
-                    Slot::Const(k) => Ok(self.consts[*k].clone()),
-                }
-            };
             match step {
-                Step::Alias { from, to } => table[*to] = Some(get(from, &table)?),
+                Step::Alias { from, to } => {
+                    let t = self.typed(from, &table)?;
+                    let (dtype, shape) = self.slots[*to].clone();
+                    table[*to] = Some(DevTensor { buf: t.buf, dtype, shape });
+                }
+                Step::Flow(f) => {
+                    let args = f.args.iter().map(|a| a.as_ref().map(|s| self.typed(s, &table)).transpose()).collect::<Result<Vec<_>, _>>()?;
+                    let outs = f.run(&self.device, queue, args, timed)?;
+                    for (&o, t) in f.outs.iter().zip(outs) {
+                        let (dtype, shape) = &self.slots[o];
+                        // Kernels after a flow op were generated for the shape inferred at
+                        // compile time; a run that gives another is an error, not a misread.
+                        if t.dtype != *dtype || (!f.dynamic && t.shape != *shape) {
+                            return Err(err(&f.node, format!("gave {}{:?} where {dtype}{shape:?} was planned", t.dtype, t.shape)));
+                        }
+                        table[o] = Some(t);
+                    }
+                }
+                Step::Rest(r) => {
+                    let args = r.args.iter().map(|s| self.typed(s, &table)).collect::<Result<Vec<_>, _>>()?;
+                    let outs = r.run(queue, &args, timed)?;
+                    for (&o, t) in r.outs.iter().zip(outs) {
+                        table[o] = Some(t);
+                    }
+                }
                 Step::Launch(l) => {
                     let mut outs = Vec::with_capacity(l.outs.len());
                     for &o in &l.outs {
                         let (dtype, shape) = &self.slots[o];
-                        let bytes = (shape.iter().product::<usize>() * dtype.size()).max(1);
-                        // SAFETY: a fresh device allocation, no host pointer.
-                        let buf = unsafe { Buffer::<u8>::create(&self.device.context, CL_MEM_READ_WRITE, bytes, ptr::null_mut()) }
-                            .map_err(|e| cl_err("cannot allocate a buffer", e))?;
-                        outs.push(buf);
+                        outs.push(alloc(&self.device, shape.iter().product::<usize>() * dtype.size())?);
                     }
                     if l.elements > 0 {
-                        if lane.kernels[i].is_none() {
-                            lane.kernels[i] = Some(Kernel::create(&l.program, &l.kernel).map_err(|e| cl_err("cannot create a kernel", e))?);
+                        if kernels[i].is_none() {
+                            kernels[i] = Some(Kernel::create(&l.program, &l.kernel).map_err(|e| cl_err("cannot create a kernel", e))?);
                         }
-                        let kernel = lane.kernels[i].as_ref().expect("created above");
-                        let args: Vec<Arc<Buffer<u8>>> = l.args.iter().map(|s| get(s, &table)).collect::<Result<_, _>>()?;
+                        let kernel = kernels[i].as_ref().expect("created above");
+                        let args: Vec<DevTensor> = l.args.iter().map(|s| self.typed(s, &table)).collect::<Result<_, _>>()?;
                         let mut exec = ExecuteKernel::new(kernel);
                         for a in &args {
                             // SAFETY: every kernel parameter is a global buffer, in this order.
-                            unsafe { exec.set_arg(a.as_ref()) };
+                            unsafe { exec.set_arg(a.buf.as_ref()) };
                         }
                         for o in &outs {
                             // SAFETY: as above; the output buffers are the last parameters.
@@ -335,49 +476,27 @@ impl Plan {
                             exec.set_local_work_size(local);
                         }
                         // SAFETY: every argument is set above.
-                        let ev = unsafe { exec.enqueue_nd_range(&lane.queue) }
+                        let ev = unsafe { exec.enqueue_nd_range(queue) }
                             .map_err(|e| err(l.nodes.last().map(String::as_str).unwrap_or(""), format!("cannot launch {}: {e}", l.kernel)))?;
-                        if profile.is_some() {
-                            events.push((i, ev));
+                        if let Some(t) = timed.as_mut() {
+                            t.push((l.nodes.clone(), l.kind.clone(), ev));
                         }
                     }
                     for (&o, buf) in l.outs.iter().zip(outs) {
-                        table[o] = Some(Arc::new(buf));
+                        let (dtype, shape) = self.slots[o].clone();
+                        table[o] = Some(DevTensor { buf: Arc::new(buf), dtype, shape });
                     }
                 }
             }
         }
-        let mut results = Vec::with_capacity(self.outputs.len());
-        for (slot, dtype, shape, host) in &self.outputs {
-            if let Some(t) = host {
-                results.push(t.clone());
-                continue;
-            }
-            let buf = match slot {
-                Slot::Run(k) => table[*k].clone().ok_or_else(|| kiln_backends::BackendError::new(DEVICE, "an output was never computed"))?,
-                Slot::Const(k) => self.consts[*k].clone(),
-            };
-            let n: usize = shape.iter().product::<usize>() * dtype.size();
-            let mut bytes = vec![0u8; n];
-            if n > 0 {
-                // SAFETY: `bytes` holds exactly the buffer's n bytes; the read blocks.
-                unsafe { lane.queue.enqueue_read_buffer(&buf, CL_BLOCKING, 0, &mut bytes, &[]) }.map_err(|e| cl_err("cannot read an output", e))?;
-            }
-            results.push(Tensor::from_le_bytes(*dtype, shape.clone(), &bytes).map_err(|e| kiln_backends::BackendError::from_ir(DEVICE, e))?);
+        self.outputs.iter().map(|s| self.typed(s, &table)).collect()
+    }
+
+    /// The device tensor in slot `s`, with its type (a constant's from the slot table).
+    fn typed(&self, s: &Slot, table: &[Option<DevTensor>]) -> Result<DevTensor, kiln_backends::BackendError> {
+        match s {
+            Slot::Run(k) => table[*k].clone().ok_or_else(|| kiln_backends::BackendError::new(DEVICE, "a value was never computed")),
+            Slot::Const(k) => Ok(self.consts[*k].clone()),
         }
-        lane.queue.finish().map_err(|e| cl_err("the queue failed", e))?;
-        if let Some(p) = profile.as_deref_mut() {
-            for (i, ev) in events {
-                if let Step::Launch(l) = &self.steps[i] {
-                    let nanos = match (ev.profiling_command_start(), ev.profiling_command_end()) {
-                        (Ok(s), Ok(e)) => e.saturating_sub(s),
-                        _ => 0,
-                    };
-                    p.push(KernelTiming { nodes: l.nodes.clone(), kind: l.kind.clone(), device: DEVICE.into(), nanos });
-                }
-            }
-        }
-        let _ = CL_NON_BLOCKING;
-        Ok(results)
     }
 }

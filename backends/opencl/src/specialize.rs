@@ -42,9 +42,27 @@ fn pin(g: &mut Graph, n: kiln_ir::NodeId, t: Tensor) {
     }
 }
 
-/// Whether every value of `g` has a concrete shape (so kernels can be generated).
+/// Whether every value of `g` has a concrete shape (so kernels can be generated), but for
+/// what follows a control-flow op whose outputs' shapes only its run tells (a Loop's
+/// stacked outputs): the plan compiles that rest once the run has given them.
 pub fn concrete(g: &Graph) -> bool {
-    g.nodes.node_weights().all(|n| n.outputs.iter().all(|t| t.shape.concrete().is_some()))
+    let Ok(order) = g.topo_order() else { return false };
+    let mut dynamic = std::collections::HashSet::new();
+    for n in order {
+        let node = g.node(n);
+        let known = node.outputs.iter().all(|t| t.shape.concrete().is_some());
+        let after_flow = g.inputs_of(n).iter().flatten().any(|v| dynamic.contains(&v.node));
+        if after_flow || (!known && is_flow(&node.op)) {
+            dynamic.insert(n);
+        } else if !known {
+            return false;
+        }
+    }
+    true
+}
+
+pub fn is_flow(op: &Op) -> bool {
+    matches!(op, Op::If { .. } | Op::Loop { .. } | Op::Scan { .. })
 }
 
 /// Whether every input that decides a kernel's code rather than its data is a constant: a
@@ -66,7 +84,12 @@ pub fn decisive_inputs_known(g: &Graph) -> bool {
 /// Pinning an input is worth it when its values can decide shapes: small integer tensors
 /// (shapes, axes, pads, counts) and scalars (Range's start, limit and delta).
 pub fn pinnable(t: &Tensor) -> bool {
-    (t.rank() == 0) || (!t.dtype().is_float() && t.len() <= 64)
+    pinnable_type(t.dtype(), t.shape())
+}
+
+/// [`pinnable`] from the type alone, so that a device tensor is read back only when needed.
+pub fn pinnable_type(dtype: DType, shape: &[usize]) -> bool {
+    shape.is_empty() || (!dtype.is_float() && shape.iter().product::<usize>() <= 64)
 }
 
 fn fold(g: &mut Graph) -> Result<(), IrError> {

@@ -1,0 +1,110 @@
+//! Control flow on OPENCL against REFERENCE: If, Loop and Scan run their regions as
+//! sub-plans on the device; what follows a Loop (whose stacked outputs have as many rows as
+//! iterations ran) is compiled once the run has told their shapes.
+
+mod common;
+
+use common::{check, data};
+use kiln_ir::Tensor;
+
+/// Carried values, a captured weight, a scan output and a body condition that ends the loop
+/// before the trip count; the loop's outputs feed kernels compiled after it ran.
+const LOOP: &str = r#"graph g(%m: i64[], %x: f32[3], %w: f32[3]) -> (%last: f32[3], %stacked: f32[?,3], %total: f32[3]) {
+  @t = bool[] [true]
+  @ax0 = i64[1] [0]
+  %0 = loop(%m, @t, %x, %w) {
+    body=graph b(%i: i64[], %c: bool[], %s: f32[3], %wc: f32[3]) -> (%co: bool[], %so: f32[3], %y: f32[3]) {
+      @four = i64[] [4]
+      input %i
+      input %c
+      input %s
+      input %wc
+      %0 = cast(%i) {to=f32} : f32[] "fi"
+      %1 = mul(%s, %wc) : f32[3] "mul"
+      %2 = add(%1, %0) : f32[3] "add"
+      %3 = less(%i, @four) : bool[] "less"
+      %4 = tanh(%2) : f32[3] "tanh"
+      return %3, %2, %4
+    },
+    num_captured=1
+  } : (f32[3], f32[?,3]) "loop"
+  %1 = reduce(%0.1, @ax0) {kind=sum, keepdims=false, noop_with_empty_axes=false} : f32[3] "sum"
+  %2 = add(%1, %0.0) : f32[3] "after"
+  return %0.0, %0.1, %2
+}"#;
+
+#[test]
+fn loop_with_carried_captured_and_scanned_values() {
+    // The trip count ends it (3 iterations), then the body's condition does (after i = 4).
+    for m in [3i64, 10] {
+        check(LOOP, &[Tensor::scalar(m), data(&[3]), data(&[3])]);
+    }
+}
+
+#[test]
+fn loop_of_no_iterations_gives_empty_stacked_outputs() {
+    check(LOOP, &[Tensor::scalar(0i64), data(&[3]), data(&[3])]);
+}
+
+#[test]
+fn if_runs_the_branch_its_condition_picks() {
+    let src = r#"graph g(%c: bool[], %x: f32[2,3], %y: f32[3]) -> (%o: f32[2,3]) {
+  %0 = if(%c, %x, %y) {
+    then_branch=graph t(%a: f32[2,3], %b: f32[3]) -> (%r: f32[2,3]) {
+      input %a
+      input %b
+      %0 = add(%a, %b) : f32[2,3] "add"
+      return %0
+    },
+    else_branch=graph e(%a: f32[2,3], %b: f32[3]) -> (%r: f32[2,3]) {
+      input %a
+      input %b
+      %0 = mul(%a, %a) : f32[2,3] "sq"
+      %1 = sigmoid(%0) : f32[2,3] "sig"
+      return %1
+    }
+  } : (f32[2,3]) "if"
+  %1 = relu(%0) : f32[2,3] "relu"
+  return %1
+}"#;
+    for c in [true, false] {
+        check(src, &[Tensor::scalar(c), data(&[2, 3]), data(&[3])]);
+    }
+}
+
+#[test]
+fn scan_over_a_middle_axis_reversed_into_another() {
+    // Slices along axis 1 (strided rows: a rectangular copy), read last to first, stacked
+    // along axis 2 last to first; a state carried and a captured value read whole.
+    let src = r#"graph g(%s: f32[3,2], %x: f32[3,5,2], %k: f32[2]) -> (%st: f32[3,2], %ys: f32[3,2,5]) {
+  %0 = scan(%s, %x, %k) {
+    body=graph b(%si: f32[3,2], %xi: f32[3,2], %ki: f32[2]) -> (%so: f32[3,2], %yo: f32[3,2]) {
+      input %si
+      input %xi
+      input %ki
+      %0 = add(%si, %xi) : f32[3,2] "acc"
+      %1 = mul(%0, %ki) : f32[3,2] "scale"
+      return %0, %1
+    },
+    num_scan_inputs=1,
+    num_captured=1,
+    scan_input_axes=[1],
+    scan_input_directions=[1],
+    scan_output_axes=[2],
+    scan_output_directions=[1]
+  } : (f32[3,2], f32[3,2,5]) "scan"
+  return %0.0, %0.1
+}"#;
+    check(src, &[data(&[3, 2]), data(&[3, 5, 2]), data(&[2])]);
+}
+
+#[test]
+fn a_body_with_an_op_the_device_refuses_makes_the_loop_unsupported() {
+    use kiln_backends::Backend;
+    let g = kiln_ir::text::parse(LOOP, None).unwrap();
+    let loop_node = g.nodes.node_indices().find(|&n| g.node(n).op.name() == "loop").unwrap();
+    let node = g.node(loop_node);
+    assert!(kiln_opencl::OpenCl::new().refusing("").supports(&kiln_backends::Kernel { node }));
+    assert!(!kiln_opencl::OpenCl::new().refusing("tanh").supports(&kiln_backends::Kernel { node }));
+    assert!(!kiln_opencl::OpenCl::new().refusing("flow").supports(&kiln_backends::Kernel { node }));
+}
