@@ -121,6 +121,9 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
                     continue;
                 }
             }
+            if hoist_const_outputs(g, n, &mut body) {
+                continue;
+            }
             let outs: Vec<TensorType> = body.outputs.iter().map(|(_, v)| body.value_type(*v).clone()).collect();
             g.nodes[n].op = Op::Fused { body: Box::new(body) };
             g.nodes[n].outputs = outs;
@@ -134,24 +137,26 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
             Op::Shape { .. } | Op::Size => types.first().cloned().flatten().is_some_and(|t| t.shape.concrete().is_some()),
             op => op.is_pure() && ins.iter().zip(&consts).all(|(v, c)| v.is_none() || c.is_some()) && !ins.is_empty(),
         };
-        if known && node.outputs.len() == 1 {
+        let type_refs: Vec<Option<&TensorType>> = types.iter().map(|t| t.as_ref()).collect();
+        let const_refs: Vec<Option<&Tensor>> = consts.iter().map(|t| t.as_ref()).collect();
+        let outs = kiln_ir::infer::infer(&node.op, &type_refs, &const_refs, node.outputs.len()).map_err(|e| e.in_node(name.clone()))?;
+        if known && outs.len() == 1 {
             let in_dims = types.first().cloned().flatten().and_then(|t| t.shape.concrete()).unwrap_or_default();
-            let small = node.outputs[0].shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS);
+            // The size from the type inferred with the constant inputs: the declared one is
+            // unknown for every op whose shape comes from a value (ConstantOfShape, Range).
+            let small = outs[0].shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS);
             // Weights stored as f16/bf16 (`--fp16`) have no kernel here: decompress them once.
             let from_half = matches!(node.op, Op::Cast { .. })
                 && types.first().cloned().flatten().is_some_and(|t| matches!(t.dtype, DType::F16 | DType::BF16));
             if small || from_half || matches!(node.op, Op::Shape { .. } | Op::Size) {
-                if let Ok(mut outs) = shape_or_eval(&node.op, &in_dims, &consts) {
-                    if let Some(t) = outs.pop().filter(|t| t.dtype() == node.outputs[0].dtype) {
+                if let Ok(mut evaluated) = shape_or_eval(&node.op, &in_dims, &consts) {
+                    if let Some(t) = evaluated.pop().filter(|t| t.dtype() == outs[0].dtype) {
                         make_const(g, n, t);
                         continue;
                     }
                 }
             }
         }
-        let type_refs: Vec<Option<&TensorType>> = types.iter().map(|t| t.as_ref()).collect();
-        let const_refs: Vec<Option<&Tensor>> = consts.iter().map(|t| t.as_ref()).collect();
-        let outs = kiln_ir::infer::infer(&node.op, &type_refs, &const_refs, node.outputs.len()).map_err(|e| e.in_node(name.clone()))?;
         g.nodes[n].outputs = outs;
     }
     Ok(())
@@ -171,6 +176,52 @@ fn shape_or_eval(op: &Op, dims: &[usize], args: &[Option<Tensor>]) -> Result<Vec
         Op::Size => Ok(vec![Tensor::scalar(dims.iter().product::<usize>() as i64)]),
         _ => kiln_ir::eval::eval_op(op, args, 1),
     }
+}
+
+/// Moves the outputs of fused node `n` that folded to constants in its `body` out of it:
+/// their uses read outer constants, and the kernel keeps (and generates) the rest. Gives
+/// whether no output is left, so that the node is gone.
+fn hoist_const_outputs(g: &mut Graph, n: kiln_ir::NodeId, body: &mut Graph) -> bool {
+    let folded: Vec<Option<Tensor>> = body.outputs.iter().map(|(_, v)| body.const_value(*v).cloned()).collect();
+    if folded.iter().all(Option::is_none) {
+        return false;
+    }
+    let mut new_index = Vec::with_capacity(folded.len());
+    let mut consts = Vec::with_capacity(folded.len());
+    let mut kept = 0usize;
+    for (k, t) in folded.iter().enumerate() {
+        new_index.push(kept);
+        consts.push(t.clone().map(|t| g.add_const(format!("{}.{k}", g.node(n).name), t)));
+        if t.is_none() {
+            kept += 1;
+        }
+    }
+    let edges: Vec<_> = g.nodes.edges_directed(n, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
+    for (id, target, w) in edges {
+        match consts[w.output] {
+            Some(c) => {
+                g.nodes.remove_edge(id);
+                g.nodes.add_edge(c.node, target, kiln_ir::Edge { output: 0, input: w.input });
+            }
+            None => g.nodes[id].output = new_index[w.output],
+        }
+    }
+    for (_, v) in g.outputs.iter_mut() {
+        if v.node == n {
+            *v = consts[v.output].unwrap_or(kiln_ir::Value::new(n, new_index[v.output]));
+        }
+    }
+    let mut k = 0;
+    body.outputs.retain(|_| {
+        k += 1;
+        folded[k - 1].is_none()
+    });
+    body.remove_dead();
+    if kept == 0 {
+        g.nodes.remove_node(n);
+        return true;
+    }
+    false
 }
 
 /// Replaces node `n` by the constant `t`, dropping its input edges.

@@ -108,3 +108,52 @@ fn a_body_with_an_op_the_device_refuses_makes_the_loop_unsupported() {
     assert!(!kiln_opencl::OpenCl::new().refusing("tanh").supports(&kiln_backends::Kernel { node }));
     assert!(!kiln_opencl::OpenCl::new().refusing("flow").supports(&kiln_backends::Kernel { node }));
 }
+
+#[test]
+fn shape_arithmetic_of_an_unfused_graph_folds_on_the_host() {
+    // As the expanded layer norms at -O0: the reshape targets come from Shape, Size,
+    // ConstantOfShape and Concat, whose declared types are unknown until folded.
+    let src = r#"graph g(%x: f32[2,3,4]) -> (%y: f32[?,?], %m: f32[*]) {
+  @zero = i64[1] [0]
+  @one = i64[1] [1]
+  @two = i64[1] [2]
+  %0 = shape(%x) {start=0} : i64[3] "shape"
+  %1 = size(%0) : i64[] "rank"
+  %2 = slice(%0, @zero, @two) : i64[2] "prefix"
+  %3 = sub(%1, @two) : i64[1] "n"
+  %4 = constant_of_shape(%3) {value=i64[1] [1]} : i64[?] "ones"
+  %5 = concat(%2, %4) {axis=0} : i64[?] "reduced"
+  %6 = reduce(%x, @two) {kind=mean, keepdims=true, noop_with_empty_axes=false} : f32[2,3,1] "mean"
+  %7 = reshape(%6, %5) {allowzero=false} : f32[*] "m"
+  @flat = i64[2] [6, 4]
+  %8 = reshape(%x, @flat) {allowzero=false} : f32[6,4] "x2"
+  %9 = sub(%8, %8) : f32[6,4] "zero"
+  %10 = shape(%9) {start=0} : i64[2] "s2"
+  %11 = reshape(%x, %10) {allowzero=false} : f32[?,?] "y"
+  return %11, %7
+}"#;
+    check(src, &[data(&[2, 3, 4])]);
+}
+
+#[test]
+fn a_fused_output_folded_to_a_constant_is_uploaded() {
+    // Once shapes are known, the kernel's first output (shape arithmetic) is a constant:
+    // it leaves the kernel, which generates the rest.
+    let src = r#"graph g(%x: f32[2,5]) -> (%s: f32[1], %r: f32[2,5], %t: f32[2,5]) {
+  %0 = fused(%x) {
+    body=graph k(%a: f32[2,5]) -> (%s: f32[1], %r: f32[2,5]) {
+      input %a
+      %0 = shape(%a) {start=1} : i64[1] "shape"
+      %1 = cast(%0) {to=f32} : f32[1] "dims"
+      %2 = relu(%a) : f32[2,5] "relu"
+      return %1, %2
+    }
+  } : (f32[1], f32[2,5]) "kernel"
+  %1 = add(%0.1, %0.0) : f32[2,5] "after"
+  return %0.0, %0.1, %1
+}"#;
+    // An input of a symbolic batch makes specializing (not the passes) fold the output.
+    let sym = src.replace("f32[2,5]", "f32[N,5]");
+    check(src, &[data(&[2, 5])]);
+    check(&sym, &[data(&[2, 5])]);
+}
