@@ -283,6 +283,11 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
                 }
             };
         if let Op::Rnn { .. } = node.op {
+            // The recurrent kernel reads and writes its buffers in the compute type itself.
+            let types = ins.iter().flatten().map(|&v| graph.value_type(v)).chain(node.outputs.iter());
+            if let Some(t) = types.map(|t| t.dtype).find(|d| matches!(d, DType::F16 | DType::BF16)) {
+                return Err(err(&node.name, format!("{t} tensors: the recurrent kernel computes f32/f64 only")));
+            }
             let prefix = format!("k{sources}");
             sources += 1;
             let (src, spec) = gen::recurrent::generate(graph, n, &buffers, &prefix, device.fp64, device.max_group).map_err(|m| err(&node.name, m))?;

@@ -157,3 +157,44 @@ fn a_fused_output_folded_to_a_constant_is_uploaded() {
     check(src, &[data(&[2, 5])]);
     check(&sym, &[data(&[2, 5])]);
 }
+
+fn as_type(t: &Tensor, d: kiln_ir::DType) -> Tensor {
+    Tensor::from_f64(d, t.shape().to_vec(), &t.to_f64_vec()).unwrap()
+}
+
+#[test]
+fn half_types_are_stored_as_halves_and_round_after_every_op() {
+    // A fused body of f16 ops: each value rounds to f16 as `ir::eval` rounds each op, so
+    // the chain matches REFERENCE; bf16 the same, and casts between them and f32.
+    let src = r#"graph g(%x: f16[3,7], %y: f16[7], %b: bf16[3,7]) -> (%h: f16[3,7], %s: f16[3], %bb: bf16[3,7], %f: f32[3,7]) {
+  @ax = i64[1] [1]
+  %0 = fused(%x, %y) {
+    body=graph k(%a: f16[3,7], %c: f16[7]) -> (%o: f16[3,7]) {
+      @third = f16[] [0.3333]
+      input %a
+      input %c
+      %0 = mul(%a, @third) : f16[3,7] "scale"
+      %1 = add(%0, %c) : f16[3,7] "add"
+      %2 = sigmoid(%1) : f16[3,7] "sig"
+      %3 = mul(%2, %1) : f16[3,7] "swish"
+      return %3
+    }
+  } : (f16[3,7]) "kernel"
+  %1 = reduce(%0, @ax) {kind=sum, keepdims=false, noop_with_empty_axes=false} : f16[3] "sum"
+  %2 = mul(%b, %b) : bf16[3,7] "bsq"
+  %3 = cast(%2) {to=f32} : f32[3,7] "bf"
+  %4 = cast(%0) {to=f32} : f32[3,7] "hf"
+  %5 = add(%3, %4) : f32[3,7] "f"
+  %6 = cast(%5) {to=bf16} : bf16[3,7] "fb"
+  return %0, %1, %6, %5
+}"#;
+    use kiln_ir::DType::{BF16, F16};
+    let inputs = [as_type(&data(&[3, 7]), F16), as_type(&data(&[7]), F16), as_type(&data(&[3, 7]), BF16)];
+    check(src, &inputs);
+    // Rounded per op, the elementwise chain is not just close but equal to REFERENCE's.
+    if let Some((got, want)) = common::run_both(src, &inputs) {
+        for k in [0, 2] {
+            assert_eq!(got[k].to_f64_vec(), want[k].to_f64_vec(), "output {k}");
+        }
+    }
+}

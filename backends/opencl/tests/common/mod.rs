@@ -8,19 +8,7 @@ use kiln_opencl::OpenCl;
 /// Compiles `src` on both devices, runs both on `inputs`, and compares within the zoo's
 /// tolerance (rtol 1e-3, atol 1e-4); integers and bools exactly.
 pub fn check(src: &str, inputs: &[Tensor]) {
-    let graph = text::parse(src, None).expect("test graph parses");
-    kiln_ir::verify(&graph).expect("test graph verifies");
-    let program = Program::new(graph);
-    let cl = match OpenCl::new().compile(&program, &CompileOptions::default()) {
-        Ok(e) => e,
-        Err(e) if e.message == kiln_opencl::NO_PLATFORM => {
-            eprintln!("skipped: {e}");
-            return;
-        }
-        Err(e) => panic!("OPENCL refused: {e}"),
-    };
-    let want = Reference.compile(&program, &CompileOptions::default()).unwrap().run(inputs, None).unwrap();
-    let got = cl.run(inputs, None).expect("OPENCL runs");
+    let Some((got, want)) = run_both(src, inputs) else { return };
     assert_eq!(got.len(), want.len());
     for (k, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.shape(), w.shape(), "output {k} shape");
@@ -41,4 +29,24 @@ pub fn data(shape: &[usize]) -> Tensor {
     let n: usize = shape.iter().product();
     let v: Vec<f32> = (0..n).map(|i| ((i * 7919 % 1000) as f32 / 250.0) - 2.0).collect();
     Tensor::new(shape.to_vec(), v).unwrap()
+}
+
+/// The outputs of `src` on OPENCL and on REFERENCE; None (printing why) when this machine
+/// has no OpenCL platform.
+#[allow(dead_code)] // backend.rs uses `check` only
+pub fn run_both(src: &str, inputs: &[Tensor]) -> Option<(Vec<Tensor>, Vec<Tensor>)> {
+    let graph = text::parse(src, None).expect("test graph parses");
+    kiln_ir::verify(&graph).expect("test graph verifies");
+    let program = Program::new(graph);
+    let cl = match OpenCl::new().compile(&program, &CompileOptions::default()) {
+        Ok(e) => e,
+        Err(e) if e.message == kiln_opencl::NO_PLATFORM => {
+            eprintln!("skipped: {e}");
+            return None;
+        }
+        Err(e) => panic!("OPENCL refused: {e}"),
+    };
+    let want = Reference.compile(&program, &CompileOptions::default()).unwrap().run(inputs, None).unwrap();
+    let got = cl.run(inputs, None).expect("OPENCL runs");
+    Some((got, want))
 }
