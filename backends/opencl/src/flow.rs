@@ -8,7 +8,7 @@
 //! what follows such an op is compiled at run time (a [`Rest`]) from the shapes it gave.
 
 use crate::device::ClDevice;
-use crate::plan::{alloc, cl_error, err, read, upload_tensor, DevTensor, Slot, Timed};
+use crate::plan::{alloc, cl_err, err, read, upload_tensor, DevTensor, Slot, Timed};
 use crate::shaped::Shaped;
 use kiln_backends::{BackendError, Result};
 use kiln_ir::{Edge, Graph, NodeId, Op, Tensor, TensorType, Value};
@@ -255,7 +255,7 @@ fn copy_rows(
             queue.enqueue_copy_buffer_rect(src, dst, so.as_ptr(), dst_o.as_ptr(), region.as_ptr(), src_pitch, src_pitch * rows, dst_pitch, dst_pitch * rows, &[])
         }
     };
-    r.map(|_| ()).map_err(|e| cl_error("cannot copy between buffers", e))
+    r.map(|_| ()).map_err(|e| cl_err("cannot copy between buffers", e))
 }
 
 /// Stacks same-shaped tensors along a new axis.
