@@ -139,6 +139,7 @@ impl FlowStep {
                 let mut state = self.required(&args[..(2 + carried).min(args.len())], 2)?;
                 let captured = self.required(&args, 2 + carried)?;
                 let mut scanned: Vec<Vec<DevTensor>> = vec![Vec::new(); *scans];
+                let mut scanned_elems = 0usize;
                 let mut it: i64 = 0;
                 while cond && max_trips.is_none_or(|m| it < m) {
                     if it as usize >= LIMIT {
@@ -158,7 +159,12 @@ impl FlowStep {
                         *s = outs.next().ok_or_else(|| err(node, "the body gave too few outputs"))?;
                     }
                     for sc in scanned.iter_mut() {
-                        sc.push(outs.next().ok_or_else(|| err(node, "the body gave too few outputs"))?);
+                        let o = outs.next().ok_or_else(|| err(node, "the body gave too few outputs"))?;
+                        scanned_elems = scanned_elems.saturating_add(o.shape.iter().product());
+                        if scanned_elems > LIMIT {
+                            return Err(err(node, "the scan outputs grew past 2^31 elements"));
+                        }
+                        sc.push(o);
                     }
                     it += 1;
                 }
@@ -185,6 +191,7 @@ impl FlowStep {
                 let len = len.unwrap_or(0);
                 let mut state = init.to_vec();
                 let mut scanned: Vec<Vec<DevTensor>> = vec![Vec::new(); out_axes.len()];
+                let mut scanned_elems = 0usize;
                 for t in 0..len {
                     let mut ins = state.clone();
                     for (i, x) in xs.iter().enumerate() {
@@ -197,7 +204,12 @@ impl FlowStep {
                         *s = outs.next().ok_or_else(|| err(node, "the body gave too few outputs"))?;
                     }
                     for sc in scanned.iter_mut() {
-                        sc.push(outs.next().ok_or_else(|| err(node, "the body gave too few outputs"))?);
+                        let o = outs.next().ok_or_else(|| err(node, "the body gave too few outputs"))?;
+                        scanned_elems = scanned_elems.saturating_add(o.shape.iter().product());
+                        if scanned_elems > LIMIT {
+                            return Err(err(node, "the scan outputs grew past 2^31 elements"));
+                        }
+                        sc.push(o);
                     }
                 }
                 let mut res = state;
