@@ -34,8 +34,9 @@ impl Default for OpenCl {
 }
 
 /// The kernel kinds a refuse list names: `conv` covers every convolution, `pool` every
-/// pooling, `matmul` matmul and gemm, `reduce` reductions and softmax-like ops,
-/// (and einsum), `elementwise` elementwise ops, `movement` data movement; any other word is an op name.
+/// pooling, `matmul` matmul, gemm and einsum, `reduce` reductions and softmax-like ops,
+/// `elementwise` elementwise ops, `movement` data movement, `recurrent` rnn/gru/lstm,
+/// `flow` If/Loop/Scan; any other word is an op name.
 fn kind_words(op: &Op) -> Vec<&'static str> {
     let mut w = vec![op.name()];
     w.push(match op {
