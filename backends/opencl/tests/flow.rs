@@ -198,3 +198,27 @@ fn half_types_are_stored_as_halves_and_round_after_every_op() {
         }
     }
 }
+
+#[test]
+fn branches_of_different_shapes_compile_what_follows_per_shape() {
+    // The If's output is [?,3]: the relu after it compiles once the run has picked a branch.
+    let src = r#"graph g(%c: bool[], %x: f32[2,3]) -> (%o: f32[?,3]) {
+  %0 = if(%c, %x) {
+    then_branch=graph t(%a: f32[2,3]) -> (%r: f32[2,3]) {
+      input %a
+      %0 = neg(%a) : f32[2,3] "neg"
+      return %0
+    },
+    else_branch=graph e(%a: f32[2,3]) -> (%r: f32[4,3]) {
+      input %a
+      %0 = concat(%a, %a) {axis=0} : f32[4,3] "twice"
+      return %0
+    }
+  } : (f32[?,3]) "if"
+  %1 = relu(%0) : f32[?,3] "relu"
+  return %1
+}"#;
+    for c in [true, false] {
+        check(src, &[Tensor::scalar(c), data(&[2, 3])]);
+    }
+}
