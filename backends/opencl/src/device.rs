@@ -13,8 +13,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 pub const NO_PLATFORM: &str = "no OpenCL platform found (install an ICD such as pocl-opencl-icd)";
 
 pub struct ClDevice {
-    pub device: Device,
     pub context: Context,
+    /// The device's name, for errors.
     pub name: String,
     /// cl_khr_fp64: f64 tensors run, and f32 math runs in double as `ir::eval` does.
     pub fp64: bool,
@@ -62,7 +62,7 @@ pub fn open(index: Option<usize>) -> Result<Arc<ClDevice>, String> {
     let fp64 = device.extensions().map(|e| e.contains("cl_khr_fp64")).unwrap_or(false);
     let name = device.name().unwrap_or_else(|_| "OpenCL device".into());
     let max_group = device.max_work_group_size().unwrap_or(1);
-    let d = Arc::new(ClDevice { device, context, name, fp64, max_group, programs: Mutex::new(HashMap::new()) });
+    let d = Arc::new(ClDevice { context, name, fp64, max_group, programs: Mutex::new(HashMap::new()) });
     open.insert(index, d.clone());
     Ok(d)
 }
@@ -78,7 +78,7 @@ impl ClDevice {
         }
         // Built outside the lock: other models may build their programs meanwhile.
         let p = Program::create_and_build_from_source(&self.context, source, "-cl-std=CL1.2")
-            .map_err(|log| format!("the OpenCL compiler refused the generated source: {log}"))?;
+            .map_err(|log| format!("the OpenCL compiler of {} refused the generated source: {log}", self.name))?;
         let p = Arc::new(p);
         self.programs.lock().unwrap_or_else(|e| e.into_inner()).insert(key, p.clone());
         Ok(p)

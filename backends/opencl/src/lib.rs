@@ -8,12 +8,14 @@
 
 mod device;
 pub mod gen;
+mod flow;
 mod plan;
+mod shaped;
 mod specialize;
 
 use kiln_backends::{Backend, BackendError, CompileOptions, Executable, Kernel, Program, Result};
-use kiln_ir::{Graph, Op, Tensor};
-use std::sync::{Arc, Mutex};
+use kiln_ir::{Op, Tensor};
+use std::sync::Arc;
 
 pub use device::NO_PLATFORM;
 pub use plan::DEVICE;
@@ -32,8 +34,9 @@ impl Default for OpenCl {
 }
 
 /// The kernel kinds a refuse list names: `conv` covers every convolution, `pool` every
-/// pooling, `matmul` matmul and gemm, `reduce` reductions and softmax-like ops,
-/// (and einsum), `elementwise` elementwise ops, `movement` data movement; any other word is an op name.
+/// pooling, `matmul` matmul, gemm and einsum, `reduce` reductions and softmax-like ops,
+/// `elementwise` elementwise ops, `movement` data movement, `recurrent` rnn/gru/lstm,
+/// `flow` If/Loop/Scan; any other word is an op name.
 fn kind_words(op: &Op) -> Vec<&'static str> {
     let mut w = vec![op.name()];
     w.push(match op {
@@ -41,6 +44,7 @@ fn kind_words(op: &Op) -> Vec<&'static str> {
         Op::Pool { .. } | Op::GlobalPool { .. } | Op::MaxUnpool { .. } => "pool",
         Op::MatMul | Op::Gemm { .. } | Op::Einsum { .. } => "matmul",
         Op::Rnn { .. } => "recurrent",
+        Op::If { .. } | Op::Loop { .. } | Op::Scan { .. } => "flow",
         op if gen::elementwise_op(op) => "elementwise",
         op if gen::movement_op(op) => "movement",
         _ => "reduce",
@@ -93,6 +97,12 @@ impl OpenCl {
         match op {
             Op::Input | Op::Const { .. } => None,
             Op::Fused { body } => body.nodes.node_weights().find_map(|n| self.unsupported_inner(&n.op)),
+            // A body runs as a plan of its own on this device: every node in it must run here.
+            Op::If { .. } | Op::Loop { .. } | Op::Scan { .. } => op
+                .subgraphs()
+                .into_iter()
+                .find_map(|g| g.nodes.node_weights().find_map(|n| self.unsupported(&n.op)))
+                .map(|why| format!("its body: {why}")),
             op => self.unsupported_inner(op),
         }
     }
@@ -108,61 +118,6 @@ impl OpenCl {
 
 fn parse_list(s: &str) -> Vec<String> {
     s.split(',').map(|w| w.trim().to_ascii_lowercase()).filter(|w| !w.is_empty()).collect()
-}
-
-/// The shapes of a run's inputs, and the values of the inputs pinned as constants (only
-/// for graphs whose shapes depend on input values).
-type PlanKey = (Vec<Vec<usize>>, Vec<Option<Tensor>>);
-
-/// Compiled plans of one model, one per set of input shapes (a model with symbolic dims
-/// compiles again for each new shape it is run with), or per set of shapes and small input
-/// values when its shapes depend on those values.
-struct Shaped {
-    graph: Graph,
-    device: Arc<device::ClDevice>,
-    plans: Mutex<Vec<(PlanKey, Arc<plan::Plan>)>>,
-    /// Input shapes under which the graph's shapes (or a kernel's axis, see
-    /// `specialize::decisive_inputs_known`) still depend on input values.
-    needs_values: Mutex<std::collections::HashSet<Vec<Vec<usize>>>>,
-}
-
-fn key_eq(a: &PlanKey, b: &PlanKey) -> bool {
-    a.0 == b.0 && a.1.len() == b.1.len() && a.1.iter().zip(&b.1).all(|(x, y)| match (x, y) {
-        (None, None) => true,
-        (Some(x), Some(y)) => x.dtype() == y.dtype() && x.shape() == y.shape() && x.to_f64_vec() == y.to_f64_vec(),
-        _ => false,
-    })
-}
-
-impl Shaped {
-    fn cached(&self, key: &PlanKey) -> Option<Arc<plan::Plan>> {
-        let plans = self.plans.lock().unwrap_or_else(|e| e.into_inner());
-        plans.iter().find(|(k, _)| key_eq(k, key)).map(|(_, p)| p.clone())
-    }
-
-    /// The plan for `shapes`; `inputs` are the run's tensors (None at compile time, when a
-    /// graph whose shapes need input values is left for the first run).
-    fn plan(&self, shapes: Vec<Vec<usize>>, inputs: Option<&[Tensor]>) -> Result<Option<Arc<plan::Plan>>> {
-        let needs_values = self.needs_values.lock().unwrap_or_else(|e| e.into_inner()).contains(&shapes);
-        let given: Vec<Option<Vec<usize>>> = shapes.iter().cloned().map(Some).collect();
-        let pinned: Vec<Option<Tensor>> = match (needs_values, inputs) {
-            (false, _) => vec![None; shapes.len()],
-            (true, None) => return Ok(None),
-            (true, Some(ts)) => ts.iter().enumerate().map(|(i, t)| Some(t.clone()).filter(|t| specialize::pinnable(&self.graph, i, t))).collect(),
-        };
-        let key = (shapes.clone(), pinned.clone());
-        if let Some(p) = self.cached(&key) {
-            return Ok(Some(p));
-        }
-        let g = specialize::specialize(&self.graph, &given, &pinned).map_err(|e| BackendError::from_ir(DEVICE, e))?;
-        if !needs_values && !(specialize::concrete(&g) && specialize::decisive_inputs_known(&g)) {
-            self.needs_values.lock().unwrap_or_else(|e| e.into_inner()).insert(shapes.clone());
-            return self.plan(shapes, inputs);
-        }
-        let p = Arc::new(plan::compile(self.device.clone(), &g)?);
-        self.plans.lock().unwrap_or_else(|e| e.into_inner()).push((key, p.clone()));
-        Ok(Some(p))
-    }
 }
 
 impl Backend for OpenCl {
@@ -184,20 +139,15 @@ impl Backend for OpenCl {
             }
         }
         let device = device::open(self.index).map_err(|m| BackendError::new(&self.name, m))?;
-        let shaped = Arc::new(Shaped {
-            graph: graph.clone(),
-            device,
-            plans: Mutex::new(Vec::new()),
-            needs_values: Mutex::new(Default::default()),
-        });
+        let shaped = Arc::new(shaped::Shaped::new(graph.clone(), device));
         // With every input shape known, compile now: errors belong to compile().
         let known: Option<Vec<Vec<usize>>> = graph.inputs.iter().map(|&n| graph.node(n).outputs[0].shape.concrete()).collect();
         if let Some(shapes) = known {
-            shaped.plan(shapes, None)?;
+            shaped.plan(shapes, &shaped::Values::None)?;
         }
         Ok(Executable::new(move |inputs: &[Tensor], profile| {
             let shapes = inputs.iter().map(|t| t.shape().to_vec()).collect();
-            let plan = shaped.plan(shapes, Some(inputs))?;
+            let plan = shaped.plan(shapes, &shaped::Values::Host(inputs))?;
             plan.ok_or_else(|| BackendError::new(DEVICE, "no plan for these inputs"))?.run(inputs, profile)
         }))
     }

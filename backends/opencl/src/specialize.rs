@@ -42,9 +42,27 @@ fn pin(g: &mut Graph, n: kiln_ir::NodeId, t: Tensor) {
     }
 }
 
-/// Whether every value of `g` has a concrete shape (so kernels can be generated).
+/// Whether every value of `g` has a concrete shape (so kernels can be generated), but for
+/// what follows a control-flow op whose outputs' shapes only its run tells (a Loop's
+/// stacked outputs): the plan compiles that rest once the run has given them.
 pub fn concrete(g: &Graph) -> bool {
-    g.nodes.node_weights().all(|n| n.outputs.iter().all(|t| t.shape.concrete().is_some()))
+    let Ok(order) = g.topo_order() else { return false };
+    let mut dynamic = std::collections::HashSet::new();
+    for n in order {
+        let node = g.node(n);
+        let known = node.outputs.iter().all(|t| t.shape.concrete().is_some());
+        let after_flow = g.inputs_of(n).iter().flatten().any(|v| dynamic.contains(&v.node));
+        if after_flow || (!known && is_flow(&node.op)) {
+            dynamic.insert(n);
+        } else if !known {
+            return false;
+        }
+    }
+    true
+}
+
+pub fn is_flow(op: &Op) -> bool {
+    matches!(op, Op::If { .. } | Op::Loop { .. } | Op::Scan { .. })
 }
 
 /// Whether every input that decides a kernel's code rather than its data is a constant: a
@@ -71,9 +89,15 @@ pub fn decisive_inputs_known(g: &Graph) -> bool {
 /// delta), and a short float vector that a Resize reads as its roi or scales (one or two
 /// values per axis; other float data is not pinned, so new values do not recompile).
 pub fn pinnable(g: &Graph, i: usize, t: &Tensor) -> bool {
-    (t.rank() == 0)
-        || (!t.dtype().is_float() && t.len() <= 64)
-        || (t.rank() == 1 && t.len() <= 16 && g.inputs.get(i).is_some_and(|&n| feeds_resize(g, n)))
+    pinnable_type(g, i, t.dtype(), t.shape())
+}
+
+/// [`pinnable`] from the type alone, so that a device tensor is read back only when needed.
+pub fn pinnable_type(g: &Graph, i: usize, dtype: DType, shape: &[usize]) -> bool {
+    let len: usize = shape.iter().product();
+    shape.is_empty()
+        || (!dtype.is_float() && len <= 64)
+        || (shape.len() == 1 && len <= 16 && g.inputs.get(i).is_some_and(|&n| feeds_resize(g, n)))
 }
 
 /// Whether node `n`'s output is a Resize's roi, scales or sizes, directly or through a
@@ -115,6 +139,9 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
                     continue;
                 }
             }
+            if hoist_const_outputs(g, n, &mut body) {
+                continue;
+            }
             let outs: Vec<TensorType> = body.outputs.iter().map(|(_, v)| body.value_type(*v).clone()).collect();
             g.nodes[n].op = Op::Fused { body: Box::new(body) };
             g.nodes[n].outputs = outs;
@@ -130,26 +157,24 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
         };
         let type_refs: Vec<Option<&TensorType>> = types.iter().map(|t| t.as_ref()).collect();
         let const_refs: Vec<Option<&Tensor>> = consts.iter().map(|t| t.as_ref()).collect();
-        let inferred = kiln_ir::infer::infer(&node.op, &type_refs, &const_refs, node.outputs.len());
-        if known && node.outputs.len() == 1 {
+        let outs = kiln_ir::infer::infer(&node.op, &type_refs, &const_refs, node.outputs.len()).map_err(|e| e.in_node(name.clone()))?;
+        if known && outs.len() == 1 {
             let in_dims = types.first().cloned().flatten().and_then(|t| t.shape.concrete()).unwrap_or_default();
-            // The size comes from the type inferred with the constant inputs: a Range's or a
-            // ConstantOfShape's declared length is unknown until its inputs are.
-            let out = inferred.as_ref().ok().and_then(|o| o.first()).unwrap_or(&node.outputs[0]);
-            let small = out.shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS);
+            // The size from the type inferred with the constant inputs: the declared one is
+            // unknown for every op whose shape comes from a value (ConstantOfShape, Range).
+            let small = outs[0].shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS);
             // Weights stored as f16/bf16 (`--fp16`) have no kernel here: decompress them once.
             let from_half = matches!(node.op, Op::Cast { .. })
                 && types.first().cloned().flatten().is_some_and(|t| matches!(t.dtype, DType::F16 | DType::BF16));
             if small || from_half || matches!(node.op, Op::Shape { .. } | Op::Size) {
-                if let Ok(mut outs) = shape_or_eval(&node.op, &in_dims, &consts) {
-                    if let Some(t) = outs.pop().filter(|t| t.dtype() == node.outputs[0].dtype) {
+                if let Ok(mut evaluated) = shape_or_eval(&node.op, &in_dims, &consts) {
+                    if let Some(t) = evaluated.pop().filter(|t| t.dtype() == outs[0].dtype) {
                         make_const(g, n, t);
                         continue;
                     }
                 }
             }
         }
-        let outs = inferred.map_err(|e| e.in_node(name.clone()))?;
         g.nodes[n].outputs = outs;
     }
     Ok(())
@@ -169,6 +194,52 @@ fn shape_or_eval(op: &Op, dims: &[usize], args: &[Option<Tensor>]) -> Result<Vec
         Op::Size => Ok(vec![Tensor::scalar(dims.iter().product::<usize>() as i64)]),
         _ => kiln_ir::eval::eval_op(op, args, 1),
     }
+}
+
+/// Moves the outputs of fused node `n` that folded to constants in its `body` out of it:
+/// their uses read outer constants, and the kernel keeps (and generates) the rest. Gives
+/// whether no output is left, so that the node is gone.
+fn hoist_const_outputs(g: &mut Graph, n: kiln_ir::NodeId, body: &mut Graph) -> bool {
+    let folded: Vec<Option<Tensor>> = body.outputs.iter().map(|(_, v)| body.const_value(*v).cloned()).collect();
+    if folded.iter().all(Option::is_none) {
+        return false;
+    }
+    let mut new_index = Vec::with_capacity(folded.len());
+    let mut consts = Vec::with_capacity(folded.len());
+    let mut kept = 0usize;
+    for (k, t) in folded.iter().enumerate() {
+        new_index.push(kept);
+        consts.push(t.clone().map(|t| g.add_const(format!("{}.{k}", g.node(n).name), t)));
+        if t.is_none() {
+            kept += 1;
+        }
+    }
+    let edges: Vec<_> = g.nodes.edges_directed(n, Direction::Outgoing).map(|e| (e.id(), e.target(), *e.weight())).collect();
+    for (id, target, w) in edges {
+        match consts[w.output] {
+            Some(c) => {
+                g.nodes.remove_edge(id);
+                g.nodes.add_edge(c.node, target, kiln_ir::Edge { output: 0, input: w.input });
+            }
+            None => g.nodes[id].output = new_index[w.output],
+        }
+    }
+    for (_, v) in g.outputs.iter_mut() {
+        if v.node == n {
+            *v = consts[v.output].unwrap_or(kiln_ir::Value::new(n, new_index[v.output]));
+        }
+    }
+    let mut k = 0;
+    body.outputs.retain(|_| {
+        k += 1;
+        folded[k - 1].is_none()
+    });
+    body.remove_dead();
+    if kept == 0 {
+        g.nodes.remove_node(n);
+        return true;
+    }
+    false
 }
 
 /// Replaces node `n` by the constant `t`, dropping its input edges.

@@ -55,7 +55,9 @@ pub struct Refusal {
 
 pub(crate) type Body = Result<String, String>;
 
-/// The OpenCL C type that stores `d`; `None` for the half types this device does not take.
+/// The OpenCL C type values of `d` are computed as: the half types compute in float (their
+/// buffers hold half or ushort, see [`storage`], and each value rounds to its type as
+/// `ir::eval` rounds each op's result).
 pub fn ctype(d: DType) -> Option<&'static str> {
     Some(match d {
         DType::F32 => "float",
@@ -68,16 +70,49 @@ pub fn ctype(d: DType) -> Option<&'static str> {
         DType::U16 => "ushort",
         DType::U32 => "uint",
         DType::U64 => "ulong",
-        DType::F16 | DType::BF16 => return None,
+        DType::F16 | DType::BF16 => "float",
     })
 }
+
+/// The OpenCL C type of a buffer of `d`: f16 is `half`, read and written with
+/// vload_half/vstore_half (core OpenCL 1.2, no cl_khr_fp16); bf16 is its bits as `ushort`.
+fn storage(d: DType) -> Option<&'static str> {
+    match d {
+        DType::F16 => Some("half"),
+        DType::BF16 => Some("ushort"),
+        d => ctype(d),
+    }
+}
+
+/// Element `idx` of buffer `buf` of `d`, as its [`ctype`].
+fn load(d: DType, buf: &str, idx: &str) -> String {
+    match d {
+        DType::F16 => format!("vload_half({idx}, {buf})"),
+        DType::BF16 => format!("as_float(((uint){buf}[{idx}]) << 16)"),
+        _ => format!("{buf}[{idx}]"),
+    }
+}
+
+/// The statement storing `val` at `out[idx]` for an output of `d`.
+fn store(d: DType, val: &str, idx: &str) -> String {
+    match d {
+        DType::F16 => format!("vstore_half_rte({val}, {idx}, out);"),
+        DType::BF16 => format!("out[{idx}] = k_bf16_bits({val});"),
+        _ => format!("out[{idx}] = {val};"),
+    }
+}
+
+/// Rounding to the half types (round to nearest even, NaN kept), as the `half` crate does.
+const HALF_HELPERS: &str = "static float k_round_f16(float x) { ushort h; vstore_half_rte(x, 0, (half*)&h); return vload_half(0, (const half*)&h); }
+static ushort k_bf16_bits(float x) { uint u = as_uint(x); if ((u & 0x7fffffffu) > 0x7f800000u) return (ushort)((u >> 16) | 0x40u); u += 0x7fffu + ((u >> 16) & 1u); return (ushort)(u >> 16); }
+static float k_round_bf16(float x) { return as_float(((uint)k_bf16_bits(x)) << 16); }
+";
 
 pub(crate) struct Gen<'g> {
     pub graph: &'g Graph,
     ids: HashMap<Value, usize>,
     params: String,
     pass: String,
-    pub fp64: bool,
 }
 
 /// `v`'s shape, which must be concrete here.
@@ -191,11 +226,11 @@ pub fn generate(region: &Region, prefix: &str, fp64: bool) -> Result<(String, Ve
     let graph = region.graph;
     let refuse = |node: &str, message: String| Refusal { node: node.to_string(), message };
     let first = region.nodes.first().map(|&n| graph.node(n).name.clone()).unwrap_or_default();
-    let mut gen = Gen { graph, ids: HashMap::new(), params: String::new(), pass: String::new(), fp64 };
+    let mut gen = Gen { graph, ids: HashMap::new(), params: String::new(), pass: String::new() };
     let mut params = Vec::new();
     let mut pass = Vec::new();
     for (k, &b) in region.buffers.iter().enumerate() {
-        let ty = ctype(gen.dtype(b)).ok_or_else(|| refuse(&first, format!("{} tensors", gen.dtype(b))))?;
+        let ty = storage(gen.dtype(b)).ok_or_else(|| refuse(&first, format!("{} tensors", gen.dtype(b))))?;
         params.push(format!("__global const {ty}* restrict b{k}"));
         pass.push(format!("b{k}"));
     }
@@ -209,7 +244,8 @@ pub fn generate(region: &Region, prefix: &str, fp64: bool) -> Result<(String, Ve
         let shape = dims(graph, b).map_err(|m| refuse(&first, m))?;
         let coords: Vec<String> = (0..shape.len()).map(|j| format!("i{j}")).collect();
         let ty = ctype(gen.dtype(b)).unwrap_or("float");
-        let _ = writeln!(src, "{} {{ return b{k}[{}]; }}", gen.signature(next, ty, shape.len()), linear(&shape, &coords));
+        let read = load(gen.dtype(b), &format!("b{k}"), &linear(&shape, &coords));
+        let _ = writeln!(src, "{} {{ return {read}; }}", gen.signature(next, ty, shape.len()));
         next += 1;
     }
     for &n in &region.nodes {
@@ -237,8 +273,24 @@ pub fn generate(region: &Region, prefix: &str, fp64: bool) -> Result<(String, Ve
             let ty = ctype(node.outputs[k].dtype).ok_or_else(|| refuse(&node.name, format!("{} tensors", node.outputs[k].dtype)))?;
             let shape = dims(graph, v).map_err(|m| refuse(&node.name, m))?;
             let body = body(&gen, n, k, &shape).map_err(|m| refuse(&node.name, m))?;
+            let round = match node.outputs[k].dtype {
+                DType::F16 => Some("k_round_f16"),
+                DType::BF16 => Some("k_round_bf16"),
+                _ => None,
+            };
+            if let Some(round) = round {
+                // The body computes in float; the value is its result rounded to the type.
+                let _ = writeln!(src, "{} {{\n{body}\n}}", gen.signature(next, ty, shape.len()).replacen(&format!(" v{next}("), &format!(" v{next}_full("), 1));
+                let mut args: Vec<String> = Vec::new();
+                if !gen.pass.is_empty() {
+                    args.push(gen.pass.clone());
+                }
+                args.extend((0..shape.len()).map(|j| format!("i{j}")));
+                let _ = writeln!(src, "{} {{ return {round}(v{next}_full({})); }}", gen.signature(next, ty, shape.len()), args.join(", "));
+            } else {
+                let _ = writeln!(src, "{} {{\n{body}\n}}", gen.signature(next, ty, shape.len()));
+            }
             gen.ids.insert(v, next);
-            let _ = writeln!(src, "{} {{\n{body}\n}}", gen.signature(next, ty, shape.len()));
             next += 1;
         }
     }
@@ -249,7 +301,7 @@ pub fn generate(region: &Region, prefix: &str, fp64: bool) -> Result<(String, Ve
             return Err(refuse(&first, "an output is a constant folded inside the kernel, which is not generated".into()));
         }
         let dtype = gen.dtype(o);
-        let ty = ctype(dtype).ok_or_else(|| refuse(&first, format!("{dtype} tensors")))?;
+        let ty = storage(dtype).ok_or_else(|| refuse(&first, format!("{dtype} tensors")))?;
         let shape = dims(graph, o).map_err(|m| refuse(&first, m))?;
         let elements: usize = shape.iter().product();
         let name = format!("{prefix}_{k}");
@@ -261,15 +313,16 @@ pub fn generate(region: &Region, prefix: &str, fp64: bool) -> Result<(String, Ve
         let coords: Vec<String> = (0..shape.len()).map(|j| format!("i{j}")).collect();
         let _ = writeln!(
             src,
-            "__kernel void {name}({}) {{\n  long g = get_global_id(0); if (g >= {elements}L) return;\n  {}\n  out[g] = {};\n}}",
+            "__kernel void {name}({}) {{\n  long g = get_global_id(0); if (g >= {elements}L) return;\n  {}\n  {}\n}}",
             ps.join(", "),
             delinearize(&shape, "g", "i"),
-            gen.at(o, &coords)
+            store(dtype, &gen.at(o, &coords), "g")
         );
         kernels.push(KernelSpec { name, elements, dtype, shape });
     }
     let mut text = String::from(if fp64 { "#define KILN_FP64\n" } else { "" });
     text.push_str(PRELUDE);
+    text.push_str(HALF_HELPERS);
     text.push_str(&src);
     Ok((text, kernels))
 }

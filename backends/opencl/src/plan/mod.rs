@@ -1,28 +1,32 @@
 //! A graph with concrete shapes, compiled: one OpenCL kernel per node or fused kernel, in
 //! topological order over per-value buffers, and the run that enqueues them.
 //!
-//! Threads: a run takes a lane (a command queue with its own kernel objects, since kernel
-//! arguments are per kernel object) from the plan's pool, or opens a new one when all are
-//! busy, so requests in flight never share a queue or a kernel's arguments.
+//! Threads: a top-level run takes a command queue from the plan's pool, and every plan it
+//! runs (itself, control-flow bodies on the same queue) lends it a set of kernel objects,
+//! since kernel arguments are per kernel object; both are created when all are busy, so
+//! requests in flight never share a queue or a kernel's arguments.
+
+mod buffers;
+mod run;
+
+pub use buffers::{alloc, read, upload_tensor, DevTensor, Timed};
+pub(crate) use buffers::cl_err;
 
 use crate::device::ClDevice;
+use crate::flow::{self, FlowStep, Rest};
 use crate::gen::{self, Region};
-use kiln_backends::KernelTiming;
 use kiln_ir::{DType, Graph, NodeId, Op, Tensor, Value};
-use opencl3::command_queue::{CommandQueue, CL_QUEUE_PROFILING_ENABLE};
-use opencl3::kernel::{ExecuteKernel, Kernel};
-use opencl3::memory::{Buffer, CL_MEM_COPY_HOST_PTR, CL_MEM_READ_ONLY, CL_MEM_READ_WRITE};
+use opencl3::command_queue::CommandQueue;
+use opencl3::kernel::Kernel;
 use opencl3::program::Program;
-use opencl3::types::{CL_BLOCKING, CL_NON_BLOCKING};
 use std::collections::HashMap;
-use std::ptr;
 use std::sync::{Arc, Mutex};
 
 pub const DEVICE: &str = "OPENCL";
 
 /// Where a value lives during a run.
 #[derive(Clone)]
-enum Slot {
+pub(crate) enum Slot {
     /// Filled by the run (an input or a kernel's output), index into the run's table.
     Run(usize),
     /// A constant uploaded once at compile time.
@@ -47,40 +51,30 @@ enum Step {
     Launch(Launch),
     /// A reshape: the output is the input's buffer.
     Alias { from: Slot, to: usize },
-}
-
-struct Lane {
-    queue: CommandQueue,
-    kernels: Vec<Option<Kernel>>,
+    /// If, Loop or Scan: sub-plans run from the host, on this run's queue.
+    Flow(FlowStep),
+    /// What follows a control-flow op whose output shapes only its run tells: the last
+    /// step, compiled per shapes at run time.
+    Rest(Rest),
 }
 
 pub struct Plan {
     device: Arc<ClDevice>,
     steps: Vec<Step>,
-    consts: Vec<Arc<Buffer<u8>>>,
-    /// (dtype, shape) of each run slot.
+    consts: Vec<DevTensor>,
+    /// (dtype, shape) of each run slot (the shape of a control-flow op's output is known
+    /// at run time only).
     slots: Vec<(DType, Vec<usize>)>,
     inputs: Vec<usize>,
-    outputs: Vec<(Slot, DType, Vec<usize>, Option<Tensor>)>,
-    lanes: Mutex<Vec<Lane>>,
+    outputs: Vec<Slot>,
+    /// Command queues of top-level runs; a sub-plan runs on its caller's queue.
+    queues: Mutex<Vec<CommandQueue>>,
+    /// Kernel objects, one set per run in flight (kernel arguments live on the object).
+    kernel_sets: Mutex<Vec<Vec<Option<Kernel>>>>,
 }
 
 pub fn err(node: &str, message: impl Into<String>) -> kiln_backends::BackendError {
     kiln_backends::BackendError { device: DEVICE.into(), node: Some(node.into()), message: message.into() }
-}
-
-fn cl_err(what: &str, e: impl std::fmt::Display) -> kiln_backends::BackendError {
-    kiln_backends::BackendError::new(DEVICE, format!("{what}: {e}"))
-}
-
-fn upload(device: &ClDevice, t: &Tensor) -> Result<Buffer<u8>, kiln_backends::BackendError> {
-    let mut bytes = t.to_le_bytes();
-    if bytes.is_empty() {
-        bytes.push(0);
-    }
-    // SAFETY: COPY_HOST_PTR copies `bytes` during the call; the buffer does not keep it.
-    unsafe { Buffer::<u8>::create(&device.context, CL_MEM_READ_ONLY | CL_MEM_COPY_HOST_PTR, bytes.len(), bytes.as_mut_ptr().cast()) }
-        .map_err(|e| cl_err("cannot create a buffer", e))
 }
 
 /// Source names of what a step covers (a fused kernel's body nodes).
@@ -107,7 +101,7 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
     let order = graph.topo_order().map_err(|e| kiln_backends::BackendError::from_ir(DEVICE, e))?;
     let mut slot_of: HashMap<Value, Slot> = HashMap::new();
     let mut slots: Vec<(DType, Vec<usize>)> = Vec::new();
-    let mut consts: Vec<Arc<Buffer<u8>>> = Vec::new();
+    let mut consts: Vec<DevTensor> = Vec::new();
     let mut const_of: HashMap<Value, usize> = HashMap::new();
     let shape_of = |v: Value, name: &str| {
         graph.value_type(v).shape.concrete().ok_or_else(|| err(name, format!("shape {} is not concrete", graph.value_type(v).shape)))
@@ -119,22 +113,60 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
         slot_of.insert(v, Slot::Run(slots.len() - 1));
         inputs.push(slots.len() - 1);
     }
-    let mut const_slot = |v: Value, t: &Tensor, consts: &mut Vec<Arc<Buffer<u8>>>| -> Result<Slot, kiln_backends::BackendError> {
+    let mut const_slot = |v: Value, t: &Tensor, consts: &mut Vec<DevTensor>| -> Result<Slot, kiln_backends::BackendError> {
         if let Some(&k) = const_of.get(&v) {
             return Ok(Slot::Const(k));
         }
-        consts.push(Arc::new(upload(&device, t)?));
+        consts.push(upload_tensor(&device, t)?);
         const_of.insert(v, consts.len() - 1);
         Ok(Slot::Const(consts.len() - 1))
     };
     let mut steps = Vec::new();
     let mut sources = 0usize;
-    for &n in &order {
+    let mut rest_outputs: Option<Vec<usize>> = None;
+    for (pos, &n) in order.iter().enumerate() {
         let node = graph.node(n);
         if matches!(node.op, Op::Input | Op::Const { .. }) {
             continue;
         }
         let ins = graph.inputs_of(n);
+        if crate::specialize::is_flow(&node.op) {
+            let mut args = Vec::with_capacity(ins.len());
+            for v in &ins {
+                args.push(match v {
+                    None => None,
+                    Some(v) => Some(match (slot_of.get(v), graph.const_value(*v)) {
+                        (Some(s), _) => s.clone(),
+                        (None, Some(t)) => const_slot(*v, t, &mut consts)?,
+                        (None, None) => return Err(err(&node.name, "an input was never computed")),
+                    }),
+                });
+            }
+            let mut outs = Vec::new();
+            for (k, t) in node.outputs.iter().enumerate() {
+                slots.push((t.dtype, t.shape.concrete().unwrap_or_default()));
+                outs.push(slots.len() - 1);
+                slot_of.insert(Value::new(n, k), Slot::Run(slots.len() - 1));
+            }
+            steps.push(Step::Flow(flow::step(&device, graph, n, args, outs)?));
+            if node.outputs.iter().all(|t| t.shape.concrete().is_some()) {
+                continue;
+            }
+            let done: std::collections::HashSet<NodeId> = order[..=pos].iter().copied().collect();
+            let (rest, live) = flow::rest_graph(graph, &done);
+            let args = live
+                .iter()
+                .map(|v| slot_of.get(v).cloned().ok_or_else(|| err(&graph.node(v.node).name, "a value was never computed")))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut outs = Vec::new();
+            for (_, v) in &rest.outputs {
+                slots.push((rest.value_type(*v).dtype, Vec::new()));
+                outs.push(slots.len() - 1);
+            }
+            steps.push(Step::Rest(Rest::new(rest, device.clone(), args, outs.clone())));
+            rest_outputs = Some(outs);
+            break;
+        }
         if is_view(&node.op) {
             if let Some(x) = ins.first().copied().flatten() {
                 if graph.value_type(x).dtype == node.outputs[0].dtype {
@@ -172,7 +204,7 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
                     for &m in &border {
                         if let Op::Const { value } = &body.node(m).op {
                             if value.len() != 1 && !body.uses_of(Value::new(m, 0)).is_empty() {
-                                consts.push(Arc::new(upload(&device, value)?));
+                                consts.push(upload_tensor(&device, value)?);
                                 buffers.push(Value::new(m, 0));
                                 outer.push(Slot::Const(consts.len() - 1));
                             }
@@ -201,6 +233,11 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
                 }
             };
         if let Op::Rnn { .. } = node.op {
+            // The recurrent kernel reads and writes its buffers in the compute type itself.
+            let types = ins.iter().flatten().map(|&v| graph.value_type(v)).chain(node.outputs.iter());
+            if let Some(t) = types.map(|t| t.dtype).find(|d| matches!(d, DType::F16 | DType::BF16)) {
+                return Err(err(&node.name, format!("{t} tensors: the recurrent kernel computes f32/f64 only")));
+            }
             let prefix = format!("k{sources}");
             sources += 1;
             let (src, spec) = gen::recurrent::generate(graph, n, &buffers, &prefix, device.fp64, device.max_group).map_err(|m| err(&node.name, m))?;
@@ -251,133 +288,20 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
             }));
         }
     }
-    let mut outs = Vec::new();
-    for (name, v) in &graph.outputs {
-        let ty = graph.value_type(*v);
-        let shape = shape_of(*v, name)?;
-        match (slot_of.get(v), graph.const_value(*v)) {
-            (Some(s), _) => outs.push((s.clone(), ty.dtype, shape, None)),
-            (None, Some(t)) => outs.push((Slot::Const(0), ty.dtype, shape, Some(t.clone()))),
-            (None, None) => return Err(err(name, "an output was never computed")),
+    let outputs = match rest_outputs {
+        Some(outs) => outs.into_iter().map(Slot::Run).collect(),
+        None => {
+            let mut outs = Vec::new();
+            for (name, v) in &graph.outputs {
+                outs.push(match (slot_of.get(v), graph.const_value(*v)) {
+                    (Some(s), _) => s.clone(),
+                    (None, Some(t)) => const_slot(*v, t, &mut consts)?,
+                    (None, None) => return Err(err(name, "an output was never computed")),
+                });
+            }
+            outs
         }
-    }
-    Ok(Plan { device, steps, consts, slots, inputs, outputs: outs, lanes: Mutex::new(Vec::new()) })
+    };
+    Ok(Plan { device, steps, consts, slots, inputs, outputs, queues: Mutex::new(Vec::new()), kernel_sets: Mutex::new(Vec::new()) })
 }
 
-impl Plan {
-    fn lane(&self) -> Result<Lane, kiln_backends::BackendError> {
-        if let Some(l) = self.lanes.lock().unwrap_or_else(|e| e.into_inner()).pop() {
-            return Ok(l);
-        }
-        #[allow(deprecated)]
-        let queue = CommandQueue::create_default(&self.device.context, CL_QUEUE_PROFILING_ENABLE)
-            .map_err(|e| cl_err("cannot create a command queue", e))?;
-        Ok(Lane { queue, kernels: self.steps.iter().map(|_| None).collect() })
-    }
-
-    /// Runs on `inputs` (graph order): enqueues every upload and kernel on the lane's
-    /// in-order queue without waiting, then reads the outputs.
-    pub fn run(&self, inputs: &[Tensor], profile: Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>, kiln_backends::BackendError> {
-        let mut lane = self.lane()?;
-        let r = self.run_on(&mut lane, inputs, profile);
-        // A lane whose run failed may hold a broken queue: only a good one goes back.
-        if r.is_ok() {
-            self.lanes.lock().unwrap_or_else(|e| e.into_inner()).push(lane);
-        }
-        r
-    }
-
-    fn run_on(&self, lane: &mut Lane, inputs: &[Tensor], mut profile: Option<&mut Vec<KernelTiming>>) -> Result<Vec<Tensor>, kiln_backends::BackendError> {
-        if inputs.len() != self.inputs.len() {
-            return Err(kiln_backends::BackendError::new(DEVICE, format!("the graph takes {} inputs, {} were given", self.inputs.len(), inputs.len())));
-        }
-        let mut table: Vec<Option<Arc<Buffer<u8>>>> = vec![None; self.slots.len()];
-        for (&s, t) in self.inputs.iter().zip(inputs) {
-            table[s] = Some(Arc::new(upload(&self.device, t)?));
-        }
-        let mut events = Vec::new();
-        for (i, step) in self.steps.iter().enumerate() {
-            let get = |s: &Slot, table: &Vec<Option<Arc<Buffer<u8>>>>| -> Result<Arc<Buffer<u8>>, kiln_backends::BackendError> {
-                match s {
-                    Slot::Run(k) => table[*k].clone().ok_or_else(|| kiln_backends::BackendError::new(DEVICE, "a value was never computed")),
-                    Slot::Const(k) => Ok(self.consts[*k].clone()),
-                }
-            };
-            match step {
-                Step::Alias { from, to } => table[*to] = Some(get(from, &table)?),
-                Step::Launch(l) => {
-                    let mut outs = Vec::with_capacity(l.outs.len());
-                    for &o in &l.outs {
-                        let (dtype, shape) = &self.slots[o];
-                        let bytes = (shape.iter().product::<usize>() * dtype.size()).max(1);
-                        // SAFETY: a fresh device allocation, no host pointer.
-                        let buf = unsafe { Buffer::<u8>::create(&self.device.context, CL_MEM_READ_WRITE, bytes, ptr::null_mut()) }
-                            .map_err(|e| cl_err("cannot allocate a buffer", e))?;
-                        outs.push(buf);
-                    }
-                    if l.elements > 0 {
-                        if lane.kernels[i].is_none() {
-                            lane.kernels[i] = Some(Kernel::create(&l.program, &l.kernel).map_err(|e| cl_err("cannot create a kernel", e))?);
-                        }
-                        let kernel = lane.kernels[i].as_ref().expect("created above");
-                        let args: Vec<Arc<Buffer<u8>>> = l.args.iter().map(|s| get(s, &table)).collect::<Result<_, _>>()?;
-                        let mut exec = ExecuteKernel::new(kernel);
-                        for a in &args {
-                            // SAFETY: every kernel parameter is a global buffer, in this order.
-                            unsafe { exec.set_arg(a.as_ref()) };
-                        }
-                        for o in &outs {
-                            // SAFETY: as above; the output buffers are the last parameters.
-                            unsafe { exec.set_arg(o) };
-                        }
-                        exec.set_global_work_size(l.elements);
-                        if let Some(local) = l.local {
-                            exec.set_local_work_size(local);
-                        }
-                        // SAFETY: every argument is set above.
-                        let ev = unsafe { exec.enqueue_nd_range(&lane.queue) }
-                            .map_err(|e| err(l.nodes.last().map(String::as_str).unwrap_or(""), format!("cannot launch {}: {e}", l.kernel)))?;
-                        if profile.is_some() {
-                            events.push((i, ev));
-                        }
-                    }
-                    for (&o, buf) in l.outs.iter().zip(outs) {
-                        table[o] = Some(Arc::new(buf));
-                    }
-                }
-            }
-        }
-        let mut results = Vec::with_capacity(self.outputs.len());
-        for (slot, dtype, shape, host) in &self.outputs {
-            if let Some(t) = host {
-                results.push(t.clone());
-                continue;
-            }
-            let buf = match slot {
-                Slot::Run(k) => table[*k].clone().ok_or_else(|| kiln_backends::BackendError::new(DEVICE, "an output was never computed"))?,
-                Slot::Const(k) => self.consts[*k].clone(),
-            };
-            let n: usize = shape.iter().product::<usize>() * dtype.size();
-            let mut bytes = vec![0u8; n];
-            if n > 0 {
-                // SAFETY: `bytes` holds exactly the buffer's n bytes; the read blocks.
-                unsafe { lane.queue.enqueue_read_buffer(&buf, CL_BLOCKING, 0, &mut bytes, &[]) }.map_err(|e| cl_err("cannot read an output", e))?;
-            }
-            results.push(Tensor::from_le_bytes(*dtype, shape.clone(), &bytes).map_err(|e| kiln_backends::BackendError::from_ir(DEVICE, e))?);
-        }
-        lane.queue.finish().map_err(|e| cl_err("the queue failed", e))?;
-        if let Some(p) = profile.as_deref_mut() {
-            for (i, ev) in events {
-                if let Step::Launch(l) = &self.steps[i] {
-                    let nanos = match (ev.profiling_command_start(), ev.profiling_command_end()) {
-                        (Ok(s), Ok(e)) => e.saturating_sub(s),
-                        _ => 0,
-                    };
-                    p.push(KernelTiming { nodes: l.nodes.clone(), kind: l.kind.clone(), device: DEVICE.into(), nanos });
-                }
-            }
-        }
-        let _ = CL_NON_BLOCKING;
-        Ok(results)
-    }
-}
