@@ -8,14 +8,20 @@
 //! output element needs. The kernel itself is one work-item per output element calling the
 //! output's function, so a fused body becomes one kernel with no intermediate buffers.
 
+mod bitcast;
 mod einsum;
 mod elementwise;
 mod indexed;
+mod loss;
 mod movement;
 mod nn;
+mod quant;
 pub mod recurrent;
 mod reduce;
+mod remap;
 mod scan;
+mod scatter;
+mod topk;
 
 use kiln_ir::{DType, Graph, NodeId, Op, Value};
 use std::collections::HashMap;
@@ -296,6 +302,24 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
     if let Some(b) = scan::body(g, n, shape) {
         return b;
     }
+    if let Some(b) = loss::body(g, n, k, shape) {
+        return b;
+    }
+    if let Some(b) = scatter::body(g, n, shape) {
+        return b;
+    }
+    if let Some(b) = remap::body(g, n, shape) {
+        return b;
+    }
+    if let Some(b) = topk::body(g, n, k, shape) {
+        return b;
+    }
+    if let Some(b) = bitcast::body(g, n, shape) {
+        return b;
+    }
+    if let Some(b) = quant::body(g, n, k, shape) {
+        return b;
+    }
     if recurrent::handles(&node.op) {
         return Err("a recurrent op is a kernel of its own, not part of a fused one".into());
     }
@@ -306,6 +330,12 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
 /// when generating).
 pub fn generates(op: &Op) -> bool {
     elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op) || einsum::handles(op) || recurrent::handles(op) || indexed::handles(op) || scan::handles(op)
+        || loss::handles(op)
+        || scatter::handles(op)
+        || remap::handles(op)
+        || topk::handles(op)
+        || bitcast::handles(op)
+        || quant::handles(op)
 }
 
 /// Elementwise ops (for refuse lists).
