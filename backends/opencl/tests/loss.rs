@@ -234,3 +234,33 @@ fn quantize_dequantize_per_tensor_axis_and_block() {
     check(src, &[x]);
     check(src, &[data(&[2, 6])]);
 }
+
+#[test]
+fn integer_and_quantized_matmul() {
+    // Batched A with a zero point per row, B with one per column; QLinearMatMul with a
+    // per-column b_scale, saturating into i8.
+    let src = r#"graph g(%a: u8[2,3,4], %b: u8[4,5], %c: i8[3,4], %d: i8[4]) -> (%p: i32[2,3,5], %q: i8[3,5], %v: i32[3]) {
+  @za = u8[3] [0, 128, 7]
+  @zb = u8[5] [1, 2, 250, 0, 9]
+  %0 = matmul_integer(%a, %b, @za, @zb) : i32[2,3,5] "mmi"
+  @sa = f32[] [0.05]
+  @zc = i8[] [-3]
+  @sb = f32[5] [0.1, 0.02, 0.5, 0.3, 0.001]
+  @zd = i8[] [4]
+  @sy = f32[] [0.2]
+  @zy = i8[] [-10]
+  @e = i8[4,5] [1,-2,3,-4,5, 6,-7,8,-9,10, 11,-12,13,-14,15, 127,-128,0,64,-64]
+  %1 = qlinear_matmul(%c, @sa, @zc, @e, @sb, @zd, @sy, @zy) : i8[3,5] "qmm"
+  %2 = matmul_integer(%c, %d) : i32[3] "vec"
+  return %0, %1, %2
+}"#;
+    let u8s = |shape: &[usize], mul: usize| {
+        let n: usize = shape.iter().product();
+        Tensor::new(shape.to_vec(), (0..n).map(|i| (i * mul % 256) as u8).collect::<Vec<_>>()).unwrap()
+    };
+    let i8s = |shape: &[usize], mul: usize| {
+        let n: usize = shape.iter().product();
+        Tensor::new(shape.to_vec(), (0..n).map(|i| (i * mul % 256) as u8 as i8).collect::<Vec<_>>()).unwrap()
+    };
+    check(src, &[u8s(&[2, 3, 4], 37), u8s(&[4, 5], 91), i8s(&[3, 4], 53), i8s(&[4], 101)]);
+}

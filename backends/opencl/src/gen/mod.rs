@@ -15,6 +15,7 @@ mod indexed;
 mod loss;
 mod movement;
 mod nn;
+mod qmatmul;
 mod quant;
 pub mod recurrent;
 mod reduce;
@@ -320,6 +321,9 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
     if let Some(b) = quant::body(g, n, k, shape) {
         return b;
     }
+    if let Some(b) = qmatmul::body(g, n, shape) {
+        return b;
+    }
     if recurrent::handles(&node.op) {
         return Err("a recurrent op is a kernel of its own, not part of a fused one".into());
     }
@@ -336,6 +340,7 @@ pub fn generates(op: &Op) -> bool {
         || topk::handles(op)
         || bitcast::handles(op)
         || quant::handles(op)
+        || qmatmul::handles(op)
 }
 
 /// Elementwise ops (for refuse lists).
