@@ -264,3 +264,26 @@ fn integer_and_quantized_matmul() {
     };
     check(src, &[u8s(&[2, 3, 4], 37), u8s(&[4, 5], 91), i8s(&[3, 4], 53), i8s(&[4], 101)]);
 }
+
+#[test]
+fn integer_and_quantized_conv() {
+    // Two groups, stride 2 with padding, w zero points per output channel, an i32 bias,
+    // and a y scale small enough to saturate.
+    let src = r#"graph g(%x: u8[1,4,5,5], %w: u8[4,2,3,3]) -> (%y: i32[1,4,3,3], %q: u8[1,4,3,3]) {
+  @zx = u8[] [3]
+  @zw = u8[4] [0, 100, 7, 255]
+  %0 = conv_integer(%x, %w, @zx, @zw) {auto_pad=explicit, dilations=[], group=2, kernel_shape=[3,3], pads=[1,1,1,1], strides=[2,2]} : i32[1,4,3,3] "ci"
+  @sx = f32[] [0.02]
+  @sw = f32[4] [0.5, 0.01, 0.003, 0.2]
+  @sy = f32[] [0.7]
+  @zy = u8[] [120]
+  @b = i32[4] [-500, 0, 12345, -2147483648]
+  %1 = qlinear_conv(%x, @sx, @zx, %w, @sw, @zw, @sy, @zy, @b) {auto_pad=same_upper, dilations=[], group=2, kernel_shape=[3,3], pads=[], strides=[2,2]} : u8[1,4,3,3] "qc"
+  return %0, %1
+}"#;
+    let u8s = |shape: &[usize], mul: usize| {
+        let n: usize = shape.iter().product();
+        Tensor::new(shape.to_vec(), (0..n).map(|i| (i * mul % 256) as u8).collect::<Vec<_>>()).unwrap()
+    };
+    check(src, &[u8s(&[1, 4, 5, 5], 37), u8s(&[4, 2, 3, 3], 91)]);
+}

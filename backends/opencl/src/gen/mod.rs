@@ -15,7 +15,7 @@ mod indexed;
 mod loss;
 mod movement;
 mod nn;
-mod qmatmul;
+mod qlinear;
 mod quant;
 pub mod recurrent;
 mod reduce;
@@ -321,7 +321,7 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
     if let Some(b) = quant::body(g, n, k, shape) {
         return b;
     }
-    if let Some(b) = qmatmul::body(g, n, shape) {
+    if let Some(b) = qlinear::body(g, n, shape) {
         return b;
     }
     if recurrent::handles(&node.op) {
@@ -340,7 +340,7 @@ pub fn generates(op: &Op) -> bool {
         || topk::handles(op)
         || bitcast::handles(op)
         || quant::handles(op)
-        || qmatmul::handles(op)
+        || qlinear::handles(op)
 }
 
 /// Elementwise ops (for refuse lists).
