@@ -3,7 +3,7 @@
 //! evaluated once on the host and turned into a constant. Kernels are then generated with
 //! every shape known.
 
-use kiln_ir::{DType, Graph, IrError, Op, Tensor, TensorType};
+use kiln_ir::{DType, Graph, IrError, Op, Tensor, TensorType, Value};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
 
@@ -98,6 +98,9 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
                     continue;
                 }
             }
+            if hoist_constant_outputs(g, n, &mut body) {
+                continue;
+            }
             let outs: Vec<TensorType> = body.outputs.iter().map(|(_, v)| body.value_type(*v).clone()).collect();
             g.nodes[n].op = Op::Fused { body: Box::new(body) };
             g.nodes[n].outputs = outs;
@@ -148,6 +151,56 @@ fn shape_or_eval(op: &Op, dims: &[usize], args: &[Option<Tensor>]) -> Result<Vec
         Op::Size => Ok(vec![Tensor::scalar(dims.iter().product::<usize>() as i64)]),
         _ => kiln_ir::eval::eval_op(op, args, 1),
     }
+}
+
+/// The outputs of fused kernel `n` (with folded `body`) that are constants become
+/// top-level constants read by the kernel's users, and leave the body: a kernel computes
+/// only what it must. Returns true when no output is left and the kernel is gone.
+fn hoist_constant_outputs(g: &mut Graph, n: kiln_ir::NodeId, body: &mut Graph) -> bool {
+    if !body.outputs.iter().any(|(_, v)| body.const_value(*v).is_some()) {
+        return false;
+    }
+    let name = g.node(n).name.clone();
+    // The new index of each output, None for a hoisted one.
+    let mut index = Vec::with_capacity(body.outputs.len());
+    let mut kept = Vec::new();
+    for (j, (out_name, v)) in body.outputs.iter().enumerate() {
+        let Some(t) = body.const_value(*v).cloned() else {
+            index.push(Some(kept.len()));
+            kept.push((out_name.clone(), *v));
+            continue;
+        };
+        index.push(None);
+        let c = g.add_const(format!("{name}.{j}"), t);
+        let edges: Vec<_> =
+            g.nodes.edges_directed(n, Direction::Outgoing).filter(|e| e.weight().output == j).map(|e| (e.id(), e.target(), *e.weight())).collect();
+        for (id, target, w) in edges {
+            g.nodes.remove_edge(id);
+            g.nodes.add_edge(c.node, target, kiln_ir::Edge { output: 0, input: w.input });
+        }
+        for (_, gv) in g.outputs.iter_mut() {
+            if *gv == Value::new(n, j) {
+                *gv = c;
+            }
+        }
+    }
+    let edges: Vec<_> = g.nodes.edges_directed(n, Direction::Outgoing).map(|e| e.id()).collect();
+    for id in edges {
+        if let Some(w) = g.nodes.edge_weight_mut(id) {
+            w.output = index[w.output].unwrap_or(w.output);
+        }
+    }
+    for (_, gv) in g.outputs.iter_mut() {
+        if gv.node == n {
+            gv.output = index[gv.output].unwrap_or(gv.output);
+        }
+    }
+    body.outputs = kept;
+    if body.outputs.is_empty() {
+        g.nodes.remove_node(n);
+        return true;
+    }
+    false
 }
 
 /// Replaces node `n` by the constant `t`, dropping its input edges.

@@ -287,3 +287,30 @@ fn integer_and_quantized_conv() {
     };
     check(src, &[u8s(&[1, 4, 5, 5], 37), u8s(&[4, 2, 3, 3], 91)]);
 }
+
+#[test]
+fn fused_outputs_folded_to_constants_become_constants() {
+    // With %s pinned on the first run, the first kernel's outputs are all shape arithmetic
+    // (the kernel goes away) and the second's first output is (it keeps computing the
+    // relu). Both kernels' outputs are read by other nodes and by the graph's outputs.
+    let src = r#"graph g(%x: f32[5,4], %s: i64[2]) -> (%y: f32[?,?], %e: i64[2], %r: f32[5,4]) {
+  %0 = fused(%s) {
+    body=graph "div+add"(%x0: i64[2]) -> (%y0: i64[2], %y1: i64[2]) {
+      @k = i64[1] [2]
+      %0 = div(%x0, @k) : i64[2] "start"
+      %1 = add(%0, %x0) : i64[2] "end"
+      return %0, %1
+    }
+  } : (i64[2], i64[2]) "bounds"
+  %1 = slice(%x, %0.0, %0.1) : f32[?,?] "y"
+  %2 = fused(%s, %x) {
+    body=graph "neg+relu"(%x0: i64[2], %x1: f32[5,4]) -> (%y0: i64[2], %y1: f32[5,4]) {
+      %0 = neg(%x0) : i64[2] "neg"
+      %1 = relu(%x1) : f32[5,4] "relu"
+      return %0, %1
+    }
+  } : (i64[2], f32[5,4]) "mixed"
+  return %1, %0.1, %2.1
+}"#;
+    check(src, &[data(&[5, 4]), Tensor::new(vec![2], vec![2i64, 3]).unwrap()]);
+}
