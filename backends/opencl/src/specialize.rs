@@ -114,9 +114,15 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
             Op::Shape { .. } | Op::Size => types.first().cloned().flatten().is_some_and(|t| t.shape.concrete().is_some()),
             op => op.is_pure() && ins.iter().zip(&consts).all(|(v, c)| v.is_none() || c.is_some()) && !ins.is_empty(),
         };
+        let type_refs: Vec<Option<&TensorType>> = types.iter().map(|t| t.as_ref()).collect();
+        let const_refs: Vec<Option<&Tensor>> = consts.iter().map(|t| t.as_ref()).collect();
+        // Inferred before folding: a model's declared type is often unknown where the
+        // known inputs now fix it (shape arithmetic at -O0), and the fold needs the size.
+        let inferred = kiln_ir::infer::infer(&node.op, &type_refs, &const_refs, node.outputs.len()).map_err(|e| e.in_node(name.clone()));
         if known && node.outputs.len() == 1 {
             let in_dims = types.first().cloned().flatten().and_then(|t| t.shape.concrete()).unwrap_or_default();
-            let small = node.outputs[0].shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS);
+            let out_type = inferred.as_ref().ok().and_then(|o| o.first()).unwrap_or(&node.outputs[0]);
+            let small = out_type.shape.numel().is_some_and(|k| k <= FOLD_MAX_ELEMENTS);
             // Weights stored as f16/bf16 (`--fp16`) have no kernel here: decompress them once.
             let from_half = matches!(node.op, Op::Cast { .. })
                 && types.first().cloned().flatten().is_some_and(|t| matches!(t.dtype, DType::F16 | DType::BF16));
@@ -129,10 +135,7 @@ fn fold(g: &mut Graph) -> Result<(), IrError> {
                 }
             }
         }
-        let type_refs: Vec<Option<&TensorType>> = types.iter().map(|t| t.as_ref()).collect();
-        let const_refs: Vec<Option<&Tensor>> = consts.iter().map(|t| t.as_ref()).collect();
-        let outs = kiln_ir::infer::infer(&node.op, &type_refs, &const_refs, node.outputs.len()).map_err(|e| e.in_node(name.clone()))?;
-        g.nodes[n].outputs = outs;
+        g.nodes[n].outputs = inferred?;
     }
     Ok(())
 }

@@ -314,3 +314,22 @@ fn fused_outputs_folded_to_constants_become_constants() {
 }"#;
     check(src, &[data(&[5, 4]), Tensor::new(vec![2], vec![2i64, 3]).unwrap()]);
 }
+
+#[test]
+fn shape_arithmetic_with_unknown_declared_types_folds() {
+    // As an unoptimized model declares it (-O0): the shape arithmetic's types are unknown
+    // until the input shape is, so folding must judge sizes from the re-inferred types.
+    let src = r#"graph g(%x: f32[3,4]) -> (%y: f32[*]) {
+  %0 = shape(%x) {start=0} : i64[2] "shape"
+  %1 = size(%0) : i64[] "rank"
+  @zero = i64[1] [0]
+  @one = i64[1] [1]
+  %2 = slice(%0, @zero, @one) : i64[?] "prefix"
+  %3 = sub(%1, @one) : i64[1] "count"
+  %4 = constant_of_shape(%3) {value=i64[1] [-1]} : i64[?] "suffix"
+  %5 = concat(%2, %4) {axis=0} : i64[?] "target"
+  %6 = reshape(%x, %5) {allowzero=false} : f32[*] "y"
+  return %6
+}"#;
+    check(src, &[data(&[3, 4])]);
+}
