@@ -74,9 +74,16 @@ fn matmul(g: &Gen, n: NodeId, q: bool, shape: &[usize]) -> Body {
     let kk = *as_.last().ok_or("matmul of a scalar")?;
     let m = if as_.len() >= 2 { as_[as_.len() - 2] } else { 1 };
     let ncols = if bs.len() >= 2 { bs[bs.len() - 1] } else { 1 };
+    let kb = if bs.len() >= 2 { bs[bs.len() - 2] } else { *bs.first().ok_or("matmul of a scalar")? };
+    if kb != kk {
+        return Err(format!("inner dims differ: A is {as_:?}, B is {bs:?}"));
+    }
     // Output coordinates: batch dims, then M (unless A is 1-D), then N (unless B is).
     let n_dims = (as_.len() >= 2) as usize + (bs.len() >= 2) as usize;
     let batch = r.checked_sub(n_dims).ok_or("the output rank does not fit the operands")?;
+    if as_.len().saturating_sub(2) > batch || bs.len().saturating_sub(2) > batch {
+        return Err("the output rank does not fit the operands".into());
+    }
     let bcast = |s: &[usize], keep: usize| -> Vec<String> {
         let nb = s.len() - keep;
         (0..nb).map(|j| if s[j] == 1 { "0".into() } else { format!("i{}", batch - nb + j) }).collect()
@@ -168,8 +175,8 @@ fn conv(g: &Gen, n: NodeId, q: bool, win: &Window, shape: &[usize]) -> Body {
     let groups = win.group.max(1) as usize;
     let (cpg, m) = (ws[1], shape[1]);
     let mpg = m / groups;
-    if mpg == 0 {
-        return Err(format!("{m} output channels do not fill {groups} groups"));
+    if mpg == 0 || cpg * groups != xs[1] || ws[0] != m || shape[0] != xs[0] {
+        return Err(format!("x {xs:?}, w {ws:?} and the output {shape:?} do not fit {groups} groups"));
     }
     let zx = match xzp {
         Some(z) => per(g, z, 1, "0", "x's zero point")?,

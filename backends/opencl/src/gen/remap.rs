@@ -124,6 +124,9 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
                 None => (0, xs.iter().product::<usize>()),
                 Some(a) => {
                     let a = norm_axis(*a, xs.len())?;
+                    if shape.len() != xs.len() {
+                        return Err("compress along an axis keeps the rank".into());
+                    }
                     (a, xs[a])
                 }
             };

@@ -117,6 +117,9 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
             if b >= q || b + k > ds.len() || is[..b] != ds[..b] {
                 return Err(format!("indices {is:?} do not fit data {ds:?} with {b} batch dims"));
             }
+            if shape.len() + b + k != q - 1 + ds.len() {
+                return Err(format!("the output rank {} does not fit indices {is:?} and data {ds:?}", shape.len()));
+            }
             if ds[b..b + k].contains(&0) && shape.iter().product::<usize>() > 0 {
                 return Err("gather_nd indexes an axis of size 0".into());
             }
