@@ -40,6 +40,8 @@ fn kind_words(op: &Op) -> Vec<&'static str> {
         Op::Conv { .. } => "conv",
         Op::Pool { .. } | Op::GlobalPool { .. } => "pool",
         Op::MatMul | Op::Gemm { .. } | Op::Einsum { .. } => "matmul",
+        Op::ConvInteger { .. } | Op::QLinearConv { .. } => "conv",
+        Op::MatMulInteger | Op::QLinearMatMul => "matmul",
         Op::Rnn { .. } => "recurrent",
         op if gen::elementwise_op(op) => "elementwise",
         op if gen::movement_op(op) => "movement",

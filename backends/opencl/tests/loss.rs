@@ -333,3 +333,34 @@ fn shape_arithmetic_with_unknown_declared_types_folds() {
 }"#;
     check(src, &[data(&[3, 4])]);
 }
+
+#[test]
+fn refuse_lists_name_these_ops_by_their_kind() {
+    let g = text::parse(
+        r#"graph g(%d: f32[3,4], %i: i64[2,2], %u: f32[2,2], %t: i64[3]) -> (%s: f32[3,4], %b: i32[3,4], %l: f32[]) {
+  %0 = scatter_elements(%d, %i, %u) {axis=1, reduction=add} : f32[3,4] "scatter"
+  %1 = bitcast(%0) {to=i32} : i32[3,4] "bits"
+  %2 = nll_loss(%d, %t) {reduction=mean} : f32[] "loss"
+  return %0, %1, %2
+}"#,
+        None,
+    )
+    .unwrap();
+    let node = |name: &str| g.node(*g.topo_order().unwrap().iter().find(|&&n| g.node(n).name == name).unwrap());
+    let supports = |refuse: &str, name: &str| OpenCl::new().refusing(refuse).supports(&kiln_backends::Kernel { node: node(name) });
+    assert!(!supports("movement", "scatter") && supports("elementwise,reduce", "scatter"));
+    assert!(!supports("elementwise", "bits") && supports("movement,reduce", "bits"));
+    assert!(!supports("reduce", "loss") && supports("movement,elementwise", "loss"));
+    assert!(!supports("nll_loss", "loss") && supports("", "loss"));
+    let q = text::parse(
+        r#"graph g(%a: u8[2,3], %b: u8[3,2]) -> (%y: i32[2,2]) {
+  %0 = matmul_integer(%a, %b) : i32[2,2] "mmi"
+  return %0
+}"#,
+        None,
+    )
+    .unwrap();
+    let mmi = q.node(*q.topo_order().unwrap().iter().find(|&&n| q.node(n).name == "mmi").unwrap());
+    assert!(!OpenCl::new().refusing("matmul").supports(&kiln_backends::Kernel { node: mmi }));
+    assert!(OpenCl::new().refusing("conv,reduce").supports(&kiln_backends::Kernel { node: mmi }));
+}

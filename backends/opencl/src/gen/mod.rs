@@ -345,12 +345,12 @@ pub fn generates(op: &Op) -> bool {
 
 /// Elementwise ops (for refuse lists).
 pub fn elementwise_op(op: &Op) -> bool {
-    elementwise::handles(op)
+    elementwise::handles(op) || bitcast::handles(op) || matches!(op, Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. })
 }
 
 /// Data-movement ops, and ops made of their coordinates (for refuse lists).
 pub fn movement_op(op: &Op) -> bool {
-    movement::handles(op) || indexed::handles(op)
+    movement::handles(op) || indexed::handles(op) || scatter::handles(op) || remap::handles(op)
 }
 
 /// A constant input's values as integers (Slice starts, Pad pads…), or an error naming it.
