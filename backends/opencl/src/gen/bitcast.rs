@@ -15,6 +15,10 @@ pub fn body(g: &Gen, n: NodeId, shape: &[usize]) -> Option<Body> {
     Some((|| {
         let x = g.graph.inputs_of(n).first().copied().flatten().ok_or("input 0 is missing")?;
         let from = g.dtype(x);
+        // Half values are computed as float, so their bits are not at hand here.
+        if [from, *to].iter().any(|d| matches!(d, DType::F16 | DType::BF16)) {
+            return Err(format!("bitcast between {from} and {to}: half types are computed as float"));
+        }
         if from.size() != to.size() {
             return Err(format!("bitcast needs types of one size: {from} and {to}"));
         }

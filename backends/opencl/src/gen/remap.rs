@@ -61,9 +61,8 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
             let depth = shape[a];
             let mut ic = out.clone();
             ic.remove(a);
-            let m = if g.fp64 { "double" } else { "float" };
             Ok(format!(
-                "  {m} x = trunc(({m}){idx}); if (x < 0) x += {depth}.0;\n  return (x >= 0 && x < {depth}.0 && x == ({m})i{a}) ? {on} : {off};",
+                "  M x = trunc((M){idx}); if (x < 0) x += {depth}.0;\n  return (x >= 0 && x < {depth}.0 && x == (M)i{a}) ? {on} : {off};",
                 idx = g.at(x, &ic),
                 on = g.at(values, &coords_of(&vs, 1)),
                 off = g.at(values, &coords_of(&vs, 0)),

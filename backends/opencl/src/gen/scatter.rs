@@ -25,8 +25,16 @@ fn input(ins: &[Option<Value>], i: usize) -> Result<Value, String> {
 }
 
 /// `r` combined with the update `u` (both C variables of storage type), as eval's
-/// `combine`: bools or/and, max and min take a NaN update.
-fn combine(r: ScatterReduction, d: DType) -> String {
+/// `combine`: bools or/and, max and min take a NaN update. Half types are computed as
+/// float, and eval rounds each sum or product to the half type: refused for those.
+fn combine(r: ScatterReduction, d: DType) -> Result<String, String> {
+    if matches!(d, DType::F16 | DType::BF16) && matches!(r, ScatterReduction::Add | ScatterReduction::Mul) {
+        return Err(format!("scatter with reduction {r} on {d} rounds every step"));
+    }
+    Ok(combine_as(r, d))
+}
+
+fn combine_as(r: ScatterReduction, d: DType) -> String {
     let nan = if d.is_float() { "u != u || " } else { "" };
     match (r, d) {
         (ScatterReduction::None, _) => "r = u;".into(),
@@ -76,7 +84,7 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
                 na = is[a],
                 norm = norm_index("t", &g.at(ind, &uc), ds[a]),
                 u = g.at(upd, &uc),
-                comb = combine(*reduction, dt),
+                comb = combine(*reduction, dt)?,
             ))
         }
         Op::ScatterNd { reduction } => {
@@ -107,7 +115,7 @@ fn body_inner(g: &Gen, n: NodeId, op: &Op, shape: &[usize]) -> Body {
                 here = g.at(data, &out),
                 split = delinearize(lead, "p", "m"),
                 u = g.at(upd, &uc),
-                comb = combine(*reduction, dt),
+                comb = combine(*reduction, dt)?,
             ))
         }
         Op::GatherNd { batch_dims } => {
