@@ -43,6 +43,8 @@ fn kind_words(op: &Op) -> Vec<&'static str> {
         Op::Conv { .. } | Op::ConvTranspose { .. } | Op::DeformConv { .. } => "conv",
         Op::Pool { .. } | Op::GlobalPool { .. } | Op::MaxUnpool { .. } => "pool",
         Op::MatMul | Op::Gemm { .. } | Op::Einsum { .. } => "matmul",
+        Op::ConvInteger { .. } | Op::QLinearConv { .. } => "conv",
+        Op::MatMulInteger | Op::QLinearMatMul => "matmul",
         Op::Rnn { .. } => "recurrent",
         Op::If { .. } | Op::Loop { .. } | Op::Scan { .. } => "flow",
         op if gen::elementwise_op(op) => "elementwise",

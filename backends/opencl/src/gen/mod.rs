@@ -9,16 +9,23 @@
 //! output's function, so a fused body becomes one kernel with no intermediate buffers.
 
 mod attention;
+mod bitcast;
 mod einsum;
 mod elementwise;
 mod indexed;
+mod loss;
 mod movement;
 mod nn;
+mod qlinear;
+mod quant;
 pub mod recurrent;
 mod reduce;
+mod remap;
 mod rotary;
 mod scan;
+mod scatter;
 mod spatial;
+mod topk;
 
 use kiln_ir::{DType, Graph, NodeId, Op, Value};
 use std::collections::HashMap;
@@ -361,6 +368,27 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
     if let Some(b) = spatial::body(g, n, k, shape) {
         return b;
     }
+    if let Some(b) = loss::body(g, n, k, shape) {
+        return b;
+    }
+    if let Some(b) = scatter::body(g, n, shape) {
+        return b;
+    }
+    if let Some(b) = remap::body(g, n, shape) {
+        return b;
+    }
+    if let Some(b) = topk::body(g, n, k, shape) {
+        return b;
+    }
+    if let Some(b) = bitcast::body(g, n, shape) {
+        return b;
+    }
+    if let Some(b) = quant::body(g, n, k, shape) {
+        return b;
+    }
+    if let Some(b) = qlinear::body(g, n, shape) {
+        return b;
+    }
     if recurrent::handles(&node.op) {
         return Err("a recurrent op is a kernel of its own, not part of a fused one".into());
     }
@@ -371,16 +399,23 @@ fn body(g: &Gen, n: NodeId, k: usize, shape: &[usize]) -> Body {
 /// when generating).
 pub fn generates(op: &Op) -> bool {
     elementwise::handles(op) || movement::handles(op) || reduce::handles(op) || nn::handles(op) || einsum::handles(op) || recurrent::handles(op) || indexed::handles(op) || scan::handles(op) || attention::handles(op) || rotary::handles(op) || spatial::handles(op)
+        || loss::handles(op)
+        || scatter::handles(op)
+        || remap::handles(op)
+        || topk::handles(op)
+        || bitcast::handles(op)
+        || quant::handles(op)
+        || qlinear::handles(op)
 }
 
 /// Elementwise ops (for refuse lists).
 pub fn elementwise_op(op: &Op) -> bool {
-    elementwise::handles(op)
+    elementwise::handles(op) || bitcast::handles(op) || matches!(op, Op::QuantizeLinear { .. } | Op::DequantizeLinear { .. })
 }
 
 /// Data-movement ops, and ops made of their coordinates (for refuse lists).
 pub fn movement_op(op: &Op) -> bool {
-    movement::handles(op) || indexed::handles(op)
+    movement::handles(op) || indexed::handles(op) || scatter::handles(op) || remap::handles(op)
 }
 
 /// A constant input's values as integers (Slice starts, Pad pads…), or an error naming it.

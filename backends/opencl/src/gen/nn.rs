@@ -23,12 +23,12 @@ fn input(ins: &[Option<Value>], i: usize) -> Result<Value, String> {
     ins.get(i).copied().flatten().ok_or_else(|| format!("input {i} is missing"))
 }
 
-fn attr(v: &[i64], i: usize, default: usize) -> usize {
+pub(super) fn attr(v: &[i64], i: usize, default: usize) -> usize {
     v.get(i).map(|&x| x.max(0) as usize).unwrap_or(default)
 }
 
 /// Begin padding of spatial dim `i`, as `ir`'s window geometry computes it.
-fn pad_begin(auto_pad: AutoPad, pads: &[i64], i: usize, input: usize, out: usize, stride: usize, extent: usize) -> usize {
+pub(super) fn pad_begin(auto_pad: AutoPad, pads: &[i64], i: usize, input: usize, out: usize, stride: usize, extent: usize) -> usize {
     match auto_pad {
         AutoPad::NotSet => attr(pads, i, 0),
         AutoPad::Valid => 0,
