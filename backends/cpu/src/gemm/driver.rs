@@ -5,7 +5,7 @@
 //! panel sits in L1), row tiles of up to 6.
 //! The tile grid is split between the pool's threads along its longer side.
 
-use super::pack::{pack_a, AlignedBuf, KC, MC};
+use super::pack::{pack_a, AlignedBuf, PackedA, KC, MC};
 use super::threads::Pool;
 use super::{
     Bias, Epilogue, Kernel, Kernels, PackedB, ShapeError, TileArgs, FLAG_BETA, FLAG_BIAS_COL,
@@ -186,6 +186,7 @@ impl<'b> Job<'b> {
             k,
             a: a.as_ptr(),
             lda,
+            a_packed: None,
             b,
             c: c.as_mut_ptr(),
             ldc,
@@ -242,6 +243,8 @@ pub(super) struct Job<'b> {
     pub k: usize,
     pub a: *const f32,
     pub lda: usize,
+    /// A packed whole ahead of the call (then `a` and `pack` are not used).
+    pub a_packed: Option<&'b PackedA>,
     pub b: Option<&'b PackedB>,
     pub c: *mut f32,
     pub ldc: usize,
@@ -324,7 +327,7 @@ impl Job<'_> {
         panels: std::ops::Range<usize>,
         panel: impl Fn(usize) -> *const f32,
     ) {
-        if self.pack {
+        if self.pack && self.a_packed.is_none() {
             let len = if self.k == 0 {
                 0
             } else {
@@ -341,7 +344,9 @@ impl Job<'_> {
             let cols = NR.min(self.n - j0);
             for r in (0..mc).step_by(MR) {
                 let i = i0 + r;
-                let (a_ptr, rs_a, cs_a) = if self.pack {
+                let (a_ptr, rs_a, cs_a) = if let Some(a) = self.a_packed {
+                    (a.tile(k0, kc, i), 1, MR)
+                } else if self.pack {
                     // SAFETY: the packed block holds mc rows rounded up to MR, kc deep.
                     (unsafe { packed.add(r * kc) }, 1, MR)
                 } else {
