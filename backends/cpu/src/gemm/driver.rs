@@ -5,6 +5,8 @@
 //! panel sits in L1), row tiles of up to 6.
 //! The tile grid is split between the pool's threads along its longer side.
 
+#[cfg(target_arch = "x86_64")]
+use super::narrow::NARROW_COLS;
 use super::pack::{pack_a, AlignedBuf, PackedA, KC, MC};
 use super::threads::Pool;
 use super::{
@@ -180,6 +182,7 @@ impl<'b> Job<'b> {
         }
         Ok(Some(Job {
             kernels: options.kernel.functions(),
+            narrow: options.kernel == Kernel::Avx2Fma,
             pack: options.pack_a,
             m,
             n,
@@ -237,6 +240,8 @@ pub(super) fn check_matrix(
 /// `b` is `None` when the caller packs B's panels per block ([`super::source`]).
 pub(super) struct Job<'b> {
     pub kernels: Kernels,
+    /// Edge panels of at most [`NARROW_COLS`] columns go to [`Job::narrow_tile`].
+    pub narrow: bool,
     pub pack: bool,
     pub m: usize,
     pub n: usize,
@@ -355,6 +360,13 @@ impl Job<'_> {
                     (unsafe { self.a.add(i * self.lda + k0) }, self.lda, 1)
                 };
                 let rows = MR.min(self.m - i);
+                #[cfg(target_arch = "x86_64")]
+                if self.narrow && cols <= NARROW_COLS && (rs_a, cs_a) == (1, MR) {
+                    // SAFETY: `narrow` is set only with the AVX2+FMA kernel (so the CPU
+                    // has both); the panels hold kc steps; the tile lies inside C.
+                    unsafe { self.narrow_tile(a_ptr, b, kc, i, rows, j0, cols, flags) };
+                    continue;
+                }
                 self.tile(s, a_ptr, rs_a, cs_a, b, kc, i, rows, j0, cols, flags);
             }
         }

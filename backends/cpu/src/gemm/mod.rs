@@ -12,6 +12,8 @@
 pub mod driver;
 pub mod kernel_x86;
 pub mod module;
+#[cfg(target_arch = "x86_64")]
+mod narrow;
 pub mod pack;
 pub mod portable;
 pub mod source;
