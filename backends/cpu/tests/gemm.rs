@@ -232,6 +232,8 @@ const SMALL: &[(usize, usize, usize)] = &[
     (31, 47, 513),
     (3, 20, 77),
     (10, 40, 1030),
+    // A last panel of 2 columns with an odd depth (the narrow edge path's tail step).
+    (9, 18, 71),
 ];
 
 #[test]

@@ -1,24 +1,22 @@
-//! The last column panel when it holds only 1 or 2 of its 16 columns (a 7×7 output's 49
-//! positions are 3 panels and 1 column; 17×17's 289 are 18 and 1): the 6×16 kernel would
+//! The last column panel when it holds only 1 to 4 of its 16 columns (a 7×7 output's 49
+//! positions are 3 panels and 1 column, 14×14's 196 are 12 and 4): the 6×16 kernel would
 //! spend a whole panel's work, a quarter of a 7×7 conv, on them. Here each column is a
 //! dot product of the packed A panel (6 rows per k step) with the column of B: one 6-lane
-//! FMA per k step, in 4 partial sums, then the epilogue in the kernel's order.
+//! FMA per column and k step, then the epilogue in the kernel's order.
 
 use super::driver::Job;
 use super::{FLAG_BETA, FLAG_BIAS_COL, FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR};
 
 /// Most columns worth taking off the kernel.
-pub(super) const NARROW_COLS: usize = 2;
+pub(super) const NARROW_COLS: usize = 4;
 
 impl Job<'_> {
-    /// Rows `i..i + rows` × columns `j..j + cols` (`cols ≤ NARROW_COLS`) of one k block:
+    /// Rows `i..i + rows` × columns `j..j + cols` (1 ≤ `cols` ≤ NARROW_COLS) of one k block:
     /// `a` is a packed A panel (`kc` groups of [`MR`] floats), `b` a B panel.
     ///
     /// # Safety
     /// AVX2 and FMA must be available; `a` and `b` hold `kc` steps; (i, j) and the
     /// rows × cols block lie inside C (and the residual and bias when flagged).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx2,fma")]
     #[allow(clippy::too_many_arguments)]
     pub(super) unsafe fn narrow_tile(
         &self,
@@ -31,31 +29,14 @@ impl Job<'_> {
         cols: usize,
         flags: u64,
     ) {
-        use std::arch::x86_64::*;
-        // Lanes 0..6 of a k step's A; the two past it may lie outside the buffer.
-        let six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
-        for jj in 0..cols {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            let col = b.add(jj);
-            let mut kk = 0;
-            while kk + 4 <= kc {
-                for (u, sum) in acc.iter_mut().enumerate() {
-                    let av = _mm256_maskload_ps(a.add((kk + u) * MR), six);
-                    let bv = _mm256_broadcast_ss(&*col.add((kk + u) * NR));
-                    *sum = _mm256_fmadd_ps(av, bv, *sum);
-                }
-                kk += 4;
-            }
-            while kk < kc {
-                let av = _mm256_maskload_ps(a.add(kk * MR), six);
-                let bv = _mm256_broadcast_ss(&*col.add(kk * NR));
-                acc[0] = _mm256_fmadd_ps(av, bv, acc[0]);
-                kk += 1;
-            }
-            let total = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
-            let mut v = [0.0f32; 8];
-            _mm256_storeu_ps(v.as_mut_ptr(), total);
-            for (r, &x) in v[..rows].iter().enumerate() {
+        let sums = match cols {
+            1 => dots::<1>(a, b, kc),
+            2 => dots::<2>(a, b, kc),
+            3 => dots::<3>(a, b, kc),
+            _ => dots::<4>(a, b, kc),
+        };
+        for (jj, col) in sums.iter().enumerate().take(cols) {
+            for (r, &x) in col[..rows].iter().enumerate() {
                 self.finish(i + r, j + jj, x, flags);
             }
         }
@@ -90,5 +71,55 @@ impl Job<'_> {
             };
         }
         *c = v;
+    }
+}
+
+/// The first `C` columns of the B panel `b` times the A panel `a` over `kc` steps: per k
+/// step one load of A's 6 rows, then one broadcast and FMA per column, in two partial
+/// sums per column (the FMA latency).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `a` and `b` hold `kc` steps.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots<const C: usize>(a: *const f32, b: *const f32, kc: usize) -> [[f32; 8]; 4] {
+    use std::arch::x86_64::*;
+    // Lanes 0..6 of a k step's A; the two past it may lie outside the buffer.
+    let six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    let mut even = [_mm256_setzero_ps(); C];
+    let mut odd = [_mm256_setzero_ps(); C];
+    let mut kk = 0;
+    while kk + 2 <= kc {
+        step(a, b, kk, six, &mut even);
+        step(a, b, kk + 1, six, &mut odd);
+        kk += 2;
+    }
+    if kk < kc {
+        step(a, b, kk, six, &mut even);
+    }
+    let mut out = [[0.0f32; 8]; 4];
+    for jj in 0..C {
+        _mm256_storeu_ps(out[jj].as_mut_ptr(), _mm256_add_ps(even[jj], odd[jj]));
+    }
+    out
+}
+
+/// One k step of [`dots`] into `acc`.
+///
+/// # Safety
+/// As [`dots`], with `kk < kc`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn step<const C: usize>(
+    a: *const f32,
+    b: *const f32,
+    kk: usize,
+    six: std::arch::x86_64::__m256i,
+    acc: &mut [std::arch::x86_64::__m256; C],
+) {
+    use std::arch::x86_64::*;
+    let av = _mm256_maskload_ps(a.add(kk * MR), six);
+    for (jj, sum) in acc.iter_mut().enumerate() {
+        let bv = _mm256_broadcast_ss(&*b.add(kk * NR + jj));
+        *sum = _mm256_fmadd_ps(av, bv, *sum);
     }
 }
