@@ -181,6 +181,10 @@ pub(crate) fn valid_range(out: usize, s: usize, off: isize, input: usize) -> (us
     (lo.min(out), hi.min(out).max(lo.min(out)))
 }
 
+/// Kernel taps (kh × kw) up to which the vector copy keeps its per-tap table on the
+/// stack (11×11 and larger kernels take the portable copy).
+const MAX_TABLE_TAPS: usize = 64;
+
 /// Whether this CPU has AVX-512F (checked once; std caches the answer).
 fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -202,7 +206,7 @@ pub(crate) struct Patches<'a> {
     /// Per kernel column j: the output columns whose tap j lies inside the input width.
     cols: Vec<(usize, usize)>,
     /// Stride-1 and stride-2 runs copied with AVX-512 masked loads and stores (the CPU
-    /// has them).
+    /// has them, and the kernel has at most [`MAX_TABLE_TAPS`] taps).
     vector: bool,
 }
 
@@ -219,7 +223,7 @@ impl<'a> Patches<'a> {
             g,
             x,
             cols,
-            vector: vector && (g.sw == 1 || g.sw == 2) && avx512(),
+            vector: vector && (g.sw == 1 || g.sw == 2) && g.kh * g.kw <= MAX_TABLE_TAPS && avx512(),
         })
     }
 
@@ -304,7 +308,6 @@ impl Patches<'_> {
         use std::arch::x86_64::*;
         let g = self.g;
         let taps = g.kh * g.kw;
-        let (mut ci, mut i, mut j) = (k0 / taps, k0 % taps / g.kw, k0 % g.kw);
         let plane = g.h * g.w;
         let lanes_below = |n: usize| ((1u32 << n) - 1) as __mmask16;
         let store = lanes_below(len);
@@ -312,41 +315,48 @@ impl Patches<'_> {
         let evens_below = |n: usize| (((1u64 << (2 * n)) - 1) & 0x5555_5555) as u32;
         let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
         let x = self.x.as_ptr();
-        for kk in 0..kc {
-            let d = out.as_mut_ptr().add(kk * NR);
+        // Per kernel tap (row i, column j): where lane 0 reads in a channel's plane, and
+        // which input columns are read (none: a padding row, written as zeros). The same
+        // for every channel, so each row of the panel is one load and one store.
+        let mut table = [(0isize, 0u32); MAX_TABLE_TAPS];
+        for (t, entry) in table[..taps].iter_mut().enumerate() {
+            let (i, j) = (t / g.kw, t % g.kw);
             let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
             let (lo, hi) = self.cols[j];
             let a = lo.clamp(ow0, ow0 + len) - ow0;
             let b = hi.clamp(ow0, ow0 + len) - ow0;
-            let v = if ih < 0 || ih as usize >= g.h || a >= b {
-                _mm512_setzero_ps()
+            if ih < 0 || ih as usize >= g.h || a >= b {
+                continue;
+            }
+            // Lane l reads input column (ow0 + l)·sw + j·dw − pw; the address of lane 0 may
+            // lie outside the row (its lane is masked off).
+            let lane0 = (ih as usize * g.w + ow0 * g.sw + j * g.dw) as isize - g.pw as isize;
+            let read = if g.sw == 1 {
+                (lanes_below(b) & !lanes_below(a)) as u32
             } else {
-                // Lanes a..b, lane l from input column (ow0 + l) + j·dw − pw; the address
-                // of lane 0 may lie outside the row (its lane is masked off).
-                let row = ci * plane + ih as usize * g.w;
-                let lane0 = (row + ow0 * g.sw + j * g.dw) as isize - g.pw as isize;
-                let src = x.wrapping_offset(lane0);
-                if g.sw == 1 {
-                    let read = lanes_below(b) & !lanes_below(a);
-                    _mm512_maskz_loadu_ps(read, src)
-                } else {
-                    // Stride 2: the 32 columns from lane 0's, the even ones of a..b read,
-                    // then the even columns gathered into the 16 lanes.
-                    let read = evens_below(b) & !evens_below(a);
-                    let lo = _mm512_maskz_loadu_ps(read as __mmask16, src);
-                    let hi = _mm512_maskz_loadu_ps((read >> 16) as __mmask16, src.wrapping_add(16));
-                    _mm512_permutex2var_ps(lo, evens, hi)
-                }
+                evens_below(b) & !evens_below(a)
+            };
+            *entry = (lane0, read);
+        }
+        let (mut ci, mut t) = (k0 / taps, k0 % taps);
+        for kk in 0..kc {
+            let d = out.as_mut_ptr().add(kk * NR);
+            let (lane0, read) = table[t];
+            let src = x.wrapping_offset((ci * plane) as isize + lane0);
+            let v = if g.sw == 1 {
+                _mm512_maskz_loadu_ps(read as __mmask16, src)
+            } else {
+                // Stride 2: the 32 columns from lane 0's, the even ones of a..b read, then
+                // the even columns gathered into the 16 lanes.
+                let lo = _mm512_maskz_loadu_ps(read as __mmask16, src);
+                let hi = _mm512_maskz_loadu_ps((read >> 16) as __mmask16, src.wrapping_add(16));
+                _mm512_permutex2var_ps(lo, evens, hi)
             };
             _mm512_mask_storeu_ps(d, store, v);
-            j += 1;
-            if j == g.kw {
-                j = 0;
-                i += 1;
-                if i == g.kh {
-                    i = 0;
-                    ci += 1;
-                }
+            t += 1;
+            if t == taps {
+                t = 0;
+                ci += 1;
             }
         }
     }
