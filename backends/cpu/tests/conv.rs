@@ -1,13 +1,16 @@
 //! Convolution on the CPU device (patches packed straight into the GEMM's panels) against
 //! REFERENCE (`ir::eval`): pads (symmetric, asymmetric, auto), strides 1 and 2, dilation,
 //! groups, 1-D, batches, depths that are not a multiple of 16, sizes that cut into several
-//! k blocks, position chunks and row parts, and the fused bias + residual + relu epilogue.
+//! k blocks, position chunks and row parts, and the fused bias + residual + relu epilogue;
+//! each case on the detected kernel and on the portable one (which also copies patches
+//! without vector masks).
 //!
 //! Tolerance (as tests/gemm.rs): f32 sums in another order differ by about
 //! K·eps·Σ|w||x|; we allow 1e-5 · (Σ|w||x| + |bias| + |residual| + 1e-6), with Σ|w||x|
 //! computed by the reference as the convolution of |x| with |w|.
 
 use kiln_backends::{Backend, CompileOptions, Program};
+use kiln_cpu::gemm::Kernel;
 use kiln_cpu::Cpu;
 use kiln_ir::{AutoPad, BinaryOp, DType, Graph, Op, Tensor, TensorType, UnaryOp};
 
@@ -170,25 +173,28 @@ fn check(c: &Case, seed: u64) -> Vec<String> {
     kiln_ir::verify(&g).unwrap();
     let want = kiln_ir::eval::run_graph(&g, &inputs).unwrap();
     let bound = kiln_ir::eval::run_graph(&c.bare(), &[abs(&inputs[0]), abs(&wt)]).unwrap();
-    let exe = Cpu::new()
-        .compile(&Program::new(g.clone()), &CompileOptions::default())
-        .unwrap();
-    let got = exe.run(&inputs, None).unwrap();
-    assert_eq!(got[0].shape(), want[0].shape(), "{c:?}");
-    let (a, b) = (
-        got[0].as_slice::<f32>().unwrap(),
-        want[0].as_slice::<f32>().unwrap(),
-    );
-    let bound = bound[0].as_slice::<f32>().unwrap();
-    let r = residual.as_ref().map(|r| r.as_slice::<f32>().unwrap());
-    for (i, (x, y)) in a.iter().zip(b).enumerate() {
-        // |bias| ≤ 1 (uniform in [-1, 1]).
-        let terms = 1.0 + r.map_or(0.0, |r| r[i].abs());
-        let tol = 1e-5 * (bound[i] + terms + 1e-6);
-        assert!(
-            (x - y).abs() <= tol,
-            "{c:?}: element {i} is {x}, expected {y} (tolerance {tol})"
+    // The detected kernel (with this CPU's vector patch copies) and the portable one.
+    for cpu in [Cpu::new(), Cpu::with_kernel(Kernel::Portable)] {
+        let exe = cpu
+            .compile(&Program::new(g.clone()), &CompileOptions::default())
+            .unwrap();
+        let got = exe.run(&inputs, None).unwrap();
+        assert_eq!(got[0].shape(), want[0].shape(), "{c:?}");
+        let (a, b) = (
+            got[0].as_slice::<f32>().unwrap(),
+            want[0].as_slice::<f32>().unwrap(),
         );
+        let bound = bound[0].as_slice::<f32>().unwrap();
+        let r = residual.as_ref().map(|r| r.as_slice::<f32>().unwrap());
+        for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            // |bias| ≤ 1 (uniform in [-1, 1]).
+            let terms = 1.0 + r.map_or(0.0, |r| r[i].abs());
+            let tol = 1e-5 * (bound[i] + terms + 1e-6);
+            assert!(
+                (x - y).abs() <= tol,
+                "{c:?}: element {i} is {x}, expected {y} (tolerance {tol})"
+            );
+        }
     }
     kiln_cpu::program::compile(&g).unwrap().kinds()
 }

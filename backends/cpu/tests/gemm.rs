@@ -1,14 +1,16 @@
 //! The GEMM against a naive triple loop in f64, over awkward and real shapes, every
 //! epilogue, beta 0 and 1, both kernels, packed and in-place A, one thread and the pool;
 //! each case twice: B packed whole (`gemm_with`) and B packed per block by the caller
-//! (`gemm_source` with `RowMajor`, the path of 1×1 convolutions).
+//! (`gemm_source` with `RowMajor`, the path of 1×1 convolutions), the latter also with A
+//! packed whole ahead of the call (`gemm_source_packed`, constant convolution weights).
 //!
 //! Tolerance: f32 sums in another order differ by about k·eps·Σ|a||b|; we allow
 //! 1e-5 · (Σ|a||b| + |every added term|), which also covers the fused additions.
 
 use kiln_cpu::gemm::threads::Pool;
 use kiln_cpu::gemm::{
-    gemm, gemm_source, gemm_with, Bias, Epilogue, Kernel, Options, PackedB, RowMajor,
+    gemm, gemm_source, gemm_source_packed, gemm_with, Bias, Epilogue, Kernel, Options, PackedA,
+    PackedB, RowMajor,
 };
 
 struct Rng(u64);
@@ -106,7 +108,23 @@ fn check(case: Case, options: &Options, pad: usize) {
         &epilogue,
     )
     .unwrap();
-    for (path, c) in [("packed B", &c), ("B per block", &c_source)] {
+    let mut c_packed_a = c0.clone();
+    gemm_source_packed(
+        options,
+        &PackedA::new(m, k, &a, lda).unwrap(),
+        n,
+        &RowMajor::new(&b, k, n, ldb).unwrap(),
+        &mut c_packed_a,
+        ldc,
+        case.accumulate,
+        &epilogue,
+    )
+    .unwrap();
+    for (path, c) in [
+        ("packed B", &c),
+        ("B per block", &c_source),
+        ("A packed ahead, B per block", &c_packed_a),
+    ] {
         verify(
             case,
             options,
@@ -214,6 +232,8 @@ const SMALL: &[(usize, usize, usize)] = &[
     (31, 47, 513),
     (3, 20, 77),
     (10, 40, 1030),
+    // A last panel of 2 columns with an odd depth (the narrow edge path's tail step).
+    (9, 18, 71),
 ];
 
 #[test]

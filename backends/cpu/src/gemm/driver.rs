@@ -5,7 +5,9 @@
 //! panel sits in L1), row tiles of up to 6.
 //! The tile grid is split between the pool's threads along its longer side.
 
-use super::pack::{pack_a, AlignedBuf, KC, MC};
+#[cfg(target_arch = "x86_64")]
+use super::narrow::NARROW_COLS;
+use super::pack::{pack_a, AlignedBuf, PackedA, KC, MC};
 use super::threads::Pool;
 use super::{
     Bias, Epilogue, Kernel, Kernels, PackedB, ShapeError, TileArgs, FLAG_BETA, FLAG_BIAS_COL,
@@ -180,12 +182,14 @@ impl<'b> Job<'b> {
         }
         Ok(Some(Job {
             kernels: options.kernel.functions(),
+            narrow: options.kernel == Kernel::Avx2Fma,
             pack: options.pack_a,
             m,
             n,
             k,
             a: a.as_ptr(),
             lda,
+            a_packed: None,
             b,
             c: c.as_mut_ptr(),
             ldc,
@@ -236,12 +240,16 @@ pub(super) fn check_matrix(
 /// `b` is `None` when the caller packs B's panels per block ([`super::source`]).
 pub(super) struct Job<'b> {
     pub kernels: Kernels,
+    /// Edge panels of at most [`NARROW_COLS`] columns go to [`Job::narrow_tile`].
+    pub narrow: bool,
     pub pack: bool,
     pub m: usize,
     pub n: usize,
     pub k: usize,
     pub a: *const f32,
     pub lda: usize,
+    /// A packed whole ahead of the call (then `a` and `pack` are not used).
+    pub a_packed: Option<&'b PackedA>,
     pub b: Option<&'b PackedB>,
     pub c: *mut f32,
     pub ldc: usize,
@@ -324,7 +332,7 @@ impl Job<'_> {
         panels: std::ops::Range<usize>,
         panel: impl Fn(usize) -> *const f32,
     ) {
-        if self.pack {
+        if self.pack && self.a_packed.is_none() {
             let len = if self.k == 0 {
                 0
             } else {
@@ -341,7 +349,9 @@ impl Job<'_> {
             let cols = NR.min(self.n - j0);
             for r in (0..mc).step_by(MR) {
                 let i = i0 + r;
-                let (a_ptr, rs_a, cs_a) = if self.pack {
+                let (a_ptr, rs_a, cs_a) = if let Some(a) = self.a_packed {
+                    (a.tile(k0, kc, i), 1, MR)
+                } else if self.pack {
                     // SAFETY: the packed block holds mc rows rounded up to MR, kc deep.
                     (unsafe { packed.add(r * kc) }, 1, MR)
                 } else {
@@ -350,6 +360,13 @@ impl Job<'_> {
                     (unsafe { self.a.add(i * self.lda + k0) }, self.lda, 1)
                 };
                 let rows = MR.min(self.m - i);
+                #[cfg(target_arch = "x86_64")]
+                if self.narrow && cols <= NARROW_COLS && (rs_a, cs_a) == (1, MR) {
+                    // SAFETY: `narrow` is set only with the AVX2+FMA kernel (so the CPU
+                    // has both); the panels hold kc steps; the tile lies inside C.
+                    unsafe { self.narrow_tile(a_ptr, b, kc, i, rows, j0, cols, flags) };
+                    continue;
+                }
                 self.tile(s, a_ptr, rs_a, cs_a, b, kc, i, rows, j0, cols, flags);
             }
         }

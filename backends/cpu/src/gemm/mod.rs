@@ -12,6 +12,8 @@
 pub mod driver;
 pub mod kernel_x86;
 pub mod module;
+#[cfg(target_arch = "x86_64")]
+mod narrow;
 pub mod pack;
 pub mod portable;
 pub mod source;
@@ -20,8 +22,8 @@ pub mod threads;
 pub use driver::{gemm, gemm_with, Options};
 pub use kernel_x86::{MR, NR};
 pub use module::{microkernels, Isa, Kernel, Kernels, Microkernel};
-pub use pack::PackedB;
-pub use source::{gemm_source, PanelSource, RowMajor};
+pub use pack::{PackedA, PackedB};
+pub use source::{gemm_source, gemm_source_packed, PanelSource, RowMajor};
 
 /// Add the tile's old contents of C (beta = 1).
 pub const FLAG_BETA: u64 = 1;

@@ -187,6 +187,60 @@ impl PackedB {
     }
 }
 
+/// A (m×k) packed whole, once, into the layout the kernel reads fastest: k blocks of
+/// [`block_depth`]`(k)` (as the driver cuts k), each block into panels of [`MR`] rows stored
+/// k-major (`kc` groups of 6 floats), the last panel padded with zero rows. Convolution
+/// weights are packed like this when the program is compiled: read in place, a row tile
+/// walks 6 rows up to 18 KiB apart (resnet's 3×3 512→512 weights: 9 MB streamed from
+/// memory per call), packed it reads one contiguous run.
+pub struct PackedA {
+    m: usize,
+    k: usize,
+    data: AlignedBuf,
+}
+
+impl PackedA {
+    /// Packs a row-major m×k matrix with row stride `lda` (`a[i*lda + p]`).
+    pub fn new(m: usize, k: usize, a: &[f32], lda: usize) -> Result<Self, ShapeError> {
+        super::driver::check_matrix("A", a, m, k, lda)?;
+        let rows = m.div_ceil(MR) * MR;
+        let len = rows
+            .checked_mul(k)
+            .ok_or_else(|| ShapeError(format!("A of {m}×{k} is too large to pack")))?;
+        let mut data = AlignedBuf::zeroed(len);
+        let out = data.as_mut_slice();
+        let block = block_depth(k);
+        for k0 in (0..k).step_by(block) {
+            let kc = block.min(k - k0);
+            pack_a(a, lda, m, 0, m, k0, kc, &mut out[k0 * rows..]);
+        }
+        Ok(PackedA { m, k, data })
+    }
+
+    pub fn m(&self) -> usize {
+        self.m
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The packed floats (at least m×k of them).
+    pub fn as_slice(&self) -> &[f32] {
+        self.data.as_slice()
+    }
+
+    /// Start of the panel holding row `i` (a multiple of [`MR`]) in the k block starting
+    /// at `k0` of depth `kc`; the kernel reads it with `rs_a = 1`, `cs_a = MR`.
+    pub(crate) fn tile(&self, k0: usize, kc: usize, i: usize) -> *const f32 {
+        debug_assert!(i % MR == 0 && i < self.m);
+        let off = k0 * self.m.div_ceil(MR) * MR + i * kc;
+        debug_assert!(off + MR * kc <= self.data.len());
+        // SAFETY: in bounds by construction of the layout.
+        unsafe { self.data.as_slice().as_ptr().add(off) }
+    }
+}
+
 /// Packs rows `i0..i0+mc` and columns `k0..k0+kc` of row-major A into `MR`-row panels,
 /// each k-major (`kc` groups of 6 floats), padding missing rows with zeros.
 #[allow(clippy::too_many_arguments)]

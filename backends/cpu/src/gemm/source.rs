@@ -8,7 +8,7 @@
 //! for the block), row blocks of [`MC`], panels, row tiles.
 
 use super::driver::{Job, Options, SCRATCH};
-use super::pack::{block_depth, AlignedBuf, MC};
+use super::pack::{block_depth, AlignedBuf, PackedA, MC};
 use super::{Epilogue, ShapeError, MR, NR};
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -80,6 +80,48 @@ pub fn gemm_source(
     let Some(job) = Job::new(options, m, k, n, a, lda, None, c, ldc, accumulate, epilogue)? else {
         return Ok(());
     };
+    run_source(options, &job, b)
+}
+
+/// [`gemm_source`] with A packed ahead of the call ([`PackedA`]: convolution weights,
+/// packed when the program is compiled).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_source_packed(
+    options: &Options,
+    a: &PackedA,
+    n: usize,
+    b: &dyn PanelSource,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+    epilogue: &Epilogue,
+) -> Result<(), ShapeError> {
+    let (m, k) = (a.m(), a.k());
+    // The packed buffer holds at least m×k floats, which is all the check needs; the
+    // kernels read the panels through `a_packed`.
+    let Some(mut job) = Job::new(
+        options,
+        m,
+        k,
+        n,
+        a.as_slice(),
+        k,
+        None,
+        c,
+        ldc,
+        accumulate,
+        epilogue,
+    )?
+    else {
+        return Ok(());
+    };
+    job.a_packed = Some(a);
+    run_source(options, &job, b)
+}
+
+/// The chunks of one GEMM over the pool.
+fn run_source(options: &Options, job: &Job, b: &dyn PanelSource) -> Result<(), ShapeError> {
+    let (m, k, n) = (job.m, job.k, job.n);
     let panels = n.div_ceil(NR);
     let m_tiles = m.div_ceil(MR);
     let threads = match options.pool {
@@ -90,7 +132,13 @@ pub fn gemm_source(
     // fewer than MIN_CHUNK_PANELS panels per chunk, since every chunk reads all of A.
     let chunk_panels =
         (panels / (threads * UNITS_PER_THREAD)).clamp(MIN_CHUNK_PANELS, CHUNK_PANELS);
-    let chunks = panels.div_ceil(chunk_panels);
+    let mut chunks = panels.div_ceil(chunk_panels);
+    // Few chunks leave the counter little to even out: a whole number per thread, of
+    // equal sizes (13 panels of a 14×14 output as 4, 4, 4, 1 kept one thread busy for 8
+    // panels and the other for 5; as 3, 3, 3, 4 it is 7 and 6).
+    if chunks >= threads && chunks < threads * UNITS_PER_THREAD {
+        chunks = chunks.next_multiple_of(threads).min(panels);
+    }
     // Fewer chunks than threads (a late layer: few positions, many channels): B is small,
     // so the caller packs all of it once, and the threads share it, taking row parts from
     // the counter (a late thread leaves its share to the other).
@@ -118,7 +166,7 @@ pub fn gemm_source(
                 }
                 let (t0, t1) = (m_tiles * part / parts, m_tiles * (part + 1) / parts);
                 run_unit(
-                    &job,
+                    job,
                     Panels::Packed(base.at(), panels),
                     t0 * MR..(t1 * MR).min(m),
                     0..panels,
@@ -137,9 +185,8 @@ pub fn gemm_source(
         if chunk >= chunks {
             return;
         }
-        let p0 = chunk * chunk_panels;
-        let p1 = (p0 + chunk_panels).min(panels);
-        run_unit(&job, Panels::Source(b), 0..m, p0..p1);
+        let (p0, p1) = (panels * chunk / chunks, panels * (chunk + 1) / chunks);
+        run_unit(job, Panels::Source(b), 0..m, p0..p1);
     };
     match options.pool {
         Some(pool) if threads > 1 && chunks > 1 => pool.run(&work),

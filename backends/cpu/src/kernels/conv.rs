@@ -10,7 +10,10 @@ use super::depthwise;
 use super::epilogue::Epilogue;
 use super::im2col::{Attrs, Geometry, Patches};
 use crate::device::Ctx;
-use crate::gemm::{gemm_source, Bias, Epilogue as GemmEpilogue, PanelSource, RowMajor};
+use crate::gemm::{
+    gemm_source, gemm_source_packed, Bias, Epilogue as GemmEpilogue, Kernel, PackedA, PanelSource,
+    RowMajor,
+};
 use crate::program::Arg;
 use kiln_ir::{AutoPad, DType, Graph, IrError, NodeId, Op, Result, Tensor, Value};
 use std::collections::HashMap;
@@ -29,6 +32,30 @@ pub(crate) struct Conv {
     epi: Epilogue,
     /// Known at compile time: one channel per group.
     depthwise: bool,
+    /// Constant weights packed at compile time, one matrix per group (empty: W is read
+    /// in place, as run-time weights are).
+    packed: Vec<PackedA>,
+}
+
+/// Constant weights `[M, C/group, kernel…]` packed per group as the GEMM's A; empty when
+/// they are not f32 or their shape does not divide into groups (the run then reads W in
+/// place, or declines).
+fn pack_weights(w: &Tensor, group: usize) -> Vec<PackedA> {
+    let (Ok(wv), [m, ..]) = (w.as_slice::<f32>(), w.shape()) else {
+        return Vec::new();
+    };
+    if w.rank() < 3 || group == 0 || m % group != 0 {
+        return Vec::new();
+    }
+    let mg = m / group;
+    let k: usize = w.shape()[1..].iter().product();
+    let packed: Option<Vec<PackedA>> = (0..group)
+        .map(|gi| {
+            let wg = wv.get(gi * mg * k..(gi + 1) * mg * k)?;
+            PackedA::new(mg, k, wg, k).ok()
+        })
+        .collect();
+    packed.unwrap_or_default()
 }
 
 fn input_index(arg: Option<&Arg>) -> Option<usize> {
@@ -71,6 +98,10 @@ impl Conv {
         let depthwise = w_shape
             .as_ref()
             .is_some_and(|s| s.len() >= 2 && s[1] == 1 && s[0] as i64 == *group);
+        let packed = match w_const {
+            Some(w) if !depthwise => pack_weights(w, usize::try_from(*group).ok()?),
+            _ => Vec::new(),
+        };
         Some(Conv {
             auto_pad: *auto_pad,
             dilations: dilations.clone(),
@@ -86,6 +117,7 @@ impl Conv {
             },
             epi,
             depthwise,
+            packed,
         })
     }
 
@@ -180,7 +212,7 @@ impl Conv {
                         };
                         &row_major
                     } else {
-                        patches = Patches::new(&g, xg)?;
+                        patches = Patches::new(&g, xg, ctx.kernel == Kernel::Avx2Fma)?;
                         &patches
                     };
                     let rows = (b * m + gi * mg) * p..(b * m + (gi + 1) * mg) * p;
@@ -192,19 +224,33 @@ impl Conv {
                         clip: self.epi.clip,
                     };
                     let wg = wv.get(gi * mg * k..(gi + 1) * mg * k)?;
-                    if let Err(e) = gemm_source(
-                        &ctx.gemm(),
-                        mg,
-                        wg,
-                        k,
-                        k,
-                        p,
-                        source,
-                        &mut out[rows],
-                        p,
-                        false,
-                        &epi,
-                    ) {
+                    let options = ctx.gemm();
+                    let done = match self.packed.get(gi) {
+                        Some(a) if a.m() == mg && a.k() == k => gemm_source_packed(
+                            &options,
+                            a,
+                            p,
+                            source,
+                            &mut out[rows],
+                            p,
+                            false,
+                            &epi,
+                        ),
+                        _ => gemm_source(
+                            &options,
+                            mg,
+                            wg,
+                            k,
+                            k,
+                            p,
+                            source,
+                            &mut out[rows],
+                            p,
+                            false,
+                            &epi,
+                        ),
+                    };
+                    if let Err(e) = done {
                         return Some(Err(IrError::msg(e.to_string())));
                     }
                 }

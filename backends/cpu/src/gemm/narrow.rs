@@ -1,0 +1,125 @@
+//! The last column panel when it holds only 1 to 4 of its 16 columns (a 7×7 output's 49
+//! positions are 3 panels and 1 column, 14×14's 196 are 12 and 4): the 6×16 kernel would
+//! spend a whole panel's work, a quarter of a 7×7 conv, on them. Here each column is a
+//! dot product of the packed A panel (6 rows per k step) with the column of B: one 6-lane
+//! FMA per column and k step, then the epilogue in the kernel's order.
+
+use super::driver::Job;
+use super::{FLAG_BETA, FLAG_BIAS_COL, FLAG_BIAS_ROW, FLAG_CLIP, FLAG_RESIDUAL, MR, NR};
+
+/// Most columns worth taking off the kernel.
+pub(super) const NARROW_COLS: usize = 4;
+
+impl Job<'_> {
+    /// Rows `i..i + rows` × columns `j..j + cols` (1 ≤ `cols` ≤ NARROW_COLS) of one k block:
+    /// `a` is a packed A panel (`kc` groups of [`MR`] floats), `b` a B panel.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `a` and `b` hold `kc` steps; (i, j) and the
+    /// rows × cols block lie inside C (and the residual and bias when flagged).
+    #[allow(clippy::too_many_arguments)]
+    pub(super) unsafe fn narrow_tile(
+        &self,
+        a: *const f32,
+        b: *const f32,
+        kc: usize,
+        i: usize,
+        rows: usize,
+        j: usize,
+        cols: usize,
+        flags: u64,
+    ) {
+        let sums = match cols {
+            1 => dots::<1>(a, b, kc),
+            2 => dots::<2>(a, b, kc),
+            3 => dots::<3>(a, b, kc),
+            _ => dots::<4>(a, b, kc),
+        };
+        for (jj, col) in sums.iter().enumerate().take(cols) {
+            for (r, &x) in col[..rows].iter().enumerate() {
+                self.finish(i + r, j + jj, x, flags);
+            }
+        }
+    }
+
+    /// Writes one element of C as the kernel's epilogue would: C added when accumulating,
+    /// then the bias, the residual and the clip (NaN stays NaN).
+    ///
+    /// # Safety
+    /// (i, j) lies inside C, and inside the residual and the bias when flagged.
+    unsafe fn finish(&self, i: usize, j: usize, mut v: f32, flags: u64) {
+        let c = self.c.add(i * self.ldc + j);
+        if flags & FLAG_BETA != 0 {
+            v += *c;
+        }
+        if flags & FLAG_BIAS_COL != 0 {
+            v += *self.bias.add(j);
+        }
+        if flags & FLAG_BIAS_ROW != 0 {
+            v += *self.bias.add(i);
+        }
+        if flags & FLAG_RESIDUAL != 0 {
+            v += *self.residual.add(i * self.ldr + j);
+        }
+        if flags & FLAG_CLIP != 0 {
+            v = if v < self.lo {
+                self.lo
+            } else if v > self.hi {
+                self.hi
+            } else {
+                v
+            };
+        }
+        *c = v;
+    }
+}
+
+/// The first `C` columns of the B panel `b` times the A panel `a` over `kc` steps: per k
+/// step one load of A's 6 rows, then one broadcast and FMA per column, in two partial
+/// sums per column (the FMA latency).
+///
+/// # Safety
+/// AVX2 and FMA must be available; `a` and `b` hold `kc` steps.
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots<const C: usize>(a: *const f32, b: *const f32, kc: usize) -> [[f32; 8]; 4] {
+    use std::arch::x86_64::*;
+    // Lanes 0..6 of a k step's A; the two past it may lie outside the buffer.
+    let six = _mm256_setr_epi32(-1, -1, -1, -1, -1, -1, 0, 0);
+    let mut even = [_mm256_setzero_ps(); C];
+    let mut odd = [_mm256_setzero_ps(); C];
+    let mut kk = 0;
+    while kk + 2 <= kc {
+        step(a, b, kk, six, &mut even);
+        step(a, b, kk + 1, six, &mut odd);
+        kk += 2;
+    }
+    if kk < kc {
+        step(a, b, kk, six, &mut even);
+    }
+    let mut out = [[0.0f32; 8]; 4];
+    for jj in 0..C {
+        _mm256_storeu_ps(out[jj].as_mut_ptr(), _mm256_add_ps(even[jj], odd[jj]));
+    }
+    out
+}
+
+/// One k step of [`dots`] into `acc`.
+///
+/// # Safety
+/// As [`dots`], with `kk < kc`.
+#[target_feature(enable = "avx2,fma")]
+#[inline]
+unsafe fn step<const C: usize>(
+    a: *const f32,
+    b: *const f32,
+    kk: usize,
+    six: std::arch::x86_64::__m256i,
+    acc: &mut [std::arch::x86_64::__m256; C],
+) {
+    use std::arch::x86_64::*;
+    let av = _mm256_maskload_ps(a.add(kk * MR), six);
+    for (jj, sum) in acc.iter_mut().enumerate() {
+        let bv = _mm256_broadcast_ss(&*b.add(kk * NR + jj));
+        *sum = _mm256_fmadd_ps(av, bv, *sum);
+    }
+}
