@@ -429,3 +429,145 @@ fn a_loop_runs_its_body_as_a_compiled_plan() {
     let g = rnn_loop(0, &mut rng);
     check(&g, &[rng.tensor(&[6, 1, 4]), rng.tensor(&[1, 4])]);
 }
+
+/// `t` times `k`, with NaN and ±∞ written at the given flat positions.
+fn scaled_with_specials(t: &Tensor, k: f32, nan: usize, inf: usize, neg_inf: usize) -> Tensor {
+    let mut v: Vec<f32> = t.as_slice::<f32>().unwrap().iter().map(|x| x * k).collect();
+    v[nan] = f32::NAN;
+    v[inf] = f32::INFINITY;
+    v[neg_inf] = f32::NEG_INFINITY;
+    Tensor::new(t.shape().to_vec(), v).unwrap()
+}
+
+/// The activations efficientnet and mobilenet_v3 put after their depthwise convolutions
+/// (swish as sigmoid and mul, the Swish op, ONNX HardSwish, Keras' hard swish as add, clip
+/// and muls or a div) run in the depthwise step's epilogue, after its bias and clip; on
+/// inputs large enough to reach the sigmoid's tails, with NaN and ±∞, on rows with vector
+/// blocks and remainders, stride 1 and 2, vector and portable paths.
+#[test]
+fn depthwise_convolution_with_an_activation_in_its_epilogue() {
+    let mut rng = Rng(53);
+    // Builds the activation of `v` and returns its result.
+    type Act = fn(&mut Graph, Value) -> Value;
+    let swish: Act = |g, v| {
+        let s = g
+            .add1(Op::Unary(UnaryOp::Sigmoid), "sigmoid", &[v])
+            .unwrap();
+        g.add1(Op::Binary(BinaryOp::Mul), "swish", &[v, s]).unwrap()
+    };
+    let swish_op: Act = |g, v| g.add1(Op::Swish { alpha: 1.5 }, "swish", &[v]).unwrap();
+    let hard_swish: Act = |g, v| g.add1(Op::Unary(UnaryOp::HardSwish), "hs", &[v]).unwrap();
+    // mobilenet_v3 (tf2onnx): v · (clip(v + 3, 0, 6) · (1/6)).
+    let keras: Act = |g, v| {
+        let three = g.add_const("three", Tensor::scalar(3.0f32));
+        let (lo, hi) = (
+            g.add_const("lo", Tensor::scalar(0.0f32)),
+            g.add_const("hi", Tensor::scalar(6.0f32)),
+        );
+        let sixth = g.add_const("sixth", Tensor::scalar(1.0f32 / 6.0));
+        let a = g
+            .add1(Op::Binary(BinaryOp::Add), "add", &[v, three])
+            .unwrap();
+        let c = g.add1(Op::Clip, "relu6", &[a, lo, hi]).unwrap();
+        let t = g
+            .add1(Op::Binary(BinaryOp::Mul), "scale", &[c, sixth])
+            .unwrap();
+        g.add1(Op::Binary(BinaryOp::Mul), "hs", &[v, t]).unwrap()
+    };
+    // (v · clip(v + 3, 0, 6)) / 6, the product first.
+    let keras_div: Act = |g, v| {
+        let three = g.add_const("three", Tensor::scalar(3.0f32));
+        let (lo, hi) = (
+            g.add_const("lo", Tensor::scalar(0.0f32)),
+            g.add_const("hi", Tensor::scalar(6.0f32)),
+        );
+        let six = g.add_const("six", Tensor::scalar(6.0f32));
+        let a = g
+            .add1(Op::Binary(BinaryOp::Add), "add", &[three, v])
+            .unwrap();
+        let c = g.add1(Op::Clip, "relu6", &[a, lo, hi]).unwrap();
+        let p = g
+            .add1(Op::Binary(BinaryOp::Mul), "product", &[c, v])
+            .unwrap();
+        g.add1(Op::Binary(BinaryOp::Div), "hs", &[p, six]).unwrap()
+    };
+    let acts: [(Act, &str); 5] = [
+        (swish, "conv+sigmoid+mul (direct)"),
+        (swish_op, "conv+swish (direct)"),
+        (hard_swish, "conv+hard_swish (direct)"),
+        (keras, "conv+add+clip+mul+mul (direct)"),
+        (keras_div, "conv+add+clip+mul+div (direct)"),
+    ];
+    // (height, width, stride, with bias and relu6 before the activation)
+    let cases: &[(usize, usize, i64, bool)] =
+        &[(5, 77, 1, false), (6, 83, 2, true), (3, 9, 1, true)];
+    for (act, kind) in acts {
+        for &(h, w, s, clipped) in cases {
+            let c = 3;
+            let mut g = Graph::new("dw");
+            let x = input(&mut g, &[1, c, h, w]);
+            let wt = g.add_const("w", rng.tensor(&[c, 1, 3, 3]));
+            let b = g.add_const("b", rng.tensor(&[c]));
+            let op = Op::Conv {
+                auto_pad: AutoPad::NotSet,
+                dilations: vec![1, 1],
+                group: c as i64,
+                kernel_shape: vec![],
+                pads: vec![1, 1, 1, 1],
+                strides: vec![s, s],
+            };
+            let mut y: Value = g
+                .add(op, "conv", &[Some(x), Some(wt), Some(b)], 1)
+                .unwrap()
+                .into();
+            if clipped {
+                let lo = g.add_const("clo", Tensor::scalar(-20.0f32));
+                let hi = g.add_const("chi", Tensor::scalar(20.0f32));
+                y = g.add1(Op::Clip, "clip", &[y, lo, hi]).unwrap();
+            }
+            let y = act(&mut g, y);
+            g.add_output("y", y);
+            let n = c * h * w;
+            let xs = scaled_with_specials(&rng.tensor(&[1, c, h, w]), 60.0, w + 2, n / 2, n - 3);
+            let want = if clipped {
+                kind.replace("conv+", "conv+clip+")
+            } else {
+                kind.to_string()
+            };
+            assert_eq!(check(&g, &[xs.clone()]), [want.as_str()], "{h}×{w} s{s}");
+            let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
+            assert_eq!(
+                check_on(portable, &g, &[xs]),
+                [want.as_str()],
+                "portable {h}×{w} s{s}"
+            );
+        }
+    }
+}
+
+/// When a value inside the activation is read elsewhere too, the activation stays a
+/// generated kernel of its own (the step may leave only its last node's result).
+#[test]
+fn an_activation_whose_inner_value_is_read_elsewhere_stays_separate() {
+    let mut rng = Rng(54);
+    let mut g = Graph::new("dw");
+    let x = input(&mut g, &[1, 4, 6, 20]);
+    let wt = g.add_const("w", rng.tensor(&[4, 1, 3, 3]));
+    let op = Op::Conv {
+        auto_pad: AutoPad::NotSet,
+        dilations: vec![1, 1],
+        group: 4,
+        kernel_shape: vec![],
+        pads: vec![1, 1, 1, 1],
+        strides: vec![1, 1],
+    };
+    let v = g.add1(op, "conv", &[x, wt]).unwrap();
+    let s = g
+        .add1(Op::Unary(UnaryOp::Sigmoid), "sigmoid", &[v])
+        .unwrap();
+    let y = g.add1(Op::Binary(BinaryOp::Mul), "swish", &[v, s]).unwrap();
+    g.add_output("y", y);
+    g.add_output("gate", s);
+    let kinds = check(&g, &[rng.tensor(&[1, 4, 6, 20])]);
+    assert_eq!(kinds, ["conv (direct)", "sigmoid+mul (generated)"]);
+}
