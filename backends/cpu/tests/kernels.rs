@@ -571,3 +571,45 @@ fn an_activation_whose_inner_value_is_read_elsewhere_stays_separate() {
     let kinds = check(&g, &[rng.tensor(&[1, 4, 6, 20])]);
     assert_eq!(kinds, ["conv (direct)", "sigmoid+mul (generated)"]);
 }
+
+/// An elementwise group that is exactly swish or hard swish of one input (after a GEMM
+/// convolution, or alone) runs as the native activation kernel: values with NaN and ±∞,
+/// lengths that are not whole blocks of 8, one thread's block and several.
+#[test]
+fn swish_and_hard_swish_groups_run_as_the_native_activation() {
+    let mut rng = Rng(55);
+    for n in [13usize, 5000, 70_001] {
+        let mut g = Graph::new("act");
+        let x = input(&mut g, &[1, n]);
+        let s = g.add1(Op::Unary(UnaryOp::Sigmoid), "sigmoid", &[x]).unwrap();
+        let y = g.add1(Op::Binary(BinaryOp::Mul), "swish", &[s, x]).unwrap();
+        g.add_output("y", y);
+        let xs = scaled_with_specials(&rng.tensor(&[1, n]), 120.0, 1, n / 2, n - 1);
+        assert_eq!(check(&g, &[xs.clone()]), ["sigmoid+mul (native)"], "{n}");
+        let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
+        assert_eq!(check_on(portable, &g, &[xs]), ["sigmoid+mul (native)"], "portable {n}");
+    }
+    // A 1×1 convolution (on the GEMM) followed by Keras' hard swish.
+    let mut g = Graph::new("conv");
+    let x = input(&mut g, &[1, 8, 5, 7]);
+    let w = g.add_const("w", rng.tensor(&[6, 8, 1, 1]));
+    let op = Op::Conv {
+        auto_pad: AutoPad::NotSet,
+        dilations: vec![],
+        group: 1,
+        kernel_shape: vec![],
+        pads: vec![],
+        strides: vec![],
+    };
+    let v = g.add1(op, "conv", &[x, w]).unwrap();
+    let three = g.add_const("three", Tensor::scalar(3.0f32));
+    let (lo, hi) = (g.add_const("lo", Tensor::scalar(0.0f32)), g.add_const("hi", Tensor::scalar(6.0f32)));
+    let sixth = g.add_const("sixth", Tensor::scalar(1.0f32 / 6.0));
+    let a = g.add1(Op::Binary(BinaryOp::Add), "add", &[v, three]).unwrap();
+    let c = g.add1(Op::Clip, "relu6", &[a, lo, hi]).unwrap();
+    let t = g.add1(Op::Binary(BinaryOp::Mul), "scale", &[c, sixth]).unwrap();
+    let y = g.add1(Op::Binary(BinaryOp::Mul), "hs", &[v, t]).unwrap();
+    g.add_output("y", y);
+    let xs = scaled_with_specials(&rng.tensor(&[1, 8, 5, 7]), 4.0, 3, 40, 100);
+    assert_eq!(check(&g, &[xs]), ["conv (gemm)", "add+clip+mul+mul (native)"]);
+}

@@ -281,6 +281,11 @@ impl KernelCache {
         }
     }
 
+    /// The expression DAG the kernels compute.
+    pub fn body(&self) -> &Graph {
+        &self.body
+    }
+
     /// The kernel for these input shapes (compiled now if it is the first time); a refusal
     /// is remembered too, so an unsupported body is analysed once.
     pub fn get(&self, input_shapes: &[Vec<usize>]) -> Result<ElementwiseKernel, Unsupported> {

@@ -276,6 +276,22 @@ pub(crate) mod avx2 {
         _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
     }
 
+    /// Writes the activation of whole blocks of 8 of `x` to `dst`; returns how many
+    /// elements it wrote.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `dst` must be valid for `x.len()` writes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn apply_into(a: &Activation, x: &[f32], dst: *mut f32) -> usize {
+        let whole = x.len() / 8 * 8;
+        let mut i = 0;
+        while i < whole {
+            _mm256_storeu_ps(dst.add(i), apply(a, _mm256_loadu_ps(x.as_ptr().add(i))));
+            i += 8;
+        }
+        whole
+    }
+
     /// [`Activation::apply`] on eight lanes.
     ///
     /// # Safety
@@ -316,5 +332,93 @@ pub(crate) mod avx2 {
                 t
             }
         }
+    }
+}
+
+/// The activation of a whole elementwise group, if the group is one: a subgraph with one
+/// f32 input whose every computing node belongs to the activation of that input.
+pub(crate) fn of_group(sub: &Graph) -> Option<Activation> {
+    let [x] = sub.inputs[..] else {
+        return None;
+    };
+    let [(_, y)] = sub.outputs[..] else {
+        return None;
+    };
+    let known: HashMap<Value, Tensor> = sub
+        .nodes
+        .node_indices()
+        .filter_map(|n| match &sub.node(n).op {
+            Op::Const { value } => Some((Value::new(n, 0), value.clone())),
+            _ => None,
+        })
+        .collect();
+    let reads = |v: Value| sub.uses_of(v).len() + sub.outputs.iter().filter(|(_, o)| *o == v).count();
+    let (act, nodes) = recognise(sub, Value::new(x, 0), &known, &reads)?;
+    let computing = sub
+        .nodes
+        .node_indices()
+        .filter(|&n| !matches!(sub.node(n).op, Op::Input | Op::Const { .. }))
+        .count();
+    (computing == nodes.len() && nodes.last().map(|&n| Value::new(n, 0)) == Some(y)).then_some(act)
+}
+
+/// Elements per work unit of [`run`] (16 KiB in, 16 KiB out).
+const BLOCK: usize = 4096;
+
+/// The activation of `x` into a new buffer, blocks over the pool. The output is written
+/// once, straight into fresh memory (no zero fill first).
+pub(crate) fn run(ctx: &crate::device::Ctx, act: &Activation, x: &[f32]) -> Vec<f32> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n = x.len();
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let base = super::rows::Out(out.as_mut_ptr());
+    let blocks = n.div_ceil(BLOCK);
+    let next = AtomicUsize::new(0);
+    let vector = ctx.kernel == crate::gemm::Kernel::Avx2Fma && avx2_available();
+    let body = |_thread: usize| loop {
+        let b = next.fetch_add(1, Ordering::Relaxed);
+        if b >= blocks {
+            return;
+        }
+        let (s, e) = (b * BLOCK, (b * BLOCK + BLOCK).min(n));
+        // SAFETY: block b of the output's capacity is written by this thread only, each
+        // element once, before `set_len` below.
+        unsafe { apply_into(vector, act, &x[s..e], base.at(s)) };
+    };
+    match ctx.pool {
+        Some(pool) if blocks > 1 && 2 * n >= super::rows::PARALLEL_MIN_WORK => pool.run(&body),
+        _ => body(0),
+    }
+    // SAFETY: every block 0..blocks, that is every element below n, was written above
+    // (the pool returns after all threads finish).
+    unsafe { out.set_len(n) };
+    out
+}
+
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Writes `act(x[i])` to `dst[i]`.
+///
+/// # Safety
+/// `dst` must be valid for `x.len()` writes; with `vector`, AVX2 and FMA must be available.
+unsafe fn apply_into(vector: bool, act: &Activation, x: &[f32], dst: *mut f32) {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        i = avx2::apply_into(act, x, dst);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vector;
+    for (k, &v) in x.iter().enumerate().skip(i) {
+        dst.add(k).write(act.apply(v));
     }
 }

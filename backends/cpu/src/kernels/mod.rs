@@ -64,6 +64,10 @@ pub(crate) enum KernelImpl {
     Conv(conv::Conv),
     /// Depthwise convolution with its epilogue and an activation (swish, hard swish).
     Depthwise(depthwise::Depthwise),
+    /// An elementwise group that is one activation of one input (swish or hard swish
+    /// after a GEMM convolution): eight lanes with FMA, where the generated code has four;
+    /// an input that is not f32 goes to the generated kernel.
+    Activation(Box<(activation::Activation, crate::codegen::KernelCache, Plan)>),
     /// MatMul or Gemm on the packed GEMM with its epilogue.
     MatMul(matmul::MatMul),
     /// An `Op::Fused` kernel: its body compiled like any graph, run as one step.
@@ -122,6 +126,7 @@ impl KernelImpl {
             KernelImpl::Eval => "eval",
             KernelImpl::Conv(c) => c.label(),
             KernelImpl::Depthwise(_) => "direct",
+            KernelImpl::Activation(_) => "native",
             KernelImpl::MatMul(_) => "gemm",
             KernelImpl::Generated(_) => "generated",
             KernelImpl::Native(_) => "native",
@@ -319,18 +324,17 @@ pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec
         KernelImpl::MatMul(m) => m.run(ctx, args),
         KernelImpl::Generated(g) => {
             let (cache, plan) = &**g;
-            let ins = args
-                .iter()
-                .map(|a| {
-                    a.clone()
-                        .ok_or_else(|| IrError::msg("a fused kernel's input is absent"))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            let shapes: Vec<Vec<usize>> = ins.iter().map(|t| t.shape().to_vec()).collect();
-            return match cache.get(&shapes) {
-                Ok(kernel) => kernel.run(&ins.iter().collect::<Vec<_>>()),
-                Err(_) => plan.run(ctx, &ins, None),
-            };
+            return generated(ctx, cache, plan, args);
+        }
+        KernelImpl::Activation(a) => {
+            let (act, cache, plan) = &**a;
+            if let [Some(x)] = args {
+                if let Ok(xv) = x.as_slice::<f32>() {
+                    let y = activation::run(ctx, act, xv);
+                    return Ok(vec![Tensor::new(x.shape().to_vec(), y)?]);
+                }
+            }
+            return generated(ctx, cache, plan, args);
         }
         KernelImpl::Fused(plan) => {
             let ins = args
@@ -346,6 +350,36 @@ pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec
     match native {
         Some(r) => r.map(|t| vec![t]),
         None => replay(step, args),
+    }
+}
+
+/// The kernel for an elementwise group `sub` (its fallback plan `plan`).
+pub(crate) fn group_kernel(sub: Graph, plan: Plan) -> KernelImpl {
+    let cache = crate::codegen::KernelCache::new(sub);
+    match activation::of_group(cache.body()) {
+        Some(act) => KernelImpl::Activation(Box::new((act, cache, plan))),
+        None => KernelImpl::Generated(Box::new((cache, plan))),
+    }
+}
+
+/// A generated kernel on `args`, or its plan where the generator declines.
+fn generated(
+    ctx: &Ctx,
+    cache: &crate::codegen::KernelCache,
+    plan: &Plan,
+    args: &[Option<Tensor>],
+) -> Result<Vec<Tensor>> {
+    let ins = args
+        .iter()
+        .map(|a| {
+            a.clone()
+                .ok_or_else(|| IrError::msg("a fused kernel's input is absent"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shapes: Vec<Vec<usize>> = ins.iter().map(|t| t.shape().to_vec()).collect();
+    match cache.get(&shapes) {
+        Ok(kernel) => kernel.run(&ins.iter().collect::<Vec<_>>()),
+        Err(_) => plan.run(ctx, &ins, None),
     }
 }
 

@@ -2,7 +2,7 @@
 //! elementwise group, a lone node), their run order, and the step each becomes.
 
 use super::{body_names, err, Arg, Link, Step};
-use crate::kernels::{self, KernelImpl};
+use crate::kernels;
 use kiln_backends::BackendError;
 use kiln_ir::{Graph, NodeId, Op, Tensor, Value};
 use std::collections::{HashMap, HashSet};
@@ -176,9 +176,10 @@ pub(super) fn group_step(
         .iter()
         .map(|&m| graph.node(m).name.clone())
         .collect();
-    let kind = format!("{} (generated)", kernels::kind_name(graph, members));
+    let kernel = kernels::group_kernel(sub, fallback);
+    let kind = format!("{} ({})", kernels::kind_name(graph, members), kernel.label());
     Ok(Step {
-        kernel: KernelImpl::Generated(Box::new((crate::codegen::KernelCache::new(sub), fallback))),
+        kernel,
         chain: Vec::new(),
         inputs: external.iter().map(|&v| Some(slot(slots, v))).collect(),
         outputs: outs.iter().map(|&v| Some(slot(slots, v))).collect(),
