@@ -613,3 +613,48 @@ fn swish_and_hard_swish_groups_run_as_the_native_activation() {
     let xs = scaled_with_specials(&rng.tensor(&[1, 8, 5, 7]), 4.0, 3, 40, 100);
     assert_eq!(check(&g, &[xs]), ["conv (gemm)", "add+clip+mul+mul (native)"]);
 }
+
+/// A fused kernel of transposes and reshapes runs as one strided copy of the final view:
+/// the transformer's head split (transpose → reshape that drops size-1 dims and merges →
+/// transpose), a reshape that cannot be a view of the transposed data (it merges dims the
+/// transpose separated, so the kernel copies first), and squeeze/unsqueeze/flatten.
+#[test]
+fn movement_only_fused_kernels_run_as_one_strided_copy() {
+    let mut rng = Rng(56);
+    // Each body: (input shape, builder of the chain on the body's input).
+    type Build = fn(&mut Graph, Value) -> Value;
+    let head_split: Build = |g, x| {
+        let t = g.add1(Op::Transpose { perm: Some(vec![0, 3, 2, 4, 1]) }, "t0", &[x]).unwrap();
+        let s = g.add_const("s", Tensor::new(vec![3], vec![4i64, -1, 6]).unwrap());
+        let r = g.add1(Op::Reshape { allowzero: false }, "r", &[t, s]).unwrap();
+        g.add1(Op::Transpose { perm: Some(vec![0, 2, 1]) }, "t1", &[r]).unwrap()
+    };
+    let needs_copy: Build = |g, x| {
+        let t = g.add1(Op::Transpose { perm: Some(vec![0, 2, 1, 3, 4]) }, "t0", &[x]).unwrap();
+        let s = g.add_const("s", Tensor::new(vec![2], vec![6i64, -1]).unwrap());
+        g.add1(Op::Reshape { allowzero: false }, "r", &[t, s]).unwrap()
+    };
+    let squeezes: Build = |g, x| {
+        let t = g.add1(Op::Transpose { perm: None }, "t0", &[x]).unwrap();
+        let f = g.add1(Op::Flatten { axis: 2 }, "f", &[t]).unwrap();
+        let a = g.add_const("axes", Tensor::new(vec![1], vec![0i64]).unwrap());
+        g.add1(Op::Unsqueeze, "u", &[f, a]).unwrap()
+    };
+    for (build, name) in [(head_split, "head split"), (needs_copy, "copy"), (squeezes, "flatten")] {
+        let in_shape = [1usize, 6, 1, 4, 5];
+        let mut body = Graph::new("body");
+        let bx = input(&mut body, &in_shape);
+        let by = build(&mut body, bx);
+        body.add_output("y", by);
+        kiln_ir::verify(&body).unwrap();
+        let out_ty = body.value_type(by).clone();
+        let mut g = Graph::new("g");
+        let x = input(&mut g, &in_shape);
+        let y = g.add1(Op::Fused { body: Box::new(body) }, "fused", &[x]).unwrap();
+        assert_eq!(*g.value_type(y), out_ty);
+        g.add_output("y", y);
+        let kinds = check(&g, &[rng.tensor(&in_shape)]);
+        assert_eq!(kinds.len(), 1, "{name}");
+        assert!(kinds[0].ends_with("(native)"), "{name}: {kinds:?}");
+    }
+}

@@ -12,6 +12,7 @@ mod epilogue;
 mod group;
 pub(crate) mod im2col;
 mod matmul;
+mod movement;
 mod pool;
 mod recurrent;
 mod rows;
@@ -105,7 +106,8 @@ one_output!(
     pool::Pool,
     pool::GlobalPool,
     softmax::Softmax,
-    transpose::Transpose
+    transpose::Transpose,
+    movement::Movement
 );
 
 /// The native kernel for a lone `op` with `n_outputs` outputs, if there is one.
@@ -271,7 +273,10 @@ pub(crate) fn select(
                 plan,
             )))
         }
-        Op::Fused { body } => KernelImpl::Fused(Box::new(compile_body(body)?)),
+        Op::Fused { body } => match movement::Movement::new(body) {
+            Some(m) => KernelImpl::Native(Box::new(One(m))),
+            None => KernelImpl::Fused(Box::new(compile_body(body)?)),
+        },
         Op::Conv { .. } => match conv::Conv::new(graph, nodes[0], anchor_args, known, epi) {
             Some(c) => KernelImpl::Conv(c),
             None => KernelImpl::Eval,
