@@ -227,17 +227,31 @@ unsafe fn output_row_k<const KW: usize>(row: &Row, o: &mut [f32]) {
             None => v,
         }
     };
-    // Adds every tap to the accumulators of the blocks at `c + offset`.
-    macro_rules! taps {
-        ($c:expr, $($acc:ident : $off:expr),+) => {
+    // The sums of the `NB` blocks of 8 outputs at `c`. Taps go round-robin to three sets
+    // of accumulators (the tap index is a constant once the loop unrolls), added at the
+    // end: one chain of 9 or 25 dependent FMAs per block would wait on the FMA's latency
+    // (a 14-wide row has only two blocks to interleave).
+    macro_rules! sums {
+        ($c:expr, $nb:literal) => {{
+            let zero = _mm256_setzero_ps();
+            let mut acc = [[zero; $nb]; 3];
+            acc[0] = [b; $nb];
             for (input, w) in row.inputs {
                 for j in 0..kw {
                     let wv = _mm256_set1_ps(*w.get_unchecked(j));
                     let p = input.as_ptr().add(*row.taps.get_unchecked(j) + $c);
-                    $( $acc = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add($off)), $acc); )+
+                    let set = if KW == 0 { 0 } else { j % 3 };
+                    for k in 0..$nb {
+                        acc[set][k] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(8 * k)), acc[set][k]);
+                    }
                 }
             }
-        };
+            let mut out = [zero; $nb];
+            for k in 0..$nb {
+                out[k] = _mm256_add_ps(_mm256_add_ps(acc[0][k], acc[1][k]), acc[2][k]);
+            }
+            out
+        }};
     }
     // Stores the block of outputs at `c`, the last lanes through a tile: the residual's
     // valid part is copied in (the lanes past the row compute on zeros and are dropped),
@@ -260,8 +274,7 @@ unsafe fn output_row_k<const KW: usize>(row: &Row, o: &mut [f32]) {
     }
     let mut c = 0;
     while c + 32 <= n {
-        let (mut a0, mut a1, mut a2, mut a3) = (b, b, b, b);
-        taps!(c, a0: 0, a1: 8, a2: 16, a3: 24);
+        let [a0, a1, a2, a3] = sums!(c, 4);
         store!(a0, c);
         store!(a1, c + 8);
         store!(a2, c + 16);
@@ -269,15 +282,13 @@ unsafe fn output_row_k<const KW: usize>(row: &Row, o: &mut [f32]) {
         c += 32;
     }
     while c + 8 < n {
-        let (mut a0, mut a1) = (b, b);
-        taps!(c, a0: 0, a1: 8);
+        let [a0, a1] = sums!(c, 2);
         store!(a0, c);
         store!(a1, c + 8);
         c += 16;
     }
     if c < n {
-        let mut a0 = b;
-        taps!(c, a0: 0);
+        let [a0] = sums!(c, 1);
         store!(a0, c);
     }
 }
