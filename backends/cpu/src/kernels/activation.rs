@@ -116,7 +116,7 @@ pub(crate) fn recognise(
                 b => scalar(known, b),
             };
             let (lo, hi) = (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?);
-            if !(lo <= hi) {
+            if lo.is_nan() || hi.is_nan() || lo > hi {
                 return None;
             }
             let mut nodes = vec![a, c];
