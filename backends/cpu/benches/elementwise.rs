@@ -171,16 +171,32 @@ fn main() {
     device_kernels();
 }
 
-/// A depthwise convolution as mobilenet has it: `c` channels of `h`×`h`, `k`×`k`, stride
-/// `s`, TF-style "same" pads, bias and relu6.
-fn depthwise(c: usize, h: usize, k: usize, s: i64) -> (Graph, Vec<kiln_ir::Tensor>) {
+/// The activation after a depthwise convolution in the mobile models.
+#[derive(Clone, Copy)]
+enum Act {
+    /// mobilenet_v2
+    Relu6,
+    /// efficientnet: `v · sigmoid(v)`
+    Swish,
+    /// mobilenet_v3 (tf2onnx): `v · (clip(v + 3, 0, 6) · ⅙)`
+    HardSwish,
+}
+
+/// A depthwise convolution as the mobile models have it: `c` channels of `h`×`h`, `k`×`k`,
+/// stride `s`, TF-style "same" pads, bias and an activation.
+fn depthwise(c: usize, h: usize, k: usize, s: i64, act: Act) -> (Graph, Vec<kiln_ir::Tensor>) {
     use kiln_ir::{AutoPad, Tensor};
     let fill = |n: usize, seed: usize| -> Vec<f32> {
-        (0..n).map(|i| ((i * 7919 + seed) % 1000) as f32 * 0.002 - 1.0).collect()
+        (0..n)
+            .map(|i| ((i * 7919 + seed) % 1000) as f32 * 0.002 - 1.0)
+            .collect()
     };
     let mut g = Graph::new("dw");
     let x = g.add_input("x", TensorType::known(DType::F32, &[1, c, h, h]));
-    let w = g.add_const("w", Tensor::new(vec![c, 1, k, k], fill(c * k * k, 1)).unwrap());
+    let w = g.add_const(
+        "w",
+        Tensor::new(vec![c, 1, k, k], fill(c * k * k, 1)).unwrap(),
+    );
     let b = g.add_const("b", Tensor::new(vec![c], fill(c, 2)).unwrap());
     let total = ((h.div_ceil(s as usize) - 1) * s as usize + k) as i64 - h as i64;
     let (p0, p1) = (total.max(0) / 2, total.max(0) - total.max(0) / 2);
@@ -192,12 +208,40 @@ fn depthwise(c: usize, h: usize, k: usize, s: i64) -> (Graph, Vec<kiln_ir::Tenso
         pads: vec![p0, p0, p1, p1],
         strides: vec![s, s],
     };
-    let y = g.add(op, "conv", &[Some(x), Some(w), Some(b)], 1).unwrap();
+    let v = kiln_ir::Value::new(
+        g.add(op, "conv", &[Some(x), Some(w), Some(b)], 1).unwrap(),
+        0,
+    );
     let lo = g.add_const("lo", Tensor::scalar(0.0f32));
     let hi = g.add_const("hi", Tensor::scalar(6.0f32));
-    let y = g.add1(Op::Clip, "relu6", &[kiln_ir::Value::new(y, 0), lo, hi]).unwrap();
+    let y = match act {
+        Act::Relu6 => g.add1(Op::Clip, "relu6", &[v, lo, hi]).unwrap(),
+        Act::Swish => {
+            let sg = g
+                .add1(Op::Unary(UnaryOp::Sigmoid), "sigmoid", &[v])
+                .unwrap();
+            g.add1(Op::Binary(BinaryOp::Mul), "swish", &[v, sg])
+                .unwrap()
+        }
+        Act::HardSwish => {
+            let three = g.add_const("three", Tensor::scalar(3.0f32));
+            let sixth = g.add_const("sixth", Tensor::scalar(1.0f32 / 6.0));
+            let a = g
+                .add1(Op::Binary(BinaryOp::Add), "add", &[v, three])
+                .unwrap();
+            let c = g.add1(Op::Clip, "relu6", &[a, lo, hi]).unwrap();
+            let t = g
+                .add1(Op::Binary(BinaryOp::Mul), "scale", &[c, sixth])
+                .unwrap();
+            g.add1(Op::Binary(BinaryOp::Mul), "hard_swish", &[v, t])
+                .unwrap()
+        }
+    };
     g.add_output("y", y);
-    (g, vec![Tensor::new(vec![1, c, h, h], fill(c * h * h, 3)).unwrap()])
+    (
+        g,
+        vec![Tensor::new(vec![1, c, h, h], fill(c * h * h, 3)).unwrap()],
+    )
 }
 
 fn softmax(shape: &[usize]) -> (Graph, Vec<kiln_ir::Tensor>) {
@@ -214,19 +258,58 @@ fn device_kernels() {
     use kiln_backends::{Backend, CompileOptions, Program};
     println!("\nDevice kernels on one thread: µs per run, best / median");
     let cases: Vec<(String, (Graph, Vec<kiln_ir::Tensor>))> = vec![
-        ("depthwise 3×3/2 96×112² +relu6".into(), depthwise(96, 112, 3, 2)),
-        ("depthwise 3×3/1 144×56² +relu6".into(), depthwise(144, 56, 3, 1)),
-        ("depthwise 3×3/1 384×14² +relu6".into(), depthwise(384, 14, 3, 1)),
-        ("depthwise 5×5/2 144×56² +relu6".into(), depthwise(144, 56, 5, 2)),
-        ("depthwise 5×5/1 480×14² +relu6".into(), depthwise(480, 14, 5, 1)),
-        ("softmax 8×128×128, last axis".into(), softmax(&[8, 128, 128])),
+        (
+            "depthwise 3×3/2 96×112² +relu6".into(),
+            depthwise(96, 112, 3, 2, Act::Relu6),
+        ),
+        (
+            "depthwise 3×3/1 144×56² +relu6".into(),
+            depthwise(144, 56, 3, 1, Act::Relu6),
+        ),
+        (
+            "depthwise 3×3/1 384×14² +relu6".into(),
+            depthwise(384, 14, 3, 1, Act::Relu6),
+        ),
+        (
+            "depthwise 5×5/2 144×56² +relu6".into(),
+            depthwise(144, 56, 5, 2, Act::Relu6),
+        ),
+        (
+            "depthwise 5×5/1 480×14² +relu6".into(),
+            depthwise(480, 14, 5, 1, Act::Relu6),
+        ),
+        (
+            "depthwise 3×3/2 96×112² +swish".into(),
+            depthwise(96, 112, 3, 2, Act::Swish),
+        ),
+        (
+            "depthwise 3×3/1 144×56² +swish".into(),
+            depthwise(144, 56, 3, 1, Act::Swish),
+        ),
+        (
+            "depthwise 5×5/1 672×14² +swish".into(),
+            depthwise(672, 14, 5, 1, Act::Swish),
+        ),
+        (
+            "depthwise 5×5/1 240×14² +hard swish".into(),
+            depthwise(240, 14, 5, 1, Act::HardSwish),
+        ),
+        (
+            "softmax 8×128×128, last axis".into(),
+            softmax(&[8, 128, 128]),
+        ),
     ];
-    let options = CompileOptions { threads: 1, ..Default::default() };
+    let options = CompileOptions {
+        threads: 1,
+        ..Default::default()
+    };
     for (name, (g, inputs)) in cases {
-        let exe = kiln_cpu::Cpu::new().compile(&Program::new(g), &options).unwrap();
+        let exe = kiln_cpu::Cpu::new()
+            .compile(&Program::new(g), &options)
+            .unwrap();
         let (best, median) = time(|| {
             black_box(exe.run(&inputs, None).unwrap());
         });
-        println!("{name:<34} {:>8.0} / {:>8.0}", best * 1e6, median * 1e6);
+        println!("{name:<38} {:>8.0} / {:>8.0}", best * 1e6, median * 1e6);
     }
 }

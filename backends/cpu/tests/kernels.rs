@@ -429,3 +429,232 @@ fn a_loop_runs_its_body_as_a_compiled_plan() {
     let g = rnn_loop(0, &mut rng);
     check(&g, &[rng.tensor(&[6, 1, 4]), rng.tensor(&[1, 4])]);
 }
+
+/// `t` times `k`, with NaN and ±∞ written at the given flat positions.
+fn scaled_with_specials(t: &Tensor, k: f32, nan: usize, inf: usize, neg_inf: usize) -> Tensor {
+    let mut v: Vec<f32> = t.as_slice::<f32>().unwrap().iter().map(|x| x * k).collect();
+    v[nan] = f32::NAN;
+    v[inf] = f32::INFINITY;
+    v[neg_inf] = f32::NEG_INFINITY;
+    Tensor::new(t.shape().to_vec(), v).unwrap()
+}
+
+/// The activations efficientnet and mobilenet_v3 put after their depthwise convolutions
+/// (swish as sigmoid and mul, the Swish op, ONNX HardSwish, Keras' hard swish as add, clip
+/// and muls or a div) run in the depthwise step's epilogue, after its bias and clip; on
+/// inputs large enough to reach the sigmoid's tails, with NaN and ±∞, on rows with vector
+/// blocks and remainders, stride 1 and 2, vector and portable paths.
+#[test]
+fn depthwise_convolution_with_an_activation_in_its_epilogue() {
+    let mut rng = Rng(53);
+    // Builds the activation of `v` and returns its result.
+    type Act = fn(&mut Graph, Value) -> Value;
+    let swish: Act = |g, v| {
+        let s = g
+            .add1(Op::Unary(UnaryOp::Sigmoid), "sigmoid", &[v])
+            .unwrap();
+        g.add1(Op::Binary(BinaryOp::Mul), "swish", &[v, s]).unwrap()
+    };
+    let swish_op: Act = |g, v| g.add1(Op::Swish { alpha: 1.5 }, "swish", &[v]).unwrap();
+    let hard_swish: Act = |g, v| g.add1(Op::Unary(UnaryOp::HardSwish), "hs", &[v]).unwrap();
+    // mobilenet_v3 (tf2onnx): v · (clip(v + 3, 0, 6) · (1/6)).
+    let keras: Act = |g, v| {
+        let three = g.add_const("three", Tensor::scalar(3.0f32));
+        let (lo, hi) = (
+            g.add_const("lo", Tensor::scalar(0.0f32)),
+            g.add_const("hi", Tensor::scalar(6.0f32)),
+        );
+        let sixth = g.add_const("sixth", Tensor::scalar(1.0f32 / 6.0));
+        let a = g
+            .add1(Op::Binary(BinaryOp::Add), "add", &[v, three])
+            .unwrap();
+        let c = g.add1(Op::Clip, "relu6", &[a, lo, hi]).unwrap();
+        let t = g
+            .add1(Op::Binary(BinaryOp::Mul), "scale", &[c, sixth])
+            .unwrap();
+        g.add1(Op::Binary(BinaryOp::Mul), "hs", &[v, t]).unwrap()
+    };
+    // (v · clip(v + 3, 0, 6)) / 6, the product first.
+    let keras_div: Act = |g, v| {
+        let three = g.add_const("three", Tensor::scalar(3.0f32));
+        let (lo, hi) = (
+            g.add_const("lo", Tensor::scalar(0.0f32)),
+            g.add_const("hi", Tensor::scalar(6.0f32)),
+        );
+        let six = g.add_const("six", Tensor::scalar(6.0f32));
+        let a = g
+            .add1(Op::Binary(BinaryOp::Add), "add", &[three, v])
+            .unwrap();
+        let c = g.add1(Op::Clip, "relu6", &[a, lo, hi]).unwrap();
+        let p = g
+            .add1(Op::Binary(BinaryOp::Mul), "product", &[c, v])
+            .unwrap();
+        g.add1(Op::Binary(BinaryOp::Div), "hs", &[p, six]).unwrap()
+    };
+    let acts: [(Act, &str); 5] = [
+        (swish, "conv+sigmoid+mul (direct)"),
+        (swish_op, "conv+swish (direct)"),
+        (hard_swish, "conv+hard_swish (direct)"),
+        (keras, "conv+add+clip+mul+mul (direct)"),
+        (keras_div, "conv+add+clip+mul+div (direct)"),
+    ];
+    // (height, width, stride, with bias and relu6 before the activation)
+    let cases: &[(usize, usize, i64, bool)] =
+        &[(5, 77, 1, false), (6, 83, 2, true), (3, 9, 1, true)];
+    for (act, kind) in acts {
+        for &(h, w, s, clipped) in cases {
+            let c = 3;
+            let mut g = Graph::new("dw");
+            let x = input(&mut g, &[1, c, h, w]);
+            let wt = g.add_const("w", rng.tensor(&[c, 1, 3, 3]));
+            let b = g.add_const("b", rng.tensor(&[c]));
+            let op = Op::Conv {
+                auto_pad: AutoPad::NotSet,
+                dilations: vec![1, 1],
+                group: c as i64,
+                kernel_shape: vec![],
+                pads: vec![1, 1, 1, 1],
+                strides: vec![s, s],
+            };
+            let mut y: Value = g
+                .add(op, "conv", &[Some(x), Some(wt), Some(b)], 1)
+                .unwrap()
+                .into();
+            if clipped {
+                let lo = g.add_const("clo", Tensor::scalar(-20.0f32));
+                let hi = g.add_const("chi", Tensor::scalar(20.0f32));
+                y = g.add1(Op::Clip, "clip", &[y, lo, hi]).unwrap();
+            }
+            let y = act(&mut g, y);
+            g.add_output("y", y);
+            let n = c * h * w;
+            let xs = scaled_with_specials(&rng.tensor(&[1, c, h, w]), 60.0, w + 2, n / 2, n - 3);
+            let want = if clipped {
+                kind.replace("conv+", "conv+clip+")
+            } else {
+                kind.to_string()
+            };
+            assert_eq!(check(&g, &[xs.clone()]), [want.as_str()], "{h}×{w} s{s}");
+            let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
+            assert_eq!(
+                check_on(portable, &g, &[xs]),
+                [want.as_str()],
+                "portable {h}×{w} s{s}"
+            );
+        }
+    }
+}
+
+/// When a value inside the activation is read elsewhere too, the activation stays a
+/// generated kernel of its own (the step may leave only its last node's result).
+#[test]
+fn an_activation_whose_inner_value_is_read_elsewhere_stays_separate() {
+    let mut rng = Rng(54);
+    let mut g = Graph::new("dw");
+    let x = input(&mut g, &[1, 4, 6, 20]);
+    let wt = g.add_const("w", rng.tensor(&[4, 1, 3, 3]));
+    let op = Op::Conv {
+        auto_pad: AutoPad::NotSet,
+        dilations: vec![1, 1],
+        group: 4,
+        kernel_shape: vec![],
+        pads: vec![1, 1, 1, 1],
+        strides: vec![1, 1],
+    };
+    let v = g.add1(op, "conv", &[x, wt]).unwrap();
+    let s = g
+        .add1(Op::Unary(UnaryOp::Sigmoid), "sigmoid", &[v])
+        .unwrap();
+    let y = g.add1(Op::Binary(BinaryOp::Mul), "swish", &[v, s]).unwrap();
+    g.add_output("y", y);
+    g.add_output("gate", s);
+    let kinds = check(&g, &[rng.tensor(&[1, 4, 6, 20])]);
+    assert_eq!(kinds, ["conv (direct)", "sigmoid+mul (generated)"]);
+}
+
+/// An elementwise group that is exactly swish or hard swish of one input (after a GEMM
+/// convolution, or alone) runs as the native activation kernel: values with NaN and ±∞,
+/// lengths that are not whole blocks of 8, one thread's block and several.
+#[test]
+fn swish_and_hard_swish_groups_run_as_the_native_activation() {
+    let mut rng = Rng(55);
+    for n in [13usize, 5000, 70_001] {
+        let mut g = Graph::new("act");
+        let x = input(&mut g, &[1, n]);
+        let s = g.add1(Op::Unary(UnaryOp::Sigmoid), "sigmoid", &[x]).unwrap();
+        let y = g.add1(Op::Binary(BinaryOp::Mul), "swish", &[s, x]).unwrap();
+        g.add_output("y", y);
+        let xs = scaled_with_specials(&rng.tensor(&[1, n]), 120.0, 1, n / 2, n - 1);
+        assert_eq!(check(&g, &[xs.clone()]), ["sigmoid+mul (native)"], "{n}");
+        let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
+        assert_eq!(check_on(portable, &g, &[xs]), ["sigmoid+mul (native)"], "portable {n}");
+    }
+    // A 1×1 convolution (on the GEMM) followed by Keras' hard swish.
+    let mut g = Graph::new("conv");
+    let x = input(&mut g, &[1, 8, 5, 7]);
+    let w = g.add_const("w", rng.tensor(&[6, 8, 1, 1]));
+    let op = Op::Conv {
+        auto_pad: AutoPad::NotSet,
+        dilations: vec![],
+        group: 1,
+        kernel_shape: vec![],
+        pads: vec![],
+        strides: vec![],
+    };
+    let v = g.add1(op, "conv", &[x, w]).unwrap();
+    let three = g.add_const("three", Tensor::scalar(3.0f32));
+    let (lo, hi) = (g.add_const("lo", Tensor::scalar(0.0f32)), g.add_const("hi", Tensor::scalar(6.0f32)));
+    let sixth = g.add_const("sixth", Tensor::scalar(1.0f32 / 6.0));
+    let a = g.add1(Op::Binary(BinaryOp::Add), "add", &[v, three]).unwrap();
+    let c = g.add1(Op::Clip, "relu6", &[a, lo, hi]).unwrap();
+    let t = g.add1(Op::Binary(BinaryOp::Mul), "scale", &[c, sixth]).unwrap();
+    let y = g.add1(Op::Binary(BinaryOp::Mul), "hs", &[v, t]).unwrap();
+    g.add_output("y", y);
+    let xs = scaled_with_specials(&rng.tensor(&[1, 8, 5, 7]), 4.0, 3, 40, 100);
+    assert_eq!(check(&g, &[xs]), ["conv (gemm)", "add+clip+mul+mul (native)"]);
+}
+
+/// A fused kernel of transposes and reshapes runs as one strided copy of the final view:
+/// the transformer's head split (transpose → reshape that drops size-1 dims and merges →
+/// transpose), a reshape that cannot be a view of the transposed data (it merges dims the
+/// transpose separated, so the kernel copies first), and squeeze/unsqueeze/flatten.
+#[test]
+fn movement_only_fused_kernels_run_as_one_strided_copy() {
+    let mut rng = Rng(56);
+    // Each body: (input shape, builder of the chain on the body's input).
+    type Build = fn(&mut Graph, Value) -> Value;
+    let head_split: Build = |g, x| {
+        let t = g.add1(Op::Transpose { perm: Some(vec![0, 3, 2, 4, 1]) }, "t0", &[x]).unwrap();
+        let s = g.add_const("s", Tensor::new(vec![3], vec![4i64, -1, 6]).unwrap());
+        let r = g.add1(Op::Reshape { allowzero: false }, "r", &[t, s]).unwrap();
+        g.add1(Op::Transpose { perm: Some(vec![0, 2, 1]) }, "t1", &[r]).unwrap()
+    };
+    let needs_copy: Build = |g, x| {
+        let t = g.add1(Op::Transpose { perm: Some(vec![0, 2, 1, 3, 4]) }, "t0", &[x]).unwrap();
+        let s = g.add_const("s", Tensor::new(vec![2], vec![6i64, -1]).unwrap());
+        g.add1(Op::Reshape { allowzero: false }, "r", &[t, s]).unwrap()
+    };
+    let squeezes: Build = |g, x| {
+        let t = g.add1(Op::Transpose { perm: None }, "t0", &[x]).unwrap();
+        let f = g.add1(Op::Flatten { axis: 2 }, "f", &[t]).unwrap();
+        let a = g.add_const("axes", Tensor::new(vec![1], vec![0i64]).unwrap());
+        g.add1(Op::Unsqueeze, "u", &[f, a]).unwrap()
+    };
+    for (build, name) in [(head_split, "head split"), (needs_copy, "copy"), (squeezes, "flatten")] {
+        let in_shape = [1usize, 6, 1, 4, 5];
+        let mut body = Graph::new("body");
+        let bx = input(&mut body, &in_shape);
+        let by = build(&mut body, bx);
+        body.add_output("y", by);
+        kiln_ir::verify(&body).unwrap();
+        let out_ty = body.value_type(by).clone();
+        let mut g = Graph::new("g");
+        let x = input(&mut g, &in_shape);
+        let y = g.add1(Op::Fused { body: Box::new(body) }, "fused", &[x]).unwrap();
+        assert_eq!(*g.value_type(y), out_ty);
+        g.add_output("y", y);
+        let kinds = check(&g, &[rng.tensor(&in_shape)]);
+        assert_eq!(kinds.len(), 1, "{name}");
+        assert!(kinds[0].ends_with("(native)"), "{name}: {kinds:?}");
+    }
+}

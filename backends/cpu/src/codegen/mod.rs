@@ -149,17 +149,36 @@ impl ElementwiseKernel {
             ptrs.push(tensor_ptr(t)?);
         }
         let n = self.plan.layout.len();
-        let mut outs: Vec<Data> = self
+        // f32 outputs (nearly all) are left unfilled: the kernel writes every element, and
+        // filling them with zeros first was a second pass over memory.
+        let mut outs: Vec<Result<Vec<f32>, Data>> = self
             .output_dtypes()
             .iter()
-            .map(|&d| Data::zeros(d, n))
+            .map(|&d| match d {
+                DType::F32 => Ok(Vec::with_capacity(n)),
+                _ => Err(Data::zeros(d, n)),
+            })
             .collect();
-        let out_ptrs: Vec<*mut u8> = outs.iter_mut().map(data_ptr_mut).collect();
-        // SAFETY: every pointer addresses a buffer of the dtype and element count the kernel
-        // was compiled for (checked above; outputs allocated here), alive for the call.
+        let out_ptrs: Vec<*mut u8> = outs
+            .iter_mut()
+            .map(|o| match o {
+                Ok(v) => v.as_mut_ptr() as *mut u8,
+                Err(d) => data_ptr_mut(d),
+            })
+            .collect();
+        // SAFETY: every pointer addresses a buffer of the dtype and element count (or, for
+        // f32, capacity) the kernel was compiled for (checked above; outputs allocated
+        // here), alive for the call.
         unsafe { self.run_raw(&ptrs, &out_ptrs) };
         outs.into_iter()
-            .map(|d| Tensor::from_data(self.plan.shape.clone(), d))
+            .map(|o| match o {
+                Ok(mut v) => {
+                    // SAFETY: `run_raw` wrote elements 0..n (every call range together).
+                    unsafe { v.set_len(n) };
+                    Tensor::new(self.plan.shape.clone(), v)
+                }
+                Err(d) => Tensor::from_data(self.plan.shape.clone(), d),
+            })
             .collect()
     }
 
@@ -279,6 +298,11 @@ impl KernelCache {
             body,
             kernels: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The expression DAG the kernels compute.
+    pub fn body(&self) -> &Graph {
+        &self.body
     }
 
     /// The kernel for these input shapes (compiled now if it is the first time); a refusal

@@ -3,11 +3,24 @@
 //! rows it sees (a contiguous, vectorizable loop for stride 1). Planes are split over the
 //! pool's threads.
 
+use super::activation::Activation;
 use super::im2col::{valid_range, Geometry};
 use crate::device::Ctx;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod step;
 mod vector;
+
+pub(crate) use step::{is_depthwise, Depthwise};
+
+/// What is applied to each output after the taps and the bias, in order: the residual
+/// (of the output's shape), the clip, the activation.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Post<'a> {
+    pub residual: Option<&'a [f32]>,
+    pub clip: Option<(f32, f32)>,
+    pub act: Option<&'a Activation>,
+}
 
 /// Output pointer shared by the threads; each writes its own planes.
 struct Out(*mut f32);
@@ -37,6 +50,27 @@ pub(crate) fn run(
     clip: Option<(f32, f32)>,
     out: &mut [f32],
 ) {
+    let post = Post {
+        residual,
+        clip,
+        act: None,
+    };
+    run_with(ctx, g, batch, channels, x, w, bias, &post, out)
+}
+
+/// [`run`] with an activation after the clip.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn run_with(
+    ctx: &Ctx,
+    g: &Geometry,
+    batch: usize,
+    channels: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    post: &Post,
+    out: &mut [f32],
+) {
     let (planes, p, taps, hw) = (batch * channels, g.p(), g.kh * g.kw, g.h * g.w);
     debug_assert!(out.len() == planes * p && x.len() >= planes * hw && w.len() >= channels * taps);
     let out_ptr = Out(out.as_mut_ptr());
@@ -58,8 +92,10 @@ pub(crate) fn run(
             &x[i * hw..(i + 1) * hw],
             &w[c * taps..(c + 1) * taps],
             bias.map_or(0.0, |b| b[c]),
-            residual.map(|r| &r[i * p..(i + 1) * p]),
-            clip,
+            &Post {
+                residual: post.residual.map(|r| &r[i * p..(i + 1) * p]),
+                ..*post
+            },
             o,
         );
     };
@@ -74,32 +110,26 @@ thread_local! {
     static SPLIT: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
-/// One output plane: `o = clip(bias + Σ_taps w[tap] · shifted x + residual)`.
-#[allow(clippy::too_many_arguments)]
-fn plane(
-    vector: bool,
-    g: &Geometry,
-    x: &[f32],
-    k: &[f32],
-    bias: f32,
-    residual: Option<&[f32]>,
-    clip: Option<(f32, f32)>,
-    o: &mut [f32],
-) {
-    if vector && (g.sw == 1 || g.sw == 2) && vector::plane(g, x, k, bias, residual, clip, o) {
+/// One output plane: `o = act(clip(bias + Σ_taps w[tap] · shifted x + residual))`, with
+/// `post` holding this plane's residual.
+fn plane(vector: bool, g: &Geometry, x: &[f32], k: &[f32], bias: f32, post: &Post, o: &mut [f32]) {
+    if vector && (g.sw == 1 || g.sw == 2) && vector::plane(g, x, k, bias, post, o) {
         return;
     }
     portable_plane(g, x, k, bias, o);
-    if let Some(r) = residual {
+    if let Some(r) = post.residual {
         o.iter_mut().zip(r).for_each(|(a, b)| *a += b);
     }
-    if let Some((lo, hi)) = clip {
+    if let Some((lo, hi)) = post.clip {
         // max then min, as the GEMM does: NaN stays NaN. Written as selects so the loop
         // vectorises.
         o.iter_mut().for_each(|v| {
             let x = if *v < lo { lo } else { *v };
             *v = if x > hi { hi } else { x };
         });
+    }
+    if let Some(a) = post.act {
+        a.apply_all(o);
     }
 }
 
@@ -136,16 +166,24 @@ fn portable_plane(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) 
         .map(|j| {
             let off_w = (j * g.dw) as isize - g.pw as isize;
             let (lo, hi) = valid_range(g.ow, g.sw, off_w, g.w);
-            let first = if lo < hi { (lo as isize * g.sw as isize + off_w) as usize } else { 0 };
+            let first = if lo < hi {
+                (lo as isize * g.sw as isize + off_w) as usize
+            } else {
+                0
+            };
             (lo, hi, first)
         })
         .collect();
     each_tap(g, x, k, &cols, o, |dst, src, first, wv| {
         if g.sw == 1 {
             let n = dst.len();
-            dst.iter_mut().zip(&src[first..first + n]).for_each(|(d, s)| *d += wv * s);
+            dst.iter_mut()
+                .zip(&src[first..first + n])
+                .for_each(|(d, s)| *d += wv * s);
         } else {
-            dst.iter_mut().enumerate().for_each(|(t, d)| *d += wv * src[first + t * g.sw]);
+            dst.iter_mut()
+                .enumerate()
+                .for_each(|(t, d)| *d += wv * src[first + t * g.sw]);
         }
     });
 }
@@ -166,12 +204,22 @@ fn plane_split(g: &Geometry, x: &[f32], k: &[f32], bias: f32, o: &mut [f32]) {
             }
             // Input column of output lo: 2·lo + off_w ≥ 0; its parity picks the half.
             let first = (2 * lo as isize + off_w) as usize;
-            (lo, hi, if first % 2 == 0 { first / 2 } else { even + first / 2 })
+            (
+                lo,
+                hi,
+                if first % 2 == 0 {
+                    first / 2
+                } else {
+                    even + first / 2
+                },
+            )
         })
         .collect();
     each_tap(g, x, k, &cols, o, |dst, row, start, wv| {
         let n = dst.len();
-        dst.iter_mut().zip(&row[start..start + n]).for_each(|(d, s)| *d += wv * s);
+        dst.iter_mut()
+            .zip(&row[start..start + n])
+            .for_each(|(d, s)| *d += wv * s);
     });
 }
 

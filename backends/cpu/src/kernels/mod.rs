@@ -5,12 +5,14 @@
 //! same thing faster and may decline at run time (an unexpected dtype or shape), in which
 //! case the chain is replayed.
 
+mod activation;
 mod conv;
 mod depthwise;
 mod epilogue;
 mod group;
 pub(crate) mod im2col;
 mod matmul;
+mod movement;
 mod pool;
 mod recurrent;
 mod rows;
@@ -22,7 +24,28 @@ use crate::program::{compile, Arg, Plan, Step};
 use kiln_ir::{Graph, IrError, NodeId, Op, Result, Tensor, Value};
 use std::collections::HashMap;
 
+pub(crate) use activation::recognise as recognise_activation;
 pub(crate) use epilogue::match_epilogue;
+
+/// Whether the kernel for anchor `n` applies an activation after its epilogue (see
+/// [`activation`]): the depthwise convolution's vector rows do.
+pub(crate) fn takes_activation(graph: &Graph, n: NodeId, known: &HashMap<Value, Tensor>) -> bool {
+    depthwise::is_depthwise(graph, n, known)
+}
+
+/// Where the activation starts in a chain (anchor first), and which it is.
+fn activation_split(
+    graph: &Graph,
+    nodes: &[NodeId],
+    known: &HashMap<Value, Tensor>,
+) -> Option<(usize, activation::Activation)> {
+    let outputs: std::collections::HashSet<Value> = graph.outputs.iter().map(|(_, v)| *v).collect();
+    let reads = |v: Value| graph.uses_of(v).len() + outputs.contains(&v) as usize;
+    (1..nodes.len()).find_map(|k| {
+        let (act, tail) = activation::recognise(graph, Value::new(nodes[k - 1], 0), known, &reads)?;
+        (tail == nodes[k..]).then_some((k, act))
+    })
+}
 pub(crate) use group::{find_groups, subgraph};
 
 /// The f32 exp the native kernels use, for tests of its accuracy.
@@ -40,6 +63,12 @@ pub(crate) enum KernelImpl {
     Generated(Box<(crate::codegen::KernelCache, Plan)>),
     /// Convolution (any group; depthwise as a direct loop) with its epilogue.
     Conv(conv::Conv),
+    /// Depthwise convolution with its epilogue and an activation (swish, hard swish).
+    Depthwise(depthwise::Depthwise),
+    /// An elementwise group that is one activation of one input (swish or hard swish
+    /// after a GEMM convolution): eight lanes with FMA, where the generated code has four;
+    /// an input that is not f32 goes to the generated kernel.
+    Activation(Box<(activation::Activation, crate::codegen::KernelCache, Plan)>),
     /// MatMul or Gemm on the packed GEMM with its epilogue.
     MatMul(matmul::MatMul),
     /// An `Op::Fused` kernel: its body compiled like any graph, run as one step.
@@ -73,7 +102,13 @@ macro_rules! one_output {
         }
     )*};
 }
-one_output!(pool::Pool, pool::GlobalPool, softmax::Softmax, transpose::Transpose);
+one_output!(
+    pool::Pool,
+    pool::GlobalPool,
+    softmax::Softmax,
+    transpose::Transpose,
+    movement::Movement
+);
 
 /// The native kernel for a lone `op` with `n_outputs` outputs, if there is one.
 fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
@@ -92,6 +127,8 @@ impl KernelImpl {
         match self {
             KernelImpl::Eval => "eval",
             KernelImpl::Conv(c) => c.label(),
+            KernelImpl::Depthwise(_) => "direct",
+            KernelImpl::Activation(_) => "native",
             KernelImpl::MatMul(_) => "gemm",
             KernelImpl::Generated(_) => "generated",
             KernelImpl::Native(_) => "native",
@@ -163,7 +200,9 @@ fn generated_ops() -> Vec<&'static str> {
         .filter(|name| match Op::from_parts(name, Vec::new()) {
             Ok(op) => {
                 crate::codegen::covers_op(&op)
-                    && [DType::F32, DType::Bool, DType::I64].iter().any(|&d| compiles(&op, d))
+                    && [DType::F32, DType::Bool, DType::I64]
+                        .iter()
+                        .any(|&d| compiles(&op, d))
             }
             Err(_) => false,
         })
@@ -199,7 +238,22 @@ pub(crate) fn select(
     known: &HashMap<Value, Tensor>,
 ) -> Result<KernelImpl> {
     let anchor = graph.node(nodes[0]);
-    let epi = epilogue::Epilogue::of_chain(graph, nodes, inputs, known);
+    let split = match anchor.op {
+        Op::Conv { .. } if takes_activation(graph, nodes[0], known) => {
+            activation_split(graph, nodes, known)
+        }
+        _ => None,
+    };
+    let epi_len = split.as_ref().map_or(nodes.len(), |(k, _)| *k);
+    let epi = epilogue::Epilogue::of_chain(graph, &nodes[..epi_len], inputs, known);
+    if let Some((_, act)) = split {
+        return Ok(
+            match depthwise::Depthwise::new(graph, nodes[0], anchor_args, epi, act) {
+                Some(d) => KernelImpl::Depthwise(d),
+                None => KernelImpl::Eval,
+            },
+        );
+    }
     let compile_body = |body: &Graph| {
         compile(body).map_err(|e| IrError {
             node: e.node.or(Some(anchor.name.clone())),
@@ -214,9 +268,15 @@ pub(crate) fn select(
                 node: e.node.or(Some(anchor.name.clone())),
                 message: format!("in fused kernel {}: {}", anchor.name, e.message),
             })?;
-            KernelImpl::Generated(Box::new((crate::codegen::KernelCache::new((**body).clone()), plan)))
+            KernelImpl::Generated(Box::new((
+                crate::codegen::KernelCache::new((**body).clone()),
+                plan,
+            )))
         }
-        Op::Fused { body } => KernelImpl::Fused(Box::new(compile_body(body)?)),
+        Op::Fused { body } => match movement::Movement::new(body) {
+            Some(m) => KernelImpl::Native(Box::new(One(m))),
+            None => KernelImpl::Fused(Box::new(compile_body(body)?)),
+        },
         Op::Conv { .. } => match conv::Conv::new(graph, nodes[0], anchor_args, known, epi) {
             Some(c) => KernelImpl::Conv(c),
             None => KernelImpl::Eval,
@@ -241,9 +301,9 @@ pub(crate) fn select(
 
 /// A body whose every op is elementwise (the generator's domain).
 fn elementwise_only(body: &Graph) -> bool {
-    body.nodes
-        .node_weights()
-        .all(|n| matches!(n.op, Op::Input | Op::Const { .. }) || kiln_passes::pattern(&n.op).is_elementwise())
+    body.nodes.node_weights().all(|n| {
+        matches!(n.op, Op::Input | Op::Const { .. }) || kiln_passes::pattern(&n.op).is_elementwise()
+    })
 }
 
 /// Runs one step on its inputs.
@@ -256,7 +316,7 @@ pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec
                 .iter()
                 .map(|a| match a {
                     Arg::Input(i) => args.get(*i).cloned().flatten(),
-                    Arg::Cur | Arg::Absent => None,
+                    Arg::Cur | Arg::Link(_) | Arg::Absent => None,
                 })
                 .collect();
             if let Some(r) = k.run(ctx, &ins) {
@@ -265,18 +325,21 @@ pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec
             return replay(step, args);
         }
         KernelImpl::Conv(c) => c.run(ctx, args),
+        KernelImpl::Depthwise(d) => d.run(ctx, args),
         KernelImpl::MatMul(m) => m.run(ctx, args),
         KernelImpl::Generated(g) => {
             let (cache, plan) = &**g;
-            let ins = args
-                .iter()
-                .map(|a| a.clone().ok_or_else(|| IrError::msg("a fused kernel's input is absent")))
-                .collect::<Result<Vec<_>>>()?;
-            let shapes: Vec<Vec<usize>> = ins.iter().map(|t| t.shape().to_vec()).collect();
-            return match cache.get(&shapes) {
-                Ok(kernel) => kernel.run(&ins.iter().collect::<Vec<_>>()),
-                Err(_) => plan.run(ctx, &ins, None),
-            };
+            return generated(ctx, cache, plan, args);
+        }
+        KernelImpl::Activation(a) => {
+            let (act, cache, plan) = &**a;
+            if let [Some(x)] = args {
+                if let Ok(xv) = x.as_slice::<f32>() {
+                    let y = activation::run(ctx, act, xv);
+                    return Ok(vec![Tensor::new(x.shape().to_vec(), y)?]);
+                }
+            }
+            return generated(ctx, cache, plan, args);
         }
         KernelImpl::Fused(plan) => {
             let ins = args
@@ -295,20 +358,53 @@ pub(crate) fn run(step: &Step, ctx: &Ctx, args: &[Option<Tensor>]) -> Result<Vec
     }
 }
 
+/// The kernel for an elementwise group `sub` (its fallback plan `plan`).
+pub(crate) fn group_kernel(sub: Graph, plan: Plan) -> KernelImpl {
+    let cache = crate::codegen::KernelCache::new(sub);
+    match activation::of_group(cache.body()) {
+        Some(act) => KernelImpl::Activation(Box::new((act, cache, plan))),
+        None => KernelImpl::Generated(Box::new((cache, plan))),
+    }
+}
+
+/// A generated kernel on `args`, or its plan where the generator declines.
+fn generated(
+    ctx: &Ctx,
+    cache: &crate::codegen::KernelCache,
+    plan: &Plan,
+    args: &[Option<Tensor>],
+) -> Result<Vec<Tensor>> {
+    let ins = args
+        .iter()
+        .map(|a| {
+            a.clone()
+                .ok_or_else(|| IrError::msg("a fused kernel's input is absent"))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let shapes: Vec<Vec<usize>> = ins.iter().map(|t| t.shape().to_vec()).collect();
+    match cache.get(&shapes) {
+        Ok(kernel) => kernel.run(&ins.iter().collect::<Vec<_>>()),
+        Err(_) => plan.run(ctx, &ins, None),
+    }
+}
+
 /// The chain through `ir::eval`, link by link.
 fn replay(step: &Step, args: &[Option<Tensor>]) -> Result<Vec<Tensor>> {
     let mut cur: Vec<Tensor> = Vec::new();
+    let mut links: Vec<Option<Tensor>> = Vec::with_capacity(step.chain.len());
     for link in &step.chain {
         let ins: Vec<Option<Tensor>> = link
             .args
             .iter()
             .map(|a| match a {
                 Arg::Cur => cur.first().cloned(),
+                Arg::Link(k) => links.get(*k).cloned().flatten(),
                 Arg::Input(i) => args.get(*i).cloned().flatten(),
                 Arg::Absent => None,
             })
             .collect();
         cur = kiln_ir::eval::eval_op(&link.op, &ins, link.n_outputs)?;
+        links.push(cur.first().cloned());
     }
     Ok(cur)
 }

@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) const PARALLEL_MIN_WORK: usize = 1 << 17;
 
 /// Output pointer shared by the threads; each writes its own rows.
-struct Out(*mut f32);
+pub(crate) struct Out(pub *mut f32);
 // SAFETY: threads write disjoint rows (each row range is taken once from a counter).
 unsafe impl Sync for Out {}
 
 impl Out {
     /// A method, so closures capture the whole `Out` (which is Sync), not its raw field.
-    fn at(&self, i: usize) -> *mut f32 {
+    pub fn at(&self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
 }

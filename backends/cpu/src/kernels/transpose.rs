@@ -57,33 +57,41 @@ impl Transpose {
             let size: usize = g.iter().map(|&a| x.shape()[a]).product();
             dims.push((*g.last()?, size));
         }
-        let mut out = vec![0.0f32; xv.len()];
-        if dims.len() <= 1 || out.is_empty() {
-            out.copy_from_slice(xv);
-            return Some(Tensor::new(shape, out));
-        }
         let stride: Vec<usize> = dims.iter().map(|&(a, _)| in_strides[a]).collect();
         let sizes: Vec<usize> = dims.iter().map(|&(_, n)| n).collect();
-        let d = dims.len();
-        let row_len = sizes[d - 1];
-        let last_stride = stride[d - 1];
-        for_each_row(ctx, &mut out, row_len, 2 * xv.len(), |r, o| {
-            // Input offset of output row r: its index over the outer dims.
-            let (mut rest, mut off) = (r, 0);
-            for i in (0..d - 1).rev() {
-                off += (rest % sizes[i]) * stride[i];
-                rest /= sizes[i];
-            }
-            if last_stride == 1 {
-                o.copy_from_slice(&xv[off..off + row_len]);
-            } else {
-                for (j, v) in o.iter_mut().enumerate() {
-                    *v = xv[off + j * last_stride];
-                }
-            }
-        });
-        Some(Tensor::new(shape, out))
+        Some(Tensor::new(shape, gather(ctx, xv, &sizes, &stride)))
     }
+}
+
+/// The elements of `x` at the strided view `sizes`/`strides` (row-major over `sizes`), in
+/// order: row by row, a row a copy where the innermost stride is 1, else a gather. The
+/// view must lie inside `x` and cover `x.len()` elements or fewer.
+pub(crate) fn gather(ctx: &Ctx, x: &[f32], sizes: &[usize], strides: &[usize]) -> Vec<f32> {
+    let n: usize = sizes.iter().product();
+    let mut out = vec![0.0f32; n];
+    let d = sizes.len();
+    if d == 0 || n == 0 {
+        out.copy_from_slice(&x[..n]);
+        return out;
+    }
+    let row_len = sizes[d - 1];
+    let last_stride = strides[d - 1];
+    for_each_row(ctx, &mut out, row_len, 2 * n, |r, o| {
+        // Input offset of output row r: its index over the outer dims.
+        let (mut rest, mut off) = (r, 0);
+        for i in (0..d - 1).rev() {
+            off += (rest % sizes[i]) * strides[i];
+            rest /= sizes[i];
+        }
+        if last_stride == 1 {
+            o.copy_from_slice(&x[off..off + row_len]);
+        } else {
+            for (j, v) in o.iter_mut().enumerate() {
+                *v = x[off + j * last_stride];
+            }
+        }
+    });
+    out
 }
 
 /// The next input dim after `a` whose size is not 1 (size-1 dims between two merged dims

@@ -10,17 +10,20 @@ mod steps;
 
 use crate::device::{Ctx, DEVICE};
 use crate::kernels::{self, KernelImpl};
-use steps::{chain_step, group_step, slot, sort_units, Unit};
 use kiln_backends::{BackendError, KernelTiming};
 use kiln_ir::{Graph, IrError, NodeId, Op, Tensor, Value};
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
+use steps::{chain_step, group_step, slot, sort_units, Unit};
 
 /// Where a link of a chain takes an input from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Arg {
     /// The previous link's result.
     Cur,
+    /// The result of an earlier link (an activation reads the anchor's result twice:
+    /// `mul(v, sigmoid(v))`).
+    Link(usize),
     /// The step's input `i`.
     Input(usize),
     /// An absent optional input.
@@ -112,6 +115,16 @@ pub(crate) fn compile_with(graph: &Graph, groups: bool) -> Result<Plan, BackendE
         // An add of two anchors' results belongs to the first anchor's chain only.
         if let Some(taken) = tail.iter().position(|m| absorbed.contains(m)) {
             tail.truncate(taken);
+        } else if kernels::takes_activation(graph, n, &known) {
+            // A kernel that applies an activation in registers takes it after its epilogue.
+            let last = Value::new(*tail.last().unwrap_or(&n), 0);
+            let reads =
+                |v: Value| uses.get(&v).copied().unwrap_or(0) + outputs.contains(&v) as usize;
+            if let Some((_, nodes)) = kernels::recognise_activation(graph, last, &known, &reads) {
+                if !nodes.iter().any(|m| absorbed.contains(m)) {
+                    tail.extend(nodes);
+                }
+            }
         }
         if !tail.is_empty() {
             absorbed.extend(tail.iter().copied());
@@ -160,7 +173,10 @@ pub(crate) fn compile_with(graph: &Graph, groups: bool) -> Result<Plan, BackendE
         return if groups {
             compile_with(graph, false)
         } else {
-            Err(err(&graph.name, "the steps of this graph cannot be ordered"))
+            Err(err(
+                &graph.name,
+                "the steps of this graph cannot be ordered",
+            ))
         };
     };
 
@@ -178,12 +194,18 @@ pub(crate) fn compile_with(graph: &Graph, groups: bool) -> Result<Plan, BackendE
     let mut const_slots = HashSet::new();
     for u in sorted {
         let step = match &units[u] {
-            Unit::Chain(anchor, tail) => {
-                chain_step(graph, *anchor, tail, &known, &uses, &outputs, &mut slots, &mut plan.consts, &mut const_slots)?
-            }
-            Unit::Group(members) => {
-                group_step(graph, members, &known, &outputs, &mut slots)?
-            }
+            Unit::Chain(anchor, tail) => chain_step(
+                graph,
+                *anchor,
+                tail,
+                &known,
+                &uses,
+                &outputs,
+                &mut slots,
+                &mut plan.consts,
+                &mut const_slots,
+            )?,
+            Unit::Group(members) => group_step(graph, members, &known, &outputs, &mut slots)?,
         };
         plan.steps.push(step);
     }

@@ -2,7 +2,7 @@
 //! elementwise group, a lone node), their run order, and the step each becomes.
 
 use super::{body_names, err, Arg, Link, Step};
-use crate::kernels::{self, KernelImpl};
+use crate::kernels;
 use kiln_backends::BackendError;
 use kiln_ir::{Graph, NodeId, Op, Tensor, Value};
 use std::collections::{HashMap, HashSet};
@@ -86,10 +86,19 @@ pub(super) fn chain_step(
 ) -> Result<Step, BackendError> {
     let node = graph.node(anchor);
     let mut step_inputs: Vec<Value> = Vec::new();
-    fn arg_of(step_inputs: &mut Vec<Value>, v: Option<Value>, cur: Option<Value>) -> Arg {
+    // `done`: the chain's nodes so far, whose results are links, not step inputs.
+    fn arg_of(
+        step_inputs: &mut Vec<Value>,
+        v: Option<Value>,
+        cur: Option<Value>,
+        done: &[NodeId],
+    ) -> Arg {
         match v {
             None => Arg::Absent,
             Some(v) if Some(v) == cur => Arg::Cur,
+            Some(v) if v.output == 0 && done.contains(&v.node) => {
+                Arg::Link(done.iter().position(|&n| n == v.node).unwrap_or(0))
+            }
             Some(v) => Arg::Input(step_inputs.iter().position(|&x| x == v).unwrap_or_else(|| {
                 step_inputs.push(v);
                 step_inputs.len() - 1
@@ -98,12 +107,14 @@ pub(super) fn chain_step(
     }
     let mut chain = Vec::new();
     let mut cur = None;
+    let mut done: Vec<NodeId> = Vec::new();
     for &m in std::iter::once(&anchor).chain(tail) {
         let args = graph
             .inputs_of(m)
             .into_iter()
-            .map(|v| arg_of(&mut step_inputs, v, cur))
+            .map(|v| arg_of(&mut step_inputs, v, cur, &done))
             .collect();
+        done.push(m);
         let mnode = graph.node(m);
         chain.push(Link {
             op: mnode.op.clone(),
@@ -129,7 +140,9 @@ pub(super) fn chain_step(
             (uses.contains_key(&v) || outputs.contains(&v)).then(|| slot(slots, v))
         })
         .collect();
-    let nodes: Vec<NodeId> = std::iter::once(anchor).chain(tail.iter().copied()).collect();
+    let nodes: Vec<NodeId> = std::iter::once(anchor)
+        .chain(tail.iter().copied())
+        .collect();
     let kernel = kernels::select(graph, &nodes, &step_inputs, &chain[0].args, known)
         .map_err(|e| err(&node.name, e.message))?;
     let kind = format!("{} ({})", kernels::kind_name(graph, &nodes), kernel.label());
@@ -159,10 +172,14 @@ pub(super) fn group_step(
 ) -> Result<Step, BackendError> {
     let (sub, external, outs) = kernels::subgraph(graph, members, known, outputs);
     let fallback = super::compile_with(&sub, false)?;
-    let names: Vec<String> = members.iter().map(|&m| graph.node(m).name.clone()).collect();
-    let kind = format!("{} (generated)", kernels::kind_name(graph, members));
+    let names: Vec<String> = members
+        .iter()
+        .map(|&m| graph.node(m).name.clone())
+        .collect();
+    let kernel = kernels::group_kernel(sub, fallback);
+    let kind = format!("{} ({})", kernels::kind_name(graph, members), kernel.label());
     Ok(Step {
-        kernel: KernelImpl::Generated(Box::new((crate::codegen::KernelCache::new(sub), fallback))),
+        kernel,
         chain: Vec::new(),
         inputs: external.iter().map(|&v| Some(slot(slots, v))).collect(),
         outputs: outs.iter().map(|&v| Some(slot(slots, v))).collect(),
@@ -172,4 +189,3 @@ pub(super) fn group_step(
         kind,
     })
 }
-

@@ -9,7 +9,9 @@
 //! output needs a bounds check per tap (a scalar loop over a row's first and last columns
 //! cost more than the vector loop over the rest of a 56-wide row).
 
+use super::super::activation::Activation;
 use super::super::im2col::Geometry;
+use super::Post;
 
 /// Whether this CPU runs the vector path (checked once; the answer is cached by std).
 pub(super) fn available() -> bool {
@@ -37,6 +39,7 @@ struct Row<'a> {
     bias: f32,
     residual: Option<&'a [f32]>,
     clip: Option<(f32, f32)>,
+    act: Option<&'a Activation>,
 }
 
 /// The plane as [`super::plane`] defines it, for stride 1 or 2 along the width; `false`
@@ -53,8 +56,7 @@ pub(super) fn plane(
     x: &[f32],
     k: &[f32],
     bias: f32,
-    residual: Option<&[f32]>,
-    clip: Option<(f32, f32)>,
+    post: &Post,
     o: &mut [f32],
 ) -> bool {
     if !available() {
@@ -122,8 +124,9 @@ pub(super) fn plane(
                 inputs: &inputs,
                 taps: &taps,
                 bias,
-                residual: residual.map(|r| &r[oh * g.ow..(oh + 1) * g.ow]),
-                clip,
+                residual: post.residual.map(|r| &r[oh * g.ow..(oh + 1) * g.ow]),
+                clip: post.clip,
+                act: post.act,
             };
             // SAFETY: `available()` was checked by the caller; every input row holds
             // `stored` ≥ the columns read for outputs up to `blocks`.
@@ -171,25 +174,8 @@ unsafe fn deinterleave(padded: &[f32], dst: &mut [f32], half: usize) {
 #[cfg(not(target_arch = "x86_64"))]
 unsafe fn deinterleave(_padded: &[f32], _dst: &mut [f32], _half: usize) {}
 
-/// `v` plus the residual, then max(lo, ·) and min(hi, ·) as the portable path does (NaN
-/// stays NaN).
-fn finish(v: f32, residual: Option<f32>, clip: Option<(f32, f32)>) -> f32 {
-    let v = v + residual.unwrap_or(0.0);
-    match clip {
-        Some((lo, hi)) => {
-            let x = if v < lo { lo } else { v };
-            if x > hi {
-                hi
-            } else {
-                x
-            }
-        }
-        None => v,
-    }
-}
-
-/// One output row in blocks of 32, then 8; the last partial block goes through a stack
-/// tile.
+/// One output row in blocks of 32, then 16, then 8; the last partial block goes through a
+/// stack tile.
 ///
 /// # Safety
 /// AVX2 and FMA must be available, and every input row must hold the columns that outputs
@@ -197,63 +183,113 @@ fn finish(v: f32, residual: Option<f32>, clip: Option<(f32, f32)>) -> f32 {
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn output_row(row: &Row, o: &mut [f32]) {
+    // With the kernel width a constant the tap loop unrolls: on 14-wide rows (two blocks
+    // of 8) the loop's own instructions cost as much as the FMAs.
+    match row.taps.len() {
+        3 => output_row_k::<3>(row, o),
+        5 => output_row_k::<5>(row, o),
+        _ => output_row_k::<0>(row, o),
+    }
+}
+
+/// [`output_row`] for kernels `KW` wide (0: any width, read from the row).
+///
+/// # Safety
+/// As [`output_row`]; with `KW` > 0 the row's taps and weight rows hold `KW` entries.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn output_row_k<const KW: usize>(row: &Row, o: &mut [f32]) {
     use std::arch::x86_64::*;
     let n = o.len();
+    let kw = if KW == 0 { row.taps.len() } else { KW };
+    debug_assert!(row.taps.len() == kw && row.inputs.iter().all(|(_, w)| w.len() == kw));
     let b = _mm256_set1_ps(row.bias);
     let clip = row
         .clip
         .map(|(l, h)| (_mm256_set1_ps(l), _mm256_set1_ps(h)));
     // Residual, then max(lo, v) and min(hi, ·): with the value as the second operand a
     // NaN passes through both, as in the portable path.
-    let finish8 = |v: __m256, c: usize| -> __m256 {
-        let v = match row.residual {
+    // `c`: where the residual is read (`None`: already added).
+    let finish8 = |v: __m256, c: Option<usize>| -> __m256 {
+        let v = match (row.residual, c) {
             // SAFETY: the residual row has the output row's length and c + 8 ≤ n.
-            Some(r) => _mm256_add_ps(v, unsafe { _mm256_loadu_ps(r.as_ptr().add(c)) }),
+            (Some(r), Some(c)) => _mm256_add_ps(v, unsafe { _mm256_loadu_ps(r.as_ptr().add(c)) }),
+            _ => v,
+        };
+        let v = match clip {
+            Some((l, h)) => _mm256_min_ps(h, _mm256_max_ps(l, v)),
             None => v,
         };
-        match clip {
-            Some((l, h)) => _mm256_min_ps(h, _mm256_max_ps(l, v)),
+        match row.act {
+            // SAFETY: AVX2 and FMA are available (this function's contract).
+            Some(a) => unsafe { super::super::activation::avx2::apply(a, v) },
             None => v,
         }
     };
+    // The sums of the `NB` blocks of 8 outputs at `c`. Taps go round-robin to three sets
+    // of accumulators (the tap index is a constant once the loop unrolls), added at the
+    // end: one chain of 9 or 25 dependent FMAs per block would wait on the FMA's latency
+    // (a 14-wide row has only two blocks to interleave).
+    macro_rules! sums {
+        ($c:expr, $nb:literal) => {{
+            let zero = _mm256_setzero_ps();
+            let mut acc = [[zero; $nb]; 3];
+            acc[0] = [b; $nb];
+            for (input, w) in row.inputs {
+                for j in 0..kw {
+                    let wv = _mm256_set1_ps(*w.get_unchecked(j));
+                    let p = input.as_ptr().add(*row.taps.get_unchecked(j) + $c);
+                    let set = if KW == 0 { 0 } else { j % 3 };
+                    for k in 0..$nb {
+                        acc[set][k] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(8 * k)), acc[set][k]);
+                    }
+                }
+            }
+            let mut out = [zero; $nb];
+            for k in 0..$nb {
+                out[k] = _mm256_add_ps(_mm256_add_ps(acc[0][k], acc[1][k]), acc[2][k]);
+            }
+            out
+        }};
+    }
+    // Stores the block of outputs at `c`, the last lanes through a tile: the residual's
+    // valid part is copied in (the lanes past the row compute on zeros and are dropped),
+    // and the clip and activation run on the vector as for every other block.
+    macro_rules! store {
+        ($a:expr, $c:expr) => {{
+            let (mut a, c) = ($a, $c);
+            if c + 8 <= n {
+                _mm256_storeu_ps(o.as_mut_ptr().add(c), finish8(a, Some(c)));
+            } else {
+                let mut tile = [0.0f32; 8];
+                if let Some(r) = row.residual {
+                    tile[..n - c].copy_from_slice(&r[c..n]);
+                    a = _mm256_add_ps(a, _mm256_loadu_ps(tile.as_ptr()));
+                }
+                _mm256_storeu_ps(tile.as_mut_ptr(), finish8(a, None));
+                o[c..n].copy_from_slice(&tile[..n - c]);
+            }
+        }};
+    }
     let mut c = 0;
     while c + 32 <= n {
-        let (mut a0, mut a1, mut a2, mut a3) = (b, b, b, b);
-        for (input, w) in row.inputs {
-            for (&tap, &wt) in row.taps.iter().zip(w.iter()) {
-                let wv = _mm256_set1_ps(wt);
-                let p = input.as_ptr().add(tap + c);
-                a0 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p), a0);
-                a1 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(8)), a1);
-                a2 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(16)), a2);
-                a3 = _mm256_fmadd_ps(wv, _mm256_loadu_ps(p.add(24)), a3);
-            }
-        }
-        let out = o.as_mut_ptr().add(c);
-        _mm256_storeu_ps(out, finish8(a0, c));
-        _mm256_storeu_ps(out.add(8), finish8(a1, c + 8));
-        _mm256_storeu_ps(out.add(16), finish8(a2, c + 16));
-        _mm256_storeu_ps(out.add(24), finish8(a3, c + 24));
+        let [a0, a1, a2, a3] = sums!(c, 4);
+        store!(a0, c);
+        store!(a1, c + 8);
+        store!(a2, c + 16);
+        store!(a3, c + 24);
         c += 32;
     }
-    while c < n {
-        let mut a = b;
-        for (input, w) in row.inputs {
-            for (&tap, &wt) in row.taps.iter().zip(w.iter()) {
-                let p = input.as_ptr().add(tap + c);
-                a = _mm256_fmadd_ps(_mm256_set1_ps(wt), _mm256_loadu_ps(p), a);
-            }
-        }
-        if c + 8 <= n {
-            _mm256_storeu_ps(o.as_mut_ptr().add(c), finish8(a, c));
-        } else {
-            let mut tile = [0.0f32; 8];
-            _mm256_storeu_ps(tile.as_mut_ptr(), a);
-            for t in 0..n - c {
-                o[c + t] = finish(tile[t], row.residual.map(|r| r[c + t]), row.clip);
-            }
-        }
-        c += 8;
+    while c + 8 < n {
+        let [a0, a1] = sums!(c, 2);
+        store!(a0, c);
+        store!(a1, c + 8);
+        c += 16;
+    }
+    if c < n {
+        let [a0] = sums!(c, 1);
+        store!(a0, c);
     }
 }
 

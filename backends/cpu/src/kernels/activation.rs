@@ -1,0 +1,424 @@
+//! Activations that read their input twice — swish `v·σ(v)` and hard swish
+//! `v·clip(v + 3, 0, 6)/6` — recognised after an anchor's epilogue so that a kernel can
+//! apply them while its result is still in registers instead of in another pass over
+//! memory (efficientnet's and mobilenet_v3's depthwise convolutions).
+//!
+//! They are not chains: `v` feeds two nodes. A step's chain refers back to `v` with
+//! [`crate::program::Arg::Link`], so replaying the chain through `ir::eval` stays the
+//! reference behaviour. Every op is applied in the graph's order in f32 (the sigmoid is
+//! the only approximation: within 2.5e-7 relative of the exact value, see [`sigmoid`]).
+
+use kiln_ir::{BinaryOp, DType, Graph, NodeId, Op, Tensor, UnaryOp, Value};
+use std::collections::HashMap;
+
+/// One op after the hard swish's clip: a constant scale, or the multiplication by `v`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Post {
+    Mul(f32),
+    Div(f32),
+    MulInput,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Activation {
+    /// `v · σ(α·v)` (`mul(v, sigmoid(v))` has α = 1).
+    Swish { alpha: f32 },
+    /// ONNX HardSwish: `v · clamp(v/6 + ½, 0, 1)`.
+    HardSwish,
+    /// Keras' hard swish as separate ops: `t = clip(v + shift, lo, hi)`, then `post` in
+    /// order (one of them the multiplication by `v`).
+    ClipMul {
+        shift: f32,
+        lo: f32,
+        hi: f32,
+        post: Vec<Post>,
+    },
+}
+
+fn scalar(known: &HashMap<Value, Tensor>, v: Option<Value>) -> Option<f32> {
+    let t = known.get(&v?)?;
+    match t.as_slice::<f32>() {
+        Ok([x]) => Some(*x),
+        _ => None,
+    }
+}
+
+/// The activation applied to `v` by the nodes after it, and those nodes in order; `uses`
+/// counts the reads of a value by nodes that run (and the graph's outputs count as
+/// reads). Only `v` may be read twice, and only the last node's result may leave.
+pub(crate) fn recognise(
+    graph: &Graph,
+    v: Value,
+    known: &HashMap<Value, Tensor>,
+    uses: &dyn Fn(Value) -> usize,
+) -> Option<(Activation, Vec<NodeId>)> {
+    let ty = graph.value_type(v).clone();
+    if ty.dtype != DType::F32 || known.contains_key(&v) {
+        return None;
+    }
+    let users: Vec<NodeId> = graph.uses_of(v).iter().map(|&(n, _)| n).collect();
+    // A node of the activation: one f32 output of v's type.
+    let fits = |n: NodeId| {
+        let node = graph.node(n);
+        node.outputs.len() == 1 && node.outputs[0] == ty
+    };
+    let ins = |n: NodeId| graph.inputs_of(n);
+    let other = |n: NodeId, x: Value| {
+        let i = ins(n);
+        if i.len() != 2 {
+            return None;
+        }
+        if i[0] == Some(x) {
+            i[1]
+        } else if i[1] == Some(x) {
+            i[0]
+        } else {
+            None
+        }
+    };
+    let single = |n: NodeId| uses(Value::new(n, 0)) == 1;
+    match uses(v) {
+        1 if users.len() == 1 && fits(users[0]) => {
+            let n = users[0];
+            match &graph.node(n).op {
+                Op::Swish { alpha } => Some((Activation::Swish { alpha: *alpha }, vec![n])),
+                Op::Unary(UnaryOp::HardSwish) => Some((Activation::HardSwish, vec![n])),
+                _ => None,
+            }
+        }
+        2 if users.len() == 2 && users.iter().all(|&n| fits(n)) => {
+            let op = |n: NodeId| &graph.node(n).op;
+            // Swish: sigmoid(v) read once, by mul(v, ·).
+            for (s, m) in [(users[0], users[1]), (users[1], users[0])] {
+                if matches!(op(s), Op::Unary(UnaryOp::Sigmoid))
+                    && single(s)
+                    && matches!(op(m), Op::Binary(BinaryOp::Mul))
+                    && other(m, v) == Some(Value::new(s, 0))
+                {
+                    return Some((Activation::Swish { alpha: 1.0 }, vec![s, m]));
+                }
+            }
+            // Hard swish: add(v, shift) → clip(lo, hi) → scales and one mul by v.
+            let a = *users
+                .iter()
+                .find(|&&n| matches!(op(n), Op::Binary(BinaryOp::Add)))?;
+            let shift = scalar(known, other(a, v))?;
+            let c = graph.uses_of(Value::new(a, 0)).first()?.0;
+            if !single(a) || !fits(c) || !matches!(op(c), Op::Clip) {
+                return None;
+            }
+            let ci = ins(c);
+            if ci.first().copied().flatten() != Some(Value::new(a, 0)) {
+                return None;
+            }
+            let bound = |i: usize, default: f32| match ci.get(i).copied().flatten() {
+                None => Some(default),
+                b => scalar(known, b),
+            };
+            let (lo, hi) = (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?);
+            if lo.is_nan() || hi.is_nan() || lo > hi {
+                return None;
+            }
+            let mut nodes = vec![a, c];
+            let mut post = Vec::new();
+            let mut cur = Value::new(c, 0);
+            let mut multiplied = false;
+            // Follow the single-use chain while it scales by constants or multiplies by v.
+            while single(cur.node) {
+                let Some(&(n, _)) = graph.uses_of(cur).first() else {
+                    break;
+                };
+                if !fits(n) {
+                    break;
+                }
+                let o = other(n, cur);
+                let p = match op(n) {
+                    Op::Binary(BinaryOp::Mul) if o == Some(v) && !multiplied => {
+                        multiplied = true;
+                        Post::MulInput
+                    }
+                    Op::Binary(BinaryOp::Mul) => match scalar(known, o) {
+                        Some(k) => Post::Mul(k),
+                        None => break,
+                    },
+                    // Division is not commutative: only `cur / k`.
+                    Op::Binary(BinaryOp::Div) if ins(n).first().copied().flatten() == Some(cur) => {
+                        match scalar(known, o) {
+                            Some(k) => Post::Div(k),
+                            None => break,
+                        }
+                    }
+                    _ => break,
+                };
+                post.push(p);
+                nodes.push(n);
+                cur = Value::new(n, 0);
+            }
+            // v's second read must be the multiplication (constant scales before or after
+            // it are still a function of v alone).
+            if !multiplied {
+                return None;
+            }
+            Some((
+                Activation::ClipMul {
+                    shift,
+                    lo,
+                    hi,
+                    post,
+                },
+                nodes,
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// The logistic function as `ir::eval` defines it, on one f32: 1/(1 + e^-x) for x ≥ 0,
+/// e^x/(1 + e^x) below, from one e^-|x|.
+pub(crate) fn sigmoid(x: f32) -> f32 {
+    let e = super::softmax::exp(-x.abs());
+    let s = 1.0 / (1.0 + e);
+    if x >= 0.0 {
+        s
+    } else if x.is_nan() {
+        x
+    } else {
+        e * s
+    }
+}
+
+impl Activation {
+    /// The activation of one value.
+    pub(crate) fn apply(&self, v: f32) -> f32 {
+        match self {
+            Activation::Swish { alpha } => v * sigmoid(alpha * v),
+            Activation::HardSwish => v * (v / 6.0 + 0.5).clamp(0.0, 1.0),
+            Activation::ClipMul {
+                shift,
+                lo,
+                hi,
+                post,
+            } => {
+                let a = v + shift;
+                // max then min with the value second: NaN stays NaN, as Clip does.
+                let a = if a < *lo { *lo } else { a };
+                let mut t = if a > *hi { *hi } else { a };
+                for p in post {
+                    t = match p {
+                        Post::Mul(k) => t * k,
+                        Post::Div(k) => t / k,
+                        Post::MulInput => v * t,
+                    };
+                }
+                t
+            }
+        }
+    }
+
+    /// In place over a slice (the portable path).
+    pub(crate) fn apply_all(&self, o: &mut [f32]) {
+        o.iter_mut().for_each(|x| *x = self.apply(*x));
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx2 {
+    //! The activations on eight lanes.
+    use super::{Activation, Post};
+    use std::arch::x86_64::*;
+
+    /// e^x for x ≤ 0 (the sigmoid's e^-|x|): as `softmax::exp`, 2^n built from the
+    /// exponent bits in two factors so that n down to -150 stays representable.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn exp_nonpos(x: __m256) -> __m256 {
+        let xc = _mm256_max_ps(x, _mm256_set1_ps(-103.0));
+        let shift = _mm256_set1_ps(12_582_912.0);
+        let n = _mm256_sub_ps(
+            _mm256_fmadd_ps(xc, _mm256_set1_ps(std::f32::consts::LOG2_E), shift),
+            shift,
+        );
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693_145_75), xc);
+        let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(1.428_606_8e-6), r);
+        let mut p = _mm256_set1_ps(1.0 / 720.0);
+        for c in [1.0 / 120.0, 1.0 / 24.0, 1.0 / 6.0, 0.5, 1.0, 1.0] {
+            p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c));
+        }
+        let ni = _mm256_cvtps_epi32(n);
+        let h = _mm256_srai_epi32::<1>(ni);
+        let bias = _mm256_set1_epi32(127);
+        let s1 = _mm256_slli_epi32::<23>(_mm256_max_epi32(
+            _mm256_add_epi32(h, bias),
+            _mm256_setzero_si256(),
+        ));
+        let s2 = _mm256_slli_epi32::<23>(_mm256_max_epi32(
+            _mm256_add_epi32(_mm256_sub_epi32(ni, h), bias),
+            _mm256_setzero_si256(),
+        ));
+        let y = _mm256_mul_ps(
+            _mm256_mul_ps(p, _mm256_castsi256_ps(s1)),
+            _mm256_castsi256_ps(s2),
+        );
+        // Below -103 the result is 0 (the two factors already underflow there).
+        _mm256_and_ps(y, _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_set1_ps(-103.0)))
+    }
+
+    /// [`super::sigmoid`] on eight lanes (NaN passes through the final blend).
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn sigmoid(x: __m256) -> __m256 {
+        let sign = _mm256_set1_ps(-0.0);
+        let e = exp_nonpos(_mm256_or_ps(x, sign));
+        let one = _mm256_set1_ps(1.0);
+        let s = _mm256_div_ps(one, _mm256_add_ps(one, e));
+        let neg = _mm256_mul_ps(e, s);
+        let r = _mm256_blendv_ps(neg, s, _mm256_cmp_ps::<_CMP_GE_OQ>(x, _mm256_setzero_ps()));
+        _mm256_blendv_ps(r, x, _mm256_cmp_ps::<_CMP_UNORD_Q>(x, x))
+    }
+
+    /// Writes the activation of whole blocks of 8 of `x` to `dst`; returns how many
+    /// elements it wrote.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available; `dst` must be valid for `x.len()` writes.
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn apply_into(a: &Activation, x: &[f32], dst: *mut f32) -> usize {
+        let whole = x.len() / 8 * 8;
+        let mut i = 0;
+        while i < whole {
+            _mm256_storeu_ps(dst.add(i), apply(a, _mm256_loadu_ps(x.as_ptr().add(i))));
+            i += 8;
+        }
+        whole
+    }
+
+    /// [`Activation::apply`] on eight lanes.
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    pub(crate) unsafe fn apply(a: &Activation, v: __m256) -> __m256 {
+        match a {
+            Activation::Swish { alpha } => {
+                let x = if *alpha == 1.0 {
+                    v
+                } else {
+                    _mm256_mul_ps(_mm256_set1_ps(*alpha), v)
+                };
+                _mm256_mul_ps(v, sigmoid(x))
+            }
+            Activation::HardSwish => {
+                let t = _mm256_add_ps(_mm256_div_ps(v, _mm256_set1_ps(6.0)), _mm256_set1_ps(0.5));
+                let t = _mm256_min_ps(_mm256_set1_ps(1.0), _mm256_max_ps(_mm256_setzero_ps(), t));
+                _mm256_mul_ps(v, t)
+            }
+            Activation::ClipMul {
+                shift,
+                lo,
+                hi,
+                post,
+            } => {
+                let t = _mm256_add_ps(v, _mm256_set1_ps(*shift));
+                let mut t =
+                    _mm256_min_ps(_mm256_set1_ps(*hi), _mm256_max_ps(_mm256_set1_ps(*lo), t));
+                for p in post {
+                    t = match p {
+                        Post::Mul(k) => _mm256_mul_ps(t, _mm256_set1_ps(*k)),
+                        Post::Div(k) => _mm256_div_ps(t, _mm256_set1_ps(*k)),
+                        Post::MulInput => _mm256_mul_ps(v, t),
+                    };
+                }
+                t
+            }
+        }
+    }
+}
+
+/// The activation of a whole elementwise group, if the group is one: a subgraph with one
+/// f32 input whose every computing node belongs to the activation of that input.
+pub(crate) fn of_group(sub: &Graph) -> Option<Activation> {
+    let [x] = sub.inputs[..] else {
+        return None;
+    };
+    let [(_, y)] = sub.outputs[..] else {
+        return None;
+    };
+    let known: HashMap<Value, Tensor> = sub
+        .nodes
+        .node_indices()
+        .filter_map(|n| match &sub.node(n).op {
+            Op::Const { value } => Some((Value::new(n, 0), value.clone())),
+            _ => None,
+        })
+        .collect();
+    let reads = |v: Value| sub.uses_of(v).len() + sub.outputs.iter().filter(|(_, o)| *o == v).count();
+    let (act, nodes) = recognise(sub, Value::new(x, 0), &known, &reads)?;
+    let computing = sub
+        .nodes
+        .node_indices()
+        .filter(|&n| !matches!(sub.node(n).op, Op::Input | Op::Const { .. }))
+        .count();
+    (computing == nodes.len() && nodes.last().map(|&n| Value::new(n, 0)) == Some(y)).then_some(act)
+}
+
+/// Elements per work unit of [`run`] (16 KiB in, 16 KiB out).
+const BLOCK: usize = 4096;
+
+/// The activation of `x` into a new buffer, blocks over the pool. The output is written
+/// once, straight into fresh memory (no zero fill first).
+pub(crate) fn run(ctx: &crate::device::Ctx, act: &Activation, x: &[f32]) -> Vec<f32> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let n = x.len();
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let base = super::rows::Out(out.as_mut_ptr());
+    let blocks = n.div_ceil(BLOCK);
+    let next = AtomicUsize::new(0);
+    let vector = ctx.kernel == crate::gemm::Kernel::Avx2Fma && avx2_available();
+    let body = |_thread: usize| loop {
+        let b = next.fetch_add(1, Ordering::Relaxed);
+        if b >= blocks {
+            return;
+        }
+        let (s, e) = (b * BLOCK, (b * BLOCK + BLOCK).min(n));
+        // SAFETY: block b of the output's capacity is written by this thread only, each
+        // element once, before `set_len` below.
+        unsafe { apply_into(vector, act, &x[s..e], base.at(s)) };
+    };
+    match ctx.pool {
+        Some(pool) if blocks > 1 && 2 * n >= super::rows::PARALLEL_MIN_WORK => pool.run(&body),
+        _ => body(0),
+    }
+    // SAFETY: every block 0..blocks, that is every element below n, was written above
+    // (the pool returns after all threads finish).
+    unsafe { out.set_len(n) };
+    out
+}
+
+fn avx2_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// Writes `act(x[i])` to `dst[i]`.
+///
+/// # Safety
+/// `dst` must be valid for `x.len()` writes; with `vector`, AVX2 and FMA must be available.
+unsafe fn apply_into(vector: bool, act: &Activation, x: &[f32], dst: *mut f32) {
+    let mut i = 0;
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        i = avx2::apply_into(act, x, dst);
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vector;
+    for (k, &v) in x.iter().enumerate().skip(i) {
+        dst.add(k).write(act.apply(v));
+    }
+}
