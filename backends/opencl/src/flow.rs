@@ -322,7 +322,13 @@ impl Rest {
 pub fn rest_graph(graph: &Graph, done: &HashSet<NodeId>) -> (Graph, Vec<Value>) {
     let mut g = graph.clone();
     g.inputs.clear();
-    let kept = |n: NodeId| !done.contains(&n) || matches!(graph.node(n).op, Op::Const { .. });
+    // Graph inputs count as done wherever the topological order placed them: the rest reads
+    // them as its own inputs, like every other value computed before the cut.
+    let kept = |n: NodeId| match graph.node(n).op {
+        Op::Const { .. } => true,
+        Op::Input => false,
+        _ => !done.contains(&n),
+    };
     let mut input_of: HashMap<Value, Value> = HashMap::new();
     let mut live = Vec::new();
     let mut input = |g: &mut Graph, v: Value| -> Value {

@@ -222,3 +222,32 @@ fn branches_of_different_shapes_compile_what_follows_per_shape() {
         check(src, &[Tensor::scalar(c), data(&[2, 3])]);
     }
 }
+
+#[test]
+fn inputs_read_only_after_a_run_time_shape_reach_the_rest_of_the_graph() {
+    // The rest of the graph after the If compiles on the first run; %y and %z are read only
+    // there, and their input nodes come after the If in the topological order (as ONNX
+    // files can place them).
+    let src = r#"graph g(%c: bool[], %x: f32[2,3], %y: f32[3], %z: f32[1,3]) -> (%o: f32[?,3]) {
+  %0 = if(%c, %x) {
+    then_branch=graph t(%a: f32[2,3]) -> (%r: f32[2,3]) {
+      input %a
+      %0 = neg(%a) : f32[2,3] "neg"
+      return %0
+    },
+    else_branch=graph e(%a: f32[2,3]) -> (%r: f32[4,3]) {
+      input %a
+      %0 = concat(%a, %a) {axis=0} : f32[4,3] "twice"
+      return %0
+    }
+  } : (f32[?,3]) "if"
+  input %y
+  input %z
+  %1 = add(%0, %y) : f32[?,3] "add"
+  %2 = mul(%1, %z) : f32[?,3] "mul"
+  return %2
+}"#;
+    for c in [true, false] {
+        check(src, &[Tensor::scalar(c), data(&[2, 3]), data(&[3]), data(&[1, 3])]);
+    }
+}
