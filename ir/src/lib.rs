@@ -33,4 +33,5 @@ pub use graph::{Edge, Graph, Node, NodeId, Value};
 pub use op::*;
 pub use shape::{Dim, Shape, TensorType};
 pub use tensor::{Data, Storable, Tensor};
+pub use ops::image::{resize_taps, AxisTaps, ResizeTaps};
 pub use verify::verify;

@@ -9,6 +9,7 @@ mod crop;
 mod grid;
 mod nms;
 mod resize;
+pub use resize::{resize_taps, AxisTaps, ResizeTaps};
 mod roi;
 mod spectral;
 mod unpool;

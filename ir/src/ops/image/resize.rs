@@ -308,24 +308,41 @@ pub(super) fn infer(
     Ok(TensorType::new(x.dtype, Shape(Some(out))))
 }
 
-pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+/// For each output position along one resized axis, the input positions and weights that
+/// make it, or `None` where tf_crop_and_resize extrapolates.
+pub type AxisTaps = Vec<Option<Vec<(usize, f64)>>>;
+
+/// A Resize worked out for one input shape: the output shape and, for every axis that
+/// changes, in the order eval applies them, its taps. Devices that build interpolation
+/// tables on the host take them from here, so their arithmetic is eval's by construction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResizeTaps {
+    pub out_shape: Vec<usize>,
+    pub axes: Vec<(usize, AxisTaps)>,
+}
+
+/// The taps of `op` (a Resize) on an input of shape `x_shape`, from its roi, scales and
+/// sizes inputs (absent or empty means not given).
+pub fn resize_taps(
+    op: &Op,
+    x_shape: &[usize],
+    roi: Option<&Tensor>,
+    scales: Option<&Tensor>,
+    sizes: Option<&Tensor>,
+) -> Result<ResizeTaps> {
     let p = params(op).ok_or_else(|| IrError::msg("not a resize"))?;
-    let x = input(inputs, 0)?;
-    if x.dtype() == DType::Bool {
-        return Err(IrError::msg("resize does not take bool tensors"));
-    }
-    let rank = x.rank();
+    let rank = x_shape.len();
     let axes = resized_axes(p.axes, rank)?;
     let (mut sv, mut zv) = (Vec::new(), Vec::new());
-    let target = target_of(opt_input(inputs, 2), opt_input(inputs, 3), &mut sv, &mut zv)?
+    let target = target_of(scales, sizes, &mut sv, &mut zv)?
         .ok_or_else(|| IrError::msg("one of scales and sizes must be given"))?;
-    let (scales, out_dims) = plan(x.shape(), &axes, &target, p.keep)?;
+    let (scales, out_dims) = plan(x_shape, &axes, &target, p.keep)?;
     bounded_numel(&out_dims)?;
 
     // Region of interest per axis (start, end), used by tf_crop_and_resize only.
-    let mut roi = vec![(0.0f64, 1.0f64); rank];
+    let mut rois = vec![(0.0f64, 1.0f64); rank];
     if p.ct == CoordinateTransform::TfCropAndResize {
-        if let Some(r) = nonempty(opt_input(inputs, 1)) {
+        if let Some(r) = nonempty(roi) {
             let v = r.to_f64_vec();
             if v.len() != 2 * axes.len() {
                 return Err(IrError::msg(format!(
@@ -336,7 +353,7 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
                 )));
             }
             for (i, &a) in axes.iter().enumerate() {
-                roi[a] = (v[i], v[axes.len() + i]);
+                rois[a] = (v[i], v[axes.len() + i]);
             }
         }
     }
@@ -345,25 +362,47 @@ pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
             "output_half_pixel is a RoiAlign mode, not a Resize one",
         ));
     }
-
-    let mut cur = x.to_f64_vec();
-    let mut shape = x.shape().to_vec();
+    let mut taps = Vec::new();
     for &a in &axes {
-        let identity_roi =
-            p.ct != CoordinateTransform::TfCropAndResize || (roi[a].0 == 0.0 && roi[a].1 == 1.0);
-        if is_close(scales[a], 1.0) && out_dims[a] == shape[a] && identity_roi {
+        let identity_roi = p.ct != CoordinateTransform::TfCropAndResize
+            || (rois[a].0 == 0.0 && rois[a].1 == 1.0);
+        if is_close(scales[a], 1.0) && out_dims[a] == x_shape[a] && identity_roi {
             continue;
         }
-        let taps = axis_taps(&p, shape[a], out_dims[a], scales[a], roi[a])?;
+        taps.push((a, axis_taps(&p, x_shape[a], out_dims[a], scales[a], rois[a])?));
+    }
+    Ok(ResizeTaps {
+        out_shape: out_dims,
+        axes: taps,
+    })
+}
+
+pub(super) fn eval(op: &Op, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+    let p = params(op).ok_or_else(|| IrError::msg("not a resize"))?;
+    let x = input(inputs, 0)?;
+    if x.dtype() == DType::Bool {
+        return Err(IrError::msg("resize does not take bool tensors"));
+    }
+    let plan = resize_taps(
+        op,
+        x.shape(),
+        opt_input(inputs, 1),
+        opt_input(inputs, 2),
+        opt_input(inputs, 3),
+    )?;
+    let mut cur = x.to_f64_vec();
+    let mut shape = x.shape().to_vec();
+    for (a, taps) in &plan.axes {
+        let a = *a;
         let mut next_shape = shape.clone();
-        next_shape[a] = out_dims[a];
+        next_shape[a] = plan.out_shape[a];
         let n = bounded_numel(&next_shape)?;
         let outer = crate::tensor::checked_numel(&shape[..a])?;
         let inner = crate::tensor::checked_numel(&shape[a + 1..])?;
         let in_len = shape[a];
         let mut next = Vec::with_capacity(n);
         for o in 0..outer {
-            for tap in &taps {
+            for tap in taps {
                 for i in 0..inner {
                     next.push(match tap {
                         None => p.extrapolation,
@@ -386,15 +425,14 @@ fn is_close(a: f64, b: f64) -> bool {
     a == b || (a - b).abs() <= 1e-9 * a.abs().max(b.abs())
 }
 
-/// For each output position along one axis, the input positions and weights that make it,
-/// or `None` where tf_crop_and_resize extrapolates.
+/// The taps of one axis (see [`AxisTaps`]).
 fn axis_taps(
     p: &Params,
     in_len: usize,
     out_len: usize,
     scale: f64,
     roi: (f64, f64),
-) -> Result<Vec<Option<Vec<(usize, f64)>>>> {
+) -> Result<AxisTaps> {
     let in_w = in_len as f64;
     // The real-valued output length the scale implies (differs from out_len when it is not whole).
     let out_w = scale * in_w;
