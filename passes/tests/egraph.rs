@@ -225,6 +225,34 @@ fn a_scale_that_varies_along_space_does_not_fold() {
     assert_eq!(ops(&out), ["conv", "mul"]);
 }
 
+/// x·s before a conv, s a run-time gate of `gate` shape (squeeze-excitation): the conv's
+/// shapes, and the shape the rewritten graph's mul computes.
+fn gated_conv(batch: usize, gate: &[usize], group: usize) -> Vec<usize> {
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", TensorType::known(DType::F32, &[batch, 8, 16, 16]));
+    let s = g.add_input("s", TensorType::known(DType::F32, gate));
+    let m = binary(&mut g, BinaryOp::Mul, x, s);
+    let w = konst(&mut g, "w", tensor(&[4, 8 / group, 3, 3], 30));
+    let op = Op::Conv { auto_pad: AutoPad::NotSet, dilations: vec![], group: group as i64, kernel_shape: vec![3, 3], pads: vec![1, 1, 1, 1], strides: vec![] };
+    let c = g.add1(op, "conv", &[m, w]).unwrap();
+    g.add_output("y", c);
+    let (out, _) = rewrite(&g, &[tensor(&[batch, 8, 16, 16], 31), tensor(gate, 32)], 1e-5);
+    assert_eq!(ops(&out), ["mul", "conv"], "{out}");
+    let mul = out.nodes.node_indices().find(|&n| out.node(n).op.name() == "mul").unwrap();
+    out.node(mul).outputs[0].shape.concrete().unwrap()
+}
+
+#[test]
+fn a_per_input_channel_gate_scales_the_conv_weights_instead_of_the_feature_map() {
+    // 4·8·3·3 weights against 8·16·16 activations: the weights are the smaller pass, and
+    // the zero padding stays zero either way.
+    assert_eq!(gated_conv(1, &[1, 8, 1, 1], 1), [4, 8, 3, 3]);
+    assert_eq!(gated_conv(1, &[8, 1, 1], 1), [4, 8, 3, 3]);
+    // Not when the gate differs per image, or the conv is grouped (W has 8/group channels).
+    assert_eq!(gated_conv(2, &[2, 8, 1, 1], 1), [2, 8, 16, 16]);
+    assert_eq!(gated_conv(1, &[1, 8, 1, 1], 2), [1, 8, 16, 16]);
+}
+
 #[test]
 fn scale_and_bias_fold_into_matmul_as_a_gemm() {
     let mut g = Graph::new("g");

@@ -5,6 +5,10 @@
 //! matmul/gemm, per output column) scales the weights and bias, and a per-channel bias adds
 //! into the bias. The new weights are expressions of constants only: extraction counts them
 //! as free and `fold` computes them.
+//!
+//! A per-input-channel scale before a conv (squeeze-excitation's gate, computed at run time)
+//! scales the weights instead: W·s costs one pass over the weights, x·s one over the
+//! feature map.
 
 use super::{child, dtype, is_absent, is_const, op_of, ops_in, rank, same_type, value, Found, Rule, Term};
 use crate::egraph::analysis::EG;
@@ -17,6 +21,7 @@ pub fn rules() -> Vec<Rule> {
         Rule { name: "batch-norm-affine", apply: batch_norm_affine },
         Rule { name: "fold-scale", apply: fold_scale },
         Rule { name: "fold-bias", apply: fold_bias },
+        Rule { name: "scale-into-conv", apply: scale_into_conv },
     ]
 }
 
@@ -232,6 +237,34 @@ fn fold_bias(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
                 }
             };
             out.push((class, t));
+        }
+    }
+}
+
+/// conv(mul(x, s), W, b) = conv(x, mul(W, s), b) for s of shape [1, C, 1, …] (or one that
+/// broadcasts as it) and an ungrouped conv: output channel m sums W[m, c, …]·s[c]·x[c, …],
+/// and a padded zero stays zero either way. s need not be constant.
+fn scale_into_conv(eg: &EG, class: Id, node: &ENode, out: &mut Found) {
+    let Some(op @ Op::Conv { group: 1, .. }) = op_of(eg, node) else { return };
+    let (Some(m), Some(w)) = (child(node, 0), child(node, 1)) else { return };
+    let Some(r) = rank(eg, m) else { return };
+    if r < 3 || rank(eg, w) != Some(r) {
+        return;
+    }
+    for (mul, kids) in ops_in(eg, m) {
+        if mul != &Op::Binary(BinaryOp::Mul) || kids.len() != 2 {
+            continue;
+        }
+        for (x, s) in [(kids[0], kids[1]), (kids[1], kids[0])] {
+            let Some(sd) = super::dims(eg, s) else { continue };
+            let per_input_channel = sd.len() <= r && sd.iter().enumerate().all(|(i, &d)| d == 1 || i + r - sd.len() == 1);
+            if !per_input_channel || !same_type(eg, m, x) || dtype(eg, s) != dtype(eg, w) {
+                continue;
+            }
+            let mut args: Vec<Term> = node.children.iter().map(|&c| c.into()).collect();
+            args[0] = x.into();
+            args[1] = bin(BinaryOp::Mul, w, s);
+            out.push((class, Term::op(op.clone(), args)));
         }
     }
 }
