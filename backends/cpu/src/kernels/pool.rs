@@ -147,48 +147,77 @@ impl Pool {
         let mut out = vec![0.0f32; planes.checked_mul(plane_out)?];
         let rows: Vec<_> = (0..dh.out).map(|o| dh.taps(o)).collect();
         let cols: Vec<_> = (0..dw.out).map(|o| dw.taps(o)).collect();
+        // Output columns whose every tap lies inside the input row: a contiguous range,
+        // since windows move right with the column.
+        let full = |o: &usize| cols[*o].1 == (0..dw.k);
+        let inner_lo = (0..dw.out).find(full).unwrap_or(dw.out);
+        let inner_hi = (inner_lo..dw.out).rev().find(full).map_or(inner_lo, |o| o + 1);
         let work = out.len() * dh.k * dw.k;
         for_each_row(ctx, &mut out, plane_out, work, |c, o| {
             let x = &xv[c * plane_in..(c + 1) * plane_in];
-            for (oh, (h0, hi, hpad)) in rows.iter().enumerate() {
+            for (oh, &(h0, ref hi, hpad)) in rows.iter().enumerate() {
                 let orow = &mut o[oh * dw.out..(oh + 1) * dw.out];
-                for (v, (w0, wi, wpad)) in orow.iter_mut().zip(&cols) {
+                let rows_in = hi.clone().map(|i| {
+                    let r = (h0 + (i * dh.d) as isize) as usize;
+                    &x[r * dw.input..(r + 1) * dw.input]
+                });
+                // A row of windows that see no input row takes the scalar path throughout.
+                let (lo, hi_col) = if hi.is_empty() { (dw.out, dw.out) } else { (inner_lo, inner_hi) };
+                if lo < hi_col {
+                    let count = if self.count_include_pad { hpad * dw.k } else { hi.len() * dw.k };
+                    self.inner(rows_in.clone(), &dw, lo, count, &mut orow[lo..hi_col]);
+                }
+                for ow in (0..lo).chain(hi_col..dw.out) {
+                    let (w0, wi, wpad) = (cols[ow].0, cols[ow].1.clone(), cols[ow].2);
                     if hi.is_empty() || wi.is_empty() {
                         // No input position: max gives 0, average 0 / count (NaN for 0).
                         let count = if self.count_include_pad { hpad * wpad } else { 0 };
-                        *v = if self.max { 0.0 } else { 0.0 / count as f32 };
+                        orow[ow] = if self.max { 0.0 } else { 0.0 / count as f32 };
                         continue;
                     }
-                    let at = |i: usize, j: usize| {
-                        let r = (*h0 + (i * dh.d) as isize) as usize;
-                        let c = (*w0 + (j * dw.d) as isize) as usize;
-                        x[r * dw.input + c]
-                    };
-                    if self.max {
-                        let mut best = at(hi.start, wi.start);
-                        for i in hi.clone() {
-                            for j in wi.clone() {
-                                let e = at(i, j);
-                                if e > best {
-                                    best = e;
-                                }
-                            }
-                        }
-                        *v = best;
+                    let taps = rows_in.clone().flat_map(|row| wi.clone().map(move |j| row[(w0 + (j * dw.d) as isize) as usize]));
+                    orow[ow] = if self.max {
+                        taps.reduce(|best, e| if e > best { e } else { best }).unwrap_or(0.0)
                     } else {
-                        let mut sum = 0.0f32;
-                        for i in hi.clone() {
-                            for j in wi.clone() {
-                                sum += at(i, j);
-                            }
-                        }
                         let count = if self.count_include_pad { hpad * wpad } else { hi.len() * wi.len() };
-                        *v = sum / count as f32;
-                    }
+                        taps.fold(0.0f32, |sum, e| sum + e) / count as f32
+                    };
                 }
             }
         });
         Some(Tensor::new(shape, out))
+    }
+
+    /// The output columns `first..first + acc.len()` of one output row, all of whose taps
+    /// are inside the input rows `rows_in`: taps outer, columns inner, so each tap is one
+    /// pass over a run of the row (contiguous at stride 1) that the compiler vectorises.
+    /// Per column the taps are combined in the scalar path's order, so results are
+    /// bit-identical to it, NaNs included.
+    fn inner<'a>(&self, rows_in: impl Iterator<Item = &'a [f32]>, dw: &Dim1, first: usize, count: usize, acc: &mut [f32]) {
+        let n = acc.len();
+        let mut started = false;
+        for row in rows_in {
+            for j in 0..dw.k {
+                let c0 = first * dw.s + j * dw.d - dw.pb;
+                let src = &row[c0..c0 + (n - 1) * dw.s + 1];
+                match (self.max, started, dw.s) {
+                    (_, false, _) => {
+                        // 0 + e, as the scalar sum starts: -0.0 becomes 0.0 there too.
+                        let zero = if self.max { -0.0 } else { 0.0 };
+                        acc.iter_mut().zip(src.iter().step_by(dw.s)).for_each(|(a, &e)| *a = zero + e);
+                    }
+                    (true, true, 1) => acc.iter_mut().zip(src).for_each(|(a, &e)| *a = if e > *a { e } else { *a }),
+                    (true, true, _) => acc.iter_mut().zip(src.iter().step_by(dw.s)).for_each(|(a, &e)| *a = if e > *a { e } else { *a }),
+                    (false, true, 1) => acc.iter_mut().zip(src).for_each(|(a, &e)| *a += e),
+                    (false, true, _) => acc.iter_mut().zip(src.iter().step_by(dw.s)).for_each(|(a, &e)| *a += e),
+                }
+                started = true;
+            }
+        }
+        if !self.max {
+            let count = count as f32;
+            acc.iter_mut().for_each(|a| *a /= count);
+        }
     }
 }
 
