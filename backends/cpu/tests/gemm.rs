@@ -314,6 +314,31 @@ fn late_resnet_stage_shape() {
     );
 }
 
+/// Position counts that do not divide among the threads: each thread takes the same whole
+/// panels, and the panel left over is shared by rows (resnet's 3×3 256→256 on 14×14 as
+/// im2col: 13 panels, the last of 4 columns; then 13 panels over rows that are not a
+/// whole number of tiles).
+#[test]
+fn leftover_panels_split_by_rows() {
+    let fused = Case {
+        bias: BiasKind::Row,
+        residual: true,
+        clip: Some((0.0, f32::INFINITY)),
+        ..Case::plain(256, 196, 2304)
+    };
+    check(fused, &Options::default(), 0);
+    for options in all_options() {
+        check(
+            Case {
+                accumulate: true,
+                ..Case::plain(101, 200, 300)
+            },
+            &options,
+            3,
+        );
+    }
+}
+
 #[test]
 fn zero_depth_applies_only_the_epilogue() {
     let case = Case {

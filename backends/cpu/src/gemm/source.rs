@@ -11,6 +11,7 @@ use super::driver::{Job, Options, SCRATCH};
 use super::pack::{block_depth, AlignedBuf, PackedA, MC};
 use super::{Epilogue, ShapeError, MR, NR};
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Panels packed together: 16 × 16 columns × a k block of up to 256 = 256 KiB, a quarter
@@ -132,13 +133,7 @@ fn run_source(options: &Options, job: &Job, b: &dyn PanelSource) -> Result<(), S
     // fewer than MIN_CHUNK_PANELS panels per chunk, since every chunk reads all of A.
     let chunk_panels =
         (panels / (threads * UNITS_PER_THREAD)).clamp(MIN_CHUNK_PANELS, CHUNK_PANELS);
-    let mut chunks = panels.div_ceil(chunk_panels);
-    // Few chunks leave the counter little to even out: a whole number per thread, of
-    // equal sizes (13 panels of a 14×14 output as 4, 4, 4, 1 kept one thread busy for 8
-    // panels and the other for 5; as 3, 3, 3, 4 it is 7 and 6).
-    if chunks >= threads && chunks < threads * UNITS_PER_THREAD {
-        chunks = chunks.next_multiple_of(threads).min(panels);
-    }
+    let chunks = panels.div_ceil(chunk_panels);
     // Fewer chunks than threads (a late layer: few positions, many channels): B is small,
     // so the caller packs all of it once, and the threads share it, taking row parts from
     // the counter (a late thread leaves its share to the other).
@@ -179,20 +174,88 @@ fn run_source(options: &Options, job: &Job, b: &dyn PanelSource) -> Result<(), S
             Ok(())
         });
     }
+    let split = Split::new(panels, m_tiles, chunk_panels, threads);
     let next = AtomicUsize::new(0);
     let work = |_: usize| loop {
-        let chunk = next.fetch_add(1, Ordering::Relaxed);
-        if chunk >= chunks {
+        let unit = next.fetch_add(1, Ordering::Relaxed);
+        let Some((tiles, p)) = split.unit(unit) else {
             return;
-        }
-        let (p0, p1) = (panels * chunk / chunks, panels * (chunk + 1) / chunks);
-        run_unit(job, Panels::Source(b), 0..m, p0..p1);
+        };
+        run_unit(
+            job,
+            Panels::Source(b),
+            tiles.start * MR..(tiles.end * MR).min(m),
+            p,
+        );
     };
     match options.pool {
-        Some(pool) if threads > 1 && chunks > 1 => pool.run(&work),
+        Some(pool) if threads > 1 && split.units() > 1 => pool.run(&work),
         _ => work(0),
     }
     Ok(())
+}
+
+/// How the positions (panels) and rows of C are cut into work units when every unit packs
+/// its own panels: each thread gets the same number of whole panels, in chunks of equal
+/// size taken from the counter, and the panels left over (fewer than threads) are shared
+/// by rows, so no thread works a panel longer than the others. A 14×14 output's 13
+/// panels as 4 chunks of 3 or 4 kept one thread for 7 panels and the other for 6 (the
+/// first idle 14% of the conv); 56×56's 196 panels as 13 chunks of 15 or 16 did the same.
+/// The rows of a leftover panel are split at tile boundaries; each such unit packs the
+/// panel whole, which costs 1/m of its multiply-adds.
+struct Split {
+    /// Whole-row chunks over the first `main` panels.
+    chunks: usize,
+    main: usize,
+    /// Leftover panels `main..panels`, each unit taking all of them for a part of the rows.
+    panels: usize,
+    row_parts: usize,
+    m_tiles: usize,
+}
+
+impl Split {
+    fn new(panels: usize, m_tiles: usize, chunk_panels: usize, threads: usize) -> Split {
+        let threads = threads.max(1);
+        let main = panels / threads * threads;
+        let chunks = if main == 0 {
+            0
+        } else {
+            main.div_ceil(chunk_panels).next_multiple_of(threads).min(main)
+        };
+        let row_parts = if main < panels {
+            threads.min(m_tiles)
+        } else {
+            0
+        };
+        Split {
+            chunks,
+            main,
+            panels,
+            row_parts,
+            m_tiles,
+        }
+    }
+
+    fn units(&self) -> usize {
+        self.chunks + self.row_parts
+    }
+
+    /// Unit `u`'s row tiles and panels, or `None` past the last unit.
+    fn unit(&self, u: usize) -> Option<(Range<usize>, Range<usize>)> {
+        if u < self.chunks {
+            let (c, n) = (u, self.chunks);
+            return Some((0..self.m_tiles, self.main * c / n..self.main * (c + 1) / n));
+        }
+        let part = u - self.chunks;
+        if part >= self.row_parts {
+            return None;
+        }
+        let (t0, t1) = (
+            self.m_tiles * part / self.row_parts,
+            self.m_tiles * (part + 1) / self.row_parts,
+        );
+        Some((t0..t1, self.main..self.panels))
+    }
 }
 
 /// Rows `rows` × panels `panels` of C: per k block, the panels are packed and every row
