@@ -131,7 +131,10 @@ fn check(case: Case, options: &Options, pad: usize) {
     if !case.accumulate {
         let packed_a = PackedA::new(m, k, &a, lda).unwrap();
         for (path, a_source) in [
-            ("uninit C, A in place", SourceA::InPlace { m, k, a: &a, lda }),
+            (
+                "uninit C, A in place",
+                SourceA::InPlace { m, k, a: &a, lda },
+            ),
             ("uninit C, A packed ahead", SourceA::Packed(&packed_a)),
         ] {
             let mut c_uninit = c0.clone();

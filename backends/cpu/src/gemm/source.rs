@@ -282,7 +282,9 @@ impl Split {
         let chunks = if main == 0 {
             0
         } else {
-            main.div_ceil(chunk_panels).next_multiple_of(threads).min(main)
+            main.div_ceil(chunk_panels)
+                .next_multiple_of(threads)
+                .min(main)
         };
         let row_parts = if main < panels {
             threads.min(m_tiles)
