@@ -18,8 +18,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// of the L2, so the block of A (read in place) and of C fit beside it.
 pub const CHUNK_PANELS: usize = 16;
 
-/// Fewest panels per chunk when the work is cut for the threads.
-const MIN_CHUNK_PANELS: usize = 4;
+/// Fewest panels per chunk when the work is cut for the threads. Every chunk reads all of
+/// A: a 14×14 output's 12 whole panels as 2 chunks of 6 rather than 4 of 3 read resnet's
+/// 2.4 MB of 3×3 256→256 weights half as often (best of 300 runs, four interleaved pairs:
+/// 1.11–1.13 → 1.10 ms; 1×1 1024→256 0.49 → 0.48 ms).
+const MIN_CHUNK_PANELS: usize = 6;
 
 /// Below this many multiply-adds one thread is faster than waking another.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
