@@ -2,15 +2,16 @@
 //! epilogue, beta 0 and 1, both kernels, packed and in-place A, one thread and the pool;
 //! each case twice: B packed whole (`gemm_with`) and B packed per block by the caller
 //! (`gemm_source` with `RowMajor`, the path of 1×1 convolutions), the latter also with A
-//! packed whole ahead of the call (`gemm_source_packed`, constant convolution weights).
+//! packed whole ahead of the call (`gemm_source_packed`, constant convolution weights), and
+//! at beta 0 into a C treated as uninitialised (`gemm_source_uninit`, a conv's output).
 //!
 //! Tolerance: f32 sums in another order differ by about k·eps·Σ|a||b|; we allow
 //! 1e-5 · (Σ|a||b| + |every added term|), which also covers the fused additions.
 
 use kiln_cpu::gemm::threads::Pool;
 use kiln_cpu::gemm::{
-    gemm, gemm_source, gemm_source_packed, gemm_with, Bias, Epilogue, Kernel, Options, PackedA,
-    PackedB, RowMajor,
+    gemm, gemm_source, gemm_source_packed, gemm_source_uninit, gemm_with, Bias, Epilogue, Kernel,
+    Options, PackedA, PackedB, RowMajor, SourceA,
 };
 
 struct Rng(u64);
@@ -120,11 +121,44 @@ fn check(case: Case, options: &Options, pad: usize) {
         &epilogue,
     )
     .unwrap();
-    for (path, c) in [
-        ("packed B", &c),
-        ("B per block", &c_source),
-        ("A packed ahead, B per block", &c_packed_a),
-    ] {
+    let mut paths = vec![
+        ("packed B", c),
+        ("B per block", c_source),
+        ("A packed ahead, B per block", c_packed_a),
+    ];
+    // Into memory the GEMM must treat as uninitialised: the m×n block starts as NaN, which
+    // any element left unwritten (or read before written) would leave in the result.
+    if !case.accumulate {
+        let packed_a = PackedA::new(m, k, &a, lda).unwrap();
+        for (path, a_source) in [
+            (
+                "uninit C, A in place",
+                SourceA::InPlace { m, k, a: &a, lda },
+            ),
+            ("uninit C, A packed ahead", SourceA::Packed(&packed_a)),
+        ] {
+            let mut c_uninit = c0.clone();
+            for i in 0..m {
+                c_uninit[i * ldc..i * ldc + n].fill(f32::NAN);
+            }
+            // SAFETY: the pointer and length are the Vec's own, borrowed for the call.
+            unsafe {
+                gemm_source_uninit(
+                    options,
+                    a_source,
+                    n,
+                    &RowMajor::new(&b, k, n, ldb).unwrap(),
+                    c_uninit.as_mut_ptr(),
+                    c_uninit.len(),
+                    ldc,
+                    &epilogue,
+                )
+            }
+            .unwrap();
+            paths.push((path, c_uninit));
+        }
+    }
+    for (path, c) in &paths {
         verify(
             case,
             options,
@@ -312,6 +346,31 @@ fn late_resnet_stage_shape() {
         },
         1,
     );
+}
+
+/// Position counts that do not divide among the threads: each thread takes the same whole
+/// panels, and the panel left over is shared by rows (resnet's 3×3 256→256 on 14×14 as
+/// im2col: 13 panels, the last of 4 columns; then 13 panels over rows that are not a
+/// whole number of tiles).
+#[test]
+fn leftover_panels_split_by_rows() {
+    let fused = Case {
+        bias: BiasKind::Row,
+        residual: true,
+        clip: Some((0.0, f32::INFINITY)),
+        ..Case::plain(256, 196, 2304)
+    };
+    check(fused, &Options::default(), 0);
+    for options in all_options() {
+        check(
+            Case {
+                accumulate: true,
+                ..Case::plain(101, 200, 300)
+            },
+            &options,
+            3,
+        );
+    }
 }
 
 #[test]

@@ -92,7 +92,7 @@ pub fn gemm_with(
         a,
         lda,
         Some(b),
-        c,
+        Out::from(c),
         ldc,
         accumulate,
         epilogue,
@@ -145,13 +145,13 @@ impl<'b> Job<'b> {
         a: &[f32],
         lda: usize,
         b: Option<&'b PackedB>,
-        c: &mut [f32],
+        c: Out,
         ldc: usize,
         accumulate: bool,
         epilogue: &Epilogue,
     ) -> Result<Option<Job<'b>>, ShapeError> {
         check_matrix("A", a, m, k, lda)?;
-        check_matrix("C", c, m, n, ldc)?;
+        check_dims("C", c.len, m, n, ldc)?;
         let mut ep_flags = 0;
         let (mut bias, mut residual, mut ldr) = (std::ptr::null(), std::ptr::null(), 0);
         match epilogue.bias {
@@ -191,7 +191,7 @@ impl<'b> Job<'b> {
             lda,
             a_packed: None,
             b,
-            c: c.as_mut_ptr(),
+            c: c.ptr,
             ldc,
             beta: if accumulate { FLAG_BETA } else { 0 },
             ep_flags,
@@ -218,6 +218,17 @@ pub(super) fn check_matrix(
     cols: usize,
     ld: usize,
 ) -> Result<(), ShapeError> {
+    check_dims(what, v.len(), rows, cols, ld)
+}
+
+/// Whether `rows` rows of `cols` at stride `ld` fit in `len` floats.
+pub(super) fn check_dims(
+    what: &str,
+    len: usize,
+    rows: usize,
+    cols: usize,
+    ld: usize,
+) -> Result<(), ShapeError> {
     if rows == 0 || cols == 0 {
         return Ok(());
     }
@@ -228,11 +239,28 @@ pub(super) fn check_matrix(
     }
     let need = (rows - 1).checked_mul(ld).and_then(|x| x.checked_add(cols));
     match need {
-        Some(need) if need <= v.len() => Ok(()),
+        Some(need) if need <= len => Ok(()),
         _ => Err(ShapeError(format!(
-            "{what} of {rows}×{cols} with row stride {ld} does not fit in {} values",
-            v.len()
+            "{what} of {rows}×{cols} with row stride {ld} does not fit in {len} values"
         ))),
+    }
+}
+
+/// C as the driver writes it: `len` floats from `ptr`, either a borrowed slice or memory
+/// not yet initialised (see [`super::source::gemm_source_uninit`]): the driver reads C only
+/// where the kernel flags say beta = 1, which an uninitialised C never asks for.
+#[derive(Clone, Copy)]
+pub(super) struct Out {
+    pub ptr: *mut f32,
+    pub len: usize,
+}
+
+impl From<&mut [f32]> for Out {
+    fn from(c: &mut [f32]) -> Out {
+        Out {
+            ptr: c.as_mut_ptr(),
+            len: c.len(),
+        }
     }
 }
 

@@ -23,7 +23,9 @@ pub use driver::{gemm, gemm_with, Options};
 pub use kernel_x86::{MR, NR};
 pub use module::{microkernels, Isa, Kernel, Kernels, Microkernel};
 pub use pack::{PackedA, PackedB};
-pub use source::{gemm_source, gemm_source_packed, PanelSource, RowMajor};
+pub use source::{
+    gemm_source, gemm_source_packed, gemm_source_uninit, PanelSource, RowMajor, SourceA,
+};
 
 /// Add the tile's old contents of C (beta = 1).
 pub const FLAG_BETA: u64 = 1;

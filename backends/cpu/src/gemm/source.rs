@@ -7,18 +7,22 @@
 //! threads, with row ranges when there are few chunks), k blocks (the chunk's panels packed
 //! for the block), row blocks of [`MC`], panels, row tiles.
 
-use super::driver::{Job, Options, SCRATCH};
+use super::driver::{Job, Options, Out, SCRATCH};
 use super::pack::{block_depth, AlignedBuf, PackedA, MC};
 use super::{Epilogue, ShapeError, MR, NR};
 use std::cell::RefCell;
+use std::ops::Range;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Panels packed together: 16 × 16 columns × a k block of up to 256 = 256 KiB, a quarter
 /// of the L2, so the block of A (read in place) and of C fit beside it.
 pub const CHUNK_PANELS: usize = 16;
 
-/// Fewest panels per chunk when the work is cut for the threads.
-const MIN_CHUNK_PANELS: usize = 4;
+/// Fewest panels per chunk when the work is cut for the threads. Every chunk reads all of
+/// A: a 14×14 output's 12 whole panels as 2 chunks of 6 rather than 4 of 3 read resnet's
+/// 2.4 MB of 3×3 256→256 weights half as often (best of 300 runs, four interleaved pairs:
+/// 1.11–1.13 → 1.10 ms; 1×1 1024→256 0.49 → 0.48 ms).
+const MIN_CHUNK_PANELS: usize = 6;
 
 /// Below this many multiply-adds one thread is faster than waking another.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
@@ -61,6 +65,17 @@ impl Shared {
     }
 }
 
+/// The buffer the threads pack B into, each its own k blocks.
+struct SharedMut(*mut f32);
+// SAFETY: each thread writes a disjoint range; the caller keeps it alive until they finish.
+unsafe impl Sync for SharedMut {}
+
+impl SharedMut {
+    fn at(&self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// `C = epilogue(accumulate ? C + A·B : A·B)` for row-major A (m×k, row stride `lda`) and
 /// C (m×n, row stride `ldc`), with B (k×n) packed by `b` per block.
 #[allow(clippy::too_many_arguments)]
@@ -77,7 +92,20 @@ pub fn gemm_source(
     accumulate: bool,
     epilogue: &Epilogue,
 ) -> Result<(), ShapeError> {
-    let Some(job) = Job::new(options, m, k, n, a, lda, None, c, ldc, accumulate, epilogue)? else {
+    let Some(job) = Job::new(
+        options,
+        m,
+        k,
+        n,
+        a,
+        lda,
+        None,
+        Out::from(c),
+        ldc,
+        accumulate,
+        epilogue,
+    )?
+    else {
         return Ok(());
     };
     run_source(options, &job, b)
@@ -107,7 +135,7 @@ pub fn gemm_source_packed(
         a.as_slice(),
         k,
         None,
-        c,
+        Out::from(c),
         ldc,
         accumulate,
         epilogue,
@@ -116,6 +144,55 @@ pub fn gemm_source_packed(
         return Ok(());
     };
     job.a_packed = Some(a);
+    run_source(options, &job, b)
+}
+
+/// The GEMM's A for [`gemm_source_uninit`]: row-major in place (m×k, row stride `lda`) or
+/// packed ahead of the call.
+#[derive(Clone, Copy)]
+pub enum SourceA<'a> {
+    InPlace {
+        m: usize,
+        k: usize,
+        a: &'a [f32],
+        lda: usize,
+    },
+    Packed(&'a PackedA),
+}
+
+/// `C = epilogue(A·B)` into `c_len` floats at `c` that need not be initialised: every
+/// element of the m×n block at row stride `ldc` is written and none is read first, so an
+/// output can go into a `Vec`'s spare capacity instead of being zero-filled first (a
+/// whole pass over the output, 4.8% of mobilenet_v2's time in `memset`).
+///
+/// # Safety
+/// `c` must be valid for writes of `c_len` floats, and nothing else may access them
+/// during the call.
+#[allow(clippy::too_many_arguments)]
+pub unsafe fn gemm_source_uninit(
+    options: &Options,
+    a: SourceA,
+    n: usize,
+    b: &dyn PanelSource,
+    c: *mut f32,
+    c_len: usize,
+    ldc: usize,
+    epilogue: &Epilogue,
+) -> Result<(), ShapeError> {
+    let c = Out { ptr: c, len: c_len };
+    let (m, k, a_slice, lda, packed) = match a {
+        SourceA::InPlace { m, k, a, lda } => (m, k, a, lda, None),
+        // The packed buffer holds at least m×k floats, which is all the check needs; the
+        // kernels read the panels through `a_packed`.
+        SourceA::Packed(p) => (p.m(), p.k(), p.as_slice(), p.k(), Some(p)),
+    };
+    let Some(mut job) = Job::new(
+        options, m, k, n, a_slice, lda, None, c, ldc, false, epilogue,
+    )?
+    else {
+        return Ok(());
+    };
+    job.a_packed = packed;
     run_source(options, &job, b)
 }
 
@@ -132,13 +209,7 @@ fn run_source(options: &Options, job: &Job, b: &dyn PanelSource) -> Result<(), S
     // fewer than MIN_CHUNK_PANELS panels per chunk, since every chunk reads all of A.
     let chunk_panels =
         (panels / (threads * UNITS_PER_THREAD)).clamp(MIN_CHUNK_PANELS, CHUNK_PANELS);
-    let mut chunks = panels.div_ceil(chunk_panels);
-    // Few chunks leave the counter little to even out: a whole number per thread, of
-    // equal sizes (13 panels of a 14×14 output as 4, 4, 4, 1 kept one thread busy for 8
-    // panels and the other for 5; as 3, 3, 3, 4 it is 7 and 6).
-    if chunks >= threads && chunks < threads * UNITS_PER_THREAD {
-        chunks = chunks.next_multiple_of(threads).min(panels);
-    }
+    let chunks = panels.div_ceil(chunk_panels);
     // Fewer chunks than threads (a late layer: few positions, many channels): B is small,
     // so the caller packs all of it once, and the threads share it, taking row parts from
     // the counter (a late thread leaves its share to the other).
@@ -150,11 +221,28 @@ fn run_source(options: &Options, job: &Job, b: &dyn PanelSource) -> Result<(), S
             if full.len() < need {
                 *full = AlignedBuf::zeroed(need);
             }
-            let mut k0 = 0;
-            while k0 < k {
+            // The k blocks are packed by all the threads (one alone left the other idle
+            // for 3–6% of a 7×7 conv), then every thread reads all of them.
+            let blocks = k.div_ceil(kc_max);
+            let dst = SharedMut(full.as_mut_slice().as_mut_ptr());
+            let next_block = AtomicUsize::new(0);
+            let pack = |_: usize| loop {
+                let block = next_block.fetch_add(1, Ordering::Relaxed);
+                if block >= blocks {
+                    return;
+                }
+                let k0 = block * kc_max;
                 let kc = kc_max.min(k - k0);
-                b.pack(k0, kc, 0, n, &mut full.as_mut_slice()[k0 * panels * NR..]);
-                k0 += kc;
+                // SAFETY: the block's floats k0·panels·16 .. (k0 + kc)·panels·16 lie in the
+                // buffer (k·panels·16 long), and only this unit writes them.
+                let out = unsafe {
+                    std::slice::from_raw_parts_mut(dst.at().add(k0 * panels * NR), kc * panels * NR)
+                };
+                b.pack(k0, kc, 0, n, out);
+            };
+            match options.pool {
+                Some(pool) if threads > 1 && blocks > 1 => pool.run(&pack),
+                _ => pack(0),
             }
             let base = Shared(full.as_slice().as_ptr());
             let parts = (threads * UNITS_PER_THREAD).min(m_tiles);
@@ -179,20 +267,90 @@ fn run_source(options: &Options, job: &Job, b: &dyn PanelSource) -> Result<(), S
             Ok(())
         });
     }
+    let split = Split::new(panels, m_tiles, chunk_panels, threads);
     let next = AtomicUsize::new(0);
     let work = |_: usize| loop {
-        let chunk = next.fetch_add(1, Ordering::Relaxed);
-        if chunk >= chunks {
+        let unit = next.fetch_add(1, Ordering::Relaxed);
+        let Some((tiles, p)) = split.unit(unit) else {
             return;
-        }
-        let (p0, p1) = (panels * chunk / chunks, panels * (chunk + 1) / chunks);
-        run_unit(job, Panels::Source(b), 0..m, p0..p1);
+        };
+        run_unit(
+            job,
+            Panels::Source(b),
+            tiles.start * MR..(tiles.end * MR).min(m),
+            p,
+        );
     };
     match options.pool {
-        Some(pool) if threads > 1 && chunks > 1 => pool.run(&work),
+        Some(pool) if threads > 1 && split.units() > 1 => pool.run(&work),
         _ => work(0),
     }
     Ok(())
+}
+
+/// How the positions (panels) and rows of C are cut into work units when every unit packs
+/// its own panels: each thread gets the same number of whole panels, in chunks of equal
+/// size taken from the counter, and the panels left over (fewer than threads) are shared
+/// by rows, so no thread works a panel longer than the others. A 14×14 output's 13
+/// panels as 4 chunks of 3 or 4 kept one thread for 7 panels and the other for 6 (the
+/// first idle 14% of the conv); 56×56's 196 panels as 13 chunks of 15 or 16 did the same.
+/// The rows of a leftover panel are split at tile boundaries; each such unit packs the
+/// panel whole, which costs 1/m of its multiply-adds.
+struct Split {
+    /// Whole-row chunks over the first `main` panels.
+    chunks: usize,
+    main: usize,
+    /// Leftover panels `main..panels`, each unit taking all of them for a part of the rows.
+    panels: usize,
+    row_parts: usize,
+    m_tiles: usize,
+}
+
+impl Split {
+    fn new(panels: usize, m_tiles: usize, chunk_panels: usize, threads: usize) -> Split {
+        let threads = threads.max(1);
+        let main = panels / threads * threads;
+        let chunks = if main == 0 {
+            0
+        } else {
+            main.div_ceil(chunk_panels)
+                .next_multiple_of(threads)
+                .min(main)
+        };
+        let row_parts = if main < panels {
+            threads.min(m_tiles)
+        } else {
+            0
+        };
+        Split {
+            chunks,
+            main,
+            panels,
+            row_parts,
+            m_tiles,
+        }
+    }
+
+    fn units(&self) -> usize {
+        self.chunks + self.row_parts
+    }
+
+    /// Unit `u`'s row tiles and panels, or `None` past the last unit.
+    fn unit(&self, u: usize) -> Option<(Range<usize>, Range<usize>)> {
+        if u < self.chunks {
+            let (c, n) = (u, self.chunks);
+            return Some((0..self.m_tiles, self.main * c / n..self.main * (c + 1) / n));
+        }
+        let part = u - self.chunks;
+        if part >= self.row_parts {
+            return None;
+        }
+        let (t0, t1) = (
+            self.m_tiles * part / self.row_parts,
+            self.m_tiles * (part + 1) / self.row_parts,
+        );
+        Some((t0..t1, self.main..self.panels))
+    }
 }
 
 /// Rows `rows` × panels `panels` of C: per k block, the panels are packed and every row

@@ -11,8 +11,8 @@ use super::epilogue::Epilogue;
 use super::im2col::{Attrs, Geometry, Patches};
 use crate::device::Ctx;
 use crate::gemm::{
-    gemm_source, gemm_source_packed, Bias, Epilogue as GemmEpilogue, Kernel, PackedA, PanelSource,
-    RowMajor,
+    gemm_source_uninit, Bias, Epilogue as GemmEpilogue, Kernel, PackedA, PanelSource, RowMajor,
+    SourceA,
 };
 use crate::program::Arg;
 use kiln_ir::{AutoPad, DType, Graph, IrError, NodeId, Op, Result, Tensor, Value};
@@ -181,9 +181,9 @@ impl Conv {
             }
         };
         let numel = batch.checked_mul(m)?.checked_mul(p)?;
-        let mut out = vec![0.0f32; numel];
         let (cg, mg) = (g.c, m / group);
         if cg == 1 && mg == 1 {
+            let mut out = vec![0.0f32; numel];
             depthwise::run(
                 ctx,
                 &g,
@@ -196,7 +196,11 @@ impl Conv {
                 self.epi.clip,
                 &mut out,
             );
+            Some(Tensor::new(out_shape, out))
         } else {
+            // The GEMMs below write every element (each image and group's rows once, beta
+            // = 0), so the output is not zero-filled first.
+            let mut out = Vec::<f32>::with_capacity(numel);
             let k = g.k();
             let in_image = g.c * group * g.h * g.w;
             for b in 0..batch {
@@ -224,38 +228,37 @@ impl Conv {
                         clip: self.epi.clip,
                     };
                     let wg = wv.get(gi * mg * k..(gi + 1) * mg * k)?;
-                    let options = ctx.gemm();
-                    let done = match self.packed.get(gi) {
-                        Some(a) if a.m() == mg && a.k() == k => gemm_source_packed(
-                            &options,
+                    let a = match self.packed.get(gi) {
+                        Some(a) if a.m() == mg && a.k() == k => SourceA::Packed(a),
+                        _ => SourceA::InPlace {
+                            m: mg,
+                            k,
+                            a: wg,
+                            lda: k,
+                        },
+                    };
+                    // SAFETY: `rows` lies inside the capacity of `out` (numel = batch·m·p
+                    // floats), which only this call touches.
+                    let done = unsafe {
+                        gemm_source_uninit(
+                            &ctx.gemm(),
                             a,
                             p,
                             source,
-                            &mut out[rows],
+                            out.as_mut_ptr().add(rows.start),
+                            rows.len(),
                             p,
-                            false,
                             &epi,
-                        ),
-                        _ => gemm_source(
-                            &options,
-                            mg,
-                            wg,
-                            k,
-                            k,
-                            p,
-                            source,
-                            &mut out[rows],
-                            p,
-                            false,
-                            &epi,
-                        ),
+                        )
                     };
                     if let Err(e) = done {
                         return Some(Err(IrError::msg(e.to_string())));
                     }
                 }
             }
+            // SAFETY: the loops above wrote all numel floats, every (image, group) rows.
+            unsafe { out.set_len(numel) };
+            Some(Tensor::new(out_shape, out))
         }
-        Some(Tensor::new(out_shape, out))
     }
 }
