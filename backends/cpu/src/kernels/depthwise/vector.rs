@@ -26,7 +26,7 @@ pub(super) fn available() -> bool {
 }
 thread_local! {
     /// A plane's padded rows (zeros around the input, and for stride 2 each row split
-    /// into even and odd columns), then one row of scratch for the split.
+    /// into even and odd columns).
     static PADDED: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -85,22 +85,25 @@ pub(super) unsafe fn plane(
         return true;
     }
     let blocks = g.ow.div_ceil(8) * 8;
-    // Padded columns any output block reads, and each padded row's stored length.
+    // Padded columns any output block reads; each padded row is stored in whole blocks
+    // of 8 (stride 2: each half is), so the rows are written by whole vectors.
     let reach = (blocks - 1) * g.sw + (g.kw - 1) * g.dw + 1;
     let width = reach.max(g.pw + g.w);
-    let half = width.div_ceil(2);
-    let stored = if g.sw == 1 { width } else { 2 * half };
-    // Stride 2: one padded row, rounded up to whole 16-column blocks for the split.
-    let scratch = if g.sw == 1 { 0 } else { half.div_ceil(8) * 16 };
+    let half = width.div_ceil(2).div_ceil(8) * 8;
+    let stored = if g.sw == 1 {
+        width.div_ceil(8) * 8
+    } else {
+        2 * half
+    };
     let need = (g.oh - 1)
         .checked_mul(g.sh)
         .and_then(|r| r.checked_add((g.kh - 1).checked_mul(g.dh)?))
-        .and_then(|r| (r + 1).checked_mul(stored))
-        .and_then(|n| n.checked_add(scratch));
+        .and_then(|r| (r + 1).checked_mul(stored));
     let Some(need) = need else {
         return false;
     };
-    let fits = need <= 4 * (g.h * g.w + g.p()) + 4096;
+    // The row filler indexes columns as i32.
+    let fits = need <= 4 * (g.h * g.w + g.p()) + 4096 && stored + g.w < i32::MAX as usize;
     if !fits
         || k.len() < g.kh * g.kw
         || x.len() < g.h * g.w
@@ -128,29 +131,15 @@ pub(super) unsafe fn plane(
         if buf.len() < need {
             buf.resize(need, 0.0);
         }
-        let (padded, line) = buf[..need].split_at_mut(need - scratch);
+        let padded = &mut buf[..need];
         for (r, dst) in padded.chunks_exact_mut(stored).enumerate() {
-            let Some(src) = r
+            let src = r
                 .checked_sub(g.ph)
                 .filter(|&i| i < g.h)
-                .map(|i| &x[i * g.w..(i + 1) * g.w])
-            else {
-                dst.fill(0.0);
-                continue;
-            };
-            let row = if g.sw == 1 {
-                &mut dst[..]
-            } else {
-                &mut line[..]
-            };
-            row[..g.pw].fill(0.0);
-            row[g.pw..g.pw + g.w].copy_from_slice(src);
-            row[g.pw + g.w..].fill(0.0);
-            if g.sw == 2 {
-                // SAFETY: `available()` was checked; `line` holds 16 columns per 8 of each
-                // half.
-                deinterleave(line, dst, half);
-            }
+                .map_or(&[][..], |i| &x[i * g.w..(i + 1) * g.w]);
+            // SAFETY: `available()` was checked; `dst` holds whole blocks of 8 (per half
+            // for stride 2), and the columns fit in i32.
+            fill_row(src, g.pw, g.sw, dst);
         }
         let rows = Rows {
             padded: padded.as_ptr(),
@@ -204,43 +193,73 @@ unsafe fn plane_k<const KW: usize>(
 ) {
 }
 
-/// Splits `padded` into its even columns (`dst[..half]`) and odd ones (`dst[half..]`).
+/// Writes one padded row: column `c` of the padded row is input column `c - pw` (zero
+/// outside the input; an empty `src` is a row of zeros). Stride 1 stores the padded row
+/// as it is; stride 2 stores its even columns in `dst`'s first half and its odd ones in
+/// the second. One pass of vector loads and stores: the input's edges are masked loads,
+/// which read nothing outside the row (a `memcpy` and two fills per row cost more than
+/// the plane's FMAs on 14-wide rows).
 ///
 /// # Safety
-/// AVX2 must be available, `padded` must hold `16 · ⌈half / 8⌉` columns and `dst` `2·half`.
+/// AVX2 must be available; `dst.len()` must be a multiple of 8 (stride 2: of 16), and
+/// `dst.len() + src.len() + pw` must fit in an i32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn deinterleave(padded: &[f32], dst: &mut [f32], half: usize) {
+unsafe fn fill_row(src: &[f32], pw: usize, sw: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
-    debug_assert!(padded.len() >= half.div_ceil(8) * 16 && dst.len() >= 2 * half);
-    let (even, odd) = dst.split_at_mut(half);
-    let mut e = 0;
-    while e < half {
-        let a = _mm256_loadu_ps(padded.as_ptr().add(2 * e));
-        let b = _mm256_loadu_ps(padded.as_ptr().add(2 * e + 8));
+    let w = src.len() as isize;
+    let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    let below = _mm256_set1_epi32(-1);
+    let end = _mm256_set1_epi32(w as i32);
+    // The 8 input columns from column `at` (possibly before or past the row).
+    let load = |at: isize| -> __m256 {
+        if at >= 0 && at + 8 <= w {
+            // SAFETY: columns at..at + 8 lie inside `src`.
+            unsafe { _mm256_loadu_ps(src.as_ptr().offset(at)) }
+        } else {
+            let idx = _mm256_add_epi32(lanes, _mm256_set1_epi32(at as i32));
+            let inside =
+                _mm256_and_si256(_mm256_cmpgt_epi32(idx, below), _mm256_cmpgt_epi32(end, idx));
+            // SAFETY: lanes outside `src` are masked off: the load reads only
+            // columns 0..w (and writes zeros for the others).
+            unsafe { _mm256_maskload_ps(src.as_ptr().wrapping_offset(at), inside) }
+        }
+    };
+    let d = dst.as_mut_ptr();
+    if src.is_empty() {
+        // Not through masked loads: an empty slice's dangling address lies on an unmapped
+        // page, and masking off lanes there costs a microcode assist per load (hundreds of
+        // cycles; it made 14×14 planes 2.5× slower).
+        for c in (0..dst.len()).step_by(8) {
+            _mm256_storeu_ps(d.add(c), _mm256_setzero_ps());
+        }
+        return;
+    }
+    let pw = pw as isize;
+    if sw == 1 {
+        for c in (0..dst.len()).step_by(8) {
+            _mm256_storeu_ps(d.add(c), load(c as isize - pw));
+        }
+        return;
+    }
+    let half = dst.len() / 2;
+    for e in (0..half).step_by(8) {
+        let at = 2 * e as isize - pw;
+        let (a, b) = (load(at), load(at + 8));
         // Per 128-bit lane [a0 a2 b0 b2 | a4 a6 b4 b6]; the permute puts the a's first.
-        let ev = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+        let even = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
             _mm256_shuffle_ps::<0b10_00_10_00>(a, b),
         )));
-        let od = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
+        let odd = _mm256_castpd_ps(_mm256_permute4x64_pd::<0b11_01_10_00>(_mm256_castps_pd(
             _mm256_shuffle_ps::<0b11_01_11_01>(a, b),
         )));
-        if e + 8 <= half {
-            _mm256_storeu_ps(even.as_mut_ptr().add(e), ev);
-            _mm256_storeu_ps(odd.as_mut_ptr().add(e), od);
-        } else {
-            let mut tile = [0.0f32; 16];
-            _mm256_storeu_ps(tile.as_mut_ptr(), ev);
-            _mm256_storeu_ps(tile.as_mut_ptr().add(8), od);
-            even[e..].copy_from_slice(&tile[..half - e]);
-            odd[e..].copy_from_slice(&tile[8..8 + half - e]);
-        }
-        e += 8;
+        _mm256_storeu_ps(d.add(e), even);
+        _mm256_storeu_ps(d.add(half + e), odd);
     }
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-unsafe fn deinterleave(_padded: &[f32], _dst: &mut [f32], _half: usize) {}
+unsafe fn fill_row(_src: &[f32], _pw: usize, _sw: usize, _dst: &mut [f32]) {}
 
 /// One output row (`n` outputs at `o`, the kernel's first row reading the padded row at
 /// `top`) in blocks of 32, then 16, then 8; the last partial block goes through a stack
