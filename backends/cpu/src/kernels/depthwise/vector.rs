@@ -102,8 +102,8 @@ pub(super) unsafe fn plane(
     let Some(need) = need else {
         return false;
     };
-    // The row filler indexes columns as i32.
-    let fits = need <= 4 * (g.h * g.w + g.p()) + 4096 && stored + g.w < i32::MAX as usize;
+    // The row filler computes columns in i32 lanes.
+    let fits = need <= 4 * (g.h * g.w + g.p()) + 4096 && stored + g.pw + g.w < i32::MAX as usize;
     if !fits
         || k.len() < g.kh * g.kw
         || x.len() < g.h * g.w
@@ -138,7 +138,7 @@ pub(super) unsafe fn plane(
                 .filter(|&i| i < g.h)
                 .map_or(&[][..], |i| &x[i * g.w..(i + 1) * g.w]);
             // SAFETY: `available()` was checked; `dst` holds whole blocks of 8 (per half
-            // for stride 2), and the columns fit in i32.
+            // for stride 2); the columns fit in i32.
             fill_row(src, g.pw, g.sw, dst);
         }
         let rows = Rows {
@@ -196,17 +196,47 @@ unsafe fn plane_k<const KW: usize>(
 /// Writes one padded row: column `c` of the padded row is input column `c - pw` (zero
 /// outside the input; an empty `src` is a row of zeros). Stride 1 stores the padded row
 /// as it is; stride 2 stores its even columns in `dst`'s first half and its odd ones in
-/// the second. One pass of vector loads and stores: the input's edges are masked loads,
-/// which read nothing outside the row (a `memcpy` and two fills per row cost more than
-/// the plane's FMAs on 14-wide rows).
+/// the second. One pass of vector loads and stores (a `memcpy` and two fills per row cost
+/// more than the plane's FMAs on 14-wide rows). A block across the input's edges is the
+/// nearest 8 columns inside the row, moved into place by a lane permute with the lanes
+/// outside zeroed: `vmaskmovps` loads, tried first, took up to a hundred cycles each on
+/// this AMD core in a whole model, and a block gathered into a stack tile waits for the
+/// tile's stores to reach the load.
 ///
 /// # Safety
-/// AVX2 must be available; `dst.len()` must be a multiple of 8 (stride 2: of 16), and
-/// `dst.len() + src.len() + pw` must fit in an i32.
+/// AVX2 must be available; `dst.len()` must be a multiple of 8 (stride 2: of 16);
+/// `dst.len() + pw` and `src.len()` must fit in an i32.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
 unsafe fn fill_row(src: &[f32], pw: usize, sw: usize, dst: &mut [f32]) {
     use std::arch::x86_64::*;
+    let d = dst.as_mut_ptr();
+    if src.is_empty() {
+        for c in (0..dst.len()).step_by(8) {
+            _mm256_storeu_ps(d.add(c), _mm256_setzero_ps());
+        }
+        return;
+    }
+    if src.len() < 8 {
+        // Rows narrower than a vector (7×7 planes) column by column.
+        let half = dst.len() / 2;
+        for c in 0..dst.len() {
+            let v = c
+                .checked_sub(pw)
+                .and_then(|i| src.get(i))
+                .copied()
+                .unwrap_or(0.0);
+            let at = match sw {
+                1 => c,
+                _ if c % 2 == 0 => c / 2,
+                _ => half + c / 2,
+            };
+            if at < dst.len() {
+                *d.add(at) = v;
+            }
+        }
+        return;
+    }
     let w = src.len() as isize;
     let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     let below = _mm256_set1_epi32(-1);
@@ -217,24 +247,22 @@ unsafe fn fill_row(src: &[f32], pw: usize, sw: usize, dst: &mut [f32]) {
             // SAFETY: columns at..at + 8 lie inside `src`.
             unsafe { _mm256_loadu_ps(src.as_ptr().offset(at)) }
         } else {
-            let idx = _mm256_add_epi32(lanes, _mm256_set1_epi32(at as i32));
-            let inside =
-                _mm256_and_si256(_mm256_cmpgt_epi32(idx, below), _mm256_cmpgt_epi32(end, idx));
-            // SAFETY: lanes outside `src` are masked off: the load reads only
-            // columns 0..w (and writes zeros for the others).
-            unsafe { _mm256_maskload_ps(src.as_ptr().wrapping_offset(at), inside) }
+            let base = at.clamp(0, w - 8);
+            // SAFETY: w ≥ 8, so columns base..base + 8 lie inside `src`.
+            let v = unsafe { _mm256_loadu_ps(src.as_ptr().offset(base)) };
+            // Lane l takes column at + l, which is lane at + l - base of v when inside.
+            let moved = _mm256_permutevar8x32_ps(
+                v,
+                _mm256_add_epi32(lanes, _mm256_set1_epi32((at - base) as i32)),
+            );
+            let column = _mm256_add_epi32(lanes, _mm256_set1_epi32(at as i32));
+            let inside = _mm256_and_si256(
+                _mm256_cmpgt_epi32(column, below),
+                _mm256_cmpgt_epi32(end, column),
+            );
+            _mm256_and_ps(moved, _mm256_castsi256_ps(inside))
         }
     };
-    let d = dst.as_mut_ptr();
-    if src.is_empty() {
-        // Not through masked loads: an empty slice's dangling address lies on an unmapped
-        // page, and masking off lanes there costs a microcode assist per load (hundreds of
-        // cycles; it made 14×14 planes 2.5× slower).
-        for c in (0..dst.len()).step_by(8) {
-            _mm256_storeu_ps(d.add(c), _mm256_setzero_ps());
-        }
-        return;
-    }
     let pw = pw as isize;
     if sw == 1 {
         for c in (0..dst.len()).step_by(8) {
