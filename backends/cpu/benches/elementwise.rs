@@ -244,6 +244,20 @@ fn depthwise(c: usize, h: usize, k: usize, s: i64, act: Act) -> (Graph, Vec<kiln
     )
 }
 
+/// `x · sigmoid(x)` alone: the pass efficientnet runs after each GEMM convolution.
+fn swish(shape: &[usize]) -> (Graph, Vec<kiln_ir::Tensor>) {
+    let n: usize = shape.iter().product();
+    let mut g = Graph::new("swish");
+    let x = g.add_input("x", TensorType::known(DType::F32, shape));
+    let s = g
+        .add1(Op::Unary(UnaryOp::Sigmoid), "sigmoid", &[x])
+        .unwrap();
+    let y = g.add1(Op::Binary(BinaryOp::Mul), "swish", &[x, s]).unwrap();
+    g.add_output("y", y);
+    let v = (0..n).map(|i| (i % 97) as f32 * 0.1 - 4.0).collect();
+    (g, vec![kiln_ir::Tensor::new(shape.to_vec(), v).unwrap()])
+}
+
 fn softmax(shape: &[usize]) -> (Graph, Vec<kiln_ir::Tensor>) {
     let n: usize = shape.iter().product();
     let mut g = Graph::new("softmax");
@@ -293,6 +307,10 @@ fn device_kernels() {
         (
             "depthwise 5×5/1 240×14² +hard swish".into(),
             depthwise(240, 14, 5, 1, Act::HardSwish),
+        ),
+        (
+            "swish 96×112² (after a GEMM conv)".into(),
+            swish(&[1, 96, 112, 112]),
         ),
         (
             "softmax 8×128×128, last axis".into(),

@@ -71,33 +71,62 @@ pub(crate) fn run_with(
     post: &Post,
     out: &mut [f32],
 ) {
+    assert_eq!(out.len(), batch * channels * g.p(), "depthwise output size");
+    // SAFETY: `out` holds every plane.
+    unsafe { run_into(ctx, g, batch, channels, x, w, bias, post, out.as_mut_ptr()) }
+}
+
+/// [`run_with`] into memory that may be uninitialised: every output is written once, so
+/// a fresh output needs no zero fill first.
+///
+/// # Safety
+/// `out` must be valid for `batch · channels · g.p()` writes.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn run_into(
+    ctx: &Ctx,
+    g: &Geometry,
+    batch: usize,
+    channels: usize,
+    x: &[f32],
+    w: &[f32],
+    bias: Option<&[f32]>,
+    post: &Post,
+    out: *mut f32,
+) {
     let (planes, p, taps, hw) = (batch * channels, g.p(), g.kh * g.kw, g.h * g.w);
-    debug_assert!(out.len() == planes * p && x.len() >= planes * hw && w.len() >= channels * taps);
-    let out_ptr = Out(out.as_mut_ptr());
+    let out_ptr = Out(out);
     let next = AtomicUsize::new(0);
     // The device made for the portable GEMM kernel (tests, CPUs without AVX2) runs the
     // portable depthwise loop too, so that path stays tested on any machine.
     let vector = ctx.kernel == crate::gemm::Kernel::Avx2Fma;
+    // Planes go to threads a few at a time: a 7×7 plane is a few hundred cycles of work,
+    // about what taking one from the shared counter costs when both threads hit it.
+    let threads = ctx.pool.map_or(1, |pool| pool.threads());
+    let chunk = (planes / (8 * threads)).max(1);
     let work = |_thread: usize| loop {
-        let i = next.fetch_add(1, Ordering::Relaxed);
-        if i >= planes {
+        let first = next.fetch_add(chunk, Ordering::Relaxed);
+        if first >= planes {
             return;
         }
-        let c = i % channels;
-        // SAFETY: plane i is in bounds (checked above) and only this thread writes it.
-        let o = unsafe { std::slice::from_raw_parts_mut(out_ptr.at(i * p), p) };
-        plane(
-            vector,
-            g,
-            &x[i * hw..(i + 1) * hw],
-            &w[c * taps..(c + 1) * taps],
-            bias.map_or(0.0, |b| b[c]),
-            &Post {
-                residual: post.residual.map(|r| &r[i * p..(i + 1) * p]),
-                ..*post
-            },
-            o,
-        );
+        for i in first..(first + chunk).min(planes) {
+            let c = i % channels;
+            // SAFETY: plane i lies inside `out` (the caller's contract) and only this
+            // thread writes it.
+            unsafe {
+                plane(
+                    vector,
+                    g,
+                    &x[i * hw..(i + 1) * hw],
+                    &w[c * taps..(c + 1) * taps],
+                    bias.map_or(0.0, |b| b[c]),
+                    &Post {
+                        residual: post.residual.map(|r| &r[i * p..(i + 1) * p]),
+                        ..*post
+                    },
+                    out_ptr.at(i * p),
+                )
+            };
+        }
     };
     match ctx.pool {
         Some(pool) if planes > 1 && planes * p * taps >= PARALLEL_MIN_MACS => pool.run(&work),
@@ -112,10 +141,24 @@ thread_local! {
 
 /// One output plane: `o = act(clip(bias + Σ_taps w[tap] · shifted x + residual))`, with
 /// `post` holding this plane's residual.
-fn plane(vector: bool, g: &Geometry, x: &[f32], k: &[f32], bias: f32, post: &Post, o: &mut [f32]) {
+///
+/// # Safety
+/// `o` must be valid for `g.p()` writes (it may be uninitialised).
+unsafe fn plane(
+    vector: bool,
+    g: &Geometry,
+    x: &[f32],
+    k: &[f32],
+    bias: f32,
+    post: &Post,
+    o: *mut f32,
+) {
     if vector && (g.sw == 1 || g.sw == 2) && vector::plane(g, x, k, bias, post, o) {
         return;
     }
+    // The portable loop adds into the plane: it starts from initialised memory.
+    std::ptr::write_bytes(o, 0, g.p());
+    let o = std::slice::from_raw_parts_mut(o, g.p());
     portable_plane(g, x, k, bias, o);
     if let Some(r) = post.residual {
         o.iter_mut().zip(r).for_each(|(a, b)| *a += b);

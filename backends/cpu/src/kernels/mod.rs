@@ -63,7 +63,8 @@ pub(crate) enum KernelImpl {
     Generated(Box<(crate::codegen::KernelCache, Plan)>),
     /// Convolution (any group; depthwise as a direct loop) with its epilogue.
     Conv(conv::Conv),
-    /// Depthwise convolution with its epilogue and an activation (swish, hard swish).
+    /// Depthwise convolution with constant weights, its epilogue and optionally an
+    /// activation (swish, hard swish).
     Depthwise(depthwise::Depthwise),
     /// An elementwise group that is one activation of one input (swish or hard swish
     /// after a GEMM convolution): eight lanes with FMA, where the generated code has four;
@@ -246,7 +247,8 @@ pub(crate) fn select(
     };
     let epi_len = split.as_ref().map_or(nodes.len(), |(k, _)| *k);
     let epi = epilogue::Epilogue::of_chain(graph, &nodes[..epi_len], inputs, known);
-    if let Some((_, act)) = split {
+    if matches!(anchor.op, Op::Conv { .. }) && depthwise::is_depthwise(graph, nodes[0], known) {
+        let act = split.map(|(_, act)| act);
         return Ok(
             match depthwise::Depthwise::new(graph, nodes[0], anchor_args, epi, act) {
                 Some(d) => KernelImpl::Depthwise(d),

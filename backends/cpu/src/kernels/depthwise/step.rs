@@ -1,8 +1,8 @@
-//! The step for a depthwise convolution followed by an activation that reads its input
-//! twice (swish, hard swish): the convolution's epilogue (bias, residual, clip) and then
-//! the activation are applied to each block of outputs before its one store.
-//! (A depthwise convolution without such an activation is `kernels::conv`'s step, which
-//! calls [`super::run`] with the plain epilogue.)
+//! The step for a depthwise convolution with constant weights, its epilogue (bias,
+//! residual, clip) and optionally an activation that reads its input twice (swish, hard
+//! swish), all applied to each block of outputs before its one store. The output is
+//! written once into fresh memory, with no zero fill first. (`kernels::conv` keeps a
+//! depthwise path for weights known only at run time.)
 
 use super::super::activation::Activation;
 use super::super::epilogue::Epilogue;
@@ -24,7 +24,7 @@ pub(crate) struct Depthwise {
     w: usize,
     b: Option<usize>,
     epi: Epilogue,
-    act: Activation,
+    act: Option<Activation>,
 }
 
 /// Whether node `n` is a 2-D f32 convolution with one input and one output channel per
@@ -60,7 +60,7 @@ impl Depthwise {
         n: NodeId,
         args: &[Arg],
         epi: Epilogue,
-        act: Activation,
+        act: Option<Activation>,
     ) -> Option<Depthwise> {
         let Op::Conv {
             auto_pad,
@@ -141,13 +141,31 @@ impl Depthwise {
             }
         };
         let numel = batch.checked_mul(m)?.checked_mul(g.p())?;
-        let mut out = vec![0.0f32; numel];
+        if xv.len() != batch * m * g.h * g.w || wv.len() != m * g.kh * g.kw {
+            return None;
+        }
+        let mut out: Vec<f32> = Vec::with_capacity(numel);
         let post = super::Post {
             residual,
             clip: self.epi.clip,
-            act: Some(&self.act),
+            act: self.act.as_ref(),
         };
-        super::run_with(ctx, &g, batch, m, xv, wv, bias.as_deref(), &post, &mut out);
+        // SAFETY: `out` has room for all `numel` = batch·m·p outputs, each written once
+        // by `run_into` before `set_len`.
+        unsafe {
+            super::run_into(
+                ctx,
+                &g,
+                batch,
+                m,
+                xv,
+                wv,
+                bias.as_deref(),
+                &post,
+                out.as_mut_ptr(),
+            );
+            out.set_len(numel);
+        }
         Some(Tensor::new(out_shape, out))
     }
 }
