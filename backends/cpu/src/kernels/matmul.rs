@@ -5,11 +5,14 @@
 //! otherwise written into the output first and accumulated onto.
 
 use super::epilogue::Epilogue;
+use super::gelu::{self, Gelu};
+use super::rows::Out;
 use crate::device::Ctx;
-use crate::gemm::{gemm_with, Bias, Epilogue as GemmEpilogue, PackedB};
+use crate::gemm::{gemm_with, Bias, Epilogue as GemmEpilogue, Kernel, Options, PackedB, MR};
 use crate::program::Arg;
 use kiln_ir::{DType, Graph, IrError, NodeId, Op, Result, Tensor, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[derive(Clone, Copy)]
@@ -24,7 +27,8 @@ pub(crate) struct MatMul {
     /// `None` for MatMul.
     gemm: Option<GemmAttrs>,
     a: usize,
-    b: usize,
+    /// `None` when B is a constant of a fused body (then `packed` holds it).
+    b: Option<usize>,
     /// Gemm's C when it is not folded into the bias.
     c: Option<usize>,
     /// The constant B (k×n after transB), packed.
@@ -33,6 +37,11 @@ pub(crate) struct MatMul {
     bias: Option<Vec<f32>>,
     residual: Option<usize>,
     clip: Option<(f32, f32)>,
+    /// A GELU after the epilogue, applied to each chunk of rows as the GEMM finishes it.
+    gelu: Option<Gelu>,
+    /// The shape of the result when reshapes follow the product (a fused body's output):
+    /// the data is the product's, in the same order.
+    out_shape: Option<Vec<usize>>,
 }
 
 fn input_index(arg: Option<&Arg>) -> Option<usize> {
@@ -134,13 +143,55 @@ impl MatMul {
         Some(MatMul {
             gemm,
             a: input_index(args.first())?,
-            b: input_index(args.get(1))?,
+            b: match input_index(args.get(1)) {
+                None if packed.is_none() => return None,
+                b => b,
+            },
             c,
             packed,
             bias,
             residual: epi.residual,
             clip: epi.clip,
+            gelu: None,
+            out_shape: None,
         })
+    }
+
+    /// What follows the product in a fused body (see `fused_matmul`).
+    pub fn set_tail(&mut self, gelu: Option<Gelu>, out_shape: Vec<usize>) {
+        self.gelu = gelu;
+        self.out_shape = Some(out_shape);
+    }
+
+    /// The result's shape: the product's (`shape`), or the fused body's output shape when
+    /// it holds as many elements.
+    fn final_shape(&self, shape: Vec<usize>) -> Option<Vec<usize>> {
+        match &self.out_shape {
+            None => Some(shape),
+            Some(s) => {
+                (s.iter().product::<usize>() == shape.iter().product::<usize>()).then(|| s.clone())
+            }
+        }
+    }
+
+    /// `gemm_with` over all rows, with the GELU (if any) applied per chunk of rows.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &self,
+        ctx: &Ctx,
+        m: usize,
+        a: &[f32],
+        k: usize,
+        b: &PackedB,
+        c: &mut [f32],
+        accumulate: bool,
+        epi: &GemmEpilogue,
+    ) -> Result<()> {
+        let n = b.n();
+        match &self.gelu {
+            None => gemm_with(&ctx.gemm(), m, a, k, b, c, n, accumulate, epi).map_err(err),
+            Some(g) => gemm_gelu(ctx, g, m, a, k, b, c, accumulate, epi),
+        }
     }
 
     fn epilogue<'a>(&'a self, residual: Option<(&'a [f32], usize)>) -> GemmEpilogue<'a> {
@@ -160,7 +211,13 @@ impl MatMul {
             None => Some(None),
             Some(i) => {
                 let r = args.get(i)?.as_ref()?;
-                (r.shape() == shape).then_some(())?;
+                // Through a fused body's reshapes the residual has the add's shape: the
+                // same elements in the same order.
+                let fits = match self.out_shape {
+                    None => r.shape() == shape,
+                    Some(_) => r.len() == shape.iter().product::<usize>(),
+                };
+                fits.then_some(())?;
                 Some(Some(r.as_slice::<f32>().ok()?))
             }
         }
@@ -194,14 +251,15 @@ impl MatMul {
             let mut shape = a.shape()[..a.rank() - 1].to_vec();
             shape.push(pb.n());
             let residual = self.residual(args, &shape)?;
+            let shape = self.final_shape(shape)?;
             let mut out = vec![0.0f32; rows.checked_mul(pb.n())?];
             let epi = self.epilogue(residual.map(|r| (r, pb.n())));
-            if let Err(e) = gemm_with(&ctx.gemm(), rows, av, k, pb, &mut out, pb.n(), false, &epi) {
-                return Some(Err(err(e)));
+            if let Err(e) = self.product(ctx, rows, av, k, pb, &mut out, false, &epi) {
+                return Some(Err(e));
             }
             return Some(Tensor::new(shape, out));
         }
-        let b = args.get(self.b)?.as_ref()?;
+        let b = args.get(self.b?)?.as_ref()?;
         let bv = b.as_slice::<f32>().ok()?;
         if b.rank() == 0 {
             return None;
@@ -228,6 +286,7 @@ impl MatMul {
             shape.push(n);
         }
         let residual = self.residual(args, &shape)?;
+        let shape = self.final_shape(shape)?;
         let count: usize = batch.iter().product();
         let mut out = vec![0.0f32; count.checked_mul(m)?.checked_mul(n)?];
         let a_map = kiln_ir::ops::util::broadcast_index_map(a_batch, &batch);
@@ -249,18 +308,9 @@ impl MatMul {
             let pb = packed.as_ref()?;
             let rows = i * m * n..(i + 1) * m * n;
             let epi = self.epilogue(residual.map(|r| (&r[rows.clone()], n)));
-            if let Err(e) = gemm_with(
-                &ctx.gemm(),
-                m,
-                &av[ai * m * k..(ai + 1) * m * k],
-                k,
-                pb,
-                &mut out[rows],
-                n,
-                false,
-                &epi,
-            ) {
-                return Some(Err(err(e)));
+            let a_rows = &av[ai * m * k..(ai + 1) * m * k];
+            if let Err(e) = self.product(ctx, m, a_rows, k, pb, &mut out[rows], false, &epi) {
+                return Some(Err(e));
             }
         }
         Some(Tensor::new(shape, out))
@@ -288,7 +338,7 @@ impl MatMul {
         let pb = match &self.packed {
             Some(p) => &**p,
             None => {
-                let b = args.get(self.b)?.as_ref()?;
+                let b = args.get(self.b?)?.as_ref()?;
                 if b.rank() != 2 {
                     return None;
                 }
@@ -319,6 +369,7 @@ impl MatMul {
         }
         let shape = vec![m, n];
         let residual = self.residual(args, &shape)?;
+        let final_shape = self.final_shape(shape.clone())?;
         let mut out = vec![0.0f32; m.checked_mul(n)?];
         let mut accumulate = false;
         if let Some(ci) = self.c {
@@ -336,9 +387,97 @@ impl MatMul {
             accumulate = true;
         }
         let epi = self.epilogue(residual.map(|r| (r, n)));
-        if let Err(e) = gemm_with(&ctx.gemm(), m, av, k, pb, &mut out, n, accumulate, &epi) {
-            return Some(Err(err(e)));
+        if let Err(e) = self.product(ctx, m, av, k, pb, &mut out, accumulate, &epi) {
+            return Some(Err(e));
         }
-        Some(Tensor::new(shape, out))
+        Some(Tensor::new(final_shape, out))
+    }
+}
+
+/// Below this many multiply-adds the caller runs the product and its GELU alone.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Row chunks per thread: a late thread leaves its share to the other, and each chunk's
+/// rows of C (up to 64 KiB for a 1024-wide layer) are still in L2 when its GELU runs.
+const CHUNKS_PER_THREAD: usize = 4;
+
+/// `c = gelu(epilogue(A·B))`: the pool's threads take chunks of whole row tiles from a
+/// counter; each computes its rows on its own (one GEMM over those rows) and applies the
+/// GELU to them at once, instead of a second pass over all of C after the GEMM.
+#[allow(clippy::too_many_arguments)]
+fn gemm_gelu(
+    ctx: &Ctx,
+    g: &Gelu,
+    m: usize,
+    a: &[f32],
+    k: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    accumulate: bool,
+    epi: &GemmEpilogue,
+) -> Result<()> {
+    let n = b.n();
+    if c.len() < m * n || a.len() < m * k {
+        return Err(err("gemm: the operands are smaller than their shapes"));
+    }
+    let threads = ctx.pool.map_or(1, |p| p.threads());
+    let tiles = m.div_ceil(MR);
+    let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
+    let chunks = if parallel {
+        tiles.min(threads * CHUNKS_PER_THREAD)
+    } else {
+        1
+    };
+    let vector = ctx.kernel == Kernel::Avx2Fma && Kernel::detect() == Kernel::Avx2Fma;
+    let alone = Options {
+        pool: None,
+        ..ctx.gemm()
+    };
+    let base = Out(c.as_mut_ptr());
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None);
+    let body = |_thread: usize| loop {
+        let chunk = next.fetch_add(1, Ordering::Relaxed);
+        if chunk >= chunks {
+            return;
+        }
+        let r0 = tiles * chunk / chunks * MR;
+        let r1 = (tiles * (chunk + 1) / chunks * MR).min(m);
+        if r0 >= r1 {
+            continue;
+        }
+        // SAFETY: rows r0..r1 lie inside `c` (checked above) and only this chunk writes them.
+        let rows = unsafe { std::slice::from_raw_parts_mut(base.at(r0 * n), (r1 - r0) * n) };
+        let chunk_epi = GemmEpilogue {
+            residual: epi
+                .residual
+                .map(|(r, ld)| (r.get(r0 * ld..).unwrap_or(&[]), ld)),
+            ..*epi
+        };
+        let a_rows = &a[r0 * k..r1 * k];
+        match gemm_with(
+            &alone,
+            r1 - r0,
+            a_rows,
+            k,
+            b,
+            rows,
+            n,
+            accumulate,
+            &chunk_epi,
+        ) {
+            Ok(()) => gelu::apply(g, rows, vector),
+            Err(e) => {
+                *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            }
+        }
+    };
+    match ctx.pool {
+        Some(pool) if chunks > 1 => pool.run(&body),
+        _ => body(0),
+    }
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(err(e)),
+        None => Ok(()),
     }
 }
