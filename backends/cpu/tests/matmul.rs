@@ -1,6 +1,7 @@
-//! Fused matmul kernels against REFERENCE (`ir::eval`): a fused body of one MatMul or Gemm
-//! followed by reshapes, bias and residual adds, relu/clip and GELU (in the spellings
-//! exporters write) runs as one GEMM step, the GELU applied per chunk of rows.
+//! Fused matmul kernels and attention's softmax against REFERENCE (`ir::eval`): a fused
+//! body of one MatMul or Gemm followed by reshapes, bias and residual adds, relu/clip and
+//! GELU (in the spellings exporters write) runs as one GEMM step, the GELU applied per chunk
+//! of rows; softmax rows on eight lanes.
 //!
 //! Tolerance: rtol 1e-4, atol 1e-5 (the zoo's). NaN must be NaN at the same place.
 
@@ -232,4 +233,30 @@ fn batched_runtime_b_bodies_match_reference() {
         },
     );
     check(&g, &[rng.tensor(&[4, 30, 16]), rng.tensor(&[4, 16, 30])]);
+}
+
+/// Softmax over rows long enough for the eight-lane path (attention's 128, and 8k + 3 for
+/// the tail), values spread so that exp underflows to 0; NaN in the vector part and in the
+/// tail poisons its row; a row holding +inf, a row of -inf.
+#[test]
+fn softmax_rows_on_eight_lanes_match_reference() {
+    let mut rng = Rng(17);
+    for &(rows, n) in &[(512usize, 128usize), (7, 19), (3, 8)] {
+        let mut v: Vec<f32> = rng.tensor(&[rows, n]).as_slice::<f32>().unwrap().to_vec();
+        v.iter_mut()
+            .enumerate()
+            .for_each(|(i, x)| *x *= if i % 5 == 0 { 80.0 } else { 8.0 });
+        v[3] = f32::NAN;
+        v[n + n - 1] = f32::NAN;
+        v[2 * n + 1] = f32::INFINITY;
+        if rows > 3 {
+            v[3 * n..4 * n].fill(f32::NEG_INFINITY);
+        }
+        let x = Tensor::new(vec![1, rows, n], v).unwrap();
+        let mut g = Graph::new("softmax");
+        let xi = g.add_input("x", f32_type(&[1, rows, n]));
+        let y = g.add1(Op::Softmax { axis: -1 }, "softmax", &[xi]).unwrap();
+        g.add_output("y", y);
+        check(&g, &[x]);
+    }
 }

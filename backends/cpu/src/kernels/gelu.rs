@@ -240,7 +240,7 @@ pub(crate) fn apply(g: &Gelu, v: &mut [f32], vector: bool) {
 }
 
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+pub(crate) mod avx2 {
     use super::{Gelu, BIG, BIG_LAST, SMALL, SPLIT};
     use std::arch::x86_64::*;
 
@@ -297,9 +297,12 @@ mod avx2 {
     /// e^x for x ≤ 0 (the argument above is at most -t): Cephes expf's reduction and
     /// polynomial as in `codegen::math::exp`; below -87 it flushes to 0 (erfc is then far
     /// below what p·x·erfc can show next to the other branch).
+    ///
+    /// # Safety
+    /// AVX2 and FMA must be available.
     #[inline]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn exp(x: __m256) -> __m256 {
+    pub(crate) unsafe fn exp(x: __m256) -> __m256 {
         let k = |c: f32| _mm256_set1_ps(c);
         let xc = _mm256_max_ps(x, k(-87.0));
         let t = _mm256_fmadd_ps(xc, k(std::f32::consts::LOG2_E), k(12_582_912.0));
