@@ -210,29 +210,72 @@ fn dense_reshape_bias_residual_bodies_match_reference() {
 }
 
 /// Batched matmuls with B computed at run time (attention's scores and context), with a
-/// reshape after; and a body the kernel does not take (a scale after the product), which
-/// runs as its plan.
+/// reshape after; a scale after the product (folded into B) and a GELU; and a body the
+/// kernel does not take (a subtraction), which runs as its plan.
 #[test]
 fn batched_runtime_b_bodies_match_reference() {
     let mut rng = Rng(13);
+    let ab = [f32_type(&[4, 30, 16]), f32_type(&[4, 16, 30])];
+    let g = fused(&ab, |b, ins| {
+        let y = b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap();
+        reshape(b, "r", y, &[1, 4, 30, 30])
+    });
+    check(&g, &[rng.tensor(&[4, 30, 16]), rng.tensor(&[4, 16, 30])]);
+    let g = fused(&ab, |b, ins| {
+        let y = b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap();
+        let s = scalar(b, "scale", 0.3);
+        let y = bin(b, BinaryOp::Mul, "scale_mul", y, s);
+        gelu_op(b, y)
+    });
+    check(&g, &[rng.tensor(&[4, 30, 16]), rng.tensor(&[4, 16, 30])]);
+    let g = fused(&ab, |b, ins| {
+        let y = b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap();
+        let s = scalar(b, "c", 0.3);
+        bin(b, BinaryOp::Sub, "sub", y, s)
+    });
+    check(&g, &[rng.tensor(&[4, 30, 16]), rng.tensor(&[4, 16, 30])]);
+}
+
+/// Attention as the TensorFlow export fuses it: the scores from heads split off by a
+/// transpose and reshape of the query projection, scaled by 1/√d; the context heads merged
+/// back by a transpose and reshape into the output projection (a constant B, scaled too in
+/// a variant) with the residual add.
+#[test]
+fn attention_bodies_with_moved_a_match_reference() {
+    let mut rng = Rng(19);
+    let (t, h, d) = (30usize, 4usize, 16usize);
     let g = fused(
-        &[f32_type(&[4, 30, 16]), f32_type(&[4, 16, 30])],
+        &[f32_type(&[1, t, h, 1, d]), f32_type(&[h, d, t])],
         |b, ins| {
-            let y = b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap();
-            reshape(b, "r", y, &[1, 4, 30, 30])
+            let perm = Some(vec![0, 2, 1, 3, 4]);
+            let x = b.add1(Op::Transpose { perm }, "split", &[ins[0]]).unwrap();
+            let x = reshape(b, "heads", x, &[h as i64, -1, d as i64]);
+            let y = b.add1(Op::MatMul, "scores", &[x, ins[1]]).unwrap();
+            let y = reshape(b, "r", y, &[1, h as i64, t as i64, t as i64]);
+            let s = scalar(b, "scale", 0.25);
+            bin(b, BinaryOp::Mul, "scaled", y, s)
         },
     );
-    check(&g, &[rng.tensor(&[4, 30, 16]), rng.tensor(&[4, 16, 30])]);
-    let g = fused(
-        &[f32_type(&[4, 30, 16]), f32_type(&[4, 16, 30])],
-        |b, ins| {
-            let y = b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap();
-            let s = scalar(b, "scale", 0.125);
-            let y = bin(b, BinaryOp::Mul, "scale_mul", y, s);
-            gelu_op(b, y)
-        },
-    );
-    check(&g, &[rng.tensor(&[4, 30, 16]), rng.tensor(&[4, 16, 30])]);
+    check(&g, &[rng.tensor(&[1, t, h, 1, d]), rng.tensor(&[h, d, t])]);
+    let w = rng.tensor(&[h * d, 48]);
+    for scaled in [false, true] {
+        let g = fused(
+            &[f32_type(&[1, h, t, d]), f32_type(&[1, t, 48])],
+            |b, ins| {
+                let perm = Some(vec![0, 2, 1, 3]);
+                let x = b.add1(Op::Transpose { perm }, "merge", &[ins[0]]).unwrap();
+                let x = reshape(b, "r", x, &[-1, t as i64, (h * d) as i64]);
+                let wv = b.add_const("w", w.clone());
+                let mut y = b.add1(Op::MatMul, "out", &[x, wv]).unwrap();
+                if scaled {
+                    let s = scalar(b, "scale", 0.7);
+                    y = bin(b, BinaryOp::Mul, "scaled", s, y);
+                }
+                bin(b, BinaryOp::Add, "residual", ins[1], y)
+            },
+        );
+        check(&g, &[rng.tensor(&[1, h, t, d]), rng.tensor(&[1, t, 48])]);
+    }
 }
 
 /// Softmax over rows long enough for the eight-lane path (attention's 128, and 8k + 3 for

@@ -1,6 +1,8 @@
 //! A fused kernel whose body is one MatMul or Gemm followed by what its kernel can apply
-//! itself: reshapes (which do not move data), adds of a per-column constant (the bias), at
-//! most one add of a body input (the residual), relu or clip, and an exact GELU. The
+//! itself: reshapes (which do not move data), a constant scale right after the product
+//! (folded into B), adds of a per-column constant (the bias), at most one add of a body
+//! input (the residual), relu or clip, and an exact GELU; its A may come through
+//! transposes and reshapes of a body input (one strided copy before the product). The
 //! fusion pass groups a transformer's dense layers this way ("matmul+reshape+add",
 //! "matmul+reshape+mul+neg+mul+erf+sub+mul+reshape"); compiled as a plan, the body ran
 //! as three or four steps: the GEMM, each reshape, and a generated pass over the whole
@@ -10,6 +12,7 @@
 use super::epilogue::Epilogue;
 use super::gelu;
 use super::matmul::MatMul;
+use super::movement::Movement;
 use crate::program::Arg;
 use kiln_ir::{BinaryOp, DType, Graph, NodeId, Op, Tensor, UnaryOp, Value};
 use std::collections::HashMap;
@@ -46,8 +49,35 @@ pub(crate) fn of_body(body: &Graph, anchor_args: &[Arg]) -> Option<MatMul> {
         let j = body.inputs.iter().position(|&i| Value::new(i, 0) == v)?;
         anchor_args.get(j).copied()
     };
-    let args: Vec<Arg> = body
-        .inputs_of(anchor)
+    // A reached through transposes and reshapes of a body input (attention's heads split
+    // off): the kernel applies them as one strided copy before the product.
+    let mut a_ins = body.inputs_of(anchor);
+    let mut a_moves = None;
+    let mut prefix = 0;
+    if let Some(Some(a)) = a_ins.first().copied() {
+        let mut start = a;
+        while !matches!(body.node(start.node).op, Op::Input) && !known.contains_key(&start) {
+            let node = body.node(start.node);
+            let moves = matches!(
+                node.op,
+                Op::Transpose { .. }
+                    | Op::Reshape { .. }
+                    | Op::Squeeze
+                    | Op::Unsqueeze
+                    | Op::Flatten { .. }
+            );
+            if !moves || start.output != 0 || prefix > 8 {
+                return None;
+            }
+            start = body.inputs_of(start.node).first().copied().flatten()?;
+            prefix += 1;
+        }
+        if prefix > 0 {
+            a_moves = Some(Movement::of_chain(body, start, a)?);
+            a_ins[0] = Some(start);
+        }
+    }
+    let args: Vec<Arg> = a_ins
         .into_iter()
         .map(|v| match v {
             None => Some(Arg::Absent),
@@ -67,6 +97,8 @@ pub(crate) fn of_body(body: &Graph, anchor_args: &[Arg]) -> Option<MatMul> {
 
     let mut epi = Epilogue::default();
     let mut act = None;
+    // A constant scale straight after the product (attention's 1/√d) goes into B.
+    let mut scale = None;
     let mut covered = vec![anchor];
     let mut cur = Value::new(anchor, 0);
     while cur != out {
@@ -110,6 +142,19 @@ pub(crate) fn of_body(body: &Graph, anchor_args: &[Arg]) -> Option<MatMul> {
                     }
                 }
             }
+            Op::Binary(BinaryOp::Mul)
+                if same_type
+                    && open
+                    && scale.is_none()
+                    && epi.bias.is_none()
+                    && epi.residual.is_none() =>
+            {
+                let other = if ins[0] == Some(cur) { ins[1] } else { ins[0] };
+                match known.get(&other?).map(|t| t.as_slice::<f32>()) {
+                    Some(Ok([c])) => scale = Some(*c),
+                    _ => return None,
+                }
+            }
             Op::Unary(UnaryOp::Relu) if same_type && open => {
                 epi.clip = Some((0.0, f32::INFINITY));
             }
@@ -133,7 +178,7 @@ pub(crate) fn of_body(body: &Graph, anchor_args: &[Arg]) -> Option<MatMul> {
         covered.push(u);
         cur = Value::new(u, 0);
     }
-    if covered.len() != computing.len() {
+    if covered.len() + prefix != computing.len() {
         return None;
     }
     let out_shape: Vec<usize> = body
@@ -143,8 +188,16 @@ pub(crate) fn of_body(body: &Graph, anchor_args: &[Arg]) -> Option<MatMul> {
         .iter()
         .map(|d| d.known())
         .collect::<Option<_>>()?;
+    let mut known = known;
+    if let (Some(s), Some(Some(b))) = (scale, body.inputs_of(anchor).get(1).copied()) {
+        if let Some(t) = known.get(&b) {
+            let v: Vec<f32> = t.as_slice::<f32>().ok()?.iter().map(|x| x * s).collect();
+            let scaled = Tensor::new(t.shape().to_vec(), v).ok()?;
+            known.insert(b, scaled);
+        }
+    }
     let mut m = MatMul::new(body, anchor, &args, &known, epi)?;
-    m.set_tail(act, out_shape);
+    m.set_tail(act, out_shape, a_moves, scale)?;
     Some(m)
 }
 

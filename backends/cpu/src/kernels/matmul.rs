@@ -6,6 +6,7 @@
 
 use super::epilogue::Epilogue;
 use super::gelu::{self, Gelu};
+use super::movement::Movement;
 use super::rows::Out;
 use crate::device::Ctx;
 use crate::gemm::{gemm_with, Bias, Epilogue as GemmEpilogue, Kernel, Options, PackedB, MR};
@@ -42,6 +43,10 @@ pub(crate) struct MatMul {
     /// The shape of the result when reshapes follow the product (a fused body's output):
     /// the data is the product's, in the same order.
     out_shape: Option<Vec<usize>>,
+    /// Transposes and reshapes from the step input to A (a fused body's head split).
+    a_moves: Option<Movement>,
+    /// A constant factor of the product, applied to a run-time B as it is packed.
+    scale: Option<f32>,
 }
 
 fn input_index(arg: Option<&Arg>) -> Option<usize> {
@@ -154,13 +159,30 @@ impl MatMul {
             clip: epi.clip,
             gelu: None,
             out_shape: None,
+            a_moves: None,
+            scale: None,
         })
     }
 
-    /// What follows the product in a fused body (see `fused_matmul`).
-    pub fn set_tail(&mut self, gelu: Option<Gelu>, out_shape: Vec<usize>) {
+    /// What surrounds the product in a fused body (see `fused_matmul`): the moves that
+    /// make A from the step input, a constant scale of the product (applied to a run-time
+    /// B as it is packed; the caller scaled a constant B before it was packed), the GELU,
+    /// the output shape. `None` for a scale on Gemm.
+    pub fn set_tail(
+        &mut self,
+        gelu: Option<Gelu>,
+        out_shape: Vec<usize>,
+        a_moves: Option<Movement>,
+        scale: Option<f32>,
+    ) -> Option<()> {
+        if scale.is_some() && self.gemm.is_some() {
+            return None;
+        }
         self.gelu = gelu;
         self.out_shape = Some(out_shape);
+        self.a_moves = a_moves;
+        self.scale = scale;
+        Some(())
     }
 
     /// The result's shape: the product's (`shape`), or the fused body's output shape when
@@ -233,6 +255,17 @@ impl MatMul {
 
     fn matmul(&self, ctx: &Ctx, args: &[Option<Tensor>]) -> Option<Result<Tensor>> {
         let a = args.get(self.a)?.as_ref()?;
+        let moved;
+        let a = match &self.a_moves {
+            None => a,
+            Some(m) => match m.run(ctx, std::slice::from_ref(args.get(self.a)?))? {
+                Ok(t) => {
+                    moved = t;
+                    &moved
+                }
+                Err(e) => return Some(Err(e)),
+            },
+        };
         let av = a.as_slice::<f32>().ok()?;
         if a.rank() == 0 {
             return None;
@@ -299,7 +332,16 @@ impl MatMul {
                 b_map.get(i).copied().unwrap_or(0),
             );
             if bi != last_b {
-                match PackedB::new(k, n, &bv[bi * k * n..(bi + 1) * k * n], n) {
+                let block = &bv[bi * k * n..(bi + 1) * k * n];
+                let scaled: Vec<f32>;
+                let block = match self.scale {
+                    None => block,
+                    Some(s) => {
+                        scaled = block.iter().map(|x| x * s).collect();
+                        &scaled
+                    }
+                };
+                match PackedB::new(k, n, block, n) {
                     Ok(p) => packed = Some(p),
                     Err(e) => return Some(Err(err(e))),
                 }
