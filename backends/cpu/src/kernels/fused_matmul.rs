@@ -168,7 +168,7 @@ pub(crate) fn of_body(body: &Graph, anchor_args: &[Arg]) -> Option<MatMul> {
                 };
                 let (lo, hi) = (bound(1, f32::NEG_INFINITY)?, bound(2, f32::INFINITY)?);
                 // NaN or crossed bounds: the op's own semantics, not the kernel's clamp.
-                if !(lo <= hi) {
+                if lo.is_nan() || hi.is_nan() || lo > hi {
                     return None;
                 }
                 epi.clip = Some((lo, hi));

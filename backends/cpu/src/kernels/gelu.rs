@@ -9,6 +9,9 @@
 //! N. Juffa's erff as in `codegen::math` (its coefficients), with 1 + erf(z) taken as
 //! erfc(|z|) for negative z, so the negative tail has no cancellation.
 
+// The coefficients are quoted as their authors published them.
+#![allow(clippy::excessive_precision)]
+
 use kiln_ir::{BinaryOp, DType, GeluApproximation, Graph, NodeId, Op, Tensor, UnaryOp, Value};
 use std::collections::HashMap;
 
