@@ -12,8 +12,14 @@
 // The coefficients are quoted as their authors published them.
 #![allow(clippy::excessive_precision)]
 
-use kiln_ir::{BinaryOp, DType, GeluApproximation, Graph, NodeId, Op, Tensor, UnaryOp, Value};
+use super::rows::Out;
+use crate::device::Ctx;
+use crate::gemm::{gemm_with, Epilogue as GemmEpilogue, Kernel, Options, PackedB, MR};
+use kiln_ir::{
+    BinaryOp, DType, GeluApproximation, Graph, IrError, NodeId, Op, Tensor, UnaryOp, Value,
+};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// `p·x·(1 + erf(r·x))`: exact GELU is p = ½, r = 1/√2.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -239,6 +245,96 @@ pub(crate) fn apply(g: &Gelu, v: &mut [f32], vector: bool) {
     let _ = vector;
     for x in &mut v[done..] {
         *x = g.apply(*x);
+    }
+}
+
+/// Below this many multiply-adds the caller runs the product and its GELU alone.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
+
+/// Row chunks per thread: a late thread leaves its share to the other, and each chunk's
+/// rows of C (up to 64 KiB for a 1024-wide layer) are still in L2 when its GELU runs.
+const CHUNKS_PER_THREAD: usize = 4;
+
+/// `c = gelu(epilogue(A·B))`: the pool's threads take chunks of whole row tiles from a
+/// counter; each computes its rows on its own (one GEMM over those rows) and applies the
+/// GELU to them at once, instead of a second pass over all of C after the GEMM.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm(
+    ctx: &Ctx,
+    g: &Gelu,
+    m: usize,
+    a: &[f32],
+    k: usize,
+    b: &PackedB,
+    c: &mut [f32],
+    accumulate: bool,
+    epi: &GemmEpilogue,
+) -> kiln_ir::Result<()> {
+    let n = b.n();
+    if c.len() < m * n || a.len() < m * k {
+        return Err(IrError::msg(
+            "gemm: the operands are smaller than their shapes",
+        ));
+    }
+    let threads = ctx.pool.map_or(1, |p| p.threads());
+    let tiles = m.div_ceil(MR);
+    let parallel = threads > 1 && m.saturating_mul(n).saturating_mul(k) >= PARALLEL_MIN_MACS;
+    let chunks = if parallel {
+        tiles.min(threads * CHUNKS_PER_THREAD)
+    } else {
+        1
+    };
+    let vector = ctx.kernel == Kernel::Avx2Fma && Kernel::detect() == Kernel::Avx2Fma;
+    let alone = Options {
+        pool: None,
+        ..ctx.gemm()
+    };
+    let base = Out(c.as_mut_ptr());
+    let next = AtomicUsize::new(0);
+    let failed = std::sync::Mutex::new(None);
+    let body = |_thread: usize| loop {
+        let chunk = next.fetch_add(1, Ordering::Relaxed);
+        if chunk >= chunks {
+            return;
+        }
+        let r0 = tiles * chunk / chunks * MR;
+        let r1 = (tiles * (chunk + 1) / chunks * MR).min(m);
+        if r0 >= r1 {
+            continue;
+        }
+        // SAFETY: rows r0..r1 lie inside `c` (checked above) and only this chunk writes them.
+        let rows = unsafe { std::slice::from_raw_parts_mut(base.at(r0 * n), (r1 - r0) * n) };
+        let chunk_epi = GemmEpilogue {
+            residual: epi
+                .residual
+                .map(|(r, ld)| (r.get(r0 * ld..).unwrap_or(&[]), ld)),
+            ..*epi
+        };
+        let a_rows = &a[r0 * k..r1 * k];
+        match gemm_with(
+            &alone,
+            r1 - r0,
+            a_rows,
+            k,
+            b,
+            rows,
+            n,
+            accumulate,
+            &chunk_epi,
+        ) {
+            Ok(()) => apply(g, rows, vector),
+            Err(e) => {
+                *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+            }
+        }
+    };
+    match ctx.pool {
+        Some(pool) if chunks > 1 => pool.run(&body),
+        _ => body(0),
+    }
+    match failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        Some(e) => Err(IrError::msg(e.to_string())),
+        None => Ok(()),
     }
 }
 
