@@ -5,6 +5,8 @@
 //! otherwise written into the output first and accumulated onto.
 
 use super::epilogue::Epilogue;
+use super::gelu::{self, Gelu};
+use super::movement::Movement;
 use crate::device::Ctx;
 use crate::gemm::{gemm_with, Bias, Epilogue as GemmEpilogue, PackedB};
 use crate::program::Arg;
@@ -24,7 +26,8 @@ pub(crate) struct MatMul {
     /// `None` for MatMul.
     gemm: Option<GemmAttrs>,
     a: usize,
-    b: usize,
+    /// `None` when B is a constant of a fused body (then `packed` holds it).
+    b: Option<usize>,
     /// Gemm's C when it is not folded into the bias.
     c: Option<usize>,
     /// The constant B (k×n after transB), packed.
@@ -33,6 +36,15 @@ pub(crate) struct MatMul {
     bias: Option<Vec<f32>>,
     residual: Option<usize>,
     clip: Option<(f32, f32)>,
+    /// A GELU after the epilogue, applied to each chunk of rows as the GEMM finishes it.
+    gelu: Option<Gelu>,
+    /// The shape of the result when reshapes follow the product (a fused body's output):
+    /// the data is the product's, in the same order.
+    out_shape: Option<Vec<usize>>,
+    /// Transposes and reshapes from the step input to A (a fused body's head split).
+    a_moves: Option<Movement>,
+    /// A constant factor of the product, applied to a run-time B as it is packed.
+    scale: Option<f32>,
 }
 
 fn input_index(arg: Option<&Arg>) -> Option<usize> {
@@ -134,13 +146,72 @@ impl MatMul {
         Some(MatMul {
             gemm,
             a: input_index(args.first())?,
-            b: input_index(args.get(1))?,
+            b: match input_index(args.get(1)) {
+                None if packed.is_none() => return None,
+                b => b,
+            },
             c,
             packed,
             bias,
             residual: epi.residual,
             clip: epi.clip,
+            gelu: None,
+            out_shape: None,
+            a_moves: None,
+            scale: None,
         })
+    }
+
+    /// What surrounds the product in a fused body (see `fused_matmul`): the moves that
+    /// make A from the step input, a constant scale of the product (applied to a run-time
+    /// B as it is packed; the caller scaled a constant B before it was packed), the GELU,
+    /// the output shape. `None` for a scale on Gemm.
+    pub fn set_tail(
+        &mut self,
+        gelu: Option<Gelu>,
+        out_shape: Vec<usize>,
+        a_moves: Option<Movement>,
+        scale: Option<f32>,
+    ) -> Option<()> {
+        if scale.is_some() && self.gemm.is_some() {
+            return None;
+        }
+        self.gelu = gelu;
+        self.out_shape = Some(out_shape);
+        self.a_moves = a_moves;
+        self.scale = scale;
+        Some(())
+    }
+
+    /// The result's shape: the product's (`shape`), or the fused body's output shape when
+    /// it holds as many elements.
+    fn final_shape(&self, shape: Vec<usize>) -> Option<Vec<usize>> {
+        match &self.out_shape {
+            None => Some(shape),
+            Some(s) => {
+                (s.iter().product::<usize>() == shape.iter().product::<usize>()).then(|| s.clone())
+            }
+        }
+    }
+
+    /// `gemm_with` over all rows, with the GELU (if any) applied per chunk of rows.
+    #[allow(clippy::too_many_arguments)]
+    fn product(
+        &self,
+        ctx: &Ctx,
+        m: usize,
+        a: &[f32],
+        k: usize,
+        b: &PackedB,
+        c: &mut [f32],
+        accumulate: bool,
+        epi: &GemmEpilogue,
+    ) -> Result<()> {
+        let n = b.n();
+        match &self.gelu {
+            None => gemm_with(&ctx.gemm(), m, a, k, b, c, n, accumulate, epi).map_err(err),
+            Some(g) => gelu::gemm(ctx, g, m, a, k, b, c, accumulate, epi),
+        }
     }
 
     fn epilogue<'a>(&'a self, residual: Option<(&'a [f32], usize)>) -> GemmEpilogue<'a> {
@@ -160,7 +231,13 @@ impl MatMul {
             None => Some(None),
             Some(i) => {
                 let r = args.get(i)?.as_ref()?;
-                (r.shape() == shape).then_some(())?;
+                // Through a fused body's reshapes the residual has the add's shape: the
+                // same elements in the same order.
+                let fits = match self.out_shape {
+                    None => r.shape() == shape,
+                    Some(_) => r.len() == shape.iter().product::<usize>(),
+                };
+                fits.then_some(())?;
                 Some(Some(r.as_slice::<f32>().ok()?))
             }
         }
@@ -176,6 +253,17 @@ impl MatMul {
 
     fn matmul(&self, ctx: &Ctx, args: &[Option<Tensor>]) -> Option<Result<Tensor>> {
         let a = args.get(self.a)?.as_ref()?;
+        let moved;
+        let a = match &self.a_moves {
+            None => a,
+            Some(m) => match m.run(ctx, std::slice::from_ref(args.get(self.a)?))? {
+                Ok(t) => {
+                    moved = t;
+                    &moved
+                }
+                Err(e) => return Some(Err(e)),
+            },
+        };
         let av = a.as_slice::<f32>().ok()?;
         if a.rank() == 0 {
             return None;
@@ -194,14 +282,15 @@ impl MatMul {
             let mut shape = a.shape()[..a.rank() - 1].to_vec();
             shape.push(pb.n());
             let residual = self.residual(args, &shape)?;
+            let shape = self.final_shape(shape)?;
             let mut out = vec![0.0f32; rows.checked_mul(pb.n())?];
             let epi = self.epilogue(residual.map(|r| (r, pb.n())));
-            if let Err(e) = gemm_with(&ctx.gemm(), rows, av, k, pb, &mut out, pb.n(), false, &epi) {
-                return Some(Err(err(e)));
+            if let Err(e) = self.product(ctx, rows, av, k, pb, &mut out, false, &epi) {
+                return Some(Err(e));
             }
             return Some(Tensor::new(shape, out));
         }
-        let b = args.get(self.b)?.as_ref()?;
+        let b = args.get(self.b?)?.as_ref()?;
         let bv = b.as_slice::<f32>().ok()?;
         if b.rank() == 0 {
             return None;
@@ -228,6 +317,7 @@ impl MatMul {
             shape.push(n);
         }
         let residual = self.residual(args, &shape)?;
+        let shape = self.final_shape(shape)?;
         let count: usize = batch.iter().product();
         let mut out = vec![0.0f32; count.checked_mul(m)?.checked_mul(n)?];
         let a_map = kiln_ir::ops::util::broadcast_index_map(a_batch, &batch);
@@ -240,7 +330,16 @@ impl MatMul {
                 b_map.get(i).copied().unwrap_or(0),
             );
             if bi != last_b {
-                match PackedB::new(k, n, &bv[bi * k * n..(bi + 1) * k * n], n) {
+                let block = &bv[bi * k * n..(bi + 1) * k * n];
+                let scaled: Vec<f32>;
+                let block = match self.scale {
+                    None => block,
+                    Some(s) => {
+                        scaled = block.iter().map(|x| x * s).collect();
+                        &scaled
+                    }
+                };
+                match PackedB::new(k, n, block, n) {
                     Ok(p) => packed = Some(p),
                     Err(e) => return Some(Err(err(e))),
                 }
@@ -249,18 +348,9 @@ impl MatMul {
             let pb = packed.as_ref()?;
             let rows = i * m * n..(i + 1) * m * n;
             let epi = self.epilogue(residual.map(|r| (&r[rows.clone()], n)));
-            if let Err(e) = gemm_with(
-                &ctx.gemm(),
-                m,
-                &av[ai * m * k..(ai + 1) * m * k],
-                k,
-                pb,
-                &mut out[rows],
-                n,
-                false,
-                &epi,
-            ) {
-                return Some(Err(err(e)));
+            let a_rows = &av[ai * m * k..(ai + 1) * m * k];
+            if let Err(e) = self.product(ctx, m, a_rows, k, pb, &mut out[rows], false, &epi) {
+                return Some(Err(e));
             }
         }
         Some(Tensor::new(shape, out))
@@ -288,7 +378,7 @@ impl MatMul {
         let pb = match &self.packed {
             Some(p) => &**p,
             None => {
-                let b = args.get(self.b)?.as_ref()?;
+                let b = args.get(self.b?)?.as_ref()?;
                 if b.rank() != 2 {
                     return None;
                 }
@@ -319,6 +409,7 @@ impl MatMul {
         }
         let shape = vec![m, n];
         let residual = self.residual(args, &shape)?;
+        let final_shape = self.final_shape(shape.clone())?;
         let mut out = vec![0.0f32; m.checked_mul(n)?];
         let mut accumulate = false;
         if let Some(ci) = self.c {
@@ -336,9 +427,9 @@ impl MatMul {
             accumulate = true;
         }
         let epi = self.epilogue(residual.map(|r| (r, n)));
-        if let Err(e) = gemm_with(&ctx.gemm(), m, av, k, pb, &mut out, n, accumulate, &epi) {
-            return Some(Err(err(e)));
+        if let Err(e) = self.product(ctx, m, av, k, pb, &mut out, accumulate, &epi) {
+            return Some(Err(e));
         }
-        Some(Tensor::new(shape, out))
+        Some(Tensor::new(final_shape, out))
     }
 }

@@ -9,6 +9,8 @@ mod activation;
 mod conv;
 mod depthwise;
 mod epilogue;
+mod fused_matmul;
+mod gelu;
 mod group;
 pub(crate) mod im2col;
 mod matmul;
@@ -277,7 +279,10 @@ pub(crate) fn select(
         }
         Op::Fused { body } => match movement::Movement::new(body) {
             Some(m) => KernelImpl::Native(Box::new(One(m))),
-            None => KernelImpl::Fused(Box::new(compile_body(body)?)),
+            None => match fused_matmul::of_body(body, anchor_args) {
+                Some(m) => KernelImpl::MatMul(m),
+                None => KernelImpl::Fused(Box::new(compile_body(body)?)),
+            },
         },
         Op::Conv { .. } => match conv::Conv::new(graph, nodes[0], anchor_args, known, epi) {
             Some(c) => KernelImpl::Conv(c),

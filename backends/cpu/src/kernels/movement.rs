@@ -29,7 +29,14 @@ impl Movement {
         let [(_, y)] = body.outputs[..] else {
             return None;
         };
-        let mut cur = Value::new(x, 0);
+        Movement::of_chain(body, Value::new(x, 0), y)
+    }
+
+    /// The movement ops from `from` to `to`, each value read once (by the next op), every
+    /// reshape's result shape known; `None` otherwise. (A fused matmul's A operand can be
+    /// such a chain from a body input.)
+    pub fn of_chain(body: &Graph, from: Value, y: Value) -> Option<Movement> {
+        let mut cur = from;
         let mut moves = Vec::new();
         while cur != y {
             let [(n, 0)] = body.uses_of(cur)[..] else {
@@ -47,7 +54,9 @@ impl Movement {
             };
             moves.push(match &node.op {
                 Op::Transpose { perm } => Move::Transpose(perm.clone()),
-                Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Flatten { .. } => Move::Reshape(shape()?),
+                Op::Reshape { .. } | Op::Squeeze | Op::Unsqueeze | Op::Flatten { .. } => {
+                    Move::Reshape(shape()?)
+                }
                 Op::Unary(kiln_ir::UnaryOp::Identity) => Move::Reshape(shape()?),
                 _ => return None,
             });
@@ -76,13 +85,23 @@ impl Movement {
                     let rank = sizes.len();
                     let perm: Vec<usize> = match perm {
                         None => (0..rank).rev().collect(),
-                        Some(p) => p.iter().map(|&a| usize::try_from(a).ok()).collect::<Option<_>>()?,
+                        Some(p) => p
+                            .iter()
+                            .map(|&a| usize::try_from(a).ok())
+                            .collect::<Option<_>>()?,
                     };
                     let mut seen = vec![false; rank];
-                    if perm.len() != rank || perm.iter().any(|&a| a >= rank || std::mem::replace(&mut seen[a], true)) {
+                    if perm.len() != rank
+                        || perm
+                            .iter()
+                            .any(|&a| a >= rank || std::mem::replace(&mut seen[a], true))
+                    {
                         return None;
                     }
-                    (sizes, strides) = (perm.iter().map(|&a| sizes[a]).collect(), perm.iter().map(|&a| strides[a]).collect());
+                    (sizes, strides) = (
+                        perm.iter().map(|&a| sizes[a]).collect(),
+                        perm.iter().map(|&a| strides[a]).collect(),
+                    );
                 }
                 Move::Reshape(shape) => {
                     strides = match reshape(&sizes, &strides, shape) {
@@ -101,7 +120,10 @@ impl Movement {
             }
         }
         let (s, t) = merge(&sizes, &strides);
-        Some(Tensor::new(sizes, gather(ctx, copy.as_deref().unwrap_or(xv), &s, &t)))
+        Some(Tensor::new(
+            sizes,
+            gather(ctx, copy.as_deref().unwrap_or(xv), &s, &t),
+        ))
     }
 }
 
@@ -121,7 +143,12 @@ fn reshape(sizes: &[usize], strides: &[usize], new: &[usize]) -> Option<Vec<usiz
         return None;
     }
     // Size-1 dims carry no layout: dropped from the old view, stride 0 in the new one.
-    let old: Vec<(usize, usize)> = sizes.iter().copied().zip(strides.iter().copied()).filter(|&(n, _)| n != 1).collect();
+    let old: Vec<(usize, usize)> = sizes
+        .iter()
+        .copied()
+        .zip(strides.iter().copied())
+        .filter(|&(n, _)| n != 1)
+        .collect();
     let mut out = vec![0usize; new.len()];
     let big: Vec<usize> = (0..new.len()).filter(|&i| new[i] != 1).collect();
     let (mut oi, mut ni) = (0, 0);

@@ -5,9 +5,11 @@
 //! NaN through the sum. exp is [`exp`] below (about 2 ulp), vectorisable where the
 //! standard library's is a scalar call.
 
-use super::rows::for_each_row;
+use super::rows::{for_each_row, Out, PARALLEL_MIN_WORK};
 use crate::device::Ctx;
+use crate::gemm::Kernel;
 use kiln_ir::{Op, Result, Tensor};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) struct Softmax {
     axis: i64,
@@ -17,8 +19,14 @@ pub(crate) struct Softmax {
 impl Softmax {
     pub fn new(op: &Op) -> Option<Softmax> {
         match op {
-            Op::Softmax { axis } => Some(Softmax { axis: *axis, log: false }),
-            Op::LogSoftmax { axis } => Some(Softmax { axis: *axis, log: true }),
+            Op::Softmax { axis } => Some(Softmax {
+                axis: *axis,
+                log: false,
+            }),
+            Op::LogSoftmax { axis } => Some(Softmax {
+                axis: *axis,
+                log: true,
+            }),
             _ => None,
         }
     }
@@ -27,13 +35,21 @@ impl Softmax {
         let x = args.first()?.as_ref()?;
         let xv = x.as_slice::<f32>().ok()?;
         let rank = x.rank() as i64;
-        let axis = if self.axis < 0 { self.axis + rank } else { self.axis };
+        let axis = if self.axis < 0 {
+            self.axis + rank
+        } else {
+            self.axis
+        };
         if !(0..rank).contains(&axis) {
             return None;
         }
         let axis = axis as usize;
         let n = x.shape()[axis];
         let inner: usize = x.shape()[axis + 1..].iter().product();
+        let vector = ctx.kernel == Kernel::Avx2Fma && Kernel::detect() == Kernel::Avx2Fma;
+        if inner == 1 && n > 0 && !self.log && vector {
+            return Some(Tensor::new(x.shape().to_vec(), rows_avx2(ctx, xv, n)));
+        }
         let mut out = vec![0.0f32; xv.len()];
         if n == 0 || out.is_empty() {
             return Some(Tensor::new(x.shape().to_vec(), out));
@@ -62,6 +78,110 @@ impl Softmax {
         }
         Some(Tensor::new(x.shape().to_vec(), out))
     }
+}
+
+/// Softmax along contiguous rows of `n` with AVX2: written once into fresh memory (no
+/// zero fill, no copy of the input first), exp on eight lanes with the sum taken in the
+/// same pass. Rows are split over the pool as [`for_each_row`] does.
+fn rows_avx2(ctx: &Ctx, xv: &[f32], n: usize) -> Vec<f32> {
+    let len = xv.len();
+    let rows = len / n;
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    let base = Out(out.as_mut_ptr());
+    let threads = ctx.pool.map_or(1, |p| p.threads());
+    let chunk = (rows / (8 * threads)).max(1);
+    let next = AtomicUsize::new(0);
+    let body = |_thread: usize| loop {
+        let r0 = next.fetch_add(chunk, Ordering::Relaxed);
+        if r0 >= rows {
+            return;
+        }
+        for r in r0..(r0 + chunk).min(rows) {
+            // SAFETY: the caller checked AVX2 and FMA; row r of the output's capacity is
+            // written by this thread only, every element once.
+            unsafe { avx2_row(&xv[r * n..(r + 1) * n], base.at(r * n)) };
+        }
+    };
+    match ctx.pool {
+        Some(pool) if rows > 1 && 2 * len >= PARALLEL_MIN_WORK => pool.run(&body),
+        _ => body(0),
+    }
+    // SAFETY: every row 0..rows, that is every element below len (a multiple of n), was
+    // written above; the pool returns after all threads finish.
+    unsafe { out.set_len(len) };
+    out
+}
+
+/// One row of [`rows_avx2`]: `dst[i] = softmax(x)[i]`, `row`'s semantics.
+///
+/// # Safety
+/// AVX2 and FMA must be available; `dst` valid for `x.len()` writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn avx2_row(x: &[f32], dst: *mut f32) {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    let whole = n / 8 * 8;
+    let p = x.as_ptr();
+    // The maximum ignoring NaN: maxps returns its second operand when either is NaN.
+    let mut mv = _mm256_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < whole {
+        mv = _mm256_max_ps(_mm256_loadu_ps(p.add(i)), mv);
+        i += 8;
+    }
+    let mut lanes = [0.0f32; 8];
+    _mm256_storeu_ps(lanes.as_mut_ptr(), mv);
+    let m = lanes
+        .iter()
+        .chain(&x[whole..])
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    if !m.is_finite() {
+        // A row of -inf or holding +inf: the scalar path's special cases.
+        std::ptr::copy_nonoverlapping(p, dst, n);
+        row(std::slice::from_raw_parts_mut(dst, n), false);
+        return;
+    }
+    // Every x - m is now ≤ 0 or NaN; a NaN is kept (the sum then makes the row NaN).
+    let mm = _mm256_set1_ps(m);
+    let mut sv = _mm256_setzero_ps();
+    let mut i = 0;
+    while i < whole {
+        let d = _mm256_sub_ps(_mm256_loadu_ps(p.add(i)), mm);
+        let e = super::gelu::avx2::exp(d);
+        let e = _mm256_blendv_ps(e, d, _mm256_cmp_ps::<_CMP_UNORD_Q>(d, d));
+        _mm256_storeu_ps(dst.add(i), e);
+        sv = _mm256_add_ps(sv, e);
+        i += 8;
+    }
+    _mm256_storeu_ps(lanes.as_mut_ptr(), sv);
+    let mut s = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+        + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]));
+    for (k, &v) in x.iter().enumerate().skip(whole) {
+        let e = exp(v - m);
+        dst.add(k).write(e);
+        s += e;
+    }
+    let out = std::slice::from_raw_parts_mut(dst, n);
+    let r = 1.0 / s;
+    // Multiplying by 1/s differs from dividing by at most one rounding.
+    if s.is_finite() && s > 0.0 && r.is_finite() {
+        let rv = _mm256_set1_ps(r);
+        let mut i = 0;
+        while i < whole {
+            _mm256_storeu_ps(dst.add(i), _mm256_mul_ps(_mm256_loadu_ps(dst.add(i)), rv));
+            i += 8;
+        }
+        out[whole..].iter_mut().for_each(|e| *e *= r);
+    } else {
+        out.iter_mut().for_each(|e| *e /= s);
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn avx2_row(x: &[f32], dst: *mut f32) {
+    std::ptr::copy_nonoverlapping(x.as_ptr(), dst, x.len());
+    row(std::slice::from_raw_parts_mut(dst, x.len()), false);
 }
 
 /// Softmax (or its log) of one contiguous row, in place.
@@ -104,7 +224,9 @@ pub(crate) fn exp(x: f32) -> f32 {
     let r = (xc - n * LN2_HI) - n * LN2_LO;
     // Taylor coefficients of e^r to r^6 (|r| ≤ 0.347: truncation below 2^-24 relative).
     let p = 1.0
-        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
+        + r * (1.0
+            + r * (0.5
+                + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
     // 2^n as two factors so n down to -150 and up to 128 stay representable.
     let n = n as i32;
     let h = n / 2;

@@ -2,9 +2,10 @@
 //! (`[0,2,1,3]` on [1,128,4,64] moves 64-float runs), then the output is written row by
 //! row, each row a copy when the innermost dim stays innermost, else a strided gather.
 
-use super::rows::for_each_row;
+use super::rows::{Out, PARALLEL_MIN_WORK};
 use crate::device::Ctx;
 use kiln_ir::{Op, Result, Tensor};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) struct Transpose {
     perm: Option<Vec<i64>>,
@@ -25,9 +26,15 @@ impl Transpose {
         let perm: Vec<usize> = match &self.perm {
             None => (0..rank).rev().collect(),
             Some(p) => {
-                let p: Vec<usize> = p.iter().map(|&a| usize::try_from(a).ok()).collect::<Option<_>>()?;
+                let p: Vec<usize> = p
+                    .iter()
+                    .map(|&a| usize::try_from(a).ok())
+                    .collect::<Option<_>>()?;
                 let mut seen = vec![false; rank];
-                if p.len() != rank || p.iter().any(|&a| a >= rank || std::mem::replace(&mut seen[a], true)) {
+                if p.len() != rank
+                    || p.iter()
+                        .any(|&a| a >= rank || std::mem::replace(&mut seen[a], true))
+                {
                     return None;
                 }
                 p
@@ -42,7 +49,11 @@ impl Transpose {
                 continue;
             }
             match groups.last_mut() {
-                Some(g) if *g.last()? + 1 == a || next_nontrivial(x.shape(), *g.last()?) == Some(a) => g.push(a),
+                Some(g)
+                    if *g.last()? + 1 == a || next_nontrivial(x.shape(), *g.last()?) == Some(a) =>
+                {
+                    g.push(a)
+                }
                 _ => groups.push(vec![a]),
             }
         }
@@ -65,32 +76,55 @@ impl Transpose {
 
 /// The elements of `x` at the strided view `sizes`/`strides` (row-major over `sizes`), in
 /// order: row by row, a row a copy where the innermost stride is 1, else a gather. The
-/// view must lie inside `x` and cover `x.len()` elements or fewer.
+/// view must lie inside `x` and cover `x.len()` elements or fewer. The output is written
+/// once into fresh memory (a zero fill first was a wasted pass); rows are split over the
+/// pool as [`super::rows::for_each_row`] does.
 pub(crate) fn gather(ctx: &Ctx, x: &[f32], sizes: &[usize], strides: &[usize]) -> Vec<f32> {
     let n: usize = sizes.iter().product();
-    let mut out = vec![0.0f32; n];
     let d = sizes.len();
     if d == 0 || n == 0 {
-        out.copy_from_slice(&x[..n]);
-        return out;
+        return x[..n].to_vec();
     }
     let row_len = sizes[d - 1];
     let last_stride = strides[d - 1];
-    for_each_row(ctx, &mut out, row_len, 2 * n, |r, o| {
-        // Input offset of output row r: its index over the outer dims.
-        let (mut rest, mut off) = (r, 0);
-        for i in (0..d - 1).rev() {
-            off += (rest % sizes[i]) * strides[i];
-            rest /= sizes[i];
+    let rows = n / row_len;
+    let mut out: Vec<f32> = Vec::with_capacity(n);
+    let base = Out(out.as_mut_ptr());
+    let threads = ctx.pool.map_or(1, |p| p.threads());
+    let chunk = (rows / (8 * threads)).max(1);
+    let next = AtomicUsize::new(0);
+    let body = |_thread: usize| loop {
+        let r0 = next.fetch_add(chunk, Ordering::Relaxed);
+        if r0 >= rows {
+            return;
         }
-        if last_stride == 1 {
-            o.copy_from_slice(&x[off..off + row_len]);
-        } else {
-            for (j, v) in o.iter_mut().enumerate() {
-                *v = x[off + j * last_stride];
+        for r in r0..(r0 + chunk).min(rows) {
+            // Input offset of output row r: its index over the outer dims.
+            let (mut rest, mut off) = (r, 0);
+            for i in (0..d - 1).rev() {
+                off += (rest % sizes[i]) * strides[i];
+                rest /= sizes[i];
+            }
+            let dst = base.at(r * row_len);
+            // SAFETY (both arms): row r of the output's capacity (r < rows, so it ends at
+            // or before n) is written by this thread only; the reads are bounds-checked.
+            if last_stride == 1 {
+                let src = &x[off..off + row_len];
+                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, row_len) };
+            } else {
+                for j in 0..row_len {
+                    unsafe { dst.add(j).write(x[off + j * last_stride]) };
+                }
             }
         }
-    });
+    };
+    match ctx.pool {
+        Some(pool) if rows > 1 && 2 * n >= PARALLEL_MIN_WORK => pool.run(&body),
+        _ => body(0),
+    }
+    // SAFETY: every row 0..rows, that is all n elements, was written above (a read out of
+    // bounds would have panicked before `set_len`; the pool re-raises a worker's panic).
+    unsafe { out.set_len(n) };
     out
 }
 
