@@ -21,8 +21,7 @@ impl Out {
 }
 
 /// Calls `f(row, out_row)` for each of the `out.len() / row_len` rows of `out`, split over
-/// the pool when `work` (elements read and written in all) is large enough. Threads take
-/// a few rows at a time from a shared counter, so a late thread leaves its share.
+/// the pool when `work` (elements read and written in all) is large enough.
 pub(crate) fn for_each_row(
     ctx: &Ctx,
     out: &mut [f32],
@@ -33,10 +32,47 @@ pub(crate) fn for_each_row(
     if row_len == 0 {
         return;
     }
-    let rows = out.len() / row_len;
+    let base = Out(out.as_mut_ptr());
+    split_rows(ctx, out.len() / row_len, work, |r| {
+        // SAFETY: row r lies inside `out`, and only this thread took it.
+        let row = unsafe { std::slice::from_raw_parts_mut(base.at(r * row_len), row_len) };
+        f(r, row);
+    });
+}
+
+/// [`for_each_row`] into fresh memory: calls `f(row, dst)` for each of the `len / row_len`
+/// rows, `dst` pointing at the row's `row_len` floats in the result's capacity, and
+/// returns the result without zero-filling it first.
+///
+/// # Safety
+/// `f` must write every one of the `row_len` floats at `dst` (and read none of them
+/// first); `len` must be a multiple of `row_len`.
+pub(crate) unsafe fn collect_rows(
+    ctx: &Ctx,
+    len: usize,
+    row_len: usize,
+    work: usize,
+    f: impl Fn(usize, *mut f32) + Sync,
+) -> Vec<f32> {
+    let mut out: Vec<f32> = Vec::with_capacity(len);
+    if row_len == 0 {
+        return out;
+    }
+    let rows = len / row_len;
+    let base = Out(out.as_mut_ptr());
+    split_rows(ctx, rows, work, |r| f(r, base.at(r * row_len)));
+    // SAFETY: `f` wrote every row 0..rows, all of `len` (the caller's contract); the pool
+    // returns after every thread finishes and re-raises a worker's panic before this.
+    unsafe { out.set_len(rows * row_len) };
+    out
+}
+
+/// Calls `f(row)` for each of `rows` rows, over the pool when `work` is large enough.
+/// Threads take a few rows at a time from a shared counter, so a late thread leaves its
+/// share.
+fn split_rows(ctx: &Ctx, rows: usize, work: usize, f: impl Fn(usize) + Sync) {
     let threads = ctx.pool.map_or(1, |p| p.threads());
     let chunk = (rows / (8 * threads)).max(1);
-    let base = Out(out.as_mut_ptr());
     let next = AtomicUsize::new(0);
     let body = |_thread: usize| loop {
         let r0 = next.fetch_add(chunk, Ordering::Relaxed);
@@ -44,9 +80,7 @@ pub(crate) fn for_each_row(
             return;
         }
         for r in r0..(r0 + chunk).min(rows) {
-            // SAFETY: row r lies inside `out`, and only this thread took it.
-            let row = unsafe { std::slice::from_raw_parts_mut(base.at(r * row_len), row_len) };
-            f(r, row);
+            f(r);
         }
     };
     match ctx.pool {

@@ -5,11 +5,10 @@
 //! NaN through the sum. exp is [`exp`] below (about 2 ulp), vectorisable where the
 //! standard library's is a scalar call.
 
-use super::rows::{for_each_row, Out, PARALLEL_MIN_WORK};
+use super::rows::{collect_rows, for_each_row};
 use crate::device::Ctx;
 use crate::gemm::Kernel;
 use kiln_ir::{Op, Result, Tensor};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) struct Softmax {
     axis: i64,
@@ -85,31 +84,12 @@ impl Softmax {
 /// same pass. Rows are split over the pool as [`for_each_row`] does.
 fn rows_avx2(ctx: &Ctx, xv: &[f32], n: usize) -> Vec<f32> {
     let len = xv.len();
-    let rows = len / n;
-    let mut out: Vec<f32> = Vec::with_capacity(len);
-    let base = Out(out.as_mut_ptr());
-    let threads = ctx.pool.map_or(1, |p| p.threads());
-    let chunk = (rows / (8 * threads)).max(1);
-    let next = AtomicUsize::new(0);
-    let body = |_thread: usize| loop {
-        let r0 = next.fetch_add(chunk, Ordering::Relaxed);
-        if r0 >= rows {
-            return;
-        }
-        for r in r0..(r0 + chunk).min(rows) {
-            // SAFETY: the caller checked AVX2 and FMA; row r of the output's capacity is
-            // written by this thread only, every element once.
-            unsafe { avx2_row(&xv[r * n..(r + 1) * n], base.at(r * n)) };
-        }
-    };
-    match ctx.pool {
-        Some(pool) if rows > 1 && 2 * len >= PARALLEL_MIN_WORK => pool.run(&body),
-        _ => body(0),
+    // SAFETY: the caller checked AVX2 and FMA; `avx2_row` writes all n floats of its row.
+    unsafe {
+        collect_rows(ctx, len, n, 2 * len, |r, dst| {
+            avx2_row(&xv[r * n..(r + 1) * n], dst)
+        })
     }
-    // SAFETY: every row 0..rows, that is every element below len (a multiple of n), was
-    // written above; the pool returns after all threads finish.
-    unsafe { out.set_len(len) };
-    out
 }
 
 /// One row of [`rows_avx2`]: `dst[i] = softmax(x)[i]`, `row`'s semantics.

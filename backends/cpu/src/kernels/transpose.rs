@@ -2,10 +2,9 @@
 //! (`[0,2,1,3]` on [1,128,4,64] moves 64-float runs), then the output is written row by
 //! row, each row a copy when the innermost dim stays innermost, else a strided gather.
 
-use super::rows::{Out, PARALLEL_MIN_WORK};
+use super::rows::collect_rows;
 use crate::device::Ctx;
 use kiln_ir::{Op, Result, Tensor};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 pub(crate) struct Transpose {
     perm: Option<Vec<i64>>,
@@ -87,45 +86,26 @@ pub(crate) fn gather(ctx: &Ctx, x: &[f32], sizes: &[usize], strides: &[usize]) -
     }
     let row_len = sizes[d - 1];
     let last_stride = strides[d - 1];
-    let rows = n / row_len;
-    let mut out: Vec<f32> = Vec::with_capacity(n);
-    let base = Out(out.as_mut_ptr());
-    let threads = ctx.pool.map_or(1, |p| p.threads());
-    let chunk = (rows / (8 * threads)).max(1);
-    let next = AtomicUsize::new(0);
-    let body = |_thread: usize| loop {
-        let r0 = next.fetch_add(chunk, Ordering::Relaxed);
-        if r0 >= rows {
-            return;
-        }
-        for r in r0..(r0 + chunk).min(rows) {
+    // SAFETY: each call writes all row_len floats of its row (a read out of bounds
+    // panics before anything is returned).
+    unsafe {
+        collect_rows(ctx, n, row_len, 2 * n, |r, dst| {
             // Input offset of output row r: its index over the outer dims.
             let (mut rest, mut off) = (r, 0);
             for i in (0..d - 1).rev() {
                 off += (rest % sizes[i]) * strides[i];
                 rest /= sizes[i];
             }
-            let dst = base.at(r * row_len);
-            // SAFETY (both arms): row r of the output's capacity (r < rows, so it ends at
-            // or before n) is written by this thread only; the reads are bounds-checked.
             if last_stride == 1 {
                 let src = &x[off..off + row_len];
-                unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), dst, row_len) };
+                std::ptr::copy_nonoverlapping(src.as_ptr(), dst, row_len);
             } else {
                 for j in 0..row_len {
-                    unsafe { dst.add(j).write(x[off + j * last_stride]) };
+                    dst.add(j).write(x[off + j * last_stride]);
                 }
             }
-        }
-    };
-    match ctx.pool {
-        Some(pool) if rows > 1 && 2 * n >= PARALLEL_MIN_WORK => pool.run(&body),
-        _ => body(0),
+        })
     }
-    // SAFETY: every row 0..rows, that is all n elements, was written above (a read out of
-    // bounds would have panicked before `set_len`; the pool re-raises a worker's panic).
-    unsafe { out.set_len(n) };
-    out
 }
 
 /// The next input dim after `a` whose size is not 1 (size-1 dims between two merged dims
