@@ -252,6 +252,29 @@ pub fn tanh(fx: &mut Fx, x: Value) -> Value {
     fx.sel(near, small, big)
 }
 
+/// N. Juffa's erff: for t = |x| above [`ERF_SPLIT`], erfc(t) = exp(P(t)) with
+/// P(t) = ((((c0·t + c1)·t² + (c2·t + c3))·t + c4)·t + c5)·t + c6 − t (c = [`ERF_BIG`]);
+/// below, erf(t) = t + t·Q(t²) with Q's coefficients [`ERF_SMALL`], highest first. The
+/// generated code and the native GELU (`kernels/gelu.rs`) both read them from here.
+pub(crate) const ERF_BIG: [f32; 7] = [
+    -1.728_534_7e-5,
+    3.831_971_3e-4,
+    -3.883_964_4e-3,
+    2.425_462_2e-2,
+    -1.067_778_8e-1,
+    -6.348_466_9e-1,
+    -1.287_175_1e-1,
+];
+pub(crate) const ERF_SMALL: [f32; 6] = [
+    -5.967_617e-4,
+    4.991_194_2e-3,
+    -2.676_813_5e-2,
+    1.128_199_3e-1,
+    -3.761_253_4e-1,
+    1.283_791_7e-1,
+];
+pub(crate) const ERF_SPLIT: f32 = 0.927_734_4;
+
 /// erf(|x|) and erfc(|x|); erfc above 0.93 comes from the exponential directly, not from
 /// 1 - erf, so it keeps its absolute accuracy where it is small (see the table above for
 /// its relative accuracy). N. Juffa's erff: an odd polynomial below
@@ -262,32 +285,22 @@ fn erf_erfc_abs(fx: &mut Fx, x: Value) -> (Value, Value) {
     let t = fx.clamp(t, 0.0, 10.0);
     let s = fx.mul(t, t);
     // Large branch: P(t) = c0 t⁷ + … - t, written for two independent chains.
-    let r = fx.mul_add_k(t, -1.728_534_7e-5, 3.831_971_3e-4);
-    let u = fx.mul_add_k(t, -3.883_964_4e-3, 2.425_462_2e-2);
+    let r = fx.mul_add_k(t, ERF_BIG[0], ERF_BIG[1]);
+    let u = fx.mul_add_k(t, ERF_BIG[2], ERF_BIG[3]);
     let r = fx.mul_add(r, s, u);
-    let r = fx.mul_add_k_var(r, t, -1.067_778_8e-1);
-    let r = fx.mul_add_k_var(r, t, -6.348_466_9e-1);
-    let r = fx.mul_add_k_var(r, t, -1.287_175_1e-1);
+    let r = fx.mul_add_k_var(r, t, ERF_BIG[4]);
+    let r = fx.mul_add_k_var(r, t, ERF_BIG[5]);
+    let r = fx.mul_add_k_var(r, t, ERF_BIG[6]);
     let neg_t = fx.b.ins().fneg(t);
     let r = fx.mul_add(r, t, neg_t);
     let erfc_large = exp(fx, r);
     let one = fx.f(1.0);
     let erf_large = fx.sub(one, erfc_large);
     // Small branch: t + t·s·Q(s).
-    let q = fx.poly(
-        s,
-        &[
-            -5.967_617e-4,
-            4.991_194_2e-3,
-            -2.676_813_5e-2,
-            1.128_199_3e-1,
-            -3.761_253_4e-1,
-            1.283_791_7e-1,
-        ],
-    );
+    let q = fx.poly(s, &ERF_SMALL);
     let erf_small = fx.mul_add(q, t, t);
     let erfc_small = fx.sub(one, erf_small);
-    let large = fx.cmp_k(FloatCC::GreaterThan, t, 0.927_734_4);
+    let large = fx.cmp_k(FloatCC::GreaterThan, t, ERF_SPLIT);
     let erf = fx.sel(large, erf_large, erf_small);
     let erfc = fx.sel(large, erfc_large, erfc_small);
     (erf, erfc)

@@ -180,26 +180,9 @@ pub(crate) fn recognise(
     Some((Gelu { p, r }, nodes, out))
 }
 
-// N. Juffa's erff (the coefficients of `codegen::math`): for t = |z| above 0.9277,
-// erfc(t) = exp(P(t)); below, erf(t) = t + t·Q(t²).
-const BIG: [f32; 6] = [
-    -1.728_534_7e-5,
-    3.831_971_3e-4,
-    -3.883_964_4e-3,
-    2.425_462_2e-2,
-    -1.067_778_8e-1,
-    -6.348_466_9e-1,
-];
-const BIG_LAST: f32 = -1.287_175_1e-1;
-const SMALL: [f32; 6] = [
-    -5.967_617e-4,
-    4.991_194_2e-3,
-    -2.676_813_5e-2,
-    1.128_199_3e-1,
-    -3.761_253_4e-1,
-    1.283_791_7e-1,
-];
-const SPLIT: f32 = 0.927_734_4;
+// N. Juffa's erff, the coefficients `codegen::math` generates code with.
+use crate::codegen::math::{ERF_BIG as BIG, ERF_SMALL as SMALL, ERF_SPLIT as SPLIT};
+const BIG_LAST: f32 = BIG[6];
 
 impl Gelu {
     /// One element (the lanes [`apply_rows`] does not cover, and CPUs without AVX2).
