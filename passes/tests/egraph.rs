@@ -254,6 +254,44 @@ fn a_per_input_channel_gate_scales_the_conv_weights_instead_of_the_feature_map()
 }
 
 #[test]
+fn layer_norm_written_out_as_tf2onnx_exports_it_becomes_one_layer_norm() {
+    // Keras' LayerNormalization through tf2onnx: mean, squared difference, mean, + ε,
+    // sqrt, reciprocal, then x·g + (−mean·g + β) with g = rstd·γ.
+    let mut g = Graph::new("g");
+    let x = g.add_input("x", TensorType::known(DType::F32, &[1, 6, 16]));
+    let pool = || Op::GlobalPool { kind: PoolKind::Average, p: 2 };
+    let m = g.add1(pool(), "mean", &[x]).unwrap();
+    let neg = unary(&mut g, UnaryOp::Neg, m);
+    let d = binary(&mut g, BinaryOp::Sub, x, m);
+    let d2 = binary(&mut g, BinaryOp::Mul, d, d);
+    let v = g.add1(pool(), "variance", &[d2]).unwrap();
+    let eps = konst(&mut g, "eps", scalar(1e-3));
+    let ve = binary(&mut g, BinaryOp::Add, v, eps);
+    let s = unary(&mut g, UnaryOp::Sqrt, ve);
+    let r = unary(&mut g, UnaryOp::Reciprocal, s);
+    let gamma = konst(&mut g, "gamma", tensor(&[16], 40));
+    let gm = binary(&mut g, BinaryOp::Mul, r, gamma);
+    let xg = binary(&mut g, BinaryOp::Mul, x, gm);
+    let mg = binary(&mut g, BinaryOp::Mul, neg, gm);
+    let beta = konst(&mut g, "beta", tensor(&[16], 41));
+    let shift = binary(&mut g, BinaryOp::Add, mg, beta);
+    let y = binary(&mut g, BinaryOp::Add, xg, shift);
+    g.add_output("y", y);
+    let (out, _) = rewrite(&g, &[tensor(&[1, 6, 16], 42)], 1e-5);
+    assert_eq!(ops(&out), ["layer_norm"], "{out}");
+    // A β that varies along the rows is not LayerNorm's bias: left as it was.
+    let mut g2 = g.clone();
+    let beta_rows = konst(&mut g2, "beta_rows", tensor(&[6, 1], 43));
+    let shift2 = binary(&mut g2, BinaryOp::Add, mg, beta_rows);
+    let y2 = binary(&mut g2, BinaryOp::Add, xg, shift2);
+    g2.outputs.clear();
+    g2.add_output("y", y2);
+    g2.remove_dead();
+    let (out2, _) = rewrite(&g2, &[tensor(&[1, 6, 16], 42)], 1e-5);
+    assert!(!ops(&out2).contains(&"layer_norm"), "{out2}");
+}
+
+#[test]
 fn scale_and_bias_fold_into_matmul_as_a_gemm() {
     let mut g = Graph::new("g");
     let x = g.add_input("x", TensorType::known(DType::F32, &[2, 3]));

@@ -261,6 +261,26 @@ fn softmax_and_log_softmax_on_every_axis_with_nan_and_infinities() {
 }
 
 #[test]
+fn layer_norm_over_the_trailing_axes() {
+    let mut rng = Rng(21);
+    let x = with_nans(&rng.tensor(&[2, 5, 33]), &[40]);
+    // (axis, scale and bias shape): the native kernel takes a scale and bias covering the
+    // normalised axes; for one that broadcasts it declines at run time and the step
+    // replays `ir::eval` (the same values either way).
+    let cases: &[(i64, &[usize])] = &[(-1, &[33]), (1, &[5, 33]), (-1, &[1])];
+    for &(axis, sshape) in cases {
+        let mut g = Graph::new("ln");
+        let xi = input(&mut g, x.shape());
+        let s = g.add_const("scale", rng.tensor(sshape));
+        let b = g.add_const("bias", rng.tensor(sshape));
+        let op = Op::LayerNorm { axis, epsilon: 1e-5, stash_type: DType::F32 };
+        let y = g.add1(op, "ln", &[xi, s, b]).unwrap();
+        g.add_output("y", y);
+        assert_eq!(check(&g, std::slice::from_ref(&x)), ["layer_norm (native)"]);
+    }
+}
+
+#[test]
 fn the_native_exp_is_within_four_ten_millionths() {
     let mut worst = 0.0f64;
     let mut x = -87.0f32;

@@ -13,6 +13,7 @@ mod fused_matmul;
 mod gelu;
 mod group;
 pub(crate) mod im2col;
+mod layer_norm;
 mod matmul;
 mod movement;
 mod pool;
@@ -108,6 +109,7 @@ macro_rules! one_output {
 one_output!(
     pool::Pool,
     pool::GlobalPool,
+    layer_norm::LayerNorm,
     softmax::Softmax,
     transpose::Transpose,
     movement::Movement
@@ -120,6 +122,7 @@ fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
         Op::GlobalPool { .. } => Box::new(One(pool::GlobalPool::new(op)?)),
         Op::Softmax { .. } | Op::LogSoftmax { .. } => Box::new(One(softmax::Softmax::new(op)?)),
         Op::Transpose { .. } => Box::new(One(transpose::Transpose::new(op)?)),
+        Op::LayerNorm { .. } => Box::new(One(layer_norm::LayerNorm::new(op, n_outputs)?)),
         _ => return None,
     })
 }

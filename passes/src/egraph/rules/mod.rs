@@ -8,6 +8,7 @@ mod algebra;
 mod linear;
 mod merge;
 mod movement;
+mod norm;
 mod pad;
 mod pool;
 
@@ -61,6 +62,7 @@ pub fn all() -> Vec<Rule> {
     v.extend(pad::rules());
     v.extend(pool::rules());
     v.extend(merge::rules());
+    v.extend(norm::rules());
     v
 }
 
