@@ -29,13 +29,7 @@ impl LayerNorm {
     pub fn run(&self, ctx: &Ctx, args: &[Option<Tensor>]) -> Option<Result<Tensor>> {
         let x = args.first()?.as_ref()?;
         let xv = x.as_slice::<f32>().ok()?;
-        let rank = x.rank() as i64;
-        let axis = if self.axis < 0 {
-            self.axis + rank
-        } else {
-            self.axis
-        };
-        let axis = usize::try_from(axis).ok().filter(|&a| a < x.rank())?;
+        let axis = super::axis_of(self.axis, x.rank())?;
         let cols: usize = x.shape()[axis..].iter().product();
         let scale = args
             .get(1)?

@@ -115,6 +115,13 @@ one_output!(
     movement::Movement
 );
 
+/// An op's `axis` attribute for an input of rank `rank` (negative counts from the end);
+/// `None` when out of range.
+pub(crate) fn axis_of(axis: i64, rank: usize) -> Option<usize> {
+    let a = if axis < 0 { axis + rank as i64 } else { axis };
+    usize::try_from(a).ok().filter(|&a| a < rank)
+}
+
 /// The native kernel for a lone `op` with `n_outputs` outputs, if there is one.
 fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
     Some(match op {

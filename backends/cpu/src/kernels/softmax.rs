@@ -33,16 +33,7 @@ impl Softmax {
     pub fn run(&self, ctx: &Ctx, args: &[Option<Tensor>]) -> Option<Result<Tensor>> {
         let x = args.first()?.as_ref()?;
         let xv = x.as_slice::<f32>().ok()?;
-        let rank = x.rank() as i64;
-        let axis = if self.axis < 0 {
-            self.axis + rank
-        } else {
-            self.axis
-        };
-        if !(0..rank).contains(&axis) {
-            return None;
-        }
-        let axis = axis as usize;
+        let axis = super::axis_of(self.axis, x.rank())?;
         let n = x.shape()[axis];
         let inner: usize = x.shape()[axis + 1..].iter().product();
         let vector = ctx.kernel == Kernel::Avx2Fma && Kernel::detect() == Kernel::Avx2Fma;

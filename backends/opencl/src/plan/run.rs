@@ -114,10 +114,10 @@ impl Plan {
                         outs.push(alloc(&self.device, shape.iter().product::<usize>() * dtype.size())?);
                     }
                     if l.elements > 0 {
-                        if kernels[i].is_none() {
-                            kernels[i] = Some(Kernel::create(&l.program, &l.kernel).map_err(|e| cl_err("cannot create a kernel", e))?);
-                        }
-                        let kernel = kernels[i].as_ref().expect("created above");
+                        let kernel = match &mut kernels[i] {
+                            Some(k) => &*k,
+                            slot => &*slot.insert(Kernel::create(&l.program, &l.kernel).map_err(|e| cl_err("cannot create a kernel", e))?),
+                        };
                         let args: Vec<DevTensor> = l.args.iter().map(|s| self.typed(s, &table)).collect::<Result<_, _>>()?;
                         let mut exec = ExecuteKernel::new(kernel);
                         for a in &args {
