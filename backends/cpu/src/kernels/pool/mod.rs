@@ -1,5 +1,8 @@
 //! Max and average pooling (1-D and 2-D, NCHW, f32) and global max and average pooling,
-//! one output plane per task, planes split over the pool.
+//! one output plane per task, planes split over the pool. Where every window holds an
+//! input position and columns step by 1 or 2 (nearly every model's pooling), a plane runs
+//! through a padded copy with every column on vectors ([`padded`]); other geometries take
+//! the direct loops below.
 //!
 //! Semantics are `ir::eval`'s: max pooling keeps the first value of the window and
 //! replaces it by any later value that compares greater (so a NaN in the first position
@@ -8,7 +11,10 @@
 //! by those inside the padded extent. Sums are f32 (the reference sums in f64: the
 //! difference is far inside the zoo's tolerance for windows of any size used in practice).
 
+mod padded;
+
 use super::rows::for_each_row;
+use padded::Padded;
 use crate::device::Ctx;
 use kiln_ir::{AutoPad, Op, PoolKind, Result, Tensor};
 
@@ -153,6 +159,13 @@ impl Pool {
         let inner_lo = (0..dw.out).find(full).unwrap_or(dw.out);
         let inner_hi = (inner_lo..dw.out).rev().find(full).map_or(inner_lo, |o| o + 1);
         let work = out.len() * dh.k * dw.k;
+        if let Some(padded) = Padded::new(self, &dh, &dw) {
+            let avx2 = ctx.kernel == crate::gemm::Kernel::Avx2Fma;
+            for_each_row(ctx, &mut out, plane_out, work, |c, o| {
+                padded.plane(avx2, &xv[c * plane_in..(c + 1) * plane_in], o)
+            });
+            return Some(Tensor::new(shape, out));
+        }
         for_each_row(ctx, &mut out, plane_out, work, |c, o| {
             let x = &xv[c * plane_in..(c + 1) * plane_in];
             for (oh, &(h0, ref hi, hpad)) in rows.iter().enumerate() {

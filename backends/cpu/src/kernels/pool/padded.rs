@@ -1,0 +1,199 @@
+//! Pooling through a padded copy of each plane (see [`Padded`]).
+
+use super::{Dim1, Pool};
+
+thread_local! {
+    /// A padded plane, and one output row rounded up to whole vectors.
+    static PADDED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// 2-D pooling without dilation, at column stride 1 or 2, where every window holds an
+/// input position, through a padded copy of each plane: every output column then takes
+/// the vector path, edges included (at 35×35 the two edge columns and the scalar
+/// leftovers of each row took more time than the 32 vector columns). At stride 2 each
+/// padded row is stored as its even columns then its odd ones, so every tap reads a
+/// contiguous run.
+///
+/// The padding repeats the nearest input row or column for max pooling and is zero for
+/// average pooling, which keeps results bit-identical to the scalar path: a max window
+/// then meets its input positions in the same order of first appearance (its first tap
+/// is its first input position, and a repeat never compares greater than itself), and
+/// adding 0 to a sum that started from 0 + e changes nothing. Averages divide by the
+/// scalar path's count per output.
+pub(super) struct Padded {
+    max: bool,
+    dh: Dim1,
+    dw: Dim1,
+    /// Output columns rounded up to a multiple of 8.
+    cols: usize,
+    /// Padded columns the rounded-up outputs read, and padded rows.
+    span: usize,
+    height: usize,
+    /// Where tap j of output column 0 starts in a stored row, and the stored row's length.
+    offsets: Vec<usize>,
+    width: usize,
+    /// For average pooling, each output's count as the scalar path divides by it.
+    divisors: Vec<f32>,
+}
+
+impl Padded {
+    pub(super) fn new(pool: &Pool, dh: &Dim1, dw: &Dim1) -> Option<Padded> {
+        if dh.d != 1 || dw.d != 1 || dh.input == 0 || dw.input == 0 || !(1..=2).contains(&dw.s) {
+            return None;
+        }
+        let rows: Vec<_> = (0..dh.out).map(|o| dh.taps(o)).collect();
+        let cols: Vec<_> = (0..dw.out).map(|o| dw.taps(o)).collect();
+        if rows.iter().chain(&cols).any(|t| t.1.is_empty()) {
+            return None;
+        }
+        let count = |t: &(isize, std::ops::Range<usize>, usize)| if pool.count_include_pad { t.2 } else { t.1.len() };
+        let out_cols = dw.out.next_multiple_of(8);
+        let span = (out_cols - 1) * dw.s + dw.k;
+        let even = span.div_ceil(2);
+        let (offsets, width) = if dw.s == 1 {
+            ((0..dw.k).collect(), span)
+        } else {
+            ((0..dw.k).map(|j| if j % 2 == 0 { j / 2 } else { even + j / 2 }).collect(), span.next_multiple_of(2))
+        };
+        Some(Padded {
+            max: pool.max,
+            dh: *dh,
+            dw: *dw,
+            cols: out_cols,
+            span,
+            height: (dh.out - 1) * dh.s + dh.k,
+            offsets,
+            width,
+            divisors: if pool.max {
+                Vec::new()
+            } else {
+                rows.iter().flat_map(|r| cols.iter().map(move |c| (count(r) * count(c)) as f32)).collect()
+            },
+        })
+    }
+
+    /// One plane: `x` (input rows) into `o` (output rows).
+    pub(super) fn plane(&self, avx2: bool, x: &[f32], o: &mut [f32]) {
+        // Taken out of the thread-local rather than used inside `with`: a closure would
+        // not be compiled for AVX2 with the function below.
+        let (mut buf, mut row) = PADDED.with(|b| b.take());
+        buf.resize(self.height * self.width, 0.0);
+        row.resize(self.cols, 0.0);
+        #[cfg(target_arch = "x86_64")]
+        if avx2 {
+            // SAFETY: `avx2` is set only for the AVX2+FMA device, which checked the CPU.
+            unsafe { self.plane_avx2(x, o, &mut buf, &mut row) };
+        } else {
+            self.plane_any(x, o, &mut buf, &mut row);
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = avx2;
+            self.plane_any(x, o, &mut buf, &mut row);
+        }
+        PADDED.with(|b| b.replace((buf, row)));
+    }
+
+    /// [`Padded::plane`] compiled for AVX2 (the copy, the taps and the division).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn plane_avx2(&self, x: &[f32], o: &mut [f32], buf: &mut [f32], row: &mut [f32]) {
+        self.plane_any(x, o, buf, row)
+    }
+
+    #[inline(always)]
+    fn plane_any(&self, x: &[f32], o: &mut [f32], buf: &mut [f32], row: &mut [f32]) {
+        let (dh, dw) = (&self.dh, &self.dw);
+        for (r, dst) in buf.chunks_exact_mut(self.width).enumerate() {
+            let ri = r as isize - dh.pb as isize;
+            let src = if (0..dh.input as isize).contains(&ri) {
+                ri as usize
+            } else if self.max {
+                ri.clamp(0, dh.input as isize - 1) as usize
+            } else {
+                dst.fill(0.0);
+                continue;
+            };
+            let src = &x[src * dw.input..(src + 1) * dw.input];
+            let (edge_l, edge_r) = if self.max { (src[0], src[dw.input - 1]) } else { (0.0, 0.0) };
+            // Padded column c holds input column c - pb, or the edge value.
+            let at = |c: usize| match c.checked_sub(dw.pb) {
+                None => edge_l,
+                Some(i) if i < dw.input => src[i],
+                Some(_) => edge_r,
+            };
+            if dw.s == 1 {
+                let left = dw.pb.min(self.span);
+                let mid = (self.span - left).min(dw.input);
+                dst[..left].fill(edge_l);
+                dst[left..left + mid].copy_from_slice(&src[..mid]);
+                dst[left + mid..].fill(edge_r);
+            } else {
+                let (even, odd) = dst.split_at_mut(self.span.div_ceil(2));
+                // Stored column c of each half reads padded columns 2c and 2c + 1: inside
+                // the input for c in lo..hi, a run of consecutive input pairs.
+                let lo = dw.pb.div_ceil(2).min(odd.len());
+                let hi = ((dw.input + dw.pb) / 2).clamp(lo, odd.len());
+                // Past `beyond` both columns of a pair are right of the input.
+                let beyond = (dw.input + dw.pb).div_ceil(2).clamp(hi, odd.len());
+                for c in (0..lo).chain(hi..beyond) {
+                    (even[c], odd[c]) = (at(2 * c), at(2 * c + 1));
+                }
+                even[beyond..].fill(edge_r);
+                odd[beyond..].fill(edge_r);
+                if even.len() > odd.len() {
+                    // The last padded column of an odd span has no odd partner.
+                    even[odd.len()] = at(2 * odd.len());
+                }
+                let pairs = src[2 * lo - dw.pb..2 * hi - dw.pb].chunks_exact(2);
+                for ((e, o), pair) in even[lo..hi].iter_mut().zip(&mut odd[lo..hi]).zip(pairs) {
+                    (*e, *o) = (pair[0], pair[1]);
+                }
+            }
+        }
+        for (oh, orow) in o.chunks_exact_mut(dw.out).enumerate() {
+            let rows = &buf[oh * dh.s * self.width..(oh * dh.s + dh.k) * self.width];
+            let mut c = 0;
+            while c < self.cols {
+                if c + 32 <= self.cols {
+                    fold::<32>(self.max, rows, self.width, &self.offsets, c, &mut row[c..c + 32]);
+                    c += 32;
+                } else {
+                    fold::<8>(self.max, rows, self.width, &self.offsets, c, &mut row[c..c + 8]);
+                    c += 8;
+                }
+            }
+            if self.max {
+                orow.copy_from_slice(&row[..dw.out]);
+            } else {
+                let divisors = &self.divisors[oh * dw.out..(oh + 1) * dw.out];
+                for ((d, &v), &n) in orow.iter_mut().zip(row.iter()).zip(divisors) {
+                    *d = v / n;
+                }
+            }
+        }
+    }
+}
+
+/// `L` outputs from column `first` of one output row: every tap of every stored row
+/// (`rows`, `width` apart) folded in registers, rows outer and taps inner as the scalar
+/// path goes; tap j of column c reads stored column `c + offsets[j]`.
+#[inline(always)]
+fn fold<const L: usize>(max: bool, rows: &[f32], width: usize, offsets: &[usize], first: usize, out: &mut [f32]) {
+    let mut v = [0.0f32; L];
+    let mut started = false;
+    for stored in rows.chunks_exact(width) {
+        for &off in offsets {
+            let src: &[f32; L] = stored[first + off..first + off + L].try_into().expect("L floats");
+            match (started, max) {
+                // 0 + e, as the scalar paths start: -0.0 becomes 0.0 in a sum; max keeps it.
+                (false, true) => v.iter_mut().zip(src).for_each(|(a, &e)| *a = -0.0 + e),
+                (false, false) => v.iter_mut().zip(src).for_each(|(a, &e)| *a = 0.0 + e),
+                (true, true) => v.iter_mut().zip(src).for_each(|(a, &e)| *a = if e > *a { e } else { *a }),
+                (true, false) => v.iter_mut().zip(src).for_each(|(a, &e)| *a += e),
+            }
+            started = true;
+        }
+    }
+    out.copy_from_slice(&v);
+}
