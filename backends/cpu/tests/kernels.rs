@@ -167,6 +167,29 @@ fn max_pooling_keeps_a_leading_nan_and_skips_a_later_one() {
     check(&one_op(avg, x.shape()), &[x]);
 }
 
+/// Concat joins blocks along any axis, each thread copying an equal range of the output
+/// that may start and end inside a block: small and large (split over the threads)
+/// outputs, inputs of different lengths on the axis, an empty one, and a negative axis.
+#[test]
+fn concat_along_every_axis_in_one_pass_over_the_output() {
+    let mut rng = Rng(14);
+    let cases: &[(&[&[usize]], i64)] = &[
+        (&[&[2, 3, 5], &[2, 1, 5], &[2, 4, 5]], 1),
+        (&[&[1, 128, 31, 31], &[1, 32, 31, 31]], 1), // densenet's join, over the threads
+        (&[&[3, 7, 200], &[3, 7, 1], &[3, 7, 333]], -1),
+        (&[&[4, 3], &[0, 3], &[5, 3]], 0),
+        (&[&[400, 300], &[1, 300]], 0),
+    ];
+    for &(shapes, axis) in cases {
+        let mut g = Graph::new("concat");
+        let ins: Vec<Value> = shapes.iter().map(|s| input(&mut g, s)).collect();
+        let y = g.add1(Op::Concat { axis }, "cat", &ins).unwrap();
+        g.add_output("y", y);
+        let xs: Vec<Tensor> = shapes.iter().map(|s| rng.tensor(s)).map(|t| if !t.is_empty() { with_nans(&t, &[0]) } else { t }).collect();
+        assert_eq!(check(&g, &xs), ["concat (native)"], "{shapes:?} axis {axis}");
+    }
+}
+
 #[test]
 fn global_pooling() {
     let mut rng = Rng(14);

@@ -6,6 +6,7 @@
 //! case the chain is replayed.
 
 mod activation;
+mod concat;
 mod conv;
 mod depthwise;
 mod epilogue;
@@ -107,6 +108,7 @@ macro_rules! one_output {
     )*};
 }
 one_output!(
+    concat::Concat,
     pool::Pool,
     pool::GlobalPool,
     layer_norm::LayerNorm,
@@ -125,6 +127,7 @@ pub(crate) fn axis_of(axis: i64, rank: usize) -> Option<usize> {
 /// The native kernel for a lone `op` with `n_outputs` outputs, if there is one.
 fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
     Some(match op {
+        Op::Concat { .. } => Box::new(One(concat::Concat::new(op)?)),
         Op::Pool { .. } => Box::new(One(pool::Pool::new(op, n_outputs)?)),
         Op::GlobalPool { .. } => Box::new(One(pool::GlobalPool::new(op)?)),
         Op::Softmax { .. } | Op::LogSoftmax { .. } => Box::new(One(softmax::Softmax::new(op)?)),
@@ -176,6 +179,7 @@ pub fn fallback_ops() -> Vec<&'static str> {
         "matmul",
         "gemm",
         "fused",
+        "concat",
         "pool",
         "global_pool",
         "softmax",
