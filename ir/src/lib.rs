@@ -34,4 +34,5 @@ pub use op::*;
 pub use shape::{Dim, Shape, TensorType};
 pub use tensor::{Data, Storable, Tensor};
 pub use ops::image::{resize_taps, AxisTaps, ResizeTaps};
+pub use ops::nn::{conv_transpose_geometry, ConvTransposeGeometry};
 pub use verify::verify;

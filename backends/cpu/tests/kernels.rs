@@ -190,6 +190,79 @@ fn concat_along_every_axis_in_one_pass_over_the_output() {
     }
 }
 
+/// Resize runs natively on the taps `ir::eval` uses, one pass per resized axis: linear
+/// upsampling as unet_mix does it, nearest downsampling, cubic, and tf_crop_and_resize
+/// with positions outside the input (the extrapolation value); NaN spreads to the
+/// outputs whose taps read it.
+#[test]
+fn resize_in_every_mode_runs_natively() {
+    use kiln_ir::{CoordinateTransform as Ct, KeepAspectRatio, NearestMode, ResizeMode as Mode};
+    let mut rng = Rng(15);
+    let x = with_nans(&rng.tensor(&[1, 3, 9, 13]), &[40, 200]);
+    let cases: &[(Mode, Ct, &[f32], Option<&[f32]>)] = &[
+        (Mode::Linear, Ct::HalfPixel, &[1.0, 1.0, 2.0, 2.0], None),
+        (Mode::Nearest, Ct::Asymmetric, &[1.0, 1.0, 0.5, 0.4], None),
+        (Mode::Cubic, Ct::AlignCorners, &[1.0, 1.0, 1.7, 0.8], None),
+        (Mode::Linear, Ct::TfCropAndResize, &[1.0, 1.0, 1.5, 1.5], Some(&[0.0, 0.0, -0.2, 0.1, 1.0, 1.0, 0.9, 1.3])),
+    ];
+    for &(mode, ct, scales, roi) in cases {
+        let mut g = Graph::new("resize");
+        let xi = input(&mut g, x.shape());
+        let roi = roi.map(|r| g.add_const("roi", Tensor::new(vec![r.len()], r.to_vec()).unwrap()));
+        let scales = g.add_const("scales", Tensor::new(vec![4], scales.to_vec()).unwrap());
+        let op = Op::Resize {
+            antialias: false,
+            axes: vec![],
+            coordinate_transformation_mode: ct,
+            cubic_coeff_a: -0.75,
+            exclude_outside: false,
+            extrapolation_value: 7.0,
+            keep_aspect_ratio_policy: KeepAspectRatio::Stretch,
+            mode,
+            nearest_mode: NearestMode::Floor,
+        };
+        let y = g.add(op, "resize", &[Some(xi), roi, Some(scales)], 1).unwrap();
+        g.add_output("y", Value::new(y, 0));
+        assert_eq!(check(&g, std::slice::from_ref(&x)), ["resize (native)"], "{mode:?} {ct:?}");
+    }
+}
+
+/// ConvTranspose runs natively (a GEMM, then each plane adds its contributions) on eval's
+/// geometry: unet_mix's 2×2/2 upsampling, overlapping 3×3/2 windows with pads and
+/// output_padding, dilation, groups with a bias, and a NaN spreading to the outputs its
+/// input position reaches.
+#[test]
+fn conv_transpose_in_every_geometry_runs_natively() {
+    let mut rng = Rng(16);
+    // (x, w, group, strides, pads, output_padding, dilations, bias)
+    let cases: &[(&[usize], &[usize], i64, &[i64], &[i64], &[i64], &[i64], bool)] = &[
+        (&[1, 8, 6, 7], &[8, 4, 2, 2], 1, &[2, 2], &[], &[], &[], false),
+        (&[2, 3, 5, 4], &[3, 5, 3, 3], 1, &[2, 2], &[1, 0, 1, 2], &[1, 1], &[], true),
+        (&[1, 4, 5, 5], &[4, 3, 3, 2], 1, &[1, 2], &[0, 1, 2, 0], &[], &[2, 1], true),
+        (&[1, 6, 4, 3], &[6, 2, 2, 3], 3, &[3, 1], &[], &[], &[], true),
+    ];
+    for &(xs, ws, group, strides, pads, output_padding, dilations, bias) in cases {
+        let mut g = Graph::new("conv_transpose");
+        let x = input(&mut g, xs);
+        let w = g.add_const("w", rng.tensor(ws));
+        let b = bias.then(|| g.add_const("b", rng.tensor(&[ws[1] * group as usize])));
+        let op = Op::ConvTranspose {
+            auto_pad: AutoPad::NotSet,
+            dilations: dilations.to_vec(),
+            group,
+            kernel_shape: vec![],
+            output_padding: output_padding.to_vec(),
+            output_shape: vec![],
+            pads: pads.to_vec(),
+            strides: strides.to_vec(),
+        };
+        let y = g.add(op, "ct", &[Some(x), Some(w), b], 1).unwrap();
+        g.add_output("y", Value::new(y, 0));
+        let xv = with_nans(&rng.tensor(xs), &[3]);
+        assert_eq!(check(&g, &[xv]), ["conv_transpose (native)"], "x {xs:?} w {ws:?}");
+    }
+}
+
 #[test]
 fn global_pooling() {
     let mut rng = Rng(14);

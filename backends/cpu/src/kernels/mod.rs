@@ -8,6 +8,7 @@
 mod activation;
 mod concat;
 mod conv;
+mod conv_transpose;
 mod depthwise;
 mod epilogue;
 mod fused_matmul;
@@ -19,6 +20,7 @@ mod matmul;
 mod movement;
 mod pool;
 mod recurrent;
+mod resize;
 mod rows;
 mod softmax;
 mod transpose;
@@ -109,8 +111,10 @@ macro_rules! one_output {
 }
 one_output!(
     concat::Concat,
+    conv_transpose::ConvTranspose,
     pool::Pool,
     pool::GlobalPool,
+    resize::Resize,
     layer_norm::LayerNorm,
     softmax::Softmax,
     transpose::Transpose,
@@ -128,7 +132,9 @@ pub(crate) fn axis_of(axis: i64, rank: usize) -> Option<usize> {
 fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
     Some(match op {
         Op::Concat { .. } => Box::new(One(concat::Concat::new(op)?)),
+        Op::ConvTranspose { .. } => Box::new(One(conv_transpose::ConvTranspose::new(op)?)),
         Op::Pool { .. } => Box::new(One(pool::Pool::new(op, n_outputs)?)),
+        Op::Resize { .. } => Box::new(One(resize::Resize::new(op)?)),
         Op::GlobalPool { .. } => Box::new(One(pool::GlobalPool::new(op)?)),
         Op::Softmax { .. } | Op::LogSoftmax { .. } => Box::new(One(softmax::Softmax::new(op)?)),
         Op::Transpose { .. } => Box::new(One(transpose::Transpose::new(op)?)),
@@ -180,8 +186,10 @@ pub fn fallback_ops() -> Vec<&'static str> {
         "gemm",
         "fused",
         "concat",
+        "conv_transpose",
         "pool",
         "global_pool",
+        "resize",
         "softmax",
         "log_softmax",
         "transpose",

@@ -170,6 +170,30 @@ fn geometry(a: &Attrs, input: &[usize], kernel: &[usize]) -> Result<Geometry> {
     })
 }
 
+/// Where a ConvTranspose puts its contributions, worked out for one input: per spatial
+/// dim the output size, the begin padding (input position i and kernel position k land
+/// on `i·stride + k·dilation - pad_begin`), the stride and the dilation. Devices take it
+/// from here so that their geometry is eval's by construction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConvTransposeGeometry {
+    pub out: Vec<usize>,
+    pub pad_begin: Vec<isize>,
+    pub strides: Vec<usize>,
+    pub dilations: Vec<usize>,
+}
+
+/// The geometry of `op` (a ConvTranspose) on spatial input dims `input` with spatial
+/// kernel dims `kernel`.
+pub fn conv_transpose_geometry(op: &Op, input: &[usize], kernel: &[usize]) -> Result<ConvTransposeGeometry> {
+    let g = geometry(&attrs(op)?, input, kernel)?;
+    Ok(ConvTransposeGeometry {
+        strides: g.win.strides.clone(),
+        dilations: g.win.dilations.clone(),
+        out: g.out,
+        pad_begin: g.pad_begin,
+    })
+}
+
 pub(crate) fn infer(op: &Op, types: &[Option<&TensorType>]) -> Result<Vec<TensorType>> {
     let a = attrs(op)?;
     let (x, w) = (input_type(types, 0)?, input_type(types, 1)?);

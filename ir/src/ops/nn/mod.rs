@@ -14,6 +14,7 @@ mod geometry;
 mod matmul;
 mod pool;
 mod quant;
+pub use conv_transpose::{conv_transpose_geometry, ConvTransposeGeometry};
 
 use crate::error::Result;
 use crate::op::Op;
