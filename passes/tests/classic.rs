@@ -372,6 +372,42 @@ fn simplify_rewires_graph_outputs_and_keeps_their_types() {
     "#);
 }
 
+#[test]
+fn a_slice_that_takes_off_exactly_what_a_pad_added_reads_the_unpadded_input() {
+    // y: pad 1 row above and below, 2 columns left, then slice them away (negative end,
+    // an end past the dim): x itself. z: the same pad, but its slice keeps a padded row.
+    let text = r#"graph g(%x: f32[1,3,4,5]) -> (%y: f32[1,3,4,5], %z: f32[1,3,4,5]) {
+      @pads = i64[8] [0,0,1,2,0,0,1,0]
+      @starts = i64[2] [1,2]
+      @ends = i64[2] [-1,9223372036854775807]
+      @axes = i64[2] [2,3]
+      @starts_z = i64[2] [0,2]
+      @ends_z = i64[2] [4,7]
+      %0 = pad(%x, @pads) {mode=reflect} : f32[1,3,6,7]
+      %1 = slice(%0, @starts, @ends, @axes) : f32[1,3,4,5]
+      %2 = slice(%0, @starts_z, @ends_z, @axes) : f32[1,3,4,5]
+      %3 = relu(%1) : f32[1,3,4,5]
+      return %3, %2
+    }"#;
+    let out = apply(
+        text,
+        vec![with(|| Simplify), with(|| Dce)],
+        &[f32s(&[1, 3, 4, 5], 10)],
+    );
+    insta::assert_snapshot!(out, @r#"
+    graph g(%x: f32[1,3,4,5]) -> (%y: f32[1,3,4,5], %z: f32[1,3,4,5]) {
+      @pads = i64[8] [0,0,1,2,0,0,1,0]
+      @axes = i64[2] [2,3]
+      @starts_z = i64[2] [0,2]
+      @ends_z = i64[2] [4,7]
+      %0 = pad(%x, @pads) {mode=reflect} : f32[1,3,6,7]
+      %1 = slice(%0, @starts_z, @ends_z, @axes) : f32[1,3,4,5]
+      %2 = relu(%x) : f32[1,3,4,5]
+      return %2, %1
+    }
+    "#);
+}
+
 // ── decompose ───────────────────────────────────────────────────────────────────────────
 
 fn assert_close(a: &Tensor, b: &Tensor, what: &str) {

@@ -1,6 +1,7 @@
 //! Identity and no-op removal: ops that hand their input through unchanged (Identity,
-//! inference Dropout, a Cast to the same dtype, a Reshape to the same shape, x·1, x+0, …)
-//! are bypassed: their consumers read the input directly.
+//! inference Dropout, a Cast to the same dtype, a Reshape to the same shape, x·1, x+0, a
+//! Slice that takes off exactly what a Pad added, …) are bypassed: their consumers read
+//! the input directly.
 //!
 //! "Same shape" is judged on the types inference gives now, and only when they are fully
 //! determined (no unknown dim; a symbol names one size throughout the graph). A graph
@@ -69,7 +70,8 @@ fn passes_through(g: &Graph, n: NodeId) -> Option<Value> {
             }
         }
         // Positive steps: a slice as big as its input takes all of it, in order.
-        Op::Slice => absent_or(4, &|t| t.to_i64_vec().iter().all(|&s| s > 0)) && same_type()?,
+        Op::Slice if absent_or(4, &|t| t.to_i64_vec().iter().all(|&s| s > 0)) && same_type()? => true,
+        Op::Slice => return slice_of_pad(g, n, &ins),
         Op::Pad { .. } => {
             konst(1).is_some_and(|p| p.to_i64_vec().iter().all(|&p| p == 0)) && same_type()?
         }
@@ -78,6 +80,71 @@ fn passes_through(g: &Graph, n: NodeId) -> Option<Value> {
         _ => false,
     };
     keep.then_some(x)
+}
+
+/// A Slice with unit steps that takes off exactly the borders a Pad added (Keras'
+/// ZeroPadding2D then Cropping2D, as unet_mix has them): the Pad's input. Any pad mode,
+/// since what the pad wrote is all cut away; only non-negative pads (a negative one crops).
+fn slice_of_pad(g: &Graph, n: NodeId, ins: &[Option<Value>]) -> Option<Value> {
+    let konst = |v: Option<Value>| v.and_then(|v| g.const_value(v)).map(|t| t.to_i64_vec());
+    let padded = (*ins.first()?)?;
+    let pad = padded.node;
+    if !matches!(g.node(pad).op, Op::Pad { .. }) || padded.output != 0 {
+        return None;
+    }
+    let pad_ins = g.inputs_of(pad);
+    let x = (*pad_ins.first()?)?;
+    let dims: Vec<i64> = g
+        .value_type(x)
+        .shape
+        .dims()?
+        .iter()
+        .map(|d| d.known().and_then(|d| i64::try_from(d).ok()))
+        .collect::<Option<_>>()?;
+    let r = dims.len() as i64;
+    let axis = |a: i64| usize::try_from(if a < 0 { a + r } else { a }).ok().filter(|&a| a < dims.len());
+    // Pads per axis (begin, end): the pads input over `axes` (all axes when absent).
+    let pads = konst(*pad_ins.get(1)?)?;
+    let pad_axes: Vec<usize> = match pad_ins.get(3).copied().flatten() {
+        Some(v) => konst(Some(v))?.into_iter().map(axis).collect::<Option<_>>()?,
+        None => (0..dims.len()).collect(),
+    };
+    if pads.len() != 2 * pad_axes.len() || pads.iter().any(|&p| p < 0) {
+        return None;
+    }
+    let mut border = vec![(0i64, 0i64); dims.len()];
+    for (i, &a) in pad_axes.iter().enumerate() {
+        border[a].0 += pads[i];
+        border[a].1 += pads[i + pad_axes.len()];
+    }
+    // The slice's (start, end) per axis, normalised as ONNX does for positive steps.
+    let (starts, ends) = (konst(*ins.get(1)?)?, konst(*ins.get(2)?)?);
+    let slice_axes: Vec<usize> = match ins.get(3).copied().flatten() {
+        Some(v) => konst(Some(v))?.into_iter().map(axis).collect::<Option<_>>()?,
+        None => (0..starts.len()).map(|a| (a < dims.len()).then_some(a)).collect::<Option<_>>()?,
+    };
+    if let Some(steps) = ins.get(4).copied().flatten() {
+        if konst(Some(steps))?.iter().any(|&s| s != 1) {
+            return None;
+        }
+    }
+    if starts.len() != slice_axes.len() || ends.len() != slice_axes.len() {
+        return None;
+    }
+    let mut kept = vec![None; dims.len()];
+    for ((&a, &s), &e) in slice_axes.iter().zip(&starts).zip(&ends) {
+        let full = dims[a].checked_add(border[a].0)?.checked_add(border[a].1)?;
+        let clamp = |v: i64| (if v < 0 { v.saturating_add(full) } else { v }).clamp(0, full);
+        if kept[a].replace((clamp(s), clamp(e))).is_some() {
+            return None;
+        }
+    }
+    let exact = (0..dims.len()).all(|a| match kept[a] {
+        Some(range) => range == (border[a].0, border[a].0 + dims[a]),
+        None => border[a] == (0, 0),
+    });
+    let out = infer_node(g, n).ok()?.into_iter().next()?;
+    (exact && out == *g.value_type(x) && fully_determined(&out)).then_some(x)
 }
 
 /// x+0, 0+x, x-0, x·1, 1·x, x/1: the other operand, when the constant does not broadcast it
