@@ -54,9 +54,18 @@ impl Resize {
                     // SAFETY: `collect_rows` gives each row's `row` floats to one call.
                     let dst = unsafe { std::slice::from_raw_parts_mut(dst, row) };
                     if inner == 1 {
-                        // One element per position: a gather, no per-line slicing.
-                        for (d, j) in dst.iter_mut().zip(0..) {
-                            *d = table.get(j).map_or(self.extrapolation, |t| t.fold(0.0, |acc, (k, c)| acc + c * src[k]));
+                        // One element per position: a gather, no per-line slicing; with
+                        // the same number of taps everywhere (nearest 1, linear 2, cubic
+                        // 4), a fixed-size inner loop the compiler unrolls.
+                        match table.uniform {
+                            Some(1) => gather::<1>(dst, src, &table.taps),
+                            Some(2) => gather::<2>(dst, src, &table.taps),
+                            Some(4) => gather::<4>(dst, src, &table.taps),
+                            _ => {
+                                for (d, j) in dst.iter_mut().zip(0..) {
+                                    *d = table.get(j).map_or(self.extrapolation, |t| t.fold(0.0, |acc, (k, c)| acc + c * src[k]));
+                                }
+                            }
                         }
                         return;
                     }
@@ -88,6 +97,8 @@ impl Resize {
 struct Taps {
     spans: Vec<Option<std::ops::Range<usize>>>,
     taps: Vec<(usize, f32)>,
+    /// The tap count when every position has that many (none extrapolating).
+    uniform: Option<usize>,
 }
 
 impl Taps {
@@ -101,14 +112,25 @@ impl Taps {
                 taps.extend(t.iter().map(|&(k, c)| (k, c as f32)));
                 Some(start..taps.len())
             })
-            .collect();
-        Taps { spans, taps }
+            .collect::<Vec<_>>();
+        let first = spans.first().and_then(|s: &Option<std::ops::Range<usize>>| s.as_ref()).map(|r| r.len());
+        let uniform = first.filter(|&n| spans.iter().all(|s| s.as_ref().is_some_and(|r| r.len() == n)));
+        Taps { spans, taps, uniform }
     }
 
     /// Output position j's taps, `None` where it extrapolates.
     fn get(&self, j: usize) -> Option<impl Iterator<Item = (usize, f32)> + '_> {
         let span = self.spans.get(j)?.clone()?;
         Some(self.taps[span].iter().copied())
+    }
+}
+
+/// Output positions with `L` taps each, `taps` holding position j's at `j·L..`: each
+/// output `0 + Σ c·x` in tap order, as the general path sums.
+fn gather<const L: usize>(dst: &mut [f32], src: &[f32], taps: &[(usize, f32)]) {
+    for (d, t) in dst.iter_mut().zip(taps.chunks_exact(L)) {
+        let t: &[(usize, f32); L] = t.try_into().expect("L taps");
+        *d = t.iter().fold(0.0, |acc, &(k, c)| acc + c * src[k]);
     }
 }
 
