@@ -406,13 +406,18 @@ fn run_chunk(
     let kc_max = block_depth(job.k);
     let j0 = panels.start * NR;
     let cols = (panels.end * NR).min(job.n) - j0;
-    // In place only where packing is dear: each packed element serves m multiply-adds, and
-    // with more rows than depth the panel, read by m/6 row tiles from k scattered rows, is
-    // slower in place than packed (bench `gemm -- pointwise`, best ms packed → in place:
-    // 256→64 on 56² 0.567 → 0.469, 144→32 on 28² 0.057 → 0.039, 96→24 on 56² 0.120 →
-    // 0.099; but 64→256 on 56² 0.484 → 0.506, 128→512 on 28² 0.477 → 0.498).
+    // In place only for few rows (m ≤ 32: mobilenet's projections such as 32→16 and 96→24),
+    // where each packed element would serve few multiply-adds. Alone, more shapes win
+    // (bench `gemm -- pointwise`, best ms packed → in place: 96→24 on 56² 0.088 → 0.075,
+    // 144→32 on 28² 0.042 → 0.035, 256→64 on 56² 0.503 → 0.467), but inside the models,
+    // the same process alternating the two ways run by run, in place for every m ≤ k made
+    // mobilenet_v2 3% and resnet50 1.5% slower (best of 150: 11.31 → 11.80 ms on a loaded
+    // host, 43.60 → 44.26), while m ≤ 32 alone made mobilenet_v2 1% faster (11.56 → 11.34,
+    // 10.98 → 10.80, 11.36 → 11.30 in three runs). Not yet understood; a guess: the input
+    // was just written by the previous layer on both cores, and packing reads it once in
+    // order where in place every row tile reads rows far apart.
     let in_place = match (job.a_packed, job.rows_b) {
-        (Some(_), Some(_)) if job.m <= job.k => b.rows(),
+        (Some(_), Some(_)) if job.m <= 32 => b.rows(),
         _ => None,
     };
     // Panels from `whole` on are packed (all of them when B is not read in place).
