@@ -2,7 +2,8 @@
 //! epilogue, beta 0 and 1, both kernels, packed and in-place A, one thread and the pool;
 //! each case twice: B packed whole (`gemm_with`) and B packed per block by the caller
 //! (`gemm_source` with `RowMajor`, the path of 1×1 convolutions), the latter also with A
-//! packed whole ahead of the call (`gemm_source_packed`, constant convolution weights), and
+//! packed whole ahead of the call (`gemm_source_packed`, constant convolution weights:
+//! where m ≤ 32 the AVX2 path reads B's whole panels in place, not packed), and
 //! at beta 0 into a C treated as uninitialised (`gemm_source_uninit`, a conv's output).
 //!
 //! Tolerance: f32 sums in another order differ by about k·eps·Σ|a||b|; we allow
@@ -268,6 +269,8 @@ const SMALL: &[(usize, usize, usize)] = &[
     (10, 40, 1030),
     // A last panel of 2 columns with an odd depth (the narrow edge path's tail step).
     (9, 18, 71),
+    // B's rows read in place (m ≤ 32, whole panels) by the 2-row kernel of that kind.
+    (8, 48, 40),
 ];
 
 #[test]

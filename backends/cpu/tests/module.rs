@@ -99,6 +99,7 @@ fn jit_module_runs_the_kernel_called_from_cranelift_code() {
         ldr: 0,
         lo: 0.0,
         hi: f32::INFINITY,
+        rs_b: 0,
     };
     // SAFETY: buffers sized for one 6×16 tile of depth K.
     unsafe { f(K, a.as_ptr(), b.as_ptr(), c.as_mut_ptr(), &args) };

@@ -182,6 +182,7 @@ impl<'b> Job<'b> {
         }
         Ok(Some(Job {
             kernels: options.kernel.functions(),
+            rows_b: options.kernel.rows_b_functions(),
             narrow: options.kernel == Kernel::Avx2Fma,
             pack: options.pack_a,
             m,
@@ -268,6 +269,8 @@ impl From<&mut [f32]> for Out {
 /// `b` is `None` when the caller packs B's panels per block ([`super::source`]).
 pub(super) struct Job<'b> {
     pub kernels: Kernels,
+    /// The kernels reading B's rows in place (A packed), where this CPU has them.
+    pub rows_b: Option<Kernels>,
     /// Edge panels of at most [`NARROW_COLS`] columns go to [`Job::narrow_tile`].
     pub narrow: bool,
     pub pack: bool,
@@ -328,7 +331,7 @@ impl Job<'_> {
                     let last = k0 + kc >= self.k;
                     let flags = self.flags(k0, kc);
                     self.block(&mut s, i0, mc, k0, kc, flags, panels.clone(), |p| {
-                        b.panel(k0, kc, p)
+                        (b.panel(k0, kc, p), 0)
                     });
                     k0 += kc;
                     if last {
@@ -347,7 +350,9 @@ impl Job<'_> {
     }
 
     /// Rows `i0..i0 + mc` × panels `panels` of one k block; `panel(p)` is B's panel p of
-    /// this block (kc rows of 16).
+    /// this block and its row stride: 0 for a packed panel (kc rows of 16), otherwise B's
+    /// rows read in place at that stride (only for whole panels, with A packed and the
+    /// [`Job::rows_b`] kernels present).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn block(
         &self,
@@ -358,7 +363,7 @@ impl Job<'_> {
         kc: usize,
         flags: u64,
         panels: std::ops::Range<usize>,
-        panel: impl Fn(usize) -> *const f32,
+        panel: impl Fn(usize) -> (*const f32, usize),
     ) {
         if self.pack && self.a_packed.is_none() {
             let len = if self.k == 0 {
@@ -372,7 +377,7 @@ impl Job<'_> {
         }
         let packed = s.a.as_slice().as_ptr();
         for p in panels {
-            let b = panel(p);
+            let (b, rs_b) = panel(p);
             let j0 = p * NR;
             let cols = NR.min(self.n - j0);
             for r in (0..mc).step_by(MR) {
@@ -388,6 +393,17 @@ impl Job<'_> {
                     (unsafe { self.a.add(i * self.lda + k0) }, self.lda, 1)
                 };
                 let rows = MR.min(self.m - i);
+                if rs_b != 0 {
+                    let kernels = self
+                        .rows_b
+                        .expect("B in place only with the rows_b kernels");
+                    debug_assert!(cols == NR && (rs_a, cs_a) == (1, MR));
+                    let kernel = kernels[rows - 1];
+                    self.tile_with(
+                        s, kernel, a_ptr, rs_a, cs_a, b, rs_b, kc, i, rows, j0, cols, flags,
+                    );
+                    continue;
+                }
                 #[cfg(target_arch = "x86_64")]
                 if self.narrow && cols <= NARROW_COLS && (rs_a, cs_a) == (1, MR) {
                     // SAFETY: `narrow` is set only with the AVX2+FMA kernel (so the CPU
@@ -395,21 +411,26 @@ impl Job<'_> {
                     unsafe { self.narrow_tile(a_ptr, b, kc, i, rows, j0, cols, flags) };
                     continue;
                 }
-                self.tile(s, a_ptr, rs_a, cs_a, b, kc, i, rows, j0, cols, flags);
+                let kernel = self.kernels[rows - 1];
+                self.tile_with(
+                    s, kernel, a_ptr, rs_a, cs_a, b, 0, kc, i, rows, j0, cols, flags,
+                );
             }
         }
     }
 
-    /// One tile of `rows` (≤ 6) × 16 at (i, j), by the kernel for that many rows; a tile
-    /// with fewer than 16 columns goes through a padded copy.
+    /// One tile of `rows` (≤ 6) × 16 at (i, j), by `kernel` (the one for that many rows);
+    /// a tile with fewer than 16 columns goes through a padded copy.
     #[allow(clippy::too_many_arguments)]
-    fn tile(
+    fn tile_with(
         &self,
         s: &mut Scratch,
+        kernel: super::KernelFn,
         a: *const f32,
         rs_a: usize,
         cs_a: usize,
         b: *const f32,
+        rs_b: usize,
         kc: usize,
         i: usize,
         rows: usize,
@@ -427,6 +448,7 @@ impl Job<'_> {
             ldr: self.ldr,
             lo: self.lo,
             hi: self.hi,
+            rs_b,
         };
         // SAFETY (all pointer arithmetic below): (i, j) is inside the m×n output, and only
         // rows × cols elements of C, residual and bias are touched outside the scratch.
@@ -440,7 +462,6 @@ impl Job<'_> {
             if flags & FLAG_RESIDUAL != 0 {
                 args.residual = self.residual.add(i * self.ldr + j);
             }
-            let kernel = self.kernels[rows - 1];
             let c = self.c.add(i * self.ldc + j);
             if cols == NR {
                 kernel(kc, a, b, c, &args);

@@ -12,6 +12,11 @@
 //! `a + i*rs_a + p*cs_a` (packed panels or plain row-major rows), and B is one packed panel:
 //! `k` rows of 16 contiguous floats. It uses only caller-saved registers, no stack and no
 //! relative addresses outside itself, so it is position independent.
+//!
+//! A second set ([`avx2_fma_rows_b`]) reads B in place instead of from a packed panel: row
+//! p of the tile's 16 columns at `b + p*rs_b` (a 1×1 convolution's input rows, which then
+//! need no packing), with A packed ([`super::PackedA`]'s panels: `rs_a = 1`, `cs_a = MR`,
+//! fixed in the code so that the registers of A's strides carry `rs_b`).
 
 use iced_x86::code_asm::*;
 
@@ -30,14 +35,33 @@ pub fn avx2_fma(mr: usize) -> Vec<u8> {
         (1..=MR).contains(&mr),
         "a microkernel has 1 to {MR} rows, not {mr}"
     );
-    assemble(mr).expect("the microkernel's fixed instruction list always encodes")
+    assemble(mr, B::Packed).expect("the microkernel's fixed instruction list always encodes")
+}
+
+/// The kernel for `mr` rows (1..=6) reading B's rows in place at `TileArgs::rs_b` and A
+/// from a packed panel. Deterministic: the same bytes every call.
+pub fn avx2_fma_rows_b(mr: usize) -> Vec<u8> {
+    assert!(
+        (1..=MR).contains(&mr),
+        "a microkernel has 1 to {MR} rows, not {mr}"
+    );
+    assemble(mr, B::Rows).expect("the microkernel's fixed instruction list always encodes")
+}
+
+/// Where the kernel reads B (and so A) from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum B {
+    /// B a packed panel (64 bytes per k step), A at `rs_a`/`cs_a`.
+    Packed,
+    /// B rows at `rs_b`, A a packed panel (24 bytes per k step).
+    Rows,
 }
 
 fn field(offset: usize) -> i32 {
     offset as i32
 }
 
-fn assemble(mr: usize) -> Result<Vec<u8>, IcedError> {
+fn assemble(mr: usize, source: B) -> Result<Vec<u8>, IcedError> {
     let regs = [
         ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
     ];
@@ -61,37 +85,59 @@ fn assemble(mr: usize) -> Result<Vec<u8>, IcedError> {
         x.prefetcht0(byte_ptr(r9 + 63))?;
         x.add(r9, r11)?;
     }
-    x.mov(r10, qword_ptr(args + field(offset_of!(TileArgs, rs_a))))?;
-    x.shl(r10, 2)?;
-    x.mov(r11, qword_ptr(args + field(offset_of!(TileArgs, cs_a))))?;
-    x.shl(r11, 2)?;
-    x.lea(r9, qword_ptr(rsi + r10 * 2))?;
-    x.add(r9, r10)?;
+    if source == B::Packed {
+        x.mov(r10, qword_ptr(args + field(offset_of!(TileArgs, rs_a))))?;
+        x.shl(r10, 2)?;
+        x.mov(r11, qword_ptr(args + field(offset_of!(TileArgs, cs_a))))?;
+        x.shl(r11, 2)?;
+        x.lea(r9, qword_ptr(rsi + r10 * 2))?;
+        x.add(r9, r10)?;
+    } else {
+        // r10 = rs_b bytes; A's rows are the panel's consecutive floats.
+        x.mov(r10, qword_ptr(args + field(offset_of!(TileArgs, rs_b))))?;
+        x.shl(r10, 2)?;
+    }
     for &r in &regs[..sets * 2 * mr] {
         x.vxorps(r, r, r)?;
     }
 
     // One step of k into one accumulator set: two B vectors, mr broadcasts of A, 2·mr FMAs.
-    let step = |x: &mut CodeAssembler, b_off: i32, set: usize| -> Result<(), IcedError> {
+    // `u` is the step's place in the unrolled loop (packed B: its panel offset).
+    let step = |x: &mut CodeAssembler, u: i32, set: usize| -> Result<(), IcedError> {
         let acc = acc_of(set);
-        x.vmovups(ymm12, ymmword_ptr(rdx + b_off))?;
-        x.vmovups(ymm13, ymmword_ptr(rdx + b_off + 32))?;
-        let rows = [
-            dword_ptr(rsi),
-            dword_ptr(rsi + r10),
-            dword_ptr(rsi + r10 * 2),
-            dword_ptr(r9),
-            dword_ptr(r9 + r10),
-            dword_ptr(r9 + r10 * 2),
-        ];
+        let rows = if source == B::Packed {
+            x.vmovups(ymm12, ymmword_ptr(rdx + u * 64))?;
+            x.vmovups(ymm13, ymmword_ptr(rdx + u * 64 + 32))?;
+            [
+                dword_ptr(rsi),
+                dword_ptr(rsi + r10),
+                dword_ptr(rsi + r10 * 2),
+                dword_ptr(r9),
+                dword_ptr(r9 + r10),
+                dword_ptr(r9 + r10 * 2),
+            ]
+        } else {
+            x.vmovups(ymm12, ymmword_ptr(rdx))?;
+            x.vmovups(ymm13, ymmword_ptr(rdx + 32))?;
+            // The same row of the panel after next: the rows are far apart (a stream
+            // per k step, too many for the hardware prefetcher), and the first row tile
+            // of a panel otherwise waits on each (1×1 32→16 on 112²: 0.112 → 0.104 ms
+            // best; one panel ahead did the same, four worse).
+            x.prefetcht0(byte_ptr(rdx + 128))?;
+            x.add(rdx, r10)?;
+            let at = |i: i32| dword_ptr(rsi + (u * MR as i32 + i) * 4);
+            [at(0), at(1), at(2), at(3), at(4), at(5)]
+        };
         for (i, row) in rows.into_iter().take(mr).enumerate() {
             let a = if i % 2 == 0 { ymm14 } else { ymm15 };
             x.vbroadcastss(a, row)?;
             x.vfmadd231ps(acc[2 * i], ymm12, a)?;
             x.vfmadd231ps(acc[2 * i + 1], ymm13, a)?;
         }
-        x.add(rsi, r11)?;
-        x.add(r9, r11)?;
+        if source == B::Packed {
+            x.add(rsi, r11)?;
+            x.add(r9, r11)?;
+        }
         Ok(())
     };
 
@@ -103,9 +149,13 @@ fn assemble(mr: usize) -> Result<Vec<u8>, IcedError> {
     let mut loop4 = x.create_label();
     x.set_label(&mut loop4)?;
     for u in 0..4usize {
-        step(&mut x, u as i32 * 64, u % sets)?;
+        step(&mut x, u as i32, u % sets)?;
     }
-    x.add(rdx, 256)?;
+    if source == B::Packed {
+        x.add(rdx, 256)?;
+    } else {
+        x.add(rsi, (4 * MR * 4) as i32)?;
+    }
     x.dec(rax)?;
     x.jnz(loop4)?;
     x.set_label(&mut tail)?;
@@ -114,7 +164,11 @@ fn assemble(mr: usize) -> Result<Vec<u8>, IcedError> {
     let mut loop1 = x.create_label();
     x.set_label(&mut loop1)?;
     step(&mut x, 0, 0)?;
-    x.add(rdx, 64)?;
+    if source == B::Packed {
+        x.add(rdx, 64)?;
+    } else {
+        x.add(rsi, (MR * 4) as i32)?;
+    }
     x.dec(rdi)?;
     x.jnz(loop1)?;
 

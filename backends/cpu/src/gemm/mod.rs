@@ -55,6 +55,9 @@ pub struct TileArgs {
     pub ldr: usize,
     pub lo: f32,
     pub hi: f32,
+    /// Element distance between rows of B, read only by the kernels that take B in place
+    /// ([`kernel_x86::avx2_fma_rows_b`]); the packed-panel kernels ignore it.
+    pub rs_b: usize,
 }
 
 /// The microkernel's signature, shared by the machine code and the portable kernel.

@@ -99,20 +99,36 @@ impl Kernel {
     pub fn functions(self) -> Kernels {
         match self {
             Kernel::Avx2Fma if Kernel::detect() == Kernel::Avx2Fma => {
-                jit_avx2().unwrap_or(portable::KERNELS)
+                jit_avx2().map_or(portable::KERNELS, |k| k.packed)
             }
             _ => portable::KERNELS,
         }
     }
+
+    /// The kernels that read B's rows in place at `TileArgs::rs_b` with A packed
+    /// ([`kernel_x86::avx2_fma_rows_b`]); `None` where only the portable kernels run
+    /// (the caller then packs B).
+    pub fn rows_b_functions(self) -> Option<Kernels> {
+        match self {
+            Kernel::Avx2Fma if Kernel::detect() == Kernel::Avx2Fma => jit_avx2().map(|k| k.rows_b),
+            _ => None,
+        }
+    }
+}
+
+/// The two AVX2 kernel sets, one kernel per row count each.
+struct Avx2Kernels {
+    packed: Kernels,
+    rows_b: Kernels,
 }
 
 /// The AVX2 kernels placed once per process by a JITModule; `None` if the JIT could not
 /// get executable memory (then the portable kernels run: slower, still correct).
 #[allow(clippy::result_large_err)] // ModuleResult is Cranelift's type
-fn jit_avx2() -> Option<Kernels> {
-    static KERNELS: OnceLock<Option<[usize; MR]>> = OnceLock::new();
-    let addrs = (*KERNELS.get_or_init(|| {
-        let place = || -> ModuleResult<[usize; MR]> {
+fn jit_avx2() -> Option<Avx2Kernels> {
+    static KERNELS: OnceLock<Option<[[usize; MR]; 2]>> = OnceLock::new();
+    let [packed, rows_b] = (*KERNELS.get_or_init(|| {
+        let place = || -> ModuleResult<[[usize; MR]; 2]> {
             let builder =
                 cranelift_jit::JITBuilder::new(cranelift_module::default_libcall_names())?;
             let mut module = cranelift_jit::JITModule::new(builder);
@@ -122,14 +138,33 @@ fn jit_avx2() -> Option<Kernels> {
                 Linkage::Local,
                 Isa::X86_64Avx2Fma,
             )?;
+            let mut rows_ids = Vec::new();
+            for mr in 1..=MR {
+                let id = module.declare_function(
+                    &format!("kiln_sgemm_rows_b_{mr}x{NR}"),
+                    Linkage::Local,
+                    &signature(),
+                )?;
+                module.define_function_bytes(id, 64, &kernel_x86::avx2_fma_rows_b(mr), &[])?;
+                rows_ids.push(id);
+            }
             module.finalize_definitions()?;
-            let addrs = std::array::from_fn(|r| module.get_finalized_function(ids[r]) as usize);
+            let addrs = |ids: &[FuncId]| -> [usize; MR] {
+                std::array::from_fn(|r| module.get_finalized_function(ids[r]) as usize)
+            };
+            let found = [addrs(&ids), addrs(&rows_ids)];
             // The code lives as long as the module's memory: for the whole process.
             std::mem::forget(module);
-            Ok(addrs)
+            Ok(found)
         };
         place().ok()
     }))?;
     // SAFETY: each address is the finalized entry of a kernel, whose ABI is KernelFn.
-    Some(addrs.map(|addr| unsafe { std::mem::transmute::<usize, KernelFn>(addr) }))
+    let functions = |addrs: [usize; MR]| {
+        addrs.map(|addr| unsafe { std::mem::transmute::<usize, KernelFn>(addr) })
+    };
+    Some(Avx2Kernels {
+        packed: functions(packed),
+        rows_b: functions(rows_b),
+    })
 }

@@ -36,6 +36,13 @@ pub trait PanelSource: Sync {
     /// `out`: panel q (columns `j0 + 16q..`) at `q·kc·16`, its row kk at `+ kk·16`; the
     /// lanes of the last panel past `cols` must be written as zeros.
     fn pack(&self, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [f32]);
+
+    /// B as a row-major k×n matrix in memory, when it is one: its first element and row
+    /// stride, valid for k rows of n at that stride while `self` lives. Whole panels are
+    /// then read in place by the kernels that take B's rows (A packed), not packed.
+    fn rows(&self) -> Option<(*const f32, usize)> {
+        None
+    }
 }
 
 thread_local! {
@@ -376,7 +383,7 @@ fn run_unit(job: &Job, b: Panels, rows: std::ops::Range<usize>, panels: std::ops
                 let flags = job.flags(k0, kc);
                 job.block(&mut s, i0, mc, k0, kc, flags, panels.clone(), |p| {
                     // SAFETY: panel p of the block lies inside the buffer.
-                    unsafe { base.add(p * kc * NR) }
+                    (unsafe { base.add(p * kc * NR) }, 0)
                 });
                 k0 += kc;
                 if k0 >= job.k {
@@ -388,6 +395,8 @@ fn run_unit(job: &Job, b: Panels, rows: std::ops::Range<usize>, panels: std::ops
 }
 
 /// A chunk of panels packed per k block by the unit; every row block passes over it.
+/// When B is a row-major matrix in memory and A is packed, the chunk's whole panels are
+/// read in place and only a last partial panel is packed.
 fn run_chunk(
     job: &Job,
     b: &dyn PanelSource,
@@ -397,6 +406,25 @@ fn run_chunk(
     let kc_max = block_depth(job.k);
     let j0 = panels.start * NR;
     let cols = (panels.end * NR).min(job.n) - j0;
+    // In place only for few rows (m ≤ 32: mobilenet's projections such as 32→16 and 96→24),
+    // where each packed element would serve few multiply-adds. Alone, more shapes win
+    // (bench `gemm -- pointwise`, best ms packed → in place: 96→24 on 56² 0.088 → 0.075,
+    // 144→32 on 28² 0.042 → 0.035, 256→64 on 56² 0.503 → 0.467), but inside the models,
+    // the same process alternating the two ways run by run, in place for every m ≤ k made
+    // mobilenet_v2 3% and resnet50 1.5% slower (best of 150: 11.31 → 11.80 ms on a loaded
+    // host, 43.60 → 44.26), while m ≤ 32 alone made mobilenet_v2 1% faster (11.56 → 11.34,
+    // 10.98 → 10.80, 11.36 → 11.30 in three runs). Not yet understood; a guess: the input
+    // was just written by the previous layer on both cores, and packing reads it once in
+    // order where in place every row tile reads rows far apart.
+    let in_place = match (job.a_packed, job.rows_b) {
+        (Some(_), Some(_)) if job.m <= 32 => b.rows(),
+        _ => None,
+    };
+    // Panels from `whole` on are packed (all of them when B is not read in place).
+    let whole = match in_place {
+        Some(_) => (job.n / NR).clamp(panels.start, panels.end),
+        None => panels.start,
+    };
     PANELS.with(|buf| {
         let mut buf = buf.borrow_mut();
         let need = CHUNK_PANELS * NR * kc_max;
@@ -409,14 +437,21 @@ fn run_chunk(
             let mut k0 = 0;
             loop {
                 let kc = kc_max.min(job.k - k0);
-                b.pack(k0, kc, j0, cols, buf.as_mut_slice());
+                if whole < panels.end {
+                    let from = whole * NR;
+                    b.pack(k0, kc, from, j0 + cols - from, buf.as_mut_slice());
+                }
                 let base = buf.as_slice().as_ptr();
                 let flags = job.flags(k0, kc);
                 for i0 in rows.clone().step_by(MC) {
                     let mc = MC.min(rows.end - i0);
                     job.block(&mut s, i0, mc, k0, kc, flags, panels.clone(), |p| {
-                        // SAFETY: panel p of the chunk lies inside the buffer.
-                        unsafe { base.add((p - panels.start) * kc * NR) }
+                        match in_place {
+                            // SAFETY: whole panel p's rows k0..k0 + kc lie inside B.
+                            Some((b, ld)) if p < whole => (unsafe { b.add(k0 * ld + p * NR) }, ld),
+                            // SAFETY: panel p of the packed ones lies inside the buffer.
+                            _ => (unsafe { base.add((p - whole) * kc * NR) }, 0),
+                        }
                     });
                 }
                 k0 += kc;
@@ -444,6 +479,10 @@ impl<'a> RowMajor<'a> {
 }
 
 impl PanelSource for RowMajor<'_> {
+    fn rows(&self) -> Option<(*const f32, usize)> {
+        Some((self.b.as_ptr(), self.ldb))
+    }
+
     fn pack(&self, k0: usize, kc: usize, j0: usize, cols: usize, out: &mut [f32]) {
         if kc == 0 {
             return;
