@@ -158,6 +158,30 @@ fn dense_gelu_bodies_match_reference() {
     }
 }
 
+/// A GELU layer's product runs split by columns (each slice of B packed on its own):
+/// a bias and a residual add before the GELU, slices whose last is narrower than a panel
+/// (200 columns), and sizes on both sides of the threshold where the slices go to the
+/// pool's threads.
+#[test]
+fn dense_bias_residual_gelu_by_column_slices_match_reference() {
+    let mut rng = Rng(5);
+    for &(m, k, n) in &[(128usize, 64usize, 200usize), (7, 24, 200), (3, 5, 9)] {
+        let w = rng.tensor(&[k, n]);
+        let bias = rng.tensor(&[n]);
+        let g = fused(&[f32_type(&[m, k]), f32_type(&[1, m, n])], |b, ins| {
+            let wv = b.add_const("w", w.clone());
+            let bv = b.add_const("bias", bias.clone());
+            let y = b.add1(Op::MatMul, "mm", &[ins[0], wv]).unwrap();
+            let y = reshape(b, "r0", y, &[1, m as i64, n as i64]);
+            let y = bin(b, BinaryOp::Add, "bias_add", y, bv);
+            let y = bin(b, BinaryOp::Add, "residual", ins[1], y);
+            gelu_torch(b, y)
+        });
+        eprintln!("{m}x{k}x{n}");
+        check(&g, &[rng.tensor(&[m, k]), rng.tensor(&[1, m, n])]);
+    }
+}
+
 /// NaN and infinities through the GELU (and a NaN row through the product).
 #[test]
 fn gelu_keeps_nan_and_saturates() {

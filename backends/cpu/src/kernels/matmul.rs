@@ -4,6 +4,7 @@
 //! clip) is the GEMM's; Gemm's C folds into the bias when it is a constant row, and is
 //! otherwise written into the output first and accumulated onto.
 
+use super::columns::Columns;
 use super::epilogue::Epilogue;
 use super::gelu::{self, Gelu};
 use super::movement::Movement;
@@ -45,6 +46,8 @@ pub(crate) struct MatMul {
     a_moves: Option<Movement>,
     /// A constant factor of the product, applied to a run-time B as it is packed.
     scale: Option<f32>,
+    /// The constant B cut into column slices (then `packed` is `None`): see `columns`.
+    columns: Option<Arc<Columns>>,
 }
 
 fn input_index(arg: Option<&Arg>) -> Option<usize> {
@@ -159,6 +162,7 @@ impl MatMul {
             out_shape: None,
             a_moves: None,
             scale: None,
+            columns: None,
         })
     }
 
@@ -180,6 +184,20 @@ impl MatMul {
         self.out_shape = Some(out_shape);
         self.a_moves = a_moves;
         self.scale = scale;
+        Some(())
+    }
+
+    /// Splits the product by columns over the threads (see `columns`): `b` is the
+    /// constant B (k×n, already scaled), which MatMul packed whole. `None` for Gemm or a
+    /// `b` that is not the packed one.
+    pub fn cut_columns(&mut self, b: &Tensor) -> Option<()> {
+        let packed = self.packed.as_ref()?;
+        if self.gemm.is_some() || b.rank() != 2 || b.shape() != [packed.k(), packed.n()] {
+            return None;
+        }
+        let cols = Columns::new(packed.k(), packed.n(), b.as_slice::<f32>().ok()?)?;
+        self.columns = Some(Arc::new(cols));
+        self.packed = None;
         Some(())
     }
 
@@ -269,6 +287,26 @@ impl MatMul {
             return None;
         }
         let k = *a.shape().last()?;
+        if let Some(cols) = &self.columns {
+            if cols.k() != k || self.bias.as_ref().is_some_and(|b| b.len() != cols.n()) {
+                return None;
+            }
+            let rows = av.len() / k;
+            let mut shape = a.shape()[..a.rank() - 1].to_vec();
+            shape.push(cols.n());
+            let residual = self.residual(args, &shape)?;
+            let shape = self.final_shape(shape)?;
+            let out = cols.run(
+                ctx,
+                rows,
+                av,
+                self.bias.as_deref(),
+                residual,
+                self.clip,
+                self.gelu.as_ref(),
+            );
+            return Some(out.and_then(|v| Tensor::new(shape, v)));
+        }
         if let Some(pb) = &self.packed {
             // One GEMM over all rows of A: the weights are shared by every batch.
             if pb.k() != k || self.bias.as_ref().is_some_and(|b| b.len() != pb.n()) {

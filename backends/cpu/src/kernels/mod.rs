@@ -6,6 +6,7 @@
 //! case the chain is replayed.
 
 mod activation;
+mod columns;
 mod conv;
 mod depthwise;
 mod epilogue;
@@ -18,6 +19,7 @@ mod matmul;
 mod movement;
 mod pool;
 mod recurrent;
+mod reduce;
 mod rows;
 mod softmax;
 mod transpose;
@@ -110,6 +112,7 @@ one_output!(
     pool::Pool,
     pool::GlobalPool,
     layer_norm::LayerNorm,
+    reduce::Reduce,
     softmax::Softmax,
     transpose::Transpose,
     movement::Movement
@@ -130,6 +133,7 @@ fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
         Op::Softmax { .. } | Op::LogSoftmax { .. } => Box::new(One(softmax::Softmax::new(op)?)),
         Op::Transpose { .. } => Box::new(One(transpose::Transpose::new(op)?)),
         Op::LayerNorm { .. } => Box::new(One(layer_norm::LayerNorm::new(op, n_outputs)?)),
+        Op::Reduce { .. } => Box::new(One(reduce::Reduce::new(op)?)),
         _ => return None,
     })
 }
