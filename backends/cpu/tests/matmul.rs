@@ -260,6 +260,45 @@ fn batched_runtime_b_bodies_match_reference() {
     check(&g, &[rng.tensor(&[4, 30, 16]), rng.tensor(&[4, 16, 30])]);
 }
 
+/// Batches large enough to split over the pool go whole to each thread (attention's heads,
+/// 4 × 128×64×128): with the scale, a residual add, a GELU, an odd batch count, and a B
+/// broadcast over the batch (packed once, run batch by batch).
+#[test]
+fn batched_products_split_by_item_match_reference() {
+    let mut rng = Rng(23);
+    for &(count, m, k, n) in &[(4usize, 128usize, 64usize, 128usize), (3, 70, 40, 50)] {
+        let ab = [f32_type(&[count, m, k]), f32_type(&[count, k, n])];
+        let shape = [1, count as i64, m as i64, n as i64];
+        let g = fused(&ab, |b, ins| {
+            let y = b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap();
+            let y = reshape(b, "r", y, &shape);
+            let s = scalar(b, "scale", 0.125);
+            bin(b, BinaryOp::Mul, "scale_mul", y, s)
+        });
+        check(
+            &g,
+            &[rng.tensor(&[count, m, k]), rng.tensor(&[count, k, n])],
+        );
+        let abr = [ab[0].clone(), ab[1].clone(), f32_type(&[count, m, n])];
+        let g = fused(&abr, |b, ins| {
+            let y = b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap();
+            let y = bin(b, BinaryOp::Add, "residual", y, ins[2]);
+            gelu_tf(b, y)
+        });
+        let x = [
+            rng.tensor(&[count, m, k]),
+            rng.tensor(&[count, k, n]),
+            rng.tensor(&[count, m, n]),
+        ];
+        check(&g, &x);
+        let shared = [ab[0].clone(), f32_type(&[k, n])];
+        let g = fused(&shared, |b, ins| {
+            b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap()
+        });
+        check(&g, &[rng.tensor(&[count, m, k]), rng.tensor(&[k, n])]);
+    }
+}
+
 /// Attention as the TensorFlow export fuses it: the scores from heads split off by a
 /// transpose and reshape of the query projection, scaled by 1/√d; the context heads merged
 /// back by a transpose and reshape into the output projection (a constant B, scaled too in

@@ -8,12 +8,17 @@ use super::columns::Columns;
 use super::epilogue::Epilogue;
 use super::gelu::{self, Gelu};
 use super::movement::Movement;
+use super::rows::Out;
 use crate::device::Ctx;
 use crate::gemm::{gemm_with, Bias, Epilogue as GemmEpilogue, PackedB};
 use crate::program::Arg;
 use kiln_ir::{DType, Graph, IrError, NodeId, Op, Result, Tensor, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Below this many multiply-adds a batch of products runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 #[derive(Clone, Copy)]
 struct GemmAttrs {
@@ -360,26 +365,72 @@ impl MatMul {
         let mut out = vec![0.0f32; count.checked_mul(m)?.checked_mul(n)?];
         let a_map = kiln_ir::ops::util::broadcast_index_map(a_batch, &batch);
         let b_map = kiln_ir::ops::util::broadcast_index_map(b_batch, &batch);
+        let pack = |bi: usize| -> Result<PackedB> {
+            let block = &bv[bi * k * n..(bi + 1) * k * n];
+            let scaled: Vec<f32>;
+            let block = match self.scale {
+                None => block,
+                Some(s) => {
+                    scaled = block.iter().map(|x| x * s).collect();
+                    &scaled
+                }
+            };
+            PackedB::new(k, n, block, n).map_err(err)
+        };
+        let index = |i: usize| {
+            (
+                a_map.get(i).copied().unwrap_or(0),
+                b_map.get(i).copied().unwrap_or(0),
+            )
+        };
+        let threads = ctx.pool.map_or(1, |p| p.threads());
+        let macs = count.saturating_mul(m).saturating_mul(n).saturating_mul(k);
+        // Attention's heads (4 × 128×64×128): whole items per thread, each B packed by the
+        // thread that uses it, instead of each item's GEMM split over the pool (one
+        // hand-off per head). Only where B is not broadcast: a shared B is packed once.
+        if threads > 1 && count >= threads && b_batch == &batch[..] && macs >= PARALLEL_MIN_MACS {
+            let alone = Ctx {
+                kernel: ctx.kernel,
+                pool: None,
+            };
+            let base = Out(out.as_mut_ptr());
+            let next = AtomicUsize::new(0);
+            let failed = Mutex::new(None);
+            let body = |_thread: usize| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return;
+                }
+                let (ai, bi) = index(i);
+                // SAFETY: item i's rows lie inside `out` and only this item writes them.
+                let rows = unsafe { std::slice::from_raw_parts_mut(base.at(i * m * n), m * n) };
+                let res = pack(bi).and_then(|pb| {
+                    let r = i * m * n..(i + 1) * m * n;
+                    let epi = self.epilogue(residual.map(|res| (&res[r], n)));
+                    let a_rows = &av[ai * m * k..(ai + 1) * m * k];
+                    self.product(&alone, m, a_rows, k, &pb, rows, false, &epi)
+                });
+                if let Err(e) = res {
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                }
+            };
+            match ctx.pool {
+                Some(pool) => pool.run(&body),
+                None => body(0),
+            }
+            if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                return Some(Err(e));
+            }
+            return Some(Tensor::new(shape, out));
+        }
         let mut last_b = usize::MAX;
         let mut packed = None;
         for i in 0..count {
-            let (ai, bi) = (
-                a_map.get(i).copied().unwrap_or(0),
-                b_map.get(i).copied().unwrap_or(0),
-            );
+            let (ai, bi) = index(i);
             if bi != last_b {
-                let block = &bv[bi * k * n..(bi + 1) * k * n];
-                let scaled: Vec<f32>;
-                let block = match self.scale {
-                    None => block,
-                    Some(s) => {
-                        scaled = block.iter().map(|x| x * s).collect();
-                        &scaled
-                    }
-                };
-                match PackedB::new(k, n, block, n) {
+                match pack(bi) {
                     Ok(p) => packed = Some(p),
-                    Err(e) => return Some(Err(err(e))),
+                    Err(e) => return Some(Err(e)),
                 }
                 last_b = bi;
             }
