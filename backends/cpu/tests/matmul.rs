@@ -341,13 +341,13 @@ fn attention_bodies_with_moved_a_match_reference() {
     }
 }
 
-/// Softmax over rows long enough for the eight-lane path (attention's 128, and 8k + 3 for
-/// the tail), values spread so that exp underflows to 0; NaN in the vector part and in the
+/// Softmax over rows long enough for the sixteen- and eight-lane paths (attention's 128;
+/// 16 + 3, 32 + 8 and 8 for the tails), values spread so that exp underflows to 0; NaN in the vector part and in the
 /// tail poisons its row; a row holding +inf, a row of -inf.
 #[test]
-fn softmax_rows_on_eight_lanes_match_reference() {
+fn softmax_rows_on_vector_lanes_match_reference() {
     let mut rng = Rng(17);
-    for &(rows, n) in &[(512usize, 128usize), (7, 19), (3, 8)] {
+    for &(rows, n) in &[(512usize, 128usize), (7, 19), (5, 40), (3, 8)] {
         let mut v: Vec<f32> = rng.tensor(&[rows, n]).as_slice::<f32>().unwrap().to_vec();
         v.iter_mut()
             .enumerate()

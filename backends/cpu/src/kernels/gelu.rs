@@ -426,7 +426,7 @@ pub(crate) mod avx2 {
 /// place of the blends: 0.65 ns per element on one thread where eight lanes take 1.50
 /// (best of 300 passes over 16384 values, most within ±4).
 #[cfg(target_arch = "x86_64")]
-mod avx512 {
+pub(crate) mod avx512 {
     use super::{Gelu, BIG, BIG_LAST, SMALL, SPLIT};
     use std::arch::x86_64::*;
 
@@ -483,7 +483,7 @@ mod avx512 {
     /// `avx2::exp` on sixteen lanes (x ≤ 0, flushed to 0 below -87).
     #[inline]
     #[target_feature(enable = "avx512f")]
-    fn exp(x: __m512) -> __m512 {
+    pub(crate) fn exp(x: __m512) -> __m512 {
         let k = |c: f32| _mm512_set1_ps(c);
         let xc = _mm512_max_ps(x, k(-87.0));
         let t = _mm512_fmadd_ps(xc, k(std::f32::consts::LOG2_E), k(12_582_912.0));
