@@ -158,6 +158,30 @@ fn dense_gelu_bodies_match_reference() {
     }
 }
 
+/// A GELU layer's product runs split by columns (each slice of B packed on its own):
+/// a bias and a residual add before the GELU, slices whose last is narrower than a panel
+/// (200 columns), and sizes on both sides of the threshold where the slices go to the
+/// pool's threads.
+#[test]
+fn dense_bias_residual_gelu_by_column_slices_match_reference() {
+    let mut rng = Rng(5);
+    for &(m, k, n) in &[(128usize, 64usize, 200usize), (7, 24, 200), (3, 5, 9)] {
+        let w = rng.tensor(&[k, n]);
+        let bias = rng.tensor(&[n]);
+        let g = fused(&[f32_type(&[m, k]), f32_type(&[1, m, n])], |b, ins| {
+            let wv = b.add_const("w", w.clone());
+            let bv = b.add_const("bias", bias.clone());
+            let y = b.add1(Op::MatMul, "mm", &[ins[0], wv]).unwrap();
+            let y = reshape(b, "r0", y, &[1, m as i64, n as i64]);
+            let y = bin(b, BinaryOp::Add, "bias_add", y, bv);
+            let y = bin(b, BinaryOp::Add, "residual", ins[1], y);
+            gelu_torch(b, y)
+        });
+        eprintln!("{m}x{k}x{n}");
+        check(&g, &[rng.tensor(&[m, k]), rng.tensor(&[1, m, n])]);
+    }
+}
+
 /// NaN and infinities through the GELU (and a NaN row through the product).
 #[test]
 fn gelu_keeps_nan_and_saturates() {
@@ -236,6 +260,45 @@ fn batched_runtime_b_bodies_match_reference() {
     check(&g, &[rng.tensor(&[4, 30, 16]), rng.tensor(&[4, 16, 30])]);
 }
 
+/// Batches large enough to split over the pool go whole to each thread (attention's heads,
+/// 4 × 128×64×128): with the scale, a residual add, a GELU, an odd batch count, and a B
+/// broadcast over the batch (packed once, run batch by batch).
+#[test]
+fn batched_products_split_by_item_match_reference() {
+    let mut rng = Rng(23);
+    for &(count, m, k, n) in &[(4usize, 128usize, 64usize, 128usize), (3, 70, 40, 50)] {
+        let ab = [f32_type(&[count, m, k]), f32_type(&[count, k, n])];
+        let shape = [1, count as i64, m as i64, n as i64];
+        let g = fused(&ab, |b, ins| {
+            let y = b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap();
+            let y = reshape(b, "r", y, &shape);
+            let s = scalar(b, "scale", 0.125);
+            bin(b, BinaryOp::Mul, "scale_mul", y, s)
+        });
+        check(
+            &g,
+            &[rng.tensor(&[count, m, k]), rng.tensor(&[count, k, n])],
+        );
+        let abr = [ab[0].clone(), ab[1].clone(), f32_type(&[count, m, n])];
+        let g = fused(&abr, |b, ins| {
+            let y = b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap();
+            let y = bin(b, BinaryOp::Add, "residual", y, ins[2]);
+            gelu_tf(b, y)
+        });
+        let x = [
+            rng.tensor(&[count, m, k]),
+            rng.tensor(&[count, k, n]),
+            rng.tensor(&[count, m, n]),
+        ];
+        check(&g, &x);
+        let shared = [ab[0].clone(), f32_type(&[k, n])];
+        let g = fused(&shared, |b, ins| {
+            b.add1(Op::MatMul, "mm", &[ins[0], ins[1]]).unwrap()
+        });
+        check(&g, &[rng.tensor(&[count, m, k]), rng.tensor(&[k, n])]);
+    }
+}
+
 /// Attention as the TensorFlow export fuses it: the scores from heads split off by a
 /// transpose and reshape of the query projection, scaled by 1/√d; the context heads merged
 /// back by a transpose and reshape into the output projection (a constant B, scaled too in
@@ -278,13 +341,13 @@ fn attention_bodies_with_moved_a_match_reference() {
     }
 }
 
-/// Softmax over rows long enough for the eight-lane path (attention's 128, and 8k + 3 for
-/// the tail), values spread so that exp underflows to 0; NaN in the vector part and in the
+/// Softmax over rows long enough for the sixteen- and eight-lane paths (attention's 128;
+/// 16 + 3, 32 + 8 and 8 for the tails), values spread so that exp underflows to 0; NaN in the vector part and in the
 /// tail poisons its row; a row holding +inf, a row of -inf.
 #[test]
-fn softmax_rows_on_eight_lanes_match_reference() {
+fn softmax_rows_on_vector_lanes_match_reference() {
     let mut rng = Rng(17);
-    for &(rows, n) in &[(512usize, 128usize), (7, 19), (3, 8)] {
+    for &(rows, n) in &[(512usize, 128usize), (7, 19), (5, 40), (3, 8)] {
         let mut v: Vec<f32> = rng.tensor(&[rows, n]).as_slice::<f32>().unwrap().to_vec();
         v.iter_mut()
             .enumerate()

@@ -196,8 +196,24 @@ pub(crate) fn of_body(body: &Graph, anchor_args: &[Arg]) -> Option<MatMul> {
             known.insert(b, scaled);
         }
     }
+    let gelu = act.is_some();
     let mut m = MatMul::new(body, anchor, &args, &known, epi)?;
     m.set_tail(act, out_shape, a_moves, scale)?;
+    // A GELU layer's product split by columns (see `columns`): 128×256×1024 went from
+    // 0.57 to 0.51 ms (best of 8 interleaved runs); the plain dense layers and attention's
+    // products measured no better split that way, and keep the driver's split.
+    if gelu {
+        if let Some(b) = body
+            .inputs_of(anchor)
+            .get(1)
+            .copied()
+            .flatten()
+            .and_then(|b| known.get(&b))
+        {
+            // Declined (a B it does not cut): the product stays whole.
+            let _ = m.cut_columns(b);
+        }
+    }
     Some(m)
 }
 

@@ -4,15 +4,21 @@
 //! clip) is the GEMM's; Gemm's C folds into the bias when it is a constant row, and is
 //! otherwise written into the output first and accumulated onto.
 
+use super::columns::Columns;
 use super::epilogue::Epilogue;
 use super::gelu::{self, Gelu};
 use super::movement::Movement;
+use super::rows::Out;
 use crate::device::Ctx;
 use crate::gemm::{gemm_with, Bias, Epilogue as GemmEpilogue, PackedB};
 use crate::program::Arg;
 use kiln_ir::{DType, Graph, IrError, NodeId, Op, Result, Tensor, Value};
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Below this many multiply-adds a batch of products runs on the calling thread.
+const PARALLEL_MIN_MACS: usize = 1 << 18;
 
 #[derive(Clone, Copy)]
 struct GemmAttrs {
@@ -45,6 +51,8 @@ pub(crate) struct MatMul {
     a_moves: Option<Movement>,
     /// A constant factor of the product, applied to a run-time B as it is packed.
     scale: Option<f32>,
+    /// The constant B cut into column slices (then `packed` is `None`): see `columns`.
+    columns: Option<Arc<Columns>>,
 }
 
 fn input_index(arg: Option<&Arg>) -> Option<usize> {
@@ -159,6 +167,7 @@ impl MatMul {
             out_shape: None,
             a_moves: None,
             scale: None,
+            columns: None,
         })
     }
 
@@ -180,6 +189,20 @@ impl MatMul {
         self.out_shape = Some(out_shape);
         self.a_moves = a_moves;
         self.scale = scale;
+        Some(())
+    }
+
+    /// Splits the product by columns over the threads (see `columns`): `b` is the
+    /// constant B (k×n, already scaled), which MatMul packed whole. `None` for Gemm or a
+    /// `b` that is not the packed one.
+    pub fn cut_columns(&mut self, b: &Tensor) -> Option<()> {
+        let packed = self.packed.as_ref()?;
+        if self.gemm.is_some() || b.rank() != 2 || b.shape() != [packed.k(), packed.n()] {
+            return None;
+        }
+        let cols = Columns::new(packed.k(), packed.n(), b.as_slice::<f32>().ok()?)?;
+        self.columns = Some(Arc::new(cols));
+        self.packed = None;
         Some(())
     }
 
@@ -269,6 +292,26 @@ impl MatMul {
             return None;
         }
         let k = *a.shape().last()?;
+        if let Some(cols) = &self.columns {
+            if cols.k() != k || self.bias.as_ref().is_some_and(|b| b.len() != cols.n()) {
+                return None;
+            }
+            let rows = av.len() / k;
+            let mut shape = a.shape()[..a.rank() - 1].to_vec();
+            shape.push(cols.n());
+            let residual = self.residual(args, &shape)?;
+            let shape = self.final_shape(shape)?;
+            let out = cols.run(
+                ctx,
+                rows,
+                av,
+                self.bias.as_deref(),
+                residual,
+                self.clip,
+                self.gelu.as_ref(),
+            );
+            return Some(out.and_then(|v| Tensor::new(shape, v)));
+        }
         if let Some(pb) = &self.packed {
             // One GEMM over all rows of A: the weights are shared by every batch.
             if pb.k() != k || self.bias.as_ref().is_some_and(|b| b.len() != pb.n()) {
@@ -322,26 +365,72 @@ impl MatMul {
         let mut out = vec![0.0f32; count.checked_mul(m)?.checked_mul(n)?];
         let a_map = kiln_ir::ops::util::broadcast_index_map(a_batch, &batch);
         let b_map = kiln_ir::ops::util::broadcast_index_map(b_batch, &batch);
+        let pack = |bi: usize| -> Result<PackedB> {
+            let block = &bv[bi * k * n..(bi + 1) * k * n];
+            let scaled: Vec<f32>;
+            let block = match self.scale {
+                None => block,
+                Some(s) => {
+                    scaled = block.iter().map(|x| x * s).collect();
+                    &scaled
+                }
+            };
+            PackedB::new(k, n, block, n).map_err(err)
+        };
+        let index = |i: usize| {
+            (
+                a_map.get(i).copied().unwrap_or(0),
+                b_map.get(i).copied().unwrap_or(0),
+            )
+        };
+        let threads = ctx.pool.map_or(1, |p| p.threads());
+        let macs = count.saturating_mul(m).saturating_mul(n).saturating_mul(k);
+        // Attention's heads (4 × 128×64×128): whole items per thread, each B packed by the
+        // thread that uses it, instead of each item's GEMM split over the pool (one
+        // hand-off per head). Only where B is not broadcast: a shared B is packed once.
+        if threads > 1 && count >= threads && b_batch == &batch[..] && macs >= PARALLEL_MIN_MACS {
+            let alone = Ctx {
+                kernel: ctx.kernel,
+                pool: None,
+            };
+            let base = Out(out.as_mut_ptr());
+            let next = AtomicUsize::new(0);
+            let failed = Mutex::new(None);
+            let body = |_thread: usize| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= count {
+                    return;
+                }
+                let (ai, bi) = index(i);
+                // SAFETY: item i's rows lie inside `out` and only this item writes them.
+                let rows = unsafe { std::slice::from_raw_parts_mut(base.at(i * m * n), m * n) };
+                let res = pack(bi).and_then(|pb| {
+                    let r = i * m * n..(i + 1) * m * n;
+                    let epi = self.epilogue(residual.map(|res| (&res[r], n)));
+                    let a_rows = &av[ai * m * k..(ai + 1) * m * k];
+                    self.product(&alone, m, a_rows, k, &pb, rows, false, &epi)
+                });
+                if let Err(e) = res {
+                    *failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(e);
+                }
+            };
+            match ctx.pool {
+                Some(pool) => pool.run(&body),
+                None => body(0),
+            }
+            if let Some(e) = failed.into_inner().unwrap_or_else(|e| e.into_inner()) {
+                return Some(Err(e));
+            }
+            return Some(Tensor::new(shape, out));
+        }
         let mut last_b = usize::MAX;
         let mut packed = None;
         for i in 0..count {
-            let (ai, bi) = (
-                a_map.get(i).copied().unwrap_or(0),
-                b_map.get(i).copied().unwrap_or(0),
-            );
+            let (ai, bi) = index(i);
             if bi != last_b {
-                let block = &bv[bi * k * n..(bi + 1) * k * n];
-                let scaled: Vec<f32>;
-                let block = match self.scale {
-                    None => block,
-                    Some(s) => {
-                        scaled = block.iter().map(|x| x * s).collect();
-                        &scaled
-                    }
-                };
-                match PackedB::new(k, n, block, n) {
+                match pack(bi) {
                     Ok(p) => packed = Some(p),
-                    Err(e) => return Some(Err(err(e))),
+                    Err(e) => return Some(Err(e)),
                 }
                 last_b = bi;
             }

@@ -6,6 +6,7 @@
 //! case the chain is replayed.
 
 mod activation;
+mod columns;
 mod concat;
 mod conv;
 mod conv_transpose;
@@ -20,6 +21,7 @@ mod matmul;
 mod movement;
 mod pool;
 mod recurrent;
+mod reduce;
 mod resize;
 mod rows;
 mod softmax;
@@ -116,6 +118,7 @@ one_output!(
     pool::GlobalPool,
     resize::Resize,
     layer_norm::LayerNorm,
+    reduce::Reduce,
     softmax::Softmax,
     transpose::Transpose,
     movement::Movement
@@ -139,6 +142,7 @@ fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
         Op::Softmax { .. } | Op::LogSoftmax { .. } => Box::new(One(softmax::Softmax::new(op)?)),
         Op::Transpose { .. } => Box::new(One(transpose::Transpose::new(op)?)),
         Op::LayerNorm { .. } => Box::new(One(layer_norm::LayerNorm::new(op, n_outputs)?)),
+        Op::Reduce { .. } => Box::new(One(reduce::Reduce::new(op)?)),
         _ => return None,
     })
 }

@@ -75,11 +75,83 @@ impl Softmax {
 /// same pass. Rows are split over the pool as [`for_each_row`] does.
 fn rows_avx2(ctx: &Ctx, xv: &[f32], n: usize) -> Vec<f32> {
     let len = xv.len();
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F was detected; `avx512_row` writes all n floats of its row.
+        return unsafe {
+            collect_rows(ctx, len, n, 2 * len, |r, dst| {
+                avx512_row(&xv[r * n..(r + 1) * n], dst)
+            })
+        };
+    }
     // SAFETY: the caller checked AVX2 and FMA; `avx2_row` writes all n floats of its row.
     unsafe {
         collect_rows(ctx, len, n, 2 * len, |r, dst| {
             avx2_row(&xv[r * n..(r + 1) * n], dst)
         })
+    }
+}
+
+/// [`avx2_row`] on sixteen lanes (the exp of `gelu`'s AVX-512 lanes, masks for blends).
+///
+/// # Safety
+/// AVX-512F must be available; `dst` valid for `x.len()` writes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn avx512_row(x: &[f32], dst: *mut f32) {
+    use std::arch::x86_64::*;
+    let n = x.len();
+    let whole = n / 16 * 16;
+    let p = x.as_ptr();
+    // The maximum ignoring NaN: maxps returns its second operand when either is NaN.
+    let mut mv = _mm512_set1_ps(f32::NEG_INFINITY);
+    let mut i = 0;
+    while i < whole {
+        mv = _mm512_max_ps(_mm512_loadu_ps(p.add(i)), mv);
+        i += 16;
+    }
+    let mut lanes = [0.0f32; 16];
+    _mm512_storeu_ps(lanes.as_mut_ptr(), mv);
+    let m = lanes
+        .iter()
+        .chain(&x[whole..])
+        .fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+    if !m.is_finite() {
+        std::ptr::copy_nonoverlapping(p, dst, n);
+        row(std::slice::from_raw_parts_mut(dst, n), false);
+        return;
+    }
+    let mm = _mm512_set1_ps(m);
+    let mut sv = _mm512_setzero_ps();
+    let mut i = 0;
+    while i < whole {
+        let d = _mm512_sub_ps(_mm512_loadu_ps(p.add(i)), mm);
+        let e = super::gelu::avx512::exp(d);
+        let e = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(d, d), e, d);
+        _mm512_storeu_ps(dst.add(i), e);
+        sv = _mm512_add_ps(sv, e);
+        i += 16;
+    }
+    _mm512_storeu_ps(lanes.as_mut_ptr(), sv);
+    let h = |j: usize| lanes[j] + lanes[j + 8];
+    let mut s = ((h(0) + h(4)) + (h(1) + h(5))) + ((h(2) + h(6)) + (h(3) + h(7)));
+    for (k, &v) in x.iter().enumerate().skip(whole) {
+        let e = exp(v - m);
+        dst.add(k).write(e);
+        s += e;
+    }
+    let out = std::slice::from_raw_parts_mut(dst, n);
+    let r = 1.0 / s;
+    if s.is_finite() && s > 0.0 && r.is_finite() {
+        let rv = _mm512_set1_ps(r);
+        let mut i = 0;
+        while i < whole {
+            _mm512_storeu_ps(dst.add(i), _mm512_mul_ps(_mm512_loadu_ps(dst.add(i)), rv));
+            i += 16;
+        }
+        out[whole..].iter_mut().for_each(|e| *e *= r);
+    } else {
+        out.iter_mut().for_each(|e| *e /= s);
     }
 }
 

@@ -86,6 +86,10 @@ pub(crate) fn gather(ctx: &Ctx, x: &[f32], sizes: &[usize], strides: &[usize]) -
     }
     let row_len = sizes[d - 1];
     let last_stride = strides[d - 1];
+    #[cfg(target_arch = "x86_64")]
+    if let Some(out) = tiles::gather(ctx, x, sizes, strides) {
+        return out;
+    }
     // SAFETY: each call writes all row_len floats of its row (a read out of bounds
     // panics before anything is returned).
     unsafe {
@@ -112,4 +116,104 @@ pub(crate) fn gather(ctx: &Ctx, x: &[f32], sizes: &[usize], strides: &[usize]) -
 /// do not break the run).
 fn next_nontrivial(shape: &[usize], a: usize) -> Option<usize> {
     (a + 1..shape.len()).find(|&b| shape[b] != 1)
+}
+
+/// The gather where the input's contiguous dim is the output's second-to-last (a head's
+/// keys transposed for the scores, [128 tokens, 4 heads, 64] → [4, 64, 128]): the
+/// element-by-element gather read one float per 1 KiB stride, 0.03 ms per head split on
+/// the transformer; here blocks of 8 output rows × 8 columns are loaded as 8 contiguous
+/// input runs and transposed in registers.
+#[cfg(target_arch = "x86_64")]
+mod tiles {
+    use super::collect_rows;
+    use crate::device::Ctx;
+    use std::arch::x86_64::*;
+
+    /// `None` where the view is not of that kind, or the CPU has no AVX.
+    pub(super) fn gather(
+        ctx: &Ctx,
+        x: &[f32],
+        sizes: &[usize],
+        strides: &[usize],
+    ) -> Option<Vec<f32>> {
+        let d = sizes.len();
+        if d < 2 || strides[d - 2] != 1 || sizes[d - 2] % 8 != 0 || strides[d - 1] < 8 {
+            return None;
+        }
+        if !std::is_x86_feature_detected!("avx") {
+            return None;
+        }
+        // Every element the view reads lies inside x (the tiles read through pointers).
+        let last = sizes
+            .iter()
+            .zip(strides)
+            .try_fold(0usize, |acc, (&n, &s)| {
+                acc.checked_add((n - 1).checked_mul(s)?)
+            })?;
+        if last >= x.len() {
+            return None;
+        }
+        let (row_len, s) = (sizes[d - 1], strides[d - 1]);
+        let n: usize = sizes.iter().product();
+        let block = 8 * row_len;
+        // SAFETY: each call writes all 8 rows of its block (`block` floats); the reads
+        // are elements of the view, inside x (checked above).
+        let out = unsafe {
+            collect_rows(ctx, n, block, 2 * n, |b, dst| {
+                // Input offset of the block's first row (rows 8b..8b+8 differ only in the
+                // second-to-last index, 8 | its size, stride 1).
+                let (mut rest, mut off) = (8 * b, 0);
+                for i in (0..d - 1).rev() {
+                    off += (rest % sizes[i]) * strides[i];
+                    rest /= sizes[i];
+                }
+                let src = x.as_ptr().add(off);
+                let whole = row_len / 8 * 8;
+                for j in (0..whole).step_by(8) {
+                    tile(src.add(j * s), s, dst.add(j), row_len);
+                }
+                for j in whole..row_len {
+                    for i in 0..8 {
+                        dst.add(i * row_len + j).write(*src.add(i + j * s));
+                    }
+                }
+            })
+        };
+        Some(out)
+    }
+
+    /// dst[i·ld + j] = src[i + j·s] for i, j < 8.
+    ///
+    /// # Safety
+    /// AVX; those elements readable and writable.
+    #[target_feature(enable = "avx")]
+    unsafe fn tile(src: *const f32, s: usize, dst: *mut f32, ld: usize) {
+        let r = |j: usize| _mm256_loadu_ps(src.add(j * s));
+        let (r0, r1, r2, r3, r4, r5, r6, r7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
+        let t0 = _mm256_unpacklo_ps(r0, r1);
+        let t1 = _mm256_unpackhi_ps(r0, r1);
+        let t2 = _mm256_unpacklo_ps(r2, r3);
+        let t3 = _mm256_unpackhi_ps(r2, r3);
+        let t4 = _mm256_unpacklo_ps(r4, r5);
+        let t5 = _mm256_unpackhi_ps(r4, r5);
+        let t6 = _mm256_unpacklo_ps(r6, r7);
+        let t7 = _mm256_unpackhi_ps(r6, r7);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        let w = |i: usize, v: __m256| _mm256_storeu_ps(dst.add(i * ld), v);
+        w(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
+        w(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
+        w(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
+        w(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
+        w(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
+        w(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
+        w(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
+        w(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
+    }
 }
