@@ -318,8 +318,9 @@ fn transpose_merges_dims_that_move_together() {
     }
 }
 
-/// Depthwise convolution with stride 2 reads split even/odd columns: every padding,
-/// dilation, kernel width and input width parity.
+/// Depthwise convolution with stride 2 reads split even/odd columns (rows wider than 64
+/// outputs; narrower ones go 8 planes at a time): every padding, dilation, kernel width
+/// and input width parity.
 #[test]
 fn stride_two_depthwise_convolution() {
     let mut rng = Rng(51);
@@ -331,6 +332,10 @@ fn stride_two_depthwise_convolution() {
         (11, 3, [1, 2, 1, 2], 2),
         (9, 4, [0, 0, 0, 3], 1),
         (2, 3, [1, 1, 1, 1], 1),
+        (131, 3, [1, 1, 1, 1], 1),
+        (140, 5, [2, 2, 2, 2], 1),
+        (135, 3, [1, 2, 1, 2], 2),
+        (137, 4, [0, 0, 0, 3], 1),
     ];
     for &(w, k, pads, d) in cases {
         let mut g = Graph::new("dw");
@@ -380,6 +385,14 @@ fn depthwise_convolution_with_epilogue_on_long_rows() {
         (3, 120, [3, 3], 2, [8, 8, 8, 8], 8),
         (3, 104, [3, 3], 2, [2, 1, 2, 1], 3),
         (3, 24, [3, 3], 1, [1, 1, 1, 1], 1),
+        // Rows wider than 64 outputs (plane at a time) for every stride, kernel and
+        // dilation above.
+        (3, 150, [3, 3], 2, [1, 1, 1, 1], 1),
+        (3, 141, [5, 5], 2, [2, 1, 2, 2], 1),
+        (3, 160, [3, 3], 2, [2, 2, 2, 2], 2),
+        (4, 130, [5, 5], 1, [2, 2, 2, 2], 1),
+        (3, 100, [1, 7], 1, [0, 3, 0, 3], 1),
+        (3, 90, [3, 3], 1, [1, 1, 1, 1], 2),
     ];
     for &(h, w, [kh, kw], s, pads, d) in cases {
         let c = 3;
@@ -417,11 +430,12 @@ fn depthwise_convolution_with_epilogue_on_long_rows() {
     }
 }
 
-/// Small planes (rows up to 32 outputs) go 8 planes at a time, the planes in the vector
+/// Planes with rows up to 64 outputs go 8 planes at a time, the planes in the vector
 /// lanes: channel counts that leave a partial last group, batch 2 (a group spans both
-/// images), strides 1 and 2, 3×3, 5×5 and 1×7 kernels, asymmetric pads, dilation, planes
-/// narrower than a vector, inputs whose last rows no output reads; bias, residual and clip
-/// with NaN in the input and the residual.
+/// images), strides 1 and 2, 3×3, 5×5, 1×7 and 11×11 kernels, asymmetric pads, dilation,
+/// planes narrower than a vector, inputs whose last rows no output reads, tall planes in
+/// several strips of rows (with stride 2, dilation, and a kernel taller than a strip's
+/// budget); bias, residual and clip with NaN in the input and the residual.
 #[test]
 fn depthwise_convolution_of_small_planes_eight_at_a_time() {
     let mut rng = Rng(55);
@@ -437,6 +451,12 @@ fn depthwise_convolution_of_small_planes_eight_at_a_time() {
         (3, 4, 5, [3, 3], 1, [0, 1, 2, 0], 1),
         (7, 15, 16, [3, 3], 2, [0, 0, 0, 0], 1),
         (10, 3, 3, [3, 3], 1, [1, 1, 1, 1], 1),
+        (5, 40, 56, [3, 3], 1, [1, 1, 1, 1], 1),
+        (3, 70, 30, [3, 3], 1, [1, 1, 1, 1], 1),
+        (2, 90, 31, [5, 5], 2, [2, 2, 2, 2], 1),
+        (3, 66, 28, [3, 3], 1, [2, 2, 2, 2], 2),
+        (5, 17, 113, [3, 3], 2, [0, 0, 1, 1], 1),
+        (2, 30, 64, [11, 11], 1, [10, 10, 10, 10], 2),
     ];
     for &(c, h, w, [kh, kw], s, pads, d) in cases {
         let mut g = Graph::new("dw");
@@ -589,7 +609,7 @@ fn depthwise_convolution_with_an_activation_in_its_epilogue() {
     ];
     // (height, width, stride, with bias and relu6 before the activation)
     let cases: &[(usize, usize, i64, bool)] =
-        &[(5, 77, 1, false), (6, 83, 2, true), (3, 9, 1, true), (14, 14, 1, false), (7, 28, 2, true)];
+        &[(5, 77, 1, false), (6, 83, 2, true), (3, 9, 1, true), (14, 14, 1, false), (7, 28, 2, true), (4, 150, 2, true)];
     for (act, kind) in acts {
         for &(h, w, s, clipped) in cases {
             let c = 3;
