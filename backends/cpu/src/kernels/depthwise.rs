@@ -103,7 +103,8 @@ pub(crate) unsafe fn run_into(
     // Planes go to threads a few at a time: a 7×7 plane is a few hundred cycles of work,
     // about what taking one from the shared counter costs when both threads hit it.
     let threads = ctx.pool.map_or(1, |pool| pool.threads());
-    // Small planes go 8 at a time (see `interleaved`): a unit of work is a group of 8.
+    // Planes with narrow rows go 8 at a time (see `interleaved`): a unit of work is then
+    // a group of 8 planes.
     let grouped = vector && interleaved::takes(g);
     let units = if grouped { planes.div_ceil(8) } else { planes };
     let chunk = (units / (8 * threads)).max(1);

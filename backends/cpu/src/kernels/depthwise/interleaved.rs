@@ -141,13 +141,13 @@ pub(super) unsafe fn group(
         if buffers.sums.len() < need {
             buffers.sums.resize(need, 0.0);
         }
-        // SAFETY: AVX2 and FMA are available (`takes`); the buffers hold the padded
-        // planes and the sums; the planes' pointers hold `hw` inputs and `g.p()`
-        // outputs and residuals each (the caller's contract).
         let fin = Finish {
             clip: post.clip,
             act: post.act,
         };
+        // SAFETY: AVX2 and FMA are available (`takes`); the buffers hold the padded
+        // strip and its sums; the planes' pointers hold `hw` inputs and `g.p()` outputs
+        // and residuals each (the caller's contract).
         unsafe {
             let mut oh = 0;
             while oh < g.oh {
