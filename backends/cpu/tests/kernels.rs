@@ -420,8 +420,9 @@ fn transpose_merges_dims_that_move_together() {
     }
 }
 
-/// Depthwise convolution with stride 2 reads split even/odd columns: every padding,
-/// dilation, kernel width and input width parity.
+/// Depthwise convolution with stride 2 reads split even/odd columns (rows wider than 64
+/// outputs; narrower ones go 8 planes at a time): every padding, dilation, kernel width
+/// and input width parity.
 #[test]
 fn stride_two_depthwise_convolution() {
     let mut rng = Rng(51);
@@ -433,6 +434,10 @@ fn stride_two_depthwise_convolution() {
         (11, 3, [1, 2, 1, 2], 2),
         (9, 4, [0, 0, 0, 3], 1),
         (2, 3, [1, 1, 1, 1], 1),
+        (131, 3, [1, 1, 1, 1], 1),
+        (140, 5, [2, 2, 2, 2], 1),
+        (135, 3, [1, 2, 1, 2], 2),
+        (137, 4, [0, 0, 0, 3], 1),
     ];
     for &(w, k, pads, d) in cases {
         let mut g = Graph::new("dw");
@@ -473,6 +478,23 @@ fn depthwise_convolution_with_epilogue_on_long_rows() {
         (4, 9, [3, 3], 1, [1, 1, 1, 1], 1),
         (3, 33, [3, 3], 1, [0, 0, 0, 0], 1),
         (2, 3, [3, 3], 1, [1, 1, 1, 1], 1),
+        // Stride-2 rows of 48 outputs and more: 5- and 7-wide kernels, pads wider than a
+        // block's reach, dilation with a kernel taller than the input.
+        (4, 95, [3, 3], 2, [1, 1, 1, 1], 1),
+        (3, 100, [5, 5], 2, [2, 2, 2, 2], 1),
+        (5, 96, [7, 7], 2, [3, 3, 3, 3], 1),
+        (3, 110, [3, 3], 2, [1, 9, 1, 9], 1),
+        (3, 120, [3, 3], 2, [8, 8, 8, 8], 8),
+        (3, 104, [3, 3], 2, [2, 1, 2, 1], 3),
+        (3, 24, [3, 3], 1, [1, 1, 1, 1], 1),
+        // Rows wider than 64 outputs (plane at a time) for every stride, kernel and
+        // dilation above.
+        (3, 150, [3, 3], 2, [1, 1, 1, 1], 1),
+        (3, 141, [5, 5], 2, [2, 1, 2, 2], 1),
+        (3, 160, [3, 3], 2, [2, 2, 2, 2], 2),
+        (4, 130, [5, 5], 1, [2, 2, 2, 2], 1),
+        (3, 100, [1, 7], 1, [0, 3, 0, 3], 1),
+        (3, 90, [3, 3], 1, [1, 1, 1, 1], 2),
     ];
     for &(h, w, [kh, kw], s, pads, d) in cases {
         let c = 3;
@@ -507,6 +529,69 @@ fn depthwise_convolution_with_epilogue_on_long_rows() {
         // The loop CPUs without AVX2 and FMA run.
         let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
         assert_eq!(check_on(portable, &g, &ins), ["conv+add+clip (direct)"], "portable {h}×{w}");
+    }
+}
+
+/// Planes with rows up to 64 outputs go 8 planes at a time, the planes in the vector
+/// lanes: channel counts that leave a partial last group, batch 2 (a group spans both
+/// images), strides 1 and 2, 3×3, 5×5, 1×7 and 11×11 kernels, asymmetric pads, dilation,
+/// planes narrower than a vector, inputs whose last rows no output reads, tall planes in
+/// several strips of rows (with stride 2, dilation, and a kernel taller than a strip's
+/// budget); bias, residual and clip with NaN in the input and the residual.
+#[test]
+fn depthwise_convolution_of_small_planes_eight_at_a_time() {
+    let mut rng = Rng(55);
+    // (channels, height, width, kernel [h, w], stride, pads [t, l, b, r], dilation)
+    let cases: &[(usize, usize, usize, [usize; 2], i64, [i64; 4], i64)] = &[
+        (19, 14, 14, [3, 3], 1, [1, 1, 1, 1], 1),
+        (16, 7, 7, [3, 3], 1, [1, 1, 1, 1], 1),
+        (11, 28, 28, [3, 3], 2, [0, 0, 1, 1], 1),
+        (9, 14, 14, [5, 5], 2, [1, 1, 2, 2], 1),
+        (5, 7, 7, [5, 5], 1, [2, 2, 2, 2], 1),
+        (8, 6, 30, [1, 7], 1, [0, 3, 0, 3], 1),
+        (13, 12, 12, [3, 3], 1, [2, 2, 2, 2], 2),
+        (3, 4, 5, [3, 3], 1, [0, 1, 2, 0], 1),
+        (7, 15, 16, [3, 3], 2, [0, 0, 0, 0], 1),
+        (10, 3, 3, [3, 3], 1, [1, 1, 1, 1], 1),
+        (5, 40, 56, [3, 3], 1, [1, 1, 1, 1], 1),
+        (3, 70, 30, [3, 3], 1, [1, 1, 1, 1], 1),
+        (2, 90, 31, [5, 5], 2, [2, 2, 2, 2], 1),
+        (3, 66, 28, [3, 3], 1, [2, 2, 2, 2], 2),
+        (5, 17, 113, [3, 3], 2, [0, 0, 1, 1], 1),
+        (2, 30, 64, [11, 11], 1, [10, 10, 10, 10], 2),
+    ];
+    for &(c, h, w, [kh, kw], s, pads, d) in cases {
+        let mut g = Graph::new("dw");
+        let x = input(&mut g, &[2, c, h, w]);
+        let wt = g.add_const("w", rng.tensor(&[c, 1, kh, kw]));
+        let b = g.add_const("b", rng.tensor(&[c]));
+        let op = Op::Conv {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![d, d],
+            group: c as i64,
+            kernel_shape: vec![],
+            pads: pads.to_vec(),
+            strides: vec![s, s],
+        };
+        let y: Value = g.add(op, "conv", &[Some(x), Some(wt), Some(b)], 1).unwrap().into();
+        let out_shape: Vec<usize> = match g.value_type(y).shape.dims() {
+            Some(dims) => dims.iter().map(|d| d.known().unwrap()).collect(),
+            None => panic!("the conv's output shape is known"),
+        };
+        let r = input(&mut g, &out_shape);
+        let y = g.add1(Op::Binary(BinaryOp::Add), "residual", &[y, r]).unwrap();
+        let lo = g.add_const("lo", Tensor::scalar(-0.5f32));
+        let hi = g.add_const("hi", Tensor::scalar(0.75f32));
+        let y = g.add1(Op::Clip, "clip", &[y, lo, hi]).unwrap();
+        g.add_output("y", y);
+        let xs = with_nans(&rng.tensor(&[2, c, h, w]), &[w + 1, c * h * w + 2 * w - 1]);
+        let n: usize = out_shape.iter().product();
+        let rs = with_nans(&rng.tensor(&out_shape), &[n - 1, n / 2]);
+        let ins = [xs, rs];
+        let what = format!("c{c} {h}×{w} k{kh}×{kw} s{s} d{d}");
+        assert_eq!(check(&g, &ins), ["conv+add+clip (direct)"], "{what}");
+        let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
+        assert_eq!(check_on(portable, &g, &ins), ["conv+add+clip (direct)"], "portable {what}");
     }
 }
 
@@ -626,7 +711,7 @@ fn depthwise_convolution_with_an_activation_in_its_epilogue() {
     ];
     // (height, width, stride, with bias and relu6 before the activation)
     let cases: &[(usize, usize, i64, bool)] =
-        &[(5, 77, 1, false), (6, 83, 2, true), (3, 9, 1, true)];
+        &[(5, 77, 1, false), (6, 83, 2, true), (3, 9, 1, true), (14, 14, 1, false), (7, 28, 2, true), (4, 150, 2, true)];
     for (act, kind) in acts {
         for &(h, w, s, clipped) in cases {
             let c = 3;

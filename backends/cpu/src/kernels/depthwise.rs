@@ -1,13 +1,14 @@
 //! Depthwise convolution (one input and one output channel per group) as a direct loop:
 //! each output plane is the bias plus, for every kernel tap, a weighted copy of the input
 //! rows it sees (a contiguous, vectorizable loop for stride 1). Planes are split over the
-//! pool's threads.
+//! pool's threads; planes with narrow rows go 8 at a time ([`interleaved`]).
 
 use super::activation::Activation;
 use super::im2col::{valid_range, Geometry};
 use crate::device::Ctx;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod interleaved;
 mod step;
 mod vector;
 
@@ -102,13 +103,36 @@ pub(crate) unsafe fn run_into(
     // Planes go to threads a few at a time: a 7×7 plane is a few hundred cycles of work,
     // about what taking one from the shared counter costs when both threads hit it.
     let threads = ctx.pool.map_or(1, |pool| pool.threads());
-    let chunk = (planes / (8 * threads)).max(1);
+    // Planes with narrow rows go 8 at a time (see `interleaved`): a unit of work is then
+    // a group of 8 planes.
+    let grouped = vector && interleaved::takes(g);
+    let units = if grouped { planes.div_ceil(8) } else { planes };
+    let chunk = (units / (8 * threads)).max(1);
     let work = |_thread: usize| loop {
         let first = next.fetch_add(chunk, Ordering::Relaxed);
-        if first >= planes {
+        if first >= units {
             return;
         }
-        for i in first..(first + chunk).min(planes) {
+        for u in first..(first + chunk).min(units) {
+            if grouped {
+                // SAFETY: `takes` holds; planes 8u.. lie inside `x`, `out` and the
+                // residual (the caller's contract) and only this thread writes them.
+                unsafe {
+                    interleaved::group(
+                        g,
+                        channels,
+                        x,
+                        w,
+                        bias,
+                        post,
+                        out_ptr.at(0),
+                        8 * u,
+                        (8 * u + 8).min(planes),
+                    )
+                };
+                continue;
+            }
+            let i = u;
             let c = i % channels;
             // SAFETY: plane i lies inside `out` (the caller's contract) and only this
             // thread writes it.

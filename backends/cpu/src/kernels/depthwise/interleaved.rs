@@ -1,0 +1,436 @@
+//! Depthwise convolution of planes with rows up to 64 outputs, 8 planes at a time with
+//! the planes in the vector lanes.
+//!
+//! One plane at a time, a 7×7 or 14×14 plane is one or two vector blocks per row: the
+//! padded copy, the row loop and the partial last block cost several times its 441 or
+//! 1764 multiply-adds (mobilenet_v2's 14² and 7² layers took 3× onnxruntime's time, which
+//! runs them on a channels-blocked layout). Here 8 planes are transposed (8×8 blocks of
+//! positions × planes) into one zero-padded buffer holding, for each padded position, its
+//! 8 planes' values; every tap of every output is then one FMA with a vector of the 8
+//! planes' weights, whatever the stride, dilation or plane width; the sums are transposed
+//! back, 8 outputs of one plane per vector, through the epilogue (residual, clip,
+//! activation) into the output planes. Tall planes go in strips of output rows whose
+//! padded input rows fit in L1.
+
+use super::super::activation::Activation;
+use super::super::im2col::Geometry;
+use super::Post;
+
+/// Output rows up to this wide go through [`group`]. Wider rows are enough vector blocks
+/// for the plane-at-a-time loop: one thread, 3×3 on 112² planes measured 0.229 ms
+/// plane at a time against 0.247 in groups (stride 2: 0.33 against 0.35), while 56²
+/// planes took 0.30 against 0.265.
+const MAX_WIDTH: usize = 64;
+/// A strip's padded buffer up to this many values goes through [`group`] (a kernel too
+/// tall for [`STRIP_VALUES`] makes one strip larger).
+const MAX_PADDED: usize = 4 * STRIP_VALUES;
+
+/// Padded buffers are sized for about this many values: the output rows go in strips
+/// whose padded input rows fit, so the buffer stays in L1 while every tap reads it.
+const STRIP_VALUES: usize = 8192;
+
+/// The strip layout: output rows per strip, and the padded buffer's rows and columns (the
+/// input rows a strip reads; every input column an output reads). `None` if a size
+/// overflows. Needs at least one output row, column and tap.
+fn strips(g: &Geometry) -> Option<(usize, usize, usize)> {
+    let span = |n: usize, s: usize, k: usize, d: usize| {
+        (n - 1)
+            .checked_mul(s)?
+            .checked_add((k - 1).checked_mul(d)?)?
+            .checked_add(1)
+    };
+    let wp = span(g.ow, g.sw, g.kw, g.dw)?;
+    let reach = span(1, 1, g.kh, g.dh)?;
+    let fit = STRIP_VALUES / wp.checked_mul(8)?;
+    let rows = if fit > reach {
+        (fit - reach) / g.sh + 1
+    } else {
+        1
+    }
+    .min(g.oh);
+    Some((rows, span(rows, g.sh, g.kh, g.dh)?, wp))
+}
+
+/// Whether the planes of this geometry go through [`group`].
+pub(super) fn takes(g: &Geometry) -> bool {
+    if g.oh == 0 || g.ow == 0 || g.kh == 0 || g.kw == 0 || g.ow > MAX_WIDTH {
+        return false;
+    }
+    strips(g)
+        .and_then(|(_, hp, wp)| hp.checked_mul(wp)?.checked_mul(8))
+        .is_some_and(|n| n <= MAX_PADDED)
+        && super::vector::available()
+}
+
+/// A thread's buffers: the padded strip (and the geometry whose padding columns it holds
+/// as zeros: input cells are rewritten for every strip, those columns never), the
+/// weights, and the sums.
+#[derive(Default)]
+struct Buffers {
+    input: Vec<f32>,
+    zeroed_for: Option<(usize, usize, usize, usize)>,
+    weights: Vec<f32>,
+    sums: Vec<f32>,
+}
+
+thread_local! {
+    static BUFFERS: std::cell::RefCell<Buffers> = std::cell::RefCell::new(Buffers::default());
+}
+
+/// Planes `first..last` (at most 8) of a depthwise convolution over `channels` channels:
+/// plane `i` reads `x[i·h·w..]`, channel `i mod channels`'s weights and bias, the residual
+/// `post.residual[i·p..]`, and writes `out + i·p`.
+///
+/// # Safety
+/// [`takes`] must hold for `g`; `x` must hold every plane's input, `k` every channel's
+/// `kh·kw` taps, `bias` (if any) every channel's, the residual (if any) every plane's
+/// `g.p()` values; `out` must be valid for `g.p()` writes per plane (it may be
+/// uninitialised).
+#[allow(clippy::too_many_arguments)]
+pub(super) unsafe fn group(
+    g: &Geometry,
+    channels: usize,
+    x: &[f32],
+    k: &[f32],
+    bias: Option<&[f32]>,
+    post: &Post,
+    out: *mut f32,
+    first: usize,
+    last: usize,
+) {
+    let lanes = last - first;
+    debug_assert!((1..=8).contains(&lanes));
+    let taps = g.kh * g.kw;
+    // Lanes past the last plane repeat it; their results are not stored.
+    let plane = |l: usize| first + l.min(lanes - 1);
+    let mut b = [0.0f32; 8];
+    for (l, b) in b.iter_mut().enumerate() {
+        *b = bias.map_or(0.0, |bias| bias[plane(l) % channels]);
+    }
+    let hw = g.h * g.w;
+    let inputs: [*const f32; 8] = std::array::from_fn(|l| x[plane(l) * hw..].as_ptr());
+    let outputs: [*mut f32; 8] = std::array::from_fn(|l| out.add(plane(l) * g.p()));
+    let residuals: Option<[*const f32; 8]> = post
+        .residual
+        .map(|r| std::array::from_fn(|l| r[plane(l) * g.p()..].as_ptr()));
+    // `takes` held, so the layout exists.
+    let Some((rows, hp, wp)) = strips(g) else {
+        debug_assert!(false, "group called on a geometry `takes` refuses");
+        return;
+    };
+    BUFFERS.with(|buffers| {
+        let mut buffers = buffers.borrow_mut();
+        let buffers = &mut *buffers;
+        let key = (hp, wp, g.pw, g.w);
+        if buffers.zeroed_for != Some(key) {
+            buffers.input.clear();
+            buffers.input.resize(hp * wp * 8, 0.0);
+            buffers.zeroed_for = Some(key);
+        }
+        // Per tap, the 8 planes' weights.
+        buffers.weights.resize(taps * 8, 0.0);
+        for l in 0..8 {
+            let c = plane(l) % channels;
+            for t in 0..taps {
+                buffers.weights[t * 8 + l] = k[c * taps + t];
+            }
+        }
+        let weights = &buffers.weights;
+        // The sums, with room for the last transpose's 8 positions.
+        let need = (rows * g.ow + 8) * 8;
+        if buffers.sums.len() < need {
+            buffers.sums.resize(need, 0.0);
+        }
+        let fin = Finish {
+            clip: post.clip,
+            act: post.act,
+        };
+        // SAFETY: AVX2 and FMA are available (`takes`); the buffers hold the padded
+        // strip and its sums; the planes' pointers hold `hw` inputs and `g.p()` outputs
+        // and residuals each (the caller's contract).
+        unsafe {
+            let mut oh = 0;
+            while oh < g.oh {
+                let strip = oh..(oh + rows).min(g.oh);
+                fill(g, &inputs, &mut buffers.input, wp, oh);
+                let (buf, out) = (&buffers.input, &mut buffers.sums);
+                match (g.kh, g.kw, g.sw, g.dw) {
+                    (3, 3, 1, 1) => sums::<3, 1>(g, buf, wp, weights, &b, out, strip.clone()),
+                    (3, 3, _, _) => sums::<3, 0>(g, buf, wp, weights, &b, out, strip.clone()),
+                    (5, 5, 1, 1) => sums::<5, 1>(g, buf, wp, weights, &b, out, strip.clone()),
+                    (5, 5, _, _) => sums::<5, 0>(g, buf, wp, weights, &b, out, strip.clone()),
+                    _ => sums::<0, 0>(g, buf, wp, weights, &b, out, strip.clone()),
+                }
+                store(
+                    g,
+                    out,
+                    &fin,
+                    residuals.as_ref(),
+                    &outputs,
+                    lanes,
+                    strip.clone(),
+                );
+                oh = strip.end;
+            }
+        }
+    });
+}
+
+/// What each output gets after its taps and bias: the residual (per output), the clip,
+/// the activation.
+struct Finish<'a> {
+    clip: Option<(f32, f32)>,
+    act: Option<&'a Activation>,
+}
+
+/// Transposes the 8 vectors `r` (row `i` = `r[i]`) in place: afterwards `r[j]` holds lane
+/// `j` of every input vector.
+#[cfg(target_arch = "x86_64")]
+#[inline]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn transpose8(r: &mut [std::arch::x86_64::__m256; 8]) {
+    use std::arch::x86_64::*;
+    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
+    let u0 = _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2);
+    let u1 = _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2);
+    let u2 = _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3);
+    let u3 = _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3);
+    let u4 = _mm256_shuffle_ps::<0b01_00_01_00>(t4, t6);
+    let u5 = _mm256_shuffle_ps::<0b11_10_11_10>(t4, t6);
+    let u6 = _mm256_shuffle_ps::<0b01_00_01_00>(t5, t7);
+    let u7 = _mm256_shuffle_ps::<0b11_10_11_10>(t5, t7);
+    r[0] = _mm256_permute2f128_ps::<0x20>(u0, u4);
+    r[1] = _mm256_permute2f128_ps::<0x20>(u1, u5);
+    r[2] = _mm256_permute2f128_ps::<0x20>(u2, u6);
+    r[3] = _mm256_permute2f128_ps::<0x20>(u3, u7);
+    r[4] = _mm256_permute2f128_ps::<0x31>(u0, u4);
+    r[5] = _mm256_permute2f128_ps::<0x31>(u1, u5);
+    r[6] = _mm256_permute2f128_ps::<0x31>(u2, u6);
+    r[7] = _mm256_permute2f128_ps::<0x31>(u3, u7);
+}
+
+/// Writes the 8 planes' inputs for the strip of output rows from `oh` into the padded
+/// buffer (`wp` columns of 8 values): padded row r is input row `oh·sh - ph + r`, all
+/// zeros outside the input; input column c goes to padded column c + pw, unless no output
+/// reads it.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn fill(g: &Geometry, inputs: &[*const f32; 8], buf: &mut [f32], wp: usize, oh: usize) {
+    use std::arch::x86_64::*;
+    let rows = buf.len() / (8 * wp);
+    let top = (oh * g.sh) as isize - g.ph as isize;
+    let (lo, hi) = (top.max(0), (top + rows as isize).min(g.h as isize));
+    for r in 0..rows {
+        let ir = top + r as isize;
+        if ir < lo || ir >= hi {
+            buf[r * wp * 8..(r + 1) * wp * 8].fill(0.0);
+        }
+    }
+    if lo >= hi {
+        return;
+    }
+    let (lo, hi) = (lo as usize, hi as usize);
+    // Padded row and input column of position t, stepped along (a division per
+    // position cost as much as the transposes).
+    let (mut r, mut c) = ((lo as isize - top) as usize, 0);
+    let mut next = || {
+        let at = (c + g.pw < wp).then_some((r * wp + c + g.pw) * 8);
+        c += 1;
+        if c == g.w {
+            (r, c) = (r + 1, 0);
+        }
+        at
+    };
+    let b = buf.as_mut_ptr();
+    let (mut t, end) = (lo * g.w, hi * g.w);
+    while t + 8 <= end {
+        let mut v: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(inputs[l].add(t)));
+        transpose8(&mut v);
+        for v in v {
+            if let Some(at) = next() {
+                _mm256_storeu_ps(b.add(at), v);
+            }
+        }
+        t += 8;
+    }
+    for t in t..end {
+        if let Some(at) = next() {
+            for (l, p) in inputs.iter().enumerate() {
+                *b.add(at + l) = *p.add(t);
+            }
+        }
+    }
+}
+
+/// The sums (bias plus taps) of the strip's output positions, 8 planes per position,
+/// into `sums`; kernels `K`×`K` (0: any shape, read from `g`), with column stride `S` and
+/// no column dilation (0: any, read from `g`). With both known, each input cell is loaded
+/// once per row of taps; on stride 2 that measured slower (3×3: 0.18 → 0.20 ms, 5×5:
+/// 0.28 → 0.41, one thread), so stride 2 takes the plain loop.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn sums<const K: usize, const S: usize>(
+    g: &Geometry,
+    buf: &[f32],
+    wp: usize,
+    weights: &[f32],
+    bias: &[f32; 8],
+    sums: &mut [f32],
+    strip: std::ops::Range<usize>,
+) {
+    use std::arch::x86_64::*;
+    let (kh, kw) = if K == 0 { (g.kh, g.kw) } else { (K, K) };
+    let b = _mm256_loadu_ps(bias.as_ptr());
+    let (buf, w, s) = (buf.as_ptr(), weights.as_ptr(), sums.as_mut_ptr());
+    // `NB` outputs from (oh, ow): independent FMA chains, so the FMAs' latency overlaps.
+    // (Blocks of 8 positions across row ends, for 7- and 14-wide rows, measured no
+    // faster: the FMAs are not what a group waits on.)
+    macro_rules! block {
+        ($oh:expr, $ow:expr, $nb:literal) => {{
+            let mut acc = [b; $nb];
+            let top = buf.add(((($oh - strip.start) * g.sh) * wp + $ow * g.sw) * 8);
+            for i in 0..kh {
+                let row = top.add(i * g.dh * wp * 8);
+                if K != 0 && S != 0 {
+                    // Output u's tap j reads cell u·S + j of the row: each cell is loaded
+                    // once for every output and tap that reads it (10 loads instead of 24
+                    // for 8 outputs of a 3-wide row), the row's weights in registers.
+                    let wv: [__m256; K] =
+                        std::array::from_fn(|j| _mm256_loadu_ps(w.add((i * K + j) * 8)));
+                    for v in 0..($nb - 1) * S + K {
+                        let x = _mm256_loadu_ps(row.add(v * 8));
+                        for j in 0..K {
+                            if v >= j && (v - j) % S == 0 && (v - j) / S < $nb {
+                                let u = (v - j) / S;
+                                acc[u] = _mm256_fmadd_ps(wv[j], x, acc[u]);
+                            }
+                        }
+                    }
+                    continue;
+                }
+                for j in 0..kw {
+                    let wv = _mm256_loadu_ps(w.add((i * kw + j) * 8));
+                    let at = row.add(j * g.dw * 8);
+                    for u in 0..$nb {
+                        acc[u] = _mm256_fmadd_ps(wv, _mm256_loadu_ps(at.add(u * g.sw * 8)), acc[u]);
+                    }
+                }
+            }
+            let dst = s.add((($oh - strip.start) * g.ow + $ow) * 8);
+            for u in 0..$nb {
+                _mm256_storeu_ps(dst.add(u * 8), acc[u]);
+            }
+        }};
+    }
+    for oh in strip.clone() {
+        let mut ow = 0;
+        while ow + 8 <= g.ow {
+            block!(oh, ow, 8);
+            ow += 8;
+        }
+        if ow + 4 <= g.ow {
+            block!(oh, ow, 4);
+            ow += 4;
+        }
+        if ow + 2 <= g.ow {
+            block!(oh, ow, 2);
+            ow += 2;
+        }
+        if ow < g.ow {
+            block!(oh, ow, 1);
+        }
+    }
+}
+
+/// Transposes the sums back to the planes, 8 outputs of a plane per vector, through the
+/// epilogue, and stores the first `lanes` planes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn store(
+    g: &Geometry,
+    sums: &[f32],
+    fin: &Finish,
+    residuals: Option<&[*const f32; 8]>,
+    outputs: &[*mut f32; 8],
+    lanes: usize,
+    strip: std::ops::Range<usize>,
+) {
+    use std::arch::x86_64::*;
+    // The strip's outputs: positions `first..p` of every plane, sums from 0.
+    let (first, p) = (strip.start * g.ow, strip.end * g.ow);
+    let s = sums.as_ptr().wrapping_sub(first * 8);
+    let clip = fin
+        .clip
+        .map(|(l, h)| (_mm256_set1_ps(l), _mm256_set1_ps(h)));
+    let mut t = first;
+    while t < p {
+        // The sums buffer has 8 positions past the last: the lanes past p are dropped.
+        let mut v: [__m256; 8] =
+            std::array::from_fn(|i| _mm256_loadu_ps(s.wrapping_add((t + i) * 8)));
+        transpose8(&mut v);
+        let n = (p - t).min(8);
+        for (l, &v) in v.iter().enumerate().take(lanes) {
+            let v = match residuals {
+                Some(r) if n == 8 => _mm256_add_ps(v, _mm256_loadu_ps(r[l].add(t))),
+                Some(r) => {
+                    let mut tile = [0.0f32; 8];
+                    std::ptr::copy_nonoverlapping(r[l].add(t), tile.as_mut_ptr(), n);
+                    _mm256_add_ps(v, _mm256_loadu_ps(tile.as_ptr()))
+                }
+                None => v,
+            };
+            // max(lo, v) then min(hi, ·), the value second: NaN passes through both.
+            let v = match clip {
+                Some((lo, hi)) => _mm256_min_ps(hi, _mm256_max_ps(lo, v)),
+                None => v,
+            };
+            let v = match fin.act {
+                Some(a) => super::super::activation::avx2::apply(a, v),
+                None => v,
+            };
+            if n == 8 {
+                _mm256_storeu_ps(outputs[l].add(t), v);
+            } else {
+                let mut tile = [0.0f32; 8];
+                _mm256_storeu_ps(tile.as_mut_ptr(), v);
+                std::ptr::copy_nonoverlapping(tile.as_ptr(), outputs[l].add(t), n);
+            }
+        }
+        t += 8;
+    }
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn fill(_g: &Geometry, _inputs: &[*const f32; 8], _buf: &mut [f32], _wp: usize, _oh: usize) {
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn sums<const K: usize, const S: usize>(
+    _g: &Geometry,
+    _buf: &[f32],
+    _wp: usize,
+    _weights: &[f32],
+    _bias: &[f32; 8],
+    _sums: &mut [f32],
+    _strip: std::ops::Range<usize>,
+) {
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+unsafe fn store(
+    _g: &Geometry,
+    _sums: &[f32],
+    _fin: &Finish,
+    _residuals: Option<&[*const f32; 8]>,
+    _outputs: &[*mut f32; 8],
+    _lanes: usize,
+    _strip: std::ops::Range<usize>,
+) {
+}
