@@ -62,6 +62,9 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1e3
 }
 
+/// Profiled runs after the benchmark, whose per-kernel medians `--pc` prints.
+const PROFILE_RUNS: usize = 20;
+
 pub fn bench(model: &kiln::Model, inputs: Vec<Tensor>, s: &Settings) -> Result<()> {
     if s.nireq == 0 {
         bail!("--nireq must be at least 1");
@@ -129,12 +132,37 @@ pub fn bench(model: &kiln::Model, inputs: Vec<Tensor>, s: &Settings) -> Result<(
     println!("throughput:   {:.2} inferences/s", st.count as f64 / elapsed.as_secs_f64());
 
     if s.per_kernel {
+        // Each kernel's median over several profiled runs: one run's times swing by up to
+        // 5× on a shared machine (a cold cache, a late thread), and a single profile made
+        // small kernels look several times slower than they run in the benchmark.
         request.set_profiling(true);
-        request.infer_ordered(&inputs)?;
+        request.infer_ordered(&inputs)?; // warm-up with profiling on, not counted
         let mut rows = request.profile().to_vec();
+        let mut times: Vec<Vec<u64>> = vec![Vec::with_capacity(PROFILE_RUNS); rows.len()];
+        let mut runs = 0;
+        for _ in 0..PROFILE_RUNS {
+            request.infer_ordered(&inputs)?;
+            let profile = request.profile();
+            // A plan whose steps vary from run to run (shapes known only at run time)
+            // cannot be lined up: its last run is shown.
+            if profile.len() != rows.len() {
+                rows = profile.to_vec();
+                runs = 1;
+                times.clear();
+                break;
+            }
+            for (t, r) in times.iter_mut().zip(profile) {
+                t.push(r.nanos);
+            }
+            runs += 1;
+        }
+        for (r, t) in rows.iter_mut().zip(times.iter_mut()) {
+            t.sort_unstable();
+            r.nanos = t[t.len() / 2];
+        }
         rows.sort_by(|a, b| b.nanos.cmp(&a.nanos));
         let total: u64 = rows.iter().map(|r| r.nanos).sum();
-        println!("per-kernel profile of one run ({:.2} ms in kernels):", total as f64 / 1e6);
+        println!("per-kernel profile, each kernel's median over {runs} runs ({:.2} ms in kernels):", total as f64 / 1e6);
         let device_width = rows.iter().map(|r| r.device.len()).max().unwrap_or(0).max(10);
         let kind_width = rows.iter().map(|r| r.kind.chars().count()).max().unwrap_or(0).max(20);
         println!("  {:>9} {:>6}  {:<device_width$} {:<kind_width$} nodes", "ms", "%", "device", "kind");

@@ -94,7 +94,8 @@ enum Command {
         /// Requests in flight at once.
         #[arg(long, default_value = "1")]
         nireq: usize,
-        /// Print the per-kernel profile sorted by time.
+        /// Print the per-kernel profile sorted by time (each kernel's median over 20
+        /// profiled runs after the benchmark).
         #[arg(long = "pc")]
         per_kernel: bool,
     },
