@@ -103,7 +103,10 @@ fn max_and_average_pooling_match_the_reference_in_every_geometry() {
     // of vectors) with an odd padded span; NaN in a plane's first and last columns is where
     // the padded path repeats the border.
     let wide = with_nans(&rng.tensor(&[1, 2, 5, 113]), &[0, 112, 113, 2 * 113 - 1, 5 * 113 + 56]);
-    let xs = [rng.tensor(&[2, 3, 11, 9]), with_nans(&rng.tensor(&[1, 2, 7, 40]), &[45, 46, 300]), wide, rng.tensor(&[1, 1, 17, 17])];
+    // 19 small planes: two groups of 8 planes in the lanes and 3 left over, NaN in the
+    // first, a middle and the last plane.
+    let small = with_nans(&rng.tensor(&[1, 19, 6, 7]), &[0, 8 * 42 + 5, 19 * 42 - 1]);
+    let xs = [rng.tensor(&[2, 3, 11, 9]), with_nans(&rng.tensor(&[1, 2, 7, 40]), &[45, 46, 300]), wide, rng.tensor(&[1, 1, 17, 17]), small];
     // (kernel, strides, pads, dilations, auto_pad, ceil_mode)
     let cases: &[(&[i64], &[i64], &[i64], &[i64], AutoPad, bool)] = &[
         (&[3, 3], &[2, 2], &[1, 1, 1, 1], &[], AutoPad::NotSet, false), // resnet's stem

@@ -161,9 +161,19 @@ impl Pool {
         let work = out.len() * dh.k * dw.k;
         if let Some(padded) = Padded::new(self, &dh, &dw) {
             let avx2 = ctx.kernel == crate::gemm::Kernel::Avx2Fma;
-            for_each_row(ctx, &mut out, plane_out, work, |c, o| {
-                padded.plane(avx2, &xv[c * plane_in..(c + 1) * plane_in], o)
-            });
+            if plane_out <= padded::SMALL_PLANE {
+                // Eight planes at a time, one per lane; the last few planes on this thread.
+                let whole = planes / 8 * 8;
+                let (head, tail) = out.split_at_mut(whole * plane_out);
+                for_each_row(ctx, head, 8 * plane_out, work, |g, o| {
+                    padded.planes8(avx2, &xv[g * 8 * plane_in..(g + 1) * 8 * plane_in], o, 8)
+                });
+                padded.planes8(avx2, &xv[whole * plane_in..], tail, planes - whole);
+            } else {
+                for_each_row(ctx, &mut out, plane_out, work, |c, o| {
+                    padded.plane(avx2, &xv[c * plane_in..(c + 1) * plane_in], o)
+                });
+            }
             return Some(Tensor::new(shape, out));
         }
         for_each_row(ctx, &mut out, plane_out, work, |c, o| {
