@@ -37,8 +37,18 @@ use cranelift_codegen::ir::{InstBuilder, Value};
 const LOG2_E: f32 = std::f32::consts::LOG2_E;
 /// ln 2 split for Cody–Waite reduction: `LN2_HI` has few mantissa bits, so `n·LN2_HI` is
 /// exact for the |n| ≤ 160 that occur.
-const LN2_HI: f32 = 0.693_359_4;
-const LN2_LO: f32 = -2.121_944_4e-4;
+pub(crate) const LN2_HI: f32 = 0.693_359_4;
+pub(crate) const LN2_LO: f32 = -2.121_944_4e-4;
+/// e^r - 1 - r = r²·P(r) on |r| ≤ ln2/2 (Cephes expf), highest power first; the native
+/// kernels' vector exp reads the same numbers.
+pub(crate) const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    5.000_000_1e-1,
+];
 
 /// e^x.
 ///
@@ -62,17 +72,7 @@ pub fn exp(fx: &mut Fx, x: Value) -> Value {
     let lo = fx.f(-LN2_LO);
     let r = fx.mul_add(n, hi, x);
     let r = fx.mul_add(n, lo, r);
-    let p = fx.poly(
-        r,
-        &[
-            1.987_569_1e-4,
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5.000_000_1e-1,
-        ],
-    );
+    let p = fx.poly(r, &EXP_POLY);
     let r2 = fx.mul(r, r);
     let y = fx.mul_add(p, r2, r);
     let one = fx.f(1.0);

@@ -329,6 +329,7 @@ pub(crate) fn gemm(
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2 {
     use super::{Gelu, BIG, BIG_LAST, SMALL, SPLIT};
+    use crate::codegen::math::{EXP_POLY, LN2_HI, LN2_LO};
     use std::arch::x86_64::*;
 
     /// Applies `g` to whole groups of eight; returns how many elements it did.
@@ -394,17 +395,11 @@ pub(crate) mod avx2 {
         let xc = _mm256_max_ps(x, k(-87.0));
         let t = _mm256_fmadd_ps(xc, k(std::f32::consts::LOG2_E), k(12_582_912.0));
         let n = _mm256_sub_ps(t, k(12_582_912.0));
-        let r = _mm256_fmadd_ps(n, k(-0.693_359_4), xc);
-        let r = _mm256_fmadd_ps(n, k(2.121_944_4e-4), r);
-        let mut p = k(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5.000_000_1e-1,
-        ] {
-            p = _mm256_fmadd_ps(p, r, k(c));
+        let r = _mm256_fmadd_ps(n, k(-LN2_HI), xc);
+        let r = _mm256_fmadd_ps(n, k(-LN2_LO), r);
+        let mut p = k(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm256_fmadd_ps(p, r, k(*c));
         }
         let r2 = _mm256_mul_ps(r, r);
         let y = _mm256_add_ps(_mm256_fmadd_ps(p, r2, r), k(1.0));
@@ -428,6 +423,7 @@ pub(crate) mod avx2 {
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx512 {
     use super::{Gelu, BIG, BIG_LAST, SMALL, SPLIT};
+    use crate::codegen::math::{EXP_POLY, LN2_HI, LN2_LO};
     use std::arch::x86_64::*;
 
     /// Applies `g` to whole groups of sixteen; returns how many elements it did.
@@ -488,17 +484,11 @@ pub(crate) mod avx512 {
         let xc = _mm512_max_ps(x, k(-87.0));
         let t = _mm512_fmadd_ps(xc, k(std::f32::consts::LOG2_E), k(12_582_912.0));
         let n = _mm512_sub_ps(t, k(12_582_912.0));
-        let r = _mm512_fmadd_ps(n, k(-0.693_359_4), xc);
-        let r = _mm512_fmadd_ps(n, k(2.121_944_4e-4), r);
-        let mut p = k(1.987_569_1e-4);
-        for c in [
-            1.398_199_9e-3,
-            8.333_452e-3,
-            4.166_579_6e-2,
-            1.666_666_5e-1,
-            5.000_000_1e-1,
-        ] {
-            p = _mm512_fmadd_ps(p, r, k(c));
+        let r = _mm512_fmadd_ps(n, k(-LN2_HI), xc);
+        let r = _mm512_fmadd_ps(n, k(-LN2_LO), r);
+        let mut p = k(EXP_POLY[0]);
+        for c in &EXP_POLY[1..] {
+            p = _mm512_fmadd_ps(p, r, k(*c));
         }
         let r2 = _mm512_mul_ps(r, r);
         let y = _mm512_add_ps(_mm512_fmadd_ps(p, r2, r), k(1.0));
