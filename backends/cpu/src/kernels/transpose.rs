@@ -124,7 +124,7 @@ fn next_nontrivial(shape: &[usize], a: usize) -> Option<usize> {
 /// the transformer; here blocks of 8 output rows × 8 columns are loaded as 8 contiguous
 /// input runs and transposed in registers.
 #[cfg(target_arch = "x86_64")]
-mod tiles {
+pub(crate) mod tiles {
     use super::collect_rows;
     use crate::device::Ctx;
     use std::arch::x86_64::*;
@@ -188,16 +188,29 @@ mod tiles {
     /// AVX; those elements readable and writable.
     #[target_feature(enable = "avx")]
     unsafe fn tile(src: *const f32, s: usize, dst: *mut f32, ld: usize) {
-        let r = |j: usize| _mm256_loadu_ps(src.add(j * s));
-        let (r0, r1, r2, r3, r4, r5, r6, r7) = (r(0), r(1), r(2), r(3), r(4), r(5), r(6), r(7));
-        let t0 = _mm256_unpacklo_ps(r0, r1);
-        let t1 = _mm256_unpackhi_ps(r0, r1);
-        let t2 = _mm256_unpacklo_ps(r2, r3);
-        let t3 = _mm256_unpackhi_ps(r2, r3);
-        let t4 = _mm256_unpacklo_ps(r4, r5);
-        let t5 = _mm256_unpackhi_ps(r4, r5);
-        let t6 = _mm256_unpacklo_ps(r6, r7);
-        let t7 = _mm256_unpackhi_ps(r6, r7);
+        let mut r: [__m256; 8] = std::array::from_fn(|j| _mm256_loadu_ps(src.add(j * s)));
+        transpose8(&mut r);
+        for (i, v) in r.into_iter().enumerate() {
+            _mm256_storeu_ps(dst.add(i * ld), v);
+        }
+    }
+
+    /// Transposes the 8 vectors `r` (row `i` = `r[i]`) in place: afterwards `r[j]` holds
+    /// lane `j` of every input vector. The depthwise kernel's 8-plane groups use it too.
+    ///
+    /// # Safety
+    /// AVX must be available.
+    #[inline]
+    #[target_feature(enable = "avx")]
+    pub(crate) unsafe fn transpose8(r: &mut [__m256; 8]) {
+        let t0 = _mm256_unpacklo_ps(r[0], r[1]);
+        let t1 = _mm256_unpackhi_ps(r[0], r[1]);
+        let t2 = _mm256_unpacklo_ps(r[2], r[3]);
+        let t3 = _mm256_unpackhi_ps(r[2], r[3]);
+        let t4 = _mm256_unpacklo_ps(r[4], r[5]);
+        let t5 = _mm256_unpackhi_ps(r[4], r[5]);
+        let t6 = _mm256_unpacklo_ps(r[6], r[7]);
+        let t7 = _mm256_unpackhi_ps(r[6], r[7]);
         let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
         let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
         let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
@@ -206,14 +219,13 @@ mod tiles {
         let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
         let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
         let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
-        let w = |i: usize, v: __m256| _mm256_storeu_ps(dst.add(i * ld), v);
-        w(0, _mm256_permute2f128_ps::<0x20>(u0, u4));
-        w(1, _mm256_permute2f128_ps::<0x20>(u1, u5));
-        w(2, _mm256_permute2f128_ps::<0x20>(u2, u6));
-        w(3, _mm256_permute2f128_ps::<0x20>(u3, u7));
-        w(4, _mm256_permute2f128_ps::<0x31>(u0, u4));
-        w(5, _mm256_permute2f128_ps::<0x31>(u1, u5));
-        w(6, _mm256_permute2f128_ps::<0x31>(u2, u6));
-        w(7, _mm256_permute2f128_ps::<0x31>(u3, u7));
+        r[0] = _mm256_permute2f128_ps::<0x20>(u0, u4);
+        r[1] = _mm256_permute2f128_ps::<0x20>(u1, u5);
+        r[2] = _mm256_permute2f128_ps::<0x20>(u2, u6);
+        r[3] = _mm256_permute2f128_ps::<0x20>(u3, u7);
+        r[4] = _mm256_permute2f128_ps::<0x31>(u0, u4);
+        r[5] = _mm256_permute2f128_ps::<0x31>(u1, u5);
+        r[6] = _mm256_permute2f128_ps::<0x31>(u2, u6);
+        r[7] = _mm256_permute2f128_ps::<0x31>(u3, u7);
     }
 }

@@ -183,38 +183,9 @@ struct Finish<'a> {
     act: Option<&'a Activation>,
 }
 
-/// Transposes the 8 vectors `r` (row `i` = `r[i]`) in place: afterwards `r[j]` holds lane
-/// `j` of every input vector.
+/// The 8×8 register transpose of the transpose kernel's tiles.
 #[cfg(target_arch = "x86_64")]
-#[inline]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn transpose8(r: &mut [std::arch::x86_64::__m256; 8]) {
-    use std::arch::x86_64::*;
-    let t0 = _mm256_unpacklo_ps(r[0], r[1]);
-    let t1 = _mm256_unpackhi_ps(r[0], r[1]);
-    let t2 = _mm256_unpacklo_ps(r[2], r[3]);
-    let t3 = _mm256_unpackhi_ps(r[2], r[3]);
-    let t4 = _mm256_unpacklo_ps(r[4], r[5]);
-    let t5 = _mm256_unpackhi_ps(r[4], r[5]);
-    let t6 = _mm256_unpacklo_ps(r[6], r[7]);
-    let t7 = _mm256_unpackhi_ps(r[6], r[7]);
-    let u0 = _mm256_shuffle_ps::<0b01_00_01_00>(t0, t2);
-    let u1 = _mm256_shuffle_ps::<0b11_10_11_10>(t0, t2);
-    let u2 = _mm256_shuffle_ps::<0b01_00_01_00>(t1, t3);
-    let u3 = _mm256_shuffle_ps::<0b11_10_11_10>(t1, t3);
-    let u4 = _mm256_shuffle_ps::<0b01_00_01_00>(t4, t6);
-    let u5 = _mm256_shuffle_ps::<0b11_10_11_10>(t4, t6);
-    let u6 = _mm256_shuffle_ps::<0b01_00_01_00>(t5, t7);
-    let u7 = _mm256_shuffle_ps::<0b11_10_11_10>(t5, t7);
-    r[0] = _mm256_permute2f128_ps::<0x20>(u0, u4);
-    r[1] = _mm256_permute2f128_ps::<0x20>(u1, u5);
-    r[2] = _mm256_permute2f128_ps::<0x20>(u2, u6);
-    r[3] = _mm256_permute2f128_ps::<0x20>(u3, u7);
-    r[4] = _mm256_permute2f128_ps::<0x31>(u0, u4);
-    r[5] = _mm256_permute2f128_ps::<0x31>(u1, u5);
-    r[6] = _mm256_permute2f128_ps::<0x31>(u2, u6);
-    r[7] = _mm256_permute2f128_ps::<0x31>(u3, u7);
-}
+use super::super::transpose::tiles::transpose8;
 
 /// Writes the 8 planes' inputs for the strip of output rows from `oh` into the padded
 /// buffer (`wp` columns of 8 values): padded row r is input row `oh·sh - ph + r`, all
