@@ -35,7 +35,30 @@ pub fn avx2_fma(mr: usize) -> Vec<u8> {
         (1..=MR).contains(&mr),
         "a microkernel has 1 to {MR} rows, not {mr}"
     );
-    assemble(mr, B::Packed).expect("the microkernel's fixed instruction list always encodes")
+    assemble(mr, B::Packed, Width::Ymm)
+        .expect("the microkernel's fixed instruction list always encodes")
+}
+
+/// The same tile as [`avx2_fma`] with AVX-512F: one zmm register per row of 16 columns and
+/// A's broadcast folded into the FMA (`{1to16}`), so a k step is 1 load and `mr` FMAs
+/// instead of 2 loads, `mr` broadcasts and `2·mr` FMAs. Same ABI, same packed formats.
+pub fn avx512_fma(mr: usize) -> Vec<u8> {
+    assert!(
+        (1..=MR).contains(&mr),
+        "a microkernel has 1 to {MR} rows, not {mr}"
+    );
+    assemble(mr, B::Packed, Width::Zmm)
+        .expect("the microkernel's fixed instruction list always encodes")
+}
+
+/// [`avx2_fma_rows_b`] with AVX-512F, as [`avx512_fma`] is to [`avx2_fma`].
+pub fn avx512_fma_rows_b(mr: usize) -> Vec<u8> {
+    assert!(
+        (1..=MR).contains(&mr),
+        "a microkernel has 1 to {MR} rows, not {mr}"
+    );
+    assemble(mr, B::Rows, Width::Zmm)
+        .expect("the microkernel's fixed instruction list always encodes")
 }
 
 /// The kernel for `mr` rows (1..=6) reading B's rows in place at `TileArgs::rs_b` and A
@@ -45,7 +68,17 @@ pub fn avx2_fma_rows_b(mr: usize) -> Vec<u8> {
         (1..=MR).contains(&mr),
         "a microkernel has 1 to {MR} rows, not {mr}"
     );
-    assemble(mr, B::Rows).expect("the microkernel's fixed instruction list always encodes")
+    assemble(mr, B::Rows, Width::Ymm)
+        .expect("the microkernel's fixed instruction list always encodes")
+}
+
+/// The vector registers a row of the tile lives in.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Width {
+    /// Two ymm registers (AVX2).
+    Ymm,
+    /// One zmm register (AVX-512F).
+    Zmm,
 }
 
 /// Where the kernel reads B (and so A) from.
@@ -61,16 +94,123 @@ fn field(offset: usize) -> i32 {
     offset as i32
 }
 
-fn assemble(mr: usize, source: B) -> Result<Vec<u8>, IcedError> {
-    let regs = [
-        ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11,
-    ];
+/// Vector register `i` at the kernel's width. The ymm and zmm forms are distinct types in
+/// iced-x86, so each instruction the kernel uses has one helper that picks the form.
+struct V {
+    width: Width,
+}
+
+const YMM: [AsmRegisterYmm; 16] = [
+    ymm0, ymm1, ymm2, ymm3, ymm4, ymm5, ymm6, ymm7, ymm8, ymm9, ymm10, ymm11, ymm12, ymm13, ymm14,
+    ymm15,
+];
+const ZMM: [AsmRegisterZmm; 16] = [
+    zmm0, zmm1, zmm2, zmm3, zmm4, zmm5, zmm6, zmm7, zmm8, zmm9, zmm10, zmm11, zmm12, zmm13, zmm14,
+    zmm15,
+];
+
+impl V {
+    /// Registers per row of 16 floats.
+    fn per_row(&self) -> usize {
+        match self.width {
+            Width::Ymm => 2,
+            Width::Zmm => 1,
+        }
+    }
+    fn zero(&self, x: &mut CodeAssembler, r: usize) -> Result<(), IcedError> {
+        match self.width {
+            Width::Ymm => x.vxorps(YMM[r], YMM[r], YMM[r]),
+            Width::Zmm => x.vxorps(ZMM[r], ZMM[r], ZMM[r]),
+        }
+    }
+    fn load(&self, x: &mut CodeAssembler, r: usize, m: AsmMemoryOperand) -> Result<(), IcedError> {
+        match self.width {
+            Width::Ymm => x.vmovups(YMM[r], m),
+            Width::Zmm => x.vmovups(ZMM[r], m),
+        }
+    }
+    fn store(&self, x: &mut CodeAssembler, m: AsmMemoryOperand, r: usize) -> Result<(), IcedError> {
+        match self.width {
+            Width::Ymm => x.vmovups(m, YMM[r]),
+            Width::Zmm => x.vmovups(m, ZMM[r]),
+        }
+    }
+    fn broadcast(
+        &self,
+        x: &mut CodeAssembler,
+        r: usize,
+        m: AsmMemoryOperand,
+    ) -> Result<(), IcedError> {
+        match self.width {
+            Width::Ymm => x.vbroadcastss(YMM[r], m),
+            Width::Zmm => x.vbroadcastss(ZMM[r], m),
+        }
+    }
+    fn add(&self, x: &mut CodeAssembler, d: usize, a: usize, b: usize) -> Result<(), IcedError> {
+        match self.width {
+            Width::Ymm => x.vaddps(YMM[d], YMM[a], YMM[b]),
+            Width::Zmm => x.vaddps(ZMM[d], ZMM[a], ZMM[b]),
+        }
+    }
+    fn add_mem(
+        &self,
+        x: &mut CodeAssembler,
+        d: usize,
+        m: AsmMemoryOperand,
+    ) -> Result<(), IcedError> {
+        match self.width {
+            Width::Ymm => x.vaddps(YMM[d], YMM[d], m),
+            Width::Zmm => x.vaddps(ZMM[d], ZMM[d], m),
+        }
+    }
+    /// `d = max(lo, d)` then `d = min(hi, d)`, with the accumulator second so that NaN
+    /// stays NaN (maxps/minps return the second source when either is NaN).
+    fn clip(&self, x: &mut CodeAssembler, d: usize, lo: usize, hi: usize) -> Result<(), IcedError> {
+        match self.width {
+            Width::Ymm => {
+                x.vmaxps(YMM[d], YMM[lo], YMM[d])?;
+                x.vminps(YMM[d], YMM[hi], YMM[d])
+            }
+            Width::Zmm => {
+                x.vmaxps(ZMM[d], ZMM[lo], ZMM[d])?;
+                x.vminps(ZMM[d], ZMM[hi], ZMM[d])
+            }
+        }
+    }
+    /// Row `i`'s accumulators += B (registers `b`, `b + 1`) × A's element at `a`; `t` is
+    /// a register the ymm form broadcasts A into (the zmm form broadcasts in the FMA).
+    fn fma_row(
+        &self,
+        x: &mut CodeAssembler,
+        acc: &[usize],
+        b: usize,
+        a: AsmMemoryOperand,
+        t: usize,
+    ) -> Result<(), IcedError> {
+        match self.width {
+            Width::Ymm => {
+                x.vbroadcastss(YMM[t], a)?;
+                x.vfmadd231ps(YMM[acc[0]], YMM[b], YMM[t])?;
+                x.vfmadd231ps(YMM[acc[1]], YMM[b + 1], YMM[t])
+            }
+            Width::Zmm => x.vfmadd231ps(ZMM[acc[0]], ZMM[b], dword_bcst(a)),
+        }
+    }
+}
+
+fn assemble(mr: usize, source: B, width: Width) -> Result<Vec<u8>, IcedError> {
+    let v = V { width };
+    let per = v.per_row();
+    // Registers 0..12 accumulate; 12 (and 13) hold B's 16 floats; 14 and 15 are scratch.
+    const B0: usize = 12;
     // Short tiles have too few accumulators to hide the FMA latency (4 cycles, 2 per
     // cycle), so they keep `sets` partial sums, one per k step of the unrolled loop,
     // added together after it.
     let sets = (MR / mr).min(4);
-    let acc_of = |set: usize| &regs[set * 2 * mr..(set + 1) * 2 * mr];
+    let acc_of = |set: usize| (set * per * mr..(set + 1) * per * mr).collect::<Vec<usize>>();
     let acc = acc_of(0);
+    // Register j of row i's accumulators covers columns 16/per·j .. ; its byte offset:
+    let col = |j: usize| (j * 64 / per) as i32;
     let mut x = CodeAssembler::new(64)?;
     // Registers: rdi = k, rsi = A rows 0..3, r9 = A rows 3..6, r10 = rs_a bytes,
     // r11 = cs_a bytes, rdx = B, rcx = C, r8 = args, rax = scratch counter / flags.
@@ -97,42 +237,41 @@ fn assemble(mr: usize, source: B) -> Result<Vec<u8>, IcedError> {
         x.mov(r10, qword_ptr(args + field(offset_of!(TileArgs, rs_b))))?;
         x.shl(r10, 2)?;
     }
-    for &r in &regs[..sets * 2 * mr] {
-        x.vxorps(r, r, r)?;
+    for r in 0..sets * per * mr {
+        v.zero(&mut x, r)?;
     }
 
-    // One step of k into one accumulator set: two B vectors, mr broadcasts of A, 2·mr FMAs.
-    // `u` is the step's place in the unrolled loop (packed B: its panel offset).
+    // One step of k into one accumulator set: B's 16 floats, then per row A's element
+    // times B. `u` is the step's place in the unrolled loop (packed B: its panel offset).
     let step = |x: &mut CodeAssembler, u: i32, set: usize| -> Result<(), IcedError> {
         let acc = acc_of(set);
         let rows = if source == B::Packed {
-            x.vmovups(ymm12, ymmword_ptr(rdx + u * 64))?;
-            x.vmovups(ymm13, ymmword_ptr(rdx + u * 64 + 32))?;
+            for j in 0..per {
+                v.load(x, B0 + j, ptr(rdx + u * 64 + col(j)))?;
+            }
             [
-                dword_ptr(rsi),
-                dword_ptr(rsi + r10),
-                dword_ptr(rsi + r10 * 2),
-                dword_ptr(r9),
-                dword_ptr(r9 + r10),
-                dword_ptr(r9 + r10 * 2),
+                ptr(rsi),
+                ptr(rsi + r10),
+                ptr(rsi + r10 * 2),
+                ptr(r9),
+                ptr(r9 + r10),
+                ptr(r9 + r10 * 2),
             ]
         } else {
-            x.vmovups(ymm12, ymmword_ptr(rdx))?;
-            x.vmovups(ymm13, ymmword_ptr(rdx + 32))?;
+            for j in 0..per {
+                v.load(x, B0 + j, ptr(rdx + col(j)))?;
+            }
             // The same row of the panel after next: the rows are far apart (a stream
             // per k step, too many for the hardware prefetcher), and the first row tile
             // of a panel otherwise waits on each (1×1 32→16 on 112²: 0.112 → 0.104 ms
             // best; one panel ahead did the same, four worse).
             x.prefetcht0(byte_ptr(rdx + 128))?;
             x.add(rdx, r10)?;
-            let at = |i: i32| dword_ptr(rsi + (u * MR as i32 + i) * 4);
+            let at = |i: i32| ptr(rsi + (u * MR as i32 + i) * 4);
             [at(0), at(1), at(2), at(3), at(4), at(5)]
         };
         for (i, row) in rows.into_iter().take(mr).enumerate() {
-            let a = if i % 2 == 0 { ymm14 } else { ymm15 };
-            x.vbroadcastss(a, row)?;
-            x.vfmadd231ps(acc[2 * i], ymm12, a)?;
-            x.vfmadd231ps(acc[2 * i + 1], ymm13, a)?;
+            v.fma_row(x, &acc[per * i..per * (i + 1)], B0, row, 14 + i % 2)?;
         }
         if source == B::Packed {
             x.add(rsi, r11)?;
@@ -175,8 +314,8 @@ fn assemble(mr: usize, source: B) -> Result<Vec<u8>, IcedError> {
     // Epilogue, in the order the fused ops need: accumulate, bias, residual, clip, store.
     x.set_label(&mut epilogue)?;
     for set in 1..sets {
-        for (&total, &part) in acc.iter().zip(acc_of(set)) {
-            x.vaddps(total, total, part)?;
+        for (&total, &part) in acc.iter().zip(&acc_of(set)) {
+            v.add(&mut x, total, total, part)?;
         }
     }
     x.mov(r10, qword_ptr(args + field(offset_of!(TileArgs, ldc))))?;
@@ -188,8 +327,9 @@ fn assemble(mr: usize, source: B) -> Result<Vec<u8>, IcedError> {
     x.jz(no_beta)?;
     x.mov(r9, rcx)?;
     for i in 0..mr {
-        x.vaddps(acc[2 * i], acc[2 * i], ymmword_ptr(r9))?;
-        x.vaddps(acc[2 * i + 1], acc[2 * i + 1], ymmword_ptr(r9 + 32))?;
+        for j in 0..per {
+            v.add_mem(&mut x, acc[per * i + j], ptr(r9 + col(j)))?;
+        }
         x.add(r9, r10)?;
     }
     x.set_label(&mut no_beta)?;
@@ -198,11 +338,13 @@ fn assemble(mr: usize, source: B) -> Result<Vec<u8>, IcedError> {
     x.test(rax, FLAG_BIAS_COL as i32)?;
     x.jz(no_bias_col)?;
     x.mov(r9, qword_ptr(args + field(offset_of!(TileArgs, bias))))?;
-    x.vmovups(ymm12, ymmword_ptr(r9))?;
-    x.vmovups(ymm13, ymmword_ptr(r9 + 32))?;
+    for j in 0..per {
+        v.load(&mut x, B0 + j, ptr(r9 + col(j)))?;
+    }
     for i in 0..mr {
-        x.vaddps(acc[2 * i], acc[2 * i], ymm12)?;
-        x.vaddps(acc[2 * i + 1], acc[2 * i + 1], ymm13)?;
+        for j in 0..per {
+            v.add(&mut x, acc[per * i + j], acc[per * i + j], B0 + j)?;
+        }
     }
     x.set_label(&mut no_bias_col)?;
 
@@ -211,9 +353,10 @@ fn assemble(mr: usize, source: B) -> Result<Vec<u8>, IcedError> {
     x.jz(no_bias_row)?;
     x.mov(r9, qword_ptr(args + field(offset_of!(TileArgs, bias))))?;
     for i in 0..mr {
-        x.vbroadcastss(ymm14, dword_ptr(r9 + (4 * i) as i32))?;
-        x.vaddps(acc[2 * i], acc[2 * i], ymm14)?;
-        x.vaddps(acc[2 * i + 1], acc[2 * i + 1], ymm14)?;
+        v.broadcast(&mut x, 14, ptr(r9 + (4 * i) as i32))?;
+        for j in 0..per {
+            v.add(&mut x, acc[per * i + j], acc[per * i + j], 14)?;
+        }
     }
     x.set_label(&mut no_bias_row)?;
 
@@ -224,28 +367,27 @@ fn assemble(mr: usize, source: B) -> Result<Vec<u8>, IcedError> {
     x.mov(r11, qword_ptr(args + field(offset_of!(TileArgs, ldr))))?;
     x.shl(r11, 2)?;
     for i in 0..mr {
-        x.vaddps(acc[2 * i], acc[2 * i], ymmword_ptr(r9))?;
-        x.vaddps(acc[2 * i + 1], acc[2 * i + 1], ymmword_ptr(r9 + 32))?;
+        for j in 0..per {
+            v.add_mem(&mut x, acc[per * i + j], ptr(r9 + col(j)))?;
+        }
         x.add(r9, r11)?;
     }
     x.set_label(&mut no_residual)?;
 
-    // Clip with the accumulator as the second source: maxps/minps return the second source
-    // when either is NaN, so a NaN result stays NaN as in the reference.
     let mut no_clip = x.create_label();
     x.test(rax, FLAG_CLIP as i32)?;
     x.jz(no_clip)?;
-    x.vbroadcastss(ymm14, dword_ptr(args + field(offset_of!(TileArgs, lo))))?;
-    x.vbroadcastss(ymm15, dword_ptr(args + field(offset_of!(TileArgs, hi))))?;
-    for &r in acc {
-        x.vmaxps(r, ymm14, r)?;
-        x.vminps(r, ymm15, r)?;
+    v.broadcast(&mut x, 14, ptr(args + field(offset_of!(TileArgs, lo))))?;
+    v.broadcast(&mut x, 15, ptr(args + field(offset_of!(TileArgs, hi))))?;
+    for &r in &acc {
+        v.clip(&mut x, r, 14, 15)?;
     }
     x.set_label(&mut no_clip)?;
 
     for i in 0..mr {
-        x.vmovups(ymmword_ptr(rcx), acc[2 * i])?;
-        x.vmovups(ymmword_ptr(rcx + 32), acc[2 * i + 1])?;
+        for j in 0..per {
+            v.store(&mut x, ptr(rcx + col(j)), acc[per * i + j])?;
+        }
         x.add(rcx, r10)?;
     }
     x.vzeroupper()?;

@@ -15,6 +15,41 @@ use std::sync::OnceLock;
 pub enum Isa {
     /// x86-64 with AVX2 and FMA (256-bit vectors), System V calling convention.
     X86_64Avx2Fma,
+    /// x86-64 with AVX-512F (the same tiles, one zmm register per row), System V.
+    X86_64Avx512F,
+}
+
+impl Isa {
+    /// The widest instruction set this CPU runs a kernel for (`None`: only the portable
+    /// kernels).
+    pub fn detect() -> Option<Isa> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+                return Some(Isa::X86_64Avx512F);
+            }
+            if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                return Some(Isa::X86_64Avx2Fma);
+            }
+        }
+        None
+    }
+
+    /// The kernel for `mr` rows with B a packed panel.
+    fn packed(self, mr: usize) -> Vec<u8> {
+        match self {
+            Isa::X86_64Avx2Fma => kernel_x86::avx2_fma(mr),
+            Isa::X86_64Avx512F => kernel_x86::avx512_fma(mr),
+        }
+    }
+
+    /// The kernel for `mr` rows reading B's rows in place at `TileArgs::rs_b`.
+    pub fn rows_b(self, mr: usize) -> Vec<u8> {
+        match self {
+            Isa::X86_64Avx2Fma => kernel_x86::avx2_fma_rows_b(mr),
+            Isa::X86_64Avx512F => kernel_x86::avx512_fma_rows_b(mr),
+        }
+    }
 }
 
 /// A microkernel's machine code and the tile (mr×nr) it computes.
@@ -31,16 +66,14 @@ pub struct Microkernel {
 /// The microkernels for `isa`, as bytes to place in a module: index `r` computes `r + 1`
 /// rows (the full tile is the last).
 pub fn microkernels(isa: Isa) -> Vec<Microkernel> {
-    match isa {
-        Isa::X86_64Avx2Fma => (1..=MR)
-            .map(|mr| Microkernel {
-                bytes: kernel_x86::avx2_fma(mr),
-                mr,
-                nr: NR,
-                alignment: 64,
-            })
-            .collect(),
-    }
+    (1..=MR)
+        .map(|mr| Microkernel {
+            bytes: isa.packed(mr),
+            mr,
+            nr: NR,
+            alignment: 64,
+        })
+        .collect()
 }
 
 /// The kernel's signature in CLIF: `(k: i64, a, b, c, args: pointers) -> ()`, System V.
@@ -78,7 +111,8 @@ pub type Kernels = [KernelFn; MR];
 /// Which microkernel the Rust driver runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kernel {
-    /// The machine code, placed by a JITModule.
+    /// The machine code, placed by a JITModule: AVX2+FMA, or the same tiles in zmm
+    /// registers where the CPU has AVX-512F ([`Isa::detect`]).
     Avx2Fma,
     /// Plain Rust, any CPU.
     Portable,
@@ -99,7 +133,7 @@ impl Kernel {
     pub fn functions(self) -> Kernels {
         match self {
             Kernel::Avx2Fma if Kernel::detect() == Kernel::Avx2Fma => {
-                jit_avx2().map_or(portable::KERNELS, |k| k.packed)
+                jit_x86().map_or(portable::KERNELS, |k| k.packed)
             }
             _ => portable::KERNELS,
         }
@@ -110,34 +144,32 @@ impl Kernel {
     /// (the caller then packs B).
     pub fn rows_b_functions(self) -> Option<Kernels> {
         match self {
-            Kernel::Avx2Fma if Kernel::detect() == Kernel::Avx2Fma => jit_avx2().map(|k| k.rows_b),
+            Kernel::Avx2Fma if Kernel::detect() == Kernel::Avx2Fma => jit_x86().map(|k| k.rows_b),
             _ => None,
         }
     }
 }
 
-/// The two AVX2 kernel sets, one kernel per row count each.
-struct Avx2Kernels {
+/// The two machine-code kernel sets (packed B, B in place), one kernel per row count each.
+struct X86Kernels {
     packed: Kernels,
     rows_b: Kernels,
 }
 
-/// The AVX2 kernels placed once per process by a JITModule; `None` if the JIT could not
-/// get executable memory (then the portable kernels run: slower, still correct).
+/// The x86 kernels, for the widest ISA the CPU has, placed once per process by a
+/// JITModule; `None` if the JIT could not get executable memory (then the portable kernels
+/// run: slower, still correct).
 #[allow(clippy::result_large_err)] // ModuleResult is Cranelift's type
-fn jit_avx2() -> Option<Avx2Kernels> {
+fn jit_x86() -> Option<X86Kernels> {
     static KERNELS: OnceLock<Option<[[usize; MR]; 2]>> = OnceLock::new();
     let [packed, rows_b] = (*KERNELS.get_or_init(|| {
         let place = || -> ModuleResult<[[usize; MR]; 2]> {
             let builder =
                 cranelift_jit::JITBuilder::new(cranelift_module::default_libcall_names())?;
             let mut module = cranelift_jit::JITModule::new(builder);
-            let ids = define_microkernels(
-                &mut module,
-                "kiln_sgemm",
-                Linkage::Local,
-                Isa::X86_64Avx2Fma,
-            )?;
+            // Isa::detect is Some here: Kernel::detect found at least AVX2 and FMA.
+            let isa = Isa::detect().unwrap_or(Isa::X86_64Avx2Fma);
+            let ids = define_microkernels(&mut module, "kiln_sgemm", Linkage::Local, isa)?;
             let mut rows_ids = Vec::new();
             for mr in 1..=MR {
                 let id = module.declare_function(
@@ -145,7 +177,7 @@ fn jit_avx2() -> Option<Avx2Kernels> {
                     Linkage::Local,
                     &signature(),
                 )?;
-                module.define_function_bytes(id, 64, &kernel_x86::avx2_fma_rows_b(mr), &[])?;
+                module.define_function_bytes(id, 64, &isa.rows_b(mr), &[])?;
                 rows_ids.push(id);
             }
             module.finalize_definitions()?;
@@ -163,7 +195,7 @@ fn jit_avx2() -> Option<Avx2Kernels> {
     let functions = |addrs: [usize; MR]| {
         addrs.map(|addr| unsafe { std::mem::transmute::<usize, KernelFn>(addr) })
     };
-    Some(Avx2Kernels {
+    Some(X86Kernels {
         packed: functions(packed),
         rows_b: functions(rows_b),
     })
