@@ -20,12 +20,18 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The widest instruction set this CPU runs a kernel for (`None`: only the portable
-    /// kernels).
+    /// The instruction set whose kernels this CPU runs best (`None`: only the portable
+    /// kernels). The zmm form is taken on AMD CPUs with AVX-512F only: it was measured
+    /// on Zen 4, where a zmm FMA issues once per cycle and the tile's 6 accumulators
+    /// cover its latency; Intel cores with two 512-bit FMA ports would need 8 or more,
+    /// and some lower their clock for zmm code, so they keep the ymm form.
     pub fn detect() -> Option<Isa> {
         #[cfg(target_arch = "x86_64")]
         {
-            if std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("fma") {
+            if std::is_x86_feature_detected!("avx512f")
+                && std::is_x86_feature_detected!("fma")
+                && amd()
+            {
                 return Some(Isa::X86_64Avx512F);
             }
             if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
@@ -50,6 +56,14 @@ impl Isa {
             Isa::X86_64Avx512F => kernel_x86::avx512_fma_rows_b(mr),
         }
     }
+}
+
+/// Whether the CPU's vendor string is AMD's.
+#[cfg(target_arch = "x86_64")]
+fn amd() -> bool {
+    let id = std::arch::x86_64::__cpuid(0);
+    let vendor: Vec<u8> = [id.ebx, id.edx, id.ecx].iter().flat_map(|r| r.to_le_bytes()).collect();
+    vendor == b"AuthenticAMD"
 }
 
 /// A microkernel's machine code and the tile (mr×nr) it computes.
