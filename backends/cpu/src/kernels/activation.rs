@@ -381,7 +381,10 @@ pub(crate) mod avx512 {
     #[target_feature(enable = "avx512f")]
     fn sigmoid(x: __m512) -> __m512 {
         let z = _mm512_sub_ps(_mm512_setzero_ps(), x);
-        let z = _mm512_min_ps(_mm512_max_ps(z, _mm512_set1_ps(-87.0)), _mm512_set1_ps(88.0));
+        let z = _mm512_min_ps(
+            _mm512_max_ps(z, _mm512_set1_ps(-87.0)),
+            _mm512_set1_ps(88.0),
+        );
         let one = _mm512_set1_ps(1.0);
         let s = _mm512_div_ps(one, _mm512_add_ps(one, exp_clamped(z)));
         let tail = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(x, _mm512_set1_ps(-88.0));
@@ -425,6 +428,33 @@ pub(crate) mod avx512 {
                 }
                 t
             }
+        }
+    }
+
+    /// `avx2::apply` on each of the first `n` vectors of `v`, two per sixteen-lane
+    /// operation (the depthwise convolution's 8 planes × 8 positions).
+    ///
+    /// # Safety
+    /// AVX-512F must be available.
+    #[target_feature(enable = "avx512f")]
+    pub(crate) unsafe fn apply_pairs(a: &Activation, v: &mut [__m256; 8], n: usize) {
+        let mut l = 0;
+        while l < n.min(8) {
+            let hi = if l + 1 < n {
+                v[l + 1]
+            } else {
+                _mm256_setzero_ps()
+            };
+            let w = _mm512_castpd_ps(_mm512_insertf64x4::<1>(
+                _mm512_castpd256_pd512(_mm256_castps_pd(v[l])),
+                _mm256_castps_pd(hi),
+            ));
+            let y = apply(a, w);
+            v[l] = _mm512_castps512_ps256(y);
+            if l + 1 < n {
+                v[l + 1] = _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(y)));
+            }
+            l += 2;
         }
     }
 
@@ -626,7 +656,17 @@ mod tests {
             return;
         }
         let mut xs: Vec<f32> = (0..400_000).map(|i| -100.0 + i as f32 * 5e-4).collect();
-        xs.extend([f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1e-30, -1e-30, 3.0, -3.0]);
+        xs.extend([
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            1e-30,
+            -1e-30,
+            3.0,
+            -3.0,
+        ]);
         xs.truncate(xs.len() / 16 * 16);
         let acts = [
             Activation::Swish { alpha: 1.0 },
@@ -656,7 +696,30 @@ mod tests {
             };
             assert_eq!(done, (xs.len(), xs.len()));
             for ((x, a), b) in xs.iter().zip(&eight).zip(&sixteen) {
-                assert_eq!(a.to_bits(), b.to_bits(), "{act:?} at {x}: 8 lanes {a}, 16 lanes {b}");
+                assert_eq!(
+                    a.to_bits(),
+                    b.to_bits(),
+                    "{act:?} at {x}: 8 lanes {a}, 16 lanes {b}"
+                );
+            }
+            // Two vectors per operation, for each count of vectors 1..=8.
+            for (c, chunk) in xs.chunks_exact(64).enumerate().step_by(97) {
+                let n = c % 8 + 1;
+                // SAFETY: AVX2, FMA and AVX-512F were checked above; the chunk has 64 floats.
+                let (paired, single) = unsafe {
+                    use std::arch::x86_64::*;
+                    let mut v: [__m256; 8] =
+                        std::array::from_fn(|i| _mm256_loadu_ps(chunk.as_ptr().add(8 * i)));
+                    let single: Vec<__m256> =
+                        v[..n].iter().map(|&x| super::avx2::apply(act, x)).collect();
+                    super::avx512::apply_pairs(act, &mut v, n);
+                    let bits = |x: &__m256| -> [u32; 8] { std::mem::transmute(*x) };
+                    (
+                        v[..n].iter().map(bits).collect::<Vec<_>>(),
+                        single.iter().map(bits).collect::<Vec<_>>(),
+                    )
+                };
+                assert_eq!(paired, single, "{act:?}, {n} vectors from {}", chunk[0]);
             }
         }
     }

@@ -144,6 +144,7 @@ pub(super) unsafe fn group(
         let fin = Finish {
             clip: post.clip,
             act: post.act,
+            wide: std::is_x86_feature_detected!("avx512f"),
         };
         // SAFETY: AVX2 and FMA are available (`takes`); the buffers hold the padded
         // strip and its sums; the planes' pointers hold `hw` inputs and `g.p()` outputs
@@ -181,6 +182,8 @@ pub(super) unsafe fn group(
 struct Finish<'a> {
     clip: Option<(f32, f32)>,
     act: Option<&'a Activation>,
+    /// The activation runs on 16 AVX-512 lanes, two planes at a time.
+    wide: bool,
 }
 
 /// The 8×8 register transpose of the transpose kernel's tiles.
@@ -347,25 +350,31 @@ unsafe fn store(
             std::array::from_fn(|i| _mm256_loadu_ps(s.wrapping_add((t + i) * 8)));
         transpose8(&mut v);
         let n = (p - t).min(8);
-        for (l, &v) in v.iter().enumerate().take(lanes) {
-            let v = match residuals {
-                Some(r) if n == 8 => _mm256_add_ps(v, _mm256_loadu_ps(r[l].add(t))),
+        for (l, v) in v.iter_mut().enumerate().take(lanes) {
+            *v = match residuals {
+                Some(r) if n == 8 => _mm256_add_ps(*v, _mm256_loadu_ps(r[l].add(t))),
                 Some(r) => {
                     let mut tile = [0.0f32; 8];
                     std::ptr::copy_nonoverlapping(r[l].add(t), tile.as_mut_ptr(), n);
-                    _mm256_add_ps(v, _mm256_loadu_ps(tile.as_ptr()))
+                    _mm256_add_ps(*v, _mm256_loadu_ps(tile.as_ptr()))
                 }
-                None => v,
+                None => *v,
             };
             // max(lo, v) then min(hi, ·), the value second: NaN passes through both.
-            let v = match clip {
-                Some((lo, hi)) => _mm256_min_ps(hi, _mm256_max_ps(lo, v)),
-                None => v,
-            };
-            let v = match fin.act {
-                Some(a) => super::super::activation::avx2::apply(a, v),
-                None => v,
-            };
+            if let Some((lo, hi)) = clip {
+                *v = _mm256_min_ps(hi, _mm256_max_ps(lo, *v));
+            }
+        }
+        match fin.act {
+            Some(a) if fin.wide => super::super::activation::avx512::apply_pairs(a, &mut v, lanes),
+            Some(a) => {
+                for v in v.iter_mut().take(lanes) {
+                    *v = super::super::activation::avx2::apply(a, *v);
+                }
+            }
+            None => {}
+        }
+        for (l, &v) in v.iter().enumerate().take(lanes) {
             if n == 8 {
                 _mm256_storeu_ps(outputs[l].add(t), v);
             } else {
