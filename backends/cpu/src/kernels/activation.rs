@@ -554,6 +554,18 @@ pub(crate) fn run(ctx: &crate::device::Ctx, act: &Activation, x: &[f32]) -> Vec<
     out
 }
 
+/// Whether the activations can run on 16 AVX-512 lanes ([`avx512`]).
+pub(crate) fn avx512_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 fn avx2_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -573,7 +585,7 @@ unsafe fn apply_into(vector: bool, act: &Activation, x: &[f32], dst: *mut f32) {
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     if vector {
-        if std::is_x86_feature_detected!("avx512f") {
+        if avx512_available() {
             i = avx512::apply_into(act, x, dst);
         }
         i += avx2::apply_into(act, &x[i..], dst.add(i));

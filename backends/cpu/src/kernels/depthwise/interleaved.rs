@@ -144,7 +144,7 @@ pub(super) unsafe fn group(
         let fin = Finish {
             clip: post.clip,
             act: post.act,
-            wide: std::is_x86_feature_detected!("avx512f"),
+            wide: super::super::activation::avx512_available(),
         };
         // SAFETY: AVX2 and FMA are available (`takes`); the buffers hold the padded
         // strip and its sums; the planes' pointers hold `hw` inputs and `g.p()` outputs
