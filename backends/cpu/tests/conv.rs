@@ -337,39 +337,42 @@ fn large_shapes_cut_into_blocks_chunks_and_row_parts() {
     }
 }
 
-/// Few output positions (at most 64) and at least 64 output channels run as the transposed
-/// product `Cᵀ = patchesᵀ · Wᵀ` (kernels/conv_small_p.rs): positions 49, 9 and 1 (row
-/// tiles of 6 with a partial last one), channels not a multiple of 16 (a partial last
-/// panel of Wᵀ), several k blocks, 1×1 (the input read as Aᵀ) and 3×3 with padding and
-/// stride (gathered patches), batches, and every epilogue the copy into NCHW applies:
-/// bias, residual, relu, clip, none, and NaN passing through them. The neighbours of the
-/// thresholds (63 channels, 81 positions) take the untransposed path.
+/// Few output positions (at most 64), at least 64 output channels and a depth of at least
+/// 512 run as the transposed product `Cᵀ = patchesᵀ · Wᵀ` (kernels/conv_small_p.rs):
+/// positions 49, 64, 9 and 1 (row tiles of 6 with a partial last one), channels not a
+/// multiple of 16 (a partial last panel of Wᵀ), several k blocks, 1×1 (the input's rows)
+/// and 3×3 with padding, stride and dilation (gathered patches), batches, and every
+/// epilogue the copy into NCHW applies: bias, residual, relu, clip, none, and NaN passing
+/// through them. The neighbours of the thresholds (63 channels, 81 positions, depth 511)
+/// take the untransposed path.
 #[test]
 fn few_positions_many_channels_run_transposed() {
     let cases = [
-        case(&[1, 96, 7, 7], 72, &[1, 1]).residual(),
-        case(&[1, 300, 7, 7], 130, &[1, 1]).clip(0.0, 6.0),
+        case(&[1, 512, 7, 7], 72, &[1, 1]).residual(),
+        case(&[1, 600, 7, 7], 130, &[1, 1]).clip(0.0, 6.0),
         case(&[1, 70, 7, 7], 80, &[3, 3]).pad(1).relu(),
         case(&[1, 64, 7, 7], 64, &[3, 3]).pad(1).add().no_bias(),
-        case(&[1, 33, 5, 5], 65, &[3, 3])
+        case(&[1, 60, 5, 5], 65, &[3, 3])
             .pad(1)
             .stride(2)
             .add()
             .clip(-0.5, 0.5),
-        case(&[1, 20, 3, 3], 64, &[1, 1]),
-        case(&[1, 30, 1, 1], 65, &[1, 1]).residual(),
-        case(&[1, 10, 1, 1], 96, &[3, 3]).pad(1).relu(),
-        case(&[2, 40, 7, 7], 70, &[3, 3]).pad(1).residual(),
-        case(&[2, 40, 8, 8], 70, &[1, 1]).add(),
-        case(&[1, 96, 7, 7], 72, &[1, 1]).residual().nan(),
-        case(&[1, 40, 7, 7], 66, &[3, 3])
+        case(&[1, 60, 9, 9], 64, &[3, 3]).pad(1).dilation(2).relu(),
+        case(&[1, 520, 3, 3], 64, &[1, 1]),
+        case(&[1, 512, 1, 1], 65, &[1, 1]).residual(),
+        case(&[1, 60, 1, 1], 96, &[3, 3]).pad(1).relu(),
+        case(&[2, 60, 7, 7], 70, &[3, 3]).pad(1).residual(),
+        case(&[2, 512, 8, 8], 70, &[1, 1]).add(),
+        case(&[1, 512, 7, 7], 72, &[1, 1]).residual().nan(),
+        case(&[1, 60, 7, 7], 66, &[3, 3])
             .pad(1)
             .clip(0.0, 6.0)
             .nan(),
-        case(&[1, 40, 7, 7], 80, &[3, 3]).pad(1).nan(),
-        // Just outside: 63 channels, 81 positions.
+        case(&[1, 60, 7, 7], 80, &[3, 3]).pad(1).nan(),
+        // Just outside: 63 channels, 81 positions, depth 511.
         case(&[1, 64, 7, 7], 63, &[3, 3]).pad(1).residual(),
-        case(&[1, 64, 9, 9], 64, &[1, 1]).relu(),
+        case(&[1, 512, 9, 9], 64, &[1, 1]).relu(),
+        case(&[1, 511, 7, 7], 64, &[1, 1]).relu(),
     ];
     for (i, c) in cases.iter().enumerate() {
         assert_eq!(check(c, 500 + i as u64), [c.kind()], "{c:?}");

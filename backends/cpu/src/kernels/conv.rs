@@ -50,10 +50,10 @@ fn pack_transposed(w: &Tensor, group: usize, out: &kiln_ir::TensorType) -> Optio
     let (wv, [m, ..]) = (w.as_slice::<f32>().ok()?, w.shape()) else {
         return None;
     };
-    if w.rank() < 3 || !conv_small_p::applies(positions, *m, group) {
+    let k: usize = w.shape()[1..].iter().product();
+    if w.rank() < 3 || !conv_small_p::applies(positions, *m, k, group) {
         return None;
     }
-    let k: usize = w.shape()[1..].iter().product();
     PackedB::from_transposed(k, *m, wv, k).ok()
 }
 
@@ -223,11 +223,9 @@ impl Conv {
                 &mut out,
             );
             Some(Tensor::new(out_shape, out))
-        } else if let Some(wt) = self
-            .transposed
-            .as_ref()
-            .filter(|wt| conv_small_p::applies(p, m, group) && wt.n() == m && wt.k() == g.k())
-        {
+        } else if let Some(wt) = self.transposed.as_ref().filter(|wt| {
+            conv_small_p::applies(p, m, g.k(), group) && wt.n() == m && wt.k() == g.k()
+        }) {
             let mut out = Vec::<f32>::with_capacity(numel);
             let in_image = g.c * g.h * g.w;
             for b in 0..batch {

@@ -28,18 +28,31 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub(crate) const MAX_POSITIONS: usize = 64;
 /// Fewest output channels: the channel panels are what the threads share.
 pub(crate) const MIN_CHANNELS: usize = 64;
+/// Shallowest depth (K): below it the per-call gather and the transposed copy out cost
+/// more than they save (inside mobilenet_v2, best of 8 runs: 1×1 160→960 0.127 → 0.143 ms,
+/// 320→1280 0.28 → 0.29; 960→320 0.29 → 0.26).
+pub(crate) const MIN_DEPTH: usize = 512;
 
 /// Below this many multiply-adds one thread is faster than waking another.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
-/// Units of channel panels per thread, taken from a counter (a late thread leaves its
-/// share to the other); every unit reads all of A, which is small.
-const UNITS_PER_THREAD: usize = 4;
+/// Most channel panels per unit of work (units are taken from a counter, so a late thread
+/// leaves its share to the other): their tiles of Cᵀ, P × 16 floats each, stay in L1
+/// from one k block to the next. Otherwise one unit per thread: with 4 per thread,
+/// mobilenet_v2's 1×1 convs at 7×7 (10 to 20 panels) lost to imbalance (per-kernel best
+/// of 8 runs in the model: 960→320 0.29 ms with 4 units per thread, 0.26 with 1).
+const MAX_UNIT_PANELS: usize = 16;
+
+/// k rows of Aᵀ gathered per piece of work: a 1×1 160→960 conv has a single k block.
+const GATHER_ROWS: usize = 32;
 
 /// Whether a conv with `positions` output positions per image, `channels` output channels
 /// and `group` groups runs transposed.
-pub(crate) fn applies(positions: usize, channels: usize, group: usize) -> bool {
-    group == 1 && (1..=MAX_POSITIONS).contains(&positions) && channels >= MIN_CHANNELS
+pub(crate) fn applies(positions: usize, channels: usize, depth: usize, group: usize) -> bool {
+    group == 1
+        && (1..=MAX_POSITIONS).contains(&positions)
+        && channels >= MIN_CHANNELS
+        && depth >= MIN_DEPTH
 }
 
 /// The gather buffer shared by the threads, each writing its own k blocks.
@@ -86,13 +99,26 @@ unsafe impl Sync for Job<'_> {}
 /// Rows `k0..k0 + kc` of Aᵀ (P positions each) into `dst` as row tiles of 6 (`tiles`
 /// of them, each kc steps of 6 floats): for each k, the positions are gathered into one
 /// row (a 1×1 stride-1 conv's is the input's row), then cut into the tiles.
-fn gather(g: &Geometry, x: &[f32], k0: usize, kc: usize, cols: &[(usize, usize)], dst: &mut [f32]) {
+///
+/// # Safety
+/// `dst` must hold the block's `tiles·kc·6` floats; rows `kks` of it are written, which
+/// nothing else may access during the call.
+unsafe fn gather(
+    g: &Geometry,
+    x: &[f32],
+    k0: usize,
+    kc: usize,
+    kks: Range<usize>,
+    cols: &[(usize, usize)],
+    vector: bool,
+    dst: *mut f32,
+) {
     let p = g.p();
     let tiles = p.div_ceil(MR);
     let taps = g.kh * g.kw;
     let plane = g.h * g.w;
-    let mut row = [0.0f32; MAX_POSITIONS + MR];
-    for kk in 0..kc {
+    let mut row = [0.0f32; MAX_POSITIONS + NR];
+    for kk in kks {
         let k = k0 + kk;
         if g.pointwise() {
             row[..p].copy_from_slice(&x[k * p..(k + 1) * p]);
@@ -100,6 +126,15 @@ fn gather(g: &Geometry, x: &[f32], k0: usize, kc: usize, cols: &[(usize, usize)]
             let (c, t) = (k / taps, k % taps);
             let (i, j) = (t / g.kw, t % g.kw);
             let (lo, hi) = cols[j];
+            #[cfg(target_arch = "x86_64")]
+            if vector {
+                row_avx512(g, x, c, i, j, (lo, hi), &mut row);
+                for t in 0..tiles {
+                    let at = t * kc * MR + kk * MR;
+                    std::ptr::copy_nonoverlapping(row[t * MR..].as_ptr(), dst.add(at), MR);
+                }
+                continue;
+            }
             for oh in 0..g.oh {
                 let out = &mut row[oh * g.ow..(oh + 1) * g.ow];
                 let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
@@ -119,8 +154,48 @@ fn gather(g: &Geometry, x: &[f32], k0: usize, kc: usize, cols: &[(usize, usize)]
         }
         for t in 0..tiles {
             let at = t * kc * MR + kk * MR;
-            dst[at..at + MR].copy_from_slice(&row[t * MR..t * MR + MR]);
+            std::ptr::copy_nonoverlapping(row[t * MR..].as_ptr(), dst.add(at), MR);
         }
+    }
+}
+
+/// Row (channel c, kernel row i, kernel column j) of Aᵀ at stride 1 with output rows of at
+/// most 16: one masked load per output row (lanes outside the input read nothing and are
+/// zero) and one store that the next row overwrites past its end. The scalar copy of
+/// 7-float runs took 8.8% of a 3×3 512→512 conv's time on 7×7 (`perf`).
+///
+/// # Safety
+/// AVX-512F must be available; `x` holds channel c's plane; `sw == 1`, `ow ≤ 16`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn row_avx512(
+    g: &Geometry,
+    x: &[f32],
+    c: usize,
+    i: usize,
+    j: usize,
+    (lo, hi): (usize, usize),
+    row: &mut [f32; MAX_POSITIONS + NR],
+) {
+    use std::arch::x86_64::*;
+    let read = if lo < hi {
+        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
+    } else {
+        0
+    };
+    let base = x.as_ptr().add(c * g.h * g.w);
+    for oh in 0..g.oh {
+        let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
+        let v = if ih < 0 || ih as usize >= g.h || read == 0 {
+            _mm512_setzero_ps()
+        } else {
+            // Lane l reads input column l + j·dw − pw; its address may lie outside the row
+            // when the lane is masked off.
+            let at = ih * g.w as isize + (j * g.dw) as isize - g.pw as isize;
+            _mm512_maskz_loadu_ps(read, base.wrapping_offset(at))
+        };
+        // Lanes past ow are zero: the next row's start, or past P (the tiles' padding).
+        _mm512_storeu_ps(row.as_mut_ptr().add(oh * g.ow), v);
     }
 }
 
@@ -153,11 +228,18 @@ pub(crate) unsafe fn run(
         _ => 1,
     };
     let panels = m.div_ceil(NR);
-    let units = panels.min(threads * UNITS_PER_THREAD);
+    // Equal shares, one per thread, unless a share's tiles of Cᵀ would outgrow L1.
+    let units = panels
+        .div_ceil(MAX_UNIT_PANELS)
+        .next_multiple_of(threads)
+        .min(panels);
     let kc_max = wt.kc();
     let blocks = k.div_ceil(kc_max);
-    let next_block = AtomicUsize::new(0);
-    let packed_blocks = AtomicUsize::new(0);
+    // The gather in pieces of k rows, so both threads share even a single k block.
+    let per_block = kc_max.div_ceil(GATHER_ROWS);
+    let pieces = blocks * per_block;
+    let next_piece = AtomicUsize::new(0);
+    let gathered = AtomicUsize::new(0);
     let next_unit = AtomicUsize::new(0);
     if x.len() < g.c.checked_mul(g.h)?.checked_mul(g.w)? {
         return None;
@@ -167,6 +249,13 @@ pub(crate) unsafe fn run(
         .map(|j| valid_range(g.ow, g.sw, (j * g.dw) as isize - g.pw as isize, g.w))
         .collect();
     let tiles = p.div_ceil(MR);
+    #[cfg(target_arch = "x86_64")]
+    let vector = ctx.kernel == Kernel::Avx2Fma
+        && g.sw == 1
+        && g.ow <= NR
+        && std::is_x86_feature_detected!("avx512f");
+    #[cfg(not(target_arch = "x86_64"))]
+    let vector = false;
     GATHERED.with(|buf| {
         let mut buf = buf.borrow_mut();
         let need = k * tiles * MR;
@@ -188,24 +277,34 @@ pub(crate) unsafe fn run(
         };
         let work = |_: usize| {
             loop {
-                let block = next_block.fetch_add(1, Ordering::Relaxed);
-                if block >= blocks {
+                let piece = next_piece.fetch_add(1, Ordering::Relaxed);
+                if piece >= pieces {
                     break;
                 }
+                let (block, part) = (piece / per_block, piece % per_block);
                 let k0 = block * kc_max;
                 let kc = kc_max.min(k - k0);
+                let kks = (part * GATHER_ROWS).min(kc)..((part + 1) * GATHER_ROWS).min(kc);
                 // SAFETY: block k0's floats k0·tiles·6 .. (k0 + kc)·tiles·6 lie in the
-                // buffer (k·tiles·6 long), and only this thread writes them.
-                let out = unsafe {
-                    std::slice::from_raw_parts_mut(dst.at().add(k0 * tiles * MR), kc * tiles * MR)
+                // buffer (k·tiles·6 long), and only this thread writes rows `kks` of it.
+                unsafe {
+                    gather(
+                        g,
+                        x,
+                        k0,
+                        kc,
+                        kks,
+                        &cols,
+                        vector,
+                        dst.at().add(k0 * tiles * MR),
+                    )
                 };
-                gather(g, x, k0, kc, &cols, out);
-                packed_blocks.fetch_add(1, Ordering::Release);
+                gathered.fetch_add(1, Ordering::Release);
             }
-            // Every block is claimed; those claimed by another thread are being written now
+            // Every piece is claimed; those claimed by another thread are being written now
             // (a thread run alone claims them all first, so this never waits on one that
             // has not started).
-            while packed_blocks.load(Ordering::Acquire) < blocks {
+            while gathered.load(Ordering::Acquire) < pieces {
                 std::hint::spin_loop();
             }
             loop {
