@@ -339,11 +339,11 @@ fn large_shapes_cut_into_blocks_chunks_and_row_parts() {
 
 /// Few output positions (at most 64), at least 64 output channels and a depth of at least
 /// 512 run as the transposed product `Cᵀ = patchesᵀ · Wᵀ` (kernels/conv_small_p.rs):
-/// positions 49, 64, 9 and 1 (row tiles of 6 with a partial last one), channels not a
-/// multiple of 16 (a partial last panel of Wᵀ), several k blocks, 1×1 (the input's rows)
-/// and 3×3 with padding, stride and dilation (gathered patches), batches, and every
-/// epilogue the copy into NCHW applies: bias, residual, relu, clip, none, and NaN passing
-/// through them. The neighbours of the thresholds (63 channels, 81 positions, depth 511)
+/// positions 49, 64, 40, 9 and 1 (row tiles of 6 with a partial last one), channels not
+/// a multiple of 16 (a partial last panel of Wᵀ), several k blocks, 1×1 (the input's
+/// rows) and 3×3, 1×3, 3×1 and 1-D kernels with padding, stride and dilation (gathered
+/// patches), batches, and every epilogue the copy into NCHW applies: bias, residual,
+/// relu, clip, none, and NaN passing through them. The neighbours of the thresholds (63 channels, 81 positions, depth 511)
 /// take the untransposed path.
 #[test]
 fn few_positions_many_channels_run_transposed() {
@@ -369,6 +369,12 @@ fn few_positions_many_channels_run_transposed() {
             .clip(0.0, 6.0)
             .nan(),
         case(&[1, 60, 7, 7], 80, &[3, 3]).pad(1).nan(),
+        // Inception's 8×8 1×3 and 3×1 convs, and a 1-D conv.
+        case(&[1, 192, 8, 8], 64, &[1, 3])
+            .pads(&[0, 1, 0, 1])
+            .relu(),
+        case(&[1, 192, 8, 8], 70, &[3, 1]).pads(&[1, 0, 1, 0]),
+        case(&[1, 200, 40], 64, &[3]).pad(1).residual(),
         // Just outside: 63 channels, 81 positions, depth 511.
         case(&[1, 64, 7, 7], 63, &[3, 3]).pad(1).residual(),
         case(&[1, 512, 9, 9], 64, &[1, 1]).relu(),
