@@ -369,6 +369,9 @@ fn few_positions_many_channels_run_transposed() {
             .clip(0.0, 6.0)
             .nan(),
         case(&[1, 60, 7, 7], 80, &[3, 3]).pad(1).nan(),
+        // Resnet's stride-2 shortcut (1×1 on 13×13 → 7×7) and 3×3 stride 2 on 15×15.
+        case(&[1, 512, 13, 13], 64, &[1, 1]).stride(2).add(),
+        case(&[1, 64, 15, 15], 96, &[3, 3]).pad(1).stride(2).relu(),
         // Inception's 8×8 1×3 and 3×1 convs, and a 1-D conv.
         case(&[1, 192, 8, 8], 64, &[1, 3])
             .pads(&[0, 1, 0, 1])

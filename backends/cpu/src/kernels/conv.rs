@@ -4,7 +4,8 @@
 //! packed straight into the GEMM's panels a block of positions at a time per thread
 //! ([`Patches`], or the input rows themselves for a 1×1 stride-1 kernel); the output lands
 //! in NCHW with the bias per row, the residual and the clip applied by the GEMM's epilogue.
-//! Depthwise convolution (one channel per group) runs as a direct loop.
+//! Depthwise convolution (one channel per group) runs as a direct loop; convolutions with
+//! few output positions and many channels run transposed ([`conv_small_p`]).
 
 use super::conv_small_p;
 use super::depthwise;

@@ -9,12 +9,12 @@
 //! of 1): the threads split the channel panels, each reads its half of W once, one hand-off.
 //!
 //! Aᵀ (the patches, or for a 1×1 stride-1 conv the input itself) is gathered per call into
-//! row tiles of 6 positions, k-major (`rs_a = 1, cs_a = 6`), all threads taking k blocks
-//! from a counter first. It is small (49 × 4608 floats for resnet's 3×3 512→512); read in
-//! place instead (`cs_a = P`) a 1×1 512→2048 conv took 1.17 ms on one thread against 1.06
-//! gathered. The kernel writes each
-//! channel panel's P × 16 tile into per-thread scratch; the copy into the NCHW output
-//! (channel-major) adds the bias and the residual and clips, as the kernel's epilogue would.
+//! row tiles of 6 positions, k-major (`rs_a = 1, cs_a = 6`), all threads taking pieces of
+//! k rows from a counter first. It is small (49 × 4608 floats for resnet's 3×3 512→512);
+//! read in place instead (`cs_a = P`) a 1×1 512→2048 conv took 1.17 ms on one thread
+//! against 0.97 gathered. The kernel writes each channel panel's P × 16 tile into
+//! per-thread scratch; the copy into the NCHW output (channel-major) adds the bias and the
+//! residual and clips, as the kernel's epilogue would.
 
 use super::im2col::{valid_range, Geometry};
 use crate::device::Ctx;
@@ -46,8 +46,9 @@ const MAX_UNIT_PANELS: usize = 16;
 /// k rows of Aᵀ gathered per piece of work: a 1×1 160→960 conv has a single k block.
 const GATHER_ROWS: usize = 32;
 
-/// Whether a conv with `positions` output positions per image, `channels` output channels
-/// and `group` groups runs transposed.
+/// Whether a conv with `positions` output positions per image, `channels` output
+/// channels, depth `depth` (input channels × kernel taps) and `group` groups runs
+/// transposed.
 pub(crate) fn applies(positions: usize, channels: usize, depth: usize, group: usize) -> bool {
     group == 1
         && (1..=MAX_POSITIONS).contains(&positions)
@@ -55,7 +56,7 @@ pub(crate) fn applies(positions: usize, channels: usize, depth: usize, group: us
         && depth >= MIN_DEPTH
 }
 
-/// The gather buffer shared by the threads, each writing its own k blocks.
+/// The gather buffer shared by the threads, each writing its own pieces.
 struct SharedMut(*mut f32);
 // SAFETY: each thread writes a disjoint range; the caller keeps it alive until they finish.
 unsafe impl Sync for SharedMut {}
@@ -113,6 +114,8 @@ unsafe fn gather(
     vector: bool,
     dst: *mut f32,
 ) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vector;
     let p = g.p();
     let tiles = p.div_ceil(MR);
     let taps = g.kh * g.kw;
@@ -159,13 +162,14 @@ unsafe fn gather(
     }
 }
 
-/// Row (channel c, kernel row i, kernel column j) of Aᵀ at stride 1 with output rows of at
-/// most 16: one masked load per output row (lanes outside the input read nothing and are
-/// zero) and one store that the next row overwrites past its end. The scalar copy of
+/// Row (channel c, kernel row i, kernel column j) of Aᵀ at stride 1 or 2 with output rows
+/// of at most 16: one or two masked loads per output row (lanes outside the input read
+/// nothing and are zero; at stride 2 the even columns are then gathered by a permute, as
+/// in `Patches`) and one store that the next row overwrites past its end. The scalar copy of
 /// 7-float runs took 8.8% of a 3×3 512→512 conv's time on 7×7 (`perf`).
 ///
 /// # Safety
-/// AVX-512F must be available; `x` holds channel c's plane; `sw == 1`, `ow ≤ 16`.
+/// AVX-512F must be available; `x` holds channel c's plane; `sw` is 1 or 2, `ow ≤ 16`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 unsafe fn row_avx512(
@@ -178,21 +182,34 @@ unsafe fn row_avx512(
     row: &mut [f32; MAX_POSITIONS + NR],
 ) {
     use std::arch::x86_64::*;
-    let read = if lo < hi {
-        (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as __mmask16
-    } else {
-        0
+    // Lane l reads input column l·sw + j·dw − pw: bit l (stride 1) or 2l (stride 2) of
+    // the columns from lane 0's.
+    let bits = |n: usize| -> u32 {
+        if g.sw == 1 {
+            (1u32 << n) - 1
+        } else {
+            (((1u64 << (2 * n)) - 1) & 0x5555_5555) as u32
+        }
     };
+    let read = if lo < hi { bits(hi) & !bits(lo) } else { 0 };
+    let evens = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
     let base = x.as_ptr().add(c * g.h * g.w);
     for oh in 0..g.oh {
         let ih = (oh * g.sh + i * g.dh) as isize - g.ph as isize;
         let v = if ih < 0 || ih as usize >= g.h || read == 0 {
             _mm512_setzero_ps()
         } else {
-            // Lane l reads input column l + j·dw − pw; its address may lie outside the row
-            // when the lane is masked off.
+            // Lane 0's address may lie outside the row when its lane is masked off.
             let at = ih * g.w as isize + (j * g.dw) as isize - g.pw as isize;
-            _mm512_maskz_loadu_ps(read, base.wrapping_offset(at))
+            let src = base.wrapping_offset(at);
+            if g.sw == 1 {
+                _mm512_maskz_loadu_ps(read as __mmask16, src)
+            } else {
+                // The 32 columns from lane 0's, then the even ones gathered into 16 lanes.
+                let lo = _mm512_maskz_loadu_ps(read as __mmask16, src);
+                let hi = _mm512_maskz_loadu_ps((read >> 16) as __mmask16, src.wrapping_add(16));
+                _mm512_permutex2var_ps(lo, evens, hi)
+            }
         };
         // Lanes past ow are zero: the next row's start, or past P (the tiles' padding).
         _mm512_storeu_ps(row.as_mut_ptr().add(oh * g.ow), v);
@@ -251,7 +268,7 @@ pub(crate) unsafe fn run(
     let tiles = p.div_ceil(MR);
     #[cfg(target_arch = "x86_64")]
     let vector = ctx.kernel == Kernel::Avx2Fma
-        && g.sw == 1
+        && (g.sw == 1 || g.sw == 2)
         && g.ow <= NR
         && std::is_x86_feature_detected!("avx512f");
     #[cfg(not(target_arch = "x86_64"))]
