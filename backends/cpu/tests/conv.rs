@@ -338,13 +338,13 @@ fn large_shapes_cut_into_blocks_chunks_and_row_parts() {
 }
 
 /// Few output positions (at most 64), at least 64 output channels and a depth of at least
-/// 512 run as the transposed product `Cᵀ = patchesᵀ · Wᵀ` (kernels/conv_small_p.rs):
+/// 256 run as the transposed product `Cᵀ = patchesᵀ · Wᵀ` (kernels/conv_small_p.rs):
 /// positions 49, 64, 40, 9 and 1 (row tiles of 6 with a partial last one), channels not
 /// a multiple of 16 (a partial last panel of Wᵀ), several k blocks, 1×1 (the input's
 /// rows) and 3×3, 1×3, 3×1 and 1-D kernels with padding, stride and dilation (gathered
 /// patches), batches, and every epilogue the copy into NCHW applies: bias, residual,
-/// relu, clip, none, and NaN passing through them. The neighbours of the thresholds (63 channels, 81 positions, depth 511)
-/// take the untransposed path.
+/// relu, clip, none, and NaN passing through them. The neighbours of the thresholds (63
+/// channels, 81 positions, depth 255) take the untransposed path.
 #[test]
 fn few_positions_many_channels_run_transposed() {
     let cases = [
@@ -378,10 +378,12 @@ fn few_positions_many_channels_run_transposed() {
             .relu(),
         case(&[1, 192, 8, 8], 70, &[3, 1]).pads(&[1, 0, 1, 0]),
         case(&[1, 200, 40], 64, &[3]).pad(1).residual(),
-        // Just outside: 63 channels, 81 positions, depth 511.
+        // Just outside: 63 channels, 81 positions, depth 255.
         case(&[1, 64, 7, 7], 63, &[3, 3]).pad(1).residual(),
         case(&[1, 512, 9, 9], 64, &[1, 1]).relu(),
-        case(&[1, 511, 7, 7], 64, &[1, 1]).relu(),
+        case(&[1, 255, 7, 7], 64, &[1, 1]).relu(),
+        // Just inside: depth 256.
+        case(&[1, 256, 7, 7], 64, &[1, 1]).relu(),
     ];
     for (i, c) in cases.iter().enumerate() {
         assert_eq!(check(c, 500 + i as u64), [c.kind()], "{c:?}");

@@ -29,9 +29,10 @@ pub(crate) const MAX_POSITIONS: usize = 64;
 /// Fewest output channels: the channel panels are what the threads share.
 pub(crate) const MIN_CHANNELS: usize = 64;
 /// Shallowest depth (K): below it the per-call gather and the transposed copy out cost
-/// more than they save (inside mobilenet_v2, best of 8 runs: 1×1 160→960 0.127 → 0.143 ms,
-/// 320→1280 0.28 → 0.29; 960→320 0.29 → 0.26).
-pub(crate) const MIN_DEPTH: usize = 512;
+/// about what they save (inside mobilenet_v2, `kiln bench -pc` medians of two interleaved
+/// runs: 1×1 160→960 0.091–0.098 ms either way, 320→1280 0.229 → 0.222 and 0.239 →
+/// 0.231; before the W prefetch 160→960 lost 0.127 → 0.143 and 320→1280 0.28 → 0.29).
+pub(crate) const MIN_DEPTH: usize = 256;
 
 /// Below this many multiply-adds one thread is faster than waking another.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
