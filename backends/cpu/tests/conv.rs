@@ -27,6 +27,13 @@ fn abs(t: &Tensor) -> Tensor {
     Tensor::new(t.shape().to_vec(), v).unwrap()
 }
 
+#[derive(Clone, Copy, Debug)]
+enum Activation {
+    None,
+    Relu,
+    Clip(f32, f32),
+}
+
 #[derive(Clone, Debug)]
 struct Case {
     /// x: [n, c, (h,) w]
@@ -40,8 +47,13 @@ struct Case {
     pads: Vec<i64>,
     auto_pad: AutoPad,
     bias: bool,
-    /// Add a run-time tensor of the output's shape, then relu (the resnet block epilogue).
+    /// Add a run-time tensor of the output's shape (the resnet block's skip connection).
     residual: bool,
+    /// Last, a relu or a clip (relu6).
+    activation: Activation,
+    /// The input's first element is NaN (it must reach the outputs it touches, through
+    /// the relu or clip too).
+    nan: bool,
     /// The weights as a graph input instead of a constant.
     runtime_weights: bool,
 }
@@ -59,6 +71,8 @@ fn case(x: &[usize], m: usize, kernel: &[usize]) -> Case {
         auto_pad: AutoPad::NotSet,
         bias: true,
         residual: false,
+        activation: Activation::None,
+        nan: false,
         runtime_weights: false,
     }
 }
@@ -84,9 +98,38 @@ impl Case {
         self.group = g;
         self
     }
+    /// Residual add then relu: the resnet block's epilogue.
     fn residual(mut self) -> Self {
         self.residual = true;
+        self.activation = Activation::Relu;
         self
+    }
+    fn add(mut self) -> Self {
+        self.residual = true;
+        self
+    }
+    fn relu(mut self) -> Self {
+        self.activation = Activation::Relu;
+        self
+    }
+    fn clip(mut self, lo: f32, hi: f32) -> Self {
+        self.activation = Activation::Clip(lo, hi);
+        self
+    }
+    fn nan(mut self) -> Self {
+        self.nan = true;
+        self
+    }
+
+    /// The kind of the one step the CPU plan should have.
+    fn kind(&self) -> String {
+        let add = if self.residual { "+add" } else { "" };
+        let act = match self.activation {
+            Activation::None => "",
+            Activation::Relu => "+relu",
+            Activation::Clip(..) => "+clip",
+        };
+        format!("conv{add}{act} (gemm)")
     }
     fn no_bias(mut self) -> Self {
         self.bias = false;
@@ -139,7 +182,13 @@ impl Case {
         };
         let mut g = Graph::new("conv");
         let x = g.add_input("x", TensorType::known(DType::F32, &self.x));
-        let mut inputs = vec![rng.tensor(&self.x)];
+        let mut x0 = rng.tensor(&self.x);
+        if self.nan {
+            let mut v = x0.as_slice::<f32>().unwrap().to_vec();
+            v[0] = f32::NAN;
+            x0 = Tensor::new(self.x.clone(), v).unwrap();
+        }
+        let mut inputs = vec![x0];
         let w = if self.runtime_weights {
             inputs.push(wt.clone());
             g.add_input("w", TensorType::known(DType::F32, &self.w_shape()))
@@ -159,7 +208,15 @@ impl Case {
             inputs.push(r.clone());
             residual = Some(r);
             y = g.add1(Op::Binary(BinaryOp::Add), "add", &[y, rv]).unwrap();
-            y = g.add1(Op::Unary(UnaryOp::Relu), "relu", &[y]).unwrap();
+        }
+        match self.activation {
+            Activation::None => {}
+            Activation::Relu => y = g.add1(Op::Unary(UnaryOp::Relu), "relu", &[y]).unwrap(),
+            Activation::Clip(lo, hi) => {
+                let lo = g.add_const("lo", Tensor::scalar(lo));
+                let hi = g.add_const("hi", Tensor::scalar(hi));
+                y = g.add1(Op::Clip, "clip", &[y, lo, hi]).unwrap();
+            }
         }
         g.add_output("y", y);
         (g, inputs, wt, residual)
@@ -187,6 +244,10 @@ fn check(c: &Case, seed: u64) -> Vec<String> {
         let bound = bound[0].as_slice::<f32>().unwrap();
         let r = residual.as_ref().map(|r| r.as_slice::<f32>().unwrap());
         for (i, (x, y)) in a.iter().zip(b).enumerate() {
+            if y.is_nan() {
+                assert!(x.is_nan(), "{c:?}: element {i} is {x}, expected NaN");
+                continue;
+            }
             // |bias| ≤ 1 (uniform in [-1, 1]).
             let terms = 1.0 + r.map_or(0.0, |r| r[i].abs());
             let tol = 1e-5 * (bound[i] + terms + 1e-6);
@@ -272,12 +333,59 @@ fn large_shapes_cut_into_blocks_chunks_and_row_parts() {
         case(&[2, 17, 33, 35], 20, &[1, 1]).residual(),
     ];
     for (i, c) in cases.iter().enumerate() {
-        let kinds = check(c, 400 + i as u64);
-        let want = if c.residual {
-            "conv+add+relu (gemm)"
-        } else {
-            "conv (gemm)"
-        };
-        assert_eq!(kinds, [want], "{c:?}");
+        assert_eq!(check(c, 400 + i as u64), [c.kind()], "{c:?}");
+    }
+}
+
+/// Few output positions (at most 64), at least 64 output channels and a depth of at least
+/// 256 run as the transposed product `Cᵀ = patchesᵀ · Wᵀ` (kernels/conv_small_p.rs):
+/// positions 49, 64, 40, 9 and 1 (row tiles of 6 with a partial last one), channels not
+/// a multiple of 16 (a partial last panel of Wᵀ), several k blocks, 1×1 (the input's
+/// rows) and 3×3, 1×3, 3×1 and 1-D kernels with padding, stride and dilation (gathered
+/// patches), batches, and every epilogue the copy into NCHW applies: bias, residual,
+/// relu, clip, none, and NaN passing through them. The neighbours of the thresholds (63
+/// channels, 81 positions, depth 255) take the untransposed path.
+#[test]
+fn few_positions_many_channels_run_transposed() {
+    let cases = [
+        case(&[1, 512, 7, 7], 72, &[1, 1]).residual(),
+        case(&[1, 600, 7, 7], 130, &[1, 1]).clip(0.0, 6.0),
+        case(&[1, 70, 7, 7], 80, &[3, 3]).pad(1).relu(),
+        case(&[1, 64, 7, 7], 64, &[3, 3]).pad(1).add().no_bias(),
+        case(&[1, 60, 5, 5], 65, &[3, 3])
+            .pad(1)
+            .stride(2)
+            .add()
+            .clip(-0.5, 0.5),
+        case(&[1, 60, 9, 9], 64, &[3, 3]).pad(1).dilation(2).relu(),
+        case(&[1, 520, 3, 3], 64, &[1, 1]),
+        case(&[1, 512, 1, 1], 65, &[1, 1]).residual(),
+        case(&[1, 60, 1, 1], 96, &[3, 3]).pad(1).relu(),
+        case(&[2, 60, 7, 7], 70, &[3, 3]).pad(1).residual(),
+        case(&[2, 512, 8, 8], 70, &[1, 1]).add(),
+        case(&[1, 512, 7, 7], 72, &[1, 1]).residual().nan(),
+        case(&[1, 60, 7, 7], 66, &[3, 3])
+            .pad(1)
+            .clip(0.0, 6.0)
+            .nan(),
+        case(&[1, 60, 7, 7], 80, &[3, 3]).pad(1).nan(),
+        // Resnet's stride-2 shortcut (1×1 on 13×13 → 7×7) and 3×3 stride 2 on 15×15.
+        case(&[1, 512, 13, 13], 64, &[1, 1]).stride(2).add(),
+        case(&[1, 64, 15, 15], 96, &[3, 3]).pad(1).stride(2).relu(),
+        // Inception's 8×8 1×3 and 3×1 convs, and a 1-D conv.
+        case(&[1, 192, 8, 8], 64, &[1, 3])
+            .pads(&[0, 1, 0, 1])
+            .relu(),
+        case(&[1, 192, 8, 8], 70, &[3, 1]).pads(&[1, 0, 1, 0]),
+        case(&[1, 200, 40], 64, &[3]).pad(1).residual(),
+        // Just outside: 63 channels, 81 positions, depth 255.
+        case(&[1, 64, 7, 7], 63, &[3, 3]).pad(1).residual(),
+        case(&[1, 512, 9, 9], 64, &[1, 1]).relu(),
+        case(&[1, 255, 7, 7], 64, &[1, 1]).relu(),
+        // Just inside: depth 256.
+        case(&[1, 256, 7, 7], 64, &[1, 1]).relu(),
+    ];
+    for (i, c) in cases.iter().enumerate() {
+        assert_eq!(check(c, 500 + i as u64), [c.kind()], "{c:?}");
     }
 }

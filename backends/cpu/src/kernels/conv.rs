@@ -4,15 +4,17 @@
 //! packed straight into the GEMM's panels a block of positions at a time per thread
 //! ([`Patches`], or the input rows themselves for a 1×1 stride-1 kernel); the output lands
 //! in NCHW with the bias per row, the residual and the clip applied by the GEMM's epilogue.
-//! Depthwise convolution (one channel per group) runs as a direct loop.
+//! Depthwise convolution (one channel per group) runs as a direct loop; convolutions with
+//! few output positions and many channels run transposed ([`conv_small_p`]).
 
+use super::conv_small_p;
 use super::depthwise;
 use super::epilogue::Epilogue;
 use super::im2col::{Attrs, Geometry, Patches};
 use crate::device::Ctx;
 use crate::gemm::{
-    gemm_source_uninit, Bias, Epilogue as GemmEpilogue, Kernel, PackedA, PanelSource, RowMajor,
-    SourceA,
+    gemm_source_uninit, Bias, Epilogue as GemmEpilogue, Kernel, PackedA, PackedB, PanelSource,
+    RowMajor, SourceA,
 };
 use crate::program::Arg;
 use kiln_ir::{AutoPad, DType, Graph, IrError, NodeId, Op, Result, Tensor, Value};
@@ -35,6 +37,25 @@ pub(crate) struct Conv {
     /// Constant weights packed at compile time, one matrix per group (empty: W is read
     /// in place, as run-time weights are).
     packed: Vec<PackedA>,
+    /// Constant weights packed transposed (K × M) for convs with few output positions and
+    /// many channels, known from the output type at compile time (`conv_small_p`); then
+    /// `packed` is left empty.
+    transposed: Option<PackedB>,
+}
+
+/// The weights `[M, C, kernel…]` as the transposed product's B (K × M), when the conv's
+/// output positions and channels, known at compile time, call for it.
+fn pack_transposed(w: &Tensor, group: usize, out: &kiln_ir::TensorType) -> Option<PackedB> {
+    let dims = out.shape.concrete()?;
+    let positions: usize = dims.get(2..)?.iter().product();
+    let (wv, [m, ..]) = (w.as_slice::<f32>().ok()?, w.shape()) else {
+        return None;
+    };
+    let k: usize = w.shape()[1..].iter().product();
+    if w.rank() < 3 || !conv_small_p::applies(positions, *m, k, group) {
+        return None;
+    }
+    PackedB::from_transposed(k, *m, wv, k).ok()
 }
 
 /// Constant weights `[M, C/group, kernel…]` packed per group as the GEMM's A; empty when
@@ -98,8 +119,13 @@ impl Conv {
         let depthwise = w_shape
             .as_ref()
             .is_some_and(|s| s.len() >= 2 && s[1] == 1 && s[0] as i64 == *group);
+        let group_n = usize::try_from(*group).ok()?;
+        let transposed = match w_const {
+            Some(w) if !depthwise => pack_transposed(w, group_n, node.outputs.first()?),
+            _ => None,
+        };
         let packed = match w_const {
-            Some(w) if !depthwise => pack_weights(w, usize::try_from(*group).ok()?),
+            Some(w) if !depthwise && transposed.is_none() => pack_weights(w, group_n),
             _ => Vec::new(),
         };
         Some(Conv {
@@ -118,6 +144,7 @@ impl Conv {
             epi,
             depthwise,
             packed,
+            transposed,
         })
     }
 
@@ -196,6 +223,24 @@ impl Conv {
                 self.epi.clip,
                 &mut out,
             );
+            Some(Tensor::new(out_shape, out))
+        } else if let Some(wt) = self.transposed.as_ref().filter(|wt| {
+            conv_small_p::applies(p, m, g.k(), group) && wt.n() == m && wt.k() == g.k()
+        }) {
+            let mut out = Vec::<f32>::with_capacity(numel);
+            let in_image = g.c * g.h * g.w;
+            for b in 0..batch {
+                let x = xv.get(b * in_image..(b + 1) * in_image)?;
+                let r = residual.map(|r| &r[b * m * p..(b + 1) * m * p]);
+                // SAFETY: image b's m·p floats lie inside the capacity of `out` (numel =
+                // batch·m·p), which only this call touches.
+                unsafe {
+                    let dst = out.as_mut_ptr().add(b * m * p);
+                    conv_small_p::run(ctx, &g, wt, x, bias.as_deref(), r, self.epi.clip, dst)?;
+                }
+            }
+            // SAFETY: every image's m·p floats were written above.
+            unsafe { out.set_len(numel) };
             Some(Tensor::new(out_shape, out))
         } else {
             // The GEMMs below write every element (each image and group's rows once, beta

@@ -9,6 +9,7 @@ mod activation;
 mod columns;
 mod concat;
 mod conv;
+mod conv_small_p;
 mod conv_transpose;
 mod depthwise;
 mod epilogue;
