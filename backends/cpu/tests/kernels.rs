@@ -106,7 +106,12 @@ fn max_and_average_pooling_match_the_reference_in_every_geometry() {
     // 19 small planes: two groups of 8 planes in the lanes and 3 left over, NaN in the
     // first, a middle and the last plane.
     let small = with_nans(&rng.tensor(&[1, 19, 6, 7]), &[0, 8 * 42 + 5, 19 * 42 - 1]);
-    let xs = [rng.tensor(&[2, 3, 11, 9]), with_nans(&rng.tensor(&[1, 2, 7, 40]), &[45, 46, 300]), wide, rng.tensor(&[1, 1, 17, 17]), small];
+    // Rows of 8 or more: eight planes go into the lanes (and back) eight positions at a
+    // time through a register transpose; inception's 17² planes, and 10×11 planes whose
+    // rows end in a partial run of eight.
+    let rows17 = with_nans(&rng.tensor(&[1, 9, 17, 17]), &[0, 17 * 17 + 16, 8 * 289 + 288]);
+    let rows11 = with_nans(&rng.tensor(&[1, 17, 10, 11]), &[0, 110 + 10, 9 * 110 + 55, 17 * 110 - 1]);
+    let xs = [rng.tensor(&[2, 3, 11, 9]), with_nans(&rng.tensor(&[1, 2, 7, 40]), &[45, 46, 300]), wide, rng.tensor(&[1, 1, 17, 17]), small, rows17, rows11];
     // (kernel, strides, pads, dilations, auto_pad, ceil_mode)
     let cases: &[(&[i64], &[i64], &[i64], &[i64], AutoPad, bool)] = &[
         (&[3, 3], &[2, 2], &[1, 1, 1, 1], &[], AutoPad::NotSet, false), // resnet's stem

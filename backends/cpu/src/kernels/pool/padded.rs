@@ -12,8 +12,8 @@ use super::{Dim1, Pool};
 pub(super) const SMALL_PLANE: usize = 400;
 
 thread_local! {
-    /// Eight planes padded, one `[f32; 8]` per position.
-    static LANES: std::cell::RefCell<Vec<[f32; 8]>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// Eight planes padded, one `[f32; 8]` per position, and their outputs the same way.
+    static LANES: std::cell::RefCell<(Vec<[f32; 8]>, Vec<[f32; 8]>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
     /// A padded plane, and one output row rounded up to whole vectors.
     static PADDED: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = const { std::cell::RefCell::new((Vec::new(), Vec::new())) };
 }
@@ -90,32 +90,49 @@ impl Padded {
         if lanes == 0 {
             return;
         }
-        let mut buf = LANES.with(|b| b.take());
+        let (mut buf, mut outs) = LANES.with(|b| b.take());
         let span = (self.dw.out - 1) * self.dw.s + self.dw.k;
         buf.resize(self.height * span, [0.0; 8]);
+        let whole = lanes == 8 && self.dw.input >= 8 && x.len() >= 8 * self.dh.input * self.dw.input && o.len() >= 8 * self.dh.out * self.dw.out;
         #[cfg(target_arch = "x86_64")]
-        if avx2 {
+        if avx2 && whole {
+            outs.resize(self.dh.out * self.dw.out, [0.0; 8]);
             // SAFETY: `avx2` is set only for the AVX2+FMA device, which checked the CPU.
-            unsafe { self.planes8_avx2(x, o, lanes, &mut buf, span) };
+            unsafe { self.planes8_avx2_whole(x, o, lanes, &mut buf, &mut outs, span) };
+        } else if avx2 {
+            // SAFETY: as above.
+            unsafe { self.planes8_avx2(x, o, lanes, &mut buf, &mut outs, span) };
         } else {
-            self.planes8_any(x, o, lanes, &mut buf, span);
+            self.planes8_any::<false>(x, o, lanes, &mut buf, &mut outs, span);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = avx2;
-            self.planes8_any(x, o, lanes, &mut buf, span);
+            let _ = (avx2, whole);
+            self.planes8_any::<false>(x, o, lanes, &mut buf, &mut outs, span);
         }
-        LANES.with(|b| b.replace(buf));
+        LANES.with(|b| b.replace((buf, outs)));
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn planes8_avx2(&self, x: &[f32], o: &mut [f32], lanes: usize, buf: &mut [[f32; 8]], span: usize) {
-        self.planes8_any(x, o, lanes, buf, span)
+    unsafe fn planes8_avx2(&self, x: &[f32], o: &mut [f32], lanes: usize, buf: &mut [[f32; 8]], outs: &mut [[f32; 8]], span: usize) {
+        self.planes8_any::<false>(x, o, lanes, buf, outs, span)
     }
 
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn planes8_avx2_whole(&self, x: &[f32], o: &mut [f32], lanes: usize, buf: &mut [[f32; 8]], outs: &mut [[f32; 8]], span: usize) {
+        self.planes8_any::<true>(x, o, lanes, buf, outs, span)
+    }
+
+    /// With `WHOLE` (AVX2, all eight lanes, rows of at least 8), the copies into and out of the lanes go eight
+    /// positions at a time through an 8×8 register transpose (one plane's row of eight
+    /// values becomes one value in each of eight positions): element by element they took
+    /// most of inception's 17² average pools. Rows shorter than 8 (3×3 planes) have no
+    /// run of eight to copy, and the transposed outputs did not pay there.
+    #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn planes8_any(&self, x: &[f32], o: &mut [f32], lanes: usize, buf: &mut [[f32; 8]], span: usize) {
+    fn planes8_any<const WHOLE: bool>(&self, x: &[f32], o: &mut [f32], lanes: usize, buf: &mut [[f32; 8]], outs: &mut [[f32; 8]], span: usize) {
         let (dh, dw) = (&self.dh, &self.dw);
         let (plane_in, plane_out) = (dh.input * dw.input, dh.out * dw.out);
         // Padded position (r, c) reads input (r - pb, c - pb): the nearest input position
@@ -129,7 +146,24 @@ impl Padded {
         };
         for (r, row) in buf.chunks_exact_mut(span).enumerate() {
             let sr = source(r, dh.pb, dh.input);
+            // Padded columns pb.. hold input columns 0..: eight at a time where they fit.
+            let mut end = dw.pb;
+            if let (true, Some(sr)) = (WHOLE, sr) {
+                while end + 8 <= span && end + 8 <= dw.pb + dw.input {
+                    #[cfg(target_arch = "x86_64")]
+                    // SAFETY: AVX2 (only `planes8_avx2_whole` sets `WHOLE`, for 8 whole planes); the 8 planes' rows hold input
+                    // columns end - pb .. end - pb + 8, and `row` positions end .. end + 8.
+                    unsafe {
+                        lanes_in(x.as_ptr().add(sr * dw.input + end - dw.pb), plane_in, row.as_mut_ptr().add(end))
+                    };
+                    end += 8;
+                }
+            }
+            let copied = if WHOLE && sr.is_some() { dw.pb..end } else { 0..0 };
             for (c, cell) in row.iter_mut().enumerate() {
+                if copied.contains(&c) {
+                    continue;
+                }
                 *cell = [0.0; 8];
                 if let (Some(sr), Some(sc)) = (sr, source(c, dw.pb, dw.input)) {
                     for (l, v) in cell.iter_mut().enumerate().take(lanes) {
@@ -160,9 +194,33 @@ impl Padded {
                     let n = self.divisors[at];
                     v.iter_mut().for_each(|a| *a /= n);
                 }
-                for (l, &val) in v.iter().enumerate().take(lanes) {
-                    o[l * plane_out + at] = val;
+                if WHOLE {
+                    outs[at] = v;
+                } else {
+                    for (l, &val) in v.iter().enumerate().take(lanes) {
+                        o[l * plane_out + at] = val;
+                    }
                 }
+            }
+        }
+        if !WHOLE {
+            return;
+        }
+        let mut at = 0;
+        {
+            while at + 8 <= plane_out {
+                #[cfg(target_arch = "x86_64")]
+                // SAFETY: AVX2 (only `planes8_avx2_whole` sets `WHOLE`, for 8 whole planes); positions at .. at + 8 of `outs`,
+                // and of each of the 8 output planes in `o`.
+                unsafe {
+                    lanes_out(outs.as_ptr().add(at), o.as_mut_ptr().add(at), plane_out)
+                };
+                at += 8;
+            }
+        }
+        for (a, v) in outs.iter().enumerate().take(plane_out).skip(at) {
+            for (l, &val) in v.iter().enumerate().take(lanes) {
+                o[l * plane_out + a] = val;
             }
         }
     }
@@ -179,12 +237,12 @@ impl Padded {
             // SAFETY: `avx2` is set only for the AVX2+FMA device, which checked the CPU.
             unsafe { self.plane_avx2(x, o, &mut buf, &mut row) };
         } else {
-            self.plane_any(x, o, &mut buf, &mut row);
+            self.plane_any::<false>(x, o, &mut buf, &mut row);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = avx2;
-            self.plane_any(x, o, &mut buf, &mut row);
+            self.plane_any::<false>(x, o, &mut buf, &mut row);
         }
         PADDED.with(|b| b.replace((buf, row)));
     }
@@ -193,11 +251,11 @@ impl Padded {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn plane_avx2(&self, x: &[f32], o: &mut [f32], buf: &mut [f32], row: &mut [f32]) {
-        self.plane_any(x, o, buf, row)
+        self.plane_any::<true>(x, o, buf, row)
     }
 
     #[inline(always)]
-    fn plane_any(&self, x: &[f32], o: &mut [f32], buf: &mut [f32], row: &mut [f32]) {
+    fn plane_any<const AVX2: bool>(&self, x: &[f32], o: &mut [f32], buf: &mut [f32], row: &mut [f32]) {
         let (dh, dw) = (&self.dh, &self.dw);
         for (r, dst) in buf.chunks_exact_mut(self.width).enumerate() {
             let ri = r as isize - dh.pb as isize;
@@ -240,8 +298,15 @@ impl Padded {
                     // The last padded column of an odd span has no odd partner.
                     even[odd.len()] = at(2 * odd.len());
                 }
-                let pairs = src[2 * lo - dw.pb..2 * hi - dw.pb].chunks_exact(2);
-                for ((e, o), pair) in even[lo..hi].iter_mut().zip(&mut odd[lo..hi]).zip(pairs) {
+                let pairs = &src[2 * lo - dw.pb..2 * hi - dw.pb];
+                let mut done = 0;
+                #[cfg(target_arch = "x86_64")]
+                if AVX2 {
+                    // SAFETY: only `plane_avx2` sets `AVX2`.
+                    done = unsafe { split_pairs_avx2(pairs, &mut even[lo..hi], &mut odd[lo..hi]) };
+                }
+                let rest = pairs[2 * done..].chunks_exact(2);
+                for ((e, o), pair) in even[lo + done..hi].iter_mut().zip(&mut odd[lo + done..hi]).zip(rest) {
                     (*e, *o) = (pair[0], pair[1]);
                 }
             }
@@ -267,6 +332,66 @@ impl Padded {
                 }
             }
         }
+    }
+}
+
+/// The even elements of `pairs` into `even`, the odd ones into `odd`, sixteen at a time
+/// (two shuffles and a swap of 64-bit quarters per half); element by element this copy
+/// took most of a stride-2 plane's time. Returns how many pairs it wrote.
+///
+/// # Safety
+/// AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn split_pairs_avx2(pairs: &[f32], even: &mut [f32], odd: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    let n = (pairs.len() / 2).min(even.len()).min(odd.len()) / 8 * 8;
+    let mut i = 0;
+    while i < n {
+        let lo = _mm256_loadu_ps(pairs.as_ptr().add(2 * i));
+        let hi = _mm256_loadu_ps(pairs.as_ptr().add(2 * i + 8));
+        // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then the middle quarters swapped.
+        let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0x88>(lo, hi))));
+        let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(lo, hi))));
+        _mm256_storeu_ps(even.as_mut_ptr().add(i), e);
+        _mm256_storeu_ps(odd.as_mut_ptr().add(i), o);
+        i += 8;
+    }
+    n
+}
+
+/// Eight positions of eight planes into lanes: `src` is plane 0's first value, the planes
+/// `stride` apart; `dst[i]` gets value i of each plane.
+///
+/// # Safety
+/// AVX2; 8 floats at `src + l·stride` for l < 8, and 8 cells at `dst`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn lanes_in(src: *const f32, stride: usize, dst: *mut [f32; 8]) {
+    use std::arch::x86_64::*;
+    let mut r: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(src.add(l * stride)));
+    super::super::transpose::tiles::transpose8(&mut r);
+    for (i, v) in r.into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(i) as *mut f32, v);
+    }
+}
+
+/// The inverse of [`lanes_in`]: cells `src[0..8]` to eight values of each of eight planes
+/// at `dst + l·stride`.
+///
+/// # Safety
+/// AVX2; 8 cells at `src`, and 8 floats at `dst + l·stride` for l < 8.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn lanes_out(src: *const [f32; 8], dst: *mut f32, stride: usize) {
+    use std::arch::x86_64::*;
+    let mut r: [__m256; 8] = std::array::from_fn(|i| _mm256_loadu_ps(src.add(i) as *const f32));
+    super::super::transpose::tiles::transpose8(&mut r);
+    for (l, v) in r.into_iter().enumerate() {
+        _mm256_storeu_ps(dst.add(l * stride), v);
     }
 }
 
