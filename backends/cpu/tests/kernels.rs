@@ -115,6 +115,7 @@ fn max_and_average_pooling_match_the_reference_in_every_geometry() {
     // (kernel, strides, pads, dilations, auto_pad, ceil_mode)
     let cases: &[(&[i64], &[i64], &[i64], &[i64], AutoPad, bool)] = &[
         (&[3, 3], &[2, 2], &[1, 1, 1, 1], &[], AutoPad::NotSet, false), // resnet's stem
+        (&[3, 3], &[1, 1], &[1, 1, 1, 1], &[], AutoPad::NotSet, false), // inception's average pools
         (&[2, 2], &[2, 2], &[], &[], AutoPad::NotSet, false),
         (&[3, 2], &[1, 2], &[0, 1, 2, 0], &[], AutoPad::NotSet, false),
         (&[3, 3], &[2, 2], &[], &[], AutoPad::NotSet, true),

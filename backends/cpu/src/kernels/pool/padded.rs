@@ -176,7 +176,24 @@ impl Padded {
             for ow in 0..dw.out {
                 let mut v = [0.0f32; 8];
                 let mut started = false;
-                for i in 0..dh.k {
+                if dh.k == 3 && dw.k == 3 {
+                    // The common 3×3 window written out: the generic loops' control and
+                    // their test of `started` per tap cost more than the taps.
+                    let base = oh * dh.s * span + ow * dw.s;
+                    let rows = &buf[base..base + 2 * span + 3];
+                    let taps = [&rows[0], &rows[1], &rows[2], &rows[span], &rows[span + 1], &rows[span + 2], &rows[2 * span], &rows[2 * span + 1], &rows[2 * span + 2]];
+                    let zero = if self.max { -0.0 } else { 0.0 };
+                    v.iter_mut().zip(taps[0]).for_each(|(a, &e)| *a = zero + e);
+                    for e in &taps[1..] {
+                        if self.max {
+                            v.iter_mut().zip(*e).for_each(|(a, &e)| *a = if e > *a { e } else { *a });
+                        } else {
+                            v.iter_mut().zip(*e).for_each(|(a, &e)| *a += e);
+                        }
+                    }
+                    started = true;
+                }
+                for i in 0..if started { 0 } else { dh.k } {
                     let base = (oh * dh.s + i) * span + ow * dw.s;
                     for e in &buf[base..base + dw.k] {
                         match (started, self.max) {
@@ -402,6 +419,21 @@ unsafe fn lanes_out(src: *const [f32; 8], dst: *mut f32, stride: usize) {
 fn fold<const L: usize>(max: bool, rows: &[f32], width: usize, offsets: &[usize], first: usize, out: &mut [f32]) {
     let mut v = [0.0f32; L];
     let mut started = false;
+    if let ([a, b, c], 3) = (offsets, rows.len() / width.max(1)) {
+        // The common 3×3 window written out, as in `planes8_any`.
+        let at = |r: usize, off: usize| -> &[f32; L] { rows[r * width + first + off..r * width + first + off + L].try_into().expect("L floats") };
+        let zero = if max { -0.0 } else { 0.0 };
+        v.iter_mut().zip(at(0, *a)).for_each(|(v, &e)| *v = zero + e);
+        for (r, off) in [(0, *b), (0, *c), (1, *a), (1, *b), (1, *c), (2, *a), (2, *b), (2, *c)] {
+            if max {
+                v.iter_mut().zip(at(r, off)).for_each(|(v, &e)| *v = if e > *v { e } else { *v });
+            } else {
+                v.iter_mut().zip(at(r, off)).for_each(|(v, &e)| *v += e);
+            }
+        }
+        out.copy_from_slice(&v);
+        return;
+    }
     for stored in rows.chunks_exact(width) {
         for &off in offsets {
             let src: &[f32; L] = stored[first + off..first + off + L].try_into().expect("L floats");
