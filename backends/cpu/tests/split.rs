@@ -14,7 +14,10 @@ fn split_graph(shape: &[usize], axis: i64, sizes: Option<&[i64]>, n: usize) -> G
     let x = g.add_input("x", TensorType::known(DType::F32, shape));
     let mut ins = vec![Some(x)];
     if let Some(s) = sizes {
-        ins.push(Some(g.add_const("sizes", Tensor::new(vec![s.len()], s.to_vec()).unwrap())));
+        ins.push(Some(g.add_const(
+            "sizes",
+            Tensor::new(vec![s.len()], s.to_vec()).unwrap(),
+        )));
     }
     let node = g.add(Op::Split { axis }, "split", &ins, n).unwrap();
     for k in 0..n {
@@ -42,15 +45,26 @@ fn split_copies_blocks_along_any_axis_bit_for_bit() {
         (x[0], x[last]) = (f32::NAN, -0.0);
         let x = Tensor::new(shape.to_vec(), x).unwrap();
         let want = kiln_ir::eval::run_graph(&g, std::slice::from_ref(&x)).unwrap();
-        let exe = Cpu::new().compile(&Program::new(g.clone()), &CompileOptions::default()).unwrap();
+        let exe = Cpu::new()
+            .compile(&Program::new(g.clone()), &CompileOptions::default())
+            .unwrap();
         let got = exe.run(std::slice::from_ref(&x), None).unwrap();
         assert_eq!(got.len(), want.len());
         for (a, b) in got.iter().zip(&want) {
             assert_eq!(a.shape(), b.shape(), "{shape:?} axis {axis}");
-            let bits = |t: &Tensor| t.as_slice::<f32>().unwrap().iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+            let bits = |t: &Tensor| {
+                t.as_slice::<f32>()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
+            };
             assert_eq!(bits(a), bits(b), "{shape:?} axis {axis}");
         }
-        assert_eq!(kiln_cpu::program::compile(&g).unwrap().kinds(), ["split (native)"]);
+        assert_eq!(
+            kiln_cpu::program::compile(&g).unwrap().kinds(),
+            ["split (native)"]
+        );
     }
 }
 
@@ -59,12 +73,16 @@ fn a_split_of_integers_replays_the_reference() {
     // The kernel takes f32 only; the step falls back to `ir::eval`.
     let mut g = Graph::new("split");
     let x = g.add_input("x", TensorType::known(DType::I64, &[2, 3]));
-    let node = g.add(Op::Split { axis: 1 }, "split", &[Some(x)], 3).unwrap();
+    let node = g
+        .add(Op::Split { axis: 1 }, "split", &[Some(x)], 3)
+        .unwrap();
     for k in 0..3 {
         g.add_output(format!("y{k}"), kiln_ir::Value::new(node, k));
     }
     let x = Tensor::new(vec![2, 3], vec![1i64, 2, 3, 4, 5, 6]).unwrap();
     let want = kiln_ir::eval::run_graph(&g, std::slice::from_ref(&x)).unwrap();
-    let exe = Cpu::new().compile(&Program::new(g), &CompileOptions::default()).unwrap();
+    let exe = Cpu::new()
+        .compile(&Program::new(g), &CompileOptions::default())
+        .unwrap();
     assert_eq!(exe.run(&[x], None).unwrap(), want);
 }

@@ -19,7 +19,10 @@ pub(crate) struct Split {
 impl Split {
     pub fn new(op: &Op, n_outputs: usize) -> Option<Split> {
         match op {
-            Op::Split { axis } => Some(Split { axis: *axis, n_outputs }),
+            Op::Split { axis } => Some(Split {
+                axis: *axis,
+                n_outputs,
+            }),
             _ => None,
         }
     }
@@ -31,12 +34,18 @@ impl Split {
         let axis = super::axis_of(self.axis, x.rank())?;
         let dim = x.shape()[axis];
         let sizes: Vec<usize> = match args.get(1).and_then(Option::as_ref) {
-            Some(s) => s.to_i64_vec().into_iter().map(|v| usize::try_from(v).ok()).collect::<Option<_>>()?,
+            Some(s) => s
+                .to_i64_vec()
+                .into_iter()
+                .map(|v| usize::try_from(v).ok())
+                .collect::<Option<_>>()?,
             // Without sizes, equal parts; the reference's rule for a remainder is left to it.
             None if n_outputs > 0 && dim % n_outputs == 0 => vec![dim / n_outputs; n_outputs],
             None => return None,
         };
-        if sizes.len() != n_outputs || sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(dim) {
+        if sizes.len() != n_outputs
+            || sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b)) != Some(dim)
+        {
             return None;
         }
         let outer: usize = x.shape()[..axis].iter().product();
@@ -45,8 +54,14 @@ impl Split {
         // Output k: `outer` blocks of `blocks[k]` floats, block o read from input offset
         // o·row + starts[k].
         let blocks: Vec<usize> = sizes.iter().map(|&s| s * inner).collect();
-        let starts: Vec<usize> = blocks.iter().scan(0, |at, &b| Some(std::mem::replace(at, *at + b))).collect();
-        let mut outs: Vec<Vec<f32>> = blocks.iter().map(|&b| Vec::with_capacity(outer * b)).collect();
+        let starts: Vec<usize> = blocks
+            .iter()
+            .scan(0, |at, &b| Some(std::mem::replace(at, *at + b)))
+            .collect();
+        let mut outs: Vec<Vec<f32>> = blocks
+            .iter()
+            .map(|&b| Vec::with_capacity(outer * b))
+            .collect();
         let dsts: Vec<Out> = outs.iter_mut().map(|o| Out(o.as_mut_ptr())).collect();
         let len = xv.len();
         let threads = ctx.pool.map_or(1, |p| p.threads());
@@ -78,12 +93,23 @@ impl Split {
 /// # Safety
 /// `dsts[k]` must be valid for writes of `(x.len() / row)·blocks[k]` floats, and `end` at
 /// most `x.len()`, the outputs' total.
-unsafe fn copy_range(x: &[f32], row: usize, blocks: &[usize], starts: &[usize], dsts: &[Out], start: usize, end: usize) {
+unsafe fn copy_range(
+    x: &[f32],
+    row: usize,
+    blocks: &[usize],
+    starts: &[usize],
+    dsts: &[Out],
+    start: usize,
+    end: usize,
+) {
     let outer = if row == 0 { 0 } else { x.len() / row };
     let mut first = 0;
     for ((&b, &s), dst) in blocks.iter().zip(starts).zip(dsts) {
         let size = outer * b;
-        let (lo, hi) = (start.max(first) - first, end.min(first + size).saturating_sub(first));
+        let (lo, hi) = (
+            start.max(first) - first,
+            end.min(first + size).saturating_sub(first),
+        );
         first += size;
         let mut j = lo;
         while j < hi {

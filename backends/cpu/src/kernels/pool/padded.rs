@@ -57,14 +57,25 @@ impl Padded {
         if rows.iter().chain(&cols).any(|t| t.1.is_empty()) {
             return None;
         }
-        let count = |t: &(isize, std::ops::Range<usize>, usize)| if pool.count_include_pad { t.2 } else { t.1.len() };
+        let count = |t: &(isize, std::ops::Range<usize>, usize)| {
+            if pool.count_include_pad {
+                t.2
+            } else {
+                t.1.len()
+            }
+        };
         let out_cols = dw.out.next_multiple_of(8);
         let span = (out_cols - 1) * dw.s + dw.k;
         let even = span.div_ceil(2);
         let (offsets, width) = if dw.s == 1 {
             ((0..dw.k).collect(), span)
         } else {
-            ((0..dw.k).map(|j| if j % 2 == 0 { j / 2 } else { even + j / 2 }).collect(), span.next_multiple_of(2))
+            (
+                (0..dw.k)
+                    .map(|j| if j % 2 == 0 { j / 2 } else { even + j / 2 })
+                    .collect(),
+                span.next_multiple_of(2),
+            )
         };
         Some(Padded {
             max: pool.max,
@@ -78,7 +89,9 @@ impl Padded {
             divisors: if pool.max {
                 Vec::new()
             } else {
-                rows.iter().flat_map(|r| cols.iter().map(move |c| (count(r) * count(c)) as f32)).collect()
+                rows.iter()
+                    .flat_map(|r| cols.iter().map(move |c| (count(r) * count(c)) as f32))
+                    .collect()
             },
         })
     }
@@ -93,7 +106,10 @@ impl Padded {
         let (mut buf, mut outs) = LANES.with(|b| b.take());
         let span = (self.dw.out - 1) * self.dw.s + self.dw.k;
         buf.resize(self.height * span, [0.0; 8]);
-        let whole = lanes == 8 && self.dw.input >= 8 && x.len() >= 8 * self.dh.input * self.dw.input && o.len() >= 8 * self.dh.out * self.dw.out;
+        let whole = lanes == 8
+            && self.dw.input >= 8
+            && x.len() >= 8 * self.dh.input * self.dw.input
+            && o.len() >= 8 * self.dh.out * self.dw.out;
         #[cfg(target_arch = "x86_64")]
         if avx2 && whole {
             outs.resize(self.dh.out * self.dw.out, [0.0; 8]);
@@ -103,26 +119,49 @@ impl Padded {
             // SAFETY: as above.
             unsafe { self.planes8_avx2(x, o, lanes, &mut buf, &mut outs, span) };
         } else {
-            self.planes8_any::<false>(x, o, lanes, &mut buf, &mut outs, span);
+            self.planes8_any::<false, false>(x, o, lanes, &mut buf, &mut outs, span);
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = (avx2, whole);
-            self.planes8_any::<false>(x, o, lanes, &mut buf, &mut outs, span);
+            self.planes8_any::<false, false>(x, o, lanes, &mut buf, &mut outs, span);
         }
         LANES.with(|b| b.replace((buf, outs)));
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn planes8_avx2(&self, x: &[f32], o: &mut [f32], lanes: usize, buf: &mut [[f32; 8]], outs: &mut [[f32; 8]], span: usize) {
-        self.planes8_any::<false>(x, o, lanes, buf, outs, span)
+    unsafe fn planes8_avx2(
+        &self,
+        x: &[f32],
+        o: &mut [f32],
+        lanes: usize,
+        buf: &mut [[f32; 8]],
+        outs: &mut [[f32; 8]],
+        span: usize,
+    ) {
+        if lanes == 8
+            && x.len() >= 8 * self.dh.input * self.dw.input
+            && x.len() <= i32::MAX as usize
+        {
+            self.planes8_any::<false, true>(x, o, lanes, buf, outs, span)
+        } else {
+            self.planes8_any::<false, false>(x, o, lanes, buf, outs, span)
+        }
     }
 
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
-    unsafe fn planes8_avx2_whole(&self, x: &[f32], o: &mut [f32], lanes: usize, buf: &mut [[f32; 8]], outs: &mut [[f32; 8]], span: usize) {
-        self.planes8_any::<true>(x, o, lanes, buf, outs, span)
+    unsafe fn planes8_avx2_whole(
+        &self,
+        x: &[f32],
+        o: &mut [f32],
+        lanes: usize,
+        buf: &mut [[f32; 8]],
+        outs: &mut [[f32; 8]],
+        span: usize,
+    ) {
+        self.planes8_any::<true, true>(x, o, lanes, buf, outs, span)
     }
 
     /// With `WHOLE` (AVX2, all eight lanes, rows of at least 8), the copies into and out of the lanes go eight
@@ -132,7 +171,15 @@ impl Padded {
     /// run of eight to copy, and the transposed outputs did not pay there.
     #[allow(clippy::too_many_arguments)]
     #[inline(always)]
-    fn planes8_any<const WHOLE: bool>(&self, x: &[f32], o: &mut [f32], lanes: usize, buf: &mut [[f32; 8]], outs: &mut [[f32; 8]], span: usize) {
+    fn planes8_any<const WHOLE: bool, const GATHER: bool>(
+        &self,
+        x: &[f32],
+        o: &mut [f32],
+        lanes: usize,
+        buf: &mut [[f32; 8]],
+        outs: &mut [[f32; 8]],
+        span: usize,
+    ) {
         let (dh, dw) = (&self.dh, &self.dw);
         let (plane_in, plane_out) = (dh.input * dw.input, dh.out * dw.out);
         // Padded position (r, c) reads input (r - pb, c - pb): the nearest input position
@@ -151,21 +198,38 @@ impl Padded {
             if let (true, Some(sr)) = (WHOLE, sr) {
                 while end + 8 <= span && end + 8 <= dw.pb + dw.input {
                     #[cfg(target_arch = "x86_64")]
-                    // SAFETY: AVX2 (only `planes8_avx2_whole` sets `WHOLE`, for 8 whole planes); the 8 planes' rows hold input
-                    // columns end - pb .. end - pb + 8, and `row` positions end .. end + 8.
+                    // SAFETY: AVX2 (only `planes8_avx2_whole` sets `WHOLE`, for 8 whole
+                    // planes); the 8 planes' rows hold input columns end - pb .. end - pb + 8,
+                    // and `row` positions end .. end + 8.
                     unsafe {
-                        lanes_in(x.as_ptr().add(sr * dw.input + end - dw.pb), plane_in, row.as_mut_ptr().add(end))
+                        lanes_in(
+                            x.as_ptr().add(sr * dw.input + end - dw.pb),
+                            plane_in,
+                            row.as_mut_ptr().add(end),
+                        )
                     };
                     end += 8;
                 }
             }
-            let copied = if WHOLE && sr.is_some() { dw.pb..end } else { 0..0 };
+            let copied = if WHOLE && sr.is_some() {
+                dw.pb..end
+            } else {
+                0..0
+            };
             for (c, cell) in row.iter_mut().enumerate() {
                 if copied.contains(&c) {
                     continue;
                 }
                 *cell = [0.0; 8];
                 if let (Some(sr), Some(sc)) = (sr, source(c, dw.pb, dw.input)) {
+                    #[cfg(target_arch = "x86_64")]
+                    if GATHER {
+                        // SAFETY: AVX2 (only the `*_avx2` functions set `GATHER`), and the 8
+                        // planes (`plane_in` apart, all inside `x`, whose length fits i32)
+                        // each hold position sr·input + sc.
+                        unsafe { gather8(x.as_ptr().add(sr * dw.input + sc), plane_in, cell) };
+                        continue;
+                    }
                     for (l, v) in cell.iter_mut().enumerate().take(lanes) {
                         *v = x[l * plane_in + sr * dw.input + sc];
                     }
@@ -181,12 +245,24 @@ impl Padded {
                     // their test of `started` per tap cost more than the taps.
                     let base = oh * dh.s * span + ow * dw.s;
                     let rows = &buf[base..base + 2 * span + 3];
-                    let taps = [&rows[0], &rows[1], &rows[2], &rows[span], &rows[span + 1], &rows[span + 2], &rows[2 * span], &rows[2 * span + 1], &rows[2 * span + 2]];
+                    let taps = [
+                        &rows[0],
+                        &rows[1],
+                        &rows[2],
+                        &rows[span],
+                        &rows[span + 1],
+                        &rows[span + 2],
+                        &rows[2 * span],
+                        &rows[2 * span + 1],
+                        &rows[2 * span + 2],
+                    ];
                     let zero = if self.max { -0.0 } else { 0.0 };
                     v.iter_mut().zip(taps[0]).for_each(|(a, &e)| *a = zero + e);
                     for e in &taps[1..] {
                         if self.max {
-                            v.iter_mut().zip(*e).for_each(|(a, &e)| *a = if e > *a { e } else { *a });
+                            v.iter_mut()
+                                .zip(*e)
+                                .for_each(|(a, &e)| *a = if e > *a { e } else { *a });
                         } else {
                             v.iter_mut().zip(*e).for_each(|(a, &e)| *a += e);
                         }
@@ -200,7 +276,10 @@ impl Padded {
                             // 0 + e, as the scalar paths start: -0.0 becomes 0.0 in a sum.
                             (false, true) => v.iter_mut().zip(e).for_each(|(a, &e)| *a = -0.0 + e),
                             (false, false) => v.iter_mut().zip(e).for_each(|(a, &e)| *a = 0.0 + e),
-                            (true, true) => v.iter_mut().zip(e).for_each(|(a, &e)| *a = if e > *a { e } else { *a }),
+                            (true, true) => v
+                                .iter_mut()
+                                .zip(e)
+                                .for_each(|(a, &e)| *a = if e > *a { e } else { *a }),
                             (true, false) => v.iter_mut().zip(e).for_each(|(a, &e)| *a += e),
                         }
                         started = true;
@@ -227,8 +306,8 @@ impl Padded {
         {
             while at + 8 <= plane_out {
                 #[cfg(target_arch = "x86_64")]
-                // SAFETY: AVX2 (only `planes8_avx2_whole` sets `WHOLE`, for 8 whole planes); positions at .. at + 8 of `outs`,
-                // and of each of the 8 output planes in `o`.
+                // SAFETY: AVX2 (only `planes8_avx2_whole` sets `WHOLE`, for 8 whole
+                // planes); positions at .. at + 8 of `outs` and of each output plane in `o`.
                 unsafe {
                     lanes_out(outs.as_ptr().add(at), o.as_mut_ptr().add(at), plane_out)
                 };
@@ -272,7 +351,13 @@ impl Padded {
     }
 
     #[inline(always)]
-    fn plane_any<const AVX2: bool>(&self, x: &[f32], o: &mut [f32], buf: &mut [f32], row: &mut [f32]) {
+    fn plane_any<const AVX2: bool>(
+        &self,
+        x: &[f32],
+        o: &mut [f32],
+        buf: &mut [f32],
+        row: &mut [f32],
+    ) {
         let (dh, dw) = (&self.dh, &self.dw);
         for (r, dst) in buf.chunks_exact_mut(self.width).enumerate() {
             let ri = r as isize - dh.pb as isize;
@@ -285,7 +370,11 @@ impl Padded {
                 continue;
             };
             let src = &x[src * dw.input..(src + 1) * dw.input];
-            let (edge_l, edge_r) = if self.max { (src[0], src[dw.input - 1]) } else { (0.0, 0.0) };
+            let (edge_l, edge_r) = if self.max {
+                (src[0], src[dw.input - 1])
+            } else {
+                (0.0, 0.0)
+            };
             // Padded column c holds input column c - pb, or the edge value.
             let at = |c: usize| match c.checked_sub(dw.pb) {
                 None => edge_l,
@@ -323,7 +412,11 @@ impl Padded {
                     done = unsafe { split_pairs_avx2(pairs, &mut even[lo..hi], &mut odd[lo..hi]) };
                 }
                 let rest = pairs[2 * done..].chunks_exact(2);
-                for ((e, o), pair) in even[lo + done..hi].iter_mut().zip(&mut odd[lo + done..hi]).zip(rest) {
+                for ((e, o), pair) in even[lo + done..hi]
+                    .iter_mut()
+                    .zip(&mut odd[lo + done..hi])
+                    .zip(rest)
+                {
                     (*e, *o) = (pair[0], pair[1]);
                 }
             }
@@ -333,10 +426,24 @@ impl Padded {
             let mut c = 0;
             while c < self.cols {
                 if c + 32 <= self.cols {
-                    fold::<32>(self.max, rows, self.width, &self.offsets, c, &mut row[c..c + 32]);
+                    fold::<32>(
+                        self.max,
+                        rows,
+                        self.width,
+                        &self.offsets,
+                        c,
+                        &mut row[c..c + 32],
+                    );
                     c += 32;
                 } else {
-                    fold::<8>(self.max, rows, self.width, &self.offsets, c, &mut row[c..c + 8]);
+                    fold::<8>(
+                        self.max,
+                        rows,
+                        self.width,
+                        &self.offsets,
+                        c,
+                        &mut row[c..c + 8],
+                    );
                     c += 8;
                 }
             }
@@ -369,8 +476,12 @@ unsafe fn split_pairs_avx2(pairs: &[f32], even: &mut [f32], odd: &mut [f32]) -> 
         let lo = _mm256_loadu_ps(pairs.as_ptr().add(2 * i));
         let hi = _mm256_loadu_ps(pairs.as_ptr().add(2 * i + 8));
         // [lo0 lo2 hi0 hi2 | lo4 lo6 hi4 hi6], then the middle quarters swapped.
-        let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0x88>(lo, hi))));
-        let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(_mm256_shuffle_ps::<0xDD>(lo, hi))));
+        let e = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(
+            _mm256_shuffle_ps::<0x88>(lo, hi),
+        )));
+        let o = _mm256_castpd_ps(_mm256_permute4x64_pd::<0xD8>(_mm256_castps_pd(
+            _mm256_shuffle_ps::<0xDD>(lo, hi),
+        )));
         _mm256_storeu_ps(even.as_mut_ptr().add(i), e);
         _mm256_storeu_ps(odd.as_mut_ptr().add(i), o);
         i += 8;
@@ -395,6 +506,21 @@ unsafe fn lanes_in(src: *const f32, stride: usize, dst: *mut [f32; 8]) {
     }
 }
 
+/// One position of eight planes into a cell: `src` is plane 0's value, the planes
+/// `stride` apart.
+///
+/// # Safety
+/// AVX2; `src + l·stride` readable for l < 8, and `7·stride` fits i32.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+#[inline]
+unsafe fn gather8(src: *const f32, stride: usize, cell: &mut [f32; 8]) {
+    use std::arch::x86_64::*;
+    let s = stride as i32;
+    let idx = _mm256_setr_epi32(0, s, 2 * s, 3 * s, 4 * s, 5 * s, 6 * s, 7 * s);
+    _mm256_storeu_ps(cell.as_mut_ptr(), _mm256_i32gather_ps::<4>(src, idx));
+}
+
 /// The inverse of [`lanes_in`]: cells `src[0..8]` to eight values of each of eight planes
 /// at `dst + l·stride`.
 ///
@@ -416,17 +542,41 @@ unsafe fn lanes_out(src: *const [f32; 8], dst: *mut f32, stride: usize) {
 /// (`rows`, `width` apart) folded in registers, rows outer and taps inner as the scalar
 /// path goes; tap j of column c reads stored column `c + offsets[j]`.
 #[inline(always)]
-fn fold<const L: usize>(max: bool, rows: &[f32], width: usize, offsets: &[usize], first: usize, out: &mut [f32]) {
+fn fold<const L: usize>(
+    max: bool,
+    rows: &[f32],
+    width: usize,
+    offsets: &[usize],
+    first: usize,
+    out: &mut [f32],
+) {
     let mut v = [0.0f32; L];
     let mut started = false;
     if let ([a, b, c], 3) = (offsets, rows.len() / width.max(1)) {
         // The common 3×3 window written out, as in `planes8_any`.
-        let at = |r: usize, off: usize| -> &[f32; L] { rows[r * width + first + off..r * width + first + off + L].try_into().expect("L floats") };
+        let at = |r: usize, off: usize| -> &[f32; L] {
+            rows[r * width + first + off..r * width + first + off + L]
+                .try_into()
+                .expect("L floats")
+        };
         let zero = if max { -0.0 } else { 0.0 };
-        v.iter_mut().zip(at(0, *a)).for_each(|(v, &e)| *v = zero + e);
-        for (r, off) in [(0, *b), (0, *c), (1, *a), (1, *b), (1, *c), (2, *a), (2, *b), (2, *c)] {
+        v.iter_mut()
+            .zip(at(0, *a))
+            .for_each(|(v, &e)| *v = zero + e);
+        for (r, off) in [
+            (0, *b),
+            (0, *c),
+            (1, *a),
+            (1, *b),
+            (1, *c),
+            (2, *a),
+            (2, *b),
+            (2, *c),
+        ] {
             if max {
-                v.iter_mut().zip(at(r, off)).for_each(|(v, &e)| *v = if e > *v { e } else { *v });
+                v.iter_mut()
+                    .zip(at(r, off))
+                    .for_each(|(v, &e)| *v = if e > *v { e } else { *v });
             } else {
                 v.iter_mut().zip(at(r, off)).for_each(|(v, &e)| *v += e);
             }
@@ -436,12 +586,17 @@ fn fold<const L: usize>(max: bool, rows: &[f32], width: usize, offsets: &[usize]
     }
     for stored in rows.chunks_exact(width) {
         for &off in offsets {
-            let src: &[f32; L] = stored[first + off..first + off + L].try_into().expect("L floats");
+            let src: &[f32; L] = stored[first + off..first + off + L]
+                .try_into()
+                .expect("L floats");
             match (started, max) {
                 // 0 + e, as the scalar paths start: -0.0 becomes 0.0 in a sum; max keeps it.
                 (false, true) => v.iter_mut().zip(src).for_each(|(a, &e)| *a = -0.0 + e),
                 (false, false) => v.iter_mut().zip(src).for_each(|(a, &e)| *a = 0.0 + e),
-                (true, true) => v.iter_mut().zip(src).for_each(|(a, &e)| *a = if e > *a { e } else { *a }),
+                (true, true) => v
+                    .iter_mut()
+                    .zip(src)
+                    .for_each(|(a, &e)| *a = if e > *a { e } else { *a }),
                 (true, false) => v.iter_mut().zip(src).for_each(|(a, &e)| *a += e),
             }
             started = true;
