@@ -161,7 +161,8 @@ impl Pool {
         let work = out.len() * dh.k * dw.k;
         if let Some(padded) = Padded::new(self, &dh, &dw) {
             let avx2 = ctx.kernel == crate::gemm::Kernel::Avx2Fma;
-            if plane_out <= padded::SMALL_PLANE {
+            // Larger planes too, with AVX2 and whole groups of eight (see SMALL_PLANE).
+            if plane_out <= padded::SMALL_PLANE || (avx2 && planes % 8 == 0) {
                 // Eight planes at a time, one per lane; the last few planes on this thread.
                 let whole = planes / 8 * 8;
                 let (head, tail) = out.split_at_mut(whole * plane_out);

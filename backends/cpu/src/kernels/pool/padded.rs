@@ -8,7 +8,12 @@ use super::{Dim1, Pool};
 /// onnxruntime, channels in lanes, takes 0.015). One thread, median ms, same run: 3×3
 /// average on 2048×3² 0.21 → 0.04, on 768×8² 0.24 → 0.09, on 288×17² 0.18 → 0.15;
 /// past about 20×20 outputs the eight padded planes outgrow L1 and the plane-at-a-time
-/// path wins (288×35²: 0.38 against 0.62).
+/// path won (288×35²: 0.38 against 0.62). Since the lanes are filled and emptied by
+/// register transposes and the 3×3 taps are written out, eight planes at a time win at
+/// any size with AVX2 (one thread, ms: 3×3/2 max on 64×77² 0.149 → 0.124, on 64×112²
+/// 0.292 → 0.266, 3×3/1 average on 288×35² 0.35 → 0.29), which the caller takes when the
+/// planes come in whole groups of eight (a last partial group would run on one thread,
+/// element by element).
 pub(super) const SMALL_PLANE: usize = 400;
 
 thread_local! {
