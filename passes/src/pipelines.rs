@@ -23,8 +23,9 @@ pub(crate) fn full(p: &mut Pipeline) {
     p.push(crate::layout::Layout);
     p.push(crate::egraph::EGraph::default());
     // The e-graph computes the weights it rewrote; what its rewrites leave constant-only
-    // elsewhere is folded, and what they orphaned removed.
-    p.push(crate::classic::Fold).push(crate::classic::Dce);
+    // elsewhere is folded, and what they orphaned removed; simplify then moves the
+    // activations after the splits the merge of sibling convs made in front of the split.
+    p.push(crate::classic::Fold).push(crate::classic::Dce).push(crate::classic::Simplify);
     // Fusion comes last: it turns the rewritten graph into the kernels backends lower.
     p.push(crate::fusion::Fusion);
 }

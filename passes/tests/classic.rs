@@ -373,6 +373,48 @@ fn simplify_rewires_graph_outputs_and_keeps_their_types() {
 }
 
 #[test]
+fn an_op_on_every_output_of_a_split_moves_before_it() {
+    // y: the same clip (bounds given by equal constants) on each output of a split, the
+    // shape the e-graph's merge of sibling convs leaves: one clip before the split.
+    // z: a relu and an exp after the split stay. w: a relu on every output but one output
+    // is also a graph output: it stays too.
+    let text = r#"graph g(%x: f32[1,6,2,2]) -> (%a: f32[1,1,2,2], %b: f32[1,2,2,2], %c: f32[1,3,2,2], %d: f32[1,3,2,2], %e: f32[1,3,2,2], %f: f32[1,3,2,2], %h: f32[1,3,2,2]) {
+      @s = i64[3] [1,2,3]
+      @lo = f32[] [0]
+      @hi = f32[] [6]
+      @lo2 = f32[] [0]
+      @hi2 = f32[] [6]
+      %0 = split(%x, @s) {axis=1} : (f32[1,1,2,2], f32[1,2,2,2], f32[1,3,2,2])
+      %1 = clip(%0.0, @lo, @hi) : f32[1,1,2,2]
+      %2 = clip(%0.1, @lo2, @hi2) : f32[1,2,2,2]
+      %3 = clip(%0.2, @lo, @hi) : f32[1,3,2,2]
+      %4 = split(%x) {axis=1} : (f32[1,3,2,2], f32[1,3,2,2])
+      %5 = relu(%4.0) : f32[1,3,2,2]
+      %6 = exp(%4.1) : f32[1,3,2,2]
+      %7 = split(%x) {axis=1} : (f32[1,3,2,2], f32[1,3,2,2])
+      %8 = relu(%7.0) : f32[1,3,2,2]
+      %9 = relu(%7.1) : f32[1,3,2,2]
+      return %1, %2, %3, %5, %6, %9, %7.1
+    }"#;
+    let out = apply(text, vec![with(|| Simplify), with(|| Dce)], &[f32s(&[1, 6, 2, 2], 11)]);
+    insta::assert_snapshot!(out, @r#"
+    graph g(%x: f32[1,6,2,2]) -> (%a: f32[1,1,2,2], %b: f32[1,2,2,2], %c: f32[1,3,2,2], %d: f32[1,3,2,2], %e: f32[1,3,2,2], %f: f32[1,3,2,2], %h: f32[1,3,2,2]) {
+      @s = i64[3] [1,2,3]
+      @lo = f32[] [0.0]
+      @hi = f32[] [6.0]
+      %0 = clip(%x, @lo, @hi) : f32[1,6,2,2]
+      %1 = split(%0, @s) {axis=1} : (f32[1,1,2,2], f32[1,2,2,2], f32[1,3,2,2])
+      %2 = split(%x) {axis=1} : (f32[1,3,2,2], f32[1,3,2,2])
+      %3 = relu(%2.0) : f32[1,3,2,2]
+      %4 = exp(%2.1) : f32[1,3,2,2]
+      %5 = split(%x) {axis=1} : (f32[1,3,2,2], f32[1,3,2,2])
+      %6 = relu(%5.1) : f32[1,3,2,2]
+      return %1.0, %1.1, %1.2, %3, %4, %6, %5.1
+    }
+    "#);
+}
+
+#[test]
 fn a_slice_that_takes_off_exactly_what_a_pad_added_reads_the_unpadded_input() {
     // y: pad 1 row above and below, 2 columns left, then slice them away (negative end,
     // an end past the dim): x itself. z: the same pad, but its slice keeps a padded row.

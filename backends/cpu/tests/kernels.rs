@@ -106,10 +106,18 @@ fn max_and_average_pooling_match_the_reference_in_every_geometry() {
     // 19 small planes: two groups of 8 planes in the lanes and 3 left over, NaN in the
     // first, a middle and the last plane.
     let small = with_nans(&rng.tensor(&[1, 19, 6, 7]), &[0, 8 * 42 + 5, 19 * 42 - 1]);
-    let xs = [rng.tensor(&[2, 3, 11, 9]), with_nans(&rng.tensor(&[1, 2, 7, 40]), &[45, 46, 300]), wide, rng.tensor(&[1, 1, 17, 17]), small];
+    // Rows of 8 or more: eight planes go into the lanes (and back) eight positions at a
+    // time through a register transpose; inception's 17² planes, and 10×11 planes whose
+    // rows end in a partial run of eight.
+    let rows17 = with_nans(&rng.tensor(&[1, 9, 17, 17]), &[0, 17 * 17 + 16, 8 * 289 + 288]);
+    let rows11 = with_nans(&rng.tensor(&[1, 17, 10, 11]), &[0, 110 + 10, 9 * 110 + 55, 17 * 110 - 1]);
+    // Eight planes of more than 400 outputs also go into the lanes (at stride 1 here).
+    let big = with_nans(&rng.tensor(&[1, 8, 30, 41]), &[0, 1229, 3 * 1230 + 600, 8 * 1230 - 1]);
+    let xs = [rng.tensor(&[2, 3, 11, 9]), with_nans(&rng.tensor(&[1, 2, 7, 40]), &[45, 46, 300]), wide, rng.tensor(&[1, 1, 17, 17]), small, rows17, rows11, big];
     // (kernel, strides, pads, dilations, auto_pad, ceil_mode)
     let cases: &[(&[i64], &[i64], &[i64], &[i64], AutoPad, bool)] = &[
         (&[3, 3], &[2, 2], &[1, 1, 1, 1], &[], AutoPad::NotSet, false), // resnet's stem
+        (&[3, 3], &[1, 1], &[1, 1, 1, 1], &[], AutoPad::NotSet, false), // inception's average pools
         (&[2, 2], &[2, 2], &[], &[], AutoPad::NotSet, false),
         (&[3, 2], &[1, 2], &[0, 1, 2, 0], &[], AutoPad::NotSet, false),
         (&[3, 3], &[2, 2], &[], &[], AutoPad::NotSet, true),
@@ -269,7 +277,8 @@ fn conv_transpose_in_every_geometry_runs_natively() {
 #[test]
 fn global_pooling() {
     let mut rng = Rng(14);
-    for shape in [&[2, 5, 7, 7][..], &[1, 130, 3], &[1, 3, 224, 224], &[3, 2]] {
+    // Planes under 64 elements take four running sums, longer ones 32 partial sums.
+    for shape in [&[2, 5, 7, 7][..], &[1, 130, 3], &[1, 3, 224, 224], &[3, 2], &[1, 150, 3, 3], &[1, 3, 63], &[1, 3, 64]] {
         let x = with_nans(&rng.tensor(shape), &[1]);
         for kind in [PoolKind::Max, PoolKind::Average] {
             let kinds = check(&one_op(Op::GlobalPool { kind, p: 2 }, shape), std::slice::from_ref(&x));

@@ -7,9 +7,14 @@
 //! determined (no unknown dim; a symbol names one size throughout the graph). A graph
 //! output produced by a bypassed node is rewired to the input when the types are equal;
 //! otherwise the node stays for the output.
+//!
+//! It also moves an elementwise op that follows every output of a Split (the same op on
+//! each, each output read only by it) before the Split: the e-graph's merge of sibling 1×1
+//! convs leaves `conv → split → relu, relu, relu`, and with the relu before the split,
+//! fusion makes it the conv's epilogue and the split a plain copy.
 
 use super::util::each_graph;
-use kiln_ir::rewrite::{infer_node, is_unused, is_used, remove_node, replace_uses};
+use kiln_ir::rewrite::{infer_node, is_unused, is_used, remove_node, replace_uses, set_input};
 use kiln_ir::{BinaryOp, Dim, Graph, NodeId, Op, Result, Tensor, TensorType, UnaryOp, Value};
 
 /// `simplify`: removes identities and no-ops.
@@ -30,9 +35,81 @@ impl crate::Pass for Simplify {
                     }
                 }
             }
+            for n in g.topo_order()? {
+                if g.nodes.contains_node(n) && matches!(g.node(n).op, Op::Split { .. }) {
+                    hoist_through_split(g, n);
+                }
+            }
             Ok(())
         })
     }
+}
+
+/// When every output of Split `s` is read only by one node, all of them the same
+/// elementwise op whose other operands are the same one-element values (a relu, a clip
+/// with its bounds, a scaling by one constant): applies that op once to the Split's input,
+/// so that the Split cuts its result. The first consumer is reused as the hoisted node.
+fn hoist_through_split(g: &mut Graph, s: NodeId) -> Option<()> {
+    let x = (*g.inputs_of(s).first()?)?;
+    let rank = g.value_type(x).shape.rank()?;
+    let n_out = g.node(s).outputs.len();
+    let mut users = Vec::with_capacity(n_out);
+    for k in 0..n_out {
+        let v = Value::new(s, k);
+        match g.uses_of(v)[..] {
+            [(u, 0)] if !g.outputs.iter().any(|(_, o)| *o == v) && !users.contains(&u) => users.push(u),
+            _ => return None,
+        }
+    }
+    let first = *users.first()?;
+    let op = &g.node(first).op;
+    // Batch norm's operands are per channel, which a split along channels tells apart.
+    if !crate::pattern::pattern(op).is_elementwise() || matches!(op, Op::BatchNorm { .. }) || g.node(first).outputs.len() != 1 {
+        return None;
+    }
+    let operands = g.inputs_of(first);
+    // The other operands must not tell outputs apart or broadcast a split output wider.
+    let one_element = |v: Value| {
+        let t = g.value_type(v);
+        t.shape.rank().is_some_and(|r| r <= rank) && t.shape.concrete().is_some_and(|d| d.iter().product::<usize>() == 1)
+    };
+    if !operands[1..].iter().all(|v| v.is_none_or(one_element)) {
+        return None;
+    }
+    let same_operand = |a: Option<Value>, b: Option<Value>| match (a, b) {
+        (Some(a), Some(b)) => a == b || matches!((g.const_value(a), g.const_value(b)), (Some(p), Some(q)) if p == q),
+        (a, b) => a == b,
+    };
+    for &u in &users[1..] {
+        let ins = g.inputs_of(u);
+        let same = g.node(u).op == *op
+            && g.node(u).outputs.len() == 1
+            && ins.len() == operands.len()
+            && ins[1..].iter().zip(&operands[1..]).all(|(&a, &b)| same_operand(a, b));
+        if !same {
+            return None;
+        }
+    }
+    let hoisted = {
+        let ins: Vec<Option<Value>> = std::iter::once(Some(x)).chain(operands[1..].iter().copied()).collect();
+        let types: Vec<Option<&TensorType>> = ins.iter().map(|v| v.map(|v| g.value_type(v))).collect();
+        let consts: Vec<Option<&Tensor>> = ins.iter().map(|v| v.and_then(|v| g.const_value(v))).collect();
+        kiln_ir::infer::infer(op, &types, &consts, 1).ok()?
+    };
+    // The split's outputs take the consumers' types (a dtype the op may change), then
+    // stand for the consumers' outputs.
+    let types: Vec<TensorType> = users.iter().map(|&u| g.node(u).outputs[0].clone()).collect();
+    for (k, (&u, t)) in users.iter().zip(types).enumerate() {
+        g.nodes[s].outputs[k] = t;
+        replace_uses(g, Value::new(u, 0), Value::new(s, k));
+    }
+    set_input(g, first, 0, Some(x));
+    g.nodes[first].outputs = hoisted;
+    set_input(g, s, 0, Some(Value::new(first, 0)));
+    for &u in &users[1..] {
+        remove_node(g, u);
+    }
+    Some(())
 }
 
 /// The input value `n`'s first output always equals, when `n` is a no-op.

@@ -26,6 +26,7 @@ mod reduce;
 mod resize;
 mod rows;
 mod softmax;
+mod split;
 mod transpose;
 
 use crate::device::Ctx;
@@ -100,6 +101,12 @@ impl Native for recurrent::Loop {
     }
 }
 
+impl Native for split::Split {
+    fn run(&self, ctx: &Ctx, inputs: &[Option<Tensor>]) -> Option<Result<Vec<Tensor>>> {
+        split::Split::run(self, ctx, inputs)
+    }
+}
+
 /// Wraps a single-output kernel's `run`.
 struct One<K>(K);
 
@@ -144,6 +151,7 @@ fn native(op: &Op, n_outputs: usize) -> Option<Box<dyn Native>> {
         Op::Transpose { .. } => Box::new(One(transpose::Transpose::new(op)?)),
         Op::LayerNorm { .. } => Box::new(One(layer_norm::LayerNorm::new(op, n_outputs)?)),
         Op::Reduce { .. } => Box::new(One(reduce::Reduce::new(op)?)),
+        Op::Split { .. } => Box::new(split::Split::new(op, n_outputs)?),
         _ => return None,
     })
 }
@@ -197,6 +205,7 @@ pub fn fallback_ops() -> Vec<&'static str> {
         "resize",
         "softmax",
         "log_softmax",
+        "split",
         "transpose",
         "loop",
     ];
