@@ -31,45 +31,34 @@ pub const NR: usize = 16;
 /// Assembles the AVX2+FMA kernel for `mr` rows (1..=6) of 16 columns.
 /// Deterministic: the same bytes every call.
 pub fn avx2_fma(mr: usize) -> Vec<u8> {
-    assert!(
-        (1..=MR).contains(&mr),
-        "a microkernel has 1 to {MR} rows, not {mr}"
-    );
-    assemble(mr, B::Packed, Width::Ymm)
-        .expect("the microkernel's fixed instruction list always encodes")
+    checked(mr, B::Packed, Width::Ymm)
 }
 
 /// The same tile as [`avx2_fma`] with AVX-512F: one zmm register per row of 16 columns and
 /// A's broadcast folded into the FMA (`{1to16}`), so a k step is 1 load and `mr` FMAs
 /// instead of 2 loads, `mr` broadcasts and `2·mr` FMAs. Same ABI, same packed formats.
 pub fn avx512_fma(mr: usize) -> Vec<u8> {
-    assert!(
-        (1..=MR).contains(&mr),
-        "a microkernel has 1 to {MR} rows, not {mr}"
-    );
-    assemble(mr, B::Packed, Width::Zmm)
-        .expect("the microkernel's fixed instruction list always encodes")
+    checked(mr, B::Packed, Width::Zmm)
 }
 
 /// [`avx2_fma_rows_b`] with AVX-512F, as [`avx512_fma`] is to [`avx2_fma`].
 pub fn avx512_fma_rows_b(mr: usize) -> Vec<u8> {
-    assert!(
-        (1..=MR).contains(&mr),
-        "a microkernel has 1 to {MR} rows, not {mr}"
-    );
-    assemble(mr, B::Rows, Width::Zmm)
-        .expect("the microkernel's fixed instruction list always encodes")
+    checked(mr, B::Rows, Width::Zmm)
 }
 
 /// The kernel for `mr` rows (1..=6) reading B's rows in place at `TileArgs::rs_b` and A
 /// from a packed panel. Deterministic: the same bytes every call.
 pub fn avx2_fma_rows_b(mr: usize) -> Vec<u8> {
+    checked(mr, B::Rows, Width::Ymm)
+}
+
+/// [`assemble`] for a row count the caller may have got wrong (a panic names it).
+fn checked(mr: usize, source: B, width: Width) -> Vec<u8> {
     assert!(
         (1..=MR).contains(&mr),
         "a microkernel has 1 to {MR} rows, not {mr}"
     );
-    assemble(mr, B::Rows, Width::Ymm)
-        .expect("the microkernel's fixed instruction list always encodes")
+    assemble(mr, source, width).expect("the microkernel's fixed instruction list always encodes")
 }
 
 /// The vector registers a row of the tile lives in.
