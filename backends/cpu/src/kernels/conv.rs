@@ -8,6 +8,7 @@
 //! few output positions and many channels run transposed ([`conv_small_p`]).
 
 use super::conv_small_p;
+use super::conv_taps;
 use super::depthwise;
 use super::epilogue::Epilogue;
 use super::im2col::{Attrs, Geometry, Patches};
@@ -41,6 +42,25 @@ pub(crate) struct Conv {
     /// many channels, known from the output type at compile time (`conv_small_p`); then
     /// `packed` is left empty.
     transposed: Option<PackedB>,
+    /// Constant weights packed transposed per kernel tap, for stride-1 convs with few
+    /// output channels (`conv_taps`); then `packed` is left empty.
+    taps: Vec<PackedB>,
+}
+
+/// The weights `[M, C, kh, kw]` per tap as `conv_taps` reads them, when the conv's
+/// strides, groups and output, known at compile time, call for it.
+fn pack_taps(w: &Tensor, group: usize, strides: &[i64], out: &kiln_ir::TensorType) -> Vec<PackedB> {
+    let (Some(dims), Ok(wv)) = (out.shape.concrete(), w.as_slice::<f32>()) else {
+        return Vec::new();
+    };
+    let [m, c, kh, kw] = *w.shape() else {
+        return Vec::new();
+    };
+    let ow = dims.get(3).copied().unwrap_or(0);
+    if !conv_taps::applies(group, strides.iter().all(|&s| s == 1), kh * kw, m, ow) {
+        return Vec::new();
+    }
+    conv_taps::pack(wv, m, c, kh * kw).unwrap_or_default()
 }
 
 /// The weights `[M, C, kernel…]` as the transposed product's B (K × M), when the conv's
@@ -124,8 +144,16 @@ impl Conv {
             Some(w) if !depthwise => pack_transposed(w, group_n, node.outputs.first()?),
             _ => None,
         };
+        let taps = match w_const {
+            Some(w) if !depthwise && transposed.is_none() => {
+                pack_taps(w, group_n, strides, node.outputs.first()?)
+            }
+            _ => Vec::new(),
+        };
         let packed = match w_const {
-            Some(w) if !depthwise && transposed.is_none() => pack_weights(w, group_n),
+            Some(w) if !depthwise && transposed.is_none() && taps.is_empty() => {
+                pack_weights(w, group_n)
+            }
             _ => Vec::new(),
         };
         Some(Conv {
@@ -145,6 +173,7 @@ impl Conv {
             depthwise,
             packed,
             transposed,
+            taps,
         })
     }
 
@@ -237,6 +266,37 @@ impl Conv {
                 unsafe {
                     let dst = out.as_mut_ptr().add(b * m * p);
                     conv_small_p::run(ctx, &g, wt, x, bias.as_deref(), r, self.epi.clip, dst)?;
+                }
+            }
+            // SAFETY: every image's m·p floats were written above.
+            unsafe { out.set_len(numel) };
+            Some(Tensor::new(out_shape, out))
+        } else if !self.taps.is_empty()
+            && group == 1
+            && g.sh == 1
+            && g.sw == 1
+            && self.taps.len() == g.kh * g.kw
+            && self.taps.iter().all(|t| t.n() == m && t.k() == g.c)
+        {
+            let mut out = Vec::<f32>::with_capacity(numel);
+            let in_image = g.c * g.h * g.w;
+            for b in 0..batch {
+                let x = xv.get(b * in_image..(b + 1) * in_image)?;
+                let r = residual.map(|r| &r[b * m * p..(b + 1) * m * p]);
+                // SAFETY: image b's m·p floats lie inside the capacity of `out` (numel =
+                // batch·m·p), which only this call touches.
+                unsafe {
+                    let dst = out.as_mut_ptr().add(b * m * p);
+                    conv_taps::run(
+                        ctx,
+                        &g,
+                        &self.taps,
+                        x,
+                        bias.as_deref(),
+                        r,
+                        self.epi.clip,
+                        dst,
+                    )?;
                 }
             }
             // SAFETY: every image's m·p floats were written above.

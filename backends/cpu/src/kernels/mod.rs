@@ -10,6 +10,7 @@ mod columns;
 mod concat;
 mod conv;
 mod conv_small_p;
+mod conv_taps;
 mod conv_transpose;
 mod depthwise;
 mod epilogue;
