@@ -390,29 +390,33 @@ fn few_positions_many_channels_run_transposed() {
     }
 }
 
-/// Stride 1, one group, more than one tap, at most 64 output channels and rows of at
-/// least 7 run as a sum over the taps of products reading a padded copy of the input in
-/// place (kernels/conv_taps.rs): densenet's 3×3 128→32, channels not a multiple of 16,
-/// several k blocks, even and one-sided kernels, asymmetric pads, dilation, auto padding,
-/// batches, and every epilogue the copy into NCHW applies (bias, residual, relu, clip,
-/// none, and NaN through them). The neighbours of the thresholds (65 channels, 6-wide
-/// rows, stride 2) take `W · patches`.
+/// Stride 1, one group, more than one tap, rows of at least 7, and 16 or 32 output
+/// channels (or 48 or 64 from at least 64 input channels) run as a sum over the taps of
+/// products reading a padded copy of the input in place (kernels/conv_taps.rs):
+/// densenet's 3×3 128→32, several k blocks, even and one-sided kernels, asymmetric pads,
+/// dilation, auto padding, batches, and every epilogue the copy into NCHW applies (bias,
+/// residual, relu, clip, none, and NaN through them). The neighbours of the thresholds
+/// (20 and 80 channels, 64 from 32 input channels, 6-wide rows, stride 2) take
+/// `W · patches`.
 #[test]
 fn few_channels_at_stride_one_run_per_tap() {
     let cases = [
         case(&[1, 128, 14, 14], 32, &[3, 3]).pad(1),
-        case(&[1, 20, 9, 11], 20, &[3, 3]).pad(1).residual(),
-        case(&[1, 300, 8, 9], 17, &[3, 3]).pad(1).clip(0.0, 6.0),
-        case(&[1, 6, 12, 12], 64, &[3, 3]).pad(2).dilation(2).add(),
-        case(&[1, 5, 10, 12], 9, &[2, 4]).pads(&[0, 1, 2, 3]).relu(),
-        case(&[1, 4, 11, 10], 8, &[5, 5]).pad(2).nan(),
-        case(&[1, 4, 11, 10], 8, &[3, 3]).pad(1).relu().nan(),
-        case(&[1, 4, 12, 9], 8, &[1, 3]).pads(&[0, 1, 0, 1]).no_bias(),
-        case(&[2, 8, 16, 16], 24, &[3, 3]).pad(1).residual(),
-        case(&[1, 6, 9, 8], 9, &[3, 3]).auto_pad(AutoPad::SameLower),
+        case(&[1, 20, 9, 11], 16, &[3, 3]).pad(1).residual(),
+        case(&[1, 300, 8, 9], 32, &[3, 3]).pad(1).clip(0.0, 6.0),
+        case(&[1, 64, 12, 12], 64, &[3, 3]).pad(2).dilation(2).add(),
+        case(&[1, 70, 9, 9], 48, &[3, 3]).pad(1).relu(),
+        case(&[1, 5, 10, 12], 16, &[2, 4]).pads(&[0, 1, 2, 3]).relu(),
+        case(&[1, 4, 11, 10], 16, &[5, 5]).pad(2).nan(),
+        case(&[1, 4, 11, 10], 32, &[3, 3]).pad(1).relu().nan(),
+        case(&[1, 4, 12, 9], 16, &[1, 3]).pads(&[0, 1, 0, 1]).no_bias(),
+        case(&[2, 8, 16, 16], 32, &[3, 3]).pad(1).residual(),
+        case(&[1, 6, 9, 8], 16, &[3, 3]).auto_pad(AutoPad::SameLower),
         case(&[1, 8, 10, 10], 16, &[3, 3]),
-        // Just outside: 65 channels, 6-wide rows, stride 2.
-        case(&[1, 8, 10, 10], 65, &[3, 3]).pad(1),
+        // Just outside.
+        case(&[1, 8, 10, 10], 20, &[3, 3]).pad(1),
+        case(&[1, 64, 10, 10], 80, &[3, 3]).pad(1),
+        case(&[1, 32, 10, 10], 64, &[3, 3]).pad(1),
         case(&[1, 8, 10, 6], 16, &[3, 3]).pad(1),
         case(&[1, 8, 10, 10], 16, &[3, 3]).pad(1).stride(2),
     ];

@@ -57,7 +57,7 @@ fn pack_taps(w: &Tensor, group: usize, strides: &[i64], out: &kiln_ir::TensorTyp
         return Vec::new();
     };
     let ow = dims.get(3).copied().unwrap_or(0);
-    if !conv_taps::applies(group, strides.iter().all(|&s| s == 1), kh * kw, m, ow) {
+    if !conv_taps::applies(group, strides.iter().all(|&s| s == 1), kh * kw, m, c, ow) {
         return Vec::new();
     }
     conv_taps::pack(wv, m, c, kh * kw).unwrap_or_default()

@@ -29,8 +29,15 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// Most output channels: with more, `W · patches` shares each packed patch among enough
 /// rows. Inside resnet50 (`kiln bench -pc`, three interleaved pairs) the 3×3 64→64 at
 /// 56×56 went from 1.17–1.30 to 1.12–1.13 ms here; 128→128 at 28×28 was slower here
-/// (1.16 against 1.11), 256→256 at 14×14 more so.
+/// (1.16 against 1.11), 256→256 at 14×14 more so (alone, 1.46–1.52 against 1.15–1.22).
 pub(crate) const MAX_CHANNELS: usize = 64;
+/// Fewest input channels (the depth of each tap's product) for more than 32 output
+/// channels: a kernel call's fixed cost, loading and storing its tile of Cᵀ, is spread
+/// over C steps, and 48 or 64 rows already share each of `W · patches`' packed patches
+/// well. The 3×3 32→64 at 147×147 of xception and inception was no faster here (alone
+/// 3.95 against 3.96–4.01 ms; inside xception 1.13 → 1.16), 5×5 48→64 at 35×35 neither
+/// (0.95–0.97 against 0.95–0.96).
+const MIN_DEPTH_WIDE: usize = 64;
 /// Narrowest output row: densenet's 3×3 128→32 at 7×7 computes 9 grid positions per 7
 /// outputs here and still took 0.040 ms against 0.059 as `W · patches`.
 const MIN_WIDTH: usize = 7;
@@ -53,20 +60,22 @@ const BLOCK_TILES: usize = 32;
 /// Below this many multiply-adds one thread is faster than waking another.
 const PARALLEL_MIN_MACS: usize = 1 << 18;
 
-/// Whether a conv runs here: one group, stride 1, more than one tap, at most
-/// [`MAX_CHANNELS`] output channels and output rows at least [`MIN_WIDTH`] wide.
+/// Whether a conv runs here: one group, stride 1, more than one tap, output rows at
+/// least [`MIN_WIDTH`] wide, and 16 or 32 output channels, or 48 or 64 with at least
+/// [`MIN_DEPTH_WIDE`] input channels. Other counts leave part of the last panel of 16
+/// columns idle where `W · patches` fills its tiles of 6 rows better: unet's 3×3 48→8 at
+/// 64×64 (half the columns idle) went from 0.25–0.27 to 0.29–0.30 ms here.
 pub(crate) fn applies(
     group: usize,
     strides_one: bool,
     taps: usize,
     channels: usize,
+    in_channels: usize,
     ow: usize,
 ) -> bool {
-    group == 1
-        && strides_one
-        && taps > 1
-        && (1..=MAX_CHANNELS).contains(&channels)
-        && ow >= MIN_WIDTH
+    let panels_full = channels % NR == 0 && (1..=MAX_CHANNELS).contains(&channels);
+    let deep_enough = channels <= 2 * NR || in_channels >= MIN_DEPTH_WIDE;
+    group == 1 && strides_one && taps > 1 && panels_full && deep_enough && ow >= MIN_WIDTH
 }
 
 /// The weights `[M, C, kernel…]` (row-major, `taps` kernel positions) as one `Wₜᵀ` (C × M)
@@ -499,7 +508,7 @@ mod tests {
         (out, bound)
     }
 
-    /// Runs `[c, h, w]` ⊛ `m × [c, kh, kw]` with `pads` [top, left, bottom, right] and
+    /// Runs (whether or not `applies` would take it) `[c, h, w]` ⊛ `m × [c, kh, kw]` with `pads` [top, left, bottom, right] and
     /// `dilation`, adding a bias and a residual and clipping to [-0.5, 0.5] when `epilogue`,
     /// on `kernel` alone and with the pool, against [`naive`].
     fn check(
@@ -522,10 +531,6 @@ mod tests {
         };
         let g = Geometry::new(&attrs, &xs, &ws, 1).unwrap();
         let case = format!("{xs:?} ⊛ {ws:?}, pads {pads:?}, dilation {dilation}");
-        assert!(
-            applies(1, true, k[0] * k[1], m, g.ow),
-            "{case} is not taken"
-        );
         let x = values(c * hw[0] * hw[1], 1);
         let w = values(m * c * k[0] * k[1], 2);
         let bias = values(m, 3);
@@ -591,12 +596,17 @@ mod tests {
     }
 
     #[test]
-    fn takes_only_stride_one_few_channels_and_rows_of_seven() {
-        assert!(applies(1, true, 9, 64, 7));
-        assert!(!applies(1, true, 9, 65, 56), "65 channels");
-        assert!(!applies(1, true, 9, 32, 6), "6-wide rows");
-        assert!(!applies(1, false, 9, 32, 56), "stride 2");
-        assert!(!applies(2, true, 9, 32, 56), "groups");
-        assert!(!applies(1, true, 1, 32, 56), "1×1");
+    fn takes_stride_one_whole_panels_of_few_channels_and_rows_of_seven() {
+        assert!(applies(1, true, 9, 32, 128, 7), "densenet's 3×3 at 7×7");
+        assert!(applies(1, true, 9, 16, 3, 64));
+        assert!(applies(1, true, 9, 64, 64, 56), "resnet's 3×3 64→64");
+        assert!(!applies(1, true, 9, 64, 32, 147), "32→64");
+        assert!(!applies(1, true, 9, 80, 128, 56), "80 channels");
+        assert!(!applies(1, true, 9, 8, 48, 64), "8 channels");
+        assert!(!applies(1, true, 9, 24, 48, 64), "24 channels");
+        assert!(!applies(1, true, 9, 32, 128, 6), "6-wide rows");
+        assert!(!applies(1, false, 9, 32, 128, 56), "stride 2");
+        assert!(!applies(2, true, 9, 32, 128, 56), "groups");
+        assert!(!applies(1, true, 1, 32, 128, 56), "1×1");
     }
 }
