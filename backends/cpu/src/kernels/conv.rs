@@ -99,6 +99,37 @@ fn pack_weights(w: &Tensor, group: usize) -> Vec<PackedA> {
     packed.unwrap_or_default()
 }
 
+/// The output of `batch` images of `out_image` floats each, image b written by `image` from
+/// its input (`in_image` floats of `xv` from `b·in_image`) and its part of the residual,
+/// straight into the output's capacity. `None` when an image's input is missing or
+/// `image` declines.
+///
+/// # Safety
+/// `image(x, r, dst)` must write all `out_image` floats at `dst` when it returns `Some`.
+unsafe fn per_image(
+    xv: &[f32],
+    batch: usize,
+    in_image: usize,
+    out_image: usize,
+    residual: Option<&[f32]>,
+    mut image: impl FnMut(&[f32], Option<&[f32]>, *mut f32) -> Option<()>,
+) -> Option<Vec<f32>> {
+    let numel = batch.checked_mul(out_image)?;
+    let mut out = Vec::<f32>::with_capacity(numel);
+    for b in 0..batch {
+        let x = xv.get(b * in_image..(b + 1) * in_image)?;
+        let r = match residual {
+            Some(r) => Some(r.get(b * out_image..(b + 1) * out_image)?),
+            None => None,
+        };
+        // Image b's floats lie inside the capacity of `out` (numel = batch·out_image).
+        image(x, r, out.as_mut_ptr().add(b * out_image))?;
+    }
+    // Every image's floats were written above (the caller's contract).
+    out.set_len(numel);
+    Some(out)
+}
+
 fn input_index(arg: Option<&Arg>) -> Option<usize> {
     match arg {
         Some(Arg::Input(i)) => Some(*i),
@@ -256,20 +287,12 @@ impl Conv {
         } else if let Some(wt) = self.transposed.as_ref().filter(|wt| {
             conv_small_p::applies(p, m, g.k(), group) && wt.n() == m && wt.k() == g.k()
         }) {
-            let mut out = Vec::<f32>::with_capacity(numel);
-            let in_image = g.c * g.h * g.w;
-            for b in 0..batch {
-                let x = xv.get(b * in_image..(b + 1) * in_image)?;
-                let r = residual.map(|r| &r[b * m * p..(b + 1) * m * p]);
-                // SAFETY: image b's m·p floats lie inside the capacity of `out` (numel =
-                // batch·m·p), which only this call touches.
-                unsafe {
-                    let dst = out.as_mut_ptr().add(b * m * p);
-                    conv_small_p::run(ctx, &g, wt, x, bias.as_deref(), r, self.epi.clip, dst)?;
-                }
-            }
-            // SAFETY: every image's m·p floats were written above.
-            unsafe { out.set_len(numel) };
+            // SAFETY: conv_small_p::run writes every one of the image's m·p floats.
+            let out = unsafe {
+                per_image(xv, batch, g.c * g.h * g.w, m * p, residual, |x, r, dst| {
+                    conv_small_p::run(ctx, &g, wt, x, bias.as_deref(), r, self.epi.clip, dst)
+                })?
+            };
             Some(Tensor::new(out_shape, out))
         } else if !self.taps.is_empty()
             && group == 1
@@ -278,29 +301,13 @@ impl Conv {
             && self.taps.len() == g.kh * g.kw
             && self.taps.iter().all(|t| t.n() == m && t.k() == g.c)
         {
-            let mut out = Vec::<f32>::with_capacity(numel);
-            let in_image = g.c * g.h * g.w;
-            for b in 0..batch {
-                let x = xv.get(b * in_image..(b + 1) * in_image)?;
-                let r = residual.map(|r| &r[b * m * p..(b + 1) * m * p]);
-                // SAFETY: image b's m·p floats lie inside the capacity of `out` (numel =
-                // batch·m·p), which only this call touches.
-                unsafe {
-                    let dst = out.as_mut_ptr().add(b * m * p);
-                    conv_taps::run(
-                        ctx,
-                        &g,
-                        &self.taps,
-                        x,
-                        bias.as_deref(),
-                        r,
-                        self.epi.clip,
-                        dst,
-                    )?;
-                }
-            }
-            // SAFETY: every image's m·p floats were written above.
-            unsafe { out.set_len(numel) };
+            let taps = &self.taps;
+            // SAFETY: conv_taps::run writes every one of the image's m·p floats.
+            let out = unsafe {
+                per_image(xv, batch, g.c * g.h * g.w, m * p, residual, |x, r, dst| {
+                    conv_taps::run(ctx, &g, taps, x, bias.as_deref(), r, self.epi.clip, dst)
+                })?
+            };
             Some(Tensor::new(out_shape, out))
         } else {
             // The GEMMs below write every element (each image and group's rows once, beta

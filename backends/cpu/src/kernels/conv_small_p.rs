@@ -17,6 +17,7 @@
 //! residual and clips, as the kernel's epilogue would.
 
 use super::im2col::{valid_range, Geometry};
+use super::transposed_out::Transposed;
 use crate::device::Ctx;
 use crate::gemm::pack::AlignedBuf;
 use crate::gemm::{Kernel, Kernels, PackedB, TileArgs, FLAG_BETA, MR, NR};
@@ -422,107 +423,24 @@ impl Job<'_> {
             }
             for (q, panel) in panels.enumerate() {
                 let tile = &t.as_slice()[q * tile_len..(q + 1) * tile_len];
+                let j0 = panel * NR;
+                let copy = Transposed {
+                    src: tile,
+                    lds: NR,
+                    first: j0,
+                    n: self.p,
+                    channels: j0..(j0 + NR).min(self.wt.n()),
+                    out: self.out,
+                    ldo: self.p,
+                    at: 0,
+                    bias: self.bias,
+                    residual: self.residual,
+                    clip: self.clip,
+                };
                 // SAFETY: the unit's channels lie in the output, written only by it; the
-                // vector copy only where the CPU has AVX (with the AVX2 kernel).
-                unsafe {
-                    #[cfg(target_arch = "x86_64")]
-                    if self.vector {
-                        self.store_avx(tile, panel);
-                        continue;
-                    }
-                    self.store(tile, panel);
-                }
+                // tile holds P rows of 16; the vector copy only with the AVX2 kernel.
+                unsafe { copy.write(self.vector) };
             }
         })
-    }
-
-    /// Panel `panel`'s tile of Cᵀ (P rows of 16 channels) into the output's channel rows,
-    /// with the kernel's epilogue: bias, then residual, then the clip (NaN stays NaN).
-    ///
-    /// # Safety
-    /// The output must hold the panel's channels' P floats each.
-    unsafe fn store(&self, tile: &[f32], panel: usize) {
-        let p = self.p;
-        let j0 = panel * NR;
-        let m = self.wt.n();
-        for jj in 0..NR.min(m - j0) {
-            let j = j0 + jj;
-            let out = self.out.add(j * p);
-            let bias = self.bias.map(|b| b[j]);
-            let residual = self.residual.map(|r| &r[j * p..(j + 1) * p]);
-            for (i, v) in tile[jj..].iter().step_by(NR).take(p).enumerate() {
-                let mut v = *v;
-                if let Some(b) = bias {
-                    v += b;
-                }
-                if let Some(r) = residual {
-                    v += r[i];
-                }
-                if let Some((lo, hi)) = self.clip {
-                    if v < lo {
-                        v = lo;
-                    } else if v > hi {
-                        v = hi;
-                    }
-                }
-                out.add(i).write(v);
-            }
-        }
-    }
-
-    /// [`Self::store`] eight positions × eight channels at a time: rows of the tile
-    /// transposed in registers, then one vector store per channel.
-    ///
-    /// # Safety
-    /// As [`Self::store`], and the CPU must have AVX.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx")]
-    unsafe fn store_avx(&self, tile: &[f32], panel: usize) {
-        use std::arch::x86_64::*;
-        let p = self.p;
-        let j0 = panel * NR;
-        let cols = NR.min(self.wt.n() - j0);
-        let t = tile.as_ptr();
-        let (lo, hi) = self.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
-        let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
-        for c0 in (0..cols).step_by(8) {
-            for i0 in (0..p).step_by(8) {
-                let n = 8.min(p - i0);
-                let mut r = [_mm256_setzero_ps(); 8];
-                for (q, v) in r.iter_mut().enumerate().take(n) {
-                    *v = _mm256_loadu_ps(t.add((i0 + q) * NR + c0));
-                }
-                super::transpose::tiles::transpose8(&mut r);
-                for (c, mut v) in r.into_iter().enumerate().take(cols - c0) {
-                    let j = j0 + c0 + c;
-                    if let Some(b) = self.bias {
-                        v = _mm256_add_ps(v, _mm256_set1_ps(b[j]));
-                    }
-                    if let Some(res) = self.residual {
-                        let at = &res[j * p + i0..j * p + i0 + n];
-                        let rv = if n == 8 {
-                            _mm256_loadu_ps(at.as_ptr())
-                        } else {
-                            let mut part = [0.0f32; 8];
-                            part[..n].copy_from_slice(at);
-                            _mm256_loadu_ps(part.as_ptr())
-                        };
-                        v = _mm256_add_ps(v, rv);
-                    }
-                    if self.clip.is_some() {
-                        // max(lo, v) and min(hi, v) return v when it is NaN.
-                        v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
-                    }
-                    let dst = self.out.add(j * p + i0);
-                    if n == 8 {
-                        _mm256_storeu_ps(dst, v);
-                    } else {
-                        let mut part = [0.0f32; 8];
-                        _mm256_storeu_ps(part.as_mut_ptr(), v);
-                        std::ptr::copy_nonoverlapping(part.as_ptr(), dst, n);
-                    }
-                }
-            }
-        }
     }
 }

@@ -29,6 +29,7 @@ mod rows;
 mod softmax;
 mod split;
 mod transpose;
+mod transposed_out;
 
 use crate::device::Ctx;
 use crate::program::{compile, Arg, Plan, Step};
