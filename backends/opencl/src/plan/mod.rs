@@ -24,6 +24,11 @@ use std::sync::{Arc, Mutex};
 
 pub const DEVICE: &str = "OPENCL";
 
+/// Every program names its kernels `k_0`, `k_1`, ...: each kernel is its own program, so the
+/// names need only be unique inside it, and the same kernel in another place, another model
+/// or another format of the model is the same source, built once (`ClDevice::program`).
+const PREFIX: &str = "k";
+
 /// Where a value lives during a run.
 #[derive(Clone)]
 pub(crate) enum Slot {
@@ -122,7 +127,6 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
         Ok(Slot::Const(consts.len() - 1))
     };
     let mut steps = Vec::new();
-    let mut sources = 0usize;
     let mut rest_outputs: Option<Vec<usize>> = None;
     for (pos, &n) in order.iter().enumerate() {
         let node = graph.node(n);
@@ -238,9 +242,7 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
             if let Some(t) = types.map(|t| t.dtype).find(|d| matches!(d, DType::F16 | DType::BF16)) {
                 return Err(err(&node.name, format!("{t} tensors: the recurrent kernel computes f32/f64 only")));
             }
-            let prefix = format!("k{sources}");
-            sources += 1;
-            let (src, spec) = gen::recurrent::generate(graph, n, &buffers, &prefix, device.fp64, device.max_group).map_err(|m| err(&node.name, m))?;
+            let (src, spec) = gen::recurrent::generate(graph, n, &buffers, PREFIX, device.fp64, device.max_group).map_err(|m| err(&node.name, m))?;
             let program = device.program(&src).map_err(|m| err(&node.name, m))?;
             let mut outs = Vec::new();
             for (k, t) in node.outputs.iter().enumerate() {
@@ -261,9 +263,7 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
             continue;
         }
         let region = Region { graph: region_graph, nodes: region_nodes, buffers: buffers.clone(), outputs: outputs.clone() };
-        let prefix = format!("k{sources}");
-        sources += 1;
-        let (src, kernels) = gen::generate(&region, &prefix, device.fp64).map_err(|r| {
+        let (src, kernels) = gen::generate(&region, PREFIX, device.fp64).map_err(|r| {
             let name = if matches!(node.op, Op::Fused { .. }) { format!("{} ({})", node.name, r.node) } else { node.name.clone() };
             err(&name, r.message)
         })?;
@@ -305,3 +305,43 @@ pub fn compile(device: Arc<ClDevice>, graph: &Graph) -> Result<Plan, kiln_backen
     Ok(Plan { device, steps, consts, slots, inputs, outputs, queues: Mutex::new(Vec::new()), kernel_sets: Mutex::new(Vec::new()) })
 }
 
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two kernels alike but for their node names and places are one program, built once:
+    /// PoCL takes about 0.1 s per build, and a model repeats its blocks.
+    #[test]
+    fn alike_kernels_share_one_program() {
+        let device = match crate::device::open(None) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("skipped: {e}");
+                return;
+            }
+        };
+        let src = r#"graph g(%x: f32[2,3], %y: f32[2,3]) -> (%z: f32[2,3]) {
+  %0 = add(%x, %y) : f32[2,3] "first"
+  %1 = mul(%0, %y) : f32[2,3] "between"
+  %2 = add(%1, %y) : f32[2,3] "second"
+  return %2
+}"#;
+        let graph = kiln_ir::text::parse(src, None).expect("test graph parses");
+        let plan = compile(device, &graph).expect("compiles");
+        let programs: Vec<&Arc<Program>> = plan
+            .steps
+            .iter()
+            .filter_map(|s| match s {
+                Step::Launch(l) => Some(&l.program),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(programs.len(), 3);
+        assert!(
+            Arc::ptr_eq(programs[0], programs[2]),
+            "the two adds build one program"
+        );
+        assert!(!Arc::ptr_eq(programs[0], programs[1]), "the mul is its own");
+    }
+}
