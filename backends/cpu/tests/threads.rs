@@ -49,3 +49,26 @@ fn a_panicking_part_reaches_the_caller_and_the_pool_survives() {
     });
     assert_eq!(ran.load(Ordering::Relaxed), 2);
 }
+
+#[test]
+fn parts_run_once_when_threads_sleep_between_and_during_jobs() {
+    // Pauses longer than the pool's spin put the workers to sleep before the next job;
+    // parts longer than it put the caller to sleep while it waits. Both wake-ups must come.
+    let pool = Pool::new(3);
+    let counts: Vec<AtomicUsize> = (0..3).map(|_| AtomicUsize::new(0)).collect();
+    for round in 0..60 {
+        let slow = round % 3;
+        pool.run(&|i| {
+            if i == slow {
+                std::thread::sleep(std::time::Duration::from_micros(300));
+            }
+            counts[i].fetch_add(1, Ordering::Relaxed);
+        });
+        if round % 2 == 0 {
+            std::thread::sleep(std::time::Duration::from_micros(300));
+        }
+    }
+    for c in &counts {
+        assert_eq!(c.load(Ordering::Relaxed), 60);
+    }
+}
