@@ -499,8 +499,13 @@ fn depthwise_convolution_with_epilogue_on_long_rows() {
         (3, 120, [3, 3], 2, [8, 8, 8, 8], 8),
         (3, 104, [3, 3], 2, [2, 1, 2, 1], 3),
         (3, 24, [3, 3], 1, [1, 1, 1, 1], 1),
-        // Rows wider than 64 outputs (plane at a time) for every stride, kernel and
-        // dilation above.
+        // Rows over 64 outputs (8 planes at a time up to 256, as the rows above) and over
+        // 256 (plane at a time) for every stride, kernel and dilation above.
+        (3, 600, [3, 3], 2, [1, 1, 1, 1], 1),
+        (3, 531, [5, 5], 2, [2, 1, 2, 2], 1),
+        (2, 300, [3, 3], 1, [1, 1, 1, 1], 1),
+        (3, 290, [1, 7], 1, [0, 3, 0, 3], 1),
+        (3, 270, [3, 3], 1, [1, 1, 1, 1], 2),
         (3, 150, [3, 3], 2, [1, 1, 1, 1], 1),
         (3, 141, [5, 5], 2, [2, 1, 2, 2], 1),
         (3, 160, [3, 3], 2, [2, 2, 2, 2], 2),
@@ -544,7 +549,7 @@ fn depthwise_convolution_with_epilogue_on_long_rows() {
     }
 }
 
-/// Planes with rows up to 64 outputs go 8 planes at a time, the planes in the vector
+/// Planes with rows up to 256 outputs go 8 planes at a time, the planes in the vector
 /// lanes: channel counts that leave a partial last group, batch 2 (a group spans both
 /// images), strides 1 and 2, 3×3, 5×5, 1×7 and 11×11 kernels, asymmetric pads, dilation,
 /// planes narrower than a vector, inputs whose last rows no output reads, tall planes in
@@ -604,6 +609,52 @@ fn depthwise_convolution_of_small_planes_eight_at_a_time() {
         assert_eq!(check(&g, &ins), ["conv+add+clip (direct)"], "{what}");
         let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
         assert_eq!(check_on(portable, &g, &ins), ["conv+add+clip (direct)"], "portable {what}");
+    }
+}
+
+/// Depthwise convolution with only a clip after it, or nothing (mobilenet's relu6): whole
+/// groups of 8 planes store through registers, a partial group or a residual through the
+/// general epilogue. Channel counts with and without a partial group, planes whose size is
+/// not a multiple of 8, rows from 7 to 224 wide, strides 1 and 2, NaN and ±∞ in the input.
+#[test]
+fn depthwise_convolution_with_only_a_clip_eight_planes_at_a_time() {
+    let mut rng = Rng(56);
+    // (channels, height, width, stride, clip)
+    let cases: &[(usize, usize, usize, i64, bool)] = &[
+        (16, 7, 7, 1, true),
+        (24, 14, 14, 2, true),
+        (8, 13, 11, 1, true),
+        (19, 28, 28, 1, true),
+        (32, 9, 112, 1, true),
+        (16, 6, 150, 2, true),
+        (8, 5, 224, 1, true),
+        (16, 14, 14, 1, false),
+        (11, 9, 57, 2, false),
+    ];
+    for &(c, h, w, s, clip) in cases {
+        let mut g = Graph::new("dw");
+        let x = input(&mut g, &[2, c, h, w]);
+        let wt = g.add_const("w", rng.tensor(&[c, 1, 3, 3]));
+        let b = g.add_const("b", rng.tensor(&[c]));
+        let op = Op::Conv {
+            auto_pad: AutoPad::NotSet,
+            dilations: vec![1, 1],
+            group: c as i64,
+            kernel_shape: vec![],
+            pads: vec![1, 1, 1, 1],
+            strides: vec![s, s],
+        };
+        let mut y: Value = g.add(op, "conv", &[Some(x), Some(wt), Some(b)], 1).unwrap().into();
+        if clip {
+            let lo = g.add_const("lo", Tensor::scalar(0.0f32));
+            let hi = g.add_const("hi", Tensor::scalar(0.75f32));
+            y = g.add1(Op::Clip, "clip", &[y, lo, hi]).unwrap();
+        }
+        g.add_output("y", y);
+        let n = 2 * c * h * w;
+        let xs = scaled_with_specials(&rng.tensor(&[2, c, h, w]), 1.0, w + 1, n / 2 + 3, n - 2);
+        let want: &[&str] = if clip { &["conv+clip (direct)"] } else { &["conv (direct)"] };
+        assert_eq!(check(&g, &[xs]), want, "c{c} {h}×{w} s{s} clip {clip}");
     }
 }
 

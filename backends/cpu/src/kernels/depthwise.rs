@@ -1,7 +1,7 @@
 //! Depthwise convolution (one input and one output channel per group) as a direct loop:
 //! each output plane is the bias plus, for every kernel tap, a weighted copy of the input
 //! rows it sees (a contiguous, vectorizable loop for stride 1). Planes are split over the
-//! pool's threads; planes with narrow rows go 8 at a time ([`interleaved`]).
+//! pool's threads; planes with rows up to 256 wide go 8 at a time ([`interleaved`]).
 
 use super::activation::Activation;
 use super::im2col::{valid_range, Geometry};
@@ -103,7 +103,7 @@ pub(crate) unsafe fn run_into(
     // Planes go to threads a few at a time: a 7×7 plane is a few hundred cycles of work,
     // about what taking one from the shared counter costs when both threads hit it.
     let threads = ctx.pool.map_or(1, |pool| pool.threads());
-    // Planes with narrow rows go 8 at a time (see `interleaved`): a unit of work is then
+    // Planes with rows up to 256 wide go 8 at a time (see `interleaved`): a unit of work is then
     // a group of 8 planes.
     let grouped = vector && interleaved::takes(g);
     let units = if grouped { planes.div_ceil(8) } else { planes };

@@ -1,4 +1,4 @@
-//! Depthwise convolution of planes with rows up to 64 outputs, 8 planes at a time with
+//! Depthwise convolution of planes with rows up to 256 outputs, 8 planes at a time with
 //! the planes in the vector lanes.
 //!
 //! One plane at a time, a 7×7 or 14×14 plane is one or two vector blocks per row: the
@@ -16,11 +16,12 @@ use super::super::activation::Activation;
 use super::super::im2col::Geometry;
 use super::Post;
 
-/// Output rows up to this wide go through [`group`]. Wider rows are enough vector blocks
-/// for the plane-at-a-time loop: one thread, 3×3 on 112² planes measured 0.229 ms
-/// plane at a time against 0.247 in groups (stride 2: 0.33 against 0.35), while 56²
-/// planes took 0.30 against 0.265.
-const MAX_WIDTH: usize = 64;
+/// Output rows up to this wide go through [`group`]; wider ones plane at a time. Once the
+/// transposes kept their vectors in registers, groups won at every width measured up to
+/// 150 (one 3×3 depthwise alone, 2 threads, µs, plane at a time → groups: 32×112² stride 1
+/// 128 → 89, 32×150² 240 → 167) and tied at 224 (16 planes, stride 1 and 2), where a
+/// strip holds only two output rows under its three input rows.
+const MAX_WIDTH: usize = 256;
 /// A strip's padded buffer up to this many values goes through [`group`] (a kernel too
 /// tall for [`STRIP_VALUES`] makes one strip larger).
 const MAX_PADDED: usize = 4 * STRIP_VALUES;
@@ -214,11 +215,11 @@ unsafe fn fill(g: &Geometry, inputs: &[*const f32; 8], buf: &mut [f32], wp: usiz
     // Padded row and input column of position t, stepped along (a division per
     // position cost as much as the transposes).
     let (mut r, mut c) = ((lo as isize - top) as usize, 0);
-    let mut next = || {
-        let at = (c + g.pw < wp).then_some((r * wp + c + g.pw) * 8);
-        c += 1;
-        if c == g.w {
-            (r, c) = (r + 1, 0);
+    let next = |r: &mut usize, c: &mut usize| {
+        let at = (*c + g.pw < wp).then_some((*r * wp + *c + g.pw) * 8);
+        *c += 1;
+        if *c == g.w {
+            (*r, *c) = (*r + 1, 0);
         }
         at
     };
@@ -227,15 +228,27 @@ unsafe fn fill(g: &Geometry, inputs: &[*const f32; 8], buf: &mut [f32], wp: usiz
     while t + 8 <= end {
         let mut v: [__m256; 8] = std::array::from_fn(|l| _mm256_loadu_ps(inputs[l].add(t)));
         transpose8(&mut v);
-        for v in v {
-            if let Some(at) = next() {
-                _mm256_storeu_ps(b.add(at), v);
+        if c + 8 <= g.w && c + g.pw + 8 <= wp {
+            // All 8 positions in one row and in the buffer: consecutive padded cells.
+            let at = b.add((r * wp + c + g.pw) * 8);
+            for (i, v) in v.into_iter().enumerate() {
+                _mm256_storeu_ps(at.add(i * 8), v);
+            }
+            c += 8;
+            if c == g.w {
+                (r, c) = (r + 1, 0);
+            }
+        } else {
+            for v in v {
+                if let Some(at) = next(&mut r, &mut c) {
+                    _mm256_storeu_ps(b.add(at), v);
+                }
             }
         }
         t += 8;
     }
     for t in t..end {
-        if let Some(at) = next() {
+        if let Some(at) = next(&mut r, &mut c) {
             for (l, p) in inputs.iter().enumerate() {
                 *b.add(at + l) = *p.add(t);
             }
@@ -344,6 +357,26 @@ unsafe fn store(
         .clip
         .map(|(l, h)| (_mm256_set1_ps(l), _mm256_set1_ps(h)));
     let mut t = first;
+    if lanes == 8 && residuals.is_none() && fin.act.is_none() {
+        // The common case (mobilenet's relu6) with every vector in a register: the general
+        // loop below keeps `v` in memory for the activation and tests each lane's options,
+        // and took twice as long as the sums themselves.
+        let (lo, hi) = clip.unwrap_or((
+            _mm256_set1_ps(f32::NEG_INFINITY),
+            _mm256_set1_ps(f32::INFINITY),
+        ));
+        while t + 8 <= p {
+            let mut v: [__m256; 8] =
+                std::array::from_fn(|i| _mm256_loadu_ps(s.wrapping_add((t + i) * 8)));
+            transpose8(&mut v);
+            for (l, v) in v.into_iter().enumerate() {
+                // max(lo, v) then min(hi, ·), the value second: NaN passes through both
+                // (and so through the infinite bounds that stand for no clip).
+                _mm256_storeu_ps(outputs[l].add(t), _mm256_min_ps(hi, _mm256_max_ps(lo, v)));
+            }
+            t += 8;
+        }
+    }
     while t < p {
         // The sums buffer has 8 positions past the last: the lanes past p are dropped.
         let mut v: [__m256; 8] =
