@@ -612,6 +612,24 @@ fn depthwise_convolution_of_small_planes_eight_at_a_time() {
     }
 }
 
+/// A 3×3 depthwise convolution with bias and padding 1 at stride `s` over a new input of
+/// `shape` (NCHW).
+fn depthwise_3x3(g: &mut Graph, rng: &mut Rng, shape: [usize; 4], s: i64) -> Value {
+    let c = shape[1];
+    let x = input(g, &shape);
+    let wt = g.add_const("w", rng.tensor(&[c, 1, 3, 3]));
+    let b = g.add_const("b", rng.tensor(&[c]));
+    let op = Op::Conv {
+        auto_pad: AutoPad::NotSet,
+        dilations: vec![1, 1],
+        group: c as i64,
+        kernel_shape: vec![],
+        pads: vec![1, 1, 1, 1],
+        strides: vec![s, s],
+    };
+    g.add(op, "conv", &[Some(x), Some(wt), Some(b)], 1).unwrap().into()
+}
+
 /// Depthwise convolution with only a clip after it, or nothing (mobilenet's relu6): whole
 /// groups of 8 planes store through registers, a partial group or a residual through the
 /// general epilogue. Channel counts with and without a partial group, planes whose size is
@@ -633,18 +651,7 @@ fn depthwise_convolution_with_only_a_clip_eight_planes_at_a_time() {
     ];
     for &(c, h, w, s, clip) in cases {
         let mut g = Graph::new("dw");
-        let x = input(&mut g, &[2, c, h, w]);
-        let wt = g.add_const("w", rng.tensor(&[c, 1, 3, 3]));
-        let b = g.add_const("b", rng.tensor(&[c]));
-        let op = Op::Conv {
-            auto_pad: AutoPad::NotSet,
-            dilations: vec![1, 1],
-            group: c as i64,
-            kernel_shape: vec![],
-            pads: vec![1, 1, 1, 1],
-            strides: vec![s, s],
-        };
-        let mut y: Value = g.add(op, "conv", &[Some(x), Some(wt), Some(b)], 1).unwrap().into();
+        let mut y = depthwise_3x3(&mut g, &mut rng, [2, c, h, w], s);
         if clip {
             let lo = g.add_const("lo", Tensor::scalar(0.0f32));
             let hi = g.add_const("hi", Tensor::scalar(0.75f32));
@@ -779,21 +786,7 @@ fn depthwise_convolution_with_an_activation_in_its_epilogue() {
         for &(h, w, s, clipped) in cases {
             let c = 3;
             let mut g = Graph::new("dw");
-            let x = input(&mut g, &[1, c, h, w]);
-            let wt = g.add_const("w", rng.tensor(&[c, 1, 3, 3]));
-            let b = g.add_const("b", rng.tensor(&[c]));
-            let op = Op::Conv {
-                auto_pad: AutoPad::NotSet,
-                dilations: vec![1, 1],
-                group: c as i64,
-                kernel_shape: vec![],
-                pads: vec![1, 1, 1, 1],
-                strides: vec![s, s],
-            };
-            let mut y: Value = g
-                .add(op, "conv", &[Some(x), Some(wt), Some(b)], 1)
-                .unwrap()
-                .into();
+            let mut y = depthwise_3x3(&mut g, &mut rng, [1, c, h, w], s);
             if clipped {
                 let lo = g.add_const("clo", Tensor::scalar(-20.0f32));
                 let hi = g.add_const("chi", Tensor::scalar(20.0f32));
