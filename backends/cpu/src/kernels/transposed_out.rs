@@ -98,10 +98,9 @@ impl Transposed<'_> {
                         };
                         v = _mm256_add_ps(v, rv);
                     }
-                    if self.clip.is_some() {
-                        // max(lo, v) and min(hi, v) return v when it is NaN.
-                        v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
-                    }
+                    // max(lo, v) and min(hi, v) return v when it is NaN; no clip is the
+                    // infinite bounds.
+                    v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
                     if n == 8 {
                         _mm256_storeu_ps(self.out.add(at), v);
                     } else {

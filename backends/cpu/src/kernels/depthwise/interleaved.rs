@@ -353,25 +353,20 @@ unsafe fn store(
     // The strip's outputs: positions `first..p` of every plane, sums from 0.
     let (first, p) = (strip.start * g.ow, strip.end * g.ow);
     let s = sums.as_ptr().wrapping_sub(first * 8);
-    let clip = fin
-        .clip
-        .map(|(l, h)| (_mm256_set1_ps(l), _mm256_set1_ps(h)));
+    // No clip is the infinite bounds: max(lo, v) then min(hi, ·), the value second, lets
+    // NaN through both.
+    let (lo, hi) = fin.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+    let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
     let mut t = first;
     if lanes == 8 && residuals.is_none() && fin.act.is_none() {
         // The common case (mobilenet's relu6) with every vector in a register: the general
-        // loop below keeps `v` in memory for the activation and tests each lane's options,
+        // loop below keeps `v` in memory for the activation and tests each lane's residual,
         // and took twice as long as the sums themselves.
-        let (lo, hi) = clip.unwrap_or((
-            _mm256_set1_ps(f32::NEG_INFINITY),
-            _mm256_set1_ps(f32::INFINITY),
-        ));
         while t + 8 <= p {
             let mut v: [__m256; 8] =
                 std::array::from_fn(|i| _mm256_loadu_ps(s.wrapping_add((t + i) * 8)));
             transpose8(&mut v);
             for (l, v) in v.into_iter().enumerate() {
-                // max(lo, v) then min(hi, ·), the value second: NaN passes through both
-                // (and so through the infinite bounds that stand for no clip).
                 _mm256_storeu_ps(outputs[l].add(t), _mm256_min_ps(hi, _mm256_max_ps(lo, v)));
             }
             t += 8;
@@ -393,10 +388,7 @@ unsafe fn store(
                 }
                 None => *v,
             };
-            // max(lo, v) then min(hi, ·), the value second: NaN passes through both.
-            if let Some((lo, hi)) = clip {
-                *v = _mm256_min_ps(hi, _mm256_max_ps(lo, *v));
-            }
+            *v = _mm256_min_ps(hi, _mm256_max_ps(lo, *v));
         }
         match fin.act {
             Some(a) if fin.wide => super::super::activation::avx512::apply_pairs(a, &mut v, lanes),
