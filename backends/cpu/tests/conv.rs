@@ -129,7 +129,37 @@ impl Case {
             Activation::Relu => "+relu",
             Activation::Clip(..) => "+clip",
         };
-        format!("conv{add}{act} (gemm)")
+        let how = if self.direct() { "direct" } else { "gemm" };
+        format!("conv{add}{act} ({how})")
+    }
+
+    /// Whether the conv should run as the direct loop for shallow kernels
+    /// (kernels/conv_direct.rs): constant weights, one group, 2 to 480 taps, output rows of
+    /// at least 16 that leave at most an eighth of the last 16 idle, and AVX-512F.
+    fn direct(&self) -> bool {
+        let taps: usize = self.kernel.iter().product();
+        let ow = self.out_shape().last().copied().unwrap_or(0);
+        let idle = ow.div_ceil(16) * 16 - ow;
+        let avx512 = cfg!(target_arch = "x86_64") && {
+            #[cfg(target_arch = "x86_64")]
+            let has = Kernel::detect() == Kernel::Avx2Fma && std::is_x86_feature_detected!("avx512f");
+            #[cfg(not(target_arch = "x86_64"))]
+            let has = false;
+            has
+        };
+        avx512
+            && !self.runtime_weights
+            && self.group == 1
+            && taps > 1
+            && self.x[1] * taps <= 480
+            && ow >= 16
+            && 8 * idle <= ow
+    }
+
+    fn out_shape(&self) -> Vec<usize> {
+        let mut rng = Rng(0);
+        let (x, w) = (rng.tensor(&self.x), rng.tensor(&self.w_shape()));
+        kiln_ir::eval::run_graph(&self.bare(), &[x, w]).unwrap()[0].shape().to_vec()
     }
     fn no_bias(mut self) -> Self {
         self.bias = false;
@@ -284,7 +314,7 @@ fn windows_pads_strides_and_dilation() {
         case(&[1, 4, 1, 40], 5, &[1, 3]).pad(1),
     ];
     for (i, c) in cases.iter().enumerate() {
-        assert_eq!(check(c, 100 + i as u64), ["conv (gemm)"], "{c:?}");
+        assert_eq!(check(c, 100 + i as u64), [c.kind()], "{c:?}");
     }
 }
 
@@ -299,7 +329,7 @@ fn pointwise_convolutions() {
         case(&[1, 8, 4, 5], 3, &[1, 1]).pad(1),
     ];
     for (i, c) in cases.iter().enumerate() {
-        assert_eq!(check(c, 200 + i as u64), ["conv (gemm)"], "{c:?}");
+        assert_eq!(check(c, 200 + i as u64), [c.kind()], "{c:?}");
     }
 }
 
@@ -315,7 +345,7 @@ fn groups_batches_one_dimension_and_runtime_weights() {
         case(&[1, 16, 9, 9], 8, &[1, 1]).runtime_weights(),
     ];
     for (i, c) in cases.iter().enumerate() {
-        assert_eq!(check(c, 300 + i as u64), ["conv (gemm)"], "{c:?}");
+        assert_eq!(check(c, 300 + i as u64), [c.kind()], "{c:?}");
     }
 }
 
@@ -410,7 +440,7 @@ fn few_channels_at_stride_one_run_per_tap() {
         case(&[1, 4, 11, 10], 16, &[5, 5]).pad(2).nan(),
         case(&[1, 4, 11, 10], 32, &[3, 3]).pad(1).relu().nan(),
         case(&[1, 4, 12, 9], 16, &[1, 3]).pads(&[0, 1, 0, 1]).no_bias(),
-        case(&[2, 8, 16, 16], 32, &[3, 3]).pad(1).residual(),
+        case(&[2, 8, 16, 12], 32, &[3, 3]).pad(1).residual(),
         case(&[1, 6, 9, 8], 16, &[3, 3]).auto_pad(AutoPad::SameLower),
         case(&[1, 8, 10, 10], 16, &[3, 3]),
         // Just outside.
@@ -422,5 +452,61 @@ fn few_channels_at_stride_one_run_per_tap() {
     ];
     for (i, c) in cases.iter().enumerate() {
         assert_eq!(check(c, 600 + i as u64), [c.kind()], "{c:?}");
+    }
+}
+
+/// Shallow kernels (2 to 480 taps `C·kh·kw`, one group, constant weights) with output rows
+/// of at least 16 that leave at most an eighth of the last 16 idle run as a direct loop
+/// over a padded copy of the input rows split into the stride's phases
+/// (kernels/conv_direct.rs), where the CPU has AVX-512F: mobilenet's and resnet's stems
+/// (3×3 stride 2 with Keras' one-sided pad, 7×7 stride 2), output channels that leave
+/// partial tiles of 8 (1, 7, 9, 20), rows with a partial last tile and rows split over
+/// the threads, stride 3 with dilation, even and one-sided kernels, auto padding, 1-D,
+/// batches, the deepest kernel taken (477 taps), and every epilogue (bias or none,
+/// residual, relu, clip, NaN through them). The neighbours of the thresholds (486 taps,
+/// rows of 15 and 17, a 1×1 kernel, two groups, run-time weights) take the other paths.
+#[test]
+fn shallow_kernels_run_direct() {
+    let cases = [
+        case(&[1, 3, 64, 64], 32, &[3, 3])
+            .stride(2)
+            .pads(&[0, 0, 1, 1])
+            .clip(0.0, 6.0),
+        case(&[1, 3, 64, 64], 32, &[3, 3])
+            .stride(2)
+            .pads(&[0, 0, 1, 1])
+            .clip(0.0, 6.0)
+            .nan(),
+        case(&[1, 3, 20, 62], 20, &[7, 7]).stride(2).pad(3).relu(),
+        case(&[1, 3, 9, 30], 16, &[3, 3]).pad(1).residual().nan(),
+        case(&[1, 2, 5, 47], 1, &[3, 3]).pad(1),
+        case(&[1, 2, 5, 47], 7, &[3, 3]).pad(1).no_bias(),
+        case(&[1, 2, 5, 47], 9, &[3, 3]).pad(1).add(),
+        case(&[1, 4, 20, 95], 8, &[3, 3]).stride(3).dilation(2).pad(2),
+        case(&[1, 3, 7, 30], 5, &[2, 4]).pads(&[0, 1, 2, 3]).relu(),
+        case(&[1, 3, 12, 32], 6, &[5, 1]).pads(&[2, 0, 2, 0]),
+        case(&[1, 3, 10, 64], 12, &[3, 3])
+            .auto_pad(AutoPad::SameUpper)
+            .stride(2),
+        case(&[1, 3, 8, 258], 16, &[3, 3]).pad(1).clip(-0.5, 0.5),
+        case(&[2, 3, 17, 62], 10, &[3, 3]).stride(2).pad(1).residual(),
+        case(&[2, 4, 64], 6, &[5]).pad(2).relu(),
+        case(&[1, 48, 6, 16], 8, &[3, 3]).pad(1),
+        case(&[1, 53, 5, 16], 9, &[3, 3]).pad(1).relu(),
+        // Just outside.
+        case(&[1, 54, 5, 16], 9, &[3, 3]).pad(1),
+        case(&[1, 3, 8, 15], 8, &[3, 3]).pad(1),
+        case(&[1, 3, 8, 17], 8, &[3, 3]).pad(1),
+        case(&[1, 3, 8, 32], 8, &[1, 1]),
+        case(&[1, 4, 8, 32], 8, &[3, 3]).pad(1).group(2),
+        case(&[1, 3, 8, 32], 8, &[3, 3]).pad(1).runtime_weights(),
+    ];
+    let mut direct = 0;
+    for (i, c) in cases.iter().enumerate() {
+        assert_eq!(check(c, 700 + i as u64), [c.kind()], "{c:?}");
+        direct += usize::from(c.direct());
+    }
+    if cfg!(target_arch = "x86_64") && std::is_x86_feature_detected!("avx512f") {
+        assert_eq!(direct, 16, "the cases before 'just outside' run direct");
     }
 }

@@ -4,9 +4,12 @@
 //! packed straight into the GEMM's panels a block of positions at a time per thread
 //! ([`Patches`], or the input rows themselves for a 1×1 stride-1 kernel); the output lands
 //! in NCHW with the bias per row, the residual and the clip applied by the GEMM's epilogue.
-//! Depthwise convolution (one channel per group) runs as a direct loop; convolutions with
-//! few output positions and many channels run transposed ([`conv_small_p`]).
+//! Depthwise convolution (one channel per group) runs as a direct loop, as do shallow
+//! kernels (a network's first conv, [`conv_direct`]); convolutions with few output
+//! positions and many channels run transposed ([`conv_small_p`]), stride-1 ones with few
+//! output channels as a sum over the taps ([`conv_taps`]).
 
+use super::conv_direct;
 use super::conv_small_p;
 use super::conv_taps;
 use super::depthwise;
@@ -45,6 +48,24 @@ pub(crate) struct Conv {
     /// Constant weights packed transposed per kernel tap, for stride-1 convs with few
     /// output channels (`conv_taps`); then `packed` is left empty.
     taps: Vec<PackedB>,
+    /// Constant weights of a shallow kernel, read in place by the direct loop
+    /// (`conv_direct`), known at compile time; then the others are left empty.
+    direct: bool,
+}
+
+/// Whether the conv runs as `conv_direct`'s loop, from its constant weights' shape and
+/// its output type, known at compile time.
+fn takes_direct(w: &Tensor, group: usize, out: &kiln_ir::TensorType) -> bool {
+    let (Some(dims), [_, c, kernel @ ..]) = (out.shape.concrete(), w.shape()) else {
+        return false;
+    };
+    let (kh, kw) = match kernel {
+        [kh, kw] => (*kh, *kw),
+        [kw] => (1, *kw),
+        _ => return false,
+    };
+    let ow = dims.last().copied().unwrap_or(0);
+    w.dtype() == DType::F32 && conv_direct::available() && conv_direct::takes(group, *c, kh, kw, ow)
 }
 
 /// The weights `[M, C, kh, kw]` per tap as `conv_taps` reads them, when the conv's
@@ -171,18 +192,22 @@ impl Conv {
             .as_ref()
             .is_some_and(|s| s.len() >= 2 && s[1] == 1 && s[0] as i64 == *group);
         let group_n = usize::try_from(*group).ok()?;
+        let direct = match w_const {
+            Some(w) if !depthwise => takes_direct(w, group_n, node.outputs.first()?),
+            _ => false,
+        };
         let transposed = match w_const {
-            Some(w) if !depthwise => pack_transposed(w, group_n, node.outputs.first()?),
+            Some(w) if !depthwise && !direct => pack_transposed(w, group_n, node.outputs.first()?),
             _ => None,
         };
         let taps = match w_const {
-            Some(w) if !depthwise && transposed.is_none() => {
+            Some(w) if !depthwise && !direct && transposed.is_none() => {
                 pack_taps(w, group_n, strides, node.outputs.first()?)
             }
             _ => Vec::new(),
         };
         let packed = match w_const {
-            Some(w) if !depthwise && transposed.is_none() && taps.is_empty() => {
+            Some(w) if !depthwise && !direct && transposed.is_none() && taps.is_empty() => {
                 pack_weights(w, group_n)
             }
             _ => Vec::new(),
@@ -205,11 +230,12 @@ impl Conv {
             packed,
             transposed,
             taps,
+            direct,
         })
     }
 
     pub fn label(&self) -> &'static str {
-        if self.depthwise {
+        if self.depthwise || self.direct {
             "direct"
         } else {
             "gemm"
@@ -291,6 +317,14 @@ impl Conv {
             let out = unsafe {
                 per_image(xv, batch, g.c * g.h * g.w, m * p, residual, |x, r, dst| {
                     conv_small_p::run(ctx, &g, wt, x, bias.as_deref(), r, self.epi.clip, dst)
+                })?
+            };
+            Some(Tensor::new(out_shape, out))
+        } else if self.direct && conv_direct::applies(ctx, &g, group) {
+            // SAFETY: conv_direct::run writes every one of the image's m·p floats.
+            let out = unsafe {
+                per_image(xv, batch, g.c * g.h * g.w, m * p, residual, |x, r, dst| {
+                    conv_direct::run(ctx, &g, m, x, wv, bias.as_deref(), r, self.epi.clip, dst)
                 })?
             };
             Some(Tensor::new(out_shape, out))

@@ -9,6 +9,7 @@ mod activation;
 mod columns;
 mod concat;
 mod conv;
+mod conv_direct;
 mod conv_small_p;
 mod conv_taps;
 mod conv_transpose;
