@@ -17,20 +17,21 @@
 //! loads) ran resnet's 7×7 stem slower than `W · patches`, and with 4 × 24 LLVM spilled an
 //! accumulator. Without AVX-512F convs take `W · patches` as before.
 //!
-//! Alone, two threads, mean µs of 1000–2000 runs, two interleaved pairs, `W · patches` →
-//! here (the host was noisy; onnxruntime alone in brackets): mobilenet's 3×3 3→32 stride
-//! 2 at 224×224 256–286 → 157–239 (150); resnet's 7×7 3→64 stride 2 1650 → 1390 (1125);
-//! unet's 3×3 3→16 at 64×64 76–86 → 33–36 and 48→8 248–280 → 161–199; 3×3 32→64 at 77×77
-//! 1179–1255 → 1082–1196.
+//! Alone, two threads, mean µs of 1000 runs (best of three; two rounds, `W · patches` →
+//! here, onnxruntime on the same model in brackets): mobilenet's 3×3 3→32 stride 2 at
+//! 224×224 163–181 → 124–131 (163–185); resnet's 7×7 3→64 stride 2 1245–1288 → 1068–1086
+//! (1153–1242); unet's 3×3 3→16 at 64×64 48–56 → 26–27 (45) and 3×3 48→8 238–260 → 169
+//! (309–312); 3×3 32→64 at 77×77 1109–1129 → 1075–1087 (1015–1022).
 
 use super::im2col::Geometry;
 use crate::device::Ctx;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// Most taps (`C·kh·kw`): unet's 3×3 48→8 (432) ran here in 184 µs against 280 as
+/// Most taps (`C·kh·kw`): unet's 3×3 48→8 (432) ran here in 169 µs against 238–260 as
 /// `W · patches`; with more depth and more channels, `W · patches` shares each packed
-/// patch among enough rows of W.
+/// patch among enough rows of W (resnet's 3×3 64→64 at 56×56, 576 taps, was slower here:
+/// 1.31 ms against 1.15–1.40).
 pub(crate) const MAX_DEPTH: usize = 480;
 /// Output channels per tile, and output positions per tile (one zmm vector).
 const MB: usize = 8;
