@@ -24,6 +24,7 @@
 //! (309–312); 3×3 32→64 at 77×77 1109–1129 → 1075–1087 (1015–1022).
 
 use super::im2col::Geometry;
+use super::rows::Out;
 use crate::device::Ctx;
 use std::cell::RefCell;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -78,17 +79,6 @@ fn x86_available() -> bool {
 thread_local! {
     /// A unit's padded, phase-split input rows.
     static ROWS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
-}
-
-/// Output pointer shared by the threads; each writes its own rows.
-struct Out(*mut f32);
-// SAFETY: threads write disjoint output rows (each unit is taken once from a counter).
-unsafe impl Sync for Out {}
-
-impl Out {
-    fn get(&self) -> *mut f32 {
-        self.0
-    }
 }
 
 /// Where a unit's copy of the input lies: `C` channels of `rows` padded rows, each row as
@@ -169,7 +159,7 @@ pub(crate) unsafe fn run(
                 // SAFETY: `applies` checked AVX-512F; the sizes were checked above and
                 // output rows oh0..oh1 of every channel are this unit's alone.
                 unsafe {
-                    x86::rows(g, m, &layout, &rows, w, bias, residual, (lo, hi), oh0..oh1, out.get())
+                    x86::rows(g, m, &layout, &rows, w, bias, residual, (lo, hi), oh0..oh1, out.at(0))
                 };
             }
         })
