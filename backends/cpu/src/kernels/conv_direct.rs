@@ -23,7 +23,7 @@
 //! (1153–1242); unet's 3×3 3→16 at 64×64 48–56 → 26–27 (45) and 3×3 48→8 238–260 → 169
 //! (309–312); 3×3 32→64 at 77×77 1109–1129 → 1075–1087 (1015–1022).
 
-use super::im2col::Geometry;
+use super::im2col::{valid_range, Geometry};
 use super::rows::Out;
 use crate::device::Ctx;
 use std::cell::RefCell;
@@ -54,7 +54,7 @@ pub(crate) fn takes(group: usize, c: usize, kh: usize, kw: usize, ow: usize) -> 
 /// Whether this CPU has the AVX-512F this kernel is written in (elsewhere convs take
 /// `W · patches`).
 pub(crate) fn available() -> bool {
-    crate::gemm::Kernel::detect() == crate::gemm::Kernel::Avx2Fma && x86_available()
+    crate::gemm::Kernel::detect() == crate::gemm::Kernel::Avx2Fma && super::im2col::avx512()
 }
 
 /// Whether this conv runs here on this device: [`takes`] and [`available`], and the
@@ -64,16 +64,6 @@ pub(crate) fn applies(ctx: &Ctx, g: &Geometry, group: usize) -> bool {
     ctx.kernel == crate::gemm::Kernel::Avx2Fma
         && available()
         && takes(group, g.c, g.kh, g.kw, g.ow)
-}
-
-#[cfg(target_arch = "x86_64")]
-fn x86_available() -> bool {
-    x86::available()
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn x86_available() -> bool {
-    false
 }
 
 thread_local! {
@@ -100,6 +90,23 @@ impl Layout {
 
     fn len(&self, g: &Geometry) -> usize {
         g.c * self.rows * g.sw * self.cols
+    }
+
+    /// Each tap's offset in the copy from the unit's first output row and column, in tap
+    /// order (c, i, j) as the weights hold them: tap column j of output o reads padded
+    /// column o·s + j·dw, column o + (j·dw) div s of phase (j·dw) mod s.
+    fn taps(&self, g: &Geometry) -> Vec<usize> {
+        let s = g.sw;
+        let mut taps = Vec::with_capacity(g.c * g.kh * g.kw);
+        for c in 0..g.c {
+            for i in 0..g.kh {
+                for j in 0..g.kw {
+                    let (phase, col) = ((j * g.dw) % s, (j * g.dw) / s);
+                    taps.push(((c * self.rows + i * g.dh) * s + phase) * self.cols + col);
+                }
+            }
+        }
+        taps
     }
 }
 
@@ -138,6 +145,10 @@ pub(crate) unsafe fn run(
     let units = if parallel { (threads * UNITS_PER_THREAD).min(g.oh) } else { 1 };
     let rows_per_unit = g.oh.div_ceil(units);
     let units = g.oh.div_ceil(rows_per_unit);
+    // Every unit's copy has the same layout (a last, shorter unit's rows past the image
+    // are padding rows), so the taps' offsets in it are computed once.
+    let layout = Layout::new(g, rows_per_unit);
+    let taps = layout.taps(g);
     let out = Out(out);
     let next = AtomicUsize::new(0);
     let (lo, hi) = clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
@@ -151,15 +162,14 @@ pub(crate) unsafe fn run(
                 }
                 let oh0 = u * rows_per_unit;
                 let oh1 = (oh0 + rows_per_unit).min(g.oh);
-                let layout = Layout::new(g, oh1 - oh0);
-                rows.clear();
+                // Every float of the copy is written below (input or padding zeros).
                 rows.resize(layout.len(g), 0.0);
                 copy_rows(g, x, oh0 * g.sh, &layout, &mut rows);
                 #[cfg(target_arch = "x86_64")]
                 // SAFETY: `applies` checked AVX-512F; the sizes were checked above and
                 // output rows oh0..oh1 of every channel are this unit's alone.
                 unsafe {
-                    x86::rows(g, m, &layout, &rows, w, bias, residual, (lo, hi), oh0..oh1, out.at(0))
+                    x86::rows(g, m, &layout, &taps, &rows, w, bias, residual, (lo, hi), oh0..oh1, out.at(0))
                 };
             }
         })
@@ -172,26 +182,27 @@ pub(crate) unsafe fn run(
 }
 
 /// Input rows `first..first + layout.rows` of the padded image (padded row `r` is input row
-/// `r − ph`) into `dst`, zeros outside the input, each row split into its phases.
+/// `r − ph`) into `dst`, each row split into its phases, and zeros everywhere else (the
+/// buffer is reused: every float is written).
 fn copy_rows(g: &Geometry, x: &[f32], first: usize, layout: &Layout, dst: &mut [f32]) {
     let (s, cols) = (g.sw, layout.cols);
     for c in 0..g.c {
         for r in 0..layout.rows {
+            let row = &mut dst[(c * layout.rows + r) * s * cols..(c * layout.rows + r + 1) * s * cols];
             let Some(ih) = (first + r).checked_sub(g.ph).filter(|&ih| ih < g.h) else {
-                continue; // a padding row: the buffer is zeros already
+                row.fill(0.0); // a padding row
+                continue;
             };
             let src = &x[(c * g.h + ih) * g.w..(c * g.h + ih + 1) * g.w];
-            let row = &mut dst[(c * layout.rows + r) * s * cols..(c * layout.rows + r + 1) * s * cols];
             for (q, phase) in row.chunks_exact_mut(cols).enumerate() {
                 // Column t of phase q is padded column t·s + q, input column t·s + q − pw.
-                let t0 = g.pw.saturating_sub(q).div_ceil(s);
-                let t1 = (g.w + g.pw).saturating_sub(q).div_ceil(s).min(cols);
-                if t0 >= t1 {
+                let (t0, t1) = valid_range(cols, s, q as isize - g.pw as isize, g.w);
+                phase[..t0].fill(0.0);
+                phase[t1..].fill(0.0);
+                if t0 == t1 {
                     continue;
                 }
-                let at = t0 * s + q - g.pw;
-                let run = &mut phase[t0..t1];
-                let src = &src[at..];
+                let (run, src) = (&mut phase[t0..t1], &src[t0 * s + q - g.pw..]);
                 match s {
                     1 => run.copy_from_slice(&src[..run.len()]),
                     #[cfg(target_arch = "x86_64")]
@@ -208,11 +219,6 @@ fn copy_rows(g: &Geometry, x: &[f32], first: usize, layout: &Layout, dst: &mut [
 mod x86 {
     use super::{Geometry, Layout, MB, TILE};
     use std::arch::x86_64::*;
-
-    /// Whether this CPU has AVX-512F (checked once; std caches the answer).
-    pub(super) fn available() -> bool {
-        std::is_x86_feature_detected!("avx512f")
-    }
 
     /// `dst[t] = src[2t]`, sixteen at a time.
     ///
@@ -237,14 +243,16 @@ mod x86 {
     /// Output rows `oh` of all `m` channels from a unit's copy of the input.
     ///
     /// # Safety
-    /// AVX-512F; `rows` laid out as `layout` for the unit's first output row `oh.start`;
-    /// `w`, `bias`, `residual` and `out` as [`super::run`] requires.
+    /// AVX-512F; `rows` laid out as `layout` for the unit's first output row `oh.start`,
+    /// `taps` its [`Layout::taps`]; `w`, `bias`, `residual` and `out` as [`super::run`]
+    /// requires.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f")]
     pub(super) unsafe fn rows(
         g: &Geometry,
         m: usize,
         layout: &Layout,
+        taps: &[usize],
         rows: &[f32],
         w: &[f32],
         bias: Option<&[f32]>,
@@ -255,17 +263,6 @@ mod x86 {
     ) {
         let depth = g.c * g.kh * g.kw;
         let (s, cols) = (g.sw, layout.cols);
-        // Each tap's offset in the copy from output (oh.start, 0), in tap order (c, i, j)
-        // as the weights hold them.
-        let mut taps = Vec::with_capacity(depth);
-        for c in 0..g.c {
-            for i in 0..g.kh {
-                for j in 0..g.kw {
-                    let (phase, col) = ((j * g.dw) % s, (j * g.dw) / s);
-                    taps.push(((c * layout.rows + i * g.dh) * s + phase) * cols + col);
-                }
-            }
-        }
         let p = g.p();
         for (local, oh) in oh.enumerate() {
             let row = rows.as_ptr().add(local * g.sh * s * cols);
@@ -276,7 +273,7 @@ mod x86 {
                 while ow0 < g.ow {
                     let t = Tile {
                         row: row.add(ow0),
-                        taps: &taps,
+                        taps,
                         w: w.as_ptr().add(m0 * depth),
                         depth,
                         out: out.add(m0 * p + oh * g.ow + ow0),

@@ -186,7 +186,7 @@ pub(crate) fn valid_range(out: usize, s: usize, off: isize, input: usize) -> (us
 const MAX_TABLE_TAPS: usize = 64;
 
 /// Whether this CPU has AVX-512F (checked once; std caches the answer).
-fn avx512() -> bool {
+pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::is_x86_feature_detected!("avx512f")
