@@ -276,17 +276,18 @@ pub(crate) mod avx2 {
     /// elements it wrote.
     ///
     /// # Safety
-    /// AVX2 and FMA must be available; `dst` must be valid for `x.len()` writes.
+    /// AVX2 and FMA must be available; `x` must be valid for `len` reads and `dst` for
+    /// `len` writes (`dst` may be `x`: each element is read before it is written).
     #[target_feature(enable = "avx2,fma")]
-    pub(crate) unsafe fn apply_into(a: &Activation, x: &[f32], dst: *mut f32) -> usize {
-        let whole = x.len() / 8 * 8;
+    pub(crate) unsafe fn apply_into(a: &Activation, x: *const f32, len: usize, dst: *mut f32) -> usize {
+        let whole = len / 8 * 8;
         // One loop per kind, so the kind is not looked at per vector.
         #[inline]
         #[target_feature(enable = "avx2,fma")]
-        unsafe fn each(x: &[f32], whole: usize, dst: *mut f32, f: impl Fn(__m256) -> __m256) {
+        unsafe fn each(x: *const f32, whole: usize, dst: *mut f32, f: impl Fn(__m256) -> __m256) {
             let mut i = 0;
             while i < whole {
-                _mm256_storeu_ps(dst.add(i), f(_mm256_loadu_ps(x.as_ptr().add(i))));
+                _mm256_storeu_ps(dst.add(i), f(_mm256_loadu_ps(x.add(i))));
                 i += 8;
             }
         }
@@ -461,16 +462,17 @@ pub(crate) mod avx512 {
     /// `avx2::apply_into` on whole blocks of 16; returns how many elements it wrote.
     ///
     /// # Safety
-    /// AVX-512F must be available; `dst` must be valid for `x.len()` writes.
+    /// AVX-512F must be available; `x` must be valid for `len` reads and `dst` for `len`
+    /// writes (`dst` may be `x`).
     #[target_feature(enable = "avx512f")]
-    pub(crate) unsafe fn apply_into(a: &Activation, x: &[f32], dst: *mut f32) -> usize {
-        let whole = x.len() / 16 * 16;
+    pub(crate) unsafe fn apply_into(a: &Activation, x: *const f32, len: usize, dst: *mut f32) -> usize {
+        let whole = len / 16 * 16;
         #[inline]
         #[target_feature(enable = "avx512f")]
-        unsafe fn each(x: &[f32], whole: usize, dst: *mut f32, f: impl Fn(__m512) -> __m512) {
+        unsafe fn each(x: *const f32, whole: usize, dst: *mut f32, f: impl Fn(__m512) -> __m512) {
             let mut i = 0;
             while i < whole {
-                _mm512_storeu_ps(dst.add(i), f(_mm512_loadu_ps(x.as_ptr().add(i))));
+                _mm512_storeu_ps(dst.add(i), f(_mm512_loadu_ps(x.add(i))));
                 i += 16;
             }
         }
@@ -539,7 +541,7 @@ pub(crate) fn run(ctx: &crate::device::Ctx, act: &Activation, x: &[f32]) -> Vec<
         let (s, e) = (b * BLOCK, (b * BLOCK + BLOCK).min(n));
         // SAFETY: block b of the output's capacity is written by this thread only, each
         // element once, before `set_len` below.
-        unsafe { apply_into(vector, act, &x[s..e], base.at(s)) };
+        unsafe { apply_into(vector, act, x[s..e].as_ptr(), e - s, base.at(s)) };
     };
     // The threshold is lower than a copy's ([`super::rows::PARALLEL_MIN_WORK`]): a swish
     // costs about 2 cycles per element, so efficientnet's 7×7×1152 maps (56K elements,
@@ -577,24 +579,35 @@ fn avx2_available() -> bool {
     }
 }
 
-/// Writes `act(x[i])` to `dst[i]`.
+/// Writes `act(x[i])` to `dst[i]` for `i < len`.
 ///
 /// # Safety
-/// `dst` must be valid for `x.len()` writes; with `vector`, AVX2 and FMA must be available.
-unsafe fn apply_into(vector: bool, act: &Activation, x: &[f32], dst: *mut f32) {
+/// `x` must be valid for `len` reads and `dst` for `len` writes (`dst` may be `x`: each
+/// element is read before it is written); with `vector`, AVX2 and FMA must be available.
+unsafe fn apply_into(vector: bool, act: &Activation, x: *const f32, len: usize, dst: *mut f32) {
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     if vector {
         if avx512_available() {
-            i = avx512::apply_into(act, x, dst);
+            i = avx512::apply_into(act, x, len, dst);
         }
-        i += avx2::apply_into(act, &x[i..], dst.add(i));
+        i += avx2::apply_into(act, x.add(i), len - i, dst.add(i));
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = vector;
-    for (k, &v) in x.iter().enumerate().skip(i) {
-        dst.add(k).write(act.apply(v));
+    for k in i..len {
+        dst.add(k).write(act.apply(x.add(k).read()));
     }
+}
+
+/// `x[i] = act(x[i])`: for a kernel that has its results in a buffer still in cache
+/// (the depthwise convolution's sums), rather than in registers.
+///
+/// # Safety
+/// With `vector`, AVX2 and FMA must be available.
+pub(crate) unsafe fn apply_in_place(vector: bool, act: &Activation, x: &mut [f32]) {
+    let p = x.as_mut_ptr();
+    apply_into(vector, act, p, x.len(), p);
 }
 
 #[cfg(test)]
@@ -702,8 +715,8 @@ mod tests {
             // SAFETY: AVX2, FMA and AVX-512F were checked above; both outputs hold xs.len().
             let done = unsafe {
                 (
-                    super::avx2::apply_into(act, &xs, eight.as_mut_ptr()),
-                    super::avx512::apply_into(act, &xs, sixteen.as_mut_ptr()),
+                    super::avx2::apply_into(act, xs.as_ptr(), xs.len(), eight.as_mut_ptr()),
+                    super::avx512::apply_into(act, xs.as_ptr(), xs.len(), sixteen.as_mut_ptr()),
                 )
             };
             assert_eq!(done, (xs.len(), xs.len()));

@@ -142,10 +142,17 @@ pub(super) unsafe fn group(
         if buffers.sums.len() < need {
             buffers.sums.resize(need, 0.0);
         }
+        let wide = super::super::activation::avx512_available();
+        // With no residual and no clip, the activation runs over the sums buffer (still in
+        // L1), 16 lanes at a time, before they are transposed: in `store` it cost a call
+        // and the 8 vectors' trip through memory per 8 positions (efficientnet's 3×3
+        // 32-plane swish at 112×112 took 241 µs against 111 with a relu, onnxruntime's
+        // conv and swish 150).
+        let act_on_sums = post.act.filter(|_| post.residual.is_none() && post.clip.is_none());
         let fin = Finish {
             clip: post.clip,
-            act: post.act,
-            wide: super::super::activation::avx512_available(),
+            act: if act_on_sums.is_some() { None } else { post.act },
+            wide,
         };
         // SAFETY: AVX2 and FMA are available (`takes`); the buffers hold the padded
         // strip and its sums; the planes' pointers hold `hw` inputs and `g.p()` outputs
@@ -162,6 +169,10 @@ pub(super) unsafe fn group(
                     (5, 5, 1, 1) => sums::<5, 1>(g, buf, wp, weights, &b, out, strip.clone()),
                     (5, 5, _, _) => sums::<5, 0>(g, buf, wp, weights, &b, out, strip.clone()),
                     _ => sums::<0, 0>(g, buf, wp, weights, &b, out, strip.clone()),
+                }
+                if let Some(a) = act_on_sums {
+                    let n = strip.len() * g.ow * 8;
+                    super::super::activation::apply_in_place(true, a, &mut out[..n]);
                 }
                 store(
                     g,
