@@ -843,8 +843,9 @@ fn an_activation_whose_inner_value_is_read_elsewhere_stays_separate() {
 }
 
 /// An elementwise group that is exactly swish or hard swish of one input (after a GEMM
-/// convolution, or alone) runs as the native activation kernel: values with NaN and ±∞,
-/// lengths that are not whole blocks of 8, one thread's block and several.
+/// convolution, or alone, grouped by the CPU or by the fusion pass) runs as the native
+/// activation kernel: values with NaN and ±∞, lengths that are not whole blocks of 8, one
+/// thread's block and several.
 #[test]
 fn swish_and_hard_swish_groups_run_as_the_native_activation() {
     let mut rng = Rng(55);
@@ -857,7 +858,13 @@ fn swish_and_hard_swish_groups_run_as_the_native_activation() {
         let xs = scaled_with_specials(&rng.tensor(&[1, n]), 120.0, 1, n / 2, n - 1);
         assert_eq!(check(&g, &[xs.clone()]), ["sigmoid+mul (native)"], "{n}");
         let portable = Cpu::with_kernel(kiln_cpu::gemm::module::Kernel::Portable);
-        assert_eq!(check_on(portable, &g, &[xs]), ["sigmoid+mul (native)"], "portable {n}");
+        assert_eq!(check_on(portable, &g.clone(), &[xs.clone()]), ["sigmoid+mul (native)"], "portable {n}");
+        // The same group made an `Op::Fused` by the fusion pass.
+        let mut f = Graph::new("fused");
+        let fx = input(&mut f, &[1, n]);
+        let fy = f.add1(Op::Fused { body: Box::new(g) }, "swish", &[fx]).unwrap();
+        f.add_output("y", fy);
+        assert_eq!(check(&f, &[xs]), ["sigmoid+mul (native)"], "fused {n}");
     }
     // A 1×1 convolution (on the GEMM) followed by Keras' hard swish.
     let mut g = Graph::new("conv");

@@ -311,10 +311,10 @@ pub(crate) fn select(
                 node: e.node.or(Some(anchor.name.clone())),
                 message: format!("in fused kernel {}: {}", anchor.name, e.message),
             })?;
-            KernelImpl::Generated(Box::new((
-                crate::codegen::KernelCache::new((**body).clone()),
-                plan,
-            )))
+            // A swish or hard swish the fusion pass grouped alone runs as the native
+            // activation, as the CPU's own groups do (generated, on 4 lanes, a swish over
+            // 32×112² took 320 µs against onnxruntime's 73).
+            group_kernel((**body).clone(), plan)
         }
         Op::Fused { body } => match movement::Movement::new(body) {
             Some(m) => KernelImpl::Native(Box::new(One(m))),
