@@ -23,18 +23,6 @@ pub(crate) struct Post<'a> {
     pub act: Option<&'a Activation>,
 }
 
-/// Output pointer shared by the threads; each writes its own planes.
-struct Out(*mut f32);
-// SAFETY: threads write disjoint planes (each plane index is taken once from a counter).
-unsafe impl Sync for Out {}
-
-impl Out {
-    /// A method, so closures capture the whole `Out` (which is Sync), not its raw field.
-    fn at(&self, i: usize) -> *mut f32 {
-        self.0.wrapping_add(i)
-    }
-}
-
 /// Below this many multiply-adds one thread does the whole convolution.
 const PARALLEL_MIN_MACS: usize = 1 << 16;
 
@@ -95,7 +83,8 @@ pub(crate) unsafe fn run_into(
     out: *mut f32,
 ) {
     let (planes, p, taps, hw) = (batch * channels, g.p(), g.kh * g.kw, g.h * g.w);
-    let out_ptr = Out(out);
+    // Threads write disjoint planes (each plane index is taken once from a counter).
+    let out_ptr = super::rows::Out(out);
     let next = AtomicUsize::new(0);
     // The device made for the portable GEMM kernel (tests, CPUs without AVX2) runs the
     // portable depthwise loop too, so that path stays tested on any machine.

@@ -142,7 +142,6 @@ pub(super) unsafe fn group(
         if buffers.sums.len() < need {
             buffers.sums.resize(need, 0.0);
         }
-        let wide = super::super::activation::avx512_available();
         // With no residual and no clip, the activation runs over the sums buffer (still in
         // L1), 16 lanes at a time, before they are transposed: in `store` it cost a call
         // and the 8 vectors' trip through memory per 8 positions (efficientnet's 3×3
@@ -152,7 +151,7 @@ pub(super) unsafe fn group(
         let fin = Finish {
             clip: post.clip,
             act: if act_on_sums.is_some() { None } else { post.act },
-            wide,
+            wide: super::super::activation::avx512_available(),
         };
         // SAFETY: AVX2 and FMA are available (`takes`); the buffers hold the padded
         // strip and its sums; the planes' pointers hold `hw` inputs and `g.p()` outputs
