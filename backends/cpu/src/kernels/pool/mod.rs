@@ -1,8 +1,9 @@
 //! Max and average pooling (1-D and 2-D, NCHW, f32) and global max and average pooling,
 //! one output plane per task, planes split over the pool. Where every window holds an
 //! input position and columns step by 1 or 2 (nearly every model's pooling), a plane runs
-//! through a padded copy with every column on vectors ([`padded`]); other geometries take
-//! the direct loops below.
+//! through a padded copy with every column on vectors ([`padded`]), or for max pooling
+//! with AVX-512F and rows of 16 outputs or more straight from the plane ([`rows512`]);
+//! other geometries take the direct loops below.
 //!
 //! Semantics are `ir::eval`'s: max pooling keeps the first value of the window and
 //! replaces it by any later value that compares greater (so a NaN in the first position
@@ -12,6 +13,8 @@
 //! difference is far inside the zoo's tolerance for windows of any size used in practice).
 
 mod padded;
+#[cfg(target_arch = "x86_64")]
+mod rows512;
 
 use super::rows::for_each_row;
 use padded::Padded;
@@ -159,6 +162,21 @@ impl Pool {
         let inner_lo = (0..dw.out).find(full).unwrap_or(dw.out);
         let inner_hi = (inner_lo..dw.out).rev().find(full).map_or(inner_lo, |o| o + 1);
         let work = out.len() * dh.k * dw.k;
+        #[cfg(target_arch = "x86_64")]
+        if self.max
+            && ctx.kernel == crate::gemm::Kernel::Avx2Fma
+            && super::im2col::avx512()
+            && dw.out >= 16
+            && rows512::applies(&dh, &dw, &cols)
+        {
+            for_each_row(ctx, &mut out, plane_out, work, |c, o| {
+                // SAFETY: the CPU has AVX-512F (checked above), `applies` holds, `c`'s
+                // input and output planes are whole, and inner_lo..inner_hi are the
+                // columns whose taps all lie inside the row.
+                unsafe { rows512::plane(&dh, &dw, &cols, inner_lo..inner_hi, &xv[c * plane_in..(c + 1) * plane_in], o) }
+            });
+            return Some(Tensor::new(shape, out));
+        }
         if let Some(padded) = Padded::new(self, &dh, &dw) {
             let avx2 = ctx.kernel == crate::gemm::Kernel::Avx2Fma;
             // Larger planes too, with AVX2 and whole groups of eight (see SMALL_PLANE).
