@@ -432,9 +432,10 @@ fn transpose_merges_dims_that_move_together() {
     }
 }
 
-/// Depthwise convolution with stride 2 reads split even/odd columns (rows wider than 64
-/// outputs; narrower ones go 8 planes at a time): every padding, dilation, kernel width
-/// and input width parity.
+/// Depthwise convolution with stride 2 reads split even/odd columns (rows wider than 256
+/// outputs; narrower ones go 8 planes at a time, or with AVX-512 and a 3-wide kernel on
+/// rows of 16 outputs or more, split by permutes in registers): every padding, dilation,
+/// kernel width and input width parity.
 #[test]
 fn stride_two_depthwise_convolution() {
     let mut rng = Rng(51);

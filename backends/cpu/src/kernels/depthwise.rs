@@ -1,7 +1,8 @@
 //! Depthwise convolution (one input and one output channel per group) as a direct loop:
 //! each output plane is the bias plus, for every kernel tap, a weighted copy of the input
 //! rows it sees (a contiguous, vectorizable loop for stride 1). Planes are split over the
-//! pool's threads; planes with rows up to 256 wide go 8 at a time ([`interleaved`]).
+//! pool's threads; planes with rows up to 256 wide go 8 at a time ([`interleaved`]), or
+//! with AVX-512 at stride 2 straight from the plane (`rows512`).
 
 use super::activation::Activation;
 use super::im2col::{valid_range, Geometry};
@@ -9,6 +10,8 @@ use crate::device::Ctx;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod interleaved;
+#[cfg(target_arch = "x86_64")]
+mod rows512;
 mod step;
 mod vector;
 
@@ -94,7 +97,13 @@ pub(crate) unsafe fn run_into(
     let threads = ctx.pool.map_or(1, |pool| pool.threads());
     // Planes with rows up to 256 wide go 8 at a time (see `interleaved`): a unit of work is then
     // a group of 8 planes.
-    let grouped = vector && interleaved::takes(g);
+    // Rows of 16 outputs or more fill AVX-512 vectors straight from the plane (see
+    // `rows512`, which says where it wins); narrower ones go into the lanes.
+    #[cfg(target_arch = "x86_64")]
+    let direct = vector && post.act.is_none() && rows512::takes(g);
+    #[cfg(not(target_arch = "x86_64"))]
+    let direct = false;
+    let grouped = vector && !direct && interleaved::takes(g);
     let units = if grouped { planes.div_ceil(8) } else { planes };
     let chunk = (units / (8 * threads)).max(1);
     let work = |_thread: usize| loop {
@@ -123,6 +132,27 @@ pub(crate) unsafe fn run_into(
             }
             let i = u;
             let c = i % channels;
+            let plane_post = Post {
+                residual: post.residual.map(|r| &r[i * p..(i + 1) * p]),
+                ..*post
+            };
+            #[cfg(target_arch = "x86_64")]
+            if direct {
+                // SAFETY: `takes` held (AVX-512F, and `vector`: AVX2 and FMA); plane i
+                // lies inside `x` and `out` (the caller's contract) and only this thread
+                // writes it.
+                unsafe {
+                    rows512::plane(
+                        g,
+                        &x[i * hw..(i + 1) * hw],
+                        &w[c * taps..(c + 1) * taps],
+                        bias.map_or(0.0, |b| b[c]),
+                        &plane_post,
+                        out_ptr.at(i * p),
+                    )
+                };
+                continue;
+            }
             // SAFETY: plane i lies inside `out` (the caller's contract) and only this
             // thread writes it.
             unsafe {
@@ -132,10 +162,7 @@ pub(crate) unsafe fn run_into(
                     &x[i * hw..(i + 1) * hw],
                     &w[c * taps..(c + 1) * taps],
                     bias.map_or(0.0, |b| b[c]),
-                    &Post {
-                        residual: post.residual.map(|r| &r[i * p..(i + 1) * p]),
-                        ..*post
-                    },
+                    &plane_post,
                     out_ptr.at(i * p),
                 )
             };
