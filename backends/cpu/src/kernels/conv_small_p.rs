@@ -45,6 +45,15 @@ const PARALLEL_MIN_MACS: usize = 1 << 18;
 /// of 8 runs in the model: 960→320 0.29 ms with 4 units per thread, 0.26 with 1).
 const MAX_UNIT_PANELS: usize = 16;
 
+/// Fewest row tiles over which the next panel's prefetch is spread: with fewer, each tile
+/// issues a burst of up to 128 prefetches (a panel block is 256 lines) and the W stream
+/// slowed down. inception_v3's 1×1 2048→1152 on 3×3 positions (2 tiles), per-kernel
+/// medians of three interleaved `kiln bench -pc` pairs: 0.64/0.55/0.54 ms with the
+/// prefetch, 0.43/0.41/0.41 without (onnxruntime 0.44); 1280→1152 0.37/0.33/0.32 →
+/// 0.29/0.27/0.27. At 7×7 (9 tiles) it still pays: resnet50's conv5 3×3 1.34–1.50 with,
+/// 1.43–1.78 without.
+const PREFETCH_MIN_TILES: usize = 4;
+
 /// k rows of Aᵀ gathered per piece of work: a 1×1 160→960 conv has a single k block.
 const GATHER_ROWS: usize = 32;
 
@@ -392,7 +401,7 @@ impl Job<'_> {
                         // 1.38–1.42 to 1.29–1.34 ms, its 1×1s from 0.61–0.63 to 0.57–0.60
                         // (`kiln bench -pc` medians, two interleaved runs each).
                         #[cfg(target_arch = "x86_64")]
-                        if let Some((nb, nkc)) = next {
+                        if let (Some((nb, nkc)), true) = (next, tiles >= PREFETCH_MIN_TILES) {
                             // A line is 16 floats; the panel nkc rows of 16.
                             let lines = nkc;
                             for l in lines * t / tiles..lines * (t + 1) / tiles {
