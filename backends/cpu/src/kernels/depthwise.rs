@@ -97,8 +97,9 @@ pub(crate) unsafe fn run_into(
     let threads = ctx.pool.map_or(1, |pool| pool.threads());
     // Planes with rows up to 256 wide go 8 at a time (see `interleaved`): a unit of work is then
     // a group of 8 planes.
-    // Rows of 16 outputs or more fill AVX-512 vectors straight from the plane (see
-    // `rows512`, which says where it wins); narrower ones go into the lanes.
+    // Stride-2 planes of a 3-wide kernel with rows of 16 outputs or more and no
+    // activation run straight from the plane with AVX-512 (see `rows512`, which says
+    // where that wins); the rest as before.
     #[cfg(target_arch = "x86_64")]
     let direct = vector && post.act.is_none() && rows512::takes(g);
     #[cfg(not(target_arch = "x86_64"))]

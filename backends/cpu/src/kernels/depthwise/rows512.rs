@@ -9,7 +9,7 @@
 //! out (inside mobilenet_v2, `perf` on 2 threads, its `fill` and `store` took 11% of the
 //! model's time against 5% for the sums themselves), and at stride 2 it reads every
 //! other column. Per-kernel minimums over four interleaved `kiln bench -pc` runs of
-//! mobilenet_v2: 96×112² → 56² 0.173 → 0.131 ms, 144×56² → 28² 0.069 → 0.059.
+//! mobilenet_v2: 96×112² → 56² 0.196 → 0.132 ms, 144×56² → 28² 0.075 → 0.064.
 //!
 //! Tried and not taken (the caller keeps these on the 8-planes path): stride 1, the taps
 //! of 16 outputs from three loads per kernel row shifted in registers (`valignd`): faster

@@ -166,7 +166,6 @@ impl Pool {
         if self.max
             && ctx.kernel == crate::gemm::Kernel::Avx2Fma
             && super::im2col::avx512()
-            && dw.out >= 16
             && rows512::applies(&dh, &dw, &cols)
         {
             for_each_row(ctx, &mut out, plane_out, work, |c, o| {

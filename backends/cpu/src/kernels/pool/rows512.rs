@@ -5,9 +5,10 @@
 //! which gives two taps of the window at once.
 //!
 //! Why: the padded paths ([`super::padded`]) copy every plane first (and, eight planes at
-//! a time, transpose it into lanes and back). For xception's 3×3/2 pools on 128×77² and
-//! 256×39² that copy was most of the time: 0.19 and 0.13–0.16 ms alone against
-//! onnxruntime's 0.12 and 0.07, which include its own layout changes.
+//! a time, transpose it into lanes and back). xception's 3×3/2 pools on 128×77² and
+//! 256×39² took 0.19–0.23 and 0.11–0.14 ms alone that way (2 threads, `kiln bench`),
+//! against onnxruntime's 0.10–0.12 and 0.055–0.07, which include its own layout
+//! changes; this path takes 0.12–0.14 and 0.08.
 //!
 //! Order of the fold, and so the result bit for bit (NaNs included), is the scalar
 //! path's: the window's rows top to bottom, each row's taps left to right, the first tap
@@ -29,9 +30,12 @@ fn lanes(n: usize) -> u16 {
 const MAX_ROWS: usize = 16;
 
 /// Whether [`plane`] handles windows of `dh` × `dw`: no dilation, column stride 1 or 2,
-/// at most [`MAX_ROWS`] rows, and every window holds an input position.
+/// at most [`MAX_ROWS`] rows, output rows of at least 16 columns (narrower ones lost to
+/// the eight planes in lanes: one masked vector per row), and every window holds an
+/// input position.
 pub(super) fn applies(dh: &Dim1, dw: &Dim1, cols: &[(isize, Range<usize>, usize)]) -> bool {
-    dh.d == 1
+    dw.out >= 16
+        && dh.d == 1
         && dw.d == 1
         && (1..=2).contains(&dw.s)
         && dh.k <= MAX_ROWS
