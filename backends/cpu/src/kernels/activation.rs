@@ -556,18 +556,6 @@ pub(crate) fn run(ctx: &crate::device::Ctx, act: &Activation, x: &[f32]) -> Vec<
     out
 }
 
-/// Whether the activations can run on 16 AVX-512 lanes ([`avx512`]).
-pub(crate) fn avx512_available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 fn avx2_available() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -588,7 +576,7 @@ unsafe fn apply_into(vector: bool, act: &Activation, x: *const f32, len: usize, 
     let mut i = 0;
     #[cfg(target_arch = "x86_64")]
     if vector {
-        if avx512_available() {
+        if super::avx512f::detected() {
             i = avx512::apply_into(act, x, len, dst);
         }
         i += avx2::apply_into(act, x.add(i), len - i, dst.add(i));
@@ -677,7 +665,7 @@ mod tests {
     #[test]
     fn sixteen_lanes_equal_eight_lanes() {
         use super::{Activation, Post};
-        if !super::avx2_available() || !std::is_x86_feature_detected!("avx512f") {
+        if !super::avx2_available() || !super::super::avx512f::detected() {
             return;
         }
         let mut xs: Vec<f32> = (0..400_000).map(|i| -100.0 + i as f32 * 5e-4).collect();

@@ -54,7 +54,7 @@ pub(crate) fn takes(group: usize, c: usize, kh: usize, kw: usize, ow: usize) -> 
 /// Whether this CPU has the AVX-512F this kernel is written in (elsewhere convs take
 /// `W · patches`).
 pub(crate) fn available() -> bool {
-    crate::gemm::Kernel::detect() == crate::gemm::Kernel::Avx2Fma && super::im2col::avx512()
+    crate::gemm::Kernel::detect() == crate::gemm::Kernel::Avx2Fma && super::avx512f::detected()
 }
 
 /// Whether this conv runs here on this device: [`takes`] and [`available`], and the

@@ -291,7 +291,7 @@ pub(crate) unsafe fn run(
     let vector = ctx.kernel == Kernel::Avx2Fma
         && (g.sw == 1 || g.sw == 2)
         && g.ow <= NR
-        && std::is_x86_feature_detected!("avx512f");
+        && super::avx512f::detected();
     #[cfg(not(target_arch = "x86_64"))]
     let vector = false;
     GATHERED.with(|buf| {

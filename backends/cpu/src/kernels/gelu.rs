@@ -222,7 +222,7 @@ pub(crate) fn apply(g: &Gelu, v: &mut [f32], vector: bool) {
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if vector {
-        if std::is_x86_feature_detected!("avx512f") {
+        if super::avx512f::detected() {
             // SAFETY: AVX-512F was detected.
             done = unsafe { avx512::apply(g, v) };
         }

@@ -185,18 +185,6 @@ pub(crate) fn valid_range(out: usize, s: usize, off: isize, input: usize) -> (us
 /// stack (11×11 and larger kernels take the portable copy).
 const MAX_TABLE_TAPS: usize = 64;
 
-/// Whether this CPU has AVX-512F (checked once; std caches the answer).
-pub(crate) fn avx512() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::is_x86_feature_detected!("avx512f")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
-}
-
 /// One group's input patches (`x`: c × h × w) as the GEMM's B: row (channel, kernel row,
 /// kernel column), column output position; padding reads as zero. Packed straight into
 /// panels, a block of positions at a time, so the (c·kh·kw) × (oh·ow) matrix never exists.
@@ -223,7 +211,7 @@ impl<'a> Patches<'a> {
             g,
             x,
             cols,
-            vector: vector && (g.sw == 1 || g.sw == 2) && g.kh * g.kw <= MAX_TABLE_TAPS && avx512(),
+            vector: vector && (g.sw == 1 || g.sw == 2) && g.kh * g.kw <= MAX_TABLE_TAPS && super::avx512f::detected(),
         })
     }
 

@@ -6,6 +6,7 @@
 //! case the chain is replayed.
 
 mod activation;
+mod avx512f;
 mod columns;
 mod concat;
 mod conv;

@@ -76,7 +76,7 @@ impl Softmax {
 fn rows_avx2(ctx: &Ctx, xv: &[f32], n: usize) -> Vec<f32> {
     let len = xv.len();
     #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx512f") {
+    if super::avx512f::detected() {
         // SAFETY: AVX-512F was detected; `avx512_row` writes all n floats of its row.
         return unsafe {
             collect_rows(ctx, len, n, 2 * len, |r, dst| {

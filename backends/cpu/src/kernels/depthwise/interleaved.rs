@@ -151,7 +151,7 @@ pub(super) unsafe fn group(
         let fin = Finish {
             clip: post.clip,
             act: if act_on_sums.is_some() { None } else { post.act },
-            wide: super::super::activation::avx512_available(),
+            wide: super::super::avx512f::detected(),
         };
         // SAFETY: AVX2 and FMA are available (`takes`); the buffers hold the padded
         // strip and its sums; the planes' pointers hold `hw` inputs and `g.p()` outputs

@@ -19,7 +19,7 @@
 //! after 96×112² stride 2 was 0.02 ms faster, after 3×3 stride 1 0.02–0.04 slower), where
 //! the 8-planes path applies it to a whole group's sums.
 
-use super::super::activation;
+use super::super::avx512f::{self, even_odd, lanes};
 use super::super::im2col::Geometry;
 use super::Post;
 
@@ -37,16 +37,7 @@ pub(super) fn takes(g: &Geometry) -> bool {
         && g.sw == 2
         && g.dh == 1
         && g.dw == 1
-        && activation::avx512_available()
-}
-
-/// Lanes `lo..hi` of 16 (none when `hi <= lo`).
-fn lanes(lo: isize, hi: isize) -> u16 {
-    let (lo, hi) = (lo.clamp(0, 16) as u32, hi.clamp(0, 16) as u32);
-    if hi <= lo {
-        return 0;
-    }
-    (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
+        && avx512f::detected()
 }
 
 /// One plane, as [`super::plane`] defines it without an activation:
@@ -125,8 +116,7 @@ unsafe fn columns<const NB: usize>(
 ) {
     use std::arch::x86_64::*;
     let w = g.w as isize;
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (even, odd) = even_odd();
     let xp = x.as_ptr();
     // Per block, for the pair of loads of taps 0 and 1 (`[0]`) and of tap 2 (`[1]`): the
     // first input column, and the masks of its two loads (lanes outside the row stay

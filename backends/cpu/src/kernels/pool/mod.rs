@@ -165,7 +165,7 @@ impl Pool {
         #[cfg(target_arch = "x86_64")]
         if self.max
             && ctx.kernel == crate::gemm::Kernel::Avx2Fma
-            && super::im2col::avx512()
+            && super::avx512f::detected()
             && rows512::applies(&dh, &dw, &cols)
         {
             for_each_row(ctx, &mut out, plane_out, work, |c, o| {

@@ -18,13 +18,9 @@
 //! window reaches outside the row (at most a few per edge) take the scalar fold over
 //! their inside taps.
 
+use super::super::avx512f::{even_odd, lanes};
 use super::Dim1;
 use std::ops::Range;
-
-/// The first `n` of 16 lanes (all of them from 16 on).
-fn lanes(n: usize) -> u16 {
-    ((1u32 << n.min(16)) - 1) as u16
-}
 
 /// Most window rows (a fixed array of row offsets per output row, no allocation).
 const MAX_ROWS: usize = 16;
@@ -88,8 +84,7 @@ unsafe fn window<const KH: usize, const KW: usize, const S: usize>(
     debug_assert!(x.len() == dh.input * dw.input && o.len() == dh.out * dw.out);
     let pick = |fixed: usize, given: usize| if fixed == 0 { given } else { fixed };
     let (width, kh, kw, s) = (dw.input, pick(KH, dh.k), pick(KW, dw.k), pick(S, dw.s));
-    let even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
-    let odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    let (even, odd) = even_odd();
     let mut rows = [0usize; MAX_ROWS];
     let xp = x.as_ptr();
     for oh in 0..dh.out {
@@ -119,7 +114,7 @@ unsafe fn window<const KH: usize, const KW: usize, const S: usize>(
                     for j in 0..kw {
                         // Columns c0 + j .. + n lie inside the row (inner columns).
                         let at = xp.add(r + c0 + j);
-                        fold!(if n == 16 { _mm512_loadu_ps(at) } else { _mm512_maskz_loadu_ps(lanes(n), at) });
+                        fold!(if n == 16 { _mm512_loadu_ps(at) } else { _mm512_maskz_loadu_ps(lanes(0, n as isize), at) });
                     }
                 } else {
                     for j in (0..kw).step_by(2) {
@@ -133,9 +128,9 @@ unsafe fn window<const KH: usize, const KW: usize, const S: usize>(
                         let (lo, hi) = if m >= 32 {
                             (_mm512_loadu_ps(at), _mm512_loadu_ps(at.add(16)))
                         } else if m > 16 {
-                            (_mm512_loadu_ps(at), _mm512_maskz_loadu_ps(lanes(m - 16), at.add(16)))
+                            (_mm512_loadu_ps(at), _mm512_maskz_loadu_ps(lanes(0, (m - 16) as isize), at.add(16)))
                         } else {
-                            (_mm512_maskz_loadu_ps(lanes(m), at), _mm512_setzero_ps())
+                            (_mm512_maskz_loadu_ps(lanes(0, m as isize), at), _mm512_setzero_ps())
                         };
                         fold!(_mm512_permutex2var_ps(lo, even, hi));
                         if j + 1 < kw {
@@ -144,7 +139,7 @@ unsafe fn window<const KH: usize, const KW: usize, const S: usize>(
                     }
                 }
             }
-            _mm512_mask_storeu_ps(orow.as_mut_ptr().add(ow), lanes(n), acc);
+            _mm512_mask_storeu_ps(orow.as_mut_ptr().add(ow), lanes(0, n as isize), acc);
             ow += n;
         }
         for ow in (0..inner.start).chain(inner.end..dw.out) {
