@@ -70,7 +70,7 @@ pub(crate) unsafe fn collect_rows(
 /// Calls `f(row)` for each of `rows` rows, over the pool when `work` is large enough.
 /// Threads take a few rows at a time from a shared counter, so a late thread leaves its
 /// share.
-fn split_rows(ctx: &Ctx, rows: usize, work: usize, f: impl Fn(usize) + Sync) {
+pub(crate) fn split_rows(ctx: &Ctx, rows: usize, work: usize, f: impl Fn(usize) + Sync) {
     let threads = ctx.pool.map_or(1, |p| p.threads());
     let chunk = (rows / (8 * threads)).max(1);
     let next = AtomicUsize::new(0);

@@ -3,7 +3,9 @@
 //! input position and columns step by 1 or 2 (nearly every model's pooling), a plane runs
 //! through a padded copy with every column on vectors ([`padded`]), or for max pooling
 //! with AVX-512F and rows of 16 outputs or more straight from the plane ([`rows512`]);
-//! other geometries take the direct loops below.
+//! average pooling at stride 1 with the input's size (inception's) with AVX-512F takes
+//! each plane as one flat run of 16-position blocks ([`flat512`]); other geometries take
+//! the direct loops below.
 //!
 //! Semantics are `ir::eval`'s: max pooling keeps the first value of the window and
 //! replaces it by any later value that compares greater (so a NaN in the first position
@@ -12,6 +14,8 @@
 //! by those inside the padded extent. Sums are f32 (the reference sums in f64: the
 //! difference is far inside the zoo's tolerance for windows of any size used in practice).
 
+#[cfg(target_arch = "x86_64")]
+mod flat512;
 mod padded;
 #[cfg(target_arch = "x86_64")]
 mod rows512;
@@ -30,6 +34,10 @@ pub(crate) struct Pool {
     kernel_shape: Vec<i64>,
     pads: Vec<i64>,
     strides: Vec<i64>,
+    /// The flat path's plan for the last geometry run (made once, not on every run: on
+    /// 17² planes it took 8% of the kernel's time at one thread).
+    #[cfg(target_arch = "x86_64")]
+    flat: std::sync::Mutex<Option<std::sync::Arc<flat512::Flat>>>,
 }
 
 pub(crate) struct GlobalPool {
@@ -37,7 +45,7 @@ pub(crate) struct GlobalPool {
 }
 
 /// One spatial dim: input size, output size, kernel, stride, dilation, begin and end pad.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq)]
 struct Dim1 {
     input: usize,
     out: usize,
@@ -130,6 +138,8 @@ impl Pool {
             kernel_shape: kernel_shape.clone(),
             pads: pads.clone(),
             strides: strides.clone(),
+            #[cfg(target_arch = "x86_64")]
+            flat: Default::default(),
         })
     }
 
@@ -153,9 +163,37 @@ impl Pool {
         let (plane_in, plane_out) = (dh.input * dw.input, dh.out.checked_mul(dw.out)?);
         let mut shape = xs[..2].to_vec();
         shape.extend(dims.iter().map(|d| d.out));
-        let mut out = vec![0.0f32; planes.checked_mul(plane_out)?];
+        let total = planes.checked_mul(plane_out)?;
         let rows: Vec<_> = (0..dh.out).map(|o| dh.taps(o)).collect();
         let cols: Vec<_> = (0..dw.out).map(|o| dw.taps(o)).collect();
+        #[cfg(target_arch = "x86_64")]
+        if !self.max
+            && ctx.kernel == crate::gemm::Kernel::Avx2Fma
+            && super::avx512f::detected()
+            && flat512::applies(&dh, &dw)
+        {
+            let flat = {
+                let mut last = self.flat.lock().unwrap_or_else(|e| e.into_inner());
+                match &*last {
+                    Some(flat) if flat.geometry() == (dh, dw) => flat.clone(),
+                    _ => last.insert(std::sync::Arc::new(flat512::Flat::new(&dh, &dw, &rows, &cols, self.count_include_pad))).clone(),
+                }
+            };
+            let per = flat.planes();
+            let mut out = Vec::with_capacity(total);
+            let base = super::rows::Out(out.as_mut_ptr());
+            super::rows::split_rows(ctx, planes.div_ceil(per), total * dh.k * dw.k, |u| {
+                let x = &xv[u * per * plane_in..((u + 1) * per).min(planes) * plane_in];
+                // SAFETY: the CPU has AVX-512F (checked above); `applies` holds, so a
+                // plane's output is as long as its input (plane_out = plane_in) and these
+                // planes' outputs lie inside `out`'s capacity; only this thread takes u.
+                unsafe { flat.run(x, base.at(u * per * plane_out)) }
+            });
+            // SAFETY: the runs cover every plane, and `run` writes all of its outputs.
+            unsafe { out.set_len(total) };
+            return Some(Tensor::new(shape, out));
+        }
+        let mut out = vec![0.0f32; total];
         // Output columns whose every tap lies inside the input row: a contiguous range,
         // since windows move right with the column.
         let full = |o: &usize| cols[*o].1 == (0..dw.k);
