@@ -269,6 +269,9 @@ const SMALL: &[(usize, usize, usize)] = &[
     (10, 40, 1030),
     // A last panel of 2 columns with an odd depth (the narrow edge path's tail step).
     (9, 18, 71),
+    // A last panel of 4 columns (the narrow path's rows of 4 on vectors: xception's
+    // 10×10 convs) over several k blocks and every row count of the last tile.
+    (13, 36, 600),
     // B's rows read in place (m ≤ 32, whole panels) by the 2-row kernel of that kind.
     (8, 48, 40),
 ];
