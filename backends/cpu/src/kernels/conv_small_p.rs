@@ -54,6 +54,17 @@ const MAX_UNIT_PANELS: usize = 16;
 /// 1.43–1.78 without.
 const PREFETCH_MIN_TILES: usize = 4;
 
+/// Fewest row tiles for which each thread gathers all of Aᵀ into its own buffer rather
+/// than a share of one buffer all read: with a shared buffer, at 2 threads the gather's
+/// stores waited on the other core's copies of the lines (the gather's share of samples
+/// went from 11% at 1 thread to 22%, `perf` on a chain of 7×1 192→192 convs at 8×8),
+/// and half of Aᵀ then crossed to the other core again for the kernel. Per-kernel
+/// minimums over five interleaved `kiln bench -pc` runs: inception_v3's convs at 8×8 (11
+/// tiles) -0.36 ms in all (of 16.2), resnet50's conv5 at 7×7 (9 tiles) 3×3 1.26–1.28 →
+/// 1.20–1.23 ms, 1×1 0.56–0.58 → 0.51–0.54. Not measured to help at 3×3 positions (2
+/// tiles), where the gather is a larger part of the work, so those keep sharing.
+const PRIVATE_MIN_TILES: usize = 4;
+
 /// Rows of Aᵀ gathered before they are cut into tiles (see [`gather`]).
 const GATHER_BATCH: usize = 8;
 
@@ -70,6 +81,14 @@ pub(crate) fn applies(positions: usize, channels: usize, depth: usize, group: us
         && depth >= MIN_DEPTH
 }
 
+/// `buf`'s floats, grown to at least `len` first.
+fn grown(buf: &mut AlignedBuf, len: usize) -> *mut f32 {
+    if buf.len() < len {
+        *buf = AlignedBuf::zeroed(len);
+    }
+    buf.as_mut_slice().as_mut_ptr()
+}
+
 /// The gather buffer shared by the threads, each writing its own pieces.
 struct SharedMut(*mut f32);
 // SAFETY: each thread writes a disjoint range; the caller keeps it alive until they finish.
@@ -84,7 +103,8 @@ impl SharedMut {
 thread_local! {
     /// The tiles of Cᵀ of one unit's channel panels, P rows of 16 per panel.
     static TILES: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::zeroed(0));
-    /// The gathered patches (A), on the calling thread.
+    /// The gathered patches (Aᵀ): the calling thread's, which every thread writes a share
+    /// of and reads, or with [`PRIVATE_MIN_TILES`] row tiles or more, each thread's own.
     static GATHERED: RefCell<AlignedBuf> = RefCell::new(AlignedBuf::zeroed(0));
 }
 
@@ -93,9 +113,6 @@ thread_local! {
 struct Job<'a> {
     kernels: Kernels,
     wt: &'a PackedB,
-    /// Aᵀ gathered: per k block (at `k0·tiles·6`), row tiles of 6 positions (at
-    /// `+ t·kc·6`), each kc steps of 6 floats; positions past P are zeros.
-    a: *const f32,
     p: usize,
     bias: Option<&'a [f32]>,
     residual: Option<&'a [f32]>,
@@ -294,25 +311,52 @@ pub(crate) unsafe fn run(
         && super::avx512f::detected();
     #[cfg(not(target_arch = "x86_64"))]
     let vector = false;
-    GATHERED.with(|buf| {
-        let mut buf = buf.borrow_mut();
-        let need = k * tiles * MR;
-        if buf.len() < need {
-            *buf = AlignedBuf::zeroed(need);
+    let need = k * tiles * MR;
+    let job = Job {
+        kernels: ctx.kernel.functions(),
+        wt,
+        p,
+        bias,
+        residual,
+        clip,
+        out,
+        vector: ctx.kernel == Kernel::Avx2Fma,
+    };
+    // Every k block of Aᵀ, rows `kks` of each, into `dst` (the whole gathered Aᵀ).
+    let gather_rows = |block: usize, kks: Range<usize>, dst: *mut f32| {
+        let k0 = block * kc_max;
+        let kc = kc_max.min(k - k0);
+        let kks = kks.start.min(kc)..kks.end.min(kc);
+        // SAFETY: block k0's floats k0·tiles·6 .. (k0 + kc)·tiles·6 lie in the buffer
+        // (k·tiles·6 long), and only this thread writes rows `kks` of it.
+        unsafe { gather(g, x, k0, kc, kks, &cols, vector, dst.add(k0 * tiles * MR)) };
+    };
+    let units_from = |a: *const f32| loop {
+        let unit = next_unit.fetch_add(1, Ordering::Relaxed);
+        if unit >= units {
+            return;
         }
-        let base = buf.as_mut_slice().as_mut_ptr();
-        let dst = SharedMut(base);
-        let job = Job {
-            kernels: ctx.kernel.functions(),
-            wt,
-            a: base,
-            p,
-            bias,
-            residual,
-            clip,
-            out,
-            vector: ctx.kernel == Kernel::Avx2Fma,
+        job.unit(panels * unit / units..panels * (unit + 1) / units, a);
+    };
+    if threads > 1 && tiles >= PRIVATE_MIN_TILES {
+        // Each thread gathers all of Aᵀ into its own buffer (see PRIVATE_MIN_TILES).
+        let private = |_: usize| {
+            GATHERED.with(|buf| {
+                let base = grown(&mut buf.borrow_mut(), need);
+                for block in 0..blocks {
+                    gather_rows(block, 0..kc_max, base);
+                }
+                units_from(base);
+            })
         };
+        match ctx.pool {
+            Some(pool) => pool.run(&private),
+            None => private(0),
+        }
+        return Some(());
+    }
+    GATHERED.with(|buf| {
+        let dst = SharedMut(grown(&mut buf.borrow_mut(), need));
         let work = |_: usize| {
             loop {
                 let piece = next_piece.fetch_add(1, Ordering::Relaxed);
@@ -320,23 +364,7 @@ pub(crate) unsafe fn run(
                     break;
                 }
                 let (block, part) = (piece / per_block, piece % per_block);
-                let k0 = block * kc_max;
-                let kc = kc_max.min(k - k0);
-                let kks = (part * GATHER_ROWS).min(kc)..((part + 1) * GATHER_ROWS).min(kc);
-                // SAFETY: block k0's floats k0·tiles·6 .. (k0 + kc)·tiles·6 lie in the
-                // buffer (k·tiles·6 long), and only this thread writes rows `kks` of it.
-                unsafe {
-                    gather(
-                        g,
-                        x,
-                        k0,
-                        kc,
-                        kks,
-                        &cols,
-                        vector,
-                        dst.at().add(k0 * tiles * MR),
-                    )
-                };
+                gather_rows(block, part * GATHER_ROWS..(part + 1) * GATHER_ROWS, dst.at());
                 gathered.fetch_add(1, Ordering::Release);
             }
             // Every piece is claimed; those claimed by another thread are being written now
@@ -345,13 +373,7 @@ pub(crate) unsafe fn run(
             while gathered.load(Ordering::Acquire) < pieces {
                 std::hint::spin_loop();
             }
-            loop {
-                let unit = next_unit.fetch_add(1, Ordering::Relaxed);
-                if unit >= units {
-                    return;
-                }
-                job.unit(panels * unit / units..panels * (unit + 1) / units);
-            }
+            units_from(dst.at());
         };
         match ctx.pool {
             Some(pool) if threads > 1 => pool.run(&work),
@@ -364,7 +386,9 @@ pub(crate) unsafe fn run(
 impl Job<'_> {
     /// Channel panels `panels`: every k block of A passes over them, the tiles of Cᵀ
     /// stay in scratch until the last, then go to the output.
-    fn unit(&self, panels: Range<usize>) {
+    /// `a` is Aᵀ gathered: per k block (at `k0·tiles·6`), row tiles of 6 positions (at
+    /// `+ t·kc·6`), each kc steps of 6 floats; positions past P are zeros.
+    fn unit(&self, panels: Range<usize>, a: *const f32) {
         let kc_max = self.wt.kc();
         let k = self.wt.k();
         let tile_len = self.p * NR;
@@ -423,7 +447,7 @@ impl Job<'_> {
                             }
                         }
                         // SAFETY: tile t of the k block lies inside the gathered buffer.
-                        let a = unsafe { self.a.add(k0 * self.p.div_ceil(MR) * MR + t * kc * MR) };
+                        let a = unsafe { a.add(k0 * self.p.div_ceil(MR) * MR + t * kc * MR) };
                         // SAFETY: A holds `rows` positions from i for kc steps at these
                         // strides, B's panel kc rows of 16, the scratch P rows of 16 per
                         // panel.
