@@ -9,10 +9,11 @@
 //! of 1): the threads split the channel panels, each reads its half of W once, one hand-off.
 //!
 //! Aᵀ (the patches, or for a 1×1 stride-1 conv the input itself) is gathered per call into
-//! row tiles of 6 positions, k-major (`rs_a = 1, cs_a = 6`), all threads taking pieces of
-//! k rows from a counter first. It is small (49 × 4608 floats for resnet's 3×3 512→512);
-//! read in place instead (`cs_a = P`) a 1×1 512→2048 conv took 1.17 ms on one thread
-//! against 0.97 gathered. The kernel writes each channel panel's P × 16 tile into
+//! row tiles of 6 positions, k-major (`rs_a = 1, cs_a = 6`): with few row tiles all threads
+//! take pieces of k rows from a counter into one buffer first, with more each thread
+//! gathers all of it into its own ([`PRIVATE_MIN_TILES`]). It is small (49 × 4608
+//! floats for resnet's 3×3 512→512); read in place instead (`cs_a = P`) a 1×1 512→2048
+//! conv took 1.17 ms on one thread against 0.97 gathered. The kernel writes each channel panel's P × 16 tile into
 //! per-thread scratch; the copy into the NCHW output (channel-major) adds the bias and the
 //! residual and clips, as the kernel's epilogue would.
 
@@ -61,8 +62,9 @@ const PREFETCH_MIN_TILES: usize = 4;
 /// and half of Aᵀ then crossed to the other core again for the kernel. Per-kernel
 /// minimums over five interleaved `kiln bench -pc` runs: inception_v3's convs at 8×8 (11
 /// tiles) -0.36 ms in all (of 16.2), resnet50's conv5 at 7×7 (9 tiles) 3×3 1.26–1.28 →
-/// 1.20–1.23 ms, 1×1 0.56–0.58 → 0.51–0.54. Not measured to help at 3×3 positions (2
-/// tiles), where the gather is a larger part of the work, so those keep sharing.
+/// 1.20–1.23 ms, 1×1 0.56–0.58 → 0.51–0.54. At 3×3 positions (2 tiles) the gather is a
+/// larger part of the work and sharing it stays ahead: inception_v3's convs there, sum of
+/// minimums over five interleaved runs, 1.489 ms shared against 1.513 private.
 const PRIVATE_MIN_TILES: usize = 4;
 
 /// Rows of Aᵀ gathered before they are cut into tiles (see [`gather`]).
