@@ -124,8 +124,7 @@ impl Flat {
             let at = xp.wrapping_add(p);
             let acc = if n == 16 { self.sum(at, masks, u16::MAX) } else { self.sum(at, masks, valid) };
             let v = _mm512_div_ps(acc, _mm512_loadu_ps(count.as_ptr()));
-            // A plain store where the block is whole: the masked one took a third of the
-            // kernel's samples on 17² planes.
+            // A run's last block stores only the lanes of its planes.
             if n == 16 {
                 _mm512_storeu_ps(o.add(p), v);
             } else {
