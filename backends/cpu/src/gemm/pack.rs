@@ -45,6 +45,15 @@ impl AlignedBuf {
         self.len
     }
 
+    /// The buffer, first replaced by a zeroed one of `len` floats if it holds fewer: a
+    /// scratch buffer kept across calls only grows.
+    pub fn at_least(&mut self, len: usize) -> &mut Self {
+        if self.len < len {
+            *self = AlignedBuf::zeroed(len);
+        }
+        self
+    }
+
     pub fn is_empty(&self) -> bool {
         self.len == 0
     }

@@ -224,10 +224,7 @@ fn run_source(options: &Options, job: &Job, b: &dyn PanelSource) -> Result<(), S
         let kc_max = block_depth(k);
         return FULL.with(|full| {
             let mut full = full.borrow_mut();
-            let need = k.max(1) * panels * NR;
-            if full.len() < need {
-                *full = AlignedBuf::zeroed(need);
-            }
+            full.at_least(k.max(1) * panels * NR);
             // The k blocks are packed by all the threads (one alone left the other idle
             // for 3–6% of a 7×7 conv), then every thread reads all of them.
             let blocks = k.div_ceil(kc_max);
@@ -427,10 +424,7 @@ fn run_chunk(
     };
     PANELS.with(|buf| {
         let mut buf = buf.borrow_mut();
-        let need = CHUNK_PANELS * NR * kc_max;
-        if buf.len() < need {
-            *buf = AlignedBuf::zeroed(need);
-        }
+        buf.at_least(CHUNK_PANELS * NR * kc_max);
         SCRATCH.with(|s| {
             let mut s = s.borrow_mut();
             // k = 0 still runs one (empty) block so that the epilogue is applied.

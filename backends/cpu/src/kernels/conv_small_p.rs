@@ -83,14 +83,6 @@ pub(crate) fn applies(positions: usize, channels: usize, depth: usize, group: us
         && depth >= MIN_DEPTH
 }
 
-/// `buf`'s floats, grown to at least `len` first.
-fn grown(buf: &mut AlignedBuf, len: usize) -> *mut f32 {
-    if buf.len() < len {
-        *buf = AlignedBuf::zeroed(len);
-    }
-    buf.as_mut_slice().as_mut_ptr()
-}
-
 /// The gather buffer shared by the threads, each writing its own pieces.
 struct SharedMut(*mut f32);
 // SAFETY: each thread writes a disjoint range; the caller keeps it alive until they finish.
@@ -344,7 +336,7 @@ pub(crate) unsafe fn run(
         // Each thread gathers all of Aᵀ into its own buffer (see PRIVATE_MIN_TILES).
         let private = |_: usize| {
             GATHERED.with(|buf| {
-                let base = grown(&mut buf.borrow_mut(), need);
+                let base = buf.borrow_mut().at_least(need).as_mut_slice().as_mut_ptr();
                 for block in 0..blocks {
                     gather_rows(block, 0..kc_max, base);
                 }
@@ -358,7 +350,7 @@ pub(crate) unsafe fn run(
         return Some(());
     }
     GATHERED.with(|buf| {
-        let dst = SharedMut(grown(&mut buf.borrow_mut(), need));
+        let dst = SharedMut(buf.borrow_mut().at_least(need).as_mut_slice().as_mut_ptr());
         let work = |_: usize| {
             loop {
                 let piece = next_piece.fetch_add(1, Ordering::Relaxed);
@@ -396,11 +388,7 @@ impl Job<'_> {
         let tile_len = self.p * NR;
         TILES.with(|t| {
             let mut t = t.borrow_mut();
-            let need = panels.len() * tile_len;
-            if t.len() < need {
-                *t = AlignedBuf::zeroed(need);
-            }
-            let scratch = t.as_mut_slice().as_mut_ptr();
+            let scratch = t.at_least(panels.len() * tile_len).as_mut_slice().as_mut_ptr();
             let mut k0 = 0;
             while k0 < k {
                 let kc = kc_max.min(k - k0);

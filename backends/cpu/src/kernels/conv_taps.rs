@@ -294,9 +294,7 @@ impl Job<'_> {
         PADDED.with(|xp| {
             TILES.with(|t| {
                 let mut xp = xp.borrow_mut();
-                if xp.len() < g.c * plane {
-                    *xp = AlignedBuf::zeroed(g.c * plane);
-                }
+                xp.at_least(g.c * plane);
                 for (c, dst) in xp
                     .as_mut_slice()
                     .chunks_exact_mut(plane)
@@ -315,10 +313,7 @@ impl Job<'_> {
                 let xp = xp.as_slice().as_ptr();
                 let mut t = t.borrow_mut();
                 let need = rows.len() * wp * ldc;
-                if t.len() < need {
-                    *t = AlignedBuf::zeroed(need);
-                }
-                let scratch = t.as_mut_slice().as_mut_ptr();
+                let scratch = t.at_least(need).as_mut_slice().as_mut_ptr();
                 for first in (0..tiles).step_by(BLOCK_TILES) {
                     for panel in 0..panels {
                         for (tap, wt) in self.wt.iter().enumerate() {
