@@ -40,13 +40,13 @@ pub(crate) fn for_each_row(
     });
 }
 
-/// [`for_each_row`] into fresh memory: calls `f(row, dst)` for each of the `len / row_len`
-/// rows, `dst` pointing at the row's `row_len` floats in the result's capacity, and
-/// returns the result without zero-filling it first.
+/// [`for_each_row`] into fresh memory: calls `f(row, dst)` for each of the
+/// `len.div_ceil(row_len)` rows, `dst` pointing at the row's floats in the result's
+/// capacity (`row_len` of them, fewer in a last, short row), and returns the result
+/// without zero-filling it first.
 ///
 /// # Safety
-/// `f` must write every one of the `row_len` floats at `dst` (and read none of them
-/// first); `len` must be a multiple of `row_len`.
+/// `f` must write every one of its row's floats at `dst` (and read none of them first).
 pub(crate) unsafe fn collect_rows(
     ctx: &Ctx,
     len: usize,
@@ -58,19 +58,19 @@ pub(crate) unsafe fn collect_rows(
     if row_len == 0 {
         return out;
     }
-    let rows = len / row_len;
+    let rows = len.div_ceil(row_len);
     let base = Out(out.as_mut_ptr());
     split_rows(ctx, rows, work, |r| f(r, base.at(r * row_len)));
     // SAFETY: `f` wrote every row 0..rows, all of `len` (the caller's contract); the pool
     // returns after every thread finishes and re-raises a worker's panic before this.
-    unsafe { out.set_len(rows * row_len) };
+    unsafe { out.set_len(len) };
     out
 }
 
 /// Calls `f(row)` for each of `rows` rows, over the pool when `work` is large enough.
 /// Threads take a few rows at a time from a shared counter, so a late thread leaves its
 /// share.
-pub(crate) fn split_rows(ctx: &Ctx, rows: usize, work: usize, f: impl Fn(usize) + Sync) {
+fn split_rows(ctx: &Ctx, rows: usize, work: usize, f: impl Fn(usize) + Sync) {
     let threads = ctx.pool.map_or(1, |p| p.threads());
     let chunk = (rows / (8 * threads)).max(1);
     let next = AtomicUsize::new(0);

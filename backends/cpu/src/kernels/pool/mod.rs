@@ -180,17 +180,14 @@ impl Pool {
                 }
             };
             let per = flat.planes();
-            let mut out = Vec::with_capacity(total);
-            let base = super::rows::Out(out.as_mut_ptr());
-            super::rows::split_rows(ctx, planes.div_ceil(per), total * dh.k * dw.k, |u| {
-                let x = &xv[u * per * plane_in..((u + 1) * per).min(planes) * plane_in];
-                // SAFETY: the CPU has AVX-512F (checked above); `applies` holds, so a
-                // plane's output is as long as its input (plane_out = plane_in) and these
-                // planes' outputs lie inside `out`'s capacity; only this thread takes u.
-                unsafe { flat.run(x, base.at(u * per * plane_out)) }
-            });
-            // SAFETY: the runs cover every plane, and `run` writes all of its outputs.
-            unsafe { out.set_len(total) };
+            // SAFETY: the CPU has AVX-512F (checked above); `applies` holds, so a plane's
+            // output is as long as its input (plane_out = plane_in), and `run` writes all
+            // the outputs of its run of planes (the last run may be short).
+            let out = unsafe {
+                super::rows::collect_rows(ctx, total, per * plane_out, total * dh.k * dw.k, |u, o| {
+                    flat.run(&xv[u * per * plane_in..((u + 1) * per).min(planes) * plane_in], o)
+                })
+            };
             return Some(Tensor::new(shape, out));
         }
         let mut out = vec![0.0f32; total];
