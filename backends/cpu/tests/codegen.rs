@@ -511,7 +511,7 @@ fn multi_output_dags_share_their_common_part() {
 }
 
 #[test]
-fn large_tensors_split_over_threads_and_run_into_agrees() {
+fn large_tensors_split_over_threads_alone_and_run_into_agree() {
     // 300×257 elements (over the parallel threshold; odd rows so chunks end mid-row).
     let mut rng = Rng(99);
     let x = data(&mut rng, &[300, 257]);
@@ -530,6 +530,9 @@ fn large_tensors_split_over_threads_and_run_into_agrees() {
     let mut out = vec![0u8; 300 * 257 * 4];
     k.run_into(&[&xb, &yb], &mut [&mut out]).unwrap();
     assert_eq!(out, want[0].to_le_bytes());
+    // On the calling thread alone (a model compiled for one thread) the same elements.
+    let alone = k.run_on(None, &[&x, &y]).unwrap();
+    assert_eq!(alone[0].to_le_bytes(), want[0].to_le_bytes());
     assert!(k.run_into(&[&xb], &mut [&mut out]).is_err());
     assert!(k.run(&[&y, &x]).is_err());
 }

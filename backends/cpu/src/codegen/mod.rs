@@ -127,8 +127,15 @@ impl ElementwiseKernel {
         self.plan.vector
     }
 
-    /// Runs the kernel on tensors of the compiled dtypes and shapes; returns new outputs.
+    /// Runs the kernel on tensors of the compiled dtypes and shapes, over the process-wide
+    /// pool; returns new outputs.
     pub fn run(&self, inputs: &[&Tensor]) -> kiln_ir::Result<Vec<Tensor>> {
+        self.run_on(Some(Pool::global()), inputs)
+    }
+
+    /// [`Self::run`] over `pool` (`None`: the calling thread alone): a compiled model's
+    /// kernels run on the threads it was compiled for.
+    pub fn run_on(&self, pool: Option<&Pool>, inputs: &[&Tensor]) -> kiln_ir::Result<Vec<Tensor>> {
         let types = self.input_types();
         if inputs.len() != types.len() {
             return Err(IrError::msg(format!(
@@ -169,7 +176,7 @@ impl ElementwiseKernel {
         // SAFETY: every pointer addresses a buffer of the dtype and element count (or, for
         // f32, capacity) the kernel was compiled for (checked above; outputs allocated
         // here), alive for the call.
-        unsafe { self.run_raw(&ptrs, &out_ptrs) };
+        unsafe { self.run_raw(pool, &ptrs, &out_ptrs) };
         outs.into_iter()
             .map(|o| match o {
                 Ok(mut v) => {
@@ -219,17 +226,17 @@ impl ElementwiseKernel {
         let out_ptrs: Vec<*mut u8> = outputs.iter_mut().map(|b| b.as_mut_ptr()).collect();
         // SAFETY: lengths checked above; a bool input byte other than 0/1 reads as true,
         // and the kernel writes only 0/1 to bool outputs.
-        unsafe { self.run_raw(&ptrs, &out_ptrs) };
+        unsafe { self.run_raw(Some(Pool::global()), &ptrs, &out_ptrs) };
         Ok(())
     }
 
-    /// Runs the kernel on raw element pointers, splitting large outputs over the pool.
+    /// Runs the kernel on raw element pointers, splitting large outputs over `pool`.
     ///
     /// # Safety
     /// `inputs[i]` must point to a dense buffer of input i's dtype and shape, `outputs[o]`
     /// to one of output o's dtype and [`Self::output_shape`], not overlapping any input
     /// unless it is the very same buffer (in-place elementwise is fine).
-    pub unsafe fn run_raw(&self, inputs: &[*const u8], outputs: &[*mut u8]) {
+    pub unsafe fn run_raw(&self, pool: Option<&Pool>, inputs: &[*const u8], outputs: &[*mut u8]) {
         let n = self.plan.layout.len();
         if n == 0 {
             return;
@@ -249,11 +256,13 @@ impl ElementwiseKernel {
             // SAFETY: the caller's contract; `args` lives until every call returns.
             unsafe { entry(args.as_ptr() as *const *mut u8, start as u64, end as u64) }
         };
-        let pool = Pool::global();
-        if n <= PARALLEL_ELEMENTS || pool.threads() < 2 {
-            call(0, n);
-            return;
-        }
+        let pool = match pool {
+            Some(pool) if n > PARALLEL_ELEMENTS && pool.threads() >= 2 => pool,
+            _ => {
+                call(0, n);
+                return;
+            }
+        };
         let threads = pool.threads();
         // Chunk ends on a multiple of 16 elements, so each thread's rows start on a vector
         // boundary when rows are long.

@@ -430,7 +430,7 @@ fn generated(
         .collect::<Result<Vec<_>>>()?;
     let shapes: Vec<Vec<usize>> = ins.iter().map(|t| t.shape().to_vec()).collect();
     match cache.get(&shapes) {
-        Ok(kernel) => kernel.run(&ins.iter().collect::<Vec<_>>()),
+        Ok(kernel) => kernel.run_on(ctx.pool, &ins.iter().collect::<Vec<_>>()),
         Err(_) => plan.run(ctx, &ins, None),
     }
 }
