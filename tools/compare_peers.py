@@ -4,11 +4,16 @@ same model and inputs, in the same run, and prints each one's median latency and
 ratio to it (below 1.0: kiln is faster).
 
     python tools/compare_peers.py MODEL.onnx [--input input_0.npy ...] [--device CPU]
-        [--threads 2] [--niter 50] [--kiln target/release/kiln]
+        [--threads 2] [--niter 50] [--rounds 1] [--kiln target/release/kiln]
 
 Needs: pip install onnxruntime openvino tract numpy (tools/peers-venv.sh makes a venv).
 Inputs default to MODEL's folder's input_K.npy files, else random (floats in [-1, 1),
 integers in [0, 10)). A peer that cannot load or run the model is reported, not fatal.
+
+On a shared machine one round can land in a slow spell for one runtime and not the other.
+`--rounds R` repeats the measurement R times, kiln first in every other round, each peer
+loaded once; the summary gives kiln's best median over each peer's best, the median of the
+same-round ratios, and their range.
 """
 import argparse
 import os
@@ -66,7 +71,7 @@ def timed(run, niter):
     return statistics.median(times)
 
 
-def onnxruntime_median(model, inputs, threads, niter):
+def onnxruntime_runner(model, inputs, threads):
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -74,7 +79,7 @@ def onnxruntime_median(model, inputs, threads, niter):
     so.inter_op_num_threads = 1
     s = ort.InferenceSession(model, so, providers=["CPUExecutionProvider"])
     feed = {i.name: x for i, x in zip(s.get_inputs(), inputs)}
-    return timed(lambda: s.run(None, feed), niter)
+    return lambda: s.run(None, feed)
 
 
 # OpenVINO computes in bf16 by default on CPUs with AVX512_BF16 or AMX (this machine's
@@ -83,7 +88,7 @@ def onnxruntime_median(model, inputs, threads, niter):
 OPENVINO_PRECISION = "f32"
 
 
-def openvino_median(model, inputs, threads, niter):
+def openvino_runner(model, inputs, threads):
     import openvino as ov
 
     core = ov.Core()
@@ -92,14 +97,14 @@ def openvino_median(model, inputs, threads, niter):
         config["INFERENCE_PRECISION_HINT"] = OPENVINO_PRECISION
     compiled = core.compile_model(model, "CPU", config)
     request = compiled.create_infer_request()
-    return timed(lambda: request.infer(inputs), niter)
+    return lambda: request.infer(inputs)
 
 
-def tract_median(model, inputs, threads, niter):
+def tract_runner(model, inputs, threads):
     import tract
 
     runnable = tract.onnx().load(model).into_model().into_runnable()
-    return timed(lambda: runnable.run(inputs), niter)
+    return lambda: runnable.run(inputs)
 
 
 def kiln_median(kiln, model, inputs, device, threads, niter):
@@ -124,6 +129,39 @@ def kiln_median(kiln, model, inputs, device, threads, niter):
         return float(m.group(1))
 
 
+def failure(e, width=120):
+    first = str(e).splitlines()[0][:width] if str(e) else type(e).__name__
+    return f"failed: {first}"
+
+
+def print_round(title, results, kiln_label):
+    kiln_ms = results.get(kiln_label)
+    print(title)
+    for name, v in results.items():
+        if isinstance(v, float):
+            ratio = f"kiln/{name} = {kiln_ms / v:.2f}" if isinstance(kiln_ms, float) and name != kiln_label else ""
+            print(f"  {name:<16} {v:10.2f}  {ratio}")
+        else:
+            print(f"  {name:<16} {v}")
+
+
+def print_summary(rounds, kiln_label):
+    """Best over best, and the same-round ratios, per peer, over the rounds both ran in."""
+    print(f"summary of {len(rounds)} rounds (kiln best / peer best, then the same-round ratios)")
+    for name in rounds[0]:
+        if name == kiln_label:
+            continue
+        pairs = [(r[kiln_label], r[name]) for r in rounds
+                 if isinstance(r.get(kiln_label), float) and isinstance(r.get(name), float)]
+        if not pairs:
+            print(f"  {name:<16} no round with both")
+            continue
+        best = min(k for k, _ in pairs) / min(p for _, p in pairs)
+        same = sorted(k / p for k, p in pairs)
+        print(f"  kiln/{name:<16} best {best:.2f}  same-round median {statistics.median(same):.2f}"
+              f"  range {same[0]:.2f}-{same[-1]:.2f}  ({len(pairs)} rounds)")
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("model")
@@ -131,39 +169,66 @@ def main():
     ap.add_argument("--device", default="CPU")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--niter", type=int, default=50)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat the measurement, kiln first in every other round, and summarise")
     ap.add_argument("--kiln", default=os.path.join(os.path.dirname(__file__), "..", "target", "release", "kiln"))
     ap.add_argument("--peers", default="onnxruntime,openvino,tract")
     ap.add_argument("--openvino-precision", default="f32",
                     help="OpenVINO's INFERENCE_PRECISION_HINT: f32 (default, as kiln computes), "
                          "or 'default' for OpenVINO's own choice (bf16 on CPUs with AVX512_BF16 or AMX)")
     a = ap.parse_args()
+    if a.rounds < 1 or a.niter < 1:
+        ap.error("--rounds and --niter take a positive count")
     global OPENVINO_PRECISION
     OPENVINO_PRECISION = a.openvino_precision
 
     inputs = load_inputs(a.model, a.input) or random_inputs(a.model)
-    results = {}
-    runners = {"onnxruntime": onnxruntime_median, "openvino": openvino_median, "tract": tract_median}
+    kiln_label = f"kiln {a.device}"
+    makers = {"onnxruntime": onnxruntime_runner, "openvino": openvino_runner, "tract": tract_runner}
+    # Each peer is loaded once; a peer that fails to load or run stays failed in every round.
+    peers = {}
     for name in a.peers.split(","):
         label = f"openvino {a.openvino_precision}" if name == "openvino" else name
         try:
-            results[label] = runners[name](a.model, inputs, a.threads, a.niter)
+            peers[label] = makers[name](a.model, inputs, a.threads)
         except Exception as e:  # a peer failing on a model is a result, not a crash
-            results[label] = f"failed: {str(e).splitlines()[0][:120] if str(e) else type(e).__name__}"
-    try:
-        results[f"kiln {a.device}"] = kiln_median(a.kiln, a.model, inputs, a.device, a.threads, a.niter)
-    except Exception as e:
-        results[f"kiln {a.device}"] = f"failed: {str(e).splitlines()[0][:200]}"
+            peers[label] = failure(e)
 
-    kiln_ms = results[f"kiln {a.device}"]
-    print(f"{os.path.basename(os.path.dirname(os.path.abspath(a.model)))}/{os.path.basename(a.model)}: "
-          f"median ms at batch as given, {a.threads} threads, {a.niter} runs")
-    for name, v in results.items():
-        if isinstance(v, float):
-            ratio = f"kiln/{name} = {kiln_ms / v:.2f}" if isinstance(kiln_ms, float) and not name.startswith("kiln") else ""
-            print(f"  {name:<16} {v:10.2f}  {ratio}")
+    def measure_peers(results):
+        for label, run in peers.items():
+            if isinstance(run, str):
+                results[label] = run
+                continue
+            try:
+                results[label] = timed(run, a.niter)
+            except Exception as e:
+                peers[label] = results[label] = failure(e)
+
+    def measure_kiln(results):
+        try:
+            results[kiln_label] = kiln_median(a.kiln, a.model, inputs, a.device, a.threads, a.niter)
+        except Exception as e:
+            results[kiln_label] = failure(e, 200)
+
+    where = f"{os.path.basename(os.path.dirname(os.path.abspath(a.model)))}/{os.path.basename(a.model)}"
+    rounds = []
+    for r in range(a.rounds):
+        results = {}
+        if r % 2 == 0:
+            measure_peers(results)
+            measure_kiln(results)
         else:
-            print(f"  {name:<16} {v}")
-    return 0 if isinstance(kiln_ms, float) else 1
+            measure_kiln(results)
+            measure_peers(results)
+        # Peers first, kiln last, whatever order they ran in.
+        results = {k: results[k] for k in [*peers, kiln_label]}
+        rounds.append(results)
+        round_of = f", round {r + 1} of {a.rounds}" if a.rounds > 1 else ""
+        print_round(f"{where}: median ms at batch as given, {a.threads} threads, {a.niter} runs{round_of}",
+                    results, kiln_label)
+    if a.rounds > 1:
+        print_summary(rounds, kiln_label)
+    return 0 if any(isinstance(r[kiln_label], float) for r in rounds) else 1
 
 
 if __name__ == "__main__":
