@@ -481,40 +481,21 @@ impl PanelSource for RowMajor<'_> {
         if kc == 0 {
             return;
         }
-        // Row by row, each row's run of `cols` floats read front to back: B's rows lie
-        // a page or more apart in a large activation, and walking one panel down all kc
-        // rows before the next touched kc pages per 64 bytes, out of the prefetchers' reach.
-        // Rows that far apart are also fetched a few rows ahead; closer ones (a 10×10
-        // input's rows are 400 bytes apart) are already in cache, and the prefetches only
-        // cost (xception's 1×1 728→728 convs 1% slower with them).
-        let panels = cols.div_ceil(NR);
-        const AHEAD: usize = 4;
-        const FAR: usize = 1024;
-        for kk in 0..kc {
-            let at = (k0 + kk) * self.ldb + j0;
-            let src = &self.b[at..at + cols];
-            #[cfg(target_arch = "x86_64")]
-            if self.ldb >= FAR && kk + AHEAD < kc {
-                let ahead = self.b[at + AHEAD * self.ldb..].as_ptr();
-                for l in (0..cols).step_by(16) {
-                    // SAFETY: a hint only; the address lies inside B's row k0 + kk + AHEAD.
-                    unsafe {
-                        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(
-                            ahead.add(l) as *const i8,
-                        )
-                    };
-                }
-            }
-            for q in 0..panels {
-                let row = &mut out[(q * kc + kk) * NR..][..NR];
-                let part = &src[q * NR..];
-                if part.len() >= NR {
-                    let src: &[f32; NR] = part[..NR].try_into().expect("16 floats");
+        for (q, panel) in out[..cols.div_ceil(NR) * kc * NR]
+            .chunks_exact_mut(kc * NR)
+            .enumerate()
+        {
+            let c0 = j0 + q * NR;
+            let nr = NR.min(j0 + cols - c0);
+            for (kk, row) in panel.chunks_exact_mut(NR).enumerate() {
+                let at = (k0 + kk) * self.ldb + c0;
+                if nr == NR {
+                    let src: &[f32; NR] = self.b[at..at + NR].try_into().expect("16 floats");
                     let dst: &mut [f32; NR] = row.try_into().expect("16 floats");
                     *dst = *src;
                 } else {
-                    row[..part.len()].copy_from_slice(part);
-                    row[part.len()..].fill(0.0);
+                    row[..nr].copy_from_slice(&self.b[at..at + nr]);
+                    row[nr..].fill(0.0);
                 }
             }
         }
