@@ -17,7 +17,7 @@
 //! per-thread scratch; the copy into the NCHW output (channel-major) adds the bias and the
 //! residual and clips, as the kernel's epilogue would.
 
-use super::im2col::{valid_range, Geometry};
+use super::im2col::{valid_range, Geometry, PatchRow};
 use super::transposed_out::Transposed;
 use crate::device::Ctx;
 use crate::gemm::pack::AlignedBuf;
@@ -143,7 +143,6 @@ unsafe fn gather(
     let _ = vector;
     let p = g.p();
     let tiles = p.div_ceil(MR);
-    let taps = g.kh * g.kw;
     let plane = g.h * g.w;
     // Rows are gathered a batch at a time, then cut into the tiles: cut right after its
     // gather, a row was read back (6 floats per tile) while its overlapping 16-lane
@@ -151,11 +150,7 @@ unsafe fn gather(
     // `perf`: the gather took 11% of the model's time).
     let mut rows = [[0.0f32; MAX_POSITIONS + NR]; GATHER_BATCH];
     let mut first = kks.start;
-    // Row k is (channel c, kernel row i, kernel column j), k = (c·kh + i)·kw + j, stepped
-    // along with k: four divisions per row took a fifth of the gather's time (`perf`, a
-    // chain of 7×1 192→192 convs at 8×8).
-    let (mut c, t) = ((k0 + first) / taps, (k0 + first) % taps);
-    let (mut i, mut j) = (t / g.kw, t % g.kw);
+    let mut next = PatchRow::at(g, k0 + first);
     while first < kks.end {
         let n = GATHER_BATCH.min(kks.end - first);
         for (b, row) in rows.iter_mut().enumerate().take(n) {
@@ -164,17 +159,8 @@ unsafe fn gather(
                 row[..p].copy_from_slice(&x[k * p..(k + 1) * p]);
                 continue;
             }
-            let this_row = (c, i, j);
-            j += 1;
-            if j == g.kw {
-                j = 0;
-                i += 1;
-                if i == g.kh {
-                    i = 0;
-                    c += 1;
-                }
-            }
-            let (c, i, j) = this_row;
+            let PatchRow { c, i, j } = next;
+            next.advance(g);
             let (lo, hi) = cols[j];
             #[cfg(target_arch = "x86_64")]
             if vector {
