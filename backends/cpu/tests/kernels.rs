@@ -509,6 +509,11 @@ fn depthwise_convolution_with_epilogue_on_long_rows() {
         (3, 120, [3, 3], 2, [8, 8, 8, 8], 8),
         (3, 104, [3, 3], 2, [2, 1, 2, 1], 3),
         (3, 24, [3, 3], 1, [1, 1, 1, 1], 1),
+        // Stride-2 3-wide kernels of other heights (AVX-512 sums kernel rows in pairs, an
+        // odd last row alone).
+        (6, 70, [4, 3], 2, [1, 1, 2, 1], 1),
+        (5, 66, [5, 3], 2, [2, 1, 2, 1], 1),
+        (4, 40, [1, 3], 2, [0, 1, 0, 1], 1),
         // Rows over 64 outputs (8 planes at a time up to 256, as the rows above) and over
         // 256 (plane at a time) for every stride, kernel and dilation above.
         (3, 600, [3, 3], 2, [1, 1, 1, 1], 1),
