@@ -113,7 +113,10 @@ fn max_and_average_pooling_match_the_reference_in_every_geometry() {
     let rows11 = with_nans(&rng.tensor(&[1, 17, 10, 11]), &[0, 110 + 10, 9 * 110 + 55, 17 * 110 - 1]);
     // Eight planes of more than 400 outputs also go into the lanes (at stride 1 here).
     let big = with_nans(&rng.tensor(&[1, 8, 30, 41]), &[0, 1229, 3 * 1230 + 600, 8 * 1230 - 1]);
-    let xs = [rng.tensor(&[2, 3, 11, 9]), with_nans(&rng.tensor(&[1, 2, 7, 40]), &[45, 46, 300]), wide, rng.tensor(&[1, 1, 17, 17]), small, rows17, rows11, big];
+    // Rows of 300: many blocks of 16 columns per row on the AVX-512 path, and a last one
+    // partial at either stride.
+    let long = with_nans(&rng.tensor(&[1, 2, 6, 300]), &[37, 300 + 150, 4 * 300 + 299, 11 * 300 + 70]);
+    let xs = [rng.tensor(&[2, 3, 11, 9]), with_nans(&rng.tensor(&[1, 2, 7, 40]), &[45, 46, 300]), wide, rng.tensor(&[1, 1, 17, 17]), small, rows17, rows11, big, long];
     // (kernel, strides, pads, dilations, auto_pad, ceil_mode)
     let cases: &[(&[i64], &[i64], &[i64], &[i64], AutoPad, bool)] = &[
         (&[3, 3], &[2, 2], &[1, 1, 1, 1], &[], AutoPad::NotSet, false), // resnet's stem
