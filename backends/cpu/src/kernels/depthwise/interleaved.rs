@@ -10,7 +10,7 @@
 //! planes' weights, whatever the stride, dilation or plane width; the sums are transposed
 //! back, 8 outputs of one plane per vector, through the epilogue (residual, clip,
 //! activation) into the output planes. Tall planes go in strips of output rows whose
-//! padded input rows fit in L1.
+//! padded input rows fit in 64 KB.
 
 use super::super::activation::Activation;
 use super::super::im2col::Geometry;
@@ -26,9 +26,15 @@ const MAX_WIDTH: usize = 256;
 /// tall for [`STRIP_VALUES`] makes one strip larger).
 const MAX_PADDED: usize = 4 * STRIP_VALUES;
 
-/// Padded buffers are sized for about this many values: the output rows go in strips
-/// whose padded input rows fit, so the buffer stays in L1 while every tap reads it.
-const STRIP_VALUES: usize = 8192;
+/// Padded buffers are sized for about this many values (64 KB): the output rows go in
+/// strips whose padded input rows fit, and the input rows under two strips are copied
+/// for both. At 32 KB (this core's L1), a 112-wide plane's strip was 6 output rows under
+/// 8 input rows, a third of its input copied twice; at 64 KB it is 15 under 17, the
+/// buffer in L2 (mobilenet_v2's depthwise convs at one thread, per-kernel minimums of
+/// three interleaved runs, summed: 1.269 → 1.205 ms, 32×112² 0.224 → 0.193; at two
+/// threads 0.841 → 0.825; efficientnet_b0's 2.589 → 2.507 and 1.601 → 1.589). 128 KB
+/// was no faster (1.233 → 1.261).
+const STRIP_VALUES: usize = 16384;
 
 /// The strip layout: output rows per strip, and the padded buffer's rows and columns (the
 /// input rows a strip reads; every input column an output reads). `None` if a size
