@@ -168,30 +168,48 @@ pub(super) unsafe fn group(
                 let strip = oh..(oh + rows).min(g.oh);
                 fill(g, &inputs, &mut buffers.input, wp, oh);
                 let (buf, out) = (&buffers.input, &mut buffers.sums);
+                // Whole groups with only a clip after the sums (mobilenet's relu6): each
+                // block of outputs is transposed and stored to the planes as soon as it is
+                // summed, with no trip through the sums buffer and no `store` pass.
+                // mobilenet_v2's depthwise convs, per-kernel minimums of three interleaved
+                // runs: 32×112² 0.203 → 0.161 ms and 144×56² 0.182 → 0.154 at one thread,
+                // all of them 0.832 → 0.747 at two.
+                let direct = (lanes == 8 && post.residual.is_none() && post.act.is_none())
+                    .then(|| Direct { outputs: &outputs, clip: post.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY)) });
+                let d = direct.as_ref();
                 match (g.kh, g.kw, g.sw, g.dw) {
-                    (3, 3, 1, 1) => sums::<3, 1>(g, buf, wp, weights, &b, out, strip.clone()),
-                    (3, 3, _, _) => sums::<3, 0>(g, buf, wp, weights, &b, out, strip.clone()),
-                    (5, 5, 1, 1) => sums::<5, 1>(g, buf, wp, weights, &b, out, strip.clone()),
-                    (5, 5, _, _) => sums::<5, 0>(g, buf, wp, weights, &b, out, strip.clone()),
-                    _ => sums::<0, 0>(g, buf, wp, weights, &b, out, strip.clone()),
+                    (3, 3, 1, 1) => sums::<3, 1>(g, buf, wp, weights, &b, out, strip.clone(), d),
+                    (3, 3, _, _) => sums::<3, 0>(g, buf, wp, weights, &b, out, strip.clone(), d),
+                    (5, 5, 1, 1) => sums::<5, 1>(g, buf, wp, weights, &b, out, strip.clone(), d),
+                    (5, 5, _, _) => sums::<5, 0>(g, buf, wp, weights, &b, out, strip.clone(), d),
+                    _ => sums::<0, 0>(g, buf, wp, weights, &b, out, strip.clone(), d),
                 }
-                if let Some(a) = act_on_sums {
-                    let n = strip.len() * g.ow * 8;
-                    super::super::activation::apply_in_place(true, a, &mut out[..n]);
+                if direct.is_none() {
+                    if let Some(a) = act_on_sums {
+                        let n = strip.len() * g.ow * 8;
+                        super::super::activation::apply_in_place(true, a, &mut out[..n]);
+                    }
+                    store(
+                        g,
+                        out,
+                        &fin,
+                        residuals.as_ref(),
+                        &outputs,
+                        lanes,
+                        strip.clone(),
+                    );
                 }
-                store(
-                    g,
-                    out,
-                    &fin,
-                    residuals.as_ref(),
-                    &outputs,
-                    lanes,
-                    strip.clone(),
-                );
                 oh = strip.end;
             }
         }
     });
+}
+
+/// Where [`sums`] stores its blocks of 8 outputs itself: the 8 planes, and the clip
+/// applied on the way (infinite bounds for none).
+struct Direct<'a> {
+    outputs: &'a [*mut f32; 8],
+    clip: (f32, f32),
 }
 
 /// What each output gets after its taps and bias: the residual (per output), the clip,
@@ -287,6 +305,7 @@ unsafe fn sums<const K: usize, const S: usize>(
     bias: &[f32; 8],
     sums: &mut [f32],
     strip: std::ops::Range<usize>,
+    direct: Option<&Direct>,
 ) {
     use std::arch::x86_64::*;
     let (kh, kw) = if K == 0 { (g.kh, g.kw) } else { (K, K) };
@@ -326,9 +345,32 @@ unsafe fn sums<const K: usize, const S: usize>(
                     }
                 }
             }
-            let dst = s.add((($oh - strip.start) * g.ow + $ow) * 8);
-            for u in 0..$nb {
-                _mm256_storeu_ps(dst.add(u * 8), acc[u]);
+            match direct {
+                Some(d) => {
+                    // Output position (oh, ow + u) of plane l is lane l of acc[u]: after
+                    // the transpose, v[l] holds plane l's `NB` outputs in its first lanes.
+                    let mut v: [__m256; 8] =
+                        std::array::from_fn(|u| if u < $nb { acc[u % $nb] } else { _mm256_setzero_ps() });
+                    transpose8(&mut v);
+                    let (lo, hi) = (_mm256_set1_ps(d.clip.0), _mm256_set1_ps(d.clip.1));
+                    let at = $oh * g.ow + $ow;
+                    for (l, v) in v.into_iter().enumerate() {
+                        let v = _mm256_min_ps(hi, _mm256_max_ps(lo, v));
+                        let o = d.outputs[l].add(at);
+                        match $nb {
+                            8 => _mm256_storeu_ps(o, v),
+                            4 => _mm_storeu_ps(o, _mm256_castps256_ps128(v)),
+                            2 => _mm_store_sd(o.cast(), _mm_castps_pd(_mm256_castps256_ps128(v))),
+                            _ => _mm_store_ss(o, _mm256_castps256_ps128(v)),
+                        }
+                    }
+                }
+                _ => {
+                    let dst = s.add((($oh - strip.start) * g.ow + $ow) * 8);
+                    for u in 0..$nb {
+                        _mm256_storeu_ps(dst.add(u * 8), acc[u]);
+                    }
+                }
             }
         }};
     }
@@ -441,6 +483,7 @@ unsafe fn sums<const K: usize, const S: usize>(
     _bias: &[f32; 8],
     _sums: &mut [f32],
     _strip: std::ops::Range<usize>,
+    _direct: Option<&Direct>,
 ) {
 }
 
