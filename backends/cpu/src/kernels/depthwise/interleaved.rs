@@ -176,8 +176,10 @@ pub(super) unsafe fn group(
                 // mobilenet_v2's depthwise convs, per-kernel minimums of three interleaved
                 // runs: 32×112² 0.203 → 0.161 ms and 144×56² 0.182 → 0.154 at one thread,
                 // all of them 0.832 → 0.747 at two.
-                let direct = (lanes == 8 && post.residual.is_none() && post.act.is_none())
-                    .then(|| Direct { outputs: &outputs, clip: post.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY)) });
+                let direct = (lanes == 8 && post.residual.is_none() && post.act.is_none()).then(|| {
+                    let clip = post.clip.unwrap_or((f32::NEG_INFINITY, f32::INFINITY));
+                    Direct { outputs: &outputs, clip }
+                });
                 let d = direct.as_ref();
                 match (g.kh, g.kw, g.sw, g.dw) {
                     (3, 3, 1, 1) => sums::<3, 1>(g, buf, wp, weights, &b, out, strip.clone(), d),
@@ -351,8 +353,9 @@ unsafe fn sums<const K: usize, const S: usize>(
                 Some(d) => {
                     // Output position (oh, ow + u) of plane l is lane l of acc[u]: after
                     // the transpose, v[l] holds plane l's `NB` outputs in its first lanes.
-                    let mut v: [__m256; 8] =
-                        std::array::from_fn(|u| if u < $nb { acc[u % $nb] } else { _mm256_setzero_ps() });
+                    let mut v: [__m256; 8] = std::array::from_fn(|u| {
+                        if u < $nb { acc[u % $nb] } else { _mm256_setzero_ps() }
+                    });
                     transpose8(&mut v);
                     let (lo, hi) = (_mm256_set1_ps(d.clip.0), _mm256_set1_ps(d.clip.1));
                     let at = $oh * g.ow + $ow;

@@ -16,10 +16,11 @@
 //! alone (32×112² 0.09 → 0.08 ms) but slower inside mobilenet_v2 (0.118 → 0.148, 144×56²
 //! 0.110 → 0.158), and again, once the loads here were masked without a branch, as three
 //! masked loads per kernel row (alone, one thread: 32×112² 0.158 → 0.231 ms, 144×56²
-//! 0.171 → 0.237; each 16-lane load at an odd column crosses a cache line); 5×5 kernels (efficientnet's 144×56² stride 2 0.111 → 0.140); an
-//! activation after the conv, applied in registers or per row (efficientnet's swish
-//! after 96×112² stride 2 was 0.02 ms faster, after 3×3 stride 1 0.02–0.04 slower), where
-//! the 8-planes path applies it to a whole group's sums.
+//! 0.171 → 0.237; each 16-lane load at an odd column crosses a cache line); 5×5 kernels
+//! (efficientnet's 144×56² stride 2 0.111 → 0.140); an activation after the conv,
+//! applied in registers or per row (efficientnet's swish after 96×112² stride 2 was 0.02
+//! ms faster, after 3×3 stride 1 0.02–0.04 slower), where the 8-planes path applies it to
+//! a whole group's sums.
 
 use super::super::avx512f::{self, even_odd, lanes};
 use super::super::im2col::Geometry;

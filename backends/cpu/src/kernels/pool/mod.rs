@@ -332,8 +332,9 @@ impl GlobalPool {
             #[cfg(target_arch = "x86_64")]
             if small512 {
                 let n = o.len().min(planes.saturating_sub(r * per));
-                // SAFETY: AVX-512F was detected; planes r·per.. r·per + n lie in `xv`.
-                unsafe { averages_avx512(&xv[r * per * plane..(r * per + n) * plane], plane, &mut o[..n]) };
+                let x = &xv[r * per * plane..(r * per + n) * plane];
+                // SAFETY: AVX-512F was detected; `x` holds the n planes.
+                unsafe { averages_avx512(x, plane, &mut o[..n]) };
                 return;
             }
             for (k, v) in o.iter_mut().enumerate() {
@@ -388,7 +389,8 @@ unsafe fn averages_avx512(x: &[f32], plane: usize, out: &mut [f32]) {
             i += 16;
         }
         if i < plane {
-            b = _mm512_add_ps(b, _mm512_maskz_loadu_ps(super::avx512f::lanes(0, (plane - i) as isize), p.add(i)));
+            let tail = super::avx512f::lanes(0, (plane - i) as isize);
+            b = _mm512_add_ps(b, _mm512_maskz_loadu_ps(tail, p.add(i)));
         }
         *o = _mm512_reduce_add_ps(_mm512_add_ps(a, b)) / plane as f32;
     }
