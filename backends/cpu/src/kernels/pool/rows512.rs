@@ -23,9 +23,8 @@
 //! inside xception at one thread, per-kernel minimums of three interleaved runs:
 //! block2_pool 0.187 → 0.245 ms, block3_pool 0.127 → 0.175 (the blocks' register pairs
 //! went to the stack). Every load masked alone, one block at a time, was slower too
-//! (block2_pool 0.193 → 0.232 ms, block3_pool 0.128 → 0.153): here the plain-or-masked
-//! choice is made once per 16 outputs, not once per load as it was in the depthwise
-//! `rows512`. One block's chain is not what a pool waits on.
+//! (block2_pool 0.193 → 0.232 ms, block3_pool 0.128 → 0.153), though the same change
+//! made the depthwise `rows512` faster. One block's chain is not what a pool waits on.
 
 use super::super::avx512f::{even_odd, lanes};
 use super::Dim1;
