@@ -422,9 +422,10 @@ unsafe fn store(
     let (lo, hi) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
     let mut t = first;
     if lanes == 8 && residuals.is_none() && fin.act.is_none() {
-        // The common case (mobilenet's relu6) with every vector in a register: the general
-        // loop below keeps `v` in memory for the activation and tests each lane's residual,
-        // and took twice as long as the sums themselves.
+        // Whole groups whose activation ran on the sums buffer (efficientnet's swish; a
+        // clip alone goes straight from `sums` to the planes) with every vector in a
+        // register: the general loop below keeps `v` in memory for the activation and
+        // tests each lane's residual, and took twice as long as the sums themselves.
         while t + 8 <= p {
             let mut v: [__m256; 8] =
                 std::array::from_fn(|i| _mm256_loadu_ps(s.wrapping_add((t + i) * 8)));
