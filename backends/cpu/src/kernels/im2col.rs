@@ -2,6 +2,8 @@
 //! packed straight into the GEMM's panels.
 
 use crate::gemm::{PanelSource, NR};
+#[cfg(target_arch = "x86_64")]
+use std::mem::MaybeUninit;
 use kiln_ir::AutoPad;
 
 /// One 2-D convolution's sizes, per image and group.
@@ -344,7 +346,10 @@ impl Patches<'_> {
         // Per kernel tap (row i, column j) and run: where lane 0 reads in a channel's
         // plane, and which lanes read (none: a padding row, written as zeros). The same
         // for every channel, so each row of the panel is a load per run and one store.
-        let mut table = [[(0isize, 0u32, 0 as __mmask16); MAX_RUNS]; MAX_TABLE_TAPS];
+        // Only the entries of this call's taps and runs are written (and read): zeroing the
+        // whole 4 KB table on every call cost as many stores as the copy itself makes.
+        let mut table =
+            [[MaybeUninit::<(isize, u32, __mmask16)>::uninit(); MAX_RUNS]; MAX_TABLE_TAPS];
         for (t, entry) in table[..taps].iter_mut().enumerate() {
             let (i, j) = (t / g.kw, t % g.kw);
             for (e, r) in entry.iter_mut().zip(runs) {
@@ -353,6 +358,7 @@ impl Patches<'_> {
                 let a = lo.clamp(r.ow0, r.ow0 + r.len) - r.ow0 + r.lane;
                 let b = hi.clamp(r.ow0, r.ow0 + r.len) - r.ow0 + r.lane;
                 if ih < 0 || ih as usize >= g.h || a >= b {
+                    e.write((0, 0, 0));
                     continue;
                 }
                 // Lane l reads input column (ow0 + l − lane)·sw + j·dw − pw; the address
@@ -362,7 +368,7 @@ impl Patches<'_> {
                     - g.pw as isize;
                 let lanes = lanes_below(b) & !lanes_below(a);
                 let read = if g.sw == 1 { lanes as u32 } else { evens_below(b) & !evens_below(a) };
-                *e = (lane0, read, lanes);
+                e.write((lane0, read, lanes));
             }
         }
         let (mut ci, mut t) = (k0 / taps, k0 % taps);
@@ -370,7 +376,9 @@ impl Patches<'_> {
             let d = out.as_mut_ptr().add(kk * NR);
             let base = x.wrapping_add(ci * plane);
             let mut v = _mm512_setzero_ps();
-            for &(lane0, read, lanes) in &table[t][..runs.len()] {
+            for e in &table[t][..runs.len()] {
+                // SAFETY: entries [..taps][..runs.len()] were all written above.
+                let (lane0, read, lanes) = e.assume_init();
                 let src = base.wrapping_offset(lane0);
                 v = if g.sw == 1 {
                     _mm512_mask_loadu_ps(v, read as __mmask16, src)
