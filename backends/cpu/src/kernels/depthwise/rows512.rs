@@ -133,11 +133,10 @@ unsafe fn columns<const NB: usize>(
             masks[b][p] = (lanes(-c0, w - c0), lanes(-c0 - 16, w - c0 - 16));
         }
     }
-    // A load of 16 columns, always masked (lanes outside the row read nothing). Choosing
+    // Every load of 16 columns is masked (lanes outside the row read nothing). Choosing
     // a plain load where the mask is full put a branch before each of the row's loads,
     // and those cost more than the masked loads (one thread, alone, minimum of four
     // interleaved runs: 96×112² → 56² 0.215 → 0.187 ms, 144×56² → 28² 0.083 → 0.075).
-    let load = |at: *const f32, m: u16| _mm512_maskz_loadu_ps(m, at);
     // Kernel row i's three taps of the `NB` blocks, added into `acc`.
     let row = |i: usize, ih0: isize, acc: &mut [__m512; NB]| {
         let ih = ih0 + i as isize;
@@ -149,11 +148,15 @@ unsafe fn columns<const NB: usize>(
         let (w0, w1, w2) = (_mm512_set1_ps(*kr), _mm512_set1_ps(*kr.add(1)), _mm512_set1_ps(*kr.add(2)));
         for b in 0..NB {
             let at = input.wrapping_offset(start[b][0]);
-            let (lo, hi) = (load(at, masks[b][0].0), load(at.wrapping_add(16), masks[b][0].1));
+            let (m_lo, m_hi) = masks[b][0];
+            let lo = _mm512_maskz_loadu_ps(m_lo, at);
+            let hi = _mm512_maskz_loadu_ps(m_hi, at.wrapping_add(16));
             acc[b] = _mm512_fmadd_ps(_mm512_permutex2var_ps(lo, even, hi), w0, acc[b]);
             acc[b] = _mm512_fmadd_ps(_mm512_permutex2var_ps(lo, odd, hi), w1, acc[b]);
             let at = input.wrapping_offset(start[b][1]);
-            let (lo, hi) = (load(at, masks[b][1].0), load(at.wrapping_add(16), masks[b][1].1));
+            let (m_lo, m_hi) = masks[b][1];
+            let lo = _mm512_maskz_loadu_ps(m_lo, at);
+            let hi = _mm512_maskz_loadu_ps(m_hi, at.wrapping_add(16));
             acc[b] = _mm512_fmadd_ps(_mm512_permutex2var_ps(lo, even, hi), w2, acc[b]);
         }
     };
